@@ -1,0 +1,32 @@
+//! sluice: a syslog receiver and router daemon.
+//!
+//! It takes RFC 5424 and RFC 3164 messages over UDP, TCP and local unix sockets, parses them,
+//! matches them against an ordered rule table, and writes them to files or stdout. Nothing read
+//! from a socket is dropped silently: malformed messages are kept with a flag, and every drop is
+//! counted.
+//!
+//! # Layout
+//!
+//! In data-flow order:
+//!
+//! - [`config`]: TOML text to a validated [`config::Config`], every error with its line.
+//! - [`listen`]: UDP, TCP and unix sockets; each task frames, parses and routes inline.
+//! - [`framing`]: RFC 6587 octet counting and LF framing, a pure state machine.
+//! - [`parse`]: RFC 5424 (strict) and RFC 3164 (tolerant) into an [`event::Event`].
+//! - [`event`]: the one type that flows through.
+//! - [`route`]: the rule table and the syslog.conf selector language.
+//! - [`output`]: bounded queues, and the file and stdout outputs with their line formats.
+//! - [`metrics`]: counters per listener and output.
+//! - [`daemon`]: `bind` every socket, then `run` until shutdown and drain.
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod daemon;
+pub mod event;
+pub mod framing;
+pub mod listen;
+pub mod metrics;
+pub mod output;
+pub mod parse;
+pub mod route;

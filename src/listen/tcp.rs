@@ -1,0 +1,303 @@
+//! The `tcp` listener: RFC 6587 framing detected per frame, a connection cap, idle and
+//! frame-completion deadlines, and back-pressure (a connection stops reading while an output it
+//! feeds is full under `block`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::BytesMut;
+use chrono::Utc;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::framing::{FrameError, Framer, FramerOptions};
+use crate::listen::{Dispatcher, Pipeline};
+use crate::metrics::{self, ListenerMetrics};
+
+/// Pending connections the kernel may queue before accept.
+const LISTEN_BACKLOG: i32 = 1024;
+/// Bytes asked of each read; frames are sliced out of this buffer without copying.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Binds a non-blocking TCP listening socket with SO_REUSEADDR (restarts do not wait out
+/// TIME_WAIT).
+pub fn bind(address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .context("creating TCP socket")?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket
+        .bind(&address.into())
+        .with_context(|| format!("binding TCP {address}"))?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Settings of one TCP listener.
+#[derive(Debug, Clone)]
+pub struct TcpSettings {
+    /// Listener name.
+    pub name: Arc<str>,
+    /// Longer messages are cut and flagged.
+    pub max_message_size: usize,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Close a connection silent this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose started frame does not complete this long.
+    pub frame_timeout: Option<Duration>,
+    /// Also end LF-framed messages at NUL.
+    pub nul_trailer: bool,
+    /// Only these sender networks are accepted; `None` accepts all.
+    pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+}
+
+/// A TCP listener task.
+pub struct TcpServer {
+    /// The bound socket.
+    pub listener: TcpListener,
+    /// Settings.
+    pub settings: TcpSettings,
+    /// Shared routing and outputs.
+    pub pipeline: Arc<Pipeline>,
+    /// Stop accepting; connections keep reading until their peer closes.
+    pub shutdown: CancellationToken,
+    /// Cut every connection now (end of `shutdown_timeout`).
+    pub hard_stop: CancellationToken,
+}
+
+impl TcpServer {
+    /// Accepts until `shutdown`, then waits for its connections to finish.
+    pub async fn run(self) {
+        let metrics = self.pipeline.metrics.listener(&self.settings.name);
+        let slots = Arc::new(Semaphore::new(self.settings.max_connections));
+        let tracker = TaskTracker::new();
+        let mut reject_log = metrics::LogLimiter::new(Duration::from_secs(10));
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                r = self.listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning on accept.
+                    tracing::warn!(listener = %self.settings.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if let Some(nets) = &self.settings.allowed_sources
+                && !crate::route::in_networks(nets, peer.ip())
+            {
+                metrics::add(&metrics.disallowed, 1);
+                if let Some(suppressed) = reject_log.allow() {
+                    tracing::warn!(listener = %self.settings.name, %peer, suppressed, "connection refused: sender not in allowed_sources");
+                }
+                continue;
+            }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics::add(&metrics.sessions_rejected, 1);
+                if let Some(suppressed) = reject_log.allow() {
+                    tracing::warn!(listener = %self.settings.name, %peer, suppressed,
+                        max_connections = self.settings.max_connections, "connection refused: max_connections reached");
+                }
+                drop(stream);
+                continue;
+            };
+            metrics::add(&metrics.connections, 1);
+            let conn = Connection {
+                stream,
+                peer,
+                settings: self.settings.clone(),
+                dispatcher: Dispatcher::new(self.pipeline.clone(), self.settings.name.clone()),
+                metrics: metrics.clone(),
+                hard_stop: self.hard_stop.clone(),
+            };
+            let span = tracing::debug_span!("conn", listener = %self.settings.name, %peer);
+            let closed = metrics.clone();
+            tracker.spawn(
+                async move {
+                    conn.run().await;
+                    drop(slot);
+                    metrics::add(&closed.closed, 1);
+                }
+                .instrument(span),
+            );
+        }
+        drop(self.listener);
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: TcpSettings,
+    dispatcher: Dispatcher,
+    metrics: Arc<ListenerMetrics>,
+    hard_stop: CancellationToken,
+}
+
+/// Why a connection ended.
+enum End {
+    Eof,
+    Framing(FrameError),
+    Idle,
+    FrameTimeout,
+    Cut,
+    ReadError(std::io::Error),
+}
+
+impl Connection {
+    async fn run(mut self) {
+        let end = self.serve().await;
+        self.dispatcher.flush().await;
+        let m = &self.metrics;
+        match end {
+            End::Eof => tracing::debug!("peer closed"),
+            End::Framing(e) => {
+                match e {
+                    FrameError::FrameLenInvalid => metrics::add(&m.frame_len_invalid, 1),
+                    FrameError::TlsOnPlainPort => metrics::add(&m.tls_on_plain_port, 1),
+                }
+                tracing::warn!(peer = %self.peer, reason = %e, "closing connection");
+            }
+            End::Idle => {
+                metrics::add(&m.idle_timeouts, 1);
+                tracing::debug!("closing idle connection");
+            }
+            End::FrameTimeout => {
+                metrics::add(&m.frame_timeouts, 1);
+                tracing::info!(peer = %self.peer, "closing connection: frame not completed within frame_timeout");
+            }
+            End::Cut => {
+                metrics::add(&m.shutdown_cut, 1);
+                tracing::info!(peer = %self.peer, "closing connection: shutdown_timeout passed");
+            }
+            End::ReadError(e) => {
+                metrics::add(&m.read_errors, 1);
+                tracing::debug!(error = %e, "read failed");
+            }
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        let mut framer = Framer::new(FramerOptions {
+            max_message_size: self.settings.max_message_size,
+            nul_trailer: self.settings.nul_trailer,
+        });
+        let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        let mut last_data = Instant::now();
+        let mut frame_started: Option<Instant> = None;
+        let mut reported = framer.stats().clone();
+        loop {
+            // While a frame is under way its completion deadline applies (slowloris, C03);
+            // between frames the idle timeout does (C02).
+            let (deadline, frame_deadline) = match (
+                frame_started,
+                self.settings.frame_timeout,
+                self.settings.idle_timeout,
+            ) {
+                (Some(t), Some(ft), _) => (Some(t + ft), true),
+                (_, _, Some(it)) => (Some(last_data + it), false),
+                _ => (None, false),
+            };
+            if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+                buf.reserve(READ_CHUNK_BYTES);
+            }
+            let read = tokio::select! {
+                _ = self.hard_stop.cancelled() => return End::Cut,
+                r = self.stream.read_buf(&mut buf) => r,
+                _ = sleep_until_opt(deadline) => {
+                    return if frame_deadline { End::FrameTimeout } else { End::Idle };
+                }
+            };
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    // A reset mid-frame: keep what the framer holds, as at EOF (C06, A12).
+                    let _ = self.drain(&mut framer, &mut buf, true, &mut reported);
+                    return End::ReadError(e);
+                }
+            };
+            let eof = n == 0;
+            metrics::add(&self.metrics.bytes, n as u64);
+            last_data = Instant::now();
+            if let Err(e) = self.drain(&mut framer, &mut buf, eof, &mut reported) {
+                return End::Framing(e);
+            }
+            // Back-pressure: this waits while a `block` output is full, and meanwhile the socket
+            // is not read, so the sender's TCP window closes.
+            self.dispatcher.flush().await;
+            if eof {
+                return End::Eof;
+            }
+            frame_started = match (framer.in_frame(), frame_started) {
+                (true, None) => Some(last_data),
+                (true, s) => s,
+                (false, _) => None,
+            };
+        }
+    }
+
+    /// Frames and dispatches everything complete in `buf` (everything at all when `eof`).
+    fn drain(
+        &mut self,
+        framer: &mut Framer,
+        buf: &mut BytesMut,
+        eof: bool,
+        reported: &mut crate::framing::FramerStats,
+    ) -> Result<(), FrameError> {
+        let now = Utc::now();
+        let result = loop {
+            let next = if eof {
+                framer.decode_eof(buf)
+            } else {
+                framer.decode(buf)
+            };
+            match next {
+                Ok(Some(frame)) => {
+                    if frame.incomplete_at_eof {
+                        metrics::add(&self.metrics.truncated_at_eof, 1);
+                    }
+                    self.dispatcher
+                        .push(frame.data, frame.truncated, Some(self.peer), now);
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let stats = framer.stats();
+        metrics::add(
+            &self.metrics.empty_frames,
+            stats.empty_frames - reported.empty_frames,
+        );
+        *reported = stats.clone();
+        result
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

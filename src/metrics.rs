@@ -1,0 +1,211 @@
+//! Counters per listener and per output, plus the global `unrouted`. Plain relaxed atomics:
+//! tasks add batch totals, never per-byte. They are logged periodically and at shutdown, and
+//! tests read them directly.
+//!
+//! Invariant per listener: `received = parsed_ok + parse_errors`; every frame the framer threw
+//! away appears in `frame_len_invalid`, `tls_on_plain_port` or `empty_frames`; every event an
+//! output did not take appears in that output's `dropped_queue_full`; datagrams the kernel
+//! dropped before sluice could read them appear in `kernel_drops`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: AtomicU64,)*
+        }
+
+        impl $name {
+            /// Every counter with its name, in declaration order.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters!(
+    /// Counters of one listener.
+    ListenerMetrics {
+        /// Frames (messages) read, whatever became of them.
+        received,
+        /// Bytes read from the socket.
+        bytes,
+        /// Frames that parsed cleanly.
+        parsed_ok,
+        /// Frames kept with a `parse_error` flag.
+        parse_errors,
+        /// Frames cut to `max_message_size`.
+        truncated,
+        /// Empty lines or datagrams skipped.
+        empty_frames,
+        /// Connections closed for an invalid octet count.
+        frame_len_invalid,
+        /// Connections closed because a TLS ClientHello arrived on a plain port.
+        tls_on_plain_port,
+        /// Octet-counted frames cut short by the peer closing (kept, flagged truncated).
+        truncated_at_eof,
+        /// Connections accepted.
+        connections,
+        /// Accepted connections that have ended (for any reason); `connections - closed` are open.
+        closed,
+        /// Connections refused because `max_connections` was reached.
+        sessions_rejected,
+        /// Connections closed after `idle_timeout` without data.
+        idle_timeouts,
+        /// Connections closed because a frame did not complete within `frame_timeout`.
+        frame_timeouts,
+        /// Connections cut because they were still open at the end of `shutdown_timeout`.
+        shutdown_cut,
+        /// Socket read errors (connection resets and the like).
+        read_errors,
+        /// Messages or connections refused because the sender is not in `allowed_sources`.
+        disallowed,
+        /// Datagrams the kernel dropped because the socket buffer was full (from /proc/net/udp).
+        kernel_drops,
+    }
+);
+
+counters!(
+    /// Counters of one output.
+    OutputMetrics {
+        /// Events handed to the output's queue.
+        queued,
+        /// Events written.
+        written,
+        /// Events dropped because the queue was full (`when_full = "drop_newest"`).
+        dropped_queue_full,
+        /// Events that could not be written (I/O errors), counted once per event.
+        write_errors,
+        /// Path template values that had to be sanitised (hostile-inputs F03).
+        path_sanitized,
+        /// Files closed to stay under `max_open_files`.
+        files_evicted,
+    }
+);
+
+/// All counters of a running daemon.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Per listener, by name.
+    pub listeners: BTreeMap<Arc<str>, Arc<ListenerMetrics>>,
+    /// Per output, by name.
+    pub outputs: BTreeMap<Arc<str>, Arc<OutputMetrics>>,
+    /// Events that matched no route.
+    pub unrouted: AtomicU64,
+}
+
+impl Metrics {
+    /// Counters for these listener and output names, all zero.
+    pub fn new<'a>(
+        listeners: impl IntoIterator<Item = &'a Arc<str>>,
+        outputs: impl IntoIterator<Item = &'a Arc<str>>,
+    ) -> Metrics {
+        Metrics {
+            listeners: listeners
+                .into_iter()
+                .map(|n| (n.clone(), Arc::default()))
+                .collect(),
+            outputs: outputs
+                .into_iter()
+                .map(|n| (n.clone(), Arc::default()))
+                .collect(),
+            unrouted: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters of one listener (a fresh zero set for an unknown name).
+    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+        self.listeners.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The counters of one output (a fresh zero set for an unknown name).
+    pub fn output(&self, name: &str) -> Arc<OutputMetrics> {
+        self.outputs.get(name).cloned().unwrap_or_default()
+    }
+
+    /// One line per listener and output with its non-zero counters, plus `unrouted`, for logs.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let mut add = |kind: &str, name: &str, snap: Vec<(&'static str, u64)>| {
+            let fields: Vec<String> = snap
+                .into_iter()
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            s.push_str(&format!(
+                "{kind}.{name}: {}; ",
+                if fields.is_empty() {
+                    "idle".to_string()
+                } else {
+                    fields.join(" ")
+                }
+            ));
+        };
+        for (n, m) in &self.listeners {
+            add("listen", n, m.snapshot());
+        }
+        for (n, m) in &self.outputs {
+            add("output", n, m.snapshot());
+        }
+        s.push_str(&format!(
+            "unrouted={}",
+            self.unrouted.load(Ordering::Relaxed)
+        ));
+        s
+    }
+}
+
+/// Adds `n` to a counter.
+#[inline]
+pub fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Reads a counter.
+#[inline]
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Lets a repeated warning through at most once per interval and says how many were suppressed
+/// in between, so a per-message fault cannot flood sluice's own log (hostile-inputs J04).
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// A limiter passing one message per `interval`.
+    pub const fn new(interval: std::time::Duration) -> LogLimiter {
+        LogLimiter {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when this occurrence may be logged (`n` = occurrences suppressed since the last
+    /// one logged), `None` when it should be suppressed.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}

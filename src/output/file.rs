@@ -1,0 +1,423 @@
+//! The `file` output: lines appended to files whose path may be templated per event
+//! (`/var/log/remote/{hostname}/{app_name}.log`).
+//!
+//! Template values are sanitised before they touch the path: `/`, NUL and control characters
+//! become `_`, and `.`/`..` become `_`, so a hostile HOSTNAME cannot leave the directory
+//! (hostile-inputs F03). Open files live in a bounded cache (`max_open_files`, least recently used
+//! closed first), so a flood of unique hostnames cannot exhaust file descriptors (J01). Each
+//! file's lines are buffered and written with one `write` per flush.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Datelike, Local};
+
+use crate::event::Event;
+use crate::metrics::{self, LogLimiter, OutputMetrics};
+use crate::output::Sink;
+use crate::output::format::{Format, local_hostname};
+
+/// Mode of files sluice creates (rsyslog's default FileCreateMode is 0644; logs often hold
+/// secrets, so group-readable only, like Debian's adm convention).
+const FILE_CREATE_MODE: u32 = 0o640;
+/// A file's buffer is written out once it holds this much, even mid-batch.
+const FILE_BUFFER_BYTES: usize = 256 * 1024;
+/// How often write errors may be logged.
+const WRITE_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A per-event field usable in a path template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Hostname,
+    AppName,
+    Facility,
+    Severity,
+    Year,
+    Month,
+    Day,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Field(Field),
+}
+
+/// A file path with `{field}` placeholders, parsed once at config time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    parts: Vec<Part>,
+}
+
+impl PathTemplate {
+    /// Parses a path; the error names an unknown or unclosed placeholder.
+    pub fn parse(text: &str) -> Result<PathTemplate, String> {
+        if text.is_empty() {
+            return Err("empty path".into());
+        }
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed '{{' in path {text:?}"))?;
+            let field = match &after[..close] {
+                "hostname" => Field::Hostname,
+                "app_name" => Field::AppName,
+                "facility" => Field::Facility,
+                "severity" => Field::Severity,
+                "year" => Field::Year,
+                "month" => Field::Month,
+                "day" => Field::Day,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder {{{other}}}: expected {{hostname}}, {{app_name}}, {{facility}}, {{severity}}, {{year}}, {{month}} or {{day}}"
+                    ));
+                }
+            };
+            parts.push(Part::Field(field));
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        if text.ends_with('/') {
+            return Err(format!("path {text:?} names a directory, not a file"));
+        }
+        Ok(PathTemplate { parts })
+    }
+
+    /// True when the path is the same for every event.
+    pub fn is_static(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// The deepest directory that does not depend on any event (for `--check-config`).
+    pub fn static_dir(&self) -> PathBuf {
+        let mut prefix = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => prefix.push_str(s),
+                Part::Field(_) => {
+                    // Everything after the last '/' of the prefix depends on the event.
+                    let cut = prefix.rfind('/').map_or(0, |i| i + 1);
+                    prefix.truncate(cut);
+                    return PathBuf::from(if prefix.is_empty() { "." } else { &prefix });
+                }
+            }
+        }
+        Path::new(&prefix)
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// Expands the template for `ev` into `out` (cleared first). Returns true when some value had
+    /// to be sanitised.
+    pub fn expand(&self, ev: &Event, out: &mut String) -> bool {
+        use std::fmt::Write as _;
+        out.clear();
+        let mut sanitized = false;
+        let date = || ev.received_at.with_timezone(&Local);
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => out.push_str(s),
+                Part::Field(f) => match f {
+                    Field::Hostname => {
+                        let fallback;
+                        let host = match (ev.hostname(), ev.source) {
+                            (Some(h), _) => h,
+                            (None, Some(a)) => {
+                                fallback = a.ip().to_string();
+                                &fallback
+                            }
+                            (None, None) => local_hostname(),
+                        };
+                        sanitized |= push_sanitized(host, out);
+                    }
+                    Field::AppName => {
+                        sanitized |= push_sanitized(ev.app_name().unwrap_or("-"), out);
+                    }
+                    Field::Facility => out.push_str(ev.facility().name()),
+                    Field::Severity => out.push_str(ev.severity().name()),
+                    Field::Year => {
+                        let _ = write!(out, "{:04}", date().year());
+                    }
+                    Field::Month => {
+                        let _ = write!(out, "{:02}", date().month());
+                    }
+                    Field::Day => {
+                        let _ = write!(out, "{:02}", date().day());
+                    }
+                },
+            }
+        }
+        sanitized
+    }
+}
+
+/// Appends `value` as one safe path component; returns true if anything was changed.
+fn push_sanitized(value: &str, out: &mut String) -> bool {
+    if value.is_empty() || value == "." || value == ".." {
+        out.push('_');
+        return true;
+    }
+    let mut changed = false;
+    for c in value.chars() {
+        if c == '/' || c == '\\' || c.is_control() {
+            out.push('_');
+            changed = true;
+        } else {
+            out.push(c);
+        }
+    }
+    changed
+}
+
+struct OpenFile {
+    file: Option<File>,
+    buf: Vec<u8>,
+    buffered_events: u64,
+    last_used: u64,
+}
+
+/// Owns the open files of one file output.
+pub struct FileSink {
+    name: Arc<str>,
+    template: PathTemplate,
+    format: Format,
+    max_open_files: usize,
+    files: HashMap<PathBuf, OpenFile>,
+    /// Monotonic use counter for least-recently-used eviction.
+    clock: u64,
+    path_buf: String,
+    metrics: Arc<OutputMetrics>,
+    error_log: LogLimiter,
+}
+
+impl FileSink {
+    /// A sink for one `[output.NAME]` of kind `file`.
+    pub fn new(
+        name: Arc<str>,
+        template: PathTemplate,
+        format: Format,
+        max_open_files: usize,
+        metrics: Arc<OutputMetrics>,
+    ) -> FileSink {
+        FileSink {
+            name,
+            template,
+            format,
+            max_open_files: max_open_files.max(1),
+            files: HashMap::new(),
+            clock: 0,
+            path_buf: String::new(),
+            metrics,
+            error_log: LogLimiter::new(WRITE_ERROR_LOG_INTERVAL),
+        }
+    }
+
+    fn write_out(&mut self, path: &Path) {
+        let Some(of) = self.files.get_mut(path) else {
+            return;
+        };
+        if of.buf.is_empty() {
+            return;
+        }
+        let result = match &mut of.file {
+            Some(f) => f.write_all(&of.buf),
+            None => open_append(path).and_then(|mut f| {
+                let r = f.write_all(&of.buf);
+                of.file = Some(f);
+                r
+            }),
+        };
+        match result {
+            Ok(()) => metrics::add(&self.metrics.written, of.buffered_events),
+            Err(e) => {
+                metrics::add(&self.metrics.write_errors, of.buffered_events);
+                // Reopen next time: the file may have been removed or the disk remounted.
+                of.file = None;
+                if let Some(suppressed) = self.error_log.allow() {
+                    tracing::warn!(output = %self.name, path = %path.display(), error = %e,
+                        lost = of.buffered_events, suppressed, "file write failed");
+                }
+            }
+        }
+        of.buf.clear();
+        of.buffered_events = 0;
+    }
+
+    /// Closes the least recently used file to make room.
+    fn evict_one(&mut self) {
+        let Some(victim) = self
+            .files
+            .iter()
+            .min_by_key(|(_, f)| f.last_used)
+            .map(|(p, _)| p.clone())
+        else {
+            return;
+        };
+        self.write_out(&victim);
+        self.files.remove(&victim);
+        metrics::add(&self.metrics.files_evicted, 1);
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(FILE_CREATE_MODE)
+        .open(path)
+}
+
+impl Sink for FileSink {
+    fn write_batch(&mut self, batch: &[Arc<Event>]) {
+        for ev in batch {
+            let sanitized = self.template.expand(ev, &mut self.path_buf);
+            if sanitized {
+                metrics::add(&self.metrics.path_sanitized, 1);
+            }
+            self.clock += 1;
+            let path = Path::new(&self.path_buf);
+            if !self.files.contains_key(path) {
+                if self.files.len() >= self.max_open_files {
+                    self.evict_one();
+                }
+                self.files.insert(
+                    PathBuf::from(&self.path_buf),
+                    OpenFile {
+                        file: None,
+                        buf: Vec::new(),
+                        buffered_events: 0,
+                        last_used: 0,
+                    },
+                );
+            }
+            let Some(of) = self.files.get_mut(Path::new(&self.path_buf)) else {
+                continue;
+            };
+            of.last_used = self.clock;
+            self.format.write_line(ev, &mut of.buf);
+            of.buffered_events += 1;
+            if of.buf.len() >= FILE_BUFFER_BYTES {
+                let p = PathBuf::from(&self.path_buf);
+                self.write_out(&p);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let dirty: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, f)| !f.buf.is_empty())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in dirty {
+            self.write_out(&p);
+        }
+    }
+
+    fn close(&mut self) {
+        self.flush();
+        for (path, of) in self.files.drain() {
+            if let Some(f) = of.file
+                && let Err(e) = f.sync_all()
+            {
+                tracing::warn!(output = %self.name, path = %path.display(), error = %e, "fsync failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Parsed, Span};
+    use bytes::Bytes;
+
+    fn ev_with_host(host: &str) -> Event {
+        let raw = format!("{host} app: m");
+        let mut parsed = Parsed::unparsed(raw.as_bytes());
+        parsed.hostname = Some(Span::new(0, host.len()));
+        parsed.app_name = Some(Span::new(host.len() + 1, host.len() + 4));
+        Event {
+            raw: Bytes::from(raw),
+            received_at: "2026-11-22T10:00:00Z".parse().unwrap(),
+            source: None,
+            listener: "t".into(),
+            truncated: false,
+            parsed,
+        }
+    }
+
+    #[test]
+    fn hostile_f03_path_traversal_is_neutralised() {
+        let t = PathTemplate::parse("/var/log/remote/{hostname}/{app_name}.log").unwrap();
+        let mut out = String::new();
+        for (host, want) in [
+            (
+                "../../etc/cron.d/x",
+                "/var/log/remote/.._.._etc_cron.d_x/app.log",
+            ),
+            ("..", "/var/log/remote/_/app.log"),
+            (".", "/var/log/remote/_/app.log"),
+            ("a/b", "/var/log/remote/a_b/app.log"),
+            ("/abs", "/var/log/remote/_abs/app.log"),
+            ("h\u{1b}st", "/var/log/remote/h_st/app.log"),
+        ] {
+            assert!(t.expand(&ev_with_host(host), &mut out), "{host}");
+            assert_eq!(out, want);
+            assert!(
+                !Path::new(&out)
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            );
+        }
+        assert!(!t.expand(&ev_with_host("web1"), &mut out));
+        assert_eq!(out, "/var/log/remote/web1/app.log");
+    }
+
+    #[test]
+    fn template_parsing() {
+        assert!(
+            PathTemplate::parse("/x/{nope}.log")
+                .unwrap_err()
+                .contains("unknown placeholder {nope}")
+        );
+        assert!(PathTemplate::parse("/x/{hostname").is_err());
+        let t =
+            PathTemplate::parse("/var/log/{year}/{month}/{day}/{facility}.{severity}.log").unwrap();
+        assert_eq!(t.static_dir(), PathBuf::from("/var/log/"));
+        let mut out = String::new();
+        t.expand(&ev_with_host("h"), &mut out);
+        assert_eq!(out, "/var/log/2026/11/22/user.notice.log");
+        assert_eq!(
+            PathTemplate::parse("/var/log/syslog").unwrap().static_dir(),
+            PathBuf::from("/var/log")
+        );
+        assert!(PathTemplate::parse("/var/log/syslog").unwrap().is_static());
+    }
+}

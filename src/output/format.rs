@@ -1,0 +1,446 @@
+//! Line formats: how an [`Event`] becomes bytes in a file or on stdout.
+//!
+//! Every format writes straight into the caller's buffer (no per-event `String`). Line-oriented
+//! formats escape control characters in fields and MSG as rsyslog does (`#012` for LF), so a
+//! message can never forge a second line (hostile-inputs G04); `json` escapes per JSON and shows
+//! bytes that are not UTF-8 as U+FFFD; `raw` writes the original frame exactly.
+
+use std::io::Write as _;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, FixedOffset, Local, SecondsFormat, Utc};
+
+use crate::event::{Event, SdElement};
+
+/// Output line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `Nov 22 10:00:00 host app[pid]: msg` (rsyslog's RSYSLOG_TraditionalFileFormat).
+    Traditional,
+    /// RFC 3339 timestamp with microseconds (rsyslog's RSYSLOG_FileFormat).
+    Precise,
+    /// `<PRI>Nov 22 10:00:00 host app[pid]: msg`.
+    Rfc3164,
+    /// `<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG`.
+    Rfc5424,
+    /// One JSON object per line, fields as DESIGN.md §5.
+    Json,
+    /// The frame's original bytes.
+    Raw,
+}
+
+impl Format {
+    /// Parses a config name.
+    pub fn from_name(name: &str) -> Option<Format> {
+        Some(match name {
+            "traditional" => Format::Traditional,
+            "precise" => Format::Precise,
+            "rfc3164" => Format::Rfc3164,
+            "rfc5424" => Format::Rfc5424,
+            "json" => Format::Json,
+            "raw" => Format::Raw,
+            _ => return None,
+        })
+    }
+
+    /// Appends the event as one line, with its trailing LF, to `out`.
+    pub fn write_line(self, ev: &Event, out: &mut Vec<u8>) {
+        match self {
+            Format::Traditional => {
+                write_time(out, event_time(ev), "%b %e %H:%M:%S");
+                out.push(b' ');
+                write_tail_3164(ev, out);
+            }
+            Format::Precise => {
+                write_time(out, event_time(ev), "%Y-%m-%dT%H:%M:%S%.6f%:z");
+                out.push(b' ');
+                write_tail_3164(ev, out);
+            }
+            Format::Rfc3164 => {
+                write_pri(ev, out);
+                write_time(out, event_time(ev), "%b %e %H:%M:%S");
+                out.push(b' ');
+                write_tail_3164(ev, out);
+            }
+            Format::Rfc5424 => write_rfc5424(ev, out),
+            Format::Json => write_json(ev, out),
+            Format::Raw => out.extend_from_slice(&ev.raw),
+        }
+        out.push(b'\n');
+    }
+}
+
+/// The time a line shows: the message's own, else when it was received (in local time).
+fn event_time(ev: &Event) -> DateTime<FixedOffset> {
+    ev.parsed
+        .timestamp
+        .unwrap_or_else(|| ev.received_at.with_timezone(&Local).fixed_offset())
+}
+
+fn write_time(out: &mut Vec<u8>, t: DateTime<FixedOffset>, fmt: &str) {
+    let _ = write!(out, "{}", t.format(fmt));
+}
+
+fn write_pri(ev: &Event, out: &mut Vec<u8>) {
+    let pri = u16::from(ev.facility().code()) * 8 + u16::from(ev.severity().code());
+    let _ = write!(out, "<{pri}>");
+}
+
+/// This machine's host name, for events that carry none and came over a unix socket.
+pub fn local_hostname() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: buf is writable for its full length; gethostname NUL-terminates or truncates.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        match (rc, std::str::from_utf8(&buf[..end])) {
+            (0, Ok(s)) if !s.is_empty() => s.to_string(),
+            _ => "localhost".to_string(),
+        }
+    })
+}
+
+/// HOSTNAME, or where the event came from when it has none (as rsyslog uses `fromhost`).
+fn write_host(ev: &Event, out: &mut Vec<u8>) {
+    match (ev.hostname(), ev.source) {
+        (Some(h), _) => escape_line(h.as_bytes(), out),
+        (None, Some(addr)) => {
+            let _ = write!(out, "{}", addr.ip());
+        }
+        (None, None) => out.extend_from_slice(local_hostname().as_bytes()),
+    }
+}
+
+/// `host app[pid]: msg` without the newline.
+fn write_tail_3164(ev: &Event, out: &mut Vec<u8>) {
+    write_host(ev, out);
+    out.push(b' ');
+    if let Some(app) = ev.app_name() {
+        escape_line(app.as_bytes(), out);
+        if let Some(pid) = ev.procid() {
+            out.push(b'[');
+            escape_line(pid.as_bytes(), out);
+            out.push(b']');
+        }
+        out.extend_from_slice(b": ");
+    }
+    escape_line(ev.message(), out);
+}
+
+/// Copies `bytes`, replacing control characters with `#ooo` (rsyslog's escaping), so one event
+/// is always one line.
+pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| b < 0x20 || b == 0x7f) {
+        out.extend_from_slice(&rest[..i]);
+        let b = rest[i];
+        out.extend_from_slice(&[b'#', b'0' + (b >> 6), b'0' + ((b >> 3) & 7), b'0' + (b & 7)]);
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
+}
+
+fn nil_or(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) if !s.is_empty() => escape_line(s.as_bytes(), out),
+        _ => out.push(b'-'),
+    }
+}
+
+fn write_rfc5424(ev: &Event, out: &mut Vec<u8>) {
+    write_pri(ev, out);
+    out.extend_from_slice(b"1 ");
+    match ev.parsed.timestamp {
+        Some(t) => out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes()),
+        None => out.push(b'-'),
+    }
+    out.push(b' ');
+    match (ev.hostname(), ev.source) {
+        (None, Some(_)) | (Some(_), _) => write_host(ev, out),
+        (None, None) => out.extend_from_slice(local_hostname().as_bytes()),
+    }
+    out.push(b' ');
+    nil_or(out, ev.app_name());
+    out.push(b' ');
+    nil_or(out, ev.procid());
+    out.push(b' ');
+    nil_or(out, ev.msgid());
+    out.push(b' ');
+    write_sd_5424(&ev.parsed.structured_data, out);
+    let msg = ev.message();
+    if !msg.is_empty() {
+        out.push(b' ');
+        escape_line(msg, out);
+    }
+}
+
+fn write_sd_5424(sd: &[SdElement], out: &mut Vec<u8>) {
+    if sd.is_empty() {
+        out.push(b'-');
+        return;
+    }
+    for el in sd {
+        out.push(b'[');
+        out.extend_from_slice(el.id.as_bytes());
+        for (k, v) in &el.params {
+            out.push(b' ');
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"=\"");
+            let mut escaped = Vec::with_capacity(v.len());
+            for &b in v.as_bytes() {
+                if matches!(b, b'"' | b'\\' | b']') {
+                    escaped.push(b'\\');
+                }
+                escaped.push(b);
+            }
+            escape_line(&escaped, out);
+            out.push(b'"');
+        }
+        out.push(b']');
+    }
+}
+
+/// Writes `bytes` as a JSON string (with quotes); invalid UTF-8 becomes U+FFFD.
+pub fn json_string(bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    for chunk in bytes.utf8_chunks() {
+        json_escape_str(chunk.valid(), out);
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+    out.push(b'"');
+}
+
+fn json_escape_str(s: &str, out: &mut Vec<u8>) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+fn json_opt(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) => json_string(s.as_bytes(), out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_json(ev: &Event, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"received_at\":\"");
+    write_utc_micros(ev.received_at, out);
+    out.extend_from_slice(b"\",\"source\":");
+    match ev.source {
+        Some(a) => {
+            let _ = write!(out, "\"{a}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"listener\":");
+    json_string(ev.listener.as_bytes(), out);
+    let _ = write!(
+        out,
+        ",\"protocol\":\"{}\",\"facility\":\"{}\",\"severity\":\"{}\",\"timestamp\":",
+        ev.parsed.protocol.name(),
+        ev.facility().name(),
+        ev.severity().name()
+    );
+    match ev.parsed.timestamp {
+        Some(t) => {
+            let _ = write!(
+                out,
+                "\"{}\"",
+                t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            );
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"hostname\":");
+    json_opt(out, ev.hostname());
+    out.extend_from_slice(b",\"app_name\":");
+    json_opt(out, ev.app_name());
+    out.extend_from_slice(b",\"procid\":");
+    json_opt(out, ev.procid());
+    out.extend_from_slice(b",\"msgid\":");
+    json_opt(out, ev.msgid());
+    out.extend_from_slice(b",\"structured_data\":");
+    write_sd_json(&ev.parsed.structured_data, out);
+    out.extend_from_slice(b",\"message\":");
+    json_string(ev.message(), out);
+    if let Some(e) = ev.parsed.parse_error {
+        let _ = write!(out, ",\"parse_error\":\"{e}\"");
+    }
+    if ev.truncated {
+        out.extend_from_slice(b",\"truncated\":true");
+    }
+    out.push(b'}');
+}
+
+fn write_utc_micros(t: DateTime<Utc>, out: &mut Vec<u8>) {
+    let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+}
+
+/// SD as `{"id":{"param":"value", "repeated":["a","b"]}}`, or `null` when there is none.
+fn write_sd_json(sd: &[SdElement], out: &mut Vec<u8>) {
+    if sd.is_empty() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    out.push(b'{');
+    for (i, el) in sd.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(el.id.as_bytes(), out);
+        out.extend_from_slice(b":{");
+        let mut first = true;
+        for (j, (name, _)) in el.params.iter().enumerate() {
+            // Emit each distinct name once, at its first position; repeats become an array.
+            if el.params[..j].iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            json_string(name.as_bytes(), out);
+            out.push(b':');
+            let count = el.params.iter().filter(|(n, _)| n == name).count();
+            if count == 1 {
+                json_string(el.params[j].1.as_bytes(), out);
+            } else {
+                out.push(b'[');
+                for (k, (_, v)) in el.params.iter().filter(|(n, _)| n == name).enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    json_string(v.as_bytes(), out);
+                }
+                out.push(b']');
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Facility, Parsed, Protocol, Severity, Span};
+    use bytes::Bytes;
+
+    fn ev(raw: &str) -> Event {
+        let mut parsed = Parsed::unparsed(raw.as_bytes());
+        parsed.protocol = Protocol::Rfc3164;
+        parsed.facility = Facility::Auth;
+        parsed.severity = Severity::Crit;
+        Event {
+            raw: Bytes::from(raw.to_string()),
+            received_at: "2026-11-22T10:00:00.000123Z".parse().unwrap(),
+            source: Some("10.0.0.5:51234".parse().unwrap()),
+            listener: "tcp".into(),
+            truncated: false,
+            parsed,
+        }
+    }
+
+    fn line(f: Format, e: &Event) -> String {
+        let mut out = Vec::new();
+        f.write_line(e, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_lines() {
+        let mut e = ev("ok\n<0>Oct 11 22:14:15 h kernel: FAKE\x1b[2J");
+        e.parsed.timestamp = Some("2026-11-02T03:04:05+01:00".parse().unwrap());
+        e.parsed.hostname = None;
+        let l = line(Format::Traditional, &e);
+        assert_eq!(
+            l,
+            "Nov  2 03:04:05 10.0.0.5 ok#012<0>Oct 11 22:14:15 h kernel: FAKE#033[2J\n"
+        );
+        assert_eq!(
+            line(Format::Raw, &e).lines().count(),
+            2,
+            "raw keeps bytes exactly"
+        );
+        let j = line(Format::Json, &e);
+        assert_eq!(j.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["message"], "ok\n<0>Oct 11 22:14:15 h kernel: FAKE\x1b[2J");
+    }
+
+    #[test]
+    fn json_fields_and_flags() {
+        let mut e = ev("app: \u{fffd}x");
+        e.raw = Bytes::from_static(b"host app[7]: \xffx");
+        e.parsed.hostname = Some(Span::new(0, 4));
+        e.parsed.app_name = Some(Span::new(5, 8));
+        e.parsed.procid = Some(Span::new(9, 10));
+        e.parsed.message = Span::new(13, 15);
+        e.truncated = true;
+        e.parsed.structured_data = vec![SdElement {
+            id: "a@1".into(),
+            params: vec![
+                ("x".into(), "1".into()),
+                ("y".into(), "\"".into()),
+                ("x".into(), "2".into()),
+            ],
+        }];
+        let v: serde_json::Value = serde_json::from_str(line(Format::Json, &e).trim_end()).unwrap();
+        assert_eq!(v["received_at"], "2026-11-22T10:00:00.000123Z");
+        assert_eq!(v["source"], "10.0.0.5:51234");
+        assert_eq!(v["facility"], "auth");
+        assert_eq!(v["severity"], "crit");
+        assert_eq!(v["hostname"], "host");
+        assert_eq!(v["procid"], "7");
+        assert_eq!(v["msgid"], serde_json::Value::Null);
+        assert_eq!(v["message"], "\u{fffd}x");
+        assert_eq!(v["truncated"], true);
+        assert_eq!(
+            v["structured_data"]["a@1"]["x"],
+            serde_json::json!(["1", "2"])
+        );
+        assert_eq!(v["structured_data"]["a@1"]["y"], "\"");
+        let mut out = Vec::new();
+        Format::Traditional.write_line(&e, &mut out);
+        assert!(
+            out.ends_with(b" host app[7]: \xffx\n"),
+            "traditional keeps the bytes: {out:?}"
+        );
+    }
+
+    #[test]
+    fn rfc5424_output_escapes_sd() {
+        let mut e = ev("m");
+        e.parsed.timestamp = Some("2003-10-11T22:14:15.003Z".parse().unwrap());
+        e.parsed.structured_data = vec![SdElement {
+            id: "a@1".into(),
+            params: vec![("x".into(), "q\"]\\".into())],
+        }];
+        assert_eq!(
+            line(Format::Rfc5424, &e),
+            "<34>1 2003-10-11T22:14:15.003Z 10.0.0.5 - - - [a@1 x=\"q\\\"\\]\\\\\"] m\n"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Outputs: a bounded queue per output, and one thread that owns the output's resource.
+//!
+//! Listener tasks hand batches of `Arc<Event>` to an [`OutputHandle`]. The queue is bounded in
+//! events by a semaphore whose permits the output returns after writing, and its overflow policy
+//! sits beside the capacity ([`QueueConfig`]): `block` makes stream senders wait (back-pressure on
+//! their sockets), `drop_newest` drops and counts. Datagram listeners never wait: they call
+//! [`OutputHandle::try_send`], which drops and counts when full.
+//!
+//! Each output runs on its own OS thread, not on the async runtime, so a slow disk or a blocked
+//! stdout pipe stalls only that output's queue, never the listeners of other outputs.
+
+pub mod file;
+pub mod format;
+pub mod stdout;
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::config::{OutputConfig, OutputKind, QueueConfig, WhenFull};
+use crate::event::Event;
+use crate::metrics::{self, OutputMetrics};
+
+/// Events travelling together from a listener to an output.
+pub type Batch = Vec<Arc<Event>>;
+
+/// What an output thread does with batches. Implemented by [`file::FileSink`] and
+/// [`stdout::StdoutSink`].
+pub trait Sink: Send + 'static {
+    /// Formats and buffers (or writes) a batch.
+    fn write_batch(&mut self, batch: &[Arc<Event>]);
+    /// Writes out everything buffered.
+    fn flush(&mut self);
+    /// Flushes, syncs to stable storage where that applies, and releases resources.
+    fn close(&mut self);
+    /// Periodic housekeeping while idle (close idle files and the like).
+    fn tick(&mut self) {}
+}
+
+/// The sending side of an output's queue. Cheap to clone; the output stops once every clone is
+/// dropped and the queue is drained.
+#[derive(Clone)]
+pub struct OutputHandle {
+    tx: mpsc::Sender<Batch>,
+    /// Free capacity in events; the output thread returns permits as it writes.
+    room: Arc<Semaphore>,
+    queue: QueueConfig,
+    metrics: Arc<OutputMetrics>,
+}
+
+impl OutputHandle {
+    /// Queues a batch under the configured policy: waits for room with `block`, drops what does
+    /// not fit (counted) with `drop_newest`.
+    pub async fn send(&self, mut batch: Batch) {
+        if self.queue.when_full == WhenFull::DropNewest {
+            self.try_send(batch);
+            return;
+        }
+        // A batch larger than the whole queue goes in pieces.
+        while !batch.is_empty() {
+            let take = batch.len().min(self.queue.max_events);
+            let rest = batch.split_off(take);
+            match self.room.acquire_many(take as u32).await {
+                Ok(permit) => {
+                    permit.forget();
+                    self.push(batch);
+                }
+                Err(_) => self.count_dropped(batch.len()),
+            }
+            batch = rest;
+        }
+    }
+
+    /// Queues what fits without waiting; the rest is dropped and counted. Returns how many were
+    /// dropped.
+    pub fn try_send(&self, mut batch: Batch) -> usize {
+        let room = self.room.available_permits().min(batch.len());
+        let dropped = batch.len() - room;
+        if room > 0 {
+            match self.room.try_acquire_many(room as u32) {
+                Ok(permit) => {
+                    permit.forget();
+                    batch.truncate(room);
+                    self.push(batch);
+                }
+                Err(_) => {
+                    // Raced with another sender; nothing was queued.
+                    self.count_dropped(batch.len());
+                    return batch.len();
+                }
+            }
+        }
+        self.count_dropped(dropped);
+        dropped
+    }
+
+    fn push(&self, batch: Batch) {
+        let n = batch.len();
+        metrics::add(&self.metrics.queued, n as u64);
+        if self.tx.send(batch).is_err() {
+            self.count_dropped(n);
+        }
+    }
+
+    fn count_dropped(&self, n: usize) {
+        metrics::add(&self.metrics.dropped_queue_full, n as u64);
+    }
+
+    /// Events currently queued.
+    pub fn depth(&self) -> usize {
+        self.queue
+            .max_events
+            .saturating_sub(self.room.available_permits())
+    }
+}
+
+/// A started output: its handle, and the thread to join once every handle is dropped.
+pub struct RunningOutput {
+    /// Queue sender.
+    pub handle: OutputHandle,
+    /// The output's thread.
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts the output's thread with its sink and returns the handle to its queue.
+pub fn start(cfg: &OutputConfig, metrics: Arc<OutputMetrics>) -> std::io::Result<RunningOutput> {
+    let (sink, flush_interval): (Box<dyn Sink>, Duration) = match &cfg.kind {
+        OutputKind::Stdout => (
+            Box::new(stdout::StdoutSink::new(cfg.format, metrics.clone())),
+            Duration::from_millis(200),
+        ),
+        OutputKind::File {
+            path,
+            max_open_files,
+            flush_interval,
+        } => (
+            Box::new(file::FileSink::new(
+                cfg.name.clone(),
+                path.clone(),
+                cfg.format,
+                *max_open_files,
+                metrics.clone(),
+            )),
+            *flush_interval,
+        ),
+    };
+    let (tx, rx) = mpsc::channel();
+    let room = Arc::new(Semaphore::new(cfg.queue.max_events));
+    let thread_room = room.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("out-{}", cfg.name))
+        .spawn(move || run_sink(sink, rx, thread_room, flush_interval))?;
+    Ok(RunningOutput {
+        handle: OutputHandle {
+            tx,
+            room,
+            queue: cfg.queue,
+            metrics,
+        },
+        thread,
+    })
+}
+
+/// The output thread's loop: write batches as they come, flush when the queue runs dry or the
+/// flush interval passes, and close (flush + sync) when every sender is gone.
+fn run_sink(
+    mut sink: Box<dyn Sink>,
+    rx: mpsc::Receiver<Batch>,
+    room: Arc<Semaphore>,
+    flush_interval: Duration,
+) {
+    let mut last_flush = Instant::now();
+    // A channel has no peek: a batch taken while checking for idleness waits here.
+    let mut pending: Option<Batch> = None;
+    loop {
+        let next = match pending.take() {
+            Some(b) => Ok(b),
+            None => rx.recv_timeout(flush_interval),
+        };
+        match next {
+            Ok(batch) => {
+                sink.write_batch(&batch);
+                room.add_permits(batch.len());
+                // Flush when the queue is momentarily empty (low latency when idle) or when the
+                // interval has passed (bounded latency under sustained load).
+                let idle = match rx.try_recv() {
+                    Ok(b) => {
+                        pending = Some(b);
+                        false
+                    }
+                    Err(_) => true,
+                };
+                if idle || last_flush.elapsed() >= flush_interval {
+                    sink.flush();
+                    last_flush = Instant::now();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => sink.tick(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    sink.close();
+    room.close();
+}

@@ -1,0 +1,65 @@
+//! The `stdout` output: formatted lines on standard output, buffered and written in one call per
+//! flush.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::event::Event;
+use crate::metrics::{self, OutputMetrics};
+use crate::output::Sink;
+use crate::output::format::Format;
+
+/// Writes to the process's stdout; owned by the output thread.
+pub struct StdoutSink {
+    format: Format,
+    buf: Vec<u8>,
+    buffered_events: u64,
+    metrics: Arc<OutputMetrics>,
+}
+
+/// Write out once this much is buffered even before the batch ends.
+const FLUSH_THRESHOLD_BYTES: usize = 256 * 1024;
+
+impl StdoutSink {
+    /// A sink writing `format` lines.
+    pub fn new(format: Format, metrics: Arc<OutputMetrics>) -> StdoutSink {
+        StdoutSink {
+            format,
+            buf: Vec::with_capacity(FLUSH_THRESHOLD_BYTES),
+            buffered_events: 0,
+            metrics,
+        }
+    }
+}
+
+impl Sink for StdoutSink {
+    fn write_batch(&mut self, batch: &[Arc<Event>]) {
+        for ev in batch {
+            self.format.write_line(ev, &mut self.buf);
+            self.buffered_events += 1;
+            if self.buf.len() >= FLUSH_THRESHOLD_BYTES {
+                self.flush();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        match out.write_all(&self.buf).and_then(|()| out.flush()) {
+            Ok(()) => metrics::add(&self.metrics.written, self.buffered_events),
+            Err(e) => {
+                metrics::add(&self.metrics.write_errors, self.buffered_events);
+                tracing::warn!(error = %e, lost = self.buffered_events, "stdout write failed");
+            }
+        }
+        self.buf.clear();
+        self.buffered_events = 0;
+    }
+
+    fn close(&mut self) {
+        self.flush();
+    }
+}

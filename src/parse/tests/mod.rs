@@ -1,0 +1,255 @@
+//! Parser tests: helpers, frame-level hostile inputs and properties. Grammar-specific tests sit in
+//! the submodules; the go-syslog conformance corpus in `corpus`.
+
+mod corpus;
+mod rfc3164;
+mod rfc5424;
+
+use chrono::{DateTime, TimeZone, Utc};
+use proptest::prelude::*;
+
+use super::{ParseOptions, parse_in, trim_end};
+use crate::event::{Facility, ParseErrorKind, Parsed, Protocol, Severity, Span};
+
+/// Fixed receive time for year inference: 2026-11-22T10:00:00Z.
+pub(crate) fn opts() -> ParseOptions {
+    ParseOptions::new(
+        Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0)
+            .single()
+            .expect("valid"),
+    )
+}
+
+/// Parses with the fixed receive time, zone-less stamps read as UTC (reproducible).
+pub(crate) fn parse_utc(frame: &[u8]) -> Parsed {
+    parse_in(frame, &opts(), &Utc)
+}
+
+/// A header span as text.
+pub(crate) fn text(frame: &[u8], span: Option<Span>) -> Option<&str> {
+    span.map(|s| std::str::from_utf8(s.slice(frame)).expect("header fields are ASCII"))
+}
+
+/// The parse error as a comparable pair.
+pub(crate) fn err(p: &Parsed) -> Option<(ParseErrorKind, usize)> {
+    p.parse_error.map(|e| (e.kind, e.at))
+}
+
+/// Every span lies inside the frame and is ordered.
+fn assert_spans_within(frame: &[u8], p: &Parsed) -> Result<(), TestCaseError> {
+    let spans = [p.hostname, p.app_name, p.procid, p.msgid, Some(p.message)];
+    for s in spans.into_iter().flatten() {
+        prop_assert!(
+            s.start <= s.end && s.end as usize <= frame.len(),
+            "{:?} {:?}",
+            s,
+            frame
+        );
+    }
+    if let Some(e) = p.parse_error {
+        prop_assert!(e.at <= frame.len());
+    }
+    let msg_utf8 = std::str::from_utf8(p.message.slice(frame)).is_ok();
+    prop_assert_eq!(p.msg_utf8, msg_utf8);
+    Ok(())
+}
+
+#[test]
+fn hostile_i06_trailing_lf_nul_crlf_are_dropped() {
+    for frame in [
+        &b"<34>Oct 11 22:14:15 host tag: udp with lf\n"[..],
+        b"<34>Oct 11 22:14:15 host tag: udp with lf\r\n",
+        b"<34>Oct 11 22:14:15 host tag: udp with lf\0",
+        b"<34>Oct 11 22:14:15 host tag: udp with lf\n\0\r\n\n",
+    ] {
+        let p = parse_utc(frame);
+        assert_eq!(p.message.slice(frame), b"udp with lf", "{frame:?}");
+    }
+    // A lone trailing CR is content; so are embedded LF and NUL.
+    assert_eq!(trim_end(b"a\r"), b"a\r");
+    assert_eq!(trim_end(b"a\nb\0c"), b"a\nb\0c");
+    assert_eq!(trim_end(b"\n\0\r\n"), b"");
+    let f = b"<13>1 - h a - - - m\n";
+    assert_eq!(parse_utc(f).message.slice(f), b"m");
+}
+
+/// D04: a PRI alone is an (empty) RFC 3164 event; `1 ` commits to RFC 5424 and is truncated.
+#[test]
+fn hostile_d04_pri_only() {
+    for (frame, msg) in [(&b"<13>"[..], &b""[..]), (b"<13> ", b" "), (b"<13>1", b"1")] {
+        let p = parse_utc(frame);
+        assert_eq!(
+            (p.protocol, p.parse_error),
+            (Protocol::Rfc3164, None),
+            "{frame:?}"
+        );
+        assert_eq!((p.facility, p.severity), (Facility::User, Severity::Notice));
+        assert_eq!(p.message.slice(frame), msg);
+    }
+    let p = parse_utc(b"<13>1 ");
+    assert_eq!(p.protocol, Protocol::Rfc5424);
+    assert_eq!(err(&p), Some((ParseErrorKind::TruncatedHeader, 6)));
+    assert_eq!(p.message, Span::new(6, 6));
+}
+
+/// D07: only VERSION `1` is RFC 5424. Other versions are read as RFC 3164 text, unflagged.
+#[test]
+fn hostile_d07_version_oddities() {
+    for frame in [
+        &b"<13>0 2003-10-11T22:14:15Z h a - - - m"[..],
+        b"<13>01 2003-10-11T22:14:15Z h a - - - m",
+        b"<13>2 2003-10-11T22:14:15Z h a - - - m",
+        b"<13>1000 2003-10-11T22:14:15Z h a - - - m",
+        b"<13>1x 2003-10-11T22:14:15Z h a - - - m",
+    ] {
+        let p = parse_utc(frame);
+        assert_eq!((p.protocol, p.parse_error), (Protocol::Rfc3164, None));
+        assert_eq!((p.timestamp, p.hostname, p.app_name), (None, None, None));
+        assert_eq!(p.message.slice(frame), &frame[4..]);
+    }
+    let f = b"<13>1 2003-10-11T22:14:15Z h a - - - m";
+    assert_eq!(parse_utc(f).protocol, Protocol::Rfc5424);
+}
+
+#[test]
+fn hostile_g03_embedded_nul_kept() {
+    let f = b"<167>Mar  6 16:57:54 172.20.245.8 test: msgnum:0 \0 test message\n";
+    let p = parse_utc(f);
+    assert_eq!(text(f, p.hostname), Some("172.20.245.8"));
+    assert_eq!(p.message.slice(f), b"msgnum:0 \0 test message");
+}
+
+#[test]
+fn hostile_g04_one_datagram_is_one_event() {
+    let f = b"<13>Oct 11 22:14:15 h a: ok\n<0>Oct 11 22:14:15 h kernel: FAKE PANIC";
+    let p = parse_utc(f);
+    assert_eq!((p.facility, p.severity), (Facility::User, Severity::Notice));
+    assert_eq!(p.message.slice(f), &f[25..]);
+}
+
+#[test]
+fn hostile_g06_size_boundaries_parse_whole() {
+    for size in [480, 2048, 8192, 65536, 1 << 20] {
+        let head = "<13>1 - h a - - - ";
+        let f = format!("{head}{}", "m".repeat(size - head.len()));
+        let p = parse_utc(f.as_bytes());
+        assert_eq!((p.parse_error, p.message.len()), (None, size - head.len()));
+        let head = "<13>Oct 11 22:14:15 h a: ";
+        let f = format!("{head}{}", "m".repeat(size - head.len()));
+        assert_eq!(parse_utc(f.as_bytes()).message.len(), size - head.len());
+    }
+}
+
+/// Extreme years and receive times, in the local zone and at the edges of chrono's range.
+#[test]
+fn extreme_years_and_receive_times_do_not_panic() {
+    let frames = [
+        &b"<13>0000-01-01T00:00:00 h a: x"[..],
+        b"<13>9999-12-31T23:59:59 h a: x",
+        b"<13>0001 Jan  1 00:00:00 h a: x",
+        b"<13>9999 Dec 31 23:59:59 h a: x",
+        b"<13>Feb 29 00:00:00 h a: x",
+        b"<13>Jan  1 00:00:00 h a: x",
+        b"<13>1 9999-12-31T23:59:59.999999-23:59 h a - - - x",
+        b"<13>1 0000-01-01T00:00:00+23:59 h a - - - x",
+    ];
+    let east = chrono::FixedOffset::east_opt(86_399).expect("valid");
+    for received_at in [
+        DateTime::<Utc>::MIN_UTC,
+        DateTime::<Utc>::MAX_UTC,
+        opts().received_at,
+    ] {
+        let o = ParseOptions::new(received_at);
+        for f in frames {
+            let p = super::parse(f, &o);
+            if received_at == opts().received_at {
+                assert_eq!(p.parse_error, None, "{f:?}");
+            }
+            parse_in(f, &o, &Utc);
+            parse_in(f, &o, &east);
+        }
+    }
+    let p = super::parse(b"<13>9999 Dec 31 23:59:59 h a: x", &opts());
+    assert!(p.timestamp.is_some());
+}
+
+fn prefixed() -> impl Strategy<Value = Vec<u8>> {
+    let prefixes: Vec<&'static [u8]> = vec![
+        b"",
+        b"<13>",
+        b"<13>1 ",
+        b"<13>1 2003-10-11T22:14:15.003Z h a p m ",
+        b"<13>1 - h a p m [x@1 a=\"",
+        b"<13>Oct 11 22:14:15 ",
+        b"<13>Oct 11 22:14:15 host ",
+        b"<13>2024-02-29T10:00:00",
+    ];
+    (
+        proptest::sample::select(prefixes),
+        proptest::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(p, tail)| [p, &tail[..]].concat())
+}
+
+fn syslogish() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        proptest::sample::select(vec![
+            &b"<"[..],
+            b">",
+            b"1",
+            b"9",
+            b"13",
+            b"191",
+            b" ",
+            b"-",
+            b"[",
+            b"]",
+            b"=",
+            b"\"",
+            b"\\",
+            b":",
+            b"T",
+            b"Z",
+            b"+",
+            b".",
+            b"Oct",
+            b"feb",
+            b"29",
+            b"2024-",
+            b"12:",
+            b"@",
+            b"\xEF\xBB\xBF",
+            b"\xff",
+            b"\n",
+            b"\0",
+            b"a",
+            b"host",
+        ]),
+        0..40,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever the bytes: no panic, and every span and offset lies within the frame.
+    #[test]
+    fn never_panics_and_spans_stay_inside(frame in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let p = parse_utc(&frame);
+        assert_spans_within(&frame, &p)?;
+        let p = super::parse(&frame, &opts());
+        assert_spans_within(&frame, &p)?;
+    }
+
+    #[test]
+    fn never_panics_on_prefixed_input(frame in prefixed()) {
+        assert_spans_within(&frame, &parse_utc(&frame))?;
+    }
+
+    #[test]
+    fn never_panics_on_syslog_shaped_input(frame in syslogish()) {
+        assert_spans_within(&frame, &parse_utc(&frame))?;
+        assert_spans_within(&frame, &super::parse(&frame, &opts()))?;
+    }
+}

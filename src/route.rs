@@ -1,0 +1,449 @@
+//! The rule table: ordered `[[route]]` entries, each a syslog.conf selector plus optional
+//! matchers, deciding which outputs get an event. Pure: `&Event -> output indices`.
+//!
+//! Selector semantics follow sysklogd/rsyslog: parts joined by `;` are applied left to right to a
+//! per-facility severity mask. `fac.sev` adds `sev` and everything more severe, `fac.=sev` adds
+//! exactly `sev`, `fac.!sev` removes `sev` and everything more severe, `fac.!=sev` removes
+//! exactly `sev`, `fac.none` removes everything, `*` stands for all facilities or severities.
+//! So `*.info;auth,authpriv.none` is "info or more severe, except auth and authpriv".
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use memchr::memmem;
+
+use crate::event::{Event, Facility, Severity};
+
+/// A compiled selector: for each facility code, a bit per severity code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    masks: [u8; 24],
+}
+
+impl Selector {
+    /// Parses syslog.conf selector syntax. The error says what is wrong, for config messages.
+    pub fn parse(text: &str) -> Result<Selector, String> {
+        let mut masks = [0u8; 24];
+        if text.trim().is_empty() {
+            return Err("empty selector".into());
+        }
+        for part in text.split(';') {
+            let part = part.trim();
+            let (facs, pri) = part
+                .split_once('.')
+                .ok_or_else(|| format!("{part:?} has no '.': expected facility.severity"))?;
+            let mut facilities = Vec::new();
+            for f in facs.split(',') {
+                let f = f.trim();
+                if f == "*" {
+                    facilities.extend(0..24usize);
+                } else {
+                    let fac = Facility::from_name(f).ok_or_else(|| {
+                        format!("unknown facility {f:?} (expected kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, ntp, security, console, solaris-cron, local0..local7 or *)")
+                    })?;
+                    facilities.push(usize::from(fac.code()));
+                }
+            }
+            let pri = pri.trim();
+            let (negate, rest) = match pri.strip_prefix('!') {
+                Some(r) => (true, r),
+                None => (false, pri),
+            };
+            let (exact, name) = match rest.strip_prefix('=') {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            let bits: u8 = if name == "*" {
+                if exact {
+                    return Err(format!("{pri:?}: '=*' is not a severity"));
+                }
+                0xff
+            } else if name == "none" {
+                if negate || exact {
+                    return Err(format!("{pri:?}: 'none' cannot take '!' or '='"));
+                }
+                for f in &facilities {
+                    masks[*f] = 0;
+                }
+                continue;
+            } else {
+                let sev = Severity::from_name(name).ok_or_else(|| {
+                    format!("unknown severity {name:?} (expected emerg, alert, crit, err, warning, notice, info, debug, none or *)")
+                })?;
+                if exact {
+                    1 << sev.code()
+                } else {
+                    // This severity and every more severe one (lower codes).
+                    ((1u16 << (sev.code() + 1)) - 1) as u8
+                }
+            };
+            for f in &facilities {
+                if negate {
+                    masks[*f] &= !bits;
+                } else {
+                    masks[*f] |= bits;
+                }
+            }
+        }
+        Ok(Selector { masks })
+    }
+
+    /// Whether a message of this facility and severity is selected.
+    pub fn matches(&self, facility: Facility, severity: Severity) -> bool {
+        self.masks[usize::from(facility.code())] & (1 << severity.code()) != 0
+    }
+}
+
+/// A field matcher: literal values (exact, or substring for `message`) or a regex.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Any of these values, compared exactly (ASCII case-insensitively for hostnames).
+    Exact(Vec<String>),
+    /// Any of these substrings.
+    Contains(Vec<memmem::Finder<'static>>),
+    /// A regular expression, searched anywhere in the field.
+    Regex(regex::bytes::Regex),
+}
+
+impl Matcher {
+    /// Literal values: substrings when `substring`, else exact values.
+    pub fn literal(values: Vec<String>, substring: bool) -> Matcher {
+        if substring {
+            Matcher::Contains(
+                values
+                    .iter()
+                    .map(|v| memmem::Finder::new(v.as_bytes()).into_owned())
+                    .collect(),
+            )
+        } else {
+            Matcher::Exact(values)
+        }
+    }
+
+    /// A regex matcher.
+    pub fn regex(pattern: &str) -> Result<Matcher, regex::Error> {
+        regex::bytes::Regex::new(pattern).map(Matcher::Regex)
+    }
+
+    fn matches(&self, field: &[u8], case_insensitive: bool) -> bool {
+        match self {
+            Matcher::Exact(values) => values.iter().any(|v| {
+                if case_insensitive {
+                    v.as_bytes().eq_ignore_ascii_case(field)
+                } else {
+                    v.as_bytes() == field
+                }
+            }),
+            Matcher::Contains(finders) => finders.iter().any(|f| f.find(field).is_some()),
+            Matcher::Regex(re) => re.is_match(field),
+        }
+    }
+}
+
+/// One compiled `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Facility/severity selector; `None` selects everything.
+    pub selector: Option<Selector>,
+    /// Only events from these listeners.
+    pub listener: Option<Vec<Arc<str>>>,
+    /// HOSTNAME matcher (exact values compare case-insensitively, as DNS names do).
+    pub hostname: Option<Matcher>,
+    /// APP-NAME matcher.
+    pub app_name: Option<Matcher>,
+    /// MSG matcher.
+    pub message: Option<Matcher>,
+    /// Sender address in any of these networks (never matches unix-socket events).
+    pub source: Option<Vec<ipnet::IpNet>>,
+    /// Output indices (into `Config::outputs`).
+    pub to: Vec<usize>,
+    /// Later rules are skipped for an event this rule matched.
+    pub stop: bool,
+}
+
+impl Rule {
+    fn matches(&self, ev: &Event) -> bool {
+        if let Some(sel) = &self.selector
+            && !sel.matches(ev.facility(), ev.severity())
+        {
+            return false;
+        }
+        if let Some(names) = &self.listener
+            && !names.iter().any(|n| **n == *ev.listener)
+        {
+            return false;
+        }
+        let field_ok = |m: &Option<Matcher>, v: Option<&str>, ci: bool| match m {
+            None => true,
+            Some(m) => v.is_some_and(|v| m.matches(v.as_bytes(), ci)),
+        };
+        if !field_ok(&self.hostname, ev.hostname(), true)
+            || !field_ok(&self.app_name, ev.app_name(), false)
+        {
+            return false;
+        }
+        if let Some(m) = &self.message
+            && !m.matches(ev.message(), false)
+        {
+            return false;
+        }
+        if let Some(nets) = &self.source {
+            let Some(addr) = ev.source else { return false };
+            if !in_networks(nets, addr.ip()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Whether `ip` lies in any of `nets`. Dual-stack sockets report IPv4 peers as
+/// `::ffff:a.b.c.d`; those are matched as IPv4.
+pub fn in_networks(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// The ordered rule table.
+#[derive(Debug, Clone, Default)]
+pub struct RuleTable {
+    rules: Vec<Rule>,
+}
+
+impl RuleTable {
+    /// A table evaluating `rules` in order.
+    pub fn new(rules: Vec<Rule>) -> RuleTable {
+        RuleTable { rules }
+    }
+
+    /// Appends to `outputs` (cleared first) each output index the event goes to, once each, in
+    /// first-match order. Returns false when no rule matched (the event is unrouted).
+    pub fn route(&self, ev: &Event, outputs: &mut Vec<usize>) -> bool {
+        outputs.clear();
+        let mut matched = false;
+        for rule in &self.rules {
+            if !rule.matches(ev) {
+                continue;
+            }
+            matched = true;
+            for &o in &rule.to {
+                if !outputs.contains(&o) {
+                    outputs.push(o);
+                }
+            }
+            if rule.stop {
+                break;
+            }
+        }
+        matched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Parsed, Protocol, Span};
+    use bytes::Bytes;
+
+    fn sel(s: &str) -> Selector {
+        Selector::parse(s).unwrap()
+    }
+
+    fn m(s: &Selector, f: &str, v: &str) -> bool {
+        s.matches(
+            Facility::from_name(f).unwrap(),
+            Severity::from_name(v).unwrap(),
+        )
+    }
+
+    #[test]
+    fn severity_means_that_or_more_severe() {
+        let s = sel("mail.warning");
+        assert!(m(&s, "mail", "emerg"));
+        assert!(m(&s, "mail", "warning"));
+        assert!(!m(&s, "mail", "notice"));
+        assert!(!m(&s, "auth", "emerg"));
+    }
+
+    #[test]
+    fn exact_negated_and_none() {
+        let s = sel("*.=info");
+        assert!(m(&s, "kern", "info") && !m(&s, "kern", "err"));
+        let s = sel("mail.*;mail.!err");
+        assert!(
+            m(&s, "mail", "warning")
+                && m(&s, "mail", "debug")
+                && !m(&s, "mail", "err")
+                && !m(&s, "mail", "crit")
+        );
+        let s = sel("mail.*;mail.!=info");
+        assert!(m(&s, "mail", "debug") && !m(&s, "mail", "info"));
+    }
+
+    #[test]
+    fn debian_syslog_line() {
+        // Debian's /etc/rsyslog.conf: everything info and above except auth and authpriv.
+        let s = sel("*.info;auth,authpriv.none");
+        assert!(m(&s, "daemon", "info"));
+        assert!(m(&s, "local7", "emerg"));
+        assert!(!m(&s, "daemon", "debug"));
+        assert!(!m(&s, "auth", "emerg"));
+        assert!(!m(&s, "authpriv", "info"));
+        let s = sel("*.*;auth,authpriv.none");
+        assert!(m(&s, "kern", "debug") && !m(&s, "authpriv", "crit"));
+        let s = sel("auth,authpriv.*");
+        assert!(m(&s, "auth", "debug") && m(&s, "authpriv", "emerg") && !m(&s, "user", "emerg"));
+    }
+
+    #[test]
+    fn bad_selectors_are_explained() {
+        assert!(Selector::parse("auth").unwrap_err().contains("no '.'"));
+        assert!(
+            Selector::parse("bogus.info")
+                .unwrap_err()
+                .contains("unknown facility")
+        );
+        assert!(
+            Selector::parse("auth.loud")
+                .unwrap_err()
+                .contains("unknown severity")
+        );
+        assert!(Selector::parse("auth.!none").is_err());
+        assert!(Selector::parse("").is_err());
+    }
+
+    fn event(fac: Facility, sev: Severity, listener: &str, host: &str, msg: &str) -> Event {
+        let raw = format!("{host} {msg}");
+        let mut parsed = Parsed::unparsed(raw.as_bytes());
+        parsed.protocol = Protocol::Rfc3164;
+        parsed.facility = fac;
+        parsed.severity = sev;
+        parsed.hostname = Some(Span::new(0, host.len()));
+        parsed.message = Span::new(host.len() + 1, raw.len());
+        Event {
+            raw: Bytes::from(raw),
+            received_at: chrono::Utc::now(),
+            source: Some("10.1.2.3:514".parse().unwrap()),
+            listener: listener.into(),
+            truncated: false,
+            parsed,
+        }
+    }
+
+    fn rule(selector: Option<&str>, to: &[usize], stop: bool) -> Rule {
+        Rule {
+            selector: selector.map(sel),
+            listener: None,
+            hostname: None,
+            app_name: None,
+            message: None,
+            source: None,
+            to: to.to_vec(),
+            stop,
+        }
+    }
+
+    #[test]
+    fn order_stop_and_dedup() {
+        let t = RuleTable::new(vec![
+            rule(Some("auth,authpriv.*"), &[0], true),
+            rule(Some("*.info;auth,authpriv.none"), &[1, 2], false),
+            rule(None, &[2], false),
+        ]);
+        let mut out = Vec::new();
+        assert!(t.route(
+            &event(Facility::Auth, Severity::Info, "udp", "h", "x"),
+            &mut out
+        ));
+        assert_eq!(out, vec![0]);
+        assert!(t.route(
+            &event(Facility::Daemon, Severity::Info, "udp", "h", "x"),
+            &mut out
+        ));
+        assert_eq!(out, vec![1, 2]);
+        assert!(t.route(
+            &event(Facility::Daemon, Severity::Debug, "udp", "h", "x"),
+            &mut out
+        ));
+        assert_eq!(out, vec![2]);
+        let t = RuleTable::new(vec![rule(Some("mail.*"), &[0], false)]);
+        assert!(!t.route(
+            &event(Facility::Daemon, Severity::Debug, "udp", "h", "x"),
+            &mut out
+        ));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn field_matchers() {
+        let mut r = rule(None, &[0], false);
+        r.listener = Some(vec!["tcp".into()]);
+        r.hostname = Some(Matcher::literal(vec!["WEB1".into()], false));
+        r.message = Some(Matcher::literal(vec!["fail".into()], true));
+        r.source = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+        let t = RuleTable::new(vec![r.clone()]);
+        let mut out = Vec::new();
+        assert!(t.route(
+            &event(
+                Facility::User,
+                Severity::Info,
+                "tcp",
+                "web1",
+                "login failed"
+            ),
+            &mut out
+        ));
+        assert!(!t.route(
+            &event(
+                Facility::User,
+                Severity::Info,
+                "udp",
+                "web1",
+                "login failed"
+            ),
+            &mut out
+        ));
+        assert!(!t.route(
+            &event(
+                Facility::User,
+                Severity::Info,
+                "tcp",
+                "web2",
+                "login failed"
+            ),
+            &mut out
+        ));
+        assert!(!t.route(
+            &event(Facility::User, Severity::Info, "tcp", "web1", "login ok"),
+            &mut out
+        ));
+        let mut ev = event(
+            Facility::User,
+            Severity::Info,
+            "tcp",
+            "web1",
+            "login failed",
+        );
+        ev.source = Some("192.168.1.1:514".parse().unwrap());
+        assert!(!t.route(&ev, &mut out));
+        ev.source = Some("[::ffff:10.9.9.9]:514".parse().unwrap());
+        assert!(t.route(&ev, &mut out));
+        ev.source = None;
+        assert!(!t.route(&ev, &mut out));
+
+        let mut r = rule(None, &[0], false);
+        r.message = Some(Matcher::regex("fail(ed|ure)").unwrap());
+        let t = RuleTable::new(vec![r]);
+        assert!(t.route(
+            &event(Facility::User, Severity::Info, "tcp", "h", "disk failure"),
+            &mut out
+        ));
+        assert!(!t.route(
+            &event(Facility::User, Severity::Info, "tcp", "h", "disk fail"),
+            &mut out
+        ));
+    }
+}

@@ -1,0 +1,313 @@
+//! The real binary: --version, --check-config, the embedded default, and orderly stop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let out = sluice().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("sluice {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/sluice.toml");
+    let out = sluice()
+        .args(["--check-config", "--config", path])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("config OK: "));
+}
+
+#[test]
+fn check_config_accepts_the_embedded_default() {
+    let out = sluice().arg("--check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<embedded default>"));
+}
+
+#[test]
+fn check_config_reports_every_error_with_its_line_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[listen.udp]
+kind = "udp"
+address = "127.0.0.1:5514"
+colour = "blue"
+
+[output.all]
+kind = "stdout"
+
+[[route]]
+selector = "*.info;auth,authpriv.none"
+to = ["nosuch"]
+
+[[route]]
+selector = "mail.loud"
+to = ["all"]
+"#,
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["--check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = path.display();
+    assert!(
+        err.contains(&format!("{f}:4:1: listen.udp.colour: unknown key")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:11:6: route[0].to: no output named \"nosuch\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:14:12: route[1].selector: invalid selector \"mail.loud\""
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 3, "{err}");
+}
+
+#[test]
+fn missing_config_file_exits_78() {
+    let out = sluice()
+        .args(["--config", "/nonexistent/sluice.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+}
+
+/// A running `sluice` process whose stderr is scanned for the addresses it bound.
+struct Proc {
+    child: Child,
+    addrs: Vec<(String, SocketAddr)>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(config: Option<&std::path::Path>, listeners: usize) -> Proc {
+        let mut cmd = sluice();
+        if let Some(c) = config {
+            cmd.args(["--config", c.to_str().unwrap()]);
+        }
+        let mut child = cmd
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Proc {
+            child,
+            addrs: Vec::new(),
+            stderr: rx,
+        };
+        while p.addrs.len() < listeners {
+            let line = p.wait_log("address=");
+            if let (Some(l), Some(a)) = (field(&line, "listener="), field(&line, "address=")) {
+                p.addrs.push((l, a.parse().unwrap()));
+            }
+        }
+        p
+    }
+
+    /// Waits for a line of sluice's log containing `what`, and returns it.
+    fn wait_log(&self, what: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("sluice never logged {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < DEADLINE * 4, "sluice did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(key)? + key.len();
+    Some(line[start..].split_whitespace().next()?.to_string())
+}
+
+#[test]
+fn embedded_default_prints_logger_messages_on_stdout() {
+    let mut p = Proc::start(None, 2);
+    assert_eq!(p.addr("udp"), "127.0.0.1:5514".parse().unwrap());
+    for (proto, text) in [("--udp", "hello over udp"), ("--tcp", "hello over tcp")] {
+        let st = Command::new("logger")
+            .args([
+                "-n",
+                "127.0.0.1",
+                "-P",
+                "5514",
+                proto,
+                "-t",
+                "cli-test",
+                text,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let stdout = p.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = rx.recv_timeout(DEADLINE).expect("no line on stdout");
+        assert!(line.contains("cli-test"), "{line}");
+        seen.push(line);
+    }
+    seen.sort();
+    assert!(seen[0].ends_with("cli-test: hello over tcp"), "{seen:?}");
+    assert!(seen[1].ends_with("cli-test: hello over udp"), "{seen:?}");
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait().code(), Some(0));
+}
+
+#[test]
+fn sigterm_right_after_100k_tcp_messages_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("all.log");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.all]
+kind = "file"
+path = "{}"
+format = "raw"
+
+[[route]]
+to = ["all"]
+"#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::start(Some(&config), 1);
+    const N: usize = 100_000;
+    let mut payload = Vec::with_capacity(N * 48);
+    for i in 0..N {
+        payload
+            .extend_from_slice(format!("<13>Nov 22 10:00:00 host app: msgnum:{i:08}\n").as_bytes());
+    }
+    let mut s = std::net::TcpStream::connect(p.addr("tcp")).unwrap();
+    s.write_all(&payload).unwrap();
+    drop(s);
+    // As soon as the sender has closed: much of it may still be in the kernel's buffers.
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait().code(), Some(0));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), N);
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.ends_with(&format!("msgnum:{i:08}")), "line {i}: {l}");
+    }
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        r#"
+[daemon]
+shutdown_timeout = "1h"
+
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.o]
+kind = "stdout"
+
+[[route]]
+to = ["o"]
+"#,
+    )
+    .unwrap();
+    let mut p = Proc::start(Some(&config), 1);
+    // An open connection keeps the orderly shutdown waiting (up to the hour)...
+    let _held = std::net::TcpStream::connect(p.addr("tcp")).unwrap();
+    p.signal(libc::SIGTERM);
+    p.wait_log("shutting down");
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "first signal waits for open connections"
+    );
+    // ...and the second signal ends it now.
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait().code(), Some(1));
+}

@@ -1,0 +1,362 @@
+//! End to end: real clients (util-linux logger, raw sockets) into files, parsed as DESIGN.md §5
+//! says; queue policies and their counters.
+
+use std::io::Write;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn logger(args: &[&str]) {
+    let st = Command::new("logger")
+        .args(args)
+        .status()
+        .expect("util-linux logger is installed");
+    assert!(st.success(), "logger {args:?}");
+}
+
+#[test]
+fn logger_over_udp_tcp_octet_counted_and_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("dev-log");
+    let d = TestDaemon::start(&json_config("").replace(
+        "[output.out]",
+        &format!(
+            "[listen.local]\nkind = \"unix\"\npath = \"{}\"\n\n[output.out]",
+            sock.display()
+        ),
+    ));
+    let udp = d.addr("udp");
+    let tcp = d.addr("tcp");
+    let (up, tp) = (udp.port().to_string(), tcp.port().to_string());
+    logger(&[
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &up,
+        "--udp",
+        "-t",
+        "lg",
+        "-p",
+        "local3.warning",
+        "via udp",
+    ]);
+    logger(&[
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &tp,
+        "--tcp",
+        "-t",
+        "lg",
+        "-p",
+        "auth.info",
+        "via tcp",
+    ]);
+    logger(&[
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &tp,
+        "--tcp",
+        "--octet-count",
+        "-t",
+        "lg",
+        "via octet-counted tcp",
+    ]);
+    logger(&[
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &up,
+        "--udp",
+        "--rfc3164",
+        "-t",
+        "lg",
+        "via udp 3164",
+    ]);
+    logger(&[
+        "-u",
+        sock.to_str().unwrap(),
+        "-t",
+        "lg",
+        "-p",
+        "mail.err",
+        "via unix socket",
+    ]);
+    let ev = wait_json(&d.path("out.json"), 5);
+    let find = |m: &str| {
+        ev.iter()
+            .find(|e| e["message"] == m)
+            .unwrap_or_else(|| panic!("no event {m:?} in {ev:#?}"))
+            .clone()
+    };
+    let e = find("via udp");
+    assert_eq!(
+        (e["facility"].as_str(), e["severity"].as_str()),
+        (Some("local3"), Some("warning"))
+    );
+    assert_eq!(e["app_name"], "lg");
+    assert_eq!(e["listener"], "udp");
+    assert_eq!(
+        e["protocol"], "rfc5424",
+        "logger sends RFC 5424 to remote hosts by default"
+    );
+    assert!(e.get("parse_error").is_none(), "{e}");
+    let e = find("via tcp");
+    assert_eq!(
+        (e["facility"].as_str(), e["severity"].as_str()),
+        (Some("auth"), Some("info"))
+    );
+    assert_eq!(e["listener"], "tcp");
+    assert!(e.get("parse_error").is_none(), "{e}");
+    let e = find("via octet-counted tcp");
+    assert!(e.get("parse_error").is_none(), "{e}");
+    let e = find("via udp 3164");
+    assert_eq!(e["protocol"], "rfc3164");
+    assert_eq!(e["app_name"], "lg");
+    assert!(e["timestamp"].is_string());
+    let e = find("via unix socket");
+    assert_eq!(
+        (e["facility"].as_str(), e["severity"].as_str()),
+        (Some("mail"), Some("err"))
+    );
+    assert_eq!(e["app_name"], "lg");
+    assert_eq!(e["listener"], "local");
+    assert_eq!(e["source"], serde_json::Value::Null);
+}
+
+/// RFC 5424 §6.5, examples 1 to 4.
+#[test]
+fn rfc5424_section_6_5_examples_give_the_design_json() {
+    let d = TestDaemon::start(&json_config(""));
+    let examples: [&[u8]; 4] = [
+        b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \xEF\xBB\xBF'su root' failed for lonvick on /dev/pts/8",
+        b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time to make the do-nuts.",
+        b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"] \xEF\xBB\xBFAn application event log entry...",
+        b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"][examplePriority@32473 class=\"high\"]",
+    ];
+    let mut s = connect(d.addr("tcp"));
+    for e in examples {
+        s.write_all(format!("{} ", e.len()).as_bytes()).unwrap();
+        s.write_all(e).unwrap();
+    }
+    drop(s);
+    let mut ev = wait_json(&d.path("out.json"), 4);
+    for e in &mut ev {
+        let obj = e.as_object_mut().unwrap();
+        let received = obj.remove("received_at").unwrap();
+        assert!(received.as_str().unwrap().ends_with('Z'));
+        let source = obj.remove("source").unwrap();
+        assert!(source.as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    assert_eq!(
+        ev[0],
+        json!({"listener":"tcp","protocol":"rfc5424","facility":"auth","severity":"crit",
+            "timestamp":"2003-10-11T22:14:15.003Z","hostname":"mymachine.example.com","app_name":"su",
+            "procid":null,"msgid":"ID47","structured_data":null,
+            "message":"'su root' failed for lonvick on /dev/pts/8"})
+    );
+    assert_eq!(
+        ev[1],
+        json!({"listener":"tcp","protocol":"rfc5424","facility":"local4","severity":"notice",
+            "timestamp":"2003-08-24T05:14:15.000003-07:00","hostname":"192.0.2.1","app_name":"myproc",
+            "procid":"8710","msgid":null,"structured_data":null,
+            "message":"%% It's time to make the do-nuts."})
+    );
+    assert_eq!(
+        ev[2],
+        json!({"listener":"tcp","protocol":"rfc5424","facility":"local4","severity":"notice",
+            "timestamp":"2003-10-11T22:14:15.003Z","hostname":"mymachine.example.com","app_name":"evntslog",
+            "procid":null,"msgid":"ID47",
+            "structured_data":{"exampleSDID@32473":{"iut":"3","eventSource":"Application","eventID":"1011"}},
+            "message":"An application event log entry..."})
+    );
+    assert_eq!(
+        ev[3]["structured_data"],
+        json!({"exampleSDID@32473":{"iut":"3","eventSource":"Application","eventID":"1011"},
+               "examplePriority@32473":{"class":"high"}})
+    );
+    assert_eq!(ev[3]["message"], "");
+}
+
+#[test]
+fn ordinary_rfc3164_messages() {
+    let d = TestDaemon::start(&json_config(""));
+    send_udp(
+        d.addr("udp"),
+        &[
+            b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8",
+            b"<13>Oct  1 09:00:00 host sshd[123]: Accepted publickey for alice",
+            b"<38>Nov 22 10:00:00 sshd[42]: no hostname, as glibc sends to /dev/log",
+        ],
+    );
+    let ev = wait_json(&d.path("out.json"), 3);
+    assert_eq!(ev[0]["facility"], "auth");
+    assert_eq!(ev[0]["severity"], "crit");
+    assert_eq!(ev[0]["hostname"], "mymachine");
+    assert_eq!(ev[0]["app_name"], "su");
+    assert_eq!(
+        ev[0]["message"],
+        "'su root' failed for lonvick on /dev/pts/8"
+    );
+    assert!(
+        ev[0]["timestamp"]
+            .as_str()
+            .unwrap()
+            .contains("-10-11T22:14:15")
+    );
+    assert_eq!(ev[1]["hostname"], "host");
+    assert_eq!(ev[1]["app_name"], "sshd");
+    assert_eq!(ev[1]["procid"], "123");
+    assert_eq!(ev[1]["message"], "Accepted publickey for alice");
+    assert_eq!(ev[2]["hostname"], serde_json::Value::Null);
+    assert_eq!(ev[2]["app_name"], "sshd");
+    assert_eq!(ev[2]["procid"], "42");
+    for e in &ev {
+        assert_eq!(e["protocol"], "rfc3164");
+        assert!(e.get("parse_error").is_none(), "{e}");
+    }
+}
+
+#[test]
+fn malformed_messages_are_kept_with_a_flag_and_counted() {
+    let d = TestDaemon::start(&json_config(""));
+    send_udp(
+        d.addr("udp"),
+        &[
+            b"<999>bad pri",
+            b"<13>1 2003-13-45T99:00:00Z h a - - - bad date",
+            b"hello, no pri",
+        ],
+    );
+    let ev = wait_json(&d.path("out.json"), 3);
+    assert_eq!(ev[0]["facility"], "user");
+    assert_eq!(ev[0]["severity"], "notice");
+    assert_eq!(ev[0]["message"], "<999>bad pri");
+    assert!(
+        ev[0]["parse_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid_pri at byte ")
+    );
+    assert!(
+        ev[1]["parse_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad_timestamp at byte ")
+    );
+    assert!(
+        ev[2].get("parse_error").is_none(),
+        "a message without PRI is RFC 3164 user.notice"
+    );
+    assert_eq!(ev[2]["message"], "hello, no pri");
+    let m = d.listener("udp");
+    assert_eq!(count(&m.received), 3);
+    assert_eq!(count(&m.parse_errors), 2);
+    assert_eq!(count(&m.parsed_ok), 1);
+}
+
+#[test]
+fn every_format_writes_one_line_per_event() {
+    let formats = [
+        "traditional",
+        "precise",
+        "rfc3164",
+        "rfc5424",
+        "json",
+        "raw",
+    ];
+    let mut toml = String::from("[listen.udp]\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\n");
+    for f in formats {
+        toml.push_str(&format!(
+            "[output.{f}]\nkind = \"file\"\npath = \"{{dir}}/{f}.log\"\nformat = \"{f}\"\n"
+        ));
+    }
+    toml.push_str(&format!("[[route]]\nto = {formats:?}\n"));
+    let d = TestDaemon::start(&toml);
+    send_udp(
+        d.addr("udp"),
+        &[b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - [a@1 x=\"y\"] line\none"],
+    );
+    let get = |f: &str| wait_lines(&d.path(&format!("{f}.log")), 1);
+    assert_eq!(
+        get("traditional"),
+        vec!["Aug 24 05:14:15 192.0.2.1 myproc[8710]: line#012one"]
+    );
+    assert_eq!(
+        get("precise"),
+        vec!["2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc[8710]: line#012one"]
+    );
+    assert_eq!(
+        get("rfc3164"),
+        vec!["<165>Aug 24 05:14:15 192.0.2.1 myproc[8710]: line#012one"]
+    );
+    assert_eq!(
+        get("rfc5424"),
+        vec![
+            "<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - [a@1 x=\"y\"] line#012one"
+        ]
+    );
+    assert_eq!(get("json").len(), 1);
+    assert_eq!(
+        get("raw"),
+        vec![
+            "<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - [a@1 x=\"y\"] line",
+            "one"
+        ],
+        "raw writes the original bytes exactly"
+    );
+}
+
+#[test]
+fn drop_newest_counts_what_a_full_queue_refuses() {
+    // A 10-event queue and a burst read in a few large batches: most of each batch cannot fit.
+    let d = TestDaemon::start(
+        r#"
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.small]
+kind = "file"
+path = "{dir}/small.log"
+format = "raw"
+queue = { max_events = 10, when_full = "drop_newest" }
+
+[output.big]
+kind = "file"
+path = "{dir}/big.log"
+format = "raw"
+
+[[route]]
+to = ["small", "big"]
+"#,
+    );
+    let mut payload = Vec::new();
+    for i in 0..1000 {
+        payload.extend_from_slice(format!("<13>m{i}\n").as_bytes());
+    }
+    let mut s = connect(d.addr("tcp"));
+    s.write_all(&payload).unwrap();
+    drop(s);
+    d.wait_written("big", 1000);
+    let small = d.output("small");
+    wait_until("small output settles", DEADLINE, || {
+        count(&small.written) + count(&small.dropped_queue_full) == 1000
+    });
+    assert!(
+        count(&small.dropped_queue_full) > 0,
+        "a 10-event queue cannot take 1000 at once"
+    );
+    assert_eq!(
+        lines(&d.path("small.log")).len() as u64,
+        count(&small.written)
+    );
+    assert_eq!(
+        count(&d.output("big").dropped_queue_full),
+        0,
+        "block never drops"
+    );
+}
