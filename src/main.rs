@@ -92,23 +92,29 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Installed before any socket is served, so an early SIGTERM is never the default
+        // (immediate) death.
+        let signals = (
+            signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        );
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
+        tokio::spawn(watch_signals(signals, shutdown.clone()));
         sluice::daemon::run(config, bound, shutdown).await
     })
 }
 
 /// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn watch_signals(
+    (mut term, mut int, mut hup): (
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    ),
+    shutdown: CancellationToken,
+) {
     let mut signalled = false;
     loop {
         let name = tokio::select! {

@@ -311,3 +311,83 @@ to = ["o"]
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait().code(), Some(1));
 }
+
+#[test]
+fn full_block_queue_stops_reading_tcp_and_loses_nothing() {
+    // stdout is a pipe nobody reads yet: the output thread blocks once the pipe is full, its
+    // 100-event queue fills, and then the TCP connection must stop being read.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        r#"
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.o]
+kind = "stdout"
+format = "raw"
+queue = { max_events = 100, when_full = "block" }
+
+[[route]]
+to = ["o"]
+"#,
+    )
+    .unwrap();
+    let mut p = Proc::start(Some(&config), 1);
+    const N: usize = 200_000;
+    let mut payload = Vec::new();
+    for i in 0..N {
+        payload.extend_from_slice(format!("<13>m{i:08} {}\n", "x".repeat(80)).as_bytes());
+    }
+    let mut s = std::net::TcpStream::connect(p.addr("tcp")).unwrap();
+    s.set_nonblocking(true).unwrap();
+    // Push until the connection stays full: with back-pressure this happens long before the
+    // ~19 MB are sent; without it sluice would read everything into memory.
+    let mut sent = 0;
+    let mut blocked_since: Option<std::time::Instant> = None;
+    let start = std::time::Instant::now();
+    while sent < payload.len() {
+        assert!(start.elapsed() < DEADLINE, "neither finished nor blocked");
+        match s.write(&payload[sent..]) {
+            Ok(n) => {
+                sent += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        sent < payload.len() / 2,
+        "sender was not slowed: {sent} of {} bytes accepted",
+        payload.len()
+    );
+
+    // Start reading stdout: everything flows, in order, nothing lost.
+    let stdout = p.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(N)
+            .collect::<Vec<_>>()
+    });
+    s.set_nonblocking(false).unwrap();
+    s.write_all(&payload[sent..]).unwrap();
+    drop(s);
+    let lines = reader.join().unwrap();
+    assert_eq!(lines.len(), N);
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.starts_with(&format!("<13>m{i:08} ")), "line {i}: {l}");
+    }
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait().code(), Some(0));
+}

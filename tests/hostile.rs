@@ -56,6 +56,13 @@ fn settle(d: &TestDaemon) -> Vec<serde_json::Value> {
             && count(&tcp.connections) == count(&tcp.closed)
             && count(&o.written) == count(&tcp.received) + count(&udp.received)
     });
+    for m in d.metrics.listeners.values() {
+        assert_eq!(
+            count(&m.received),
+            count(&m.parsed_ok) + count(&m.parse_errors),
+            "every frame is parsed or flagged"
+        );
+    }
     json_lines(&path)
         .into_iter()
         .filter(|e| {

@@ -360,3 +360,58 @@ to = ["small", "big"]
         "block never drops"
     );
 }
+
+#[test]
+fn unix_socket_replaces_a_stale_socket_and_is_world_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("log");
+    // A socket file left behind by a daemon that died: bound once, then its owner is gone.
+    drop(std::os::unix::net::UnixDatagram::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let d = TestDaemon::start(&format!(
+        "[listen.local]\nkind = \"unix\"\npath = \"{}\"\n[output.o]\nkind = \"file\"\npath = \"{{dir}}/o.log\"\nformat = \"raw\"\n[[route]]\nto = \"o\"\n",
+        sock.display()
+    ));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    c.send_to(b"<13>hello", &sock).unwrap();
+    assert_eq!(wait_lines(&d.path("o.log"), 1), vec!["<13>hello"]);
+
+    // A live socket is not stolen: a second daemon on the same path refuses to start.
+    let text = format!(
+        "[listen.local]\nkind = \"unix\"\npath = \"{}\"\n[output.o]\nkind = \"stdout\"\n[[route]]\nto = \"o\"\n",
+        sock.display()
+    );
+    let config = sluice::config::Config::from_toml_str(&text, "t.toml").unwrap();
+    let err = sluice::daemon::bind(&config).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("in use by another process"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn stop_right_after_a_udp_burst_writes_everything_read() {
+    let mut d = TestDaemon::start(&json_config(""));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    const N: u64 = 20_000;
+    for i in 0..N {
+        sock.send_to(format!("<13>u{i}").as_bytes(), d.addr("udp"))
+            .unwrap();
+    }
+    d.stop();
+    let m = d.listener("udp");
+    let written = lines(&d.path("out.json")).len() as u64;
+    assert_eq!(
+        written,
+        count(&m.received),
+        "every datagram read was written"
+    );
+    assert_eq!(
+        count(&m.received) + count(&m.kernel_drops),
+        N,
+        "the rest is in the kernel's drop counter"
+    );
+}

@@ -88,6 +88,11 @@ impl TcpServer {
         let slots = Arc::new(Semaphore::new(self.settings.max_connections));
         let tracker = TaskTracker::new();
         let mut reject_log = metrics::LogLimiter::new(Duration::from_secs(10));
+        // Shared by this listener's connections, so a flood of bad connections logs rarely
+        // (hostile-inputs J04); the counters still count every one.
+        let fault_log = Arc::new(std::sync::Mutex::new(metrics::LogLimiter::new(
+            Duration::from_secs(10),
+        )));
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -129,6 +134,7 @@ impl TcpServer {
                 dispatcher: Dispatcher::new(self.pipeline.clone(), self.settings.name.clone()),
                 metrics: metrics.clone(),
                 hard_stop: self.hard_stop.clone(),
+                fault_log: fault_log.clone(),
             };
             let span = tracing::debug_span!("conn", listener = %self.settings.name, %peer);
             let closed = metrics.clone();
@@ -154,6 +160,7 @@ struct Connection {
     dispatcher: Dispatcher,
     metrics: Arc<ListenerMetrics>,
     hard_stop: CancellationToken,
+    fault_log: Arc<std::sync::Mutex<metrics::LogLimiter>>,
 }
 
 /// Why a connection ended.
@@ -178,7 +185,10 @@ impl Connection {
                     FrameError::FrameLenInvalid => metrics::add(&m.frame_len_invalid, 1),
                     FrameError::TlsOnPlainPort => metrics::add(&m.tls_on_plain_port, 1),
                 }
-                tracing::warn!(peer = %self.peer, reason = %e, "closing connection");
+                let allowed = self.fault_log.lock().ok().and_then(|mut l| l.allow());
+                if let Some(suppressed) = allowed {
+                    tracing::warn!(peer = %self.peer, reason = %e, suppressed, "closing connection");
+                }
             }
             End::Idle => {
                 metrics::add(&m.idle_timeouts, 1);
@@ -186,7 +196,10 @@ impl Connection {
             }
             End::FrameTimeout => {
                 metrics::add(&m.frame_timeouts, 1);
-                tracing::info!(peer = %self.peer, "closing connection: frame not completed within frame_timeout");
+                let allowed = self.fault_log.lock().ok().and_then(|mut l| l.allow());
+                if let Some(suppressed) = allowed {
+                    tracing::info!(peer = %self.peer, suppressed, "closing connection: frame not completed within frame_timeout");
+                }
             }
             End::Cut => {
                 metrics::add(&m.shutdown_cut, 1);

@@ -1,0 +1,463 @@
+//! Configuration: TOML text -> raw serde structs (with spans) -> a validated [`Config`].
+//!
+//! Errors are collected, not returned at the first one: every `[listen.*]`, `[output.*]` and
+//! `[[route]]` entry is deserialized on its own, and unknown keys are found with `serde_ignored`
+//! rather than `deny_unknown_fields`, so one typo does not hide the next mistake. Each error names
+//! `file:line:col` and the key path. No I/O happens here except in [`Config::check_environment`].
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use raw::*;
+use validate::*;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::output::file::PathTemplate;
+use crate::output::format::Format;
+use crate::route::Rule;
+
+/// The configuration sluice runs when no `--config` is given: UDP and TCP on 127.0.0.1:5514,
+/// every message to stdout.
+pub const EMBEDDED_DEFAULT: &str = r#"# sluice embedded default: listen on loopback, print everything.
+[listen.udp]
+kind = "udp"
+address = "127.0.0.1:5514"
+
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:5514"
+
+[output.stdout]
+kind = "stdout"
+format = "traditional"
+
+[[route]]
+to = ["stdout"]
+"#;
+
+/// Default `max_message_size` for every listener.
+pub const DEFAULT_MAX_MESSAGE_SIZE_BYTES: usize = 64 * 1024;
+/// Largest `max_message_size` accepted (frames are addressed with `u32` spans).
+pub const MAX_MAX_MESSAGE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+/// Default `max_connections` per TCP listener (rsyslog's imtcp default is 200; relays need more).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+/// Default idle timeout for a TCP connection that sends nothing.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default deadline for completing a frame once it has started (slowloris, hostile-inputs C03).
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default SO_RCVBUF asked for on UDP sockets (systemd's syslog.socket uses 8M).
+pub const DEFAULT_UDP_RECEIVE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Default queue capacity per output, in events.
+pub const DEFAULT_QUEUE_MAX_EVENTS: usize = 65_536;
+/// Default bound on open files per templated file output.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+/// Default interval at which file outputs flush buffered lines (so `tail -f` sees them).
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default time open connections may keep sending after SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval of the periodic counter log line.
+pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(300);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (file path or `<embedded default>`), for messages.
+    pub origin: String,
+    /// `[daemon]`.
+    pub daemon: DaemonConfig,
+    /// `[listen.*]`, sorted by name.
+    pub listeners: Vec<ListenerConfig>,
+    /// `[output.*]`, sorted by name; routes refer to them by index.
+    pub outputs: Vec<OutputConfig>,
+    /// `[[route]]` in order, compiled.
+    pub routes: Vec<Rule>,
+}
+
+/// `[daemon]` settings.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// How long open connections may keep sending after SIGTERM before they are cut.
+    pub shutdown_timeout: Duration,
+    /// Interval of the periodic counters log line.
+    pub stats_interval: Duration,
+}
+
+/// One `[listen.NAME]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// NAME.
+    pub name: Arc<str>,
+    /// Longer messages are cut and flagged `truncated`.
+    pub max_message_size: usize,
+    /// Only these sender networks are accepted (UDP and TCP); `None` accepts all.
+    pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+    /// Kind-specific settings.
+    pub kind: ListenerKind,
+}
+
+/// Listener kinds.
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    /// UDP datagrams, one message each (RFC 5426).
+    Udp {
+        /// Address to bind.
+        address: SocketAddr,
+        /// SO_RCVBUF to ask for.
+        receive_buffer_bytes: usize,
+    },
+    /// TCP with RFC 6587 framing detected per frame.
+    Tcp {
+        /// Address to bind.
+        address: SocketAddr,
+        /// Connections beyond this are accepted and closed at once, counted.
+        max_connections: usize,
+        /// A connection that sends nothing this long is closed; `None` disables.
+        idle_timeout: Option<Duration>,
+        /// A frame that is not complete this long after it started closes the connection.
+        frame_timeout: Option<Duration>,
+        /// Also end LF-framed messages at NUL (hostile-inputs B05).
+        nul_trailer: bool,
+    },
+    /// A unix datagram socket, like /dev/log.
+    Unix {
+        /// Socket path; a stale socket there is replaced.
+        path: PathBuf,
+        /// Permission bits of the socket file.
+        mode: u32,
+    },
+}
+
+impl ListenerKind {
+    /// `udp`, `tcp` or `unix`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ListenerKind::Udp { .. } => "udp",
+            ListenerKind::Tcp { .. } => "tcp",
+            ListenerKind::Unix { .. } => "unix",
+        }
+    }
+}
+
+/// One `[output.NAME]`.
+#[derive(Debug, Clone)]
+pub struct OutputConfig {
+    /// NAME.
+    pub name: Arc<str>,
+    /// Line format.
+    pub format: Format,
+    /// The bounded queue in front of the output.
+    pub queue: QueueConfig,
+    /// Kind-specific settings.
+    pub kind: OutputKind,
+}
+
+/// Output kinds.
+#[derive(Debug, Clone)]
+pub enum OutputKind {
+    /// Standard output.
+    Stdout,
+    /// A file, its path possibly templated per event.
+    File {
+        /// Path template.
+        path: PathTemplate,
+        /// Bound on simultaneously open files (templated paths).
+        max_open_files: usize,
+        /// How often buffered lines are written out.
+        flush_interval: Duration,
+    },
+}
+
+/// What a full queue does to the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait for room: TCP and unix-stream senders are slowed (UDP still drops and counts).
+    Block,
+    /// Drop the event that does not fit, and count it.
+    DropNewest,
+}
+
+/// The queue in front of an output: capacity and overflow policy side by side.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    /// Capacity in events.
+    pub max_events: usize,
+    /// Overflow policy.
+    pub when_full: WhenFull,
+}
+
+/// One configuration error, positioned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// File name (or `<embedded default>`).
+    pub file: String,
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column, 0 when unknown.
+    pub col: usize,
+    /// Dotted key path, e.g. `output.siem.address`; empty for syntax errors.
+    pub key: String,
+    /// What is wrong, in plain words.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.col)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every error found in one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Parses and validates configuration text. `file` names it in error messages.
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut errs = Errors {
+            file,
+            text,
+            list: Vec::new(),
+        };
+        let root = match DeTable::parse(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                errs.at(span, "", e.message().trim().to_string());
+                return Err(ConfigErrors(errs.list));
+            }
+        };
+        let mut daemon_raw = RawDaemon::default();
+        let mut listen_raw: BTreeMap<String, (std::ops::Range<usize>, RawListener)> =
+            BTreeMap::new();
+        let mut output_raw: BTreeMap<String, (std::ops::Range<usize>, RawOutput)> = BTreeMap::new();
+        let mut routes_raw: Vec<(usize, std::ops::Range<usize>, RawRoute)> = Vec::new();
+
+        for (k, v) in root.get_ref().iter() {
+            let name = k.get_ref().as_ref();
+            match name {
+                "daemon" => {
+                    if let Some(d) = decode::<RawDaemon>(&mut errs, "daemon", v) {
+                        daemon_raw = d;
+                    }
+                }
+                "listen" | "output" => match v.get_ref() {
+                    DeValue::Table(t) => {
+                        for (ek, ev) in t.iter() {
+                            let ename = ek.get_ref().to_string();
+                            let key = format!("{name}.{ename}");
+                            if !valid_name(&ename) {
+                                errs.at(
+                                    ek.span(),
+                                    &key,
+                                    "names may use only letters, digits, '_' and '-'",
+                                );
+                            }
+                            if name == "listen" {
+                                if let Some(l) = decode::<RawListener>(&mut errs, &key, ev) {
+                                    listen_raw.insert(ename, (ek.span(), l));
+                                }
+                            } else if let Some(o) = decode::<RawOutput>(&mut errs, &key, ev) {
+                                output_raw.insert(ename, (ek.span(), o));
+                            }
+                        }
+                    }
+                    _ => errs.at(
+                        v.span(),
+                        name,
+                        format!("expected a table of named [{name}.NAME] entries"),
+                    ),
+                },
+                "route" => match v.get_ref() {
+                    DeValue::Array(a) => {
+                        for (i, rv) in a.iter().enumerate() {
+                            let key = format!("route[{i}]");
+                            if let Some(r) = decode::<RawRoute>(&mut errs, &key, rv) {
+                                routes_raw.push((i, rv.span(), r));
+                            }
+                        }
+                    }
+                    _ => errs.at(
+                        v.span(),
+                        "route",
+                        "expected [[route]] entries (an array of tables)",
+                    ),
+                },
+                _ => errs.at(
+                    k.span(),
+                    name,
+                    "unknown key (expected daemon, listen, output or route)",
+                ),
+            }
+        }
+
+        let daemon = DaemonConfig {
+            shutdown_timeout: duration_opt(
+                &mut errs,
+                "daemon.shutdown_timeout",
+                &daemon_raw.shutdown_timeout,
+            )
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            stats_interval: duration_opt(
+                &mut errs,
+                "daemon.stats_interval",
+                &daemon_raw.stats_interval,
+            )
+            .unwrap_or(DEFAULT_STATS_INTERVAL),
+        };
+
+        let listeners: Vec<ListenerConfig> = listen_raw
+            .into_iter()
+            .filter_map(|(name, (_, raw))| validate_listener(&mut errs, &name, raw))
+            .collect();
+        check_duplicate_binds(&mut errs, &listeners);
+
+        // Every declared output is indexed, valid or not, so a route naming a broken output is not
+        // also reported as naming a missing one. A `None` means the config is invalid anyway.
+        let mut output_index: HashMap<String, usize> = HashMap::new();
+        let mut validated: Vec<Option<OutputConfig>> = Vec::new();
+        for (name, (_, raw)) in output_raw {
+            output_index.insert(name.clone(), validated.len());
+            validated.push(validate_output(&mut errs, &name, raw));
+        }
+        let listener_names: Vec<&str> = listeners.iter().map(|l| &*l.name).collect();
+        let routes: Vec<Rule> = routes_raw
+            .into_iter()
+            .filter_map(|(i, span, raw)| {
+                validate_route(&mut errs, i, span, raw, &output_index, &listener_names)
+            })
+            .collect();
+
+        if listeners.is_empty() && errs.list.is_empty() {
+            errs.at(
+                0..0,
+                "listen",
+                "no listeners are configured: add at least one [listen.NAME]",
+            );
+        }
+        if routes.is_empty() && errs.list.is_empty() {
+            errs.at(0..0, "route", "no routes are configured: add a [[route]] with `to = [...]`, or every message is only counted as unrouted");
+        }
+
+        if errs.list.is_empty() {
+            Ok(Config {
+                origin: file.to_string(),
+                daemon,
+                listeners,
+                outputs: validated.into_iter().flatten().collect(),
+                routes,
+            })
+        } else {
+            errs.list.sort_by_key(|e| (e.line, e.col));
+            Err(ConfigErrors(errs.list))
+        }
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        Config::from_toml_str(EMBEDDED_DEFAULT, "<embedded default>")
+            .unwrap_or_else(|e| unreachable!("embedded default config is invalid: {e}"))
+    }
+
+    /// Checks what needs the file system but not sockets: each file output's directory exists or
+    /// can be created, and each unix socket's directory exists. Returns human-readable problems.
+    pub fn check_environment(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for o in &self.outputs {
+            if let OutputKind::File { path, .. } = &o.kind {
+                let dir = path.static_dir();
+                if let Err(e) = creatable_dir(&dir) {
+                    problems.push(format!(
+                        "{}: output.{}.path: directory {} cannot be created: {e}",
+                        self.origin,
+                        o.name,
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        for l in &self.listeners {
+            if let ListenerKind::Unix { path, .. } = &l.kind {
+                let dir = path.parent().unwrap_or(std::path::Path::new("."));
+                let dir = if dir.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    dir
+                };
+                if !dir.is_dir() {
+                    problems.push(format!(
+                        "{}: listen.{}.path: directory {} does not exist",
+                        self.origin,
+                        l.name,
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Whether `dir` exists as a writable directory or could be created under its nearest existing
+/// ancestor.
+fn creatable_dir(dir: &std::path::Path) -> Result<(), String> {
+    let mut cur = dir;
+    loop {
+        if cur.as_os_str().is_empty() {
+            cur = std::path::Path::new(".");
+        }
+        match std::fs::metadata(cur) {
+            Ok(m) if m.is_dir() => {
+                return if writable(cur) {
+                    Ok(())
+                } else {
+                    Err(format!("{} is not writable", cur.display()))
+                };
+            }
+            Ok(_) => return Err(format!("{} is not a directory", cur.display())),
+            Err(_) => match cur.parent() {
+                Some(p) => cur = p,
+                None => return Err("no existing ancestor".into()),
+            },
+        }
+    }
+}
+
+fn writable(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}

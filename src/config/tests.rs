@@ -1,0 +1,118 @@
+//! Config parsing and validation tests.
+
+use super::raw::{parse_duration, parse_size};
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_toml_str(text, "t.toml") {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = Config::embedded_default();
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.outputs.len(), 1);
+    assert_eq!(c.routes.len(), 1);
+}
+
+#[test]
+fn reports_every_error_with_line_and_key() {
+    let text = r#"
+[listen.udp]
+kind = "udp"
+address = "127.0.0.1:5514"
+colour = "blue"
+
+[output.a]
+kind = "stdout"
+
+[[route]]
+to = ["nosuch"]
+
+[[route]]
+selector = "auth.bogus"
+to = ["a"]
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_eq!(errs[0], "t.toml:5:1: listen.udp.colour: unknown key");
+    assert!(
+        errs[1].starts_with("t.toml:11:6: route[0].to: no output named \"nosuch\""),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].starts_with("t.toml:14:12: route[1].selector: invalid selector"),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
+fn bad_address_names_key_and_value() {
+    let errs = errors(
+        "[listen.x]\nkind = \"tcp\"\naddress = \"siem:abc\"\n[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n",
+    );
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("t.toml:3:11: listen.x.address: invalid socket address \"siem:abc\""),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let errs = errors("[listen.x\nkind = 1\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("t.toml:1:"), "{}", errs[0]);
+}
+
+#[test]
+fn type_error_has_position() {
+    let errs = errors(
+        "[listen.x]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_connections = \"many\"\n[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("t.toml:4:"), "{}", errs[0]);
+}
+
+#[test]
+fn keys_of_other_kinds_are_rejected() {
+    let errs = errors(
+        "[listen.x]\nkind = \"udp\"\naddress = \"127.0.0.1:1\"\npath = \"/dev/log\"\n[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n",
+    );
+    assert_eq!(
+        errs,
+        vec!["t.toml:4:8: listen.x.path: not valid for kind = \"udp\"".to_string()]
+    );
+}
+
+#[test]
+fn sizes_and_durations() {
+    assert_eq!(parse_size("64KiB"), Ok(65536));
+    assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+    assert_eq!(parse_size("10MB"), Ok(10_000_000));
+    assert!(parse_size("10XB").is_err());
+    assert!(parse_size("99999999999999999999GiB").is_err());
+    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert!(parse_duration("5 fortnights").is_err());
+}
+
+#[test]
+fn nested_unknown_key_in_queue() {
+    let errs = errors(
+        "[listen.x]\nkind = \"udp\"\naddress = \"127.0.0.1:1\"\n[output.o]\nkind=\"stdout\"\nqueue = { max_events = 10, colour = 1 }\n[[route]]\nto=\"o\"\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("t.toml:6:28: output.o.queue.colour: unknown key"),
+        "{}",
+        errs[0]
+    );
+}
