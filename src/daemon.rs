@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ListenerConfig, ListenerKind};
 use crate::listen::tcp::{TcpServer, TcpSettings};
+use crate::listen::tls::TlsServer;
 use crate::listen::{self, DatagramSocket, Pipeline};
 use crate::metrics::Metrics;
 use crate::output;
@@ -45,6 +46,7 @@ pub struct Bound {
     /// The listeners in config order.
     pub listeners: Vec<BoundListener>,
     metrics: Arc<Metrics>,
+    hangup: Hangup,
 }
 
 impl Bound {
@@ -56,6 +58,11 @@ impl Bound {
             BoundSocket::Tcp(s) => s.local_addr().ok(),
             BoundSocket::Unix(_) => None,
         }
+    }
+
+    /// What main signals on SIGHUP.
+    pub fn hangup(&self) -> Hangup {
+        self.hangup.clone()
     }
 
     /// The counters [`run`] will update.
@@ -74,7 +81,9 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
                 address,
                 receive_buffer_bytes,
             } => BoundSocket::Udp(listen::udp::bind(*address, *receive_buffer_bytes)?),
-            ListenerKind::Tcp { address, .. } => BoundSocket::Tcp(listen::tcp::bind(*address)?),
+            ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. } => {
+                BoundSocket::Tcp(listen::tcp::bind(stream.address)?)
+            }
             ListenerKind::Unix { path, mode } => {
                 BoundSocket::Unix(listen::unix::bind(path, *mode)?)
             }
@@ -88,16 +97,39 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
         config.listeners.iter().map(|l| &l.name),
         config.outputs.iter().map(|o| &o.name),
     ));
-    Ok(Bound { listeners, metrics })
+    let (hangup, _) = tokio::sync::watch::channel(0);
+    Ok(Bound {
+        listeners,
+        metrics,
+        hangup: Hangup(Arc::new(hangup)),
+    })
+}
+
+/// SIGHUP, fanned out to whatever reacts to it (TLS listeners reload their certificates).
+#[derive(Debug, Clone)]
+pub struct Hangup(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Hangup {
+    /// Tells every subscriber that SIGHUP arrived.
+    pub fn signal(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees each later [`Hangup::signal`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
 }
 
 /// Serves `bound` under `config` until `shutdown` is cancelled, then drains and returns.
 pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = bound.metrics.clone();
+    // Cut open connections and stop output retries once shutdown_timeout has passed.
+    let hard_stop = CancellationToken::new();
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     for o in &config.outputs {
-        let started = output::start(o, metrics.output(&o.name))
+        let started = output::start(o, metrics.output(&o.name), hard_stop.clone())
             .with_context(|| format!("starting output {}", o.name))?;
         handles.push(started.handle);
         threads.push(started.thread);
@@ -108,7 +140,6 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
         metrics: metrics.clone(),
     });
 
-    let hard_stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for l in bound.listeners {
         let name = l.config.name.clone();
@@ -146,16 +177,26 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
                     shutdown.clone(),
                 ));
             }
-            (
-                BoundSocket::Tcp(s),
-                ListenerKind::Tcp {
-                    max_connections,
-                    idle_timeout,
-                    frame_timeout,
-                    nul_trailer,
-                    ..
-                },
-            ) => {
+            (BoundSocket::Tcp(s), ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. }) => {
+                let tls = match &l.config.kind {
+                    ListenerKind::Tls {
+                        handshake_timeout,
+                        tls,
+                        ..
+                    } => {
+                        let server = TlsServer::new(tls, *handshake_timeout)
+                            .map_err(|e| anyhow::anyhow!("listener {name}: {e}"))?;
+                        tasks.spawn(listen::tls::reload_on_hangup(
+                            name.clone(),
+                            tls.clone(),
+                            server.clone(),
+                            bound.hangup.subscribe(),
+                            shutdown.clone(),
+                        ));
+                        Some(server)
+                    }
+                    _ => None,
+                };
                 let listener =
                     tokio::net::TcpListener::from_std(s).context("registering TCP socket")?;
                 let server = TcpServer {
@@ -163,11 +204,12 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
                     settings: TcpSettings {
                         name,
                         max_message_size: max,
-                        max_connections: *max_connections,
-                        idle_timeout: *idle_timeout,
-                        frame_timeout: *frame_timeout,
-                        nul_trailer: *nul_trailer,
+                        max_connections: stream.max_connections,
+                        idle_timeout: stream.idle_timeout,
+                        frame_timeout: stream.frame_timeout,
+                        nul_trailer: stream.nul_trailer,
                         allowed_sources: l.config.allowed_sources.clone(),
+                        tls,
                     },
                     pipeline: pipeline.clone(),
                     shutdown: shutdown.clone(),
@@ -225,7 +267,6 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
             tracing::error!(error = %e, "listener task failed");
         }
     }
-    cutter.abort();
     stats.abort();
     tokio::task::spawn_blocking(move || {
         for t in threads {
@@ -234,6 +275,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
     })
     .await
     .context("joining output threads")?;
+    cutter.abort();
     tracing::info!(counters = %metrics.summary(), "stopped");
     Ok(())
 }

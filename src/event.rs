@@ -361,6 +361,15 @@ impl Parsed {
     }
 }
 
+/// Who a TLS peer proved to be: from its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The certificate's first SAN DNS name (its CN when it has no SAN).
+    pub name: Option<String>,
+    /// `sha256:AB:CD:…` of the certificate.
+    pub fingerprint: String,
+}
+
 /// A received, parsed message and where it came from.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -372,6 +381,9 @@ pub struct Event {
     pub source: Option<SocketAddr>,
     /// Name of the listener that read it (`[listen.NAME]`).
     pub listener: Arc<str>,
+    /// The authenticated TLS client, for events read by a `tls` listener with a client
+    /// certificate.
+    pub tls_peer: Option<Arc<TlsPeer>>,
     /// True when the frame was cut to `max_message_size`.
     pub truncated: bool,
     /// The parsed fields.

@@ -30,3 +30,4 @@ pub mod metrics;
 pub mod output;
 pub mod parse;
 pub mod route;
+pub mod tls;

@@ -37,10 +37,13 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        let problems = config.check_environment();
-        if !problems.is_empty() {
-            for p in problems {
-                eprintln!("{p}");
+        let check = config.check_environment();
+        for w in &check.warnings {
+            eprintln!("warning: {w}");
+        }
+        if !check.errors.is_empty() {
+            for e in check.errors {
+                eprintln!("{e}");
             }
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -101,18 +104,20 @@ fn run(config: Config) -> anyhow::Result<()> {
             signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
         );
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(signals, shutdown.clone()));
+        tokio::spawn(watch_signals(signals, bound.hangup(), shutdown.clone()));
         sluice::daemon::run(config, bound, shutdown).await
     })
 }
 
-/// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once.
+/// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once. SIGHUP: reload what
+/// reloads (TLS certificates).
 async fn watch_signals(
     (mut term, mut int, mut hup): (
         tokio::signal::unix::Signal,
         tokio::signal::unix::Signal,
         tokio::signal::unix::Signal,
     ),
+    hangup: sluice::daemon::Hangup,
     shutdown: CancellationToken,
 ) {
     let mut signalled = false;
@@ -121,8 +126,8 @@ async fn watch_signals(
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
             _ = hup.recv() => {
-                // Files are opened per write batch cycle; a reopen-on-HUP arrives with rotation.
-                tracing::info!("SIGHUP received; ignored in this version");
+                tracing::info!("SIGHUP: reloading TLS certificates");
+                hangup.signal();
                 continue;
             }
         };

@@ -65,6 +65,22 @@ counters!(
         read_errors,
         /// Messages or connections refused because the sender is not in `allowed_sources`.
         disallowed,
+        /// TLS handshakes completed.
+        tls_handshakes,
+        /// TLS handshakes cut by `handshake_timeout` (hostile-inputs C01).
+        tls_handshake_timeouts,
+        /// TLS clients refused: certificate name not in `permitted_peers`.
+        tls_peer_not_permitted,
+        /// TLS clients refused: certificate fingerprint not pinned.
+        tls_fingerprint_not_trusted,
+        /// TLS clients refused: certificate expired or not yet valid.
+        tls_certificate_expired,
+        /// TLS clients refused: certificate not from a trusted CA, malformed, or unfit (EKU).
+        tls_certificate_untrusted,
+        /// TLS clients refused: no certificate where one is required.
+        tls_no_certificate,
+        /// Other TLS handshake failures: plaintext, old protocol versions, no common suite.
+        tls_handshake_failed,
         /// Datagrams the kernel dropped because the socket buffer was full (from /proc/net/udp).
         kernel_drops,
     }

@@ -153,6 +153,9 @@ pub struct Rule {
     pub app_name: Option<Matcher>,
     /// MSG matcher.
     pub message: Option<Matcher>,
+    /// TLS peer matcher: its certificate name or its `sha256:` fingerprint (never matches
+    /// events without an authenticated TLS peer).
+    pub tls_peer: Option<Matcher>,
     /// Sender address in any of these networks (never matches unix-socket events).
     pub source: Option<Vec<ipnet::IpNet>>,
     /// Output indices (into `Config::outputs`).
@@ -186,6 +189,13 @@ impl Rule {
             && !m.matches(ev.message(), false)
         {
             return false;
+        }
+        if let Some(m) = &self.tls_peer {
+            let Some(peer) = &ev.tls_peer else { return false };
+            let by_name = peer.name.as_deref().is_some_and(|n| m.matches(n.as_bytes(), true));
+            if !by_name && !m.matches(peer.fingerprint.as_bytes(), true) {
+                return false;
+            }
         }
         if let Some(nets) = &self.source {
             let Some(addr) = ev.source else { return false };
@@ -328,6 +338,7 @@ mod tests {
             received_at: chrono::Utc::now(),
             source: Some("10.1.2.3:514".parse().unwrap()),
             listener: listener.into(),
+            tls_peer: None,
             truncated: false,
             parsed,
         }
@@ -340,6 +351,7 @@ mod tests {
             hostname: None,
             app_name: None,
             message: None,
+            tls_peer: None,
             source: None,
             to: to.to_vec(),
             stop,

@@ -67,6 +67,8 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default interval of the periodic counter log line.
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(300);
+/// Default time a TLS client has to finish its handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -105,6 +107,21 @@ pub struct ListenerConfig {
     pub kind: ListenerKind,
 }
 
+/// Settings shared by the stream listeners (`tcp` and `tls`).
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Connections beyond this are accepted and closed at once, counted.
+    pub max_connections: usize,
+    /// A connection that sends nothing this long is closed; `None` disables.
+    pub idle_timeout: Option<Duration>,
+    /// A frame that is not complete this long after it started closes the connection.
+    pub frame_timeout: Option<Duration>,
+    /// Also end LF-framed messages at NUL (hostile-inputs B05).
+    pub nul_trailer: bool,
+}
+
 /// Listener kinds.
 #[derive(Debug, Clone)]
 pub enum ListenerKind {
@@ -116,17 +133,15 @@ pub enum ListenerKind {
         receive_buffer_bytes: usize,
     },
     /// TCP with RFC 6587 framing detected per frame.
-    Tcp {
-        /// Address to bind.
-        address: SocketAddr,
-        /// Connections beyond this are accepted and closed at once, counted.
-        max_connections: usize,
-        /// A connection that sends nothing this long is closed; `None` disables.
-        idle_timeout: Option<Duration>,
-        /// A frame that is not complete this long after it started closes the connection.
-        frame_timeout: Option<Duration>,
-        /// Also end LF-framed messages at NUL (hostile-inputs B05).
-        nul_trailer: bool,
+    Tcp(StreamSettings),
+    /// TLS (RFC 5425), framed as TCP.
+    Tls {
+        /// Connection handling, as for TCP.
+        stream: StreamSettings,
+        /// A handshake not finished this long after connect is cut (hostile-inputs C01).
+        handshake_timeout: Duration,
+        /// Certificates and client authentication.
+        tls: crate::tls::ServerSettings,
     },
     /// A unix datagram socket, like /dev/log.
     Unix {
@@ -142,7 +157,8 @@ impl ListenerKind {
     pub fn name(&self) -> &'static str {
         match self {
             ListenerKind::Udp { .. } => "udp",
-            ListenerKind::Tcp { .. } => "tcp",
+            ListenerKind::Tcp(_) => "tcp",
+            ListenerKind::Tls { .. } => "tls",
             ListenerKind::Unix { .. } => "unix",
         }
     }
@@ -175,6 +191,30 @@ pub enum OutputKind {
         /// How often buffered lines are written out.
         flush_interval: Duration,
     },
+    /// Another syslog receiver (a relay or a SIEM).
+    Forward(ForwardSettings),
+}
+
+/// Where and how a `forward` output sends.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    /// `host:port` of the collector (resolved at each connect).
+    pub address: String,
+    /// Transport.
+    pub protocol: ForwardProtocol,
+    /// Octet counting (RFC 5425/6587, the default on TCP and TLS) or LF.
+    pub octet_counting: bool,
+}
+
+/// Forward transports.
+#[derive(Debug, Clone)]
+pub enum ForwardProtocol {
+    /// One datagram per message (RFC 5426).
+    Udp,
+    /// Plain TCP.
+    Tcp,
+    /// TLS (RFC 5425).
+    Tls(crate::tls::ClientSettings),
 }
 
 /// What a full queue does to the sender.
@@ -391,8 +431,9 @@ impl Config {
 
     /// Checks what needs the file system but not sockets: each file output's directory exists or
     /// can be created, and each unix socket's directory exists. Returns human-readable problems.
-    pub fn check_environment(&self) -> Vec<String> {
+    pub fn check_environment(&self) -> EnvironmentCheck {
         let mut problems = Vec::new();
+        let mut tls = crate::tls::FileCheck::default();
         for o in &self.outputs {
             if let OutputKind::File { path, .. } = &o.kind {
                 let dir = path.static_dir();
@@ -407,6 +448,12 @@ impl Config {
             }
         }
         for l in &self.listeners {
+            if let ListenerKind::Tls { tls: t, .. } = &l.kind {
+                tls.cert_and_key(&t.cert_file, &t.key_file);
+                if let Some(ca) = &t.client_ca_file {
+                    tls.ca(ca);
+                }
+            }
             if let ListenerKind::Unix { path, .. } = &l.kind {
                 let dir = path.parent().unwrap_or(std::path::Path::new("."));
                 let dir = if dir.as_os_str().is_empty() {
@@ -424,8 +471,36 @@ impl Config {
                 }
             }
         }
-        problems
+        for o in &self.outputs {
+            if let OutputKind::Forward(ForwardSettings {
+                protocol: ForwardProtocol::Tls(c),
+                ..
+            }) = &o.kind
+            {
+                if let Some(ca) = &c.ca_file {
+                    tls.ca(ca);
+                }
+                if let (Some(cert), Some(key)) = (&c.cert_file, &c.key_file) {
+                    tls.cert_and_key(cert, key);
+                }
+            }
+        }
+        let prefix = |m: String| format!("{}: {m}", self.origin);
+        problems.extend(tls.errors.into_iter().map(prefix));
+        EnvironmentCheck {
+            errors: problems,
+            warnings: tls.warnings.into_iter().map(prefix).collect(),
+        }
     }
+}
+
+/// What `--check-config` found outside the config text itself.
+#[derive(Debug, Default)]
+pub struct EnvironmentCheck {
+    /// Problems that would stop sluice from working.
+    pub errors: Vec<String>,
+    /// Problems to fix soon (certificates about to expire).
+    pub warnings: Vec<String>,
 }
 
 /// Whether `dir` exists as a writable directory or could be created under its nearest existing

@@ -31,6 +31,31 @@ pub(super) struct RawListener {
     pub(super) receive_buffer_size: Option<Spanned<NumOrStr>>,
     pub(super) nul_trailer: Option<Spanned<bool>>,
     pub(super) allowed_sources: Option<Spanned<OneOrMany>>,
+    pub(super) handshake_timeout: Option<Spanned<NumOrStr>>,
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) client_auth: Option<Spanned<String>>,
+    pub(super) client_ca_file: Option<Spanned<String>>,
+    pub(super) permitted_peers: Option<Spanned<OneOrMany>>,
+    pub(super) fingerprints: Option<Spanned<OneOrMany>>,
+}
+
+/// The spans of the optional fields that are set, by key name, for "not valid for this kind".
+macro_rules! set_keys {
+    ($raw:expr; $($field:ident),* $(,)?) => {
+        [$((stringify!($field), $raw.$field.as_ref().map(|v| v.span()))),*]
+            .into_iter()
+            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            .collect()
+    };
+}
+
+impl RawListener {
+    pub(super) fn set_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        set_keys!(self; address, path, mode, max_message_size, max_connections, idle_timeout,
+            frame_timeout, receive_buffer_size, nul_trailer, allowed_sources, handshake_timeout,
+            cert_file, key_file, client_auth, client_ca_file, permitted_peers, fingerprints)
+    }
 }
 
 #[derive(Deserialize)]
@@ -41,6 +66,21 @@ pub(super) struct RawOutput {
     pub(super) queue: Option<RawQueue>,
     pub(super) max_open_files: Option<Spanned<i64>>,
     pub(super) flush_interval: Option<Spanned<NumOrStr>>,
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) protocol: Option<Spanned<String>>,
+    pub(super) framing: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) server_name: Option<Spanned<String>>,
+    pub(super) fingerprints: Option<Spanned<OneOrMany>>,
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+}
+
+impl RawOutput {
+    pub(super) fn set_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        set_keys!(self; path, max_open_files, flush_interval, address, protocol, framing, ca_file,
+            server_name, fingerprints, cert_file, key_file)
+    }
 }
 
 #[derive(Deserialize)]
@@ -57,6 +97,7 @@ pub(super) struct RawRoute {
     pub(super) hostname: Option<Spanned<toml::Value>>,
     pub(super) app_name: Option<Spanned<toml::Value>>,
     pub(super) message: Option<Spanned<toml::Value>>,
+    pub(super) tls_peer: Option<Spanned<toml::Value>>,
     pub(super) source: Option<Spanned<OneOrMany>>,
     pub(super) to: Option<Spanned<OneOrMany>>,
     pub(super) stop: Option<Spanned<bool>>,
@@ -285,12 +326,13 @@ pub(super) fn reject_keys(
     errs: &mut Errors<'_>,
     prefix: &str,
     kind: &str,
-    set: &[(&str, Option<std::ops::Range<usize>>)],
+    set: Vec<(&'static str, std::ops::Range<usize>)>,
+    allowed: &[&str],
 ) {
     for (key, span) in set {
-        if let Some(span) = span {
+        if !allowed.contains(&key) {
             errs.at(
-                span.clone(),
+                span,
                 format!("{prefix}.{key}"),
                 format!("not valid for kind = \"{kind}\""),
             );

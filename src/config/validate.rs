@@ -24,13 +24,18 @@ pub(super) fn check_duplicate_binds(errs: &mut Errors<'_>, listeners: &[Listener
     for l in listeners {
         let key = match &l.kind {
             // Port 0 asks the kernel for a fresh port each time: never a clash.
-            ListenerKind::Udp { address, .. } | ListenerKind::Tcp { address, .. }
-                if address.port() == 0 =>
-            {
-                continue;
-            }
+            ListenerKind::Udp { address, .. }
+            | ListenerKind::Tcp(StreamSettings { address, .. })
+            | ListenerKind::Tls {
+                stream: StreamSettings { address, .. },
+                ..
+            } if address.port() == 0 => continue,
             ListenerKind::Udp { address, .. } => format!("udp {address}"),
-            ListenerKind::Tcp { address, .. } => format!("tcp {address}"),
+            ListenerKind::Tcp(StreamSettings { address, .. })
+            | ListenerKind::Tls {
+                stream: StreamSettings { address, .. },
+                ..
+            } => format!("tcp {address}"),
             ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
         };
         if let Some(other) = seen.insert(key.clone(), &l.name) {
@@ -93,25 +98,65 @@ pub(super) fn validate_listener(
             },
         }
     };
-    let span_of = |o: &Option<Spanned<NumOrStr>>| o.as_ref().map(|v| v.span());
-    let kind = match raw.kind.get_ref().as_str() {
-        "udp" => {
-            reject_keys(
-                errs,
-                &p,
-                "udp",
-                &[
-                    ("path", raw.path.as_ref().map(|v| v.span())),
-                    ("mode", raw.mode.as_ref().map(|v| v.span())),
-                    (
-                        "max_connections",
-                        raw.max_connections.as_ref().map(|v| v.span()),
-                    ),
-                    ("idle_timeout", span_of(&raw.idle_timeout)),
-                    ("frame_timeout", span_of(&raw.frame_timeout)),
-                    ("nul_trailer", raw.nul_trailer.as_ref().map(|v| v.span())),
-                ],
+    const STREAM_KEYS: [&str; 6] = [
+        "address",
+        "max_message_size",
+        "max_connections",
+        "idle_timeout",
+        "frame_timeout",
+        "nul_trailer",
+    ];
+    let kind_name = raw.kind.get_ref().as_str();
+    let allowed: Vec<&str> = match kind_name {
+        "udp" => vec!["address", "max_message_size", "receive_buffer_size", "allowed_sources"],
+        "tcp" => [&STREAM_KEYS[..], &["allowed_sources"]].concat(),
+        "tls" => [
+            &STREAM_KEYS[..],
+            &[
+                "allowed_sources",
+                "handshake_timeout",
+                "cert_file",
+                "key_file",
+                "client_auth",
+                "client_ca_file",
+                "permitted_peers",
+                "fingerprints",
+            ],
+        ]
+        .concat(),
+        "unix" => vec!["path", "mode", "max_message_size"],
+        other => {
+            errs.at(
+                raw.kind.span(),
+                format!("{p}.kind"),
+                format!("unknown listener kind {other:?}: expected \"udp\", \"tcp\", \"tls\" or \"unix\""),
             );
+            return None;
+        }
+    };
+    reject_keys(errs, &p, kind_name, raw.set_keys(), &allowed);
+    let stream = |errs: &mut Errors<'_>| -> Option<StreamSettings> {
+        let address = address(errs);
+        let max_connections = positive(errs, &format!("{p}.max_connections"), &raw.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let idle = duration_opt(errs, &format!("{p}.idle_timeout"), &raw.idle_timeout);
+        let frame = duration_opt(errs, &format!("{p}.frame_timeout"), &raw.frame_timeout);
+        // 0 disables, for trusted peers (hostile-inputs C02).
+        let enabled = |d: Option<Duration>, default| match d {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(default),
+        };
+        Some(StreamSettings {
+            address: address?,
+            max_connections,
+            idle_timeout: enabled(idle, DEFAULT_IDLE_TIMEOUT),
+            frame_timeout: enabled(frame, DEFAULT_FRAME_TIMEOUT),
+            nul_trailer: raw.nul_trailer.as_ref().is_some_and(|v| *v.get_ref()),
+        })
+    };
+    let kind = match kind_name {
+        "udp" => {
             let address = address(errs);
             let rcvbuf = size_opt(
                 errs,
@@ -124,61 +169,20 @@ pub(super) fn validate_listener(
                 receive_buffer_bytes: rcvbuf,
             }
         }
-        "tcp" => {
-            reject_keys(
-                errs,
-                &p,
-                "tcp",
-                &[
-                    ("path", raw.path.as_ref().map(|v| v.span())),
-                    ("mode", raw.mode.as_ref().map(|v| v.span())),
-                    ("receive_buffer_size", span_of(&raw.receive_buffer_size)),
-                ],
-            );
-            let address = address(errs);
-            let max_connections =
-                positive(errs, &format!("{p}.max_connections"), &raw.max_connections)
-                    .unwrap_or(DEFAULT_MAX_CONNECTIONS);
-            let idle = duration_opt(errs, &format!("{p}.idle_timeout"), &raw.idle_timeout);
-            let frame = duration_opt(errs, &format!("{p}.frame_timeout"), &raw.frame_timeout);
-            ListenerKind::Tcp {
-                address: address?,
-                max_connections,
-                // 0 disables, for trusted peers (hostile-inputs C02).
-                idle_timeout: match idle {
-                    Some(d) if d.is_zero() => None,
-                    Some(d) => Some(d),
-                    None => Some(DEFAULT_IDLE_TIMEOUT),
-                },
-                frame_timeout: match frame {
-                    Some(d) if d.is_zero() => None,
-                    Some(d) => Some(d),
-                    None => Some(DEFAULT_FRAME_TIMEOUT),
-                },
-                nul_trailer: raw.nul_trailer.as_ref().is_some_and(|v| *v.get_ref()),
+        "tcp" => ListenerKind::Tcp(stream(errs)?),
+        "tls" => {
+            let stream = stream(errs);
+            let tls = server_tls(errs, &p, &raw);
+            let handshake_timeout = duration_opt(errs, &format!("{p}.handshake_timeout"), &raw.handshake_timeout)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+            ListenerKind::Tls {
+                stream: stream?,
+                handshake_timeout,
+                tls: tls?,
             }
         }
         "unix" => {
-            reject_keys(
-                errs,
-                &p,
-                "unix",
-                &[
-                    ("address", raw.address.as_ref().map(|v| v.span())),
-                    (
-                        "allowed_sources",
-                        raw.allowed_sources.as_ref().map(|v| v.span()),
-                    ),
-                    (
-                        "max_connections",
-                        raw.max_connections.as_ref().map(|v| v.span()),
-                    ),
-                    ("idle_timeout", span_of(&raw.idle_timeout)),
-                    ("frame_timeout", span_of(&raw.frame_timeout)),
-                    ("receive_buffer_size", span_of(&raw.receive_buffer_size)),
-                    ("nul_trailer", raw.nul_trailer.as_ref().map(|v| v.span())),
-                ],
-            );
             let Some(path) = &raw.path else {
                 errs.at(
                     raw.kind.span(),
@@ -202,22 +206,7 @@ pub(super) fn validate_listener(
                 mode,
             }
         }
-        "tls" => {
-            errs.at(
-                raw.kind.span(),
-                format!("{p}.kind"),
-                "kind \"tls\" is not available in this build yet: use \"tcp\" behind a TLS terminator",
-            );
-            return None;
-        }
-        other => {
-            errs.at(
-                raw.kind.span(),
-                format!("{p}.kind"),
-                format!("unknown listener kind {other:?}: expected \"udp\", \"tcp\" or \"unix\""),
-            );
-            return None;
-        }
+        _ => return None,
     };
     let allowed_sources = raw
         .allowed_sources
@@ -242,6 +231,7 @@ pub(super) fn validate_output(
     let p = format!("output.{name}");
     let n_before = errs.list.len();
     let format = match &raw.format {
+        None if raw.kind.get_ref() == "forward" => Format::Rfc5424,
         None => Format::Traditional,
         Some(f) => match Format::from_name(f.get_ref()) {
             Some(f) => f,
@@ -287,26 +277,32 @@ pub(super) fn validate_output(
             }
         }
     }
-    let kind = match raw.kind.get_ref().as_str() {
-        "stdout" => {
-            reject_keys(
-                errs,
-                &p,
-                "stdout",
-                &[
-                    ("path", raw.path.as_ref().map(|v| v.span())),
-                    (
-                        "max_open_files",
-                        raw.max_open_files.as_ref().map(|v| v.span()),
-                    ),
-                    (
-                        "flush_interval",
-                        raw.flush_interval.as_ref().map(|v| v.span()),
-                    ),
-                ],
+    let kind_name = raw.kind.get_ref().as_str();
+    let allowed: &[&str] = match kind_name {
+        "stdout" => &[],
+        "file" => &["path", "max_open_files", "flush_interval"],
+        "forward" => &[
+            "address",
+            "protocol",
+            "framing",
+            "ca_file",
+            "server_name",
+            "fingerprints",
+            "cert_file",
+            "key_file",
+        ],
+        other => {
+            errs.at(
+                raw.kind.span(),
+                format!("{p}.kind"),
+                format!("unknown output kind {other:?}: expected \"file\", \"stdout\" or \"forward\""),
             );
-            OutputKind::Stdout
+            return None;
         }
+    };
+    reject_keys(errs, &p, kind_name, raw.set_keys(), allowed);
+    let kind = match kind_name {
+        "stdout" => OutputKind::Stdout,
         "file" => {
             let Some(path) = &raw.path else {
                 errs.at(
@@ -335,22 +331,8 @@ pub(super) fn validate_output(
                 flush_interval,
             }
         }
-        "forward" => {
-            errs.at(
-                raw.kind.span(),
-                format!("{p}.kind"),
-                "kind \"forward\" is not available in this build yet: expected \"file\" or \"stdout\"",
-            );
-            return None;
-        }
-        other => {
-            errs.at(
-                raw.kind.span(),
-                format!("{p}.kind"),
-                format!("unknown output kind {other:?}: expected \"file\" or \"stdout\""),
-            );
-            return None;
-        }
+        "forward" => OutputKind::Forward(forward(errs, &p, &raw)?),
+        _ => return None,
     };
     if errs.list.len() > n_before {
         return None;
@@ -449,6 +431,7 @@ pub(super) fn validate_route(
     let hostname = matcher(errs, &format!("{p}.hostname"), &raw.hostname, false);
     let app_name = matcher(errs, &format!("{p}.app_name"), &raw.app_name, false);
     let message = matcher(errs, &format!("{p}.message"), &raw.message, true);
+    let tls_peer = matcher(errs, &format!("{p}.tls_peer"), &raw.tls_peer, false);
     let source = raw
         .source
         .as_ref()
@@ -490,8 +473,173 @@ pub(super) fn validate_route(
         hostname,
         app_name,
         message,
+        tls_peer,
         source,
         to,
         stop: raw.stop.as_ref().is_some_and(|s| *s.get_ref()),
+    })
+}
+
+/// The TLS half of a `tls` listener: files, and the client authentication policy.
+fn server_tls(errs: &mut Errors<'_>, p: &str, raw: &RawListener) -> Option<crate::tls::ServerSettings> {
+    use crate::tls::{ClientAuth, NamePattern};
+    let required = |errs: &mut Errors<'_>, key: &str, v: &Option<Spanned<String>>| -> Option<PathBuf> {
+        match v {
+            Some(v) => Some(PathBuf::from(v.get_ref())),
+            None => {
+                errs.at(raw.kind.span(), format!("{p}.{key}"), "missing: a tls listener needs cert_file and key_file (PEM)");
+                None
+            }
+        }
+    };
+    let cert_file = required(errs, "cert_file", &raw.cert_file);
+    let key_file = required(errs, "key_file", &raw.key_file);
+    let client_ca_file = raw.client_ca_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
+    let mode = raw.client_auth.as_ref().map_or("none", |v| v.get_ref().as_str());
+    let mode_span = raw.client_auth.as_ref().map_or(raw.kind.span(), |v| v.span());
+    let unused = |errs: &mut Errors<'_>, key: &str, span: Option<std::ops::Range<usize>>| {
+        if let Some(span) = span {
+            errs.at(span, format!("{p}.{key}"), format!("has no effect with client_auth = \"{mode}\""));
+        }
+    };
+    let peers_span = raw.permitted_peers.as_ref().map(|v| v.span());
+    let fp_span = raw.fingerprints.as_ref().map(|v| v.span());
+    let ca_span = raw.client_ca_file.as_ref().map(|v| v.span());
+    let client_auth = match mode {
+        "none" | "ca" => {
+            unused(errs, "permitted_peers", peers_span);
+            unused(errs, "fingerprints", fp_span);
+            if mode == "none" {
+                unused(errs, "client_ca_file", ca_span);
+                ClientAuth::None
+            } else {
+                ClientAuth::Ca
+            }
+        }
+        "name" => {
+            unused(errs, "fingerprints", fp_span);
+            let Some(peers) = &raw.permitted_peers else {
+                errs.at(mode_span, format!("{p}.permitted_peers"), "missing: client_auth = \"name\" needs permitted_peers, like [\"*.example.net\"]");
+                return None;
+            };
+            let mut patterns = Vec::new();
+            for name in peers.get_ref().clone().into_vec() {
+                match NamePattern::parse(&name) {
+                    Ok(pat) => patterns.push(pat),
+                    Err(msg) => errs.at(peers.span(), format!("{p}.permitted_peers"), msg),
+                }
+            }
+            ClientAuth::Name(patterns)
+        }
+        "fingerprint" => {
+            unused(errs, "permitted_peers", peers_span);
+            unused(errs, "client_ca_file", ca_span);
+            let Some(fps) = &raw.fingerprints else {
+                errs.at(mode_span, format!("{p}.fingerprints"), "missing: client_auth = \"fingerprint\" needs fingerprints, like [\"sha256:AB:CD:...\"]");
+                return None;
+            };
+            ClientAuth::Fingerprint(fingerprint_list(errs, &format!("{p}.fingerprints"), fps))
+        }
+        other => {
+            errs.at(mode_span, format!("{p}.client_auth"), format!("unknown mode {other:?}: expected \"none\", \"ca\", \"name\" or \"fingerprint\""));
+            return None;
+        }
+    };
+    if matches!(client_auth, ClientAuth::Ca | ClientAuth::Name(_)) && client_ca_file.is_none() {
+        errs.at(mode_span, format!("{p}.client_ca_file"), format!("missing: client_auth = \"{mode}\" needs the CA that signs client certificates"));
+    }
+    Some(crate::tls::ServerSettings {
+        cert_file: cert_file?,
+        key_file: key_file?,
+        client_auth,
+        client_ca_file,
+    })
+}
+
+fn fingerprint_list(errs: &mut Errors<'_>, key: &str, v: &Spanned<OneOrMany>) -> Vec<crate::tls::Fingerprint> {
+    v.get_ref()
+        .clone()
+        .into_vec()
+        .iter()
+        .filter_map(|f| crate::tls::verify::parse_fingerprint(f).map_err(|m| errs.at(v.span(), key, m)).ok())
+        .collect()
+}
+
+/// A `forward` output's destination and transport.
+fn forward(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> Option<ForwardSettings> {
+    let Some(address) = &raw.address else {
+        errs.at(raw.kind.span(), format!("{p}.address"), "missing: give the collector as \"host:port\"");
+        return None;
+    };
+    let host = match address.get_ref().rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            host.trim_start_matches('[').trim_end_matches(']').to_string()
+        }
+        _ => {
+            errs.at(address.span(), format!("{p}.address"), format!("invalid address {:?}: expected host:port, like \"siem.example.net:6514\"", address.get_ref()));
+            return None;
+        }
+    };
+    let protocol = raw.protocol.as_ref().map_or("tcp", |v| v.get_ref().as_str());
+    let proto_span = raw.protocol.as_ref().map_or(raw.kind.span(), |v| v.span());
+    let tls_keys = [
+        ("ca_file", raw.ca_file.as_ref().map(|v| v.span())),
+        ("server_name", raw.server_name.as_ref().map(|v| v.span())),
+        ("fingerprints", raw.fingerprints.as_ref().map(|v| v.span())),
+        ("cert_file", raw.cert_file.as_ref().map(|v| v.span())),
+        ("key_file", raw.key_file.as_ref().map(|v| v.span())),
+    ];
+    let path = |v: &Option<Spanned<String>>| v.as_ref().map(|v| PathBuf::from(v.get_ref()));
+    let protocol = match protocol {
+        "udp" | "tcp" => {
+            for (key, span) in tls_keys {
+                if let Some(span) = span {
+                    errs.at(span, format!("{p}.{key}"), format!("only applies with protocol = \"tls\", not {protocol:?}"));
+                }
+            }
+            if protocol == "udp" { ForwardProtocol::Udp } else { ForwardProtocol::Tcp }
+        }
+        "tls" => {
+            let fingerprints = raw
+                .fingerprints
+                .as_ref()
+                .map(|v| fingerprint_list(errs, &format!("{p}.fingerprints"), v))
+                .unwrap_or_default();
+            if fingerprints.is_empty() && raw.ca_file.is_none() {
+                errs.at(proto_span.clone(), format!("{p}.ca_file"), "missing: protocol = \"tls\" needs ca_file (the collector's CA) or fingerprints (pinned certificates)");
+            }
+            if raw.cert_file.is_some() != raw.key_file.is_some() {
+                errs.at(proto_span, format!("{p}.cert_file"), "cert_file and key_file go together (the client certificate and its key)");
+            }
+            let server_name = raw.server_name.as_ref().map_or(host, |v| v.get_ref().clone());
+            if let Err(msg) = crate::tls::server_name(&server_name) {
+                let span = raw.server_name.as_ref().map_or(address.span(), |v| v.span());
+                errs.at(span, format!("{p}.server_name"), msg);
+            }
+            ForwardProtocol::Tls(crate::tls::ClientSettings {
+                ca_file: path(&raw.ca_file),
+                fingerprints,
+                server_name,
+                cert_file: path(&raw.cert_file),
+                key_file: path(&raw.key_file),
+            })
+        }
+        other => {
+            errs.at(proto_span, format!("{p}.protocol"), format!("unknown protocol {other:?}: expected \"udp\", \"tcp\" or \"tls\""));
+            return None;
+        }
+    };
+    let octet_counting = match raw.framing.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("octet-counting", _)) => true,
+        Some(("lf", _)) => false,
+        Some((other, span)) => {
+            errs.at(span, format!("{p}.framing"), format!("unknown framing {other:?}: expected \"octet-counting\" or \"lf\""));
+            true
+        }
+    };
+    Some(ForwardSettings {
+        address: address.get_ref().clone(),
+        protocol,
+        octet_counting,
     })
 }

@@ -3,6 +3,7 @@
 //! queues: no central router task, no extra hop.
 
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 pub mod unix;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::event::Event;
+use crate::event::{Event, TlsPeer};
 use crate::metrics::{self, ListenerMetrics, Metrics};
 use crate::output::{Batch, OutputHandle};
 use crate::parse::{ParseOptions, parse};
@@ -33,6 +34,8 @@ pub struct Pipeline {
 pub struct Dispatcher {
     pipeline: Arc<Pipeline>,
     listener: Arc<str>,
+    /// The authenticated peer of a TLS connection, put on every event it sends.
+    tls_peer: Option<Arc<TlsPeer>>,
     metrics: Arc<ListenerMetrics>,
     /// One pending batch per output.
     batches: Vec<Batch>,
@@ -52,6 +55,7 @@ impl Dispatcher {
         Dispatcher {
             pipeline,
             listener,
+            tls_peer: None,
             metrics,
             batches,
             route_buf: Vec::new(),
@@ -60,6 +64,11 @@ impl Dispatcher {
             truncated: 0,
             unrouted: 0,
         }
+    }
+
+    /// Tags every later event with the connection's TLS peer.
+    pub fn set_tls_peer(&mut self, peer: Option<TlsPeer>) {
+        self.tls_peer = peer.map(Arc::new);
     }
 
     /// This listener's counters.
@@ -89,6 +98,7 @@ impl Dispatcher {
             received_at,
             source,
             listener: self.listener.clone(),
+            tls_peer: self.tls_peer.clone(),
             truncated,
             parsed,
         };

@@ -10,8 +10,8 @@ use anyhow::Context;
 use bytes::BytesMut;
 use chrono::Utc;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::framing::{FrameError, Framer, FramerOptions};
+use crate::listen::tls::TlsServer;
 use crate::listen::{Dispatcher, Pipeline};
 use crate::metrics::{self, ListenerMetrics};
 
@@ -65,9 +66,11 @@ pub struct TcpSettings {
     pub nul_trailer: bool,
     /// Only these sender networks are accepted; `None` accepts all.
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+    /// For a `tls` listener: the handshake each connection completes first.
+    pub tls: Option<TlsServer>,
 }
 
-/// A TCP listener task.
+/// A TCP (or TLS) listener task.
 pub struct TcpServer {
     /// The bound socket.
     pub listener: TcpListener,
@@ -127,22 +130,51 @@ impl TcpServer {
                 continue;
             };
             metrics::add(&metrics.connections, 1);
-            let conn = Connection {
-                stream,
-                peer,
-                settings: self.settings.clone(),
-                dispatcher: Dispatcher::new(self.pipeline.clone(), self.settings.name.clone()),
-                metrics: metrics.clone(),
-                hard_stop: self.hard_stop.clone(),
-                fault_log: fault_log.clone(),
-            };
+            let settings = self.settings.clone();
+            let dispatcher = Dispatcher::new(self.pipeline.clone(), self.settings.name.clone());
+            let metrics = metrics.clone();
+            let hard_stop = self.hard_stop.clone();
+            let fault_log = fault_log.clone();
             let span = tracing::debug_span!("conn", listener = %self.settings.name, %peer);
-            let closed = metrics.clone();
             tracker.spawn(
                 async move {
-                    conn.run().await;
+                    let tls = settings.tls.clone();
+                    let mut conn = Connection {
+                        stream,
+                        peer,
+                        settings,
+                        dispatcher,
+                        metrics: metrics.clone(),
+                        hard_stop,
+                        fault_log,
+                    };
+                    match tls {
+                        None => conn.run().await,
+                        Some(tls) => {
+                            // The handshake holds a connection slot, so its timeout matters (C01).
+                            let handshake = tls.handshake(conn.stream, peer, &metrics, &conn.fault_log);
+                            let shaken = tokio::select! {
+                                _ = conn.hard_stop.cancelled() => None,
+                                r = handshake => r,
+                            };
+                            if let Some((stream, identity)) = shaken {
+                                conn.dispatcher.set_tls_peer(identity);
+                                Connection {
+                                    stream,
+                                    peer,
+                                    settings: conn.settings,
+                                    dispatcher: conn.dispatcher,
+                                    metrics: conn.metrics,
+                                    hard_stop: conn.hard_stop,
+                                    fault_log: conn.fault_log,
+                                }
+                                .run()
+                                .await;
+                            }
+                        }
+                    }
                     drop(slot);
-                    metrics::add(&closed.closed, 1);
+                    metrics::add(&metrics.closed, 1);
                 }
                 .instrument(span),
             );
@@ -153,8 +185,8 @@ impl TcpServer {
     }
 }
 
-struct Connection {
-    stream: TcpStream,
+struct Connection<S> {
+    stream: S,
     peer: SocketAddr,
     settings: TcpSettings,
     dispatcher: Dispatcher,
@@ -173,7 +205,7 @@ enum End {
     ReadError(std::io::Error),
 }
 
-impl Connection {
+impl<S: AsyncRead + Unpin> Connection<S> {
     async fn run(mut self) {
         let end = self.serve().await;
         self.dispatcher.flush().await;

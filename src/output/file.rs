@@ -368,6 +368,7 @@ mod tests {
             received_at: "2026-11-22T10:00:00Z".parse().unwrap(),
             source: None,
             listener: "t".into(),
+            tls_peer: None,
             truncated: false,
             parsed,
         }

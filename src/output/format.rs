@@ -43,31 +43,50 @@ impl Format {
         })
     }
 
-    /// Appends the event as one line, with its trailing LF, to `out`.
+    /// Appends the event as one line, with its trailing LF, to `out`. Control characters are
+    /// escaped (except in `raw`), so the line cannot be split.
     pub fn write_line(self, ev: &Event, out: &mut Vec<u8>) {
+        self.write_message(ev, out, escape_line);
+        out.push(b'\n');
+    }
+
+    /// Appends the event without a trailer and without escaping: for octet-counted transports,
+    /// where a message's bytes travel as they are (hostile-inputs G04).
+    pub fn write_verbatim(self, ev: &Event, out: &mut Vec<u8>) {
+        self.write_message(ev, out, copy_bytes);
+    }
+
+    fn write_message(self, ev: &Event, out: &mut Vec<u8>, esc: Escape) {
         match self {
             Format::Traditional => {
                 write_time(out, event_time(ev), "%b %e %H:%M:%S");
                 out.push(b' ');
-                write_tail_3164(ev, out);
+                write_tail_3164(ev, out, esc);
             }
             Format::Precise => {
                 write_time(out, event_time(ev), "%Y-%m-%dT%H:%M:%S%.6f%:z");
                 out.push(b' ');
-                write_tail_3164(ev, out);
+                write_tail_3164(ev, out, esc);
             }
             Format::Rfc3164 => {
                 write_pri(ev, out);
                 write_time(out, event_time(ev), "%b %e %H:%M:%S");
                 out.push(b' ');
-                write_tail_3164(ev, out);
+                write_tail_3164(ev, out, esc);
             }
-            Format::Rfc5424 => write_rfc5424(ev, out),
+            Format::Rfc5424 => write_rfc5424(ev, out, esc),
+            // JSON escapes per JSON either way.
             Format::Json => write_json(ev, out),
             Format::Raw => out.extend_from_slice(&ev.raw),
         }
-        out.push(b'\n');
     }
+}
+
+/// How field and message bytes are copied: escaped for line-oriented outputs, or as they are.
+type Escape = fn(&[u8], &mut Vec<u8>);
+
+fn copy_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(bytes);
 }
 
 /// The time a line shows: the message's own, else when it was received (in local time).
@@ -102,9 +121,9 @@ pub fn local_hostname() -> &'static str {
 }
 
 /// HOSTNAME, or where the event came from when it has none (as rsyslog uses `fromhost`).
-fn write_host(ev: &Event, out: &mut Vec<u8>) {
+fn write_host(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
     match (ev.hostname(), ev.source) {
-        (Some(h), _) => escape_line(h.as_bytes(), out),
+        (Some(h), _) => esc(h.as_bytes(), out),
         (None, Some(addr)) => {
             let _ = write!(out, "{}", addr.ip());
         }
@@ -113,19 +132,19 @@ fn write_host(ev: &Event, out: &mut Vec<u8>) {
 }
 
 /// `host app[pid]: msg` without the newline.
-fn write_tail_3164(ev: &Event, out: &mut Vec<u8>) {
-    write_host(ev, out);
+fn write_tail_3164(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
+    write_host(ev, out, esc);
     out.push(b' ');
     if let Some(app) = ev.app_name() {
-        escape_line(app.as_bytes(), out);
+        esc(app.as_bytes(), out);
         if let Some(pid) = ev.procid() {
             out.push(b'[');
-            escape_line(pid.as_bytes(), out);
+            esc(pid.as_bytes(), out);
             out.push(b']');
         }
         out.extend_from_slice(b": ");
     }
-    escape_line(ev.message(), out);
+    esc(ev.message(), out);
 }
 
 /// Copies `bytes`, replacing control characters with `#ooo` (rsyslog's escaping), so one event
@@ -141,14 +160,14 @@ pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(rest);
 }
 
-fn nil_or(out: &mut Vec<u8>, v: Option<&str>) {
+fn nil_or(out: &mut Vec<u8>, v: Option<&str>, esc: Escape) {
     match v {
-        Some(s) if !s.is_empty() => escape_line(s.as_bytes(), out),
+        Some(s) if !s.is_empty() => esc(s.as_bytes(), out),
         _ => out.push(b'-'),
     }
 }
 
-fn write_rfc5424(ev: &Event, out: &mut Vec<u8>) {
+fn write_rfc5424(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
     write_pri(ev, out);
     out.extend_from_slice(b"1 ");
     match ev.parsed.timestamp {
@@ -157,25 +176,25 @@ fn write_rfc5424(ev: &Event, out: &mut Vec<u8>) {
     }
     out.push(b' ');
     match (ev.hostname(), ev.source) {
-        (None, Some(_)) | (Some(_), _) => write_host(ev, out),
+        (None, Some(_)) | (Some(_), _) => write_host(ev, out, esc),
         (None, None) => out.extend_from_slice(local_hostname().as_bytes()),
     }
     out.push(b' ');
-    nil_or(out, ev.app_name());
+    nil_or(out, ev.app_name(), esc);
     out.push(b' ');
-    nil_or(out, ev.procid());
+    nil_or(out, ev.procid(), esc);
     out.push(b' ');
-    nil_or(out, ev.msgid());
+    nil_or(out, ev.msgid(), esc);
     out.push(b' ');
-    write_sd_5424(&ev.parsed.structured_data, out);
+    write_sd_5424(&ev.parsed.structured_data, out, esc);
     let msg = ev.message();
     if !msg.is_empty() {
         out.push(b' ');
-        escape_line(msg, out);
+        esc(msg, out);
     }
 }
 
-fn write_sd_5424(sd: &[SdElement], out: &mut Vec<u8>) {
+fn write_sd_5424(sd: &[SdElement], out: &mut Vec<u8>, esc: Escape) {
     if sd.is_empty() {
         out.push(b'-');
         return;
@@ -194,7 +213,7 @@ fn write_sd_5424(sd: &[SdElement], out: &mut Vec<u8>) {
                 }
                 escaped.push(b);
             }
-            escape_line(&escaped, out);
+            esc(&escaped, out);
             out.push(b'"');
         }
         out.push(b']');
@@ -285,6 +304,13 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
     write_sd_json(&ev.parsed.structured_data, out);
     out.extend_from_slice(b",\"message\":");
     json_string(ev.message(), out);
+    if let Some(peer) = &ev.tls_peer {
+        out.extend_from_slice(b",\"tls_peer\":{\"name\":");
+        json_opt(out, peer.name.as_deref());
+        out.extend_from_slice(b",\"fingerprint\":");
+        json_string(peer.fingerprint.as_bytes(), out);
+        out.push(b'}');
+    }
     if let Some(e) = ev.parsed.parse_error {
         let _ = write!(out, ",\"parse_error\":\"{e}\"");
     }
@@ -358,6 +384,7 @@ mod tests {
             received_at: "2026-11-22T10:00:00.000123Z".parse().unwrap(),
             source: Some("10.0.0.5:51234".parse().unwrap()),
             listener: "tcp".into(),
+            tls_peer: None,
             truncated: false,
             parsed,
         }

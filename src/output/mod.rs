@@ -11,6 +11,7 @@
 
 pub mod file;
 pub mod format;
+pub mod forward;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -124,8 +125,13 @@ pub struct RunningOutput {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts the output's thread with its sink and returns the handle to its queue.
-pub fn start(cfg: &OutputConfig, metrics: Arc<OutputMetrics>) -> std::io::Result<RunningOutput> {
+/// Starts the output's thread with its sink and returns the handle to its queue. `give_up` is
+/// cancelled when the shutdown deadline passes: outputs that retry stop retrying.
+pub fn start(
+    cfg: &OutputConfig,
+    metrics: Arc<OutputMetrics>,
+    give_up: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<RunningOutput> {
     let (sink, flush_interval): (Box<dyn Sink>, Duration) = match &cfg.kind {
         OutputKind::Stdout => (
             Box::new(stdout::StdoutSink::new(cfg.format, metrics.clone())),
@@ -144,6 +150,19 @@ pub fn start(cfg: &OutputConfig, metrics: Arc<OutputMetrics>) -> std::io::Result
                 metrics.clone(),
             )),
             *flush_interval,
+        ),
+        OutputKind::Forward(settings) => (
+            Box::new(
+                forward::ForwardSink::new(
+                    cfg.name.clone(),
+                    settings.clone(),
+                    cfg.format,
+                    metrics.clone(),
+                    give_up,
+                )
+                .map_err(|e| anyhow::anyhow!(e))?,
+            ),
+            Duration::from_millis(100),
         ),
     };
     let (tx, rx) = mpsc::channel();
