@@ -191,8 +191,13 @@ impl Rule {
             return false;
         }
         if let Some(m) = &self.tls_peer {
-            let Some(peer) = &ev.tls_peer else { return false };
-            let by_name = peer.name.as_deref().is_some_and(|n| m.matches(n.as_bytes(), true));
+            let Some(peer) = &ev.tls_peer else {
+                return false;
+            };
+            let by_name = peer
+                .name
+                .as_deref()
+                .is_some_and(|n| m.matches(n.as_bytes(), true));
             if !by_name && !m.matches(peer.fingerprint.as_bytes(), true) {
                 return false;
             }

@@ -5,3 +5,4 @@ mod hostile;
 mod ingest;
 mod routing;
 mod support;
+mod tls;

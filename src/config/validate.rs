@@ -108,7 +108,12 @@ pub(super) fn validate_listener(
     ];
     let kind_name = raw.kind.get_ref().as_str();
     let allowed: Vec<&str> = match kind_name {
-        "udp" => vec!["address", "max_message_size", "receive_buffer_size", "allowed_sources"],
+        "udp" => vec![
+            "address",
+            "max_message_size",
+            "receive_buffer_size",
+            "allowed_sources",
+        ],
         "tcp" => [&STREAM_KEYS[..], &["allowed_sources"]].concat(),
         "tls" => [
             &STREAM_KEYS[..],
@@ -173,9 +178,13 @@ pub(super) fn validate_listener(
         "tls" => {
             let stream = stream(errs);
             let tls = server_tls(errs, &p, &raw);
-            let handshake_timeout = duration_opt(errs, &format!("{p}.handshake_timeout"), &raw.handshake_timeout)
-                .filter(|d| !d.is_zero())
-                .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+            let handshake_timeout = duration_opt(
+                errs,
+                &format!("{p}.handshake_timeout"),
+                &raw.handshake_timeout,
+            )
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
             ListenerKind::Tls {
                 stream: stream?,
                 handshake_timeout,
@@ -295,7 +304,9 @@ pub(super) fn validate_output(
             errs.at(
                 raw.kind.span(),
                 format!("{p}.kind"),
-                format!("unknown output kind {other:?}: expected \"file\", \"stdout\" or \"forward\""),
+                format!(
+                    "unknown output kind {other:?}: expected \"file\", \"stdout\" or \"forward\""
+                ),
             );
             return None;
         }
@@ -481,25 +492,47 @@ pub(super) fn validate_route(
 }
 
 /// The TLS half of a `tls` listener: files, and the client authentication policy.
-fn server_tls(errs: &mut Errors<'_>, p: &str, raw: &RawListener) -> Option<crate::tls::ServerSettings> {
+fn server_tls(
+    errs: &mut Errors<'_>,
+    p: &str,
+    raw: &RawListener,
+) -> Option<crate::tls::ServerSettings> {
     use crate::tls::{ClientAuth, NamePattern};
-    let required = |errs: &mut Errors<'_>, key: &str, v: &Option<Spanned<String>>| -> Option<PathBuf> {
-        match v {
-            Some(v) => Some(PathBuf::from(v.get_ref())),
-            None => {
-                errs.at(raw.kind.span(), format!("{p}.{key}"), "missing: a tls listener needs cert_file and key_file (PEM)");
-                None
+    let required =
+        |errs: &mut Errors<'_>, key: &str, v: &Option<Spanned<String>>| -> Option<PathBuf> {
+            match v {
+                Some(v) => Some(PathBuf::from(v.get_ref())),
+                None => {
+                    errs.at(
+                        raw.kind.span(),
+                        format!("{p}.{key}"),
+                        "missing: a tls listener needs cert_file and key_file (PEM)",
+                    );
+                    None
+                }
             }
-        }
-    };
+        };
     let cert_file = required(errs, "cert_file", &raw.cert_file);
     let key_file = required(errs, "key_file", &raw.key_file);
-    let client_ca_file = raw.client_ca_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
-    let mode = raw.client_auth.as_ref().map_or("none", |v| v.get_ref().as_str());
-    let mode_span = raw.client_auth.as_ref().map_or(raw.kind.span(), |v| v.span());
+    let client_ca_file = raw
+        .client_ca_file
+        .as_ref()
+        .map(|v| PathBuf::from(v.get_ref()));
+    let mode = raw
+        .client_auth
+        .as_ref()
+        .map_or("none", |v| v.get_ref().as_str());
+    let mode_span = raw
+        .client_auth
+        .as_ref()
+        .map_or(raw.kind.span(), |v| v.span());
     let unused = |errs: &mut Errors<'_>, key: &str, span: Option<std::ops::Range<usize>>| {
         if let Some(span) = span {
-            errs.at(span, format!("{p}.{key}"), format!("has no effect with client_auth = \"{mode}\""));
+            errs.at(
+                span,
+                format!("{p}.{key}"),
+                format!("has no effect with client_auth = \"{mode}\""),
+            );
         }
     };
     let peers_span = raw.permitted_peers.as_ref().map(|v| v.span());
@@ -541,12 +574,24 @@ fn server_tls(errs: &mut Errors<'_>, p: &str, raw: &RawListener) -> Option<crate
             ClientAuth::Fingerprint(fingerprint_list(errs, &format!("{p}.fingerprints"), fps))
         }
         other => {
-            errs.at(mode_span, format!("{p}.client_auth"), format!("unknown mode {other:?}: expected \"none\", \"ca\", \"name\" or \"fingerprint\""));
+            errs.at(
+                mode_span,
+                format!("{p}.client_auth"),
+                format!(
+                    "unknown mode {other:?}: expected \"none\", \"ca\", \"name\" or \"fingerprint\""
+                ),
+            );
             return None;
         }
     };
     if matches!(client_auth, ClientAuth::Ca | ClientAuth::Name(_)) && client_ca_file.is_none() {
-        errs.at(mode_span, format!("{p}.client_ca_file"), format!("missing: client_auth = \"{mode}\" needs the CA that signs client certificates"));
+        errs.at(
+            mode_span,
+            format!("{p}.client_ca_file"),
+            format!(
+                "missing: client_auth = \"{mode}\" needs the CA that signs client certificates"
+            ),
+        );
     }
     Some(crate::tls::ServerSettings {
         cert_file: cert_file?,
@@ -556,31 +601,54 @@ fn server_tls(errs: &mut Errors<'_>, p: &str, raw: &RawListener) -> Option<crate
     })
 }
 
-fn fingerprint_list(errs: &mut Errors<'_>, key: &str, v: &Spanned<OneOrMany>) -> Vec<crate::tls::Fingerprint> {
+fn fingerprint_list(
+    errs: &mut Errors<'_>,
+    key: &str,
+    v: &Spanned<OneOrMany>,
+) -> Vec<crate::tls::Fingerprint> {
     v.get_ref()
         .clone()
         .into_vec()
         .iter()
-        .filter_map(|f| crate::tls::verify::parse_fingerprint(f).map_err(|m| errs.at(v.span(), key, m)).ok())
+        .filter_map(|f| {
+            crate::tls::verify::parse_fingerprint(f)
+                .map_err(|m| errs.at(v.span(), key, m))
+                .ok()
+        })
         .collect()
 }
 
 /// A `forward` output's destination and transport.
 fn forward(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> Option<ForwardSettings> {
     let Some(address) = &raw.address else {
-        errs.at(raw.kind.span(), format!("{p}.address"), "missing: give the collector as \"host:port\"");
+        errs.at(
+            raw.kind.span(),
+            format!("{p}.address"),
+            "missing: give the collector as \"host:port\"",
+        );
         return None;
     };
     let host = match address.get_ref().rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-            host.trim_start_matches('[').trim_end_matches(']').to_string()
-        }
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
         _ => {
-            errs.at(address.span(), format!("{p}.address"), format!("invalid address {:?}: expected host:port, like \"siem.example.net:6514\"", address.get_ref()));
+            errs.at(
+                address.span(),
+                format!("{p}.address"),
+                format!(
+                    "invalid address {:?}: expected host:port, like \"siem.example.net:6514\"",
+                    address.get_ref()
+                ),
+            );
             return None;
         }
     };
-    let protocol = raw.protocol.as_ref().map_or("tcp", |v| v.get_ref().as_str());
+    let protocol = raw
+        .protocol
+        .as_ref()
+        .map_or("tcp", |v| v.get_ref().as_str());
     let proto_span = raw.protocol.as_ref().map_or(raw.kind.span(), |v| v.span());
     let tls_keys = [
         ("ca_file", raw.ca_file.as_ref().map(|v| v.span())),
@@ -594,10 +662,18 @@ fn forward(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> Option<ForwardSet
         "udp" | "tcp" => {
             for (key, span) in tls_keys {
                 if let Some(span) = span {
-                    errs.at(span, format!("{p}.{key}"), format!("only applies with protocol = \"tls\", not {protocol:?}"));
+                    errs.at(
+                        span,
+                        format!("{p}.{key}"),
+                        format!("only applies with protocol = \"tls\", not {protocol:?}"),
+                    );
                 }
             }
-            if protocol == "udp" { ForwardProtocol::Udp } else { ForwardProtocol::Tcp }
+            if protocol == "udp" {
+                ForwardProtocol::Udp
+            } else {
+                ForwardProtocol::Tcp
+            }
         }
         "tls" => {
             let fingerprints = raw
@@ -609,11 +685,21 @@ fn forward(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> Option<ForwardSet
                 errs.at(proto_span.clone(), format!("{p}.ca_file"), "missing: protocol = \"tls\" needs ca_file (the collector's CA) or fingerprints (pinned certificates)");
             }
             if raw.cert_file.is_some() != raw.key_file.is_some() {
-                errs.at(proto_span, format!("{p}.cert_file"), "cert_file and key_file go together (the client certificate and its key)");
+                errs.at(
+                    proto_span,
+                    format!("{p}.cert_file"),
+                    "cert_file and key_file go together (the client certificate and its key)",
+                );
             }
-            let server_name = raw.server_name.as_ref().map_or(host, |v| v.get_ref().clone());
+            let server_name = raw
+                .server_name
+                .as_ref()
+                .map_or(host, |v| v.get_ref().clone());
             if let Err(msg) = crate::tls::server_name(&server_name) {
-                let span = raw.server_name.as_ref().map_or(address.span(), |v| v.span());
+                let span = raw
+                    .server_name
+                    .as_ref()
+                    .map_or(address.span(), |v| v.span());
                 errs.at(span, format!("{p}.server_name"), msg);
             }
             ForwardProtocol::Tls(crate::tls::ClientSettings {
@@ -625,15 +711,27 @@ fn forward(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> Option<ForwardSet
             })
         }
         other => {
-            errs.at(proto_span, format!("{p}.protocol"), format!("unknown protocol {other:?}: expected \"udp\", \"tcp\" or \"tls\""));
+            errs.at(
+                proto_span,
+                format!("{p}.protocol"),
+                format!("unknown protocol {other:?}: expected \"udp\", \"tcp\" or \"tls\""),
+            );
             return None;
         }
     };
-    let octet_counting = match raw.framing.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+    let octet_counting = match raw
+        .framing
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
         None | Some(("octet-counting", _)) => true,
         Some(("lf", _)) => false,
         Some((other, span)) => {
-            errs.at(span, format!("{p}.framing"), format!("unknown framing {other:?}: expected \"octet-counting\" or \"lf\""));
+            errs.at(
+                span,
+                format!("{p}.framing"),
+                format!("unknown framing {other:?}: expected \"octet-counting\" or \"lf\""),
+            );
             true
         }
     };

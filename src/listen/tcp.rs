@@ -152,7 +152,8 @@ impl TcpServer {
                         None => conn.run().await,
                         Some(tls) => {
                             // The handshake holds a connection slot, so its timeout matters (C01).
-                            let handshake = tls.handshake(conn.stream, peer, &metrics, &conn.fault_log);
+                            let handshake =
+                                tls.handshake(conn.stream, peer, &metrics, &conn.fault_log);
                             let shaken = tokio::select! {
                                 _ = conn.hard_stop.cancelled() => None,
                                 r = handshake => r,

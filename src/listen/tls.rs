@@ -34,7 +34,10 @@ impl std::fmt::Debug for TlsServer {
 
 impl TlsServer {
     /// Loads the files and builds the acceptor.
-    pub fn new(settings: &ServerSettings, handshake_timeout: Duration) -> Result<TlsServer, String> {
+    pub fn new(
+        settings: &ServerSettings,
+        handshake_timeout: Duration,
+    ) -> Result<TlsServer, String> {
         let config = crate::tls::server_config(settings)?;
         Ok(TlsServer {
             acceptor: Arc::new(ArcSwap::from_pointee(TlsAcceptor::from(config))),
@@ -52,30 +55,31 @@ impl TlsServer {
         fault_log: &std::sync::Mutex<LogLimiter>,
     ) -> Option<(TlsStream<TcpStream>, Option<TlsPeer>)> {
         let acceptor = self.acceptor.load_full();
-        let reason = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                metrics::add(&m.tls_handshakes, 1);
-                let identity = crate::tls::peer_identity(tls.get_ref().1);
-                return Some((tls, identity));
-            }
-            Err(_) => {
-                metrics::add(&m.tls_handshake_timeouts, 1);
-                "handshake_timeout".to_string()
-            }
-            Ok(Err(e)) => {
-                let why = HandshakeFailure::classify(&e);
-                let counter = match why {
-                    HandshakeFailure::PeerNotPermitted => &m.tls_peer_not_permitted,
-                    HandshakeFailure::FingerprintNotTrusted => &m.tls_fingerprint_not_trusted,
-                    HandshakeFailure::CertificateExpired => &m.tls_certificate_expired,
-                    HandshakeFailure::CertificateUntrusted => &m.tls_certificate_untrusted,
-                    HandshakeFailure::NoCertificate => &m.tls_no_certificate,
-                    HandshakeFailure::Protocol => &m.tls_handshake_failed,
-                };
-                metrics::add(counter, 1);
-                format!("{}: {e}", why.name())
-            }
-        };
+        let reason =
+            match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    metrics::add(&m.tls_handshakes, 1);
+                    let identity = crate::tls::peer_identity(tls.get_ref().1);
+                    return Some((tls, identity));
+                }
+                Err(_) => {
+                    metrics::add(&m.tls_handshake_timeouts, 1);
+                    "handshake_timeout".to_string()
+                }
+                Ok(Err(e)) => {
+                    let why = HandshakeFailure::classify(&e);
+                    let counter = match why {
+                        HandshakeFailure::PeerNotPermitted => &m.tls_peer_not_permitted,
+                        HandshakeFailure::FingerprintNotTrusted => &m.tls_fingerprint_not_trusted,
+                        HandshakeFailure::CertificateExpired => &m.tls_certificate_expired,
+                        HandshakeFailure::CertificateUntrusted => &m.tls_certificate_untrusted,
+                        HandshakeFailure::NoCertificate => &m.tls_no_certificate,
+                        HandshakeFailure::Protocol => &m.tls_handshake_failed,
+                    };
+                    metrics::add(counter, 1);
+                    format!("{}: {e}", why.name())
+                }
+            };
         let allowed = fault_log.lock().ok().and_then(|mut l| l.allow());
         if let Some(suppressed) = allowed {
             tracing::warn!(%peer, %reason, suppressed, "TLS handshake refused");

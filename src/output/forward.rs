@@ -106,14 +106,18 @@ impl ForwardSink {
             s.connect(addr).map_err(|e| format!("{addr}: {e}"))?;
             return Ok(Conn::Udp(s));
         }
-        let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
-        tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
         match (&self.settings.protocol, &self.tls) {
             (ForwardProtocol::Tls(c), Some(config)) => {
                 let server_name = crate::tls::server_name(&c.server_name)?;
-                let conn = ClientConnection::new(config.clone(), server_name).map_err(|e| e.to_string())?;
+                let conn = ClientConnection::new(config.clone(), server_name)
+                    .map_err(|e| e.to_string())?;
                 let mut stream = StreamOwned::new(conn, tcp);
                 // Finish the handshake now, within the read/write timeouts, so a collector that
                 // never answers it is noticed here (hostile-inputs C01, client role).

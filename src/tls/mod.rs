@@ -71,7 +71,13 @@ fn provider() -> Arc<CryptoProvider> {
 /// Reads every certificate in a PEM file; the error says what is wrong in plain words.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: cannot read certificates: {}", path.display(), pem_error(&e)))?
+        .map_err(|e| {
+            format!(
+                "{}: cannot read certificates: {}",
+                path.display(),
+                pem_error(&e)
+            )
+        })?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: invalid PEM: {}", path.display(), pem_error(&e)))?;
     if certs.is_empty() {
@@ -102,7 +108,10 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
 }
 
 /// A certificate chain with a key checked to belong to it.
-fn certified_key(cert_file: &Path, key_file: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let certs = load_certs(cert_file)?;
     let key = load_key(key_file)?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
@@ -234,9 +243,12 @@ impl HandshakeFailure {
         };
         match e {
             E::NoCertificatesPresented => HandshakeFailure::NoCertificate,
-            E::InvalidCertificate(C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. }) => {
-                HandshakeFailure::CertificateExpired
-            }
+            E::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            ) => HandshakeFailure::CertificateExpired,
             E::InvalidCertificate(C::Other(other)) => match other.0.downcast_ref::<PeerRefused>() {
                 Some(PeerRefused::NameNotPermitted) => HandshakeFailure::PeerNotPermitted,
                 Some(PeerRefused::FingerprintNotTrusted) => HandshakeFailure::FingerprintNotTrusted,
@@ -296,7 +308,10 @@ impl FileCheck {
     fn validity(&mut self, file: &Path, cert: &CertificateDer<'_>) {
         use x509_parser::prelude::*;
         let Ok((_, parsed)) = X509Certificate::from_der(cert.as_ref()) else {
-            self.errors.push(format!("{}: certificate does not parse as X.509", file.display()));
+            self.errors.push(format!(
+                "{}: certificate does not parse as X.509",
+                file.display()
+            ));
             return;
         };
         let now = chrono::Utc::now().timestamp();

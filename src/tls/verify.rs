@@ -8,7 +8,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
+};
 
 /// A SHA-256 certificate fingerprint.
 pub type Fingerprint = [u8; 32];
@@ -56,7 +58,9 @@ pub fn parse_fingerprint(text: &str) -> Result<Fingerprint, String> {
     }
     let digits: String = hex.chars().filter(|c| *c != ':').collect();
     if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("fingerprint {text:?} must have 32 hex bytes after \"sha256:\""));
+        return Err(format!(
+            "fingerprint {text:?} must have 32 hex bytes after \"sha256:\""
+        ));
     }
     let mut out = [0u8; 32];
     for (i, b) in out.iter_mut().enumerate() {
@@ -89,11 +93,17 @@ impl NamePattern {
         if !valid_dns_name(rest) {
             return Err(format!("{text:?} is not a valid DNS name"));
         }
-        if wildcard && rest.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        if wildcard
+            && rest
+                .split('.')
+                .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(format!("{text:?}: wildcards cannot match IP addresses"));
         }
         if wildcard && !rest.contains('.') {
-            return Err(format!("{text:?}: a wildcard needs at least two labels after it"));
+            return Err(format!(
+                "{text:?}: a wildcard needs at least two labels after it"
+            ));
         }
         Ok(NamePattern {
             wildcard,
@@ -176,7 +186,9 @@ impl ClientCertVerifier for PermittedNames {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let names = cert_names(end_entity);
         if names
             .iter()
@@ -245,7 +257,8 @@ impl ClientCertVerifier for PinnedFingerprints {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.check(end_entity).map(|()| ClientCertVerified::assertion())
+        self.check(end_entity)
+            .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -280,7 +293,8 @@ impl ServerCertVerifier for PinnedFingerprints {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        self.check(end_entity).map(|()| ServerCertVerified::assertion())
+        self.check(end_entity)
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -313,7 +327,16 @@ mod tests {
     #[test]
     fn hostile_c08_wildcards_follow_rfc_6125() {
         // syslog-ng CVE-2024-47619's regression cases: only a whole left-most `*` label.
-        for bad in ["foo.*.bar", "foo.a*c.bar", "test.*", "*.0.2.0", "*", "*.com.", "a..b", "*x.example.net"] {
+        for bad in [
+            "foo.*.bar",
+            "foo.a*c.bar",
+            "test.*",
+            "*.0.2.0",
+            "*",
+            "*.com.",
+            "a..b",
+            "*x.example.net",
+        ] {
             assert!(NamePattern::parse(bad).is_err(), "{bad} should be refused");
         }
         let p = NamePattern::parse("*.Example.NET").unwrap();
@@ -342,8 +365,20 @@ mod tests {
         let text = format_fingerprint(&fp);
         assert!(text.starts_with("sha256:AB:AB:"));
         assert_eq!(parse_fingerprint(&text), Ok(fp));
-        assert_eq!(parse_fingerprint(&text.to_lowercase().replace(':', "").replacen("sha256", "SHA256:", 1)), Ok(fp));
-        assert!(parse_fingerprint("SHA1:AB:CD").unwrap_err().contains("only sha256"));
+        assert_eq!(
+            parse_fingerprint(
+                &text
+                    .to_lowercase()
+                    .replace(':', "")
+                    .replacen("sha256", "SHA256:", 1)
+            ),
+            Ok(fp)
+        );
+        assert!(
+            parse_fingerprint("SHA1:AB:CD")
+                .unwrap_err()
+                .contains("only sha256")
+        );
         assert!(parse_fingerprint("sha256:ABCD").is_err());
     }
 }

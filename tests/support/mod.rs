@@ -33,6 +33,7 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub metrics: Arc<Metrics>,
+    pub hangup: sluice::daemon::Hangup,
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -46,6 +47,7 @@ impl TestDaemon {
         let config = Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
         let bound = sluice::daemon::bind(&config).unwrap();
         let metrics = bound.metrics();
+        let hangup = bound.hangup();
         let addrs = config
             .listeners
             .iter()
@@ -64,6 +66,7 @@ impl TestDaemon {
         TestDaemon {
             dir,
             metrics,
+            hangup,
             addrs,
             shutdown,
             thread: Some(thread),
