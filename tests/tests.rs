@@ -3,6 +3,7 @@
 mod cli;
 mod hostile;
 mod ingest;
+mod interop;
 mod routing;
 mod support;
 mod tls;
