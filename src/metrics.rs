@@ -75,6 +75,8 @@ counters!(
         tls_fingerprint_not_trusted,
         /// TLS clients refused: certificate expired or not yet valid.
         tls_certificate_expired,
+        /// TLS clients refused: certificate on the CA's revocation list (`client_crl_file`).
+        tls_certificate_revoked,
         /// TLS clients refused: certificate not from a trusted CA, malformed, or unfit (EKU).
         tls_certificate_untrusted,
         /// TLS clients refused: no certificate where one is required.

@@ -199,6 +199,10 @@ fn refused_clients_are_counted_and_others_still_served() {
     p.not_before = date_time_ymd(2020, 1, 1);
     p.not_after = date_time_ymd(2021, 1, 1);
     pki.leaf("expired", p, false);
+    let mut p = client_params("future.example.net");
+    p.not_before = date_time_ymd(2090, 1, 1);
+    p.not_after = date_time_ymd(2091, 1, 1);
+    pki.leaf("future", p, false);
     // serverAuth-only EKU, reused as a client certificate (hostile-inputs C14).
     let mut p = client_params("reused.example.net");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -214,6 +218,7 @@ fn refused_clients_are_counted_and_others_still_served() {
     let m = d.listener("tls");
     send_as(&d, &pki, "rogue", "<13>from rogue");
     send_as(&d, &pki, "expired", "<13>from expired");
+    send_as(&d, &pki, "future", "<13>from the future");
     send_as(&d, &pki, "stranger", "<13>from stranger");
     send_as(&d, &pki, "serveronly", "<13>from serveronly");
     s_client(
@@ -223,7 +228,7 @@ fn refused_clients_are_counted_and_others_still_served() {
     );
     wait_until("every refusal counted", DEADLINE, || {
         count(&m.tls_certificate_untrusted) == 2
-            && count(&m.tls_certificate_expired) == 1
+            && count(&m.tls_certificate_expired) == 2
             && count(&m.tls_peer_not_permitted) == 1
             && count(&m.tls_no_certificate) == 1
     });
@@ -678,4 +683,117 @@ fn check_config_loads_every_certificate_and_key() {
     );
     assert_eq!(code, Some(78));
     assert!(err.contains("server.key: no certificate found"), "{err}");
+}
+
+#[test]
+fn hostile_c12_revoked_client_certificate_is_refused() {
+    let pki = Pki::new();
+    pki.server();
+    let mut p = client_params("revoked.example.net");
+    p.serial_number = Some(rcgen::SerialNumber::from(4242u64));
+    pki.leaf("revoked", p, false);
+    pki.client("good", "good.example.net");
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: date_time_ymd(2024, 1, 1),
+        next_update: date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(4242u64),
+            revocation_time: date_time_ymd(2024, 1, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&pki.issuer)
+    .unwrap();
+    std::fs::write(pki.path("ca.crl"), crl.pem().unwrap()).unwrap();
+    let d = TestDaemon::start(&tls_config(
+        &pki,
+        &format!(
+            "client_auth = \"ca\"\nclient_ca_file = \"{}\"\nclient_crl_file = \"{}\"",
+            pki.p("ca.pem"),
+            pki.p("ca.crl")
+        ),
+    ));
+    send_as(&d, &pki, "revoked", "<13>revoked");
+    wait_until("revocation counted", DEADLINE, || {
+        count(&d.listener("tls").tls_certificate_revoked) == 1
+    });
+    send_as(&d, &pki, "good", "<13>not revoked");
+    wait_json(&d.path("out.json"), 1);
+    assert_eq!(messages(&d.path("out.json")), vec!["not revoked"]);
+}
+
+#[test]
+fn hostile_c03_slowloris_handshake_is_cut() {
+    let pki = Pki::new();
+    pki.server();
+    let d = TestDaemon::start(&tls_config(&pki, "").replace(
+        "handshake_timeout = \"2s\"",
+        "handshake_timeout = \"500ms\"",
+    ));
+    let mut s = connect(d.addr("tls"));
+    // A record header promising a large ClientHello, then a byte at a time.
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let start = Instant::now();
+    while count(&d.listener("tls").tls_handshake_timeouts) == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the trickling handshake was never cut"
+        );
+        if s.write_all(&[0x00]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_closed(&mut s, DEADLINE);
+    wait_until("counted", DEADLINE, || {
+        count(&d.listener("tls").tls_handshake_timeouts) == 1
+    });
+}
+
+#[test]
+fn routes_match_the_tls_peer() {
+    let pki = Pki::new();
+    pki.server();
+    pki.client("web", "web.example.net");
+    pki.client("db", "db.example.net");
+    let d = TestDaemon::start(&format!(
+        r#"
+[listen.tls]
+kind = "tls"
+address = "127.0.0.1:0"
+cert_file = "{}"
+key_file = "{}"
+client_auth = "ca"
+client_ca_file = "{}"
+
+[output.web]
+kind = "file"
+path = "{{dir}}/web.log"
+format = "raw"
+
+[output.rest]
+kind = "file"
+path = "{{dir}}/rest.log"
+format = "raw"
+
+[[route]]
+tls_peer = "web.example.net"
+to = "web"
+stop = true
+
+[[route]]
+to = "rest"
+"#,
+        pki.p("server.pem"),
+        pki.p("server.key"),
+        pki.p("ca.pem")
+    ));
+    send_as(&d, &pki, "web", "<13>from web");
+    send_as(&d, &pki, "db", "<13>from db");
+    assert_eq!(wait_lines(&d.path("web.log"), 1), vec!["<13>from web"]);
+    assert_eq!(wait_lines(&d.path("rest.log"), 1), vec!["<13>from db"]);
 }

@@ -453,6 +453,9 @@ impl Config {
                 if let Some(ca) = &t.client_ca_file {
                     tls.ca(ca);
                 }
+                if let Some(crl) = &t.client_crl_file {
+                    tls.crl(crl);
+                }
             }
             if let ListenerKind::Unix { path, .. } = &l.kind {
                 let dir = path.parent().unwrap_or(std::path::Path::new("."));

@@ -36,6 +36,7 @@ pub(super) struct RawListener {
     pub(super) key_file: Option<Spanned<String>>,
     pub(super) client_auth: Option<Spanned<String>>,
     pub(super) client_ca_file: Option<Spanned<String>>,
+    pub(super) client_crl_file: Option<Spanned<String>>,
     pub(super) permitted_peers: Option<Spanned<OneOrMany>>,
     pub(super) fingerprints: Option<Spanned<OneOrMany>>,
 }
@@ -54,7 +55,8 @@ impl RawListener {
     pub(super) fn set_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
         set_keys!(self; address, path, mode, max_message_size, max_connections, idle_timeout,
             frame_timeout, receive_buffer_size, nul_trailer, allowed_sources, handshake_timeout,
-            cert_file, key_file, client_auth, client_ca_file, permitted_peers, fingerprints)
+            cert_file, key_file, client_auth, client_ca_file, client_crl_file, permitted_peers,
+            fingerprints)
     }
 }
 

@@ -124,6 +124,7 @@ pub(super) fn validate_listener(
                 "key_file",
                 "client_auth",
                 "client_ca_file",
+                "client_crl_file",
                 "permitted_peers",
                 "fingerprints",
             ],
@@ -518,6 +519,11 @@ fn server_tls(
         .client_ca_file
         .as_ref()
         .map(|v| PathBuf::from(v.get_ref()));
+    let client_crl_file = raw
+        .client_crl_file
+        .as_ref()
+        .map(|v| PathBuf::from(v.get_ref()));
+    let crl_span = raw.client_crl_file.as_ref().map(|v| v.span());
     let mode = raw
         .client_auth
         .as_ref()
@@ -544,6 +550,7 @@ fn server_tls(
             unused(errs, "fingerprints", fp_span);
             if mode == "none" {
                 unused(errs, "client_ca_file", ca_span);
+                unused(errs, "client_crl_file", crl_span);
                 ClientAuth::None
             } else {
                 ClientAuth::Ca
@@ -567,6 +574,7 @@ fn server_tls(
         "fingerprint" => {
             unused(errs, "permitted_peers", peers_span);
             unused(errs, "client_ca_file", ca_span);
+            unused(errs, "client_crl_file", crl_span);
             let Some(fps) = &raw.fingerprints else {
                 errs.at(mode_span, format!("{p}.fingerprints"), "missing: client_auth = \"fingerprint\" needs fingerprints, like [\"sha256:AB:CD:...\"]");
                 return None;
@@ -598,6 +606,7 @@ fn server_tls(
         key_file: key_file?,
         client_auth,
         client_ca_file,
+        client_crl_file,
     })
 }
 

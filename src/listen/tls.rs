@@ -72,6 +72,7 @@ impl TlsServer {
                         HandshakeFailure::PeerNotPermitted => &m.tls_peer_not_permitted,
                         HandshakeFailure::FingerprintNotTrusted => &m.tls_fingerprint_not_trusted,
                         HandshakeFailure::CertificateExpired => &m.tls_certificate_expired,
+                        HandshakeFailure::CertificateRevoked => &m.tls_certificate_revoked,
                         HandshakeFailure::CertificateUntrusted => &m.tls_certificate_untrusted,
                         HandshakeFailure::NoCertificate => &m.tls_no_certificate,
                         HandshakeFailure::Protocol => &m.tls_handshake_failed,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -47,6 +47,8 @@ pub struct ServerSettings {
     pub client_auth: ClientAuth,
     /// CA bundle for `ca` and `name`.
     pub client_ca_file: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) checked with `ca` and `name`.
+    pub client_crl_file: Option<PathBuf>,
 }
 
 /// Client-side TLS settings of a forward output.
@@ -128,6 +130,21 @@ fn certified_key(
     Ok((certs, key))
 }
 
+/// Reads every CRL in a PEM file.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let crls: Vec<_> = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: cannot read CRLs: {}", path.display(), pem_error(&e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: invalid PEM: {}", path.display(), pem_error(&e)))?;
+    if crls.is_empty() {
+        return Err(format!(
+            "{}: no CRL found (expected a PEM \"BEGIN X509 CRL\" block)",
+            path.display()
+        ));
+    }
+    Ok(crls)
+}
+
 fn root_store(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
@@ -146,7 +163,12 @@ pub fn server_config(s: &ServerSettings) -> Result<Arc<ServerConfig>, String> {
         let ca = ca
             .as_ref()
             .ok_or("client_ca_file is required for this client_auth mode")?;
-        WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(ca)?), provider.clone())
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(ca)?), provider.clone());
+        if let Some(crl) = &s.client_crl_file {
+            builder = builder.with_crls(load_crls(crl)?);
+        }
+        builder
             .build()
             .map_err(|e| format!("{}: cannot build a client verifier: {e}", ca.display()))
     };
@@ -226,6 +248,8 @@ pub enum HandshakeFailure {
     FingerprintNotTrusted,
     /// The certificate has expired (or is not valid yet).
     CertificateExpired,
+    /// The certificate is on the CA's revocation list.
+    CertificateRevoked,
     /// The certificate does not chain to a trusted CA, or is malformed or unfit (EKU).
     CertificateUntrusted,
     /// The client sent no certificate where one is required.
@@ -249,6 +273,7 @@ impl HandshakeFailure {
                 | C::NotValidYet
                 | C::NotValidYetContext { .. },
             ) => HandshakeFailure::CertificateExpired,
+            E::InvalidCertificate(C::Revoked) => HandshakeFailure::CertificateRevoked,
             E::InvalidCertificate(C::Other(other)) => match other.0.downcast_ref::<PeerRefused>() {
                 Some(PeerRefused::NameNotPermitted) => HandshakeFailure::PeerNotPermitted,
                 Some(PeerRefused::FingerprintNotTrusted) => HandshakeFailure::FingerprintNotTrusted,
@@ -265,6 +290,7 @@ impl HandshakeFailure {
             HandshakeFailure::PeerNotPermitted => "peer_not_permitted",
             HandshakeFailure::FingerprintNotTrusted => "fingerprint_not_trusted",
             HandshakeFailure::CertificateExpired => "certificate_expired",
+            HandshakeFailure::CertificateRevoked => "certificate_revoked",
             HandshakeFailure::CertificateUntrusted => "certificate_untrusted",
             HandshakeFailure::NoCertificate => "no_certificate",
             HandshakeFailure::Protocol => "protocol",
@@ -288,6 +314,13 @@ impl FileCheck {
         match certified_key(cert_file, key_file) {
             Ok((certs, _)) => self.validity(cert_file, &certs[0]),
             Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Checks that a CRL file parses.
+    pub fn crl(&mut self, crl_file: &Path) {
+        if let Err(e) = load_crls(crl_file) {
+            self.errors.push(e);
         }
     }
 
