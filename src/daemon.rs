@@ -129,8 +129,13 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     for o in &config.outputs {
-        let started = output::start(o, metrics.output(&o.name), hard_stop.clone())
-            .with_context(|| format!("starting output {}", o.name))?;
+        let started = output::start(
+            o,
+            metrics.output(&o.name),
+            hard_stop.clone(),
+            &config.daemon.state_dir,
+        )
+        .with_context(|| format!("starting output {}", o.name))?;
         handles.push(started.handle);
         threads.push(started.thread);
     }

@@ -97,6 +97,16 @@ counters!(
         written,
         /// Events dropped because the queue was full (`when_full = "drop_newest"`).
         dropped_queue_full,
+        /// Events dropped from the head of a full queue (`when_full = "drop_oldest"`).
+        dropped_oldest,
+        /// Events a memory queue still held when `shutdown_timeout` ended the stop.
+        undelivered_at_shutdown,
+        /// Events waiting in the output's backlog (forward outputs; a gauge).
+        queue_depth,
+        /// Connections (re)established to a collector.
+        reconnects,
+        /// Bytes of a disk queue's torn or corrupt tail moved aside at start.
+        quarantined_bytes,
         /// Events that could not be written (I/O errors), counted once per event.
         write_errors,
         /// Path template values that had to be sanitised (hostile-inputs F03).

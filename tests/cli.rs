@@ -300,7 +300,13 @@ to = ["o"]
     .unwrap();
     let mut p = Proc::start(Some(&config), 1);
     // An open connection keeps the orderly shutdown waiting (up to the hour)...
-    let _held = std::net::TcpStream::connect(p.addr("tcp")).unwrap();
+    let mut held = std::net::TcpStream::connect(p.addr("tcp")).unwrap();
+    held.write_all(b"<13>accepted\n").unwrap();
+    // ...once it has been accepted, which its first line on stdout proves.
+    let mut out = BufReader::new(p.child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.ends_with("accepted\n"), "{line}");
     p.signal(libc::SIGTERM);
     p.wait_log("shutting down");
     assert!(

@@ -415,3 +415,15 @@ fn stop_right_after_a_udp_burst_writes_everything_read() {
         "the rest is in the kernel's drop counter"
     );
 }
+
+#[test]
+fn connections_still_in_the_accept_queue_at_stop_are_served() {
+    let mut d = TestDaemon::start(&json_config(""));
+    for i in 0..50 {
+        let mut s = connect(d.addr("tcp"));
+        s.write_all(format!("<13>conn {i}\n").as_bytes()).unwrap();
+    }
+    // Stop at once: many of these connections have not been accepted yet.
+    d.stop();
+    assert_eq!(lines(&d.path("out.json")).len(), 50);
+}

@@ -67,6 +67,12 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default interval of the periodic counter log line.
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(300);
+/// Default `[daemon] state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sluice";
+/// Default bound of a disk queue.
+pub const DEFAULT_DISK_QUEUE_BYTES: u64 = 1 << 30;
+/// Default fsync interval of a disk queue.
+pub const DEFAULT_DISK_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Default time a TLS client has to finish its handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,6 +98,8 @@ pub struct DaemonConfig {
     pub shutdown_timeout: Duration,
     /// Interval of the periodic counters log line.
     pub stats_interval: Duration,
+    /// Where disk queues live.
+    pub state_dir: PathBuf,
 }
 
 /// One `[listen.NAME]`.
@@ -198,8 +206,10 @@ pub enum OutputKind {
 /// Where and how a `forward` output sends.
 #[derive(Debug, Clone)]
 pub struct ForwardSettings {
-    /// `host:port` of the collector (resolved at each connect).
-    pub address: String,
+    /// `host:port` of each collector (resolved at each connect); the first is the primary.
+    pub addresses: Vec<String>,
+    /// Failover (first that works, back to the first when it returns) or round robin.
+    pub round_robin: bool,
     /// Transport.
     pub protocol: ForwardProtocol,
     /// Octet counting (RFC 5425/6587, the default on TCP and TLS) or LF.
@@ -224,13 +234,31 @@ pub enum WhenFull {
     Block,
     /// Drop the event that does not fit, and count it.
     DropNewest,
+    /// Drop the oldest waiting event to make room, and count it (forward outputs).
+    DropOldest,
+}
+
+/// Where a queue keeps its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// In memory: lost if sluice is killed; drained for up to `shutdown_timeout` on stop.
+    Memory,
+    /// On disk under `[daemon] state_dir` (forward outputs): kept across restarts and crashes.
+    Disk {
+        /// When appended events are fsynced.
+        sync: crate::output::backlog::SyncPolicy,
+    },
 }
 
 /// The queue in front of an output: capacity and overflow policy side by side.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueConfig {
+    /// Memory or disk.
+    pub kind: QueueKind,
     /// Capacity in events.
     pub max_events: usize,
+    /// Capacity in bytes (as formatted for the destination), if bounded so.
+    pub max_bytes: Option<u64>,
     /// Overflow policy.
     pub when_full: WhenFull,
 }
@@ -374,6 +402,10 @@ impl Config {
                 &daemon_raw.stats_interval,
             )
             .unwrap_or(DEFAULT_STATS_INTERVAL),
+            state_dir: daemon_raw.state_dir.as_ref().map_or_else(
+                || PathBuf::from(DEFAULT_STATE_DIR),
+                |v| PathBuf::from(v.get_ref()),
+            ),
         };
 
         let listeners: Vec<ListenerConfig> = listen_raw
@@ -475,6 +507,17 @@ impl Config {
             }
         }
         for o in &self.outputs {
+            if let QueueKind::Disk { .. } = o.queue.kind {
+                let dir = self.daemon.state_dir.join(&*o.name);
+                if let Err(e) = creatable_dir(&dir) {
+                    problems.push(format!(
+                        "{}: output.{}.queue: disk queue directory {} cannot be created: {e}",
+                        self.origin,
+                        o.name,
+                        dir.display()
+                    ));
+                }
+            }
             if let OutputKind::Forward(ForwardSettings {
                 protocol: ForwardProtocol::Tls(c),
                 ..

@@ -16,6 +16,7 @@ use super::ConfigError;
 pub(super) struct RawDaemon {
     pub(super) shutdown_timeout: Option<Spanned<NumOrStr>>,
     pub(super) stats_interval: Option<Spanned<NumOrStr>>,
+    pub(super) state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +70,8 @@ pub(super) struct RawOutput {
     pub(super) max_open_files: Option<Spanned<i64>>,
     pub(super) flush_interval: Option<Spanned<NumOrStr>>,
     pub(super) address: Option<Spanned<String>>,
+    pub(super) addresses: Option<Spanned<OneOrMany>>,
+    pub(super) mode: Option<Spanned<String>>,
     pub(super) protocol: Option<Spanned<String>>,
     pub(super) framing: Option<Spanned<String>>,
     pub(super) ca_file: Option<Spanned<String>>,
@@ -80,7 +83,7 @@ pub(super) struct RawOutput {
 
 impl RawOutput {
     pub(super) fn set_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
-        set_keys!(self; path, max_open_files, flush_interval, address, protocol, framing, ca_file,
+        set_keys!(self; path, max_open_files, flush_interval, address, addresses, mode, protocol, framing, ca_file,
             server_name, fingerprints, cert_file, key_file)
     }
 }
@@ -89,7 +92,9 @@ impl RawOutput {
 pub(super) struct RawQueue {
     pub(super) kind: Option<Spanned<String>>,
     pub(super) max_events: Option<Spanned<i64>>,
+    pub(super) max_size: Option<Spanned<NumOrStr>>,
     pub(super) when_full: Option<Spanned<String>>,
+    pub(super) fsync: Option<Spanned<NumOrStr>>,
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::raw::*;
 use super::*;
+use crate::output::backlog::SyncPolicy;
 use crate::output::file::PathTemplate;
 use crate::output::format::Format;
 use crate::route::{Matcher, Rule, Selector};
@@ -255,44 +256,15 @@ pub(super) fn validate_output(
             }
         },
     };
-    let mut queue = QueueConfig {
-        max_events: DEFAULT_QUEUE_MAX_EVENTS,
-        when_full: WhenFull::Block,
-    };
-    if let Some(q) = &raw.queue {
-        if let Some(k) = &q.kind
-            && k.get_ref() != "memory"
-        {
-            errs.at(
-                k.span(),
-                format!("{p}.queue.kind"),
-                format!(
-                    "queue kind {:?} is not available in this build yet: only \"memory\"",
-                    k.get_ref()
-                ),
-            );
-        }
-        if let Some(n) = positive(errs, &format!("{p}.queue.max_events"), &q.max_events) {
-            queue.max_events = n;
-        }
-        if let Some(w) = &q.when_full {
-            match w.get_ref().as_str() {
-                "block" => queue.when_full = WhenFull::Block,
-                "drop_newest" => queue.when_full = WhenFull::DropNewest,
-                other => errs.at(
-                    w.span(),
-                    format!("{p}.queue.when_full"),
-                    format!("unknown policy {other:?}: expected \"block\" or \"drop_newest\""),
-                ),
-            }
-        }
-    }
+    let queue = queue(errs, &p, &raw);
     let kind_name = raw.kind.get_ref().as_str();
     let allowed: &[&str] = match kind_name {
         "stdout" => &[],
         "file" => &["path", "max_open_files", "flush_interval"],
         "forward" => &[
             "address",
+            "addresses",
+            "mode",
             "protocol",
             "framing",
             "ca_file",
@@ -627,31 +599,139 @@ fn fingerprint_list(
         .collect()
 }
 
+/// An output's queue: kind, bounds and overflow policy. Disk queues and `drop_oldest` need the
+/// forward output's backlog.
+fn queue(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> QueueConfig {
+    let mut queue = QueueConfig {
+        kind: QueueKind::Memory,
+        max_events: DEFAULT_QUEUE_MAX_EVENTS,
+        max_bytes: None,
+        when_full: WhenFull::Block,
+    };
+    let Some(q) = &raw.queue else { return queue };
+    let forward = raw.kind.get_ref() == "forward";
+    let only_forward =
+        |errs: &mut Errors<'_>, span: std::ops::Range<usize>, key: &str, what: &str| {
+            if !forward {
+                errs.at(
+                    span,
+                    format!("{p}.queue.{key}"),
+                    format!("{what} is available on forward outputs only"),
+                );
+            }
+        };
+    if let Some(n) = positive(errs, &format!("{p}.queue.max_events"), &q.max_events) {
+        queue.max_events = n;
+    }
+    if let Some(n) = size_opt(errs, &format!("{p}.queue.max_size"), &q.max_size) {
+        queue.max_bytes = Some(n);
+        if let Some(v) = &q.max_size {
+            only_forward(errs, v.span(), "max_size", "a size bound");
+        }
+    }
+    if let Some(w) = &q.when_full {
+        match w.get_ref().as_str() {
+            "block" => queue.when_full = WhenFull::Block,
+            "drop_newest" => queue.when_full = WhenFull::DropNewest,
+            "drop_oldest" => {
+                queue.when_full = WhenFull::DropOldest;
+                only_forward(errs, w.span(), "when_full", "\"drop_oldest\"");
+            }
+            other => errs.at(
+                w.span(),
+                format!("{p}.queue.when_full"),
+                format!("unknown policy {other:?}: expected \"block\", \"drop_newest\" or \"drop_oldest\""),
+            ),
+        }
+    }
+    let sync = match &q.fsync {
+        None => SyncPolicy::Interval(DEFAULT_DISK_SYNC_INTERVAL),
+        Some(v) => match v.get_ref() {
+            NumOrStr::Str(s) if s == "every_batch" => SyncPolicy::EveryBatch,
+            _ => duration_opt(errs, &format!("{p}.queue.fsync"), &q.fsync).map_or(
+                SyncPolicy::Interval(DEFAULT_DISK_SYNC_INTERVAL),
+                SyncPolicy::Interval,
+            ),
+        },
+    };
+    match q.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+        None | Some(("memory", _)) => {
+            if let Some(v) = &q.fsync {
+                errs.at(
+                    v.span(),
+                    format!("{p}.queue.fsync"),
+                    "only applies to kind = \"disk\"",
+                );
+            }
+        }
+        Some(("disk", span)) => {
+            only_forward(errs, span, "kind", "a disk queue");
+            queue.kind = QueueKind::Disk { sync };
+            queue.max_bytes.get_or_insert(DEFAULT_DISK_QUEUE_BYTES);
+        }
+        Some((other, span)) => errs.at(
+            span,
+            format!("{p}.queue.kind"),
+            format!("unknown queue kind {other:?}: expected \"memory\" or \"disk\""),
+        ),
+    }
+    queue
+}
+
 /// A `forward` output's destination and transport.
 fn forward(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> Option<ForwardSettings> {
-    let Some(address) = &raw.address else {
+    if let (Some(_), Some(v)) = (&raw.address, &raw.addresses) {
         errs.at(
-            raw.kind.span(),
-            format!("{p}.address"),
-            "missing: give the collector as \"host:port\"",
+            v.span(),
+            format!("{p}.addresses"),
+            "give either address or addresses, not both",
         );
-        return None;
-    };
-    let host = match address.get_ref().rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        _ => {
+    }
+    let given = match (&raw.address, &raw.addresses) {
+        (Some(a), _) => (vec![a.get_ref().clone()], a.span(), "address"),
+        (None, Some(v)) => (v.get_ref().clone().into_vec(), v.span(), "addresses"),
+        (None, None) => {
             errs.at(
-                address.span(),
+                raw.kind.span(),
                 format!("{p}.address"),
-                format!(
-                    "invalid address {:?}: expected host:port, like \"siem.example.net:6514\"",
-                    address.get_ref()
-                ),
+                "missing: give the collector as address = \"host:port\" (or addresses = [...])",
             );
             return None;
+        }
+    };
+    let (list, address_span, key) = given;
+    let mut addresses = Vec::new();
+    let mut first_host = None;
+    for a in list {
+        match a.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                first_host.get_or_insert_with(|| {
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string()
+                });
+                addresses.push(a);
+            }
+            _ => errs.at(
+                address_span.clone(),
+                format!("{p}.{key}"),
+                format!(
+                    "invalid address {a:?}: expected host:port, like \"siem.example.net:6514\""
+                ),
+            ),
+        }
+    }
+    let host = first_host?;
+    let round_robin = match raw.mode.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("failover", _)) => false,
+        Some(("round_robin", _)) => true,
+        Some((other, span)) => {
+            errs.at(
+                span,
+                format!("{p}.mode"),
+                format!("unknown mode {other:?}: expected \"failover\" or \"round_robin\""),
+            );
+            false
         }
     };
     let protocol = raw
@@ -708,7 +788,7 @@ fn forward(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> Option<ForwardSet
                 let span = raw
                     .server_name
                     .as_ref()
-                    .map_or(address.span(), |v| v.span());
+                    .map_or(address_span.clone(), |v| v.span());
                 errs.at(span, format!("{p}.server_name"), msg);
             }
             ForwardProtocol::Tls(crate::tls::ClientSettings {
@@ -745,7 +825,8 @@ fn forward(errs: &mut Errors<'_>, p: &str, raw: &RawOutput) -> Option<ForwardSet
         }
     };
     Some(ForwardSettings {
-        address: address.get_ref().clone(),
+        addresses,
+        round_robin,
         protocol,
         octet_counting,
     })

@@ -96,11 +96,37 @@ impl TcpServer {
         let fault_log = Arc::new(std::sync::Mutex::new(metrics::LogLimiter::new(
             Duration::from_secs(10),
         )));
+        let mut live = Some(self.listener);
+        let mut backlog: Option<std::net::TcpListener> = None;
         loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => break,
-                r = self.listener.accept() => r,
+            let accepted = match (&backlog, &live) {
+                // Stopping: connections the kernel completed before the stop are served, not left
+                // unread in the accept queue (their senders believe the data was sent).
+                (Some(std_listener), _) => match std_listener.accept() {
+                    Ok((s, peer)) => s
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpStream::from_std(s))
+                        .map(|s| (s, peer)),
+                    Err(_) => break,
+                },
+                (None, Some(listener)) => {
+                    let accepted = tokio::select! {
+                        biased;
+                        _ = self.shutdown.cancelled() => None,
+                        r = listener.accept() => Some(r),
+                    };
+                    match accepted {
+                        Some(r) => r,
+                        None => match live.take().map(TcpListener::into_std) {
+                            Some(Ok(l)) if l.set_nonblocking(true).is_ok() => {
+                                backlog = Some(l);
+                                continue;
+                            }
+                            _ => break,
+                        },
+                    }
+                }
+                (None, None) => break,
             };
             let (stream, peer) = match accepted {
                 Ok(x) => x,
@@ -180,7 +206,7 @@ impl TcpServer {
                 .instrument(span),
             );
         }
-        drop(self.listener);
+        drop(backlog);
         tracker.close();
         tracker.wait().await;
     }

@@ -1,34 +1,46 @@
-//! The `forward` output: messages to another syslog receiver over UDP, TCP or TLS (RFC 5426,
-//! 6587, 5425), octet-counted RFC 5424 by default.
+//! The `forward` output: messages to other syslog receivers over UDP, TCP or TLS (RFC 5426,
+//! 6587, 5425), octet-counted RFC 5424 by default, through a memory or disk backlog.
 //!
-//! It runs on the output's own thread with blocking sockets, so a slow or absent collector
-//! stalls only this output: its queue fills and its policy applies (`block` slows the senders
-//! that feed it). A batch that could not be written is sent again after reconnecting, so a
-//! collector may see duplicates but not gaps. The exception is plain TCP: bytes the kernel
-//! accepted before the connection broke are gone without any error (RFC 6587 has no
-//! acknowledgements). The disk queue and delivery policies of the relay issue build on this.
+//! One OS thread owns the backlog and the connection. It moves batches from the output's channel
+//! into the backlog (formatted for the wire, applying the queue's bounds and `when_full`), and
+//! sends from the head of the backlog. A record leaves the backlog only after it was written to
+//! the socket without error, so a broken connection means the batch is sent again: a collector
+//! may see duplicates, never gaps. The exception is plain TCP (and TLS) without acknowledgements:
+//! bytes the kernel accepted shortly before the connection broke can be lost without any error.
+//!
+//! Delivery: connect, handshake and write deadlines; TCP keepalive and TCP_USER_TIMEOUT, so a
+//! collector that vanishes without a reset is noticed; reconnection with exponential backoff and
+//! jitter. With several addresses, `failover` uses the first that works and returns to the primary
+//! when it answers again; `round_robin` rotates batches over all that work.
 
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ForwardProtocol, ForwardSettings};
+use crate::config::{ForwardProtocol, ForwardSettings, QueueConfig, QueueKind, WhenFull};
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::Sink;
+use crate::output::Batch;
+use crate::output::backlog::{Backlog, DiskQueue};
 use crate::output::format::Format;
 
 /// Connect, handshake and write deadlines: a collector that stops answering is noticed.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// With keepalive, a silent peer is declared dead after about this long.
+const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Write out once this much is buffered, even mid-batch.
-const SEND_THRESHOLD_BYTES: usize = 256 * 1024;
+/// While on a secondary collector, the primary is tried again this often.
+const PRIMARY_RETRY: Duration = Duration::from_secs(30);
+/// Records sent per write.
+const SEND_BATCH: usize = 2048;
 
 enum Conn {
     Udp(UdpSocket),
@@ -36,71 +48,349 @@ enum Conn {
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
-/// Owns the connection to one collector.
-pub struct ForwardSink {
+/// The output thread of a forward output.
+pub struct ForwardWorker {
     name: Arc<str>,
     settings: ForwardSettings,
+    queue: QueueConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     format: Format,
-    conn: Option<Conn>,
-    /// Framed messages not yet written (for UDP: one datagram per entry in `datagrams`).
-    buf: Vec<u8>,
-    datagrams: Vec<std::ops::Range<usize>>,
-    buffered_events: u64,
-    scratch: Vec<u8>,
+    backlog: Backlog,
+    /// One slot per address.
+    conns: Vec<Option<Conn>>,
+    /// The address in use (failover) or next in turn (round robin).
+    current: usize,
+    next_attempt: Instant,
+    last_primary_try: Instant,
+    backoff: Duration,
     metrics: Arc<OutputMetrics>,
     /// Cancelled when `shutdown_timeout` has passed: stop retrying.
     give_up: CancellationToken,
-    backoff: Duration,
     error_log: LogLimiter,
+    scratch: Vec<u8>,
 }
 
-impl ForwardSink {
-    /// A sink for one `[output.NAME]` of kind `forward`. TLS files are loaded here, so a bad
-    /// file fails the start with its reason.
+impl ForwardWorker {
+    /// Prepares the worker: loads TLS files and opens (recovering) a disk backlog under
+    /// `state_dir/<name>`.
     pub fn new(
         name: Arc<str>,
         settings: ForwardSettings,
+        queue: QueueConfig,
         format: Format,
+        state_dir: &std::path::Path,
         metrics: Arc<OutputMetrics>,
         give_up: CancellationToken,
-    ) -> Result<ForwardSink, String> {
+    ) -> anyhow::Result<ForwardWorker> {
         let tls = match &settings.protocol {
-            ForwardProtocol::Tls(c) => Some(crate::tls::client_config(c)?),
+            ForwardProtocol::Tls(c) => {
+                Some(crate::tls::client_config(c).map_err(|e| anyhow::anyhow!(e))?)
+            }
             _ => None,
         };
-        Ok(ForwardSink {
+        let backlog = match queue.kind {
+            QueueKind::Memory => Backlog::memory(),
+            QueueKind::Disk { sync } => {
+                let dir = state_dir.join(&*name);
+                let (q, recovery) = DiskQueue::open(&dir, sync)
+                    .map_err(|e| anyhow::anyhow!("opening disk queue {}: {e}", dir.display()))?;
+                if recovery.quarantined_bytes > 0 {
+                    tracing::warn!(output = %name, dir = %dir.display(), bytes = recovery.quarantined_bytes,
+                        "disk queue had a torn or corrupt tail: moved to .bad files, not replayed");
+                }
+                if recovery.records > 0 {
+                    tracing::info!(output = %name, records = recovery.records, "replaying disk queue backlog");
+                }
+                metrics::add(&metrics.quarantined_bytes, recovery.quarantined_bytes);
+                Backlog::Disk(q)
+            }
+        };
+        metrics
+            .queue_depth
+            .store(backlog.len(), std::sync::atomic::Ordering::Relaxed);
+        let conns = settings.addresses.iter().map(|_| None).collect();
+        Ok(ForwardWorker {
             name,
             settings,
+            queue,
             tls,
             format,
-            conn: None,
-            buf: Vec::with_capacity(SEND_THRESHOLD_BYTES),
-            datagrams: Vec::new(),
-            buffered_events: 0,
-            scratch: Vec::new(),
+            backlog,
+            conns,
+            current: 0,
+            next_attempt: Instant::now(),
+            last_primary_try: Instant::now(),
+            backoff: BACKOFF_MIN,
             metrics,
             give_up,
-            backoff: BACKOFF_MIN,
             error_log: LogLimiter::new(Duration::from_secs(10)),
+            scratch: Vec::new(),
         })
     }
 
-    fn connect(&self) -> Result<Conn, String> {
-        let addrs: Vec<_> = self
-            .settings
-            .address
-            .to_socket_addrs()
-            .map_err(|e| format!("resolving {}: {e}", self.settings.address))?
-            .collect();
-        let addr = *addrs
-            .first()
-            .ok_or_else(|| format!("{} resolves to no address", self.settings.address))?;
-        if let ForwardProtocol::Udp = self.settings.protocol {
-            let local: std::net::SocketAddr = if addr.is_ipv6() {
-                "[::]:0".parse().map_err(|e| format!("{e}"))?
+    fn full(&self) -> bool {
+        self.backlog.len() >= self.queue.max_events as u64
+            || self
+                .queue
+                .max_bytes
+                .is_some_and(|m| self.backlog.bytes() >= m)
+    }
+
+    /// The thread's loop; returns when the channel is closed and the backlog is delivered,
+    /// persisted (disk) or given up (memory, after `shutdown_timeout`).
+    pub fn run(mut self, rx: mpsc::Receiver<Batch>, room: Arc<Semaphore>) {
+        let mut closed = false;
+        loop {
+            // Take in what the backlog has room for; under `block` the rest waits in the channel
+            // and its senders wait in turn.
+            while !(self.queue.when_full == WhenFull::Block && self.full()) {
+                match rx.try_recv() {
+                    Ok(batch) => {
+                        self.intake(&batch);
+                        room.add_permits(batch.len());
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            let delivered = if !self.backlog.is_empty() && Instant::now() >= self.next_attempt {
+                self.deliver_some()
             } else {
-                "0.0.0.0:0".parse().map_err(|e| format!("{e}"))?
+                false
+            };
+            if let Err(e) = self.backlog.maybe_sync() {
+                tracing::error!(output = %self.name, error = %e, "disk queue sync failed");
+            }
+            self.publish_depth();
+            if closed && self.finished(delivered) {
+                break;
+            }
+            if !delivered {
+                // Nothing to send right now: wait for input or the next attempt.
+                let wait = if self.backlog.is_empty() {
+                    Duration::from_millis(500)
+                } else {
+                    self.next_attempt
+                        .saturating_duration_since(Instant::now())
+                        .clamp(Duration::from_millis(5), Duration::from_millis(200))
+                };
+                if closed || (self.queue.when_full == WhenFull::Block && self.full()) {
+                    std::thread::sleep(wait);
+                } else {
+                    match rx.recv_timeout(wait) {
+                        Ok(batch) => {
+                            self.intake(&batch);
+                            room.add_permits(batch.len());
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
+                    }
+                }
+            }
+        }
+        self.close();
+        room.close();
+    }
+
+    /// Whether a stopping worker is done: everything delivered, or a disk backlog that will be
+    /// replayed at the next start, or the shutdown deadline passed.
+    fn finished(&mut self, progressing: bool) -> bool {
+        if self.backlog.is_empty() {
+            return true;
+        }
+        match self.backlog {
+            // Keep delivering while the collector takes it; otherwise keep it for next time.
+            Backlog::Disk(_) => !progressing || self.give_up.is_cancelled(),
+            Backlog::Memory { .. } => {
+                if self.give_up.is_cancelled() {
+                    let lost = self.backlog.len();
+                    metrics::add(&self.metrics.undelivered_at_shutdown, lost);
+                    tracing::error!(output = %self.name, lost, "shutdown_timeout passed: memory queue not delivered");
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    fn publish_depth(&self) {
+        self.metrics
+            .queue_depth
+            .store(self.backlog.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Formats a batch into the backlog, applying the overflow policy.
+    fn intake(&mut self, batch: &[Arc<Event>]) {
+        let mut records = Vec::with_capacity(batch.len());
+        for ev in batch {
+            let mut r = Vec::new();
+            match self.settings.protocol {
+                ForwardProtocol::Tcp | ForwardProtocol::Tls(_) if !self.settings.octet_counting => {
+                    // LF framing: escaped, so an embedded LF cannot split the message.
+                    self.format.write_line(ev, &mut r);
+                }
+                _ => self.format.write_verbatim(ev, &mut r),
+            }
+            records.push(r);
+        }
+        match self.queue.when_full {
+            WhenFull::Block => {}
+            WhenFull::DropNewest => {
+                let room =
+                    (self.queue.max_events as u64).saturating_sub(self.backlog.len()) as usize;
+                let mut keep = records.len().min(room);
+                if let Some(max) = self.queue.max_bytes {
+                    let mut bytes = self.backlog.bytes();
+                    keep = records[..keep]
+                        .iter()
+                        .take_while(|r| {
+                            bytes += r.len() as u64;
+                            bytes <= max
+                        })
+                        .count();
+                }
+                metrics::add(
+                    &self.metrics.dropped_queue_full,
+                    (records.len() - keep) as u64,
+                );
+                records.truncate(keep);
+            }
+            WhenFull::DropOldest => {
+                let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
+                let mut drop = (self.backlog.len() + records.len() as u64)
+                    .saturating_sub(self.queue.max_events as u64);
+                if let Some(max) = self.queue.max_bytes
+                    && self.backlog.bytes() + incoming > max
+                {
+                    // Make room by count of average records; exact enough for a byte bound.
+                    let avg = (self.backlog.bytes() / self.backlog.len().max(1)).max(1);
+                    drop = drop.max((self.backlog.bytes() + incoming - max).div_ceil(avg));
+                }
+                let drop = drop.min(self.backlog.len());
+                if drop > 0 {
+                    if let Err(e) = self.backlog.ack(drop as usize) {
+                        tracing::error!(output = %self.name, error = %e, "dropping oldest failed");
+                    }
+                    metrics::add(&self.metrics.dropped_oldest, drop);
+                }
+            }
+        }
+        let n = records.len() as u64;
+        if let Err(e) = self.backlog.push(records) {
+            metrics::add(&self.metrics.write_errors, n);
+            if let Some(suppressed) = self.error_log.allow() {
+                tracing::error!(output = %self.name, error = %e, lost = n, suppressed, "queue write failed");
+            }
+        }
+    }
+
+    /// Sends up to [`SEND_BATCH`] records from the head; returns true if they were delivered.
+    fn deliver_some(&mut self) -> bool {
+        let records = match self.backlog.peek(SEND_BATCH) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(output = %self.name, error = %e, "reading the queue failed");
+                self.next_attempt = Instant::now() + BACKOFF_MAX;
+                return false;
+            }
+        };
+        self.scratch.clear();
+        let datagram = matches!(self.settings.protocol, ForwardProtocol::Udp);
+        if !datagram {
+            for r in &records {
+                if self.settings.octet_counting {
+                    let _ = write!(self.scratch, "{} ", r.len());
+                }
+                self.scratch.extend_from_slice(r);
+            }
+        }
+        self.maybe_return_to_primary();
+        let attempts = self.conns.len();
+        for _ in 0..attempts {
+            let i = self.current;
+            match self.send_to(i, &records) {
+                Ok(()) => {
+                    let n = records.len();
+                    if let Err(e) = self.backlog.ack(n) {
+                        tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
+                    }
+                    metrics::add(&self.metrics.written, n as u64);
+                    self.backoff = BACKOFF_MIN;
+                    if self.settings.round_robin {
+                        self.current = (i + 1) % self.conns.len();
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    self.conns[i] = None;
+                    if let Some(suppressed) = self.error_log.allow() {
+                        tracing::warn!(output = %self.name, address = %self.settings.addresses[i], error = %e,
+                            pending = self.backlog.len(), suppressed, "forwarding failed; will retry");
+                    }
+                    self.current = (i + 1) % self.conns.len();
+                }
+            }
+        }
+        // Every address failed: back off, with jitter so relays do not reconnect in step.
+        let jitter =
+            Duration::from_millis(u64::from(std::process::id() ^ self.scratch.len() as u32) % 100);
+        self.next_attempt = Instant::now() + self.backoff + jitter;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        false
+    }
+
+    /// In failover mode, a secondary in use gives way to the primary once it answers again.
+    fn maybe_return_to_primary(&mut self) {
+        if self.settings.round_robin
+            || self.current == 0
+            || self.last_primary_try.elapsed() < PRIMARY_RETRY
+        {
+            return;
+        }
+        self.last_primary_try = Instant::now();
+        if let Ok(c) = self.connect(0) {
+            tracing::info!(output = %self.name, address = %self.settings.addresses[0], "primary collector is back");
+            self.conns[0] = Some(c);
+            self.current = 0;
+        }
+    }
+
+    fn send_to(&mut self, i: usize, records: &[Vec<u8>]) -> Result<(), String> {
+        if self.conns[i].is_none() {
+            let c = self.connect(i)?;
+            metrics::add(&self.metrics.reconnects, 1);
+            tracing::info!(output = %self.name, address = %self.settings.addresses[i], "connected");
+            if i != 0 {
+                self.last_primary_try = Instant::now();
+            }
+            self.conns[i] = Some(c);
+        }
+        let Some(conn) = self.conns[i].as_mut() else {
+            return Err("not connected".into());
+        };
+        let r = match conn {
+            Conn::Udp(s) => records.iter().try_for_each(|r| s.send(r).map(|_| ())),
+            Conn::Tcp(s) => s.write_all(&self.scratch).and_then(|()| s.flush()),
+            Conn::Tls(s) => s.write_all(&self.scratch).and_then(|()| s.flush()),
+        };
+        r.map_err(|e| e.to_string())
+    }
+
+    fn connect(&self, i: usize) -> Result<Conn, String> {
+        let address = &self.settings.addresses[i];
+        let addr = address
+            .to_socket_addrs()
+            .map_err(|e| format!("resolving {address}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{address} resolves to no address"))?;
+        if let ForwardProtocol::Udp = self.settings.protocol {
+            let local = if addr.is_ipv6() {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
             };
             let s = UdpSocket::bind(local).map_err(|e| e.to_string())?;
             s.connect(addr).map_err(|e| format!("{addr}: {e}"))?;
@@ -108,19 +398,15 @@ impl ForwardSink {
         }
         let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        tcp.set_write_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        tcp.set_read_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
+        tune(&tcp).map_err(|e| format!("{addr}: {e}"))?;
         match (&self.settings.protocol, &self.tls) {
             (ForwardProtocol::Tls(c), Some(config)) => {
                 let server_name = crate::tls::server_name(&c.server_name)?;
                 let conn = ClientConnection::new(config.clone(), server_name)
                     .map_err(|e| e.to_string())?;
                 let mut stream = StreamOwned::new(conn, tcp);
-                // Finish the handshake now, within the read/write timeouts, so a collector that
-                // never answers it is noticed here (hostile-inputs C01, client role).
+                // Finish the handshake now, within the socket timeouts, so a collector that never
+                // answers it is noticed here (hostile-inputs C01, client role).
                 while stream.conn.is_handshaking() {
                     stream
                         .conn
@@ -133,107 +419,36 @@ impl ForwardSink {
         }
     }
 
-    fn send(&mut self, conn: &mut Conn) -> std::io::Result<()> {
-        match conn {
-            Conn::Udp(s) => {
-                for r in &self.datagrams {
-                    s.send(&self.buf[r.clone()])?;
-                }
-                Ok(())
+    fn close(&mut self) {
+        if let Err(e) = self.backlog.sync_now() {
+            tracing::error!(output = %self.name, error = %e, "disk queue sync failed");
+        }
+        if let Backlog::Disk(_) = self.backlog
+            && !self.backlog.is_empty()
+        {
+            tracing::info!(output = %self.name, records = self.backlog.len(), "disk queue keeps its backlog for the next start");
+        }
+        for c in self.conns.iter_mut() {
+            if let Some(Conn::Tls(mut s)) = c.take() {
+                s.conn.send_close_notify();
+                let _ = s.conn.complete_io(&mut s.sock);
             }
-            Conn::Tcp(s) => s.write_all(&self.buf).and_then(|()| s.flush()),
-            Conn::Tls(s) => s.write_all(&self.buf).and_then(|()| s.flush()),
-        }
-    }
-
-    /// Writes the buffer, reconnecting with backoff until it is written or the shutdown
-    /// deadline passes.
-    fn deliver(&mut self) {
-        if self.buffered_events == 0 {
-            return;
-        }
-        loop {
-            let result = match self.conn.take() {
-                Some(mut c) => self.send(&mut c).map(|()| c).map_err(|e| e.to_string()),
-                None => self.connect().and_then(|mut c| {
-                    tracing::info!(output = %self.name, address = %self.settings.address, "connected");
-                    self.send(&mut c).map(|()| c).map_err(|e| e.to_string())
-                }),
-            };
-            match result {
-                Ok(c) => {
-                    self.conn = Some(c);
-                    self.backoff = BACKOFF_MIN;
-                    metrics::add(&self.metrics.written, self.buffered_events);
-                    break;
-                }
-                Err(e) => {
-                    if let Some(suppressed) = self.error_log.allow() {
-                        tracing::warn!(output = %self.name, address = %self.settings.address, error = %e,
-                            pending = self.buffered_events, suppressed, "forwarding failed; will retry");
-                    }
-                    if self.give_up.is_cancelled() {
-                        metrics::add(&self.metrics.write_errors, self.buffered_events);
-                        tracing::error!(output = %self.name, lost = self.buffered_events,
-                            "shutdown_timeout passed: events not delivered");
-                        break;
-                    }
-                    self.sleep_backoff();
-                }
-            }
-        }
-        self.buf.clear();
-        self.datagrams.clear();
-        self.buffered_events = 0;
-    }
-
-    /// Waits before the next attempt: exponential, with jitter so many relays do not reconnect
-    /// in step; cut short when the shutdown deadline passes.
-    fn sleep_backoff(&mut self) {
-        let jitter = u64::from(std::process::id() ^ (self.buf.len() as u32)) % 100;
-        let wait = self.backoff + Duration::from_millis(jitter);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        let deadline = std::time::Instant::now() + wait;
-        while std::time::Instant::now() < deadline && !self.give_up.is_cancelled() {
-            std::thread::sleep(Duration::from_millis(50).min(wait));
         }
     }
 }
 
-impl Sink for ForwardSink {
-    fn write_batch(&mut self, batch: &[Arc<Event>]) {
-        for ev in batch {
-            let start = self.buf.len();
-            match self.settings.protocol {
-                ForwardProtocol::Udp => {
-                    self.format.write_verbatim(ev, &mut self.buf);
-                    self.datagrams.push(start..self.buf.len());
-                }
-                _ if self.settings.octet_counting => {
-                    self.scratch.clear();
-                    self.format.write_verbatim(ev, &mut self.scratch);
-                    let _ = write!(self.buf, "{} ", self.scratch.len());
-                    self.buf.extend_from_slice(&self.scratch);
-                }
-                // LF framing: escaped, so an embedded LF cannot split the message.
-                _ => self.format.write_line(ev, &mut self.buf),
-            }
-            self.buffered_events += 1;
-            if self.buf.len() >= SEND_THRESHOLD_BYTES {
-                self.deliver();
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        self.deliver();
-    }
-
-    fn close(&mut self) {
-        self.deliver();
-        if let Some(Conn::Tls(mut s)) = self.conn.take() {
-            s.conn.send_close_notify();
-            let _ = s.conn.complete_io(&mut s.sock);
-        }
-    }
+/// Deadlines and dead-peer detection on a forward connection.
+fn tune(tcp: &TcpStream) -> std::io::Result<()> {
+    tcp.set_nodelay(true)?;
+    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+    let sock = socket2::SockRef::from(tcp);
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(4),
+    )?;
+    // Unacknowledged data older than this fails the connection (a black-holed collector).
+    sock.set_tcp_user_timeout(Some(DEAD_PEER_TIMEOUT))
 }

@@ -9,6 +9,7 @@
 //! Each output runs on its own OS thread, not on the async runtime, so a slow disk or a blocked
 //! stdout pipe stalls only that output's queue, never the listeners of other outputs.
 
+pub mod backlog;
 pub mod file;
 pub mod format;
 pub mod forward;
@@ -125,57 +126,82 @@ pub struct RunningOutput {
     pub thread: std::thread::JoinHandle<()>,
 }
 
+/// Events a forward output's channel holds on their way into its backlog (the backlog is the
+/// queue that `max_events`, `max_size` and `when_full` describe).
+const FORWARD_STAGING_EVENTS: usize = 8192;
+
 /// Starts the output's thread with its sink and returns the handle to its queue. `give_up` is
-/// cancelled when the shutdown deadline passes: outputs that retry stop retrying.
+/// cancelled when the shutdown deadline passes: outputs that retry stop retrying. Disk queues
+/// live under `state_dir`.
 pub fn start(
     cfg: &OutputConfig,
     metrics: Arc<OutputMetrics>,
     give_up: tokio_util::sync::CancellationToken,
+    state_dir: &std::path::Path,
 ) -> anyhow::Result<RunningOutput> {
-    let (sink, flush_interval): (Box<dyn Sink>, Duration) = match &cfg.kind {
-        OutputKind::Stdout => (
-            Box::new(stdout::StdoutSink::new(cfg.format, metrics.clone())),
-            Duration::from_millis(200),
-        ),
-        OutputKind::File {
-            path,
-            max_open_files,
-            flush_interval,
-        } => (
-            Box::new(file::FileSink::new(
-                cfg.name.clone(),
-                path.clone(),
-                cfg.format,
-                *max_open_files,
-                metrics.clone(),
-            )),
-            *flush_interval,
-        ),
-        OutputKind::Forward(settings) => (
-            Box::new(
-                forward::ForwardSink::new(
-                    cfg.name.clone(),
-                    settings.clone(),
-                    cfg.format,
-                    metrics.clone(),
-                    give_up,
-                )
-                .map_err(|e| anyhow::anyhow!(e))?,
-            ),
-            Duration::from_millis(100),
-        ),
-    };
     let (tx, rx) = mpsc::channel();
-    let room = Arc::new(Semaphore::new(cfg.queue.max_events));
-    let thread_room = room.clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("out-{}", cfg.name))
-        .spawn(move || run_sink(sink, rx, thread_room, flush_interval))?;
+    let thread_name = format!("out-{}", cfg.name);
+    let (room, queue, thread) = match &cfg.kind {
+        OutputKind::Forward(settings) => {
+            let worker = forward::ForwardWorker::new(
+                cfg.name.clone(),
+                settings.clone(),
+                cfg.queue,
+                cfg.format,
+                state_dir,
+                metrics.clone(),
+                give_up,
+            )?;
+            let room = Arc::new(Semaphore::new(
+                cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
+            ));
+            let thread_room = room.clone();
+            let thread = std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || worker.run(rx, thread_room))?;
+            // The channel only stages: the backlog applies the policy, so senders wait here only
+            // when the backlog itself is full under `block`.
+            let staging = QueueConfig {
+                max_events: cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
+                when_full: WhenFull::Block,
+                ..cfg.queue
+            };
+            (room, staging, thread)
+        }
+        kind => {
+            let (sink, flush_interval): (Box<dyn Sink>, Duration) = match kind {
+                OutputKind::File {
+                    path,
+                    max_open_files,
+                    flush_interval,
+                } => (
+                    Box::new(file::FileSink::new(
+                        cfg.name.clone(),
+                        path.clone(),
+                        cfg.format,
+                        *max_open_files,
+                        metrics.clone(),
+                    )),
+                    *flush_interval,
+                ),
+                _ => (
+                    Box::new(stdout::StdoutSink::new(cfg.format, metrics.clone())),
+                    Duration::from_millis(200),
+                ),
+            };
+            let room = Arc::new(Semaphore::new(cfg.queue.max_events));
+            let thread_room = room.clone();
+            let thread = std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || run_sink(sink, rx, thread_room, flush_interval))?;
+            (room, cfg.queue, thread)
+        }
+    };
     Ok(RunningOutput {
         handle: OutputHandle {
             tx,
             room,
-            queue: cfg.queue,
+            queue,
             metrics,
         },
         thread,
