@@ -99,7 +99,8 @@ counters!(
         dropped_queue_full,
         /// Events dropped from the head of a full queue (`when_full = "drop_oldest"`).
         dropped_oldest,
-        /// Events a memory queue still held when `shutdown_timeout` ended the stop.
+        /// Events not delivered because `shutdown_timeout` ended the stop: still in a memory
+        /// backlog, staged for it, or with a sender waiting for room.
         undelivered_at_shutdown,
         /// Events waiting in the output's backlog (forward outputs; a gauge).
         queue_depth,

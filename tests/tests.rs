@@ -4,6 +4,7 @@ mod cli;
 mod hostile;
 mod ingest;
 mod interop;
+mod relay;
 mod routing;
 mod support;
 mod tls;

@@ -14,13 +14,13 @@ use rcgen::{
 use crate::support::*;
 
 /// Certificates for one test, written as PEM files in a temp dir.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let issuer = ca("sluice test CA");
         std::fs::write(dir.path().join("ca.pem"), issuer.pem()).unwrap();
@@ -31,7 +31,7 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    fn p(&self, name: &str) -> String {
+    pub(crate) fn p(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
 
@@ -49,7 +49,7 @@ impl Pki {
         cert.der().to_vec()
     }
 
-    fn server(&self) {
+    pub(crate) fn server(&self) {
         let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         p.subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
@@ -82,7 +82,7 @@ fn fingerprint(der: &[u8]) -> String {
 }
 
 /// A TLS listener `tls` (plus the usual json output) with extra keys.
-fn tls_config(pki: &Pki, extra: &str) -> String {
+pub(crate) fn tls_config(pki: &Pki, extra: &str) -> String {
     format!(
         r#"
 [listen.tls]

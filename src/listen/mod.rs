@@ -146,6 +146,25 @@ impl Dispatcher {
         }
     }
 
+    /// As [`Dispatcher::flush`], but gives up when `cut` fires (the shutdown deadline): what
+    /// could not be handed over is counted as undelivered by its output.
+    pub async fn flush_or_cut(&mut self, cut: &tokio_util::sync::CancellationToken) {
+        self.publish_counts();
+        for (i, batch) in self.batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(batch);
+            let n = batch.len() as u64;
+            if let Some(out) = self.pipeline.outputs.get(i) {
+                tokio::select! {
+                    _ = out.send(batch) => {}
+                    _ = cut.cancelled() => out.count_undelivered(n),
+                }
+            }
+        }
+    }
+
     /// Hands pending batches to the outputs without ever waiting: what does not fit is dropped
     /// and counted by the output (datagram listeners must keep draining their socket).
     pub fn flush_nowait(&mut self) {

@@ -235,7 +235,7 @@ enum End {
 impl<S: AsyncRead + Unpin> Connection<S> {
     async fn run(mut self) {
         let end = self.serve().await;
-        self.dispatcher.flush().await;
+        self.dispatcher.flush_or_cut(&self.hard_stop).await;
         let m = &self.metrics;
         match end {
             End::Eof => tracing::debug!("peer closed"),
@@ -318,7 +318,7 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             }
             // Back-pressure: this waits while a `block` output is full, and meanwhile the socket
             // is not read, so the sender's TCP window closes.
-            self.dispatcher.flush().await;
+            self.dispatcher.flush_or_cut(&self.hard_stop).await;
             if eof {
                 return End::Eof;
             }

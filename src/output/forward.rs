@@ -165,7 +165,8 @@ impl ForwardWorker {
                 tracing::error!(output = %self.name, error = %e, "disk queue sync failed");
             }
             self.publish_depth();
-            if closed && self.finished(delivered) {
+            // The shutdown deadline also ends a worker whose senders are still blocked on it.
+            if (closed || self.give_up.is_cancelled()) && self.finished(delivered) {
                 break;
             }
             if !delivered {
@@ -191,7 +192,17 @@ impl ForwardWorker {
                 }
             }
         }
+        // Batches still staged in the channel never reached the backlog.
+        let mut staged = 0;
+        while let Ok(batch) = rx.try_recv() {
+            staged += batch.len() as u64;
+        }
+        if staged > 0 {
+            metrics::add(&self.metrics.undelivered_at_shutdown, staged);
+            tracing::error!(output = %self.name, lost = staged, "shutdown_timeout passed: staged events not queued");
+        }
         self.close();
+        // Senders still waiting for room fail (and count their batch) instead of waiting forever.
         room.close();
     }
 
@@ -368,6 +379,12 @@ impl ForwardWorker {
             }
             self.conns[i] = Some(c);
         }
+        if self.conns[i].as_mut().is_some_and(|c| !still_open(c)) {
+            // The collector closed (or half-closed) its side: writing now would only fill a
+            // buffer that is never read. Reconnect instead; nothing was written, nothing lost.
+            self.conns[i] = None;
+            return Err("the collector closed the connection".into());
+        }
         let Some(conn) = self.conns[i].as_mut() else {
             return Err("not connected".into());
         };
@@ -434,6 +451,37 @@ impl ForwardWorker {
                 let _ = s.conn.complete_io(&mut s.sock);
             }
         }
+    }
+}
+
+/// Whether a connection may still be written to. Collectors never send on a syslog connection, so
+/// anything readable is the end: EOF (a graceful close) or a TLS close_notify. Checked before each
+/// write, as rsyslog's omfwd does, so a collector that closes after reading everything loses
+/// nothing.
+fn still_open(conn: &mut Conn) -> bool {
+    let sock = match conn {
+        Conn::Udp(_) => return true,
+        Conn::Tcp(s) => socket2::SockRef::from(&*s),
+        Conn::Tls(s) => socket2::SockRef::from(&s.sock),
+    };
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+        Ok(0) | Err(_) => false,
+        Ok(_) => match conn {
+            Conn::Tls(s) => {
+                // Let rustls read what arrived: only a close_notify (or junk) ends the session.
+                if s.sock.set_nonblocking(true).is_err() {
+                    return false;
+                }
+                let open = s.conn.read_tls(&mut s.sock).is_ok_and(|n| n > 0)
+                    && s.conn
+                        .process_new_packets()
+                        .is_ok_and(|st| !st.peer_has_closed());
+                s.sock.set_nonblocking(false).is_ok() && open
+            }
+            _ => false,
+        },
     }
 }
 

@@ -106,6 +106,11 @@ impl OutputHandle {
         }
     }
 
+    /// Counts events that could not be handed over before the shutdown deadline.
+    pub fn count_undelivered(&self, n: u64) {
+        metrics::add(&self.metrics.undelivered_at_shutdown, n);
+    }
+
     fn count_dropped(&self, n: usize) {
         metrics::add(&self.metrics.dropped_queue_full, n as u64);
     }
