@@ -105,14 +105,14 @@ fn missing_config_file_exits_78() {
 }
 
 /// A running `sluice` process whose stderr is scanned for the addresses it bound.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     addrs: Vec<(String, SocketAddr)>,
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Proc {
-    fn start(config: Option<&std::path::Path>, listeners: usize) -> Proc {
+    pub(crate) fn start(config: Option<&std::path::Path>, listeners: usize) -> Proc {
         let mut cmd = sluice();
         if let Some(c) = config {
             cmd.args(["--config", c.to_str().unwrap()]);
@@ -158,16 +158,16 @@ impl Proc {
         }
     }
 
-    fn addr(&self, name: &str) -> SocketAddr {
+    pub(crate) fn addr(&self, name: &str) -> SocketAddr {
         self.addrs.iter().find(|(n, _)| n == name).unwrap().1
     }
 
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
     }
 
-    fn wait(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait(&mut self) -> std::process::ExitStatus {
         let start = std::time::Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
