@@ -330,6 +330,9 @@ fn full_block_queue_stops_reading_tcp_and_loses_nothing() {
 [listen.tcp]
 kind = "tcp"
 address = "127.0.0.1:0"
+# Being held back by a full output is not the sender's delay: these must not fire.
+idle_timeout = "500ms"
+frame_timeout = "500ms"
 
 [output.o]
 kind = "stdout"

@@ -704,15 +704,21 @@ fn t2_t3_kill_9_mid_stream_recovers_with_bounded_loss() {
         let before = queued_bytes();
         let tcp = p.addr("tcp");
         let sender = std::thread::spawn(move || {
-            let Ok(mut s) = TcpStream::connect(tcp) else { return };
+            let Ok(mut s) = TcpStream::connect(tcp) else {
+                return;
+            };
             for i in round * ROUND..(round + 1) * ROUND {
-                if s.write_all(format!("<13>Nov 22 10:00:00 host app: seq:{i}\n").as_bytes()).is_err() {
+                if s.write_all(format!("<13>Nov 22 10:00:00 host app: seq:{i}\n").as_bytes())
+                    .is_err()
+                {
                     return;
                 }
             }
         });
         // Kill while the round is being queued.
-        wait_until("part of the round queued", DEADLINE, || queued_bytes() > before + 100_000);
+        wait_until("part of the round queued", DEADLINE, || {
+            queued_bytes() > before + 100_000
+        });
         p.signal(libc::SIGKILL);
         p.wait();
         // What reached the queue files before the kill must survive it.
@@ -732,7 +738,10 @@ fn t2_t3_kill_9_mid_stream_recovers_with_bounded_loss() {
     let mut last = None;
     for &s in &seqs {
         if delivered.insert(s) {
-            assert!(last.is_none_or(|l| s > l), "out of order: {s} after {last:?}");
+            assert!(
+                last.is_none_or(|l| s > l),
+                "out of order: {s} after {last:?}"
+            );
             last = Some(s);
         }
     }
@@ -740,7 +749,11 @@ fn t2_t3_kill_9_mid_stream_recovers_with_bounded_loss() {
         let range = round * ROUND..(round + 1) * ROUND;
         let got: Vec<u64> = delivered.range(range.clone()).copied().collect();
         assert!(!got.is_empty(), "round {round}: nothing recovered");
-        assert_eq!(got, (range.start..range.start + got.len() as u64).collect::<Vec<_>>(), "round {round}: a gap");
+        assert_eq!(
+            got,
+            (range.start..range.start + got.len() as u64).collect::<Vec<_>>(),
+            "round {round}: a gap"
+        );
         assert!(
             got.len() as u64 >= survived_at_least[round as usize],
             "round {round}: {} delivered, but at least {} were on disk at the kill",

@@ -318,10 +318,16 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             }
             // Back-pressure: this waits while a `block` output is full, and meanwhile the socket
             // is not read, so the sender's TCP window closes.
+            let flush_started = Instant::now();
             self.dispatcher.flush_or_cut(&self.hard_stop).await;
             if eof {
                 return End::Eof;
             }
+            // Time spent held back by our own outputs is not the sender's delay: it must not
+            // count towards the idle or frame deadlines.
+            let held = flush_started.elapsed();
+            last_data += held;
+            frame_started = frame_started.map(|t| t + held);
             frame_started = match (framer.in_frame(), frame_started) {
                 (true, None) => Some(last_data),
                 (true, s) => s,
