@@ -16,7 +16,7 @@ use crate::config::{Config, ListenerConfig, ListenerKind};
 use crate::listen::tcp::{TcpServer, TcpSettings};
 use crate::listen::{self, DatagramSocket, Pipeline};
 use crate::metrics::Metrics;
-use crate::output;
+use crate::output::{self, ReopenFiles};
 use crate::route::RuleTable;
 
 /// A listening socket, bound and not yet served.
@@ -45,6 +45,7 @@ pub struct Bound {
     /// The listeners in config order.
     pub listeners: Vec<BoundListener>,
     metrics: Arc<Metrics>,
+    reopen: ReopenFiles,
 }
 
 impl Bound {
@@ -61,6 +62,11 @@ impl Bound {
     /// The counters [`run`] will update.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The handle that makes [`run`]'s file outputs reopen their files (SIGHUP).
+    pub fn reopen_files(&self) -> ReopenFiles {
+        self.reopen.clone()
     }
 }
 
@@ -88,7 +94,11 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
         config.listeners.iter().map(|l| &l.name),
         config.outputs.iter().map(|o| &o.name),
     ));
-    Ok(Bound { listeners, metrics })
+    Ok(Bound {
+        listeners,
+        metrics,
+        reopen: ReopenFiles::default(),
+    })
 }
 
 /// Serves `bound` under `config` until `shutdown` is cancelled, then drains and returns.
@@ -97,7 +107,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     for o in &config.outputs {
-        let started = output::start(o, metrics.output(&o.name))
+        let started = output::start(o, metrics.output(&o.name), bound.reopen.clone())
             .with_context(|| format!("starting output {}", o.name))?;
         handles.push(started.handle);
         threads.push(started.thread);

@@ -101,12 +101,17 @@ fn run(config: Config) -> anyhow::Result<()> {
             signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
         );
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(signals, shutdown.clone()));
+        tokio::spawn(watch_signals(
+            signals,
+            shutdown.clone(),
+            bound.reopen_files(),
+        ));
         sluice::daemon::run(config, bound, shutdown).await
     })
 }
 
-/// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once.
+/// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once. SIGHUP: file outputs
+/// reopen their files (after logrotate moved them).
 async fn watch_signals(
     (mut term, mut int, mut hup): (
         tokio::signal::unix::Signal,
@@ -114,6 +119,7 @@ async fn watch_signals(
         tokio::signal::unix::Signal,
     ),
     shutdown: CancellationToken,
+    reopen: sluice::output::ReopenFiles,
 ) {
     let mut signalled = false;
     loop {
@@ -121,8 +127,8 @@ async fn watch_signals(
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
             _ = hup.recv() => {
-                // Files are opened per write batch cycle; a reopen-on-HUP arrives with rotation.
-                tracing::info!("SIGHUP received; ignored in this version");
+                tracing::info!("SIGHUP: reopening files");
+                reopen.request();
                 continue;
             }
         };

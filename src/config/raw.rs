@@ -40,7 +40,42 @@ pub(super) struct RawOutput {
     pub(super) format: Option<Spanned<String>>,
     pub(super) queue: Option<RawQueue>,
     pub(super) max_open_files: Option<Spanned<i64>>,
+    pub(super) max_files_per_day: Option<Spanned<i64>>,
     pub(super) flush_interval: Option<Spanned<NumOrStr>>,
+    pub(super) idle_timeout: Option<Spanned<NumOrStr>>,
+    pub(super) fsync: Option<Spanned<String>>,
+    pub(super) rotate: Option<RawRotate>,
+    pub(super) file_mode: Option<Spanned<String>>,
+    pub(super) dir_mode: Option<Spanned<String>>,
+    pub(super) owner: Option<Spanned<NumOrStr>>,
+    pub(super) group: Option<Spanned<NumOrStr>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawRotate {
+    pub(super) size: Option<Spanned<NumOrStr>>,
+    pub(super) interval: Option<Spanned<NumOrStr>>,
+    pub(super) keep: Option<Spanned<i64>>,
+    pub(super) max_age: Option<Spanned<NumOrStr>>,
+    pub(super) compress: Option<Spanned<String>>,
+    pub(super) naming: Option<Spanned<String>>,
+}
+
+impl RawRotate {
+    /// Where the table is, for errors about it as a whole: its first key's value.
+    pub(super) fn span(&self) -> Option<std::ops::Range<usize>> {
+        [
+            self.size.as_ref().map(|v| v.span()),
+            self.interval.as_ref().map(|v| v.span()),
+            self.keep.as_ref().map(|v| v.span()),
+            self.max_age.as_ref().map(|v| v.span()),
+            self.compress.as_ref().map(|v| v.span()),
+            self.naming.as_ref().map(|v| v.span()),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|s| s.start)
+    }
 }
 
 #[derive(Deserialize)]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::file_output::validate_file_output;
 use super::raw::*;
 use super::*;
-use crate::output::file::PathTemplate;
 use crate::output::format::Format;
 use crate::route::{Matcher, Rule, Selector};
 pub(super) fn valid_name(name: &str) -> bool {
@@ -289,6 +289,10 @@ pub(super) fn validate_output(
     }
     let kind = match raw.kind.get_ref().as_str() {
         "stdout" => {
+            let rotate_span = raw
+                .rotate
+                .as_ref()
+                .map(|r| r.span().unwrap_or(raw.kind.span()));
             reject_keys(
                 errs,
                 &p,
@@ -300,41 +304,25 @@ pub(super) fn validate_output(
                         raw.max_open_files.as_ref().map(|v| v.span()),
                     ),
                     (
+                        "max_files_per_day",
+                        raw.max_files_per_day.as_ref().map(|v| v.span()),
+                    ),
+                    (
                         "flush_interval",
                         raw.flush_interval.as_ref().map(|v| v.span()),
                     ),
+                    ("idle_timeout", raw.idle_timeout.as_ref().map(|v| v.span())),
+                    ("fsync", raw.fsync.as_ref().map(|v| v.span())),
+                    ("rotate", rotate_span),
+                    ("file_mode", raw.file_mode.as_ref().map(|v| v.span())),
+                    ("dir_mode", raw.dir_mode.as_ref().map(|v| v.span())),
+                    ("owner", raw.owner.as_ref().map(|v| v.span())),
+                    ("group", raw.group.as_ref().map(|v| v.span())),
                 ],
             );
             OutputKind::Stdout
         }
-        "file" => {
-            let Some(path) = &raw.path else {
-                errs.at(
-                    raw.kind.span(),
-                    format!("{p}.path"),
-                    "missing: give a file path like \"/var/log/syslog\"",
-                );
-                return None;
-            };
-            let template = match PathTemplate::parse(path.get_ref()) {
-                Ok(t) => t,
-                Err(msg) => {
-                    errs.at(path.span(), format!("{p}.path"), msg);
-                    return None;
-                }
-            };
-            let max_open_files =
-                positive(errs, &format!("{p}.max_open_files"), &raw.max_open_files)
-                    .unwrap_or(DEFAULT_MAX_OPEN_FILES);
-            let flush_interval =
-                duration_opt(errs, &format!("{p}.flush_interval"), &raw.flush_interval)
-                    .unwrap_or(DEFAULT_FLUSH_INTERVAL);
-            OutputKind::File {
-                path: template,
-                max_open_files,
-                flush_interval,
-            }
-        }
+        "file" => OutputKind::File(validate_file_output(errs, &p, raw)?),
         "forward" => {
             errs.at(
                 raw.kind.span(),

@@ -14,6 +14,7 @@ pub mod format;
 pub mod stdout;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,26 @@ use tokio::sync::Semaphore;
 use crate::config::{OutputConfig, OutputKind, QueueConfig, WhenFull};
 use crate::event::Event;
 use crate::metrics::{self, OutputMetrics};
+
+/// Asks every file output to reopen its files: requested on SIGHUP, after logrotate moved them.
+/// A generation number rather than a flag, so each output sees every request once, whenever its
+/// thread next looks (at the latest one flush interval later).
+#[derive(Debug, Clone, Default)]
+pub struct ReopenFiles {
+    generation: Arc<AtomicU64>,
+}
+
+impl ReopenFiles {
+    /// Asks every file output to reopen its files.
+    pub fn request(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Requests made so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
 
 /// Events travelling together from a listener to an output.
 pub type Batch = Vec<Arc<Event>>;
@@ -125,25 +146,25 @@ pub struct RunningOutput {
 }
 
 /// Starts the output's thread with its sink and returns the handle to its queue.
-pub fn start(cfg: &OutputConfig, metrics: Arc<OutputMetrics>) -> std::io::Result<RunningOutput> {
+pub fn start(
+    cfg: &OutputConfig,
+    metrics: Arc<OutputMetrics>,
+    reopen: ReopenFiles,
+) -> std::io::Result<RunningOutput> {
     let (sink, flush_interval): (Box<dyn Sink>, Duration) = match &cfg.kind {
         OutputKind::Stdout => (
             Box::new(stdout::StdoutSink::new(cfg.format, metrics.clone())),
             Duration::from_millis(200),
         ),
-        OutputKind::File {
-            path,
-            max_open_files,
-            flush_interval,
-        } => (
+        OutputKind::File(f) => (
             Box::new(file::FileSink::new(
                 cfg.name.clone(),
-                path.clone(),
+                f,
                 cfg.format,
-                *max_open_files,
                 metrics.clone(),
-            )),
-            *flush_interval,
+                reopen,
+            )?),
+            f.flush_interval,
         ),
     };
     let (tx, rx) = mpsc::channel();
@@ -164,7 +185,8 @@ pub fn start(cfg: &OutputConfig, metrics: Arc<OutputMetrics>) -> std::io::Result
 }
 
 /// The output thread's loop: write batches as they come, flush when the queue runs dry or the
-/// flush interval passes, and close (flush + sync) when every sender is gone.
+/// flush interval passes, tick at least once per interval (busy or not), and close (flush +
+/// sync) when every sender is gone.
 fn run_sink(
     mut sink: Box<dyn Sink>,
     rx: mpsc::Receiver<Batch>,
@@ -172,6 +194,7 @@ fn run_sink(
     flush_interval: Duration,
 ) {
     let mut last_flush = Instant::now();
+    let mut last_tick = Instant::now();
     // A channel has no peek: a batch taken while checking for idleness waits here.
     let mut pending: Option<Batch> = None;
     loop {
@@ -197,8 +220,12 @@ fn run_sink(
                     last_flush = Instant::now();
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => sink.tick(),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= flush_interval {
+            sink.tick();
+            last_tick = Instant::now();
         }
     }
     sink.close();

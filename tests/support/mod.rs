@@ -2,9 +2,10 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub metrics: Arc<Metrics>,
+    /// What SIGHUP does: file outputs reopen their files.
+    pub reopen: sluice::output::ReopenFiles,
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -46,6 +49,7 @@ impl TestDaemon {
         let config = Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
         let bound = sluice::daemon::bind(&config).unwrap();
         let metrics = bound.metrics();
+        let reopen = bound.reopen_files();
         let addrs = config
             .listeners
             .iter()
@@ -64,6 +68,7 @@ impl TestDaemon {
         TestDaemon {
             dir,
             metrics,
+            reopen,
             addrs,
             shutdown,
             thread: Some(thread),
@@ -253,4 +258,100 @@ pub fn wait_closed(s: &mut TcpStream, deadline: Duration) {
             "connection was not closed within {deadline:?}"
         );
     }
+}
+
+/// The sluice binary under test.
+pub fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// A running `sluice` process whose stderr is scanned for the addresses it bound.
+pub struct Proc {
+    pub child: Child,
+    addrs: Vec<(String, SocketAddr)>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn start(config: Option<&std::path::Path>, listeners: usize) -> Proc {
+        let mut cmd = sluice();
+        if let Some(c) = config {
+            cmd.args(["--config", c.to_str().unwrap()]);
+        }
+        let mut child = cmd
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Proc {
+            child,
+            addrs: Vec::new(),
+            stderr: rx,
+        };
+        while p.addrs.len() < listeners {
+            let line = p.wait_log("address=");
+            if let (Some(l), Some(a)) = (field(&line, "listener="), field(&line, "address=")) {
+                p.addrs.push((l, a.parse().unwrap()));
+            }
+        }
+        p
+    }
+
+    /// Waits for a line of sluice's log containing `what`, and returns it.
+    pub fn wait_log(&self, what: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("sluice never logged {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < DEADLINE * 4, "sluice did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(key)? + key.len();
+    Some(line[start..].split_whitespace().next()?.to_string())
 }
