@@ -4,5 +4,6 @@ mod cli;
 mod files;
 mod hostile;
 mod ingest;
+mod rotation_t8;
 mod routing;
 mod support;
