@@ -1,6 +1,7 @@
 //! sluice's integration tests: one binary (link time), modules mirroring the product surface.
 
 mod cli;
+mod fail2ban;
 mod files;
 mod hostile;
 mod ingest;
