@@ -356,3 +356,27 @@ to = ["f", "g", "s"]
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[test]
+fn man_page_renders_without_warnings() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/man/sluice.8");
+    // groff and man-db are installed by .ci/install-test-tools.
+    let out = Command::new("groff")
+        .args(["-man", "-ww", "-z", "-t", page])
+        .output()
+        .expect("groff not found: run .ci/install-test-tools");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "groff warnings");
+    let out = Command::new("man")
+        .args(["--warnings", "-l", page])
+        .env("MANWIDTH", "80")
+        .env("MANPAGER", "cat")
+        .output()
+        .expect("man not found: run .ci/install-test-tools");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "man warnings");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for section in ["SIGNALS", "FILE OUTPUTS", "WHAT IS LOST WHEN", "logrotate"] {
+        assert!(text.contains(section), "no {section} in the rendered page");
+    }
+}
