@@ -17,6 +17,7 @@
 pub mod compress;
 pub mod fs;
 pub mod rotate;
+pub mod sweep;
 pub mod template;
 
 use std::collections::{HashMap, HashSet};
@@ -42,6 +43,8 @@ const FILE_BUFFER_BYTES: usize = 256 * 1024;
 const MAX_RETAINED_BYTES: usize = 1024 * 1024;
 /// Wait between retries of a failed write or open.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Wait after a failed rotation (the file keeps growing meanwhile).
+const ROTATE_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How often an open file is checked for having been moved or deleted (logrotate without HUP).
 const IDENTITY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often write errors and limits may be logged.
@@ -99,6 +102,8 @@ struct Entry {
     refused: bool,
     /// The last write stopped inside a line (disk full): the buffer starts with its rest.
     mid_line: bool,
+    /// After a failed rotation: no new attempt before this.
+    rotate_retry_at: Option<Instant>,
 }
 
 impl Entry {
@@ -112,6 +117,7 @@ impl Entry {
             retry_at: None,
             refused,
             mid_line: false,
+            rotate_retry_at: None,
         }
     }
 }
@@ -134,6 +140,8 @@ pub struct FileSink {
     window_start: Instant,
     max_files_per_day: usize,
     limit_log: LogLimiter,
+    /// `max_age` for the segments of templated paths that are no longer written.
+    sweeper: Option<sweep::Sweeper>,
 }
 
 /// Everything the write path needs besides the cache itself (a separate borrow).
@@ -184,6 +192,10 @@ impl FileSink {
             window_start: Instant::now(),
             max_files_per_day: cfg.max_files_per_day.max(1),
             limit_log: LogLimiter::new(ERROR_LOG_INTERVAL),
+            sweeper: cfg
+                .rotate
+                .and_then(|r| r.max_age)
+                .and_then(|age| sweep::Sweeper::new(&cfg.path, age)),
         })
     }
 
@@ -297,7 +309,10 @@ impl Io {
                     .size_bytes
                     .map(|max| max.saturating_sub(h.size_bytes))
             });
-            let time_due = h.rotate_at.is_some_and(|t| SystemTime::now() >= t);
+            // After a failed rotation the file grows past its limits until the next attempt.
+            let rotation_held = e.rotate_retry_at.is_some_and(|t| now < t);
+            let room = room.filter(|_| !rotation_held);
+            let time_due = !rotation_held && h.rotate_at.is_some_and(|t| SystemTime::now() >= t);
             let n = writable_prefix(&e.buf, room, h.size_bytes);
             if h.size_bytes > 0 && (time_due || n == 0) {
                 self.rotate(path, e);
@@ -382,8 +397,9 @@ impl Io {
             return;
         };
         match r.rotate(path, id, started) {
-            Ok(_) => {}
+            Ok(_) => e.rotate_retry_at = None,
             Err(err) => {
+                e.rotate_retry_at = Some(Instant::now() + ROTATE_RETRY_INTERVAL);
                 // The file stays where it is and keeps growing; the next check tries again.
                 metrics::add(&self.metrics.write_errors, 1);
                 if let Some(suppressed) = self.error_log.allow() {
@@ -517,6 +533,7 @@ impl Sink for FileSink {
             if let Some(h) = &e.handle
                 && h.size_bytes > 0
                 && h.rotate_at.is_some_and(|t| now >= t)
+                && e.rotate_retry_at.is_none_or(|t| Instant::now() >= t)
             {
                 self.io.rotate(path, e);
             }
@@ -533,6 +550,9 @@ impl Sink for FileSink {
         }
         if self.io.fsync == FsyncPolicy::Interval {
             self.sync_written();
+        }
+        if let Some(s) = &mut self.sweeper {
+            s.run_if_due(&self.io.metrics);
         }
     }
 

@@ -82,6 +82,35 @@ impl PathTemplate {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
+    /// A regular expression (unanchored) matching every path the template can expand to.
+    pub fn regex_source(&self) -> String {
+        let mut re = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => re.push_str(&regex::escape(s)),
+                Part::Field(Field::Year) => re.push_str("[0-9]{4}"),
+                Part::Field(Field::Month | Field::Day) => re.push_str("[0-9]{2}"),
+                // Sanitised values never hold '/'.
+                Part::Field(_) => re.push_str("[^/]+"),
+            }
+        }
+        re
+    }
+
+    /// How many path components an expansion has below [`static_dir`](Self::static_dir).
+    pub fn depth_below_static_dir(&self) -> usize {
+        let mut sample = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => sample.push_str(s),
+                Part::Field(_) => sample.push('x'),
+            }
+        }
+        let path = Path::new(&sample);
+        path.strip_prefix(self.static_dir())
+            .map_or(1, |rest| rest.components().count())
+    }
+
     /// The deepest directory that does not depend on any event (for `--check-config`).
     pub fn static_dir(&self) -> PathBuf {
         let mut prefix = String::new();
@@ -237,5 +266,11 @@ mod tests {
             PathBuf::from("/var/log")
         );
         assert!(PathTemplate::parse("/var/log/syslog").unwrap().is_static());
+        let t = PathTemplate::parse("/var/log/r/{hostname}/{year}-{month}.log").unwrap();
+        assert_eq!(t.depth_below_static_dir(), 2);
+        assert_eq!(
+            t.regex_source(),
+            r"/var/log/r/[^/]+/[0-9]{4}\-[0-9]{2}\.log"
+        );
     }
 }
