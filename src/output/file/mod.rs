@@ -284,10 +284,8 @@ impl Io {
         // under us on every pass cannot spin.
         for _ in 0..64 {
             if e.handle.is_none() {
-                match self.open(path, e) {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(err) => return self.fail(path, e, "open", err),
+                if let Err(err) = self.open(path, e) {
+                    return self.fail(path, e, "open", err);
                 }
             }
             let Some(h) = e.handle.as_mut() else { return };
@@ -344,10 +342,10 @@ impl Io {
         }
     }
 
-    /// Opens the entry's path. `Ok(false)`: the path may not be created; its lines are dropped.
-    fn open(&mut self, path: &Path, e: &mut Entry) -> std::io::Result<bool> {
+    /// Opens (or creates) the entry's path.
+    fn open(&mut self, path: &Path, e: &mut Entry) -> std::io::Result<()> {
         let Some(o) = fs::open_append(path, &self.perms, true)? else {
-            return Ok(false);
+            return Err(std::io::ErrorKind::NotFound.into());
         };
         if o.created {
             metrics::add(&self.metrics.files_created, 1);
@@ -373,7 +371,7 @@ impl Io {
         self.metrics
             .files_open
             .store(self.open_files, std::sync::atomic::Ordering::Relaxed);
-        Ok(true)
+        Ok(())
     }
 
     fn close_handle(&mut self, e: &mut Entry) {
