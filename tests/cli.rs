@@ -41,10 +41,7 @@ fn check_config_accepts_the_embedded_default() {
 
 #[test]
 fn check_config_reports_every_error_with_its_line_and_exits_78() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let (code, err, f) = check_config(
         r#"[listen.udp]
 kind = "udp"
 address = "127.0.0.1:5514"
@@ -61,15 +58,8 @@ to = ["nosuch"]
 selector = "mail.loud"
 to = ["all"]
 "#,
-    )
-    .unwrap();
-    let out = sluice()
-        .args(["--check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let f = path.display();
+    );
+    assert_eq!(code, Some(78));
     assert!(
         err.contains(&format!("{f}:4:1: listen.udp.colour: unknown key")),
         "{err}"
@@ -141,30 +131,23 @@ fn embedded_default_prints_logger_messages_on_stdout() {
 
 #[test]
 fn sigterm_right_after_100k_tcp_messages_loses_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("all.log");
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let (dir, mut p) = Proc::start_toml(
+        r#"
 [listen.tcp]
 kind = "tcp"
 address = "127.0.0.1:0"
 
 [output.all]
 kind = "file"
-path = "{}"
+path = "{dir}/all.log"
 format = "raw"
 
 [[route]]
 to = ["all"]
 "#,
-            out.display()
-        ),
-    )
-    .unwrap();
-    let mut p = Proc::start(Some(&config), 1);
+        1,
+    );
+    let out = dir.path().join("all.log");
     const N: usize = 100_000;
     let mut payload = Vec::with_capacity(N * 48);
     for i in 0..N {
@@ -302,10 +285,7 @@ to = ["o"]
 
 #[test]
 fn check_config_reports_file_output_errors_with_their_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let (code, err, f) = check_config(
         r#"[listen.udp]
 kind = "udp"
 address = "127.0.0.1:5514"
@@ -332,15 +312,8 @@ file_mode = "0600"
 [[route]]
 to = ["f", "g", "s"]
 "#,
-    )
-    .unwrap();
-    let out = sluice()
-        .args(["--check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let f = path.display();
+    );
+    assert_eq!(code, Some(78));
     for want in [
         format!("{f}:8:9: output.f.owner: unknown user \"no-such-user-sluice\""),
         format!("{f}:9:9: output.f.group: unknown group \"no-such-group-sluice\""),

@@ -446,30 +446,23 @@ fn disk_full_on_tmpfs_survives_counts_and_resumes_after_space_is_freed() {
 
 #[test]
 fn thousand_hosts_with_64_open_files_each_line_in_its_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let (dir, mut p) = Proc::start_toml(
+        r#"
 [listen.tcp]
 kind = "tcp"
 address = "127.0.0.1:0"
 
 [output.hosts]
 kind = "file"
-path = "{}/hosts/{{hostname}}.log"
+path = "{dir}/hosts/{hostname}.log"
 format = "raw"
 max_open_files = 64
 
 [[route]]
 to = ["hosts"]
 "#,
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let mut p = Proc::start(Some(&config), 1);
+        1,
+    );
     const HOSTS: usize = 1000;
     const ROUNDS: usize = 5;
     let fd_count = |pid: u32| {

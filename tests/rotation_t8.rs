@@ -30,32 +30,24 @@ fn decompressed(p: &Path) -> Vec<u8> {
 
 #[test]
 fn t8_rotation_under_load_with_sighup_loses_splits_and_doubles_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let (dir, mut p) = Proc::start_toml(
+        r#"
 [listen.tcp]
 kind = "tcp"
 address = "127.0.0.1:0"
 
 [output.all]
 kind = "file"
-path = "{}/all.log"
+path = "{dir}/logs/all.log"
 format = "raw"
-rotate = {{ size = "4MiB", keep = 1000, compress = "gzip" }}
+rotate = { size = "4MiB", keep = 1000, compress = "gzip" }
 
 [[route]]
 to = ["all"]
 "#,
-            logs.display()
-        ),
-    )
-    .unwrap();
-    let mut p = Proc::start(Some(&config), 1);
+        1,
+    );
+    let logs = dir.path().join("logs");
     let addr = p.addr("tcp");
 
     let sent = Arc::new(AtomicUsize::new(0));

@@ -306,6 +306,16 @@ impl Proc {
         p
     }
 
+    /// Starts sluice on TOML in which `{dir}` stands for a fresh temporary directory (returned,
+    /// with the config written in it as `sluice.toml`).
+    pub fn start_toml(toml: &str, listeners: usize) -> (tempfile::TempDir, Proc) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(&config, toml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+        let p = Proc::start(Some(&config), listeners);
+        (dir, p)
+    }
+
     /// Waits for a line of sluice's log containing `what`, and returns it.
     pub fn wait_log(&self, what: &str) -> String {
         loop {
@@ -354,4 +364,21 @@ impl Drop for Proc {
 pub fn field(line: &str, key: &str) -> Option<String> {
     let start = line.find(key)? + key.len();
     Some(line[start..].split_whitespace().next()?.to_string())
+}
+
+/// Runs `sluice --check-config` on `toml` written to a temporary `bad.toml`; returns the exit
+/// code, stderr and the file's path as printed in messages.
+pub fn check_config(toml: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = sluice()
+        .args(["--check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
 }
