@@ -4,33 +4,13 @@
 //!
 //! rsyslog and fail2ban come from Debian's packages, unpacked by `.ci/install-test-tools` into
 //! `$SLUICE_TEST_TOOLS` (default `~/.cache/sluice-test-tools`); the test fails, naming that
-//! script, when they are missing.
+//! script, when they are missing (see `tools_root`).
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::support::*;
-
-fn tools_root() -> PathBuf {
-    let prefix = std::env::var_os("SLUICE_TEST_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            home.join("sluice-test-tools")
-        });
-    let root = prefix.join("root");
-    assert!(
-        root.join("usr/sbin/rsyslogd").exists() && root.join("usr/bin/fail2ban-regex").exists(),
-        "rsyslogd and fail2ban-regex not found under {}: run .ci/install-test-tools",
-        root.display()
-    );
-    root
-}
 
 /// rsyslogd in the foreground, writing every message it gets on a UDP port to `out`.
 struct Rsyslog {

@@ -5,6 +5,7 @@ mod fail2ban;
 mod files;
 mod hostile;
 mod ingest;
+mod logrotate;
 mod rotation_t8;
 mod routing;
 mod support;

@@ -382,3 +382,32 @@ pub fn check_config(toml: &str) -> (Option<i32>, String, String) {
         path.display().to_string(),
     )
 }
+
+/// Where `.ci/install-test-tools` unpacked Debian's rsyslog, fail2ban and logrotate:
+/// `$SLUICE_TEST_TOOLS/root`, by default `~/.cache/sluice-test-tools/root`. Panics, naming the
+/// script, when they are missing: these tests never pass by skipping.
+pub fn tools_root() -> PathBuf {
+    let prefix = std::env::var_os("SLUICE_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("sluice-test-tools")
+        });
+    let root = prefix.join("root");
+    for tool in [
+        "usr/sbin/rsyslogd",
+        "usr/bin/fail2ban-regex",
+        "usr/sbin/logrotate",
+    ] {
+        assert!(
+            root.join(tool).exists(),
+            "{} not found: run .ci/install-test-tools",
+            root.join(tool).display()
+        );
+    }
+    root
+}
