@@ -281,11 +281,14 @@ impl Rotator {
 
     /// Retention and crash recovery for date-named segments: one directory listing per rotation.
     fn expire_dated(&self, path: &Path) {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
+        // Joined names must equal the ones rotate() made, also for a bare relative path.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let listed = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
         };
-        let Ok(entries) = std::fs::read_dir(dir) else {
+        let Ok(entries) = std::fs::read_dir(listed) else {
             return;
         };
         let base = file_name_bytes(path);
@@ -300,7 +303,7 @@ impl Rotator {
             ) else {
                 continue;
             };
-            let full = entry.path();
+            let full = dir.join(entry.file_name());
             let busy = self
                 .compressor
                 .as_ref()
