@@ -17,7 +17,7 @@ use crate::listen::tcp::{TcpServer, TcpSettings};
 use crate::listen::tls::TlsServer;
 use crate::listen::{self, DatagramSocket, Pipeline};
 use crate::metrics::Metrics;
-use crate::output;
+use crate::output::{self, ReopenFiles};
 use crate::route::RuleTable;
 
 /// A listening socket, bound and not yet served.
@@ -97,27 +97,34 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
         config.listeners.iter().map(|l| &l.name),
         config.outputs.iter().map(|o| &o.name),
     ));
-    let (hangup, _) = tokio::sync::watch::channel(0);
     Ok(Bound {
         listeners,
         metrics,
-        hangup: Hangup(Arc::new(hangup)),
+        hangup: Hangup {
+            watch: Arc::new(tokio::sync::watch::channel(0).0),
+            files: ReopenFiles::default(),
+        },
     })
 }
 
-/// SIGHUP, fanned out to whatever reacts to it (TLS listeners reload their certificates).
+/// SIGHUP, fanned out: file outputs reopen their files (after logrotate moved them), TLS
+/// listeners reload their certificates.
 #[derive(Debug, Clone)]
-pub struct Hangup(Arc<tokio::sync::watch::Sender<u64>>);
+pub struct Hangup {
+    watch: Arc<tokio::sync::watch::Sender<u64>>,
+    files: ReopenFiles,
+}
 
 impl Hangup {
     /// Tells every subscriber that SIGHUP arrived.
     pub fn signal(&self) {
-        self.0.send_modify(|n| *n += 1);
+        self.files.request();
+        self.watch.send_modify(|n| *n += 1);
     }
 
     /// A receiver that sees each later [`Hangup::signal`].
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.0.subscribe()
+        self.watch.subscribe()
     }
 }
 
@@ -134,6 +141,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
             metrics.output(&o.name),
             hard_stop.clone(),
             &config.daemon.state_dir,
+            bound.hangup.files.clone(),
         )
         .with_context(|| format!("starting output {}", o.name))?;
         handles.push(started.handle);

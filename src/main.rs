@@ -109,8 +109,8 @@ fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once. SIGHUP: reload what
-/// reloads (TLS certificates).
+/// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once. SIGHUP: file outputs
+/// reopen their files (after logrotate moved them), TLS listeners reload their certificates.
 async fn watch_signals(
     (mut term, mut int, mut hup): (
         tokio::signal::unix::Signal,
@@ -126,7 +126,7 @@ async fn watch_signals(
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading TLS certificates");
+                tracing::info!("SIGHUP: reopening files, reloading TLS certificates");
                 hangup.signal();
                 continue;
             }

@@ -108,12 +108,31 @@ counters!(
         reconnects,
         /// Bytes of a disk queue's torn or corrupt tail moved aside at start.
         quarantined_bytes,
-        /// Events that could not be written (I/O errors), counted once per event.
+        /// Failed I/O operations (open, write, fsync, rotate, queue append), each attempt
+        /// counted once.
         write_errors,
+        /// Events given up after failed writes (the retry buffer was full, or at stop).
+        dropped_write_error,
+        /// Events for files over `max_files_per_day`, dropped.
+        dropped_file_limit,
         /// Path template values that had to be sanitised (hostile-inputs F03).
         path_sanitized,
+        /// Files created.
+        files_created,
+        /// Files open now (a gauge, not a counter).
+        files_open,
         /// Files closed to stay under `max_open_files`.
         files_evicted,
+        /// Files closed after `idle_timeout` without a line.
+        files_idle_closed,
+        /// Files closed to be reopened: SIGHUP, or the path was moved or deleted.
+        files_reopened,
+        /// Files rotated by sluice.
+        rotations,
+        /// Rotated segments removed by `keep` or `max_age`.
+        segments_removed,
+        /// Segments that could not be compressed (they stay plain).
+        compress_errors,
     }
 );
 

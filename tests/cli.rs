@@ -1,15 +1,10 @@
 //! The real binary: --version, --check-config, the embedded default, and orderly stop.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
-
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
 
 #[test]
 fn version_prints_name_and_version() {
@@ -46,10 +41,7 @@ fn check_config_accepts_the_embedded_default() {
 
 #[test]
 fn check_config_reports_every_error_with_its_line_and_exits_78() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let (code, err, f) = check_config(
         r#"[listen.udp]
 kind = "udp"
 address = "127.0.0.1:5514"
@@ -66,15 +58,8 @@ to = ["nosuch"]
 selector = "mail.loud"
 to = ["all"]
 "#,
-    )
-    .unwrap();
-    let out = sluice()
-        .args(["--check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let f = path.display();
+    );
+    assert_eq!(code, Some(78));
     assert!(
         err.contains(&format!("{f}:4:1: listen.udp.colour: unknown key")),
         "{err}"
@@ -102,93 +87,6 @@ fn missing_config_file_exits_78() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
-}
-
-/// A running `sluice` process whose stderr is scanned for the addresses it bound.
-pub(crate) struct Proc {
-    child: Child,
-    addrs: Vec<(String, SocketAddr)>,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
-
-impl Proc {
-    pub(crate) fn start(config: Option<&std::path::Path>, listeners: usize) -> Proc {
-        let mut cmd = sluice();
-        if let Some(c) = config {
-            cmd.args(["--config", c.to_str().unwrap()]);
-        }
-        let mut child = cmd
-            .env("SLUICE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut p = Proc {
-            child,
-            addrs: Vec::new(),
-            stderr: rx,
-        };
-        while p.addrs.len() < listeners {
-            let line = p.wait_log("address=");
-            if let (Some(l), Some(a)) = (field(&line, "listener="), field(&line, "address=")) {
-                p.addrs.push((l, a.parse().unwrap()));
-            }
-        }
-        p
-    }
-
-    /// Waits for a line of sluice's log containing `what`, and returns it.
-    fn wait_log(&self, what: &str) -> String {
-        loop {
-            let line = self
-                .stderr
-                .recv_timeout(DEADLINE)
-                .unwrap_or_else(|_| panic!("sluice never logged {what:?}"));
-            if line.contains(what) {
-                return line;
-            }
-        }
-    }
-
-    pub(crate) fn addr(&self, name: &str) -> SocketAddr {
-        self.addrs.iter().find(|(n, _)| n == name).unwrap().1
-    }
-
-    pub(crate) fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    pub(crate) fn wait(&mut self) -> std::process::ExitStatus {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(start.elapsed() < DEADLINE * 4, "sluice did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(key)? + key.len();
-    Some(line[start..].split_whitespace().next()?.to_string())
 }
 
 #[test]
@@ -233,30 +131,23 @@ fn embedded_default_prints_logger_messages_on_stdout() {
 
 #[test]
 fn sigterm_right_after_100k_tcp_messages_loses_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("all.log");
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let (dir, mut p) = Proc::start_toml(
+        r#"
 [listen.tcp]
 kind = "tcp"
 address = "127.0.0.1:0"
 
 [output.all]
 kind = "file"
-path = "{}"
+path = "{dir}/all.log"
 format = "raw"
 
 [[route]]
 to = ["all"]
 "#,
-            out.display()
-        ),
-    )
-    .unwrap();
-    let mut p = Proc::start(Some(&config), 1);
+        1,
+    );
+    let out = dir.path().join("all.log");
     const N: usize = 100_000;
     let mut payload = Vec::with_capacity(N * 48);
     for i in 0..N {
@@ -399,4 +290,75 @@ to = ["o"]
     }
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait().code(), Some(0));
+}
+
+#[test]
+fn check_config_reports_file_output_errors_with_their_lines() {
+    let (code, err, f) = check_config(
+        r#"[listen.udp]
+kind = "udp"
+address = "127.0.0.1:5514"
+
+[output.f]
+kind = "file"
+path = "/tmp/sluice-check/x.log"
+owner = "no-such-user-sluice"
+group = "no-such-group-sluice"
+file_mode = "0999"
+fsync = "sometimes"
+rotate = { size = "1KiB", compress = "lz4", naming = "alpha" }
+
+[output.g]
+kind = "file"
+path = "/tmp/sluice-check/y.log"
+rotate = { keep = 3 }
+
+[output.s]
+kind = "stdout"
+rotate = { size = "1MiB" }
+file_mode = "0600"
+
+[[route]]
+to = ["f", "g", "s"]
+"#,
+    );
+    assert_eq!(code, Some(78));
+    for want in [
+        format!("{f}:8:9: output.f.owner: unknown user \"no-such-user-sluice\""),
+        format!("{f}:9:9: output.f.group: unknown group \"no-such-group-sluice\""),
+        format!("{f}:10:13: output.f.file_mode: invalid mode \"0999\""),
+        format!("{f}:11:9: output.f.fsync: unknown fsync policy \"sometimes\""),
+        format!("{f}:12:19: output.f.rotate.size: must be at least 4KiB"),
+        format!("{f}:12:38: output.f.rotate.compress: unknown compression \"lz4\""),
+        format!("{f}:12:54: output.f.rotate.naming: unknown naming \"alpha\""),
+        format!("{f}:17:19: output.g.rotate: give size, interval or both"),
+        format!("{f}:21:19: output.s.rotate: not valid for kind = \"stdout\""),
+        format!("{f}:22:13: output.s.file_mode: not valid for kind = \"stdout\""),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn man_page_renders_without_warnings() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/man/sluice.8");
+    // groff and man-db are installed by .ci/install-test-tools.
+    let out = Command::new("groff")
+        .args(["-man", "-ww", "-z", "-t", page])
+        .output()
+        .expect("groff not found: run .ci/install-test-tools");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "groff warnings");
+    let out = Command::new("man")
+        .args(["--warnings", "-l", page])
+        .env("MANWIDTH", "80")
+        .env("MANPAGER", "cat")
+        .output()
+        .expect("man not found: run .ci/install-test-tools");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "man warnings");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for section in ["SIGNALS", "FILE OUTPUTS", "WHAT IS LOST WHEN", "logrotate"] {
+        assert!(text.contains(section), "no {section} in the rendered page");
+    }
 }

@@ -1,5 +1,5 @@
-//! Interop with a real peer: rsyslog 8 from Debian (unpacked by .ci/install-test-deps into
-//! target/peers), forwarding to sluice over TLS and receiving from it.
+//! Interop with a real peer: rsyslog 8 from Debian (unpacked by .ci/install-test-tools),
+//! forwarding to sluice over TLS and receiving from it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,10 +9,11 @@ use rcgen::{CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
 use crate::support::*;
 
 fn rsyslog_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/rsyslog-root");
+    let root = tools_root();
     assert!(
-        root.join("usr/sbin/rsyslogd").exists(),
-        "rsyslog is not unpacked: run .ci/install-test-deps (the README's test command does)"
+        root.join("usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so")
+            .exists(),
+        "rsyslog-openssl is not unpacked: run .ci/install-test-tools (the README's test command does)"
     );
     root
 }

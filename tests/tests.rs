@@ -1,10 +1,14 @@
 //! sluice's integration tests: one binary (link time), modules mirroring the product surface.
 
 mod cli;
+mod fail2ban;
+mod files;
 mod hostile;
 mod ingest;
 mod interop;
+mod logrotate;
 mod relay;
+mod rotation_t8;
 mod routing;
 mod support;
 mod tls;

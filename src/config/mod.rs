@@ -5,6 +5,7 @@
 //! rather than `deny_unknown_fields`, so one typo does not hide the next mistake. Each error names
 //! `file:line:col` and the key path. No I/O happens here except in [`Config::check_environment`].
 
+mod file_output;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::output::file::PathTemplate;
+use crate::output::file::{FsyncPolicy, PathTemplate, Perms, RotateConfig};
 use crate::output::format::Format;
 use crate::route::Rule;
 
@@ -61,6 +62,10 @@ pub const DEFAULT_UDP_RECEIVE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_QUEUE_MAX_EVENTS: usize = 65_536;
 /// Default bound on open files per templated file output.
 pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+/// Default `max_files_per_day` of a file output.
+pub const DEFAULT_MAX_FILES_PER_DAY: usize = 10_000;
+/// Default `idle_timeout` of a templated file output (rsyslog's dynafile closeTimeout is 10 min).
+pub const DEFAULT_FILE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default interval at which file outputs flush buffered lines (so `tail -f` sees them).
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default time open connections may keep sending after SIGTERM.
@@ -191,14 +196,7 @@ pub enum OutputKind {
     /// Standard output.
     Stdout,
     /// A file, its path possibly templated per event.
-    File {
-        /// Path template.
-        path: PathTemplate,
-        /// Bound on simultaneously open files (templated paths).
-        max_open_files: usize,
-        /// How often buffered lines are written out.
-        flush_interval: Duration,
-    },
+    File(FileOutputConfig),
     /// Another syslog receiver (a relay or a SIEM).
     Forward(ForwardSettings),
 }
@@ -225,6 +223,27 @@ pub enum ForwardProtocol {
     Tcp,
     /// TLS (RFC 5425).
     Tls(crate::tls::ClientSettings),
+}
+
+/// The settings of a `kind = "file"` output.
+#[derive(Debug, Clone)]
+pub struct FileOutputConfig {
+    /// Path template.
+    pub path: PathTemplate,
+    /// Bound on simultaneously open files (templated paths).
+    pub max_open_files: usize,
+    /// Bound on distinct files written per day (templated paths; hostile-inputs J01).
+    pub max_files_per_day: usize,
+    /// How often buffered lines are written out (and synced, with `fsync = "interval"`).
+    pub flush_interval: Duration,
+    /// Close a file that has had no line for this long; `None` keeps it open.
+    pub idle_timeout: Option<Duration>,
+    /// When data is forced to disk.
+    pub fsync: FsyncPolicy,
+    /// Rotation and retention, if sluice rotates this output's files.
+    pub rotate: Option<RotateConfig>,
+    /// Mode and owner of created files and directories.
+    pub perms: Perms,
 }
 
 /// What a full queue does to the sender.
@@ -467,8 +486,8 @@ impl Config {
         let mut problems = Vec::new();
         let mut tls = crate::tls::FileCheck::default();
         for o in &self.outputs {
-            if let OutputKind::File { path, .. } = &o.kind {
-                let dir = path.static_dir();
+            if let OutputKind::File(f) = &o.kind {
+                let dir = f.path.static_dir();
                 if let Err(e) = creatable_dir(&dir) {
                     problems.push(format!(
                         "{}: output.{}.path: directory {} cannot be created: {e}",

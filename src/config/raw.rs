@@ -68,6 +68,7 @@ pub(super) struct RawOutput {
     pub(super) format: Option<Spanned<String>>,
     pub(super) queue: Option<RawQueue>,
     pub(super) max_open_files: Option<Spanned<i64>>,
+    pub(super) max_files_per_day: Option<Spanned<i64>>,
     pub(super) flush_interval: Option<Spanned<NumOrStr>>,
     pub(super) address: Option<Spanned<String>>,
     pub(super) addresses: Option<Spanned<OneOrMany>>,
@@ -79,12 +80,51 @@ pub(super) struct RawOutput {
     pub(super) fingerprints: Option<Spanned<OneOrMany>>,
     pub(super) cert_file: Option<Spanned<String>>,
     pub(super) key_file: Option<Spanned<String>>,
+    pub(super) idle_timeout: Option<Spanned<NumOrStr>>,
+    pub(super) fsync: Option<Spanned<String>>,
+    pub(super) rotate: Option<RawRotate>,
+    pub(super) file_mode: Option<Spanned<String>>,
+    pub(super) dir_mode: Option<Spanned<String>>,
+    pub(super) owner: Option<Spanned<NumOrStr>>,
+    pub(super) group: Option<Spanned<NumOrStr>>,
 }
 
 impl RawOutput {
     pub(super) fn set_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
-        set_keys!(self; path, max_open_files, flush_interval, address, addresses, mode, protocol, framing, ca_file,
-            server_name, fingerprints, cert_file, key_file)
+        let mut keys: Vec<_> = set_keys!(self; path, max_open_files, max_files_per_day,
+            flush_interval, address, addresses, mode, protocol, framing, ca_file, server_name,
+            fingerprints, cert_file, key_file, idle_timeout, fsync, file_mode, dir_mode, owner, group);
+        if let Some(span) = self.rotate.as_ref().and_then(RawRotate::span) {
+            keys.push(("rotate", span));
+        }
+        keys
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawRotate {
+    pub(super) size: Option<Spanned<NumOrStr>>,
+    pub(super) interval: Option<Spanned<NumOrStr>>,
+    pub(super) keep: Option<Spanned<i64>>,
+    pub(super) max_age: Option<Spanned<NumOrStr>>,
+    pub(super) compress: Option<Spanned<String>>,
+    pub(super) naming: Option<Spanned<String>>,
+}
+
+impl RawRotate {
+    /// Where the table is, for errors about it as a whole: its first key's value.
+    pub(super) fn span(&self) -> Option<std::ops::Range<usize>> {
+        [
+            self.size.as_ref().map(|v| v.span()),
+            self.interval.as_ref().map(|v| v.span()),
+            self.keep.as_ref().map(|v| v.span()),
+            self.max_age.as_ref().map(|v| v.span()),
+            self.compress.as_ref().map(|v| v.span()),
+            self.naming.as_ref().map(|v| v.span()),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|s| s.start)
     }
 }
 

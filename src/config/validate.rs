@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::file_output::validate_file_output;
 use super::raw::*;
 use super::*;
 use crate::output::backlog::SyncPolicy;
-use crate::output::file::PathTemplate;
 use crate::output::format::Format;
 use crate::route::{Matcher, Rule, Selector};
 pub(super) fn valid_name(name: &str) -> bool {
@@ -260,7 +260,19 @@ pub(super) fn validate_output(
     let kind_name = raw.kind.get_ref().as_str();
     let allowed: &[&str] = match kind_name {
         "stdout" => &[],
-        "file" => &["path", "max_open_files", "flush_interval"],
+        "file" => &[
+            "path",
+            "max_open_files",
+            "max_files_per_day",
+            "flush_interval",
+            "idle_timeout",
+            "fsync",
+            "rotate",
+            "file_mode",
+            "dir_mode",
+            "owner",
+            "group",
+        ],
         "forward" => &[
             "address",
             "addresses",
@@ -287,34 +299,7 @@ pub(super) fn validate_output(
     reject_keys(errs, &p, kind_name, raw.set_keys(), allowed);
     let kind = match kind_name {
         "stdout" => OutputKind::Stdout,
-        "file" => {
-            let Some(path) = &raw.path else {
-                errs.at(
-                    raw.kind.span(),
-                    format!("{p}.path"),
-                    "missing: give a file path like \"/var/log/syslog\"",
-                );
-                return None;
-            };
-            let template = match PathTemplate::parse(path.get_ref()) {
-                Ok(t) => t,
-                Err(msg) => {
-                    errs.at(path.span(), format!("{p}.path"), msg);
-                    return None;
-                }
-            };
-            let max_open_files =
-                positive(errs, &format!("{p}.max_open_files"), &raw.max_open_files)
-                    .unwrap_or(DEFAULT_MAX_OPEN_FILES);
-            let flush_interval =
-                duration_opt(errs, &format!("{p}.flush_interval"), &raw.flush_interval)
-                    .unwrap_or(DEFAULT_FLUSH_INTERVAL);
-            OutputKind::File {
-                path: template,
-                max_open_files,
-                flush_interval,
-            }
-        }
+        "file" => OutputKind::File(validate_file_output(errs, &p, raw)?),
         "forward" => OutputKind::Forward(forward(errs, &p, &raw)?),
         _ => return None,
     };

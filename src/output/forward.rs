@@ -291,7 +291,8 @@ impl ForwardWorker {
         }
         let n = records.len() as u64;
         if let Err(e) = self.backlog.push(records) {
-            metrics::add(&self.metrics.write_errors, n);
+            metrics::add(&self.metrics.write_errors, 1);
+            metrics::add(&self.metrics.dropped_write_error, n);
             if let Some(suppressed) = self.error_log.allow() {
                 tracing::error!(output = %self.name, error = %e, lost = n, suppressed, "queue write failed");
             }

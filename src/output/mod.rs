@@ -16,6 +16,7 @@ pub mod forward;
 pub mod stdout;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,26 @@ use tokio::sync::Semaphore;
 use crate::config::{OutputConfig, OutputKind, QueueConfig, WhenFull};
 use crate::event::Event;
 use crate::metrics::{self, OutputMetrics};
+
+/// Asks every file output to reopen its files: requested on SIGHUP, after logrotate moved them.
+/// A generation number rather than a flag, so each output sees every request once, whenever its
+/// thread next looks (at the latest one flush interval later).
+#[derive(Debug, Clone, Default)]
+pub struct ReopenFiles {
+    generation: Arc<AtomicU64>,
+}
+
+impl ReopenFiles {
+    /// Asks every file output to reopen its files.
+    pub fn request(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Requests made so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
 
 /// Events travelling together from a listener to an output.
 pub type Batch = Vec<Arc<Event>>;
@@ -143,6 +164,7 @@ pub fn start(
     metrics: Arc<OutputMetrics>,
     give_up: tokio_util::sync::CancellationToken,
     state_dir: &std::path::Path,
+    reopen: ReopenFiles,
 ) -> anyhow::Result<RunningOutput> {
     let (tx, rx) = mpsc::channel();
     let thread_name = format!("out-{}", cfg.name);
@@ -175,19 +197,15 @@ pub fn start(
         }
         kind => {
             let (sink, flush_interval): (Box<dyn Sink>, Duration) = match kind {
-                OutputKind::File {
-                    path,
-                    max_open_files,
-                    flush_interval,
-                } => (
+                OutputKind::File(f) => (
                     Box::new(file::FileSink::new(
                         cfg.name.clone(),
-                        path.clone(),
+                        f,
                         cfg.format,
-                        *max_open_files,
                         metrics.clone(),
-                    )),
-                    *flush_interval,
+                        reopen,
+                    )?),
+                    f.flush_interval,
                 ),
                 _ => (
                     Box::new(stdout::StdoutSink::new(cfg.format, metrics.clone())),
@@ -214,7 +232,8 @@ pub fn start(
 }
 
 /// The output thread's loop: write batches as they come, flush when the queue runs dry or the
-/// flush interval passes, and close (flush + sync) when every sender is gone.
+/// flush interval passes, tick at least once per interval (busy or not), and close (flush +
+/// sync) when every sender is gone.
 fn run_sink(
     mut sink: Box<dyn Sink>,
     rx: mpsc::Receiver<Batch>,
@@ -222,6 +241,7 @@ fn run_sink(
     flush_interval: Duration,
 ) {
     let mut last_flush = Instant::now();
+    let mut last_tick = Instant::now();
     // A channel has no peek: a batch taken while checking for idleness waits here.
     let mut pending: Option<Batch> = None;
     loop {
@@ -247,8 +267,12 @@ fn run_sink(
                     last_flush = Instant::now();
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => sink.tick(),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= flush_interval {
+            sink.tick();
+            last_tick = Instant::now();
         }
     }
     sink.close();

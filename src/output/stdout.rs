@@ -51,7 +51,8 @@ impl Sink for StdoutSink {
         match out.write_all(&self.buf).and_then(|()| out.flush()) {
             Ok(()) => metrics::add(&self.metrics.written, self.buffered_events),
             Err(e) => {
-                metrics::add(&self.metrics.write_errors, self.buffered_events);
+                metrics::add(&self.metrics.write_errors, 1);
+                metrics::add(&self.metrics.dropped_write_error, self.buffered_events);
                 tracing::warn!(error = %e, lost = self.buffered_events, "stdout write failed");
             }
         }

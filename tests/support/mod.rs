@@ -2,9 +2,10 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -256,4 +257,156 @@ pub fn wait_closed(s: &mut TcpStream, deadline: Duration) {
             "connection was not closed within {deadline:?}"
         );
     }
+}
+
+/// The sluice binary under test.
+pub fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// A running `sluice` process whose stderr is scanned for the addresses it bound.
+pub struct Proc {
+    pub child: Child,
+    addrs: Vec<(String, SocketAddr)>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn start(config: Option<&std::path::Path>, listeners: usize) -> Proc {
+        let mut cmd = sluice();
+        if let Some(c) = config {
+            cmd.args(["--config", c.to_str().unwrap()]);
+        }
+        let mut child = cmd
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Proc {
+            child,
+            addrs: Vec::new(),
+            stderr: rx,
+        };
+        while p.addrs.len() < listeners {
+            let line = p.wait_log("address=");
+            if let (Some(l), Some(a)) = (field(&line, "listener="), field(&line, "address=")) {
+                p.addrs.push((l, a.parse().unwrap()));
+            }
+        }
+        p
+    }
+
+    /// Starts sluice on TOML in which `{dir}` stands for a fresh temporary directory (returned,
+    /// with the config written in it as `sluice.toml`).
+    pub fn start_toml(toml: &str, listeners: usize) -> (tempfile::TempDir, Proc) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(&config, toml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+        let p = Proc::start(Some(&config), listeners);
+        (dir, p)
+    }
+
+    /// Waits for a line of sluice's log containing `what`, and returns it.
+    pub fn wait_log(&self, what: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("sluice never logged {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < DEADLINE * 4, "sluice did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(key)? + key.len();
+    Some(line[start..].split_whitespace().next()?.to_string())
+}
+
+/// Runs `sluice --check-config` on `toml` written to a temporary `bad.toml`; returns the exit
+/// code, stderr and the file's path as printed in messages.
+pub fn check_config(toml: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = sluice()
+        .args(["--check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
+}
+
+/// Where `.ci/install-test-tools` unpacked Debian's rsyslog, fail2ban and logrotate:
+/// `$SLUICE_TEST_TOOLS/root`, by default `~/.cache/sluice-test-tools/root`. Panics, naming the
+/// script, when they are missing: these tests never pass by skipping.
+pub fn tools_root() -> PathBuf {
+    let prefix = std::env::var_os("SLUICE_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("sluice-test-tools")
+        });
+    let root = prefix.join("root");
+    for tool in [
+        "usr/sbin/rsyslogd",
+        "usr/bin/fail2ban-regex",
+        "usr/sbin/logrotate",
+    ] {
+        assert!(
+            root.join(tool).exists(),
+            "{} not found: run .ci/install-test-tools",
+            root.join(tool).display()
+        );
+    }
+    root
 }

@@ -1,34 +1,15 @@
-//! The `file` output: lines appended to files whose path may be templated per event
-//! (`/var/log/remote/{hostname}/{app_name}.log`).
+//! Path templates: `/var/log/remote/{hostname}/{app_name}.log`, expanded per event.
 //!
 //! Template values are sanitised before they touch the path: `/`, NUL and control characters
 //! become `_`, and `.`/`..` become `_`, so a hostile HOSTNAME cannot leave the directory
-//! (hostile-inputs F03). Open files live in a bounded cache (`max_open_files`, least recently used
-//! closed first), so a flood of unique hostnames cannot exhaust file descriptors (J01). Each
-//! file's lines are buffered and written with one `write` per flush.
+//! (hostile-inputs F03).
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{Datelike, Local};
 
 use crate::event::Event;
-use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::Sink;
-use crate::output::format::{Format, local_hostname};
-
-/// Mode of files sluice creates (rsyslog's default FileCreateMode is 0644; logs often hold
-/// secrets, so group-readable only, like Debian's adm convention).
-const FILE_CREATE_MODE: u32 = 0o640;
-/// A file's buffer is written out once it holds this much, even mid-batch.
-const FILE_BUFFER_BYTES: usize = 256 * 1024;
-/// How often write errors may be logged.
-const WRITE_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+use crate::output::format::local_hostname;
 
 /// A per-event field usable in a path template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +80,35 @@ impl PathTemplate {
     /// True when the path is the same for every event.
     pub fn is_static(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// A regular expression (unanchored) matching every path the template can expand to.
+    pub fn regex_source(&self) -> String {
+        let mut re = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => re.push_str(&regex::escape(s)),
+                Part::Field(Field::Year) => re.push_str("[0-9]{4}"),
+                Part::Field(Field::Month | Field::Day) => re.push_str("[0-9]{2}"),
+                // Sanitised values never hold '/'.
+                Part::Field(_) => re.push_str("[^/]+"),
+            }
+        }
+        re
+    }
+
+    /// How many path components an expansion has below [`static_dir`](Self::static_dir).
+    pub fn depth_below_static_dir(&self) -> usize {
+        let mut sample = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => sample.push_str(s),
+                Part::Field(_) => sample.push('x'),
+            }
+        }
+        let path = Path::new(&sample);
+        path.strip_prefix(self.static_dir())
+            .map_or(1, |rest| rest.components().count())
     }
 
     /// The deepest directory that does not depend on any event (for `--check-config`).
@@ -189,169 +199,6 @@ fn push_sanitized(value: &str, out: &mut String) -> bool {
     changed
 }
 
-struct OpenFile {
-    file: Option<File>,
-    buf: Vec<u8>,
-    buffered_events: u64,
-    last_used: u64,
-}
-
-/// Owns the open files of one file output.
-pub struct FileSink {
-    name: Arc<str>,
-    template: PathTemplate,
-    format: Format,
-    max_open_files: usize,
-    files: HashMap<PathBuf, OpenFile>,
-    /// Monotonic use counter for least-recently-used eviction.
-    clock: u64,
-    path_buf: String,
-    metrics: Arc<OutputMetrics>,
-    error_log: LogLimiter,
-}
-
-impl FileSink {
-    /// A sink for one `[output.NAME]` of kind `file`.
-    pub fn new(
-        name: Arc<str>,
-        template: PathTemplate,
-        format: Format,
-        max_open_files: usize,
-        metrics: Arc<OutputMetrics>,
-    ) -> FileSink {
-        FileSink {
-            name,
-            template,
-            format,
-            max_open_files: max_open_files.max(1),
-            files: HashMap::new(),
-            clock: 0,
-            path_buf: String::new(),
-            metrics,
-            error_log: LogLimiter::new(WRITE_ERROR_LOG_INTERVAL),
-        }
-    }
-
-    fn write_out(&mut self, path: &Path) {
-        let Some(of) = self.files.get_mut(path) else {
-            return;
-        };
-        if of.buf.is_empty() {
-            return;
-        }
-        let result = match &mut of.file {
-            Some(f) => f.write_all(&of.buf),
-            None => open_append(path).and_then(|mut f| {
-                let r = f.write_all(&of.buf);
-                of.file = Some(f);
-                r
-            }),
-        };
-        match result {
-            Ok(()) => metrics::add(&self.metrics.written, of.buffered_events),
-            Err(e) => {
-                metrics::add(&self.metrics.write_errors, of.buffered_events);
-                // Reopen next time: the file may have been removed or the disk remounted.
-                of.file = None;
-                if let Some(suppressed) = self.error_log.allow() {
-                    tracing::warn!(output = %self.name, path = %path.display(), error = %e,
-                        lost = of.buffered_events, suppressed, "file write failed");
-                }
-            }
-        }
-        of.buf.clear();
-        of.buffered_events = 0;
-    }
-
-    /// Closes the least recently used file to make room.
-    fn evict_one(&mut self) {
-        let Some(victim) = self
-            .files
-            .iter()
-            .min_by_key(|(_, f)| f.last_used)
-            .map(|(p, _)| p.clone())
-        else {
-            return;
-        };
-        self.write_out(&victim);
-        self.files.remove(&victim);
-        metrics::add(&self.metrics.files_evicted, 1);
-    }
-}
-
-fn open_append(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(FILE_CREATE_MODE)
-        .open(path)
-}
-
-impl Sink for FileSink {
-    fn write_batch(&mut self, batch: &[Arc<Event>]) {
-        for ev in batch {
-            let sanitized = self.template.expand(ev, &mut self.path_buf);
-            if sanitized {
-                metrics::add(&self.metrics.path_sanitized, 1);
-            }
-            self.clock += 1;
-            let path = Path::new(&self.path_buf);
-            if !self.files.contains_key(path) {
-                if self.files.len() >= self.max_open_files {
-                    self.evict_one();
-                }
-                self.files.insert(
-                    PathBuf::from(&self.path_buf),
-                    OpenFile {
-                        file: None,
-                        buf: Vec::new(),
-                        buffered_events: 0,
-                        last_used: 0,
-                    },
-                );
-            }
-            let Some(of) = self.files.get_mut(Path::new(&self.path_buf)) else {
-                continue;
-            };
-            of.last_used = self.clock;
-            self.format.write_line(ev, &mut of.buf);
-            of.buffered_events += 1;
-            if of.buf.len() >= FILE_BUFFER_BYTES {
-                let p = PathBuf::from(&self.path_buf);
-                self.write_out(&p);
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        let dirty: Vec<PathBuf> = self
-            .files
-            .iter()
-            .filter(|(_, f)| !f.buf.is_empty())
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in dirty {
-            self.write_out(&p);
-        }
-    }
-
-    fn close(&mut self) {
-        self.flush();
-        for (path, of) in self.files.drain() {
-            if let Some(f) = of.file
-                && let Err(e) = f.sync_all()
-            {
-                tracing::warn!(output = %self.name, path = %path.display(), error = %e, "fsync failed");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,5 +267,11 @@ mod tests {
             PathBuf::from("/var/log")
         );
         assert!(PathTemplate::parse("/var/log/syslog").unwrap().is_static());
+        let t = PathTemplate::parse("/var/log/r/{hostname}/{year}-{month}.log").unwrap();
+        assert_eq!(t.depth_below_static_dir(), 2);
+        assert_eq!(
+            t.regex_source(),
+            r"/var/log/r/[^/]+/[0-9]{4}\-[0-9]{2}\.log"
+        );
     }
 }

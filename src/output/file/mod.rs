@@ -1,0 +1,361 @@
+//! The `file` output: lines appended to files whose path may be templated per event
+//! (`/var/log/remote/{hostname}/{app_name}.log`), rotated, compressed and expired by sluice, or
+//! by an external logrotate.
+//!
+//! One thread owns every file of an output (this [`FileSink`], its write path in `write.rs`); a
+//! second one compresses rotated segments ([`compress`]). Each file's lines are buffered and written with one `write` per
+//! flush. Open files live in a bounded cache (`max_open_files`, least recently used closed first)
+//! and idle ones are closed, so a flood of unique hostnames cannot exhaust file descriptors; the
+//! number of distinct files written per day is capped (`max_files_per_day`), so it cannot exhaust
+//! inodes either (hostile-inputs J01). Both limits are counted.
+//!
+//! Files are reopened on SIGHUP ([`ReopenFiles`]) and, at most once a second, when the path no
+//! longer names the open file (moved or deleted by logrotate without a signal). A write that
+//! fails (disk full, permission lost) keeps its lines and is retried; what cannot be kept is
+//! counted as `dropped_write_error`. No partial line is ever repeated or skipped on retry.
+
+pub mod compress;
+pub mod fs;
+pub mod rotate;
+pub mod sweep;
+pub mod template;
+mod write;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+pub use fs::Perms;
+pub use rotate::{Compression, RotateConfig, SegmentNaming};
+pub use template::PathTemplate;
+
+use crate::config::FileOutputConfig;
+use crate::event::Event;
+use crate::metrics::{self, LogLimiter, OutputMetrics};
+use crate::output::format::Format;
+use crate::output::{ReopenFiles, Sink};
+use fs::FileId;
+use rotate::Rotator;
+
+/// A file's buffer is written out once it holds this much, even mid-batch.
+const FILE_BUFFER_BYTES: usize = 256 * 1024;
+/// How often write errors and limits may be logged.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// The window of `max_files_per_day`.
+const FILE_LIMIT_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// When written data is forced to stable storage (`fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Only at an orderly stop (and archives before they replace their segment): the kernel
+    /// writes back on its own schedule.
+    Never,
+    /// Every `flush_interval`, for files written since the last sync.
+    Interval,
+    /// After every batch taken from the queue.
+    EveryBatch,
+}
+
+impl FsyncPolicy {
+    /// Parses a config name.
+    pub fn from_name(name: &str) -> Option<FsyncPolicy> {
+        Some(match name {
+            "never" => FsyncPolicy::Never,
+            "interval" => FsyncPolicy::Interval,
+            "every_batch" => FsyncPolicy::EveryBatch,
+            _ => return None,
+        })
+    }
+}
+
+/// An open file with what rotation needs to know about it.
+struct Handle {
+    file: std::fs::File,
+    id: FileId,
+    size_bytes: u64,
+    /// When its first line was written (or, for a file found on disk, its last one).
+    started: SystemTime,
+    /// When it is due for rotation by time.
+    rotate_at: Option<SystemTime>,
+    checked_at: Instant,
+    unsynced: bool,
+}
+
+/// One path's state in the cache.
+struct Entry {
+    handle: Option<Handle>,
+    buf: Vec<u8>,
+    buffered_events: u64,
+    /// LRU clock value of the last event.
+    last_used: u64,
+    last_write: Instant,
+    /// After a failure: no new attempt before this.
+    retry_at: Option<Instant>,
+    /// Over `max_files_per_day`: its events are dropped and counted.
+    refused: bool,
+    /// The last write stopped inside a line (disk full): the buffer starts with its rest.
+    mid_line: bool,
+    /// After a failed rotation: no new attempt before this.
+    rotate_retry_at: Option<Instant>,
+}
+
+impl Entry {
+    fn new(refused: bool) -> Entry {
+        Entry {
+            handle: None,
+            buf: Vec::new(),
+            buffered_events: 0,
+            last_used: 0,
+            last_write: Instant::now(),
+            retry_at: None,
+            refused,
+            mid_line: false,
+            rotate_retry_at: None,
+        }
+    }
+}
+
+/// Owns the open files of one file output.
+pub struct FileSink {
+    files: HashMap<PathBuf, Entry>,
+    io: Io,
+    template: PathTemplate,
+    format: Format,
+    max_open_files: usize,
+    idle_timeout: Option<Duration>,
+    reopen: ReopenFiles,
+    seen_generation: u64,
+    /// Monotonic use counter for least-recently-used eviction.
+    clock: u64,
+    path_buf: String,
+    /// Distinct paths admitted in the current `max_files_per_day` window.
+    admitted: HashSet<PathBuf>,
+    window_start: Instant,
+    max_files_per_day: usize,
+    limit_log: LogLimiter,
+    /// `max_age` for the segments of templated paths that are no longer written.
+    sweeper: Option<sweep::Sweeper>,
+}
+
+/// Everything the write path needs besides the cache itself (a separate borrow).
+struct Io {
+    name: Arc<str>,
+    perms: Perms,
+    fsync: FsyncPolicy,
+    rotator: Option<Rotator>,
+    metrics: Arc<OutputMetrics>,
+    error_log: LogLimiter,
+    open_files: u64,
+}
+
+impl FileSink {
+    /// A sink for one `[output.NAME]` of kind `file`; fails only if the compression thread cannot
+    /// be started.
+    pub fn new(
+        name: Arc<str>,
+        cfg: &FileOutputConfig,
+        format: Format,
+        metrics: Arc<OutputMetrics>,
+        reopen: ReopenFiles,
+    ) -> std::io::Result<FileSink> {
+        let rotator = match cfg.rotate {
+            Some(r) => Some(Rotator::new(name.clone(), r, metrics.clone())?),
+            None => None,
+        };
+        Ok(FileSink {
+            files: HashMap::new(),
+            io: Io {
+                name,
+                perms: cfg.perms,
+                fsync: cfg.fsync,
+                rotator,
+                metrics,
+                error_log: LogLimiter::new(ERROR_LOG_INTERVAL),
+                open_files: 0,
+            },
+            template: cfg.path.clone(),
+            format,
+            max_open_files: cfg.max_open_files.max(1),
+            idle_timeout: cfg.idle_timeout,
+            seen_generation: reopen.generation(),
+            reopen,
+            clock: 0,
+            path_buf: String::new(),
+            admitted: HashSet::new(),
+            window_start: Instant::now(),
+            max_files_per_day: cfg.max_files_per_day.max(1),
+            limit_log: LogLimiter::new(ERROR_LOG_INTERVAL),
+            sweeper: cfg
+                .rotate
+                .and_then(|r| r.max_age)
+                .and_then(|age| sweep::Sweeper::new(&cfg.path, age)),
+        })
+    }
+
+    /// Closes the least recently used file to make room.
+    fn evict_one(&mut self) {
+        let Some(victim) = self
+            .files
+            .iter()
+            .min_by_key(|(_, f)| f.last_used)
+            .map(|(p, _)| p.clone())
+        else {
+            return;
+        };
+        self.close_entry(&victim);
+        metrics::add(&self.io.metrics.files_evicted, 1);
+    }
+
+    /// Writes out an entry and removes it from the cache; lines that still cannot be written are
+    /// counted as dropped.
+    fn close_entry(&mut self, path: &Path) {
+        if let Some(mut e) = self.files.remove(path) {
+            e.retry_at = None;
+            self.io.write_out(path, &mut e);
+            self.io.drop_lines(&mut e);
+            self.io.close_handle(&mut e);
+        }
+    }
+
+    /// Whether a new path may be written under `max_files_per_day`.
+    fn admit(&mut self, path: &Path) -> bool {
+        if self.window_start.elapsed() >= FILE_LIMIT_WINDOW {
+            self.admitted.clear();
+            self.window_start = Instant::now();
+        }
+        if self.admitted.contains(path) {
+            return true;
+        }
+        if self.admitted.len() < self.max_files_per_day {
+            self.admitted.insert(path.to_path_buf());
+            return true;
+        }
+        if let Some(suppressed) = self.limit_log.allow() {
+            tracing::warn!(output = %self.io.name, path = %path.display(), limit = self.max_files_per_day,
+                suppressed, "max_files_per_day reached: lines for new files are dropped");
+        }
+        false
+    }
+
+    /// On SIGHUP: write out every buffer to the file it was meant for, then close every file so
+    /// the next write opens the path anew.
+    fn check_reopen(&mut self) {
+        let generation = self.reopen.generation();
+        if generation == self.seen_generation {
+            return;
+        }
+        self.seen_generation = generation;
+        for (path, e) in self.files.iter_mut() {
+            self.io.write_out(path, e);
+            if e.handle.is_some() {
+                self.io.close_handle(e);
+                metrics::add(&self.io.metrics.files_reopened, 1);
+            }
+        }
+    }
+
+    fn sync_written(&mut self) {
+        for (path, e) in self.files.iter_mut() {
+            self.io.sync(path, e);
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn write_batch(&mut self, batch: &[Arc<Event>]) {
+        self.check_reopen();
+        for ev in batch {
+            if self.template.expand(ev, &mut self.path_buf) {
+                metrics::add(&self.io.metrics.path_sanitized, 1);
+            }
+            self.clock += 1;
+            if !self.files.contains_key(Path::new(&self.path_buf)) {
+                if self.files.len() >= self.max_open_files {
+                    self.evict_one();
+                }
+                let path = PathBuf::from(&self.path_buf);
+                let refused = !self.admit(&path);
+                self.files.insert(path, Entry::new(refused));
+            }
+            let Some(e) = self.files.get_mut(Path::new(&self.path_buf)) else {
+                continue;
+            };
+            e.last_used = self.clock;
+            if e.refused {
+                metrics::add(&self.io.metrics.dropped_file_limit, 1);
+                continue;
+            }
+            self.format.write_line(ev, &mut e.buf);
+            e.buffered_events += 1;
+            if e.buf.len() >= FILE_BUFFER_BYTES {
+                self.io.write_out(Path::new(&self.path_buf), e);
+            }
+        }
+        if self.io.fsync == FsyncPolicy::EveryBatch {
+            self.flush();
+            self.sync_written();
+        }
+    }
+
+    fn flush(&mut self) {
+        for (path, e) in self.files.iter_mut() {
+            self.io.write_out(path, e);
+        }
+    }
+
+    fn tick(&mut self) {
+        self.check_reopen();
+        // Retries, and lines written since the last flush.
+        self.flush();
+        let now = SystemTime::now();
+        let mut idle = Vec::new();
+        for (path, e) in self.files.iter_mut() {
+            // A quiet file is rotated on time too, so yesterday's lines leave it at midnight.
+            if let Some(h) = &e.handle
+                && h.size_bytes > 0
+                && h.rotate_at.is_some_and(|t| now >= t)
+                && e.rotate_retry_at.is_none_or(|t| Instant::now() >= t)
+            {
+                self.io.rotate(path, e);
+            }
+            if self
+                .idle_timeout
+                .is_some_and(|t| e.last_write.elapsed() >= t && e.buf.is_empty())
+            {
+                idle.push(path.clone());
+            }
+        }
+        for path in idle {
+            self.close_entry(&path);
+            metrics::add(&self.io.metrics.files_idle_closed, 1);
+        }
+        if self.io.fsync == FsyncPolicy::Interval {
+            self.sync_written();
+        }
+        if let Some(s) = &mut self.sweeper {
+            s.run_if_due(&self.io.metrics);
+        }
+    }
+
+    fn close(&mut self) {
+        self.check_reopen();
+        let paths: Vec<PathBuf> = self.files.keys().cloned().collect();
+        for path in paths {
+            if let Some(mut e) = self.files.remove(&path) {
+                e.retry_at = None;
+                self.io.write_out(&path, &mut e);
+                self.io.drop_lines(&mut e);
+                if let Some(h) = &e.handle
+                    && let Err(err) = h.file.sync_all()
+                {
+                    tracing::warn!(output = %self.io.name, path = %path.display(), error = %err, "fsync failed");
+                }
+                self.io.close_handle(&mut e);
+            }
+        }
+        if let Some(r) = &mut self.io.rotator {
+            r.finish();
+        }
+    }
+}
