@@ -507,3 +507,22 @@ to = ["hosts"]
         assert_eq!(got, want, "host{h:04}");
     }
 }
+
+#[test]
+fn every_fsync_policy_writes_every_line() {
+    for policy in ["never", "interval", "every_batch"] {
+        let mut d = TestDaemon::start(&file_config(
+            "{dir}/out.log",
+            &format!("fsync = \"{policy}\"\nflush_interval = \"100ms\""),
+        ));
+        send_tcp(&d, &numbered(0, 500, 0));
+        d.wait_written("out", 500);
+        assert_eq!(count(&d.output("out").write_errors), 0, "{policy}");
+        d.stop();
+        assert_eq!(
+            msgnums(&d.path("out.log")),
+            (0..500).collect::<Vec<_>>(),
+            "{policy}"
+        );
+    }
+}

@@ -2,10 +2,8 @@
 //! floods it: three forced rotations (move, SIGHUP from postrotate, delayed gzip), and every line
 //! sent is in exactly one of the files afterwards, in order, whole.
 
-use std::io::{Read, Write};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::support::*;
 
@@ -58,23 +56,7 @@ to = ["syslog", "auth"]
     let conf = dir.path().join("logrotate.conf");
     std::fs::write(&conf, readme_stanza(&logs, p.pid())).unwrap();
 
-    let addr = p.addr("tcp");
-    let sent = Arc::new(AtomicUsize::new(0));
-    let sender = {
-        let sent = sent.clone();
-        std::thread::spawn(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            let mut buf = Vec::new();
-            for start in (0..MESSAGES).step_by(1000) {
-                buf.clear();
-                for i in start..start + 1000 {
-                    let _ = writeln!(buf, "<13>Nov 22 10:00:00 host app: msgnum:{i:08}");
-                }
-                s.write_all(&buf).unwrap();
-                sent.store(start + 1000, Ordering::Relaxed);
-            }
-        })
-    };
+    let (sender, sent) = flood_tcp(p.addr("tcp"), MESSAGES, 1000);
     for k in 1..=ROTATIONS {
         let at = MESSAGES * k / (ROTATIONS + 1);
         wait_until(&format!("{at} sent"), DEADLINE * 4, || {
@@ -119,28 +101,8 @@ to = ["syslog", "auth"]
         assert_eq!(on_disk.len(), files.len(), "{on_disk:?}");
         let mut seen = vec![false; MESSAGES];
         for f in &files {
-            let raw = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            let data = if f.extension().is_some_and(|e| e == "gz") {
-                let mut out = Vec::new();
-                flate2::read::MultiGzDecoder::new(&raw[..])
-                    .read_to_end(&mut out)
-                    .unwrap();
-                out
-            } else {
-                raw
-            };
-            let mut last = None;
-            for line in String::from_utf8(data).unwrap().lines() {
-                let n: usize = line
-                    .strip_prefix("<13>Nov 22 10:00:00 host app: msgnum:")
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or_else(|| panic!("{}: bad line {line:?}", f.display()));
-                assert!(!seen[n], "{name}: {n} doubled");
-                seen[n] = true;
-                assert!(last.is_none_or(|l| l < n), "{}: out of order", f.display());
-                last = Some(n);
-            }
+            mark_msgnums(&f.display().to_string(), &read_gunzipped(f), &mut seen);
         }
-        assert!(seen.iter().all(|&s| s), "{name}: lines lost");
+        assert_all_seen(&seen);
     }
 }

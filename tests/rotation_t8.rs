@@ -3,10 +3,7 @@
 //! followed by SIGHUP, happen during the flood. Every `.gz` passes `gzip -t`, and the
 //! decompressed, concatenated files hold exactly the sequence sent: no line split, doubled or lost.
 
-use std::io::{Read, Write};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::support::*;
 
@@ -14,19 +11,6 @@ const MESSAGES: usize = 2_000_000;
 const MOVES: usize = 20;
 /// Messages per `write` by the sender.
 const CHUNK_MESSAGES: usize = 5_000;
-
-fn decompressed(p: &Path) -> Vec<u8> {
-    let raw = std::fs::read(p).unwrap();
-    if p.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::with_capacity(raw.len() * 8);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    } else {
-        raw
-    }
-}
 
 #[test]
 fn t8_rotation_under_load_with_sighup_loses_splits_and_doubles_nothing() {
@@ -48,24 +32,8 @@ to = ["all"]
         1,
     );
     let logs = dir.path().join("logs");
-    let addr = p.addr("tcp");
 
-    let sent = Arc::new(AtomicUsize::new(0));
-    let sender = {
-        let sent = sent.clone();
-        std::thread::spawn(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            let mut buf = Vec::with_capacity(CHUNK_MESSAGES * 64);
-            for start in (0..MESSAGES).step_by(CHUNK_MESSAGES) {
-                buf.clear();
-                for i in start..(start + CHUNK_MESSAGES).min(MESSAGES) {
-                    let _ = writeln!(buf, "<13>Nov 22 10:00:00 host app: msgnum:{i:08}");
-                }
-                s.write_all(&buf).unwrap();
-                sent.store(start + CHUNK_MESSAGES, Ordering::Relaxed);
-            }
-        })
-    };
+    let (sender, sent) = flood_tcp(p.addr("tcp"), MESSAGES, CHUNK_MESSAGES);
 
     // A move at each 1/21 of the flood, as logrotate's `create` + postrotate `kill -HUP` does.
     for k in 1..=MOVES {
@@ -104,28 +72,9 @@ to = ["all"]
         } else if name.starts_with("moved-") {
             moved += 1;
         }
-        let data = decompressed(&path);
-        assert!(
-            data.is_empty() || data.ends_with(b"\n"),
-            "{name} ends mid-line"
-        );
-        let mut last = None;
-        for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let line = std::str::from_utf8(line).unwrap();
-            let n: usize = line
-                .strip_prefix("<13>Nov 22 10:00:00 host app: msgnum:")
-                .filter(|r| r.len() == 8)
-                .and_then(|r| r.parse().ok())
-                .unwrap_or_else(|| panic!("{name}: split or garbled line {line:?}"));
-            assert!(!seen[n], "msgnum {n} doubled ({name})");
-            seen[n] = true;
-            // Within a file, lines are in the order sent.
-            assert!(last.is_none_or(|l| l < n), "{name}: {n} after {last:?}");
-            last = Some(n);
-        }
+        mark_msgnums(&name, &read_gunzipped(&path), &mut seen);
     }
-    let missing: Vec<usize> = (0..MESSAGES).filter(|&i| !seen[i]).take(10).collect();
-    assert!(missing.is_empty(), "lost, first ones: {missing:?}");
+    assert_all_seen(&seen);
     assert_eq!(moved, MOVES, "every move was of a live file");
     // ~110 MB of lines in 4 MiB segments.
     assert!(gz >= 10, "only {gz} rotated segments");

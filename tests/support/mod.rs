@@ -410,3 +410,80 @@ pub fn tools_root() -> PathBuf {
     }
     root
 }
+
+/// The line [`flood_tcp`] sends for message `i`, without its LF.
+pub fn msgnum_line(i: usize) -> String {
+    format!("<13>Nov 22 10:00:00 host app: msgnum:{i:08}")
+}
+
+/// Sends [`msgnum_line`] 0..`n` over one TCP connection from a thread, `chunk` lines per
+/// `write`, as fast as the connection takes them. The counter tells how many were sent.
+pub fn flood_tcp(
+    addr: SocketAddr,
+    n: usize,
+    chunk: usize,
+) -> (
+    std::thread::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let thread = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut buf = Vec::with_capacity(chunk * 64);
+        for start in (0..n).step_by(chunk) {
+            buf.clear();
+            for i in start..(start + chunk).min(n) {
+                buf.extend_from_slice(msgnum_line(i).as_bytes());
+                buf.push(b'\n');
+            }
+            s.write_all(&buf).unwrap();
+            counter.store((start + chunk).min(n), std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    (thread, sent)
+}
+
+/// Marks the message numbers in one file's (decompressed) `data` as seen, asserting that every
+/// line is whole, none was seen before, and they are in the order sent.
+pub fn mark_msgnums(name: &str, data: &[u8], seen: &mut [bool]) {
+    assert!(
+        data.is_empty() || data.ends_with(b"\n"),
+        "{name} ends mid-line"
+    );
+    let prefix = msgnum_line(0);
+    let prefix = &prefix[..prefix.len() - 8];
+    let mut last = None;
+    for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let line = std::str::from_utf8(line).unwrap();
+        let n: usize = line
+            .strip_prefix(prefix)
+            .filter(|r| r.len() == 8)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: split or garbled line {line:?}"));
+        assert!(!seen[n], "msgnum {n} doubled ({name})");
+        seen[n] = true;
+        assert!(last.is_none_or(|l| l < n), "{name}: {n} after {last:?}");
+        last = Some(n);
+    }
+}
+
+/// Fails with the first few numbers not seen.
+pub fn assert_all_seen(seen: &[bool]) {
+    let missing: Vec<usize> = (0..seen.len()).filter(|&i| !seen[i]).take(10).collect();
+    assert!(missing.is_empty(), "lost, first ones: {missing:?}");
+}
+
+/// A file's content, gunzipped when its name ends in `.gz`.
+pub fn read_gunzipped(p: &Path) -> Vec<u8> {
+    let raw = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    if p.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::with_capacity(raw.len() * 8);
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    } else {
+        raw
+    }
+}
