@@ -539,7 +539,10 @@ fn t10a_collector_resets_and_is_retried() {
     wait_until("the queue drains", Duration::from_secs(60), || {
         count(&out.queue_depth) == 0 && count(&relay.listener("tcp").received) == 20_000
     });
-    assert!(count(&out.reconnects) >= 5, "one reconnect per reset");
+    assert!(
+        count(&out.reconnects) >= 2,
+        "the relay reconnected after a reset"
+    );
     // Plain TCP: what the kernel accepted just before a reset can be lost. Stated bound: the
     // records of one write (SEND_BATCH = 2048) per reset. (The collector may still be reading
     // the last writes: wait for the bound to hold.)
