@@ -12,12 +12,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ListenerConfig, ListenerKind};
+use crate::config::{Config, ListenerConfig, ListenerKind, OutputConfig};
 use crate::listen::tcp::{TcpServer, TcpSettings};
 use crate::listen::tls::TlsServer;
-use crate::listen::{self, DatagramSocket, Pipeline};
+use crate::listen::{self, DatagramSocket, Pipeline, Routing};
 use crate::metrics::Metrics;
-use crate::output::{self, ReopenFiles};
+use crate::output::{self, OutputHandle, ReopenFiles};
 use crate::route::RuleTable;
 
 /// A listening socket, bound and not yet served.
@@ -46,7 +46,8 @@ pub struct Bound {
     /// The listeners in config order.
     pub listeners: Vec<BoundListener>,
     metrics: Arc<Metrics>,
-    hangup: Hangup,
+    control: Control,
+    reload_rx: tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>,
 }
 
 impl Bound {
@@ -62,7 +63,12 @@ impl Bound {
 
     /// What main signals on SIGHUP.
     pub fn hangup(&self) -> Hangup {
-        self.hangup.clone()
+        self.control.hangup.clone()
+    }
+
+    /// The handle that reloads the configuration of the daemon [`run`] starts.
+    pub fn control(&self) -> Control {
+        self.control.clone()
     }
 
     /// The counters [`run`] will update.
@@ -74,37 +80,100 @@ impl Bound {
 /// Binds every listener's socket. No runtime is needed, so this can run before privileges are
 /// dropped.
 pub fn bind(config: &Config) -> anyhow::Result<Bound> {
-    let mut listeners = Vec::new();
-    for l in &config.listeners {
-        let socket = match &l.kind {
-            ListenerKind::Udp {
-                address,
-                receive_buffer_bytes,
-            } => BoundSocket::Udp(listen::udp::bind(*address, *receive_buffer_bytes)?),
-            ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. } => {
-                BoundSocket::Tcp(listen::tcp::bind(stream.address)?)
-            }
-            ListenerKind::Unix { path, mode } => {
-                BoundSocket::Unix(listen::unix::bind(path, *mode)?)
-            }
-        };
-        listeners.push(BoundListener {
-            config: l.clone(),
-            socket,
-        });
-    }
+    let listeners = config
+        .listeners
+        .iter()
+        .map(bind_listener)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let metrics = Arc::new(Metrics::new(
         config.listeners.iter().map(|l| &l.name),
         config.outputs.iter().map(|o| &o.name),
     ));
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     Ok(Bound {
         listeners,
         metrics,
-        hangup: Hangup {
-            watch: Arc::new(tokio::sync::watch::channel(0).0),
-            files: ReopenFiles::default(),
+        control: Control {
+            hangup: Hangup {
+                watch: Arc::new(tokio::sync::watch::channel(0).0),
+                files: ReopenFiles::default(),
+            },
+            reload: reload_tx,
         },
+        reload_rx,
     })
+}
+
+/// Binds one listener's socket.
+fn bind_listener(l: &ListenerConfig) -> anyhow::Result<BoundListener> {
+    let socket = match &l.kind {
+        ListenerKind::Udp {
+            address,
+            receive_buffer_bytes,
+        } => BoundSocket::Udp(listen::udp::bind(*address, *receive_buffer_bytes)?),
+        ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. } => {
+            BoundSocket::Tcp(listen::tcp::bind(stream.address)?)
+        }
+        ListenerKind::Unix { path, mode } => BoundSocket::Unix(listen::unix::bind(path, *mode)?),
+    };
+    Ok(BoundListener {
+        config: l.clone(),
+        socket,
+    })
+}
+
+/// What a listener binds: two listeners with the same endpoint cannot run side by side.
+fn endpoint(l: &ListenerConfig) -> String {
+    match &l.kind {
+        ListenerKind::Udp { address, .. } => format!("udp {address}"),
+        ListenerKind::Tcp(s) | ListenerKind::Tls { stream: s, .. } => format!("tcp {}", s.address),
+        ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
+    }
+}
+
+/// A request to replace the running configuration, with where to say how it went.
+#[derive(Debug)]
+struct ReloadRequest {
+    config: Config,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Steers a running daemon: SIGHUP's effects and configuration reloads.
+#[derive(Debug, Clone)]
+pub struct Control {
+    hangup: Hangup,
+    reload: tokio::sync::mpsc::UnboundedSender<ReloadRequest>,
+}
+
+impl Control {
+    /// SIGHUP's file reopening and certificate reloading.
+    pub fn hangup(&self) -> &Hangup {
+        &self.hangup
+    }
+
+    /// Replaces the running configuration with `config` (already validated). Unchanged
+    /// listeners keep their sockets and connections, unchanged outputs their queues and files;
+    /// routes switch between two batches. On error nothing changed and the reason is returned.
+    pub async fn reload(&self, config: Config) -> Result<(), String> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.reload
+            .send(ReloadRequest { config, done })
+            .map_err(|_| "sluice is not running".to_string())?;
+        result
+            .await
+            .map_err(|_| "sluice stopped before the reload finished".to_string())?
+    }
+
+    /// [`Control::reload`] for callers outside the runtime.
+    pub fn reload_blocking(&self, config: Config) -> Result<(), String> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.reload
+            .send(ReloadRequest { config, done })
+            .map_err(|_| "sluice is not running".to_string())?;
+        result
+            .blocking_recv()
+            .map_err(|_| "sluice stopped before the reload finished".to_string())?
+    }
 }
 
 /// SIGHUP, fanned out: file outputs reopen their files (after logrotate moved them), TLS
@@ -129,129 +198,53 @@ impl Hangup {
 }
 
 /// Serves `bound` under `config` until `shutdown` is cancelled, then drains and returns.
+/// Meanwhile it applies configuration reloads sent through [`Bound::control`].
 pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let metrics = bound.metrics.clone();
-    // Cut open connections and stop output retries once shutdown_timeout has passed.
-    let hard_stop = CancellationToken::new();
-    let mut handles = Vec::new();
-    let mut threads = Vec::new();
-    for o in &config.outputs {
-        let started = output::start(
-            o,
-            metrics.output(&o.name),
-            hard_stop.clone(),
-            &config.daemon.state_dir,
-            bound.hangup.files.clone(),
-        )
-        .with_context(|| format!("starting output {}", o.name))?;
-        handles.push(started.handle);
-        threads.push(started.thread);
-    }
-    let pipeline = Arc::new(Pipeline {
-        routes: RuleTable::new(config.routes.clone()),
-        outputs: handles,
+    let Bound {
+        listeners,
+        metrics,
+        control,
+        mut reload_rx,
+    } = bound;
+    let mut d = Daemon {
+        pipeline: Arc::new(Pipeline::new(
+            Routing {
+                routes: RuleTable::new(Vec::new()),
+                outputs: Vec::new(),
+            },
+            metrics.clone(),
+        )),
         metrics: metrics.clone(),
-    });
-
-    let mut tasks = tokio::task::JoinSet::new();
-    for l in bound.listeners {
-        let name = l.config.name.clone();
-        match &l.socket {
-            BoundSocket::Udp(s) => log_listening(&name, "udp", s.local_addr()),
-            BoundSocket::Tcp(s) => log_listening(&name, "tcp", s.local_addr()),
-            BoundSocket::Unix(_) => {
-                if let ListenerKind::Unix { path, .. } = &l.config.kind {
-                    tracing::info!(listener = %name, kind = "unix", path = %path.display(), "listening");
-                }
-            }
-        }
-        let max = l.config.max_message_size;
-        let datagram = listen::DatagramSettings {
-            name: name.clone(),
-            max_message_size: max,
-            allowed_sources: l.config.allowed_sources.clone(),
-        };
-        match (l.socket, &l.config.kind) {
-            (BoundSocket::Udp(s), _) => {
-                let s = tokio::net::UdpSocket::from_std(s).context("registering UDP socket")?;
-                tasks.spawn(listen::run_datagram(
-                    DatagramSocket::Udp(s),
-                    datagram,
-                    pipeline.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            (BoundSocket::Unix(s), _) => {
-                let s = tokio::net::UnixDatagram::from_std(s).context("registering unix socket")?;
-                tasks.spawn(listen::run_datagram(
-                    DatagramSocket::Unix(s),
-                    datagram,
-                    pipeline.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            (BoundSocket::Tcp(s), ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. }) => {
-                let tls = match &l.config.kind {
-                    ListenerKind::Tls {
-                        handshake_timeout,
-                        tls,
-                        ..
-                    } => {
-                        let server = TlsServer::new(tls, *handshake_timeout)
-                            .map_err(|e| anyhow::anyhow!("listener {name}: {e}"))?;
-                        tasks.spawn(listen::tls::reload_on_hangup(
-                            name.clone(),
-                            tls.clone(),
-                            server.clone(),
-                            bound.hangup.subscribe(),
-                            shutdown.clone(),
-                        ));
-                        Some(server)
-                    }
-                    _ => None,
-                };
-                let listener =
-                    tokio::net::TcpListener::from_std(s).context("registering TCP socket")?;
-                let server = TcpServer {
-                    listener,
-                    settings: TcpSettings {
-                        name,
-                        max_message_size: max,
-                        max_connections: stream.max_connections,
-                        idle_timeout: stream.idle_timeout,
-                        frame_timeout: stream.frame_timeout,
-                        nul_trailer: stream.nul_trailer,
-                        allowed_sources: l.config.allowed_sources.clone(),
-                        tls,
-                    },
-                    pipeline: pipeline.clone(),
-                    shutdown: shutdown.clone(),
-                    hard_stop: hard_stop.clone(),
-                };
-                tasks.spawn(server.run());
-            }
-            (BoundSocket::Tcp(_), kind) => {
-                anyhow::bail!(
-                    "listener {name}: a TCP socket was bound for kind {}",
-                    kind.name()
-                )
-            }
-        }
+        hangup: control.hangup,
+        shutdown: shutdown.clone(),
+        // Cut open connections and stop output retries once shutdown_timeout has passed.
+        hard_stop: CancellationToken::new(),
+        outputs: Vec::new(),
+        threads: Vec::new(),
+        listeners: Vec::new(),
+        stopping: Vec::new(),
+        config,
+    };
+    let mut outputs = Vec::new();
+    for o in d.config.outputs.clone() {
+        let handle = d.start_output(&o).map_err(|e| anyhow::anyhow!(e))?;
+        outputs.push((o, handle));
     }
-    // The listeners hold the only other references to the output queues: once they finish and
-    // this one is gone, each output sees its queue close and drains.
-    drop(pipeline);
+    d.install(outputs);
+    for l in listeners {
+        d.spawn_listener(l)?;
+    }
     tracing::info!(
-        config = %config.origin,
-        listeners = config.listeners.len(),
-        outputs = config.outputs.len(),
-        routes = config.routes.len(),
+        config = %d.config.origin,
+        listeners = d.config.listeners.len(),
+        outputs = d.config.outputs.len(),
+        routes = d.config.routes.len(),
         "sluice started"
     );
 
     let stats = {
         let metrics = metrics.clone();
-        let interval = config.daemon.stats_interval;
+        let interval = d.config.daemon.stats_interval;
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut tick =
@@ -265,32 +258,329 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
         })
     };
 
-    shutdown.cancelled().await;
-    tracing::info!(timeout = ?config.daemon.shutdown_timeout, "shutting down: reading what senders already sent");
-    let cutter = {
-        let hard_stop = hard_stop.clone();
-        let timeout = config.daemon.shutdown_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            hard_stop.cancel();
-        })
-    };
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r {
-            tracing::error!(error = %e, "listener task failed");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(req) = reload_rx.recv() => {
+                let result = d.reload(req.config).await;
+                match &result {
+                    Ok(()) => tracing::info!(config = %d.config.origin, "configuration reloaded"),
+                    Err(e) => tracing::error!(error = %e, "configuration reload failed; the running configuration stays"),
+                }
+                let _ = req.done.send(result);
+            }
         }
     }
     stats.abort();
-    tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    })
-    .await
-    .context("joining output threads")?;
-    cutter.abort();
+    d.stop().await?;
     tracing::info!(counters = %metrics.summary(), "stopped");
     Ok(())
+}
+
+/// A listener task and how to stop it alone.
+struct RunningListener {
+    config: ListenerConfig,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The running daemon: its configuration, listener tasks and output threads.
+struct Daemon {
+    config: Config,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    hangup: Hangup,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    /// Current outputs in config order (the routing's indices).
+    outputs: Vec<(OutputConfig, OutputHandle)>,
+    /// Every output thread ever started, by output name; joined at the end (a removed output's
+    /// thread ends once its last batch is written).
+    threads: Vec<(Arc<str>, std::thread::JoinHandle<()>)>,
+    listeners: Vec<RunningListener>,
+    /// Tasks of listeners removed by a reload, still finishing their connections.
+    stopping: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Whether two versions of an output write to the same place: files, or a disk queue directory
+/// (`state_dir/<name>`).
+fn shares_resource(old: &OutputConfig, new: &OutputConfig) -> bool {
+    use crate::config::{OutputKind, QueueKind};
+    match (&old.kind, &new.kind) {
+        (OutputKind::File(_), OutputKind::File(_)) => true,
+        (OutputKind::Forward(_), OutputKind::Forward(_)) => {
+            matches!(old.queue.kind, QueueKind::Disk { .. })
+                && matches!(new.queue.kind, QueueKind::Disk { .. })
+        }
+        _ => false,
+    }
+}
+
+/// How long a changed listener's new socket waits for the old one to let go of the address.
+const REBIND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Daemon {
+    fn start_output(&mut self, o: &OutputConfig) -> Result<OutputHandle, String> {
+        // A changed output that keeps its name and kind owns the same files or disk queue
+        // directory as the one it replaces: it takes over once that one has finished.
+        let predecessor = self
+            .outputs
+            .iter()
+            .find(|(old, _)| old.name == o.name && shares_resource(old, o))
+            .and_then(|_| {
+                let i = self.threads.iter().rposition(|(n, _)| *n == o.name)?;
+                Some(self.threads.swap_remove(i).1)
+            });
+        let started = output::start(
+            o,
+            self.metrics.output(&o.name),
+            self.hard_stop.clone(),
+            &self.config.daemon.state_dir,
+            self.hangup.files.clone(),
+            predecessor,
+        )
+        .map_err(|e| format!("starting output {}: {e:#}", o.name))?;
+        self.threads.push((o.name.clone(), started.thread));
+        Ok(started.handle)
+    }
+
+    /// Makes `outputs` (in config order) and the current config's routes the routing.
+    fn install(&mut self, outputs: Vec<(OutputConfig, OutputHandle)>) {
+        self.pipeline.replace(Routing {
+            routes: RuleTable::new(self.config.routes.clone()),
+            outputs: outputs.iter().map(|(_, h)| h.clone()).collect(),
+        });
+        self.outputs = outputs;
+    }
+
+    fn spawn_listener(&mut self, l: BoundListener) -> anyhow::Result<()> {
+        let stop = self.shutdown.child_token();
+        let task = spawn_listener(
+            l.socket,
+            &l.config,
+            self.pipeline.clone(),
+            stop.clone(),
+            self.hard_stop.clone(),
+            &self.hangup,
+        )?;
+        self.listeners.push(RunningListener {
+            config: l.config,
+            stop,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Applies a new configuration; on error nothing has changed.
+    async fn reload(&mut self, new: Config) -> Result<(), String> {
+        // Listeners: unchanged ones keep running. Bind new endpoints before changing anything,
+        // so a bind failure leaves the running configuration untouched.
+        let unchanged = |l: &ListenerConfig| self.listeners.iter().any(|r| r.config == *l);
+        let held: Vec<String> = self.listeners.iter().map(|r| endpoint(&r.config)).collect();
+        let mut fresh = Vec::new();
+        let mut rebind = Vec::new();
+        for l in new.listeners.iter().filter(|l| !unchanged(l)) {
+            if held.contains(&endpoint(l)) {
+                rebind.push(l.clone());
+            } else {
+                fresh.push(bind_listener(l).map_err(|e| format!("listener {}: {e:#}", l.name))?);
+            }
+        }
+        // Outputs: unchanged ones keep their queue and files; changed and new ones start now.
+        let mut outputs = Vec::new();
+        let mut started = 0;
+        for o in &new.outputs {
+            match self.outputs.iter().find(|(old, _)| old == o) {
+                Some((_, h)) => outputs.push((o.clone(), h.clone())),
+                None => match self.start_output(o) {
+                    Ok(h) => {
+                        started += 1;
+                        outputs.push((o.clone(), h));
+                    }
+                    // Dropping `outputs` and `fresh` closes the queues just started (their
+                    // threads end) and the sockets just bound.
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        let old_daemon = std::mem::replace(&mut self.config, new);
+        self.install(outputs);
+        // Stop listeners that are gone or changed; their open connections finish on their own
+        // under the old routing, which lives until their last batch.
+        let (keep, retire): (Vec<_>, Vec<_>) = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .partition(|r| self.config.listeners.contains(&r.config));
+        self.listeners = keep;
+        for r in retire {
+            r.stop.cancel();
+            self.stopping.push(r.task);
+        }
+        let mut errors = Vec::new();
+        for b in fresh {
+            if let Err(e) = self.spawn_listener(b) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        // A changed listener on the same address: its old socket is being closed; bind anew.
+        for l in rebind {
+            let deadline = std::time::Instant::now() + REBIND_TIMEOUT;
+            let bound = loop {
+                match bind_listener(&l) {
+                    Ok(b) => break Ok(b),
+                    Err(e) if std::time::Instant::now() >= deadline => break Err(e),
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            };
+            match bound.and_then(|b| self.spawn_listener(b)) {
+                Ok(()) => {}
+                Err(e) => errors.push(format!("listener {}: {e:#}", l.name)),
+            }
+        }
+        if old_daemon.daemon.state_dir != self.config.daemon.state_dir {
+            tracing::warn!("daemon.state_dir changes take effect at the next start");
+        }
+        tracing::info!(
+            outputs_started = started,
+            listeners = self.listeners.len(),
+            "reload applied"
+        );
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("applied, but: {}", errors.join("; ")))
+        }
+    }
+
+    /// The orderly stop of DESIGN.md §1.
+    async fn stop(self) -> anyhow::Result<()> {
+        let timeout = self.config.daemon.shutdown_timeout;
+        tracing::info!(?timeout, "shutting down: reading what senders already sent");
+        let cutter = {
+            let hard_stop = self.hard_stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                hard_stop.cancel();
+            })
+        };
+        let tasks = self
+            .listeners
+            .into_iter()
+            .map(|r| r.task)
+            .chain(self.stopping);
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "listener task failed");
+            }
+        }
+        // The listeners held the only other references to the output queues: with these gone,
+        // each output sees its queue close and drains.
+        drop(self.pipeline);
+        drop(self.outputs);
+        let threads = self.threads;
+        tokio::task::spawn_blocking(move || {
+            for (_, t) in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+        .context("joining output threads")?;
+        cutter.abort();
+        Ok(())
+    }
+}
+
+/// Starts serving one bound socket; the task ends when `stop` is cancelled and its
+/// connections are done.
+fn spawn_listener(
+    socket: BoundSocket,
+    config: &ListenerConfig,
+    pipeline: Arc<Pipeline>,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+    hangup: &Hangup,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let name = config.name.clone();
+    match &socket {
+        BoundSocket::Udp(s) => log_listening(&name, "udp", s.local_addr()),
+        BoundSocket::Tcp(s) => log_listening(&name, "tcp", s.local_addr()),
+        BoundSocket::Unix(_) => {
+            if let ListenerKind::Unix { path, .. } = &config.kind {
+                tracing::info!(listener = %name, kind = "unix", path = %path.display(), "listening");
+            }
+        }
+    }
+    let max = config.max_message_size;
+    let datagram = listen::DatagramSettings {
+        name: name.clone(),
+        max_message_size: max,
+        allowed_sources: config.allowed_sources.clone(),
+    };
+    Ok(match (socket, &config.kind) {
+        (BoundSocket::Udp(s), _) => {
+            let s = tokio::net::UdpSocket::from_std(s).context("registering UDP socket")?;
+            tokio::spawn(listen::run_datagram(
+                DatagramSocket::Udp(s),
+                datagram,
+                pipeline,
+                stop,
+            ))
+        }
+        (BoundSocket::Unix(s), _) => {
+            let s = tokio::net::UnixDatagram::from_std(s).context("registering unix socket")?;
+            tokio::spawn(listen::run_datagram(
+                DatagramSocket::Unix(s),
+                datagram,
+                pipeline,
+                stop,
+            ))
+        }
+        (BoundSocket::Tcp(s), ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. }) => {
+            let tls = match &config.kind {
+                ListenerKind::Tls {
+                    handshake_timeout,
+                    tls,
+                    ..
+                } => {
+                    let server = TlsServer::new(tls, *handshake_timeout)
+                        .map_err(|e| anyhow::anyhow!("listener {name}: {e}"))?;
+                    tokio::spawn(listen::tls::reload_on_hangup(
+                        name.clone(),
+                        tls.clone(),
+                        server.clone(),
+                        hangup.subscribe(),
+                        stop.clone(),
+                    ));
+                    Some(server)
+                }
+                _ => None,
+            };
+            let listener =
+                tokio::net::TcpListener::from_std(s).context("registering TCP socket")?;
+            let server = TcpServer {
+                listener,
+                settings: TcpSettings {
+                    name,
+                    max_message_size: max,
+                    max_connections: stream.max_connections,
+                    idle_timeout: stream.idle_timeout,
+                    frame_timeout: stream.frame_timeout,
+                    nul_trailer: stream.nul_trailer,
+                    allowed_sources: config.allowed_sources.clone(),
+                    tls,
+                },
+                pipeline,
+                shutdown: stop,
+                hard_stop,
+            };
+            tokio::spawn(server.run())
+        }
+        (BoundSocket::Tcp(_), kind) => {
+            anyhow::bail!(
+                "listener {name}: a TCP socket was bound for kind {}",
+                kind.name()
+            )
+        }
+    })
 }
 
 fn log_listening(name: &str, kind: &str, addr: std::io::Result<SocketAddr>) {

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match run(config) {
+    match run(config, cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e:#}");
@@ -86,7 +86,7 @@ fn init_tracing() {
         .init();
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     // Bind before the runtime starts, so privileges could be dropped between the two.
     let bound = sluice::daemon::bind(&config).context("binding listeners")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -104,9 +104,36 @@ fn run(config: Config) -> anyhow::Result<()> {
             signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
         );
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(signals, bound.hangup(), shutdown.clone()));
+        tokio::spawn(watch_signals(
+            signals,
+            bound.control(),
+            config_path,
+            shutdown.clone(),
+        ));
         sluice::daemon::run(config, bound, shutdown).await
     })
+}
+
+/// Re-reads the config file; applies it if valid, else logs every error and keeps running.
+async fn reload(control: &sluice::daemon::Control, path: &std::path::Path) {
+    let config = match load(Some(path)) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors.lines() {
+                tracing::error!(error = e, "configuration reload refused");
+            }
+            return;
+        }
+    };
+    let check = config.check_environment();
+    if !check.errors.is_empty() {
+        for e in check.errors {
+            tracing::error!(error = e, "configuration reload refused");
+        }
+        return;
+    }
+    // The daemon logs the outcome.
+    let _ = control.reload(config).await;
 }
 
 /// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once. SIGHUP: file outputs
@@ -117,7 +144,8 @@ async fn watch_signals(
         tokio::signal::unix::Signal,
         tokio::signal::unix::Signal,
     ),
-    hangup: sluice::daemon::Hangup,
+    control: sluice::daemon::Control,
+    config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) {
     let mut signalled = false;
@@ -126,8 +154,11 @@ async fn watch_signals(
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reopening files, reloading TLS certificates");
-                hangup.signal();
+                tracing::info!("SIGHUP: reopening files, reloading TLS certificates and the configuration");
+                control.hangup().signal();
+                if let Some(path) = &config_path {
+                    reload(&control, path).await;
+                }
                 continue;
             }
         };

@@ -8,8 +8,8 @@
 //! dropped before sluice could read them appear in `kernel_drops`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 macro_rules! counters {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident),* $(,)? }) => {
@@ -139,10 +139,11 @@ counters!(
 /// All counters of a running daemon.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Per listener, by name.
-    pub listeners: BTreeMap<Arc<str>, Arc<ListenerMetrics>>,
+    /// Per listener, by name. A reload adds the listeners and outputs it brings; counters of
+    /// removed ones stay (their totals remain true).
+    listeners: RwLock<BTreeMap<Arc<str>, Arc<ListenerMetrics>>>,
     /// Per output, by name.
-    pub outputs: BTreeMap<Arc<str>, Arc<OutputMetrics>>,
+    outputs: RwLock<BTreeMap<Arc<str>, Arc<OutputMetrics>>>,
     /// Events that matched no route.
     pub unrouted: AtomicU64,
 }
@@ -154,26 +155,40 @@ impl Metrics {
         outputs: impl IntoIterator<Item = &'a Arc<str>>,
     ) -> Metrics {
         Metrics {
-            listeners: listeners
-                .into_iter()
-                .map(|n| (n.clone(), Arc::default()))
-                .collect(),
-            outputs: outputs
-                .into_iter()
-                .map(|n| (n.clone(), Arc::default()))
-                .collect(),
+            listeners: RwLock::new(
+                listeners
+                    .into_iter()
+                    .map(|n| (n.clone(), Arc::default()))
+                    .collect(),
+            ),
+            outputs: RwLock::new(
+                outputs
+                    .into_iter()
+                    .map(|n| (n.clone(), Arc::default()))
+                    .collect(),
+            ),
             unrouted: AtomicU64::new(0),
         }
     }
 
-    /// The counters of one listener (a fresh zero set for an unknown name).
+    /// The counters of one listener, registered on first use.
     pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
-        self.listeners.get(name).cloned().unwrap_or_default()
+        get_or_insert(&self.listeners, name)
     }
 
-    /// The counters of one output (a fresh zero set for an unknown name).
+    /// The counters of one output, registered on first use.
     pub fn output(&self, name: &str) -> Arc<OutputMetrics> {
-        self.outputs.get(name).cloned().unwrap_or_default()
+        get_or_insert(&self.outputs, name)
+    }
+
+    /// Every listener's counters, by name.
+    pub fn listeners(&self) -> Vec<(Arc<str>, Arc<ListenerMetrics>)> {
+        snapshot_map(&self.listeners)
+    }
+
+    /// Every output's counters, by name.
+    pub fn outputs(&self) -> Vec<(Arc<str>, Arc<OutputMetrics>)> {
+        snapshot_map(&self.outputs)
     }
 
     /// One line per listener and output with its non-zero counters, plus `unrouted`, for logs.
@@ -194,11 +209,11 @@ impl Metrics {
                 }
             ));
         };
-        for (n, m) in &self.listeners {
-            add("listen", n, m.snapshot());
+        for (n, m) in self.listeners() {
+            add("listen", &n, m.snapshot());
         }
-        for (n, m) in &self.outputs {
-            add("output", n, m.snapshot());
+        for (n, m) in self.outputs() {
+            add("output", &n, m.snapshot());
         }
         s.push_str(&format!(
             "unrouted={}",
@@ -206,6 +221,26 @@ impl Metrics {
         ));
         s
     }
+}
+
+fn get_or_insert<T: Default>(map: &RwLock<BTreeMap<Arc<str>, Arc<T>>>, name: &str) -> Arc<T> {
+    // Looked up when tasks start, never per event; a poisoned lock only means a panic elsewhere.
+    if let Some(m) = map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        return m.clone();
+    }
+    map.write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(name.into())
+        .or_default()
+        .clone()
+}
+
+fn snapshot_map<T>(map: &RwLock<BTreeMap<Arc<str>, Arc<T>>>) -> Vec<(Arc<str>, Arc<T>)> {
+    map.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Adds `n` to a counter.

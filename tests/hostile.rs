@@ -56,7 +56,7 @@ fn settle(d: &TestDaemon) -> Vec<serde_json::Value> {
             && count(&tcp.connections) == count(&tcp.closed)
             && count(&o.written) == count(&tcp.received) + count(&udp.received)
     });
-    for m in d.metrics.listeners.values() {
+    for (_, m) in d.metrics.listeners() {
         assert_eq!(
             count(&m.received),
             count(&m.parsed_ok) + count(&m.parse_errors),

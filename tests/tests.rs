@@ -8,6 +8,7 @@ mod ingest;
 mod interop;
 mod logrotate;
 mod relay;
+mod reload;
 mod rotation_t8;
 mod routing;
 mod support;

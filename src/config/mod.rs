@@ -97,7 +97,7 @@ pub struct Config {
 }
 
 /// `[daemon]` settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
     /// How long open connections may keep sending after SIGTERM before they are cut.
     pub shutdown_timeout: Duration,
@@ -108,7 +108,7 @@ pub struct DaemonConfig {
 }
 
 /// One `[listen.NAME]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// NAME.
     pub name: Arc<str>,
@@ -121,7 +121,7 @@ pub struct ListenerConfig {
 }
 
 /// Settings shared by the stream listeners (`tcp` and `tls`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamSettings {
     /// Address to bind.
     pub address: SocketAddr,
@@ -136,7 +136,7 @@ pub struct StreamSettings {
 }
 
 /// Listener kinds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ListenerKind {
     /// UDP datagrams, one message each (RFC 5426).
     Udp {
@@ -178,7 +178,7 @@ impl ListenerKind {
 }
 
 /// One `[output.NAME]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutputConfig {
     /// NAME.
     pub name: Arc<str>,
@@ -191,7 +191,7 @@ pub struct OutputConfig {
 }
 
 /// Output kinds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OutputKind {
     /// Standard output.
     Stdout,
@@ -202,7 +202,7 @@ pub enum OutputKind {
 }
 
 /// Where and how a `forward` output sends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwardSettings {
     /// `host:port` of each collector (resolved at each connect); the first is the primary.
     pub addresses: Vec<String>,
@@ -215,7 +215,7 @@ pub struct ForwardSettings {
 }
 
 /// Forward transports.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ForwardProtocol {
     /// One datagram per message (RFC 5426).
     Udp,
@@ -226,7 +226,7 @@ pub enum ForwardProtocol {
 }
 
 /// The settings of a `kind = "file"` output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileOutputConfig {
     /// Path template.
     pub path: PathTemplate,
@@ -270,7 +270,7 @@ pub enum QueueKind {
 }
 
 /// The queue in front of an output: capacity and overflow policy side by side.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueueConfig {
     /// Memory or disk.
     pub kind: QueueKind,

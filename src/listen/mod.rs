@@ -15,18 +15,42 @@ use chrono::{DateTime, Utc};
 
 use crate::event::{Event, TlsPeer};
 use crate::metrics::{self, ListenerMetrics, Metrics};
+use arc_swap::ArcSwap;
+
 use crate::output::{Batch, OutputHandle};
 use crate::parse::{ParseOptions, parse};
 use crate::route::RuleTable;
 
-/// What every listener shares: the rule table and the outputs' queues.
-pub struct Pipeline {
+/// The rule table with the output queues its indices name. Replaced as a whole on reload, so a
+/// batch is always routed and delivered under one configuration.
+pub struct Routing {
     /// The ordered rules.
     pub routes: RuleTable,
     /// Output queues, indexed as `Config::outputs` (and so as `Rule::to`).
     pub outputs: Vec<OutputHandle>,
+}
+
+/// What every listener shares: the current routing and the counters.
+pub struct Pipeline {
+    routing: ArcSwap<Routing>,
     /// All counters (for `unrouted`).
     pub metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// A pipeline starting with `routing`.
+    pub fn new(routing: Routing, metrics: Arc<Metrics>) -> Pipeline {
+        Pipeline {
+            routing: ArcSwap::from_pointee(routing),
+            metrics,
+        }
+    }
+
+    /// Switches every listener to `routing` from its next batch on. The old routing (and the
+    /// queues only it names) is released when the last batch routed under it has been handed on.
+    pub fn replace(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
+    }
 }
 
 /// Per-task state for turning frames into routed batches: one per UDP/unix listener and one per
@@ -37,7 +61,9 @@ pub struct Dispatcher {
     /// The authenticated peer of a TLS connection, put on every event it sends.
     tls_peer: Option<Arc<TlsPeer>>,
     metrics: Arc<ListenerMetrics>,
-    /// One pending batch per output.
+    /// The routing the pending batches were built under (loaded at a batch's first event).
+    routing: Option<Arc<Routing>>,
+    /// One pending batch per output of `routing`.
     batches: Vec<Batch>,
     route_buf: Vec<usize>,
     /// Counts accumulated since the last flush, added to the shared atomics once per flush.
@@ -51,13 +77,13 @@ impl Dispatcher {
     /// A dispatcher for events read by `listener`.
     pub fn new(pipeline: Arc<Pipeline>, listener: Arc<str>) -> Dispatcher {
         let metrics = pipeline.metrics.listener(&listener);
-        let batches = pipeline.outputs.iter().map(|_| Vec::new()).collect();
         Dispatcher {
             pipeline,
             listener,
             tls_peer: None,
             metrics,
-            batches,
+            routing: None,
+            batches: Vec::new(),
             route_buf: Vec::new(),
             received: 0,
             parse_errors: 0,
@@ -102,7 +128,15 @@ impl Dispatcher {
             truncated,
             parsed,
         };
-        if !self.pipeline.routes.route(&ev, &mut self.route_buf) {
+        let routing = match &self.routing {
+            Some(r) => r,
+            None => {
+                let r = self.pipeline.routing.load_full();
+                self.batches.resize_with(r.outputs.len(), Vec::new);
+                self.routing.insert(r)
+            }
+        };
+        if !routing.routes.route(&ev, &mut self.route_buf) {
             self.unrouted += 1;
             return;
         }
@@ -132,35 +166,23 @@ impl Dispatcher {
     }
 
     /// Hands pending batches to the outputs, waiting for room where an output's policy is
-    /// `block` (this is what stops a stream listener from reading: back-pressure).
-    pub async fn flush(&mut self) {
-        self.publish_counts();
-        for (i, batch) in self.batches.iter_mut().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            let batch = std::mem::take(batch);
-            if let Some(out) = self.pipeline.outputs.get(i) {
-                out.send(batch).await;
-            }
-        }
-    }
-
-    /// As [`Dispatcher::flush`], but gives up when `cut` fires (the shutdown deadline): what
-    /// could not be handed over is counted as undelivered by its output.
+    /// `block` (this is what stops a stream listener from reading: back-pressure). Gives up when
+    /// `cut` fires (the shutdown deadline): what could not be handed over is counted as
+    /// undelivered by its output.
     pub async fn flush_or_cut(&mut self, cut: &tokio_util::sync::CancellationToken) {
         self.publish_counts();
-        for (i, batch) in self.batches.iter_mut().enumerate() {
+        let Some(routing) = self.routing.take() else {
+            return;
+        };
+        for (batch, out) in self.batches.iter_mut().zip(&routing.outputs) {
             if batch.is_empty() {
                 continue;
             }
             let batch = std::mem::take(batch);
             let n = batch.len() as u64;
-            if let Some(out) = self.pipeline.outputs.get(i) {
-                tokio::select! {
-                    _ = out.send(batch) => {}
-                    _ = cut.cancelled() => out.count_undelivered(n),
-                }
+            tokio::select! {
+                _ = out.send(batch) => {}
+                _ = cut.cancelled() => out.count_undelivered(n),
             }
         }
     }
@@ -169,13 +191,12 @@ impl Dispatcher {
     /// and counted by the output (datagram listeners must keep draining their socket).
     pub fn flush_nowait(&mut self) {
         self.publish_counts();
-        for (i, batch) in self.batches.iter_mut().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            let batch = std::mem::take(batch);
-            if let Some(out) = self.pipeline.outputs.get(i) {
-                out.try_send(batch);
+        let Some(routing) = self.routing.take() else {
+            return;
+        };
+        for (batch, out) in self.batches.iter_mut().zip(&routing.outputs) {
+            if !batch.is_empty() {
+                out.try_send(std::mem::take(batch));
             }
         }
     }

@@ -159,33 +159,63 @@ const FORWARD_STAGING_EVENTS: usize = 8192;
 /// Starts the output's thread with its sink and returns the handle to its queue. `give_up` is
 /// cancelled when the shutdown deadline passes: outputs that retry stop retrying. Disk queues
 /// live under `state_dir`.
+///
+/// `predecessor` is the thread of the output this one replaces on a reload when both use the
+/// same resource (files, disk queue directory): the new thread takes over only once it has
+/// finished, while events already queue in the new channel.
 pub fn start(
     cfg: &OutputConfig,
     metrics: Arc<OutputMetrics>,
     give_up: tokio_util::sync::CancellationToken,
     state_dir: &std::path::Path,
     reopen: ReopenFiles,
+    predecessor: Option<std::thread::JoinHandle<()>>,
 ) -> anyhow::Result<RunningOutput> {
     let (tx, rx) = mpsc::channel();
     let thread_name = format!("out-{}", cfg.name);
     let (room, queue, thread) = match &cfg.kind {
         OutputKind::Forward(settings) => {
-            let worker = forward::ForwardWorker::new(
-                cfg.name.clone(),
-                settings.clone(),
-                cfg.queue,
-                cfg.format,
-                state_dir,
-                metrics.clone(),
-                give_up,
-            )?;
+            let new_worker = {
+                let (name, settings, queue, format) =
+                    (cfg.name.clone(), settings.clone(), cfg.queue, cfg.format);
+                let (state_dir, metrics) = (state_dir.to_path_buf(), metrics.clone());
+                move || {
+                    forward::ForwardWorker::new(
+                        name, settings, queue, format, &state_dir, metrics, give_up,
+                    )
+                }
+            };
             let room = Arc::new(Semaphore::new(
                 cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
             ));
             let thread_room = room.clone();
-            let thread = std::thread::Builder::new()
-                .name(thread_name)
-                .spawn(move || worker.run(rx, thread_room))?;
+            let thread = match predecessor {
+                // Opening the disk queue here reports its errors to the caller.
+                None => {
+                    let worker = new_worker()?;
+                    std::thread::Builder::new()
+                        .name(thread_name)
+                        .spawn(move || worker.run(rx, thread_room))?
+                }
+                Some(prev) => {
+                    let name = cfg.name.clone();
+                    let metrics = metrics.clone();
+                    std::thread::Builder::new().name(thread_name).spawn(move || {
+                        let _ = prev.join();
+                        match new_worker() {
+                            Ok(worker) => worker.run(rx, thread_room),
+                            Err(e) => {
+                                tracing::error!(output = %name, error = format!("{e:#}"), "output could not take over after a reload; its events are dropped");
+                                metrics::add(&metrics.write_errors, 1);
+                                for batch in rx {
+                                    metrics::add(&metrics.dropped_write_error, batch.len() as u64);
+                                    thread_room.add_permits(batch.len());
+                                }
+                            }
+                        }
+                    })?
+                }
+            };
             // The channel only stages: the backlog applies the policy, so senders wait here only
             // when the backlog itself is full under `block`.
             let staging = QueueConfig {
@@ -216,7 +246,12 @@ pub fn start(
             let thread_room = room.clone();
             let thread = std::thread::Builder::new()
                 .name(thread_name)
-                .spawn(move || run_sink(sink, rx, thread_room, flush_interval))?;
+                .spawn(move || {
+                    if let Some(prev) = predecessor {
+                        let _ = prev.join();
+                    }
+                    run_sink(sink, rx, thread_room, flush_interval)
+                })?;
             (room, cfg.queue, thread)
         }
     };

@@ -37,7 +37,7 @@ pub enum ClientAuth {
 }
 
 /// Server-side TLS settings of a listener, validated but not yet loaded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     /// Certificate chain (PEM).
     pub cert_file: PathBuf,
@@ -52,7 +52,7 @@ pub struct ServerSettings {
 }
 
 /// Client-side TLS settings of a forward output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientSettings {
     /// CA bundle the collector's certificate must chain to.
     pub ca_file: Option<PathBuf>,

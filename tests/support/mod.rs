@@ -35,6 +35,7 @@ pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub metrics: Arc<Metrics>,
     pub hangup: sluice::daemon::Hangup,
+    pub control: sluice::daemon::Control,
     addrs: Vec<(String, SocketAddr)>,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -49,6 +50,7 @@ impl TestDaemon {
         let bound = sluice::daemon::bind(&config).unwrap();
         let metrics = bound.metrics();
         let hangup = bound.hangup();
+        let control = bound.control();
         let addrs = config
             .listeners
             .iter()
@@ -68,6 +70,7 @@ impl TestDaemon {
             dir,
             metrics,
             hangup,
+            control,
             addrs,
             shutdown,
             thread: Some(thread),
@@ -81,6 +84,13 @@ impl TestDaemon {
             .find(|(n, _)| n == listener)
             .map(|(_, a)| *a)
             .unwrap_or_else(|| panic!("no listener {listener}"))
+    }
+
+    /// Reloads the daemon with TOML (`{dir}` as in [`TestDaemon::start`]); returns when applied.
+    pub fn reload(&self, toml: &str) -> Result<(), String> {
+        let text = toml.replace("{dir}", self.dir.path().to_str().unwrap());
+        let config = Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+        self.control.reload_blocking(config)
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
