@@ -279,8 +279,6 @@ impl fmt::Display for ParseError {
 pub enum ParseErrorKind {
     /// PRI present but malformed or above 191.
     InvalidPri,
-    /// VERSION is not `1` (after a valid PRI, looked like RFC 5424).
-    UnknownVersion,
     /// Timestamp malformed or out of range.
     BadTimestamp,
     /// The message ended inside the header.
@@ -291,6 +289,8 @@ pub enum ParseErrorKind {
     SdInvalid,
     /// A required SP between header fields is missing.
     MissingSpace,
+    /// An RFC 5424 MSG that starts with a BOM is not UTF-8 after it (§6.4: MSG-UTF8).
+    InvalidUtf8,
 }
 
 impl ParseErrorKind {
@@ -298,13 +298,38 @@ impl ParseErrorKind {
     pub fn name(self) -> &'static str {
         match self {
             ParseErrorKind::InvalidPri => "invalid_pri",
-            ParseErrorKind::UnknownVersion => "unknown_version",
             ParseErrorKind::BadTimestamp => "bad_timestamp",
             ParseErrorKind::TruncatedHeader => "truncated_header",
             ParseErrorKind::InvalidHeaderChar => "invalid_header_char",
             ParseErrorKind::SdInvalid => "sd_invalid",
             ParseErrorKind::MissingSpace => "missing_space",
+            ParseErrorKind::InvalidUtf8 => "invalid_utf8",
         }
+    }
+}
+
+/// Facts about how a frame was read that are neither fields nor faults. They are not part of
+/// the JSON form (DESIGN.md §5 fixes its fields); the event carries them for counters and outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ParseFlags(u8);
+
+impl ParseFlags {
+    /// A zone-less timestamp named a local time that does not exist (DST gap) or exists twice
+    /// (DST overlap) in the listener's zone, and was resolved by rule (hostile-inputs E02).
+    pub const TIMESTAMP_ADJUSTED: ParseFlags = ParseFlags(1);
+    /// A PARAM-VALUE was not UTF-8; it is shown with U+FFFD, the raw bytes keep it (H09).
+    pub const SD_NOT_UTF8: ParseFlags = ParseFlags(2);
+    /// A Cisco IOS stamp carried `*` (clock not synchronised) or `.` (clock not authoritative).
+    pub const CLOCK_UNSYNCED: ParseFlags = ParseFlags(4);
+
+    /// True when every flag in `other` is set.
+    pub fn contains(self, other: ParseFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Sets the flags in `other`.
+    pub fn insert(&mut self, other: ParseFlags) {
+        self.0 |= other.0;
     }
 }
 
@@ -314,6 +339,8 @@ impl ParseErrorKind {
 pub struct Parsed {
     /// Grammar the message was read as.
     pub protocol: Protocol,
+    /// RFC 5424 VERSION (1..=999; only 1 is defined); 0 for RFC 3164.
+    pub version: u16,
     /// Facility; user when the PRI is missing or invalid.
     pub facility: Facility,
     /// Severity; notice when the PRI is missing or invalid.
@@ -338,25 +365,39 @@ pub struct Parsed {
     pub msg_utf8: bool,
     /// Set when the frame did not parse cleanly.
     pub parse_error: Option<ParseError>,
+    /// How the frame was read, beyond fields and faults.
+    pub flags: ParseFlags,
 }
 
 impl Parsed {
-    /// A frame about which nothing is known: user.notice, the whole frame as MSG.
-    pub fn unparsed(frame: &[u8]) -> Parsed {
+    /// Nothing read yet: this grammar and PRI, no fields, an empty MSG at the end of the frame.
+    pub fn new(protocol: Protocol, facility: Facility, severity: Severity, len: usize) -> Parsed {
         Parsed {
-            protocol: Protocol::Rfc3164,
-            facility: Facility::User,
-            severity: Severity::Notice,
-            pri_missing: true,
+            protocol,
+            version: 0,
+            facility,
+            severity,
+            pri_missing: false,
             timestamp: None,
             hostname: None,
             app_name: None,
             procid: None,
             msgid: None,
             structured_data: Vec::new(),
+            message: Span::new(len, len),
+            msg_utf8: true,
+            parse_error: None,
+            flags: ParseFlags::default(),
+        }
+    }
+
+    /// A frame about which nothing is known: user.notice, the whole frame as MSG.
+    pub fn unparsed(frame: &[u8]) -> Parsed {
+        Parsed {
+            pri_missing: true,
             message: Span::new(0, frame.len()),
             msg_utf8: std::str::from_utf8(frame).is_ok(),
-            parse_error: None,
+            ..Parsed::new(Protocol::Rfc3164, Facility::User, Severity::Notice, 0)
         }
     }
 }

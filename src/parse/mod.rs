@@ -5,9 +5,10 @@
 //!    trailing CR stays). Spans still index the frame as given.
 //! 2. PRI ([`pri`]). No `<` at all: user.notice with `pri_missing`, read as RFC 3164 from byte 0.
 //!    A malformed PRI: user.notice, `invalid_pri`, the whole frame as MSG (as rsyslog does).
-//! 3. `1` SP right after the PRI: RFC 5424, read strictly ([`rfc5424`]). Anything else, other
-//!    VERSIONs included (`<13>2 …`), is RFC 3164 read tolerantly ([`rfc3164`]): a VERSION other
-//!    than 1 promises a header format this parser does not know.
+//! 3. `VERSION SP` right after the PRI, VERSION being `NONZERO-DIGIT 0*2DIGIT` (1 to 999, as the
+//!    ABNF and go-syslog have it): RFC 5424, read strictly ([`rfc5424`]). Its PRI must then have no
+//!    leading zero (`<013>1 …` is `invalid_pri`, like any malformed PRI). Anything else (`<13>0 …`,
+//!    `<13>1000 …`, `<13>1x`) is RFC 3164 read tolerantly ([`rfc3164`]), where `<013>` is 13.
 //!
 //! The grammars use nom's `complete` parsers only (never `streaming`): the input is a whole
 //! message, so running out of bytes is a fault or the end of the message, never "wait for more".
@@ -21,7 +22,7 @@ pub mod rfc5424;
 use chrono::{DateTime, Local, TimeZone, Utc};
 use nom::error::ErrorKind;
 
-use crate::event::{Facility, ParseError, ParseErrorKind, Parsed, Protocol, Severity, Span};
+use crate::event::{Facility, ParseError, ParseErrorKind, Parsed, Severity, Span};
 use pri::Pri;
 
 /// What the parser needs to know besides the bytes.
@@ -55,15 +56,7 @@ pub fn parse(frame: &[u8], opts: &ParseOptions) -> Parsed {
 pub fn parse_in<Tz: TimeZone>(frame: &[u8], opts: &ParseOptions, zone: &Tz) -> Parsed {
     let msg = trim_end(frame);
     match pri::parse_pri(msg) {
-        Pri::Invalid { at } => Parsed {
-            protocol: Protocol::Rfc3164,
-            pri_missing: false,
-            parse_error: Some(ParseError {
-                kind: ParseErrorKind::InvalidPri,
-                at,
-            }),
-            ..Parsed::unparsed(msg)
-        },
+        Pri::Invalid { at } => invalid_pri(msg, at),
         Pri::Missing => {
             let (f, s) = (Facility::User, Severity::Notice);
             let mut p = rfc3164::parse(msg, 0, f, s, &opts.received_at, zone);
@@ -74,14 +67,44 @@ pub fn parse_in<Tz: TimeZone>(frame: &[u8], opts: &ParseOptions, zone: &Tz) -> P
             facility,
             severity,
             len,
-        } => {
-            if msg.get(len..).is_some_and(|rest| rest.starts_with(b"1 ")) {
-                rfc5424::parse(msg, len + 2, facility, severity)
-            } else {
-                rfc3164::parse(msg, len, facility, severity, &opts.received_at, zone)
-            }
-        }
+        } => match version(msg, len) {
+            // `<0…>` with more digits: the digit after the zero is where RFC 5424's PRIVAL ends.
+            Some(_) if len > 3 && msg.get(1) == Some(&b'0') => invalid_pri(msg, 2),
+            Some((version, start)) => rfc5424::parse(msg, start, version, facility, severity),
+            None => rfc3164::parse(msg, len, facility, severity, &opts.received_at, zone),
+        },
     }
+}
+
+/// A frame whose PRI is malformed: user.notice, `invalid_pri` at `at`, the whole frame as MSG.
+fn invalid_pri(msg: &[u8], at: usize) -> Parsed {
+    Parsed {
+        pri_missing: false,
+        parse_error: Some(ParseError {
+            kind: ParseErrorKind::InvalidPri,
+            at,
+        }),
+        ..Parsed::unparsed(msg)
+    }
+}
+
+/// `VERSION SP` at `at` (`NONZERO-DIGIT 0*2DIGIT`): the VERSION and where TIMESTAMP starts.
+fn version(msg: &[u8], at: usize) -> Option<(u16, usize)> {
+    let rest = msg.get(at..)?;
+    let digits = rest
+        .iter()
+        .take(4)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let well_formed = (1..=3).contains(&digits) && rest.first() != Some(&b'0');
+    if !well_formed || rest.get(digits) != Some(&b' ') {
+        return None;
+    }
+    let value = rest
+        .get(..digits)?
+        .iter()
+        .fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
+    Some((value, at + digits + 1))
 }
 
 /// `frame` without its trailing run of `\n`, `\0` and `\r\n` (hostile-inputs I06).
@@ -120,13 +143,17 @@ pub(crate) fn is_print(b: u8) -> bool {
     (33..=126).contains(&b)
 }
 
-/// Sets MSG to `frame[start..]` and records whether it is UTF-8.
-pub(crate) fn set_message(p: &mut Parsed, frame: &[u8], start: usize) {
+/// Sets MSG to `frame[start..]` and records whether it is UTF-8; returns the decoding error.
+pub(crate) fn set_message(
+    p: &mut Parsed,
+    frame: &[u8],
+    start: usize,
+) -> Result<(), std::str::Utf8Error> {
     let start = start.min(frame.len());
     p.message = Span::new(start, frame.len());
-    p.msg_utf8 = frame
-        .get(start..)
-        .is_some_and(|m| std::str::from_utf8(m).is_ok());
+    let checked = std::str::from_utf8(frame.get(start..).unwrap_or_default()).map(|_| ());
+    p.msg_utf8 = checked.is_ok();
+    checked
 }
 
 #[cfg(test)]

@@ -53,26 +53,13 @@ pub fn parse<Tz: TimeZone>(
     received_at: &DateTime<Utc>,
     zone: &Tz,
 ) -> Parsed {
-    let mut p = Parsed {
-        protocol: Protocol::Rfc3164,
-        facility,
-        severity,
-        pri_missing: false,
-        timestamp: None,
-        hostname: None,
-        app_name: None,
-        procid: None,
-        msgid: None,
-        structured_data: Vec::new(),
-        message: Span::new(frame.len(), frame.len()),
-        msg_utf8: true,
-        parse_error: None,
-    };
+    let mut p = Parsed::new(Protocol::Rfc3164, facility, severity, frame.len());
     let mut msg = header(frame, start, received_at, zone, &mut p);
     if p.parse_error.is_none() && frame.get(msg..).is_some_and(|m| m.starts_with(BOM)) {
         msg += BOM.len();
     }
-    set_message(&mut p, frame, msg);
+    // RFC 3164 has no MSG-UTF8 rule: any bytes are MSG, `msg_utf8` says whether they are UTF-8.
+    let _ = set_message(&mut p, frame, msg);
     p
 }
 

@@ -1,4 +1,4 @@
-//! RFC 5424, read strictly by its ABNF (§6), from the TIMESTAMP on (`PRI "1" SP` is already read).
+//! RFC 5424, read strictly by its ABNF (§6), from the TIMESTAMP on (`PRI VERSION SP` is read).
 //!
 //! On the first fault the fields read so far are kept, the rest of the frame from the start of the
 //! faulting field becomes MSG, and `parse_error` says what and where. Error offsets follow
@@ -14,7 +14,7 @@ use nom::character::complete::{char, one_of};
 
 use super::{Res, digit, fault_pos, is_print, set_message};
 use crate::event::{
-    Facility, ParseError, ParseErrorKind, Parsed, Protocol, SdElement, Severity, Span,
+    Facility, ParseError, ParseErrorKind, ParseFlags, Parsed, Protocol, SdElement, Severity, Span,
 };
 
 /// HOSTNAME is at most 255 PRINTUSASCII bytes.
@@ -50,44 +50,62 @@ impl Fault {
     }
 }
 
-/// Parses an RFC 5424 message whose TIMESTAMP starts at `start` (just after `PRI "1" SP`).
-/// `facility` and `severity` come from the PRI. Never panics.
-pub fn parse(frame: &[u8], start: usize, facility: Facility, severity: Severity) -> Parsed {
-    let mut p = Parsed {
-        protocol: Protocol::Rfc5424,
-        facility,
-        severity,
-        pri_missing: false,
-        timestamp: None,
-        hostname: None,
-        app_name: None,
-        procid: None,
-        msgid: None,
-        structured_data: Vec::new(),
-        message: Span::new(frame.len(), frame.len()),
-        msg_utf8: true,
-        parse_error: None,
-    };
+/// Parses an RFC 5424 message whose TIMESTAMP starts at `start` (just after `PRI VERSION SP`).
+/// `version`, `facility` and `severity` come from there. Never panics.
+pub fn parse(
+    frame: &[u8],
+    start: usize,
+    version: u16,
+    facility: Facility,
+    severity: Severity,
+) -> Parsed {
+    let mut p = Parsed::new(Protocol::Rfc5424, facility, severity, frame.len());
+    p.version = version;
     match header(frame, start, &mut p) {
+        Ok(msg) if frame.get(msg..).is_some_and(|m| m.starts_with(BOM)) => {
+            // MSG-UTF8 (§6.4): after a BOM the MSG must be UTF-8. It is kept either way.
+            let text = msg + BOM.len();
+            if let Err(e) = set_message(&mut p, frame, text) {
+                p.parse_error = Some(ParseError {
+                    kind: ParseErrorKind::InvalidUtf8,
+                    at: text + utf8_fault(frame, text, &e),
+                });
+            }
+        }
+        // MSG-ANY: any bytes; `msg_utf8` says whether they happen to be UTF-8.
         Ok(msg) => {
-            let bom = frame.get(msg..).is_some_and(|m| m.starts_with(BOM));
-            set_message(&mut p, frame, if bom { msg + BOM.len() } else { msg });
+            let _ = set_message(&mut p, frame, msg);
         }
         Err(f) => {
             p.parse_error = Some(ParseError {
                 kind: f.kind,
                 at: f.at,
             });
-            set_message(&mut p, frame, f.field);
+            let _ = set_message(&mut p, frame, f.field);
         }
     }
     p
 }
 
+/// Offset (from `start`) of the first byte that cannot continue valid UTF-8: a byte that can
+/// never start a sequence is itself the fault; otherwise the byte after the valid prefix is.
+fn utf8_fault(frame: &[u8], start: usize, e: &std::str::Utf8Error) -> usize {
+    let at = e.valid_up_to();
+    match frame.get(start + at) {
+        Some(0xC2..=0xF4) => {
+            let rest = frame.len().saturating_sub(start + at);
+            at + e.error_len().unwrap_or(rest)
+        }
+        _ => at,
+    }
+}
+
 /// Reads the header into `p`; returns where MSG starts.
 fn header(frame: &[u8], start: usize, p: &mut Parsed) -> Result<usize, Fault> {
     let (timestamp, end) = timestamp_field(frame, start)?;
-    let next = separator(frame, start, end, ParseErrorKind::BadTimestamp);
+    // A complete, valid stamp followed by something else than SP is kept (go-syslog keeps it
+    // too); a header field below can only be followed by a byte that makes the field invalid.
+    let next = separator(frame, start, end, ParseErrorKind::MissingSpace);
     if keeps_field(&next) {
         p.timestamp = timestamp;
     }
@@ -105,8 +123,11 @@ fn header(frame: &[u8], start: usize, p: &mut Parsed) -> Result<usize, Fault> {
         }
         pos = next?;
     }
-    let (sd, end) = structured_data(frame, pos)?;
+    let (sd, end, lossy) = structured_data(frame, pos)?;
     p.structured_data = sd;
+    if lossy {
+        p.flags.insert(ParseFlags::SD_NOT_UTF8);
+    }
     match frame.get(end) {
         None => Ok(end),
         Some(b' ') => Ok(end + 1),
@@ -114,19 +135,25 @@ fn header(frame: &[u8], start: usize, p: &mut Parsed) -> Result<usize, Fault> {
     }
 }
 
-/// A field that the input ends right after is complete; what is missing is the next one.
+/// A field that the input ends right after, or that lacks only its SP, is complete; the fault
+/// lies after it.
 fn keeps_field(next: &Result<usize, Fault>) -> bool {
     match next {
         Ok(_) => true,
-        Err(f) => f.kind == ParseErrorKind::TruncatedHeader,
+        Err(f) => matches!(
+            f.kind,
+            ParseErrorKind::TruncatedHeader | ParseErrorKind::MissingSpace
+        ),
     }
 }
 
-/// The SP after a header field that started at `field` and ended at `end`.
+/// The SP after a header field that started at `field` and ended at `end`; another byte there
+/// is a `bad` fault (`MissingSpace` faults after the field, others in it).
 fn separator(frame: &[u8], field: usize, end: usize, bad: ParseErrorKind) -> Result<usize, Fault> {
     match frame.get(end) {
         Some(b' ') => Ok(end + 1),
         None => Err(Fault::new(ParseErrorKind::TruncatedHeader, end, end)),
+        Some(_) if bad == ParseErrorKind::MissingSpace => Err(Fault::new(bad, end, end)),
         Some(_) => Err(Fault::new(bad, end, field)),
     }
 }
@@ -301,12 +328,13 @@ pub(crate) fn fraction_nanos(digits: &[u8]) -> u32 {
     nanos
 }
 
-/// `NILVALUE / 1*SD-ELEMENT` at `start`: the elements and where SD ends.
-fn structured_data(frame: &[u8], start: usize) -> Result<(Vec<SdElement>, usize), Fault> {
+/// `NILVALUE / 1*SD-ELEMENT` at `start`: the elements, where SD ends, and whether a
+/// PARAM-VALUE was not UTF-8 (kept lossily).
+fn structured_data(frame: &[u8], start: usize) -> Result<(Vec<SdElement>, usize, bool), Fault> {
     let invalid = |at| Fault::new(ParseErrorKind::SdInvalid, at, start);
     match frame.get(start) {
         None => return Err(Fault::new(ParseErrorKind::TruncatedHeader, start, start)),
-        Some(b'-') => return Ok((Vec::new(), start + 1)),
+        Some(b'-') => return Ok((Vec::new(), start + 1, false)),
         Some(b'[') => {}
         Some(_) => return Err(invalid(start)),
     }
@@ -316,6 +344,7 @@ fn structured_data(frame: &[u8], start: usize) -> Result<(Vec<SdElement>, usize)
     let mut first_ids: [&[u8]; SCAN_IDS] = [&[]; SCAN_IDS];
     let mut ids: HashSet<&[u8]> = HashSet::new();
     let mut params_seen = 0usize;
+    let mut lossy = false;
     let mut pos = start;
     while frame.get(pos) == Some(&b'[') {
         if elements.len() >= MAX_SD_ELEMENTS {
@@ -349,6 +378,9 @@ fn structured_data(frame: &[u8], start: usize) -> Result<(Vec<SdElement>, usize)
                     let open = expect(frame, name_end, b'=').map_err(invalid)?;
                     let value_start = expect(frame, open, b'"').map_err(invalid)?;
                     let (value, end) = param_value(frame, value_start).map_err(invalid)?;
+                    lossy |= value.contains(char::REPLACEMENT_CHARACTER)
+                        && std::str::from_utf8(frame.get(value_start..end).unwrap_or_default())
+                            .is_err();
                     params.push((text(name), value));
                     params_seen += 1;
                     pos = end;
@@ -362,7 +394,7 @@ fn structured_data(frame: &[u8], start: usize) -> Result<(Vec<SdElement>, usize)
             params,
         });
     }
-    Ok((elements, pos))
+    Ok((elements, pos, lossy))
 }
 
 /// An SD-ID with `@` is `name@<private enterprise number>` (§6.3.2): one `@`, with something

@@ -92,13 +92,13 @@ fn hostile_d04_pri_only() {
     assert_eq!(p.message, Span::new(6, 6));
 }
 
-/// D07: only VERSION `1` is RFC 5424. Other versions are read as RFC 3164 text, unflagged.
+/// D07: VERSION is `NONZERO-DIGIT 0*2DIGIT` (RFC 5424's ABNF, as go-syslog reads it), so 1 to
+/// 999 are RFC 5424. Anything else after the PRI is RFC 3164 text, unflagged.
 #[test]
 fn hostile_d07_version_oddities() {
     for frame in [
         &b"<13>0 2003-10-11T22:14:15Z h a - - - m"[..],
         b"<13>01 2003-10-11T22:14:15Z h a - - - m",
-        b"<13>2 2003-10-11T22:14:15Z h a - - - m",
         b"<13>1000 2003-10-11T22:14:15Z h a - - - m",
         b"<13>1x 2003-10-11T22:14:15Z h a - - - m",
     ] {
@@ -107,8 +107,39 @@ fn hostile_d07_version_oddities() {
         assert_eq!((p.timestamp, p.hostname, p.app_name), (None, None, None));
         assert_eq!(p.message.slice(frame), &frame[4..]);
     }
-    let f = b"<13>1 2003-10-11T22:14:15Z h a - - - m";
-    assert_eq!(parse_utc(f).protocol, Protocol::Rfc5424);
+    for (frame, version) in [
+        (&b"<13>1 2003-10-11T22:14:15Z h a - - - m"[..], 1),
+        (b"<13>2 2003-10-11T22:14:15Z h a - - - m", 2),
+        (b"<13>999 2003-10-11T22:14:15Z h a - - - m", 999),
+    ] {
+        let p = parse_utc(frame);
+        assert_eq!(
+            (p.protocol, p.version, p.parse_error),
+            (Protocol::Rfc5424, version, None)
+        );
+        assert_eq!(
+            (text(frame, p.hostname), p.message.slice(frame)),
+            (Some("h"), &b"m"[..])
+        );
+    }
+}
+
+/// D06 for RFC 5424: PRIVAL has no leading zeros there, so `<013>1 …` is an invalid PRI (at the
+/// byte after the zero, where go-syslog stops). RFC 3164 keeps rsyslog's leniency (pri.rs).
+#[test]
+fn hostile_d06_leading_zero_pri_is_invalid_in_rfc5424() {
+    for frame in [
+        &b"<013>1 - h a - - - m"[..],
+        b"<00>1 - h a - - - m",
+        b"<002>122 - - - - - -",
+    ] {
+        let p = parse_utc(frame);
+        assert_eq!(err(&p), Some((ParseErrorKind::InvalidPri, 2)), "{frame:?}");
+        assert_eq!((p.facility, p.severity), (Facility::User, Severity::Notice));
+        assert_eq!(p.message.slice(frame), frame);
+    }
+    let p = parse_utc(b"<0>1 - h a - - - m");
+    assert_eq!((p.protocol, p.parse_error), (Protocol::Rfc5424, None));
 }
 
 #[test]
