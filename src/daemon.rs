@@ -126,6 +126,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
             name: name.clone(),
             max_message_size: max,
             allowed_sources: l.config.allowed_sources.clone(),
+            timezone: l.config.timezone,
         };
         match (l.socket, &l.config.kind) {
             (BoundSocket::Udp(s), _) => {
@@ -168,6 +169,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
                         frame_timeout: *frame_timeout,
                         nul_trailer: *nul_trailer,
                         allowed_sources: l.config.allowed_sources.clone(),
+                        timezone: l.config.timezone,
                     },
                     pipeline: pipeline.clone(),
                     shutdown: shutdown.clone(),

@@ -31,6 +31,7 @@ pub(super) struct RawListener {
     pub(super) receive_buffer_size: Option<Spanned<NumOrStr>>,
     pub(super) nul_trailer: Option<Spanned<bool>>,
     pub(super) allowed_sources: Option<Spanned<OneOrMany>>,
+    pub(super) timezone: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -223,6 +223,20 @@ pub(super) fn validate_listener(
         .allowed_sources
         .as_ref()
         .map(|s| cidr_list(errs, &format!("{p}.allowed_sources"), s));
+    let timezone = match &raw.timezone {
+        None => Zone::Local,
+        Some(tz) => Zone::from_name(tz.get_ref()).unwrap_or_else(|| {
+            errs.at(
+                tz.span(),
+                format!("{p}.timezone"),
+                format!(
+                    "unknown time zone {:?}: expected an IANA name like \"Europe/Berlin\", \"UTC\", or \"local\"",
+                    tz.get_ref()
+                ),
+            );
+            Zone::Local
+        }),
+    };
     if errs.list.len() > n_before {
         return None;
     }
@@ -230,6 +244,7 @@ pub(super) fn validate_listener(
         name: name.into(),
         max_message_size,
         allowed_sources,
+        timezone,
         kind,
     })
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::event::Event;
 use crate::metrics::{self, ListenerMetrics, Metrics};
 use crate::output::{Batch, OutputHandle};
-use crate::parse::{ParseOptions, parse};
+use crate::parse::{ParseOptions, Zone, parse};
 use crate::route::RuleTable;
 
 /// What every listener shares: the rule table and the outputs' queues.
@@ -33,6 +33,8 @@ pub struct Pipeline {
 pub struct Dispatcher {
     pipeline: Arc<Pipeline>,
     listener: Arc<str>,
+    /// The listener's `timezone`, for RFC 3164 stamps without an offset.
+    zone: Zone,
     metrics: Arc<ListenerMetrics>,
     /// One pending batch per output.
     batches: Vec<Batch>,
@@ -45,13 +47,14 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher for events read by `listener`.
-    pub fn new(pipeline: Arc<Pipeline>, listener: Arc<str>) -> Dispatcher {
+    /// A dispatcher for events read by `listener`, whose zone-less stamps are in `zone`.
+    pub fn new(pipeline: Arc<Pipeline>, listener: Arc<str>, zone: Zone) -> Dispatcher {
         let metrics = pipeline.metrics.listener(&listener);
         let batches = pipeline.outputs.iter().map(|_| Vec::new()).collect();
         Dispatcher {
             pipeline,
             listener,
+            zone,
             metrics,
             batches,
             route_buf: Vec::new(),
@@ -76,7 +79,8 @@ impl Dispatcher {
         source: Option<SocketAddr>,
         received_at: DateTime<Utc>,
     ) {
-        let parsed = parse(&frame, &ParseOptions { received_at });
+        let zone = self.zone;
+        let parsed = parse(&frame, &ParseOptions { received_at, zone });
         self.received += 1;
         if parsed.parse_error.is_some() {
             self.parse_errors += 1;
@@ -203,7 +207,7 @@ pub async fn run_datagram(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let name = settings.name.clone();
-    let mut dispatcher = Dispatcher::new(pipeline, name.clone());
+    let mut dispatcher = Dispatcher::new(pipeline, name.clone(), settings.timezone);
     let m = dispatcher.metrics().clone();
     let mut kernel_drops_tick = tokio::time::interval(KERNEL_DROPS_INTERVAL);
     // One byte more than the maximum, so a longer datagram is seen as longer and flagged.
@@ -263,6 +267,8 @@ pub struct DatagramSettings {
     pub max_message_size: usize,
     /// Only these sender networks are accepted; `None` accepts all.
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+    /// The zone of RFC 3164 stamps without an offset.
+    pub timezone: Zone,
 }
 
 /// How often the kernel's drop counter is read.

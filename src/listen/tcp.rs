@@ -65,6 +65,8 @@ pub struct TcpSettings {
     pub nul_trailer: bool,
     /// Only these sender networks are accepted; `None` accepts all.
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+    /// The zone of RFC 3164 stamps without an offset.
+    pub timezone: crate::parse::Zone,
 }
 
 /// A TCP listener task.
@@ -131,7 +133,11 @@ impl TcpServer {
                 stream,
                 peer,
                 settings: self.settings.clone(),
-                dispatcher: Dispatcher::new(self.pipeline.clone(), self.settings.name.clone()),
+                dispatcher: Dispatcher::new(
+                    self.pipeline.clone(),
+                    self.settings.name.clone(),
+                    self.settings.timezone,
+                ),
                 metrics: metrics.clone(),
                 hard_stop: self.hard_stop.clone(),
                 fault_log: fault_log.clone(),

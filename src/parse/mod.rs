@@ -25,18 +25,43 @@ use nom::error::ErrorKind;
 use crate::event::{Facility, ParseError, ParseErrorKind, Parsed, Severity, Span};
 use pri::Pri;
 
+/// The zone that RFC 3164 stamps without an offset are read in: a listener's `timezone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Zone {
+    /// The host's zone ([`chrono::Local`]), following changes to `TZ` or /etc/localtime.
+    #[default]
+    Local,
+    /// An IANA zone from the database compiled into sluice (chrono-tz), so the result does not
+    /// depend on the host's tzdata.
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// Parses `local` or an IANA name (`Europe/Berlin`, `UTC`); case matters, as in the database.
+    pub fn from_name(name: &str) -> Option<Zone> {
+        match name {
+            "local" => Some(Zone::Local),
+            _ => name.parse().ok().map(Zone::Named),
+        }
+    }
+}
+
 /// What the parser needs to know besides the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseOptions {
     /// When the frame was received: RFC 3164 stamps carry no year, which is inferred from this.
-    /// Stamps without a zone are read in the host's local zone ([`chrono::Local`]).
     pub received_at: DateTime<Utc>,
+    /// The zone of RFC 3164 stamps that carry no offset.
+    pub zone: Zone,
 }
 
 impl ParseOptions {
-    /// Options for a frame received at `received_at`.
+    /// Options for a frame received at `received_at`, zone-less stamps read in the host's zone.
     pub fn new(received_at: DateTime<Utc>) -> ParseOptions {
-        ParseOptions { received_at }
+        ParseOptions {
+            received_at,
+            zone: Zone::Local,
+        }
     }
 
     /// Options for a frame received now.
@@ -46,13 +71,16 @@ impl ParseOptions {
 }
 
 /// Parses one frame. Never fails and never panics: what does not parse ends up in MSG, with
-/// `parse_error` saying what and where. Zone-less RFC 3164 stamps are read in [`chrono::Local`].
+/// `parse_error` saying what and where. Zone-less RFC 3164 stamps are read in `opts.zone`.
 pub fn parse(frame: &[u8], opts: &ParseOptions) -> Parsed {
-    parse_in(frame, opts, &Local)
+    match opts.zone {
+        Zone::Local => parse_in(frame, opts, &Local),
+        Zone::Named(tz) => parse_in(frame, opts, &tz),
+    }
 }
 
-/// [`parse`], reading zone-less RFC 3164 stamps in `zone` instead of the local zone (for tests,
-/// fuzzing and reproducible output).
+/// [`parse`], reading zone-less RFC 3164 stamps in `zone` whatever `opts.zone` says (for tests
+/// with their own [`TimeZone`]).
 pub fn parse_in<Tz: TimeZone>(frame: &[u8], opts: &ParseOptions, zone: &Tz) -> Parsed {
     let msg = trim_end(frame);
     match pri::parse_pri(msg) {

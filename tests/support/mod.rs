@@ -193,7 +193,7 @@ to = ["out"]
 "#,
         udp_extra = tcp_extra
             .lines()
-            .filter(|l| ["max_message_size", "allowed_sources"]
+            .filter(|l| ["max_message_size", "allowed_sources", "timezone"]
                 .iter()
                 .any(|k| l.starts_with(k)))
             .collect::<Vec<_>>()
