@@ -2,6 +2,7 @@
 //! the submodules; the go-syslog conformance corpus in `corpus`.
 
 mod corpus;
+mod dialects;
 mod rfc3164;
 mod rfc5424;
 

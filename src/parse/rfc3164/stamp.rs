@@ -1,174 +1,33 @@
-//! RFC 3164 (BSD syslog), read tolerantly: `[TIMESTAMP SP [HOSTNAME SP]] [TAG] MSG`, as real
-//! senders write it.
-//!
-//! - TIMESTAMP: `Mmm dd hh:mm:ss` (month case-insensitive, day space-padded or one digit), with
-//!   an optional `.frac`/`,frac`, a year before the time (`Oct 11 2024 22:14:15`, Cisco) or after
-//!   it (`Oct 11 22:14:15 2024`, LinkSys), a trailing `:` (Cisco), a leading year
-//!   (`2024 Oct 11 …`, Brocade), or an RFC 3339 stamp (zone optional, SP allowed for `T`).
-//!   Zone-less stamps are local time in the given zone; a missing year is inferred from the
-//!   receive time. Only text that clearly is a stamp but is wrong (`Feb 30`, `25:00:00`,
-//!   `22:14` without seconds) gets `bad_timestamp`, with MSG from the stamp on; anything else
-//!   that is no stamp is simply not one.
-//! - HOSTNAME, only after a TIMESTAMP: the next word, unless it looks like a TAG (ends with `:`,
-//!   or holds `[`; an IPv6 shorthand ending in `::` stays a hostname). A word with `/` or bytes
-//!   outside PRINTUSASCII is no hostname: from there on everything is MSG.
-//! - TAG: 1 to 48 PRINTUSASCII bytes but `:`, `[` and `]`, ended by `:`, `[pid]` or, after a
-//!   TIMESTAMP, a SP. Without a TIMESTAMP a first word ended by SP is text, not a TAG.
-//!   One SP after `:` is part of the separator.
+//! RFC 3164 timestamps as devices write them (see the parent module), year inference for
+//! year-less stamps, and placing zone-less ones in the listener's zone.
 
 use chrono::{
     DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
     TimeDelta, TimeZone, Utc,
 };
-use memchr::memchr;
 use nom::Parser;
 use nom::bytes::complete::{take_while_m_n, take_while1};
 use nom::character::complete::char;
 
-use super::{Res, digit, is_print, rfc5424::fraction_nanos, set_message};
-use crate::event::{Facility, ParseError, ParseErrorKind, Parsed, Protocol, Severity, Span};
-
-/// Longest TAG taken as APP-NAME (RFC 3164 says 32; rsyslog keeps longer ones; 48 = RFC 5424).
-pub const MAX_TAG: usize = 48;
-/// Longest `[pid]` content taken as PROCID.
-pub const MAX_PID: usize = 128;
-/// Longest word taken as HOSTNAME.
-pub const MAX_HOSTNAME: usize = 255;
+use crate::parse::{Res, digit, rfc5424::fraction_nanos};
 
 /// A year-less stamp further ahead of the receive time than this belongs to the year before.
 const FUTURE_SLACK: TimeDelta = TimeDelta::days(31);
 /// A year-less stamp further behind than this belongs to the next year (`Jan 1` read on Dec 31).
 const PAST_SLACK: TimeDelta = TimeDelta::days(334);
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Parses the RFC 3164 message that starts at `start` (after the PRI, or 0 without one).
-/// `facility` and `severity` come from the PRI; `received_at` and `zone` date year- or zone-less
-/// stamps. Never panics.
-pub fn parse<Tz: TimeZone>(
-    frame: &[u8],
-    start: usize,
-    facility: Facility,
-    severity: Severity,
-    received_at: &DateTime<Utc>,
-    zone: &Tz,
-) -> Parsed {
-    let mut p = Parsed::new(Protocol::Rfc3164, facility, severity, frame.len());
-    let mut msg = header(frame, start, received_at, zone, &mut p);
-    if p.parse_error.is_none() && frame.get(msg..).is_some_and(|m| m.starts_with(BOM)) {
-        msg += BOM.len();
-    }
-    // RFC 3164 has no MSG-UTF8 rule: any bytes are MSG, `msg_utf8` says whether they are UTF-8.
-    let _ = set_message(&mut p, frame, msg);
-    p
-}
-
-/// Reads TIMESTAMP, HOSTNAME and TAG into `p`; returns where MSG starts.
-fn header<Tz: TimeZone>(
-    frame: &[u8],
-    start: usize,
-    received_at: &DateTime<Utc>,
-    zone: &Tz,
-    p: &mut Parsed,
-) -> usize {
-    // HP ProCurve and others put a SP between PRI and TIMESTAMP.
-    let head = skip_spaces(frame, start);
-    let mut pos = match timestamp(frame, head, received_at, zone) {
-        Stamp::Absent => return tag(frame, head, false, p).unwrap_or(start),
-        Stamp::Bad { at } => {
-            p.parse_error = Some(ParseError {
-                kind: ParseErrorKind::BadTimestamp,
-                at,
-            });
-            return head;
-        }
-        Stamp::Found { value, end } => {
-            p.timestamp = value;
-            skip_spaces(frame, end)
-        }
-    };
-    let rest = frame.get(pos..).unwrap_or_default();
-    let word = rest
-        .get(..memchr(b' ', rest).unwrap_or(rest.len()))
-        .unwrap_or_default();
-    if word.is_empty() {
-        return pos;
-    }
-    let tag_like = word.contains(&b'[') || (word.ends_with(b":") && !word.ends_with(b"::"));
-    if !tag_like {
-        let hostname = word.len() <= MAX_HOSTNAME && word.iter().all(|&b| is_print(b) && b != b'/');
-        if !hostname {
-            return pos;
-        }
-        p.hostname = Some(Span::new(pos, pos + word.len()));
-        pos = (pos + word.len() + 1).min(frame.len());
-    }
-    tag(frame, pos, true, p).unwrap_or(pos)
-}
-
-/// TAG at `pos`: sets APP-NAME (and PROCID) and returns where MSG starts, or `None` (and leaves
-/// `p` alone) when there is no TAG there. `space_ends_tag`: whether `word SP` is a TAG.
-fn tag(frame: &[u8], pos: usize, space_ends_tag: bool, p: &mut Parsed) -> Option<usize> {
-    let rest = frame.get(pos..)?;
-    let is_tag = |b: &u8| is_print(*b) && !matches!(b, b':' | b'[' | b']');
-    let len = rest.iter().take(MAX_TAG + 1).position(|b| !is_tag(b))?;
-    if len == 0 {
-        return None;
-    }
-    let end = pos + len;
-    let (procid, msg) = match rest.get(len) {
-        Some(b':') => (None, after_colon(frame, end + 1)),
-        Some(b' ') if space_ends_tag => (None, end + 1),
-        Some(b'[') => {
-            let pid = frame.get(end + 1..)?;
-            let pid_len = pid.iter().take(MAX_PID + 1).position(|&b| b == b']')?;
-            let ok = pid
-                .get(..pid_len)?
-                .iter()
-                .all(|&b| is_print(b) && b != b'[');
-            if pid_len == 0 || !ok {
-                return None;
-            }
-            let close = end + 1 + pid_len;
-            let msg = match frame.get(close + 1) {
-                None => close + 1,
-                Some(b':') => after_colon(frame, close + 2),
-                Some(b' ') => close + 2,
-                Some(_) => return None,
-            };
-            (Some(Span::new(end + 1, close)), msg)
-        }
-        _ => return None,
-    };
-    p.app_name = Some(Span::new(pos, end));
-    p.procid = procid;
-    Some(msg)
-}
-
-/// One SP after the TAG's colon belongs to the separator.
-fn after_colon(frame: &[u8], pos: usize) -> usize {
-    if frame.get(pos) == Some(&b' ') {
-        pos + 1
-    } else {
-        pos
-    }
-}
-
-fn skip_spaces(frame: &[u8], pos: usize) -> usize {
-    let rest = frame.get(pos..).unwrap_or_default();
-    pos + rest.iter().take_while(|&&b| b == b' ').count()
-}
-
 /// What is at the start of the header.
-enum Stamp {
+pub(super) enum Stamp {
     /// Nothing that looks like a timestamp.
     Absent,
     /// Looks like a timestamp but is not a valid one; `at` is the offending byte.
     Bad { at: usize },
-    /// A timestamp ending at `end` (`value` is `None` only if no zone offset could be found).
+    /// A timestamp ending at `end` (`value` is `None` only if no zone offset could be found);
+    /// `adjusted` when it named a local time that the zone skips or repeats.
     Found {
         value: Option<DateTime<FixedOffset>>,
         end: usize,
+        adjusted: bool,
     },
 }
 
@@ -187,7 +46,8 @@ struct Lexed<'a> {
 /// `Err(None)`: no stamp here. `Err(Some(rest))`: a bad stamp, faulting where `rest` starts.
 type Lex<'a> = Result<Lexed<'a>, Option<&'a [u8]>>;
 
-fn timestamp<Tz: TimeZone>(
+/// The RFC 3164 TIMESTAMP at `pos`, in any of the forms in the module docs.
+pub(super) fn timestamp<Tz: TimeZone>(
     frame: &[u8],
     pos: usize,
     received_at: &DateTime<Utc>,
@@ -224,21 +84,35 @@ fn timestamp<Tz: TimeZone>(
         }
     };
     let Some(naive) = naive else { return bad };
-    let value = match s.offset {
-        Some(secs) => match FixedOffset::east_opt(secs) {
-            Some(off) => naive.and_local_timezone(off).single(),
-            None => return bad,
-        },
-        None => localize(zone, naive),
+    let Some(placed) = place(naive, s.offset, zone) else {
+        return bad;
     };
     Stamp::Found {
-        value,
+        value: placed.map(|(t, _)| t),
         end: offset_of(s.rest),
+        adjusted: placed.is_some_and(|(_, adjusted)| adjusted),
     }
+}
+
+/// A wall time with the offset it came with, else in `zone`; `None` for an offset out of range,
+/// `Some(None)` if the zone cannot place it. The flag: placed by the DST rule of [`localize`].
+pub(super) fn place<Tz: TimeZone>(
+    naive: NaiveDateTime,
+    offset: Option<i32>,
+    zone: &Tz,
+) -> Option<Option<(DateTime<FixedOffset>, bool)>> {
+    Some(match offset {
+        Some(secs) => {
+            let off = FixedOffset::east_opt(secs)?;
+            naive.and_local_timezone(off).single().map(|t| (t, false))
+        }
+        None => localize(zone, naive),
+    })
 }
 
 /// `Mmm SP+ d[d] SP+ [yyyy SP+] hh:mm:ss [(.|,)frac] [: | SP yyyy]`. It counts as a stamp
 /// (and faults become `Bad`) from a month name, a day and a digit after it on.
+/// Cisco IOS may add ` ZONE` before the `:` (see [`cisco_zone`]).
 fn bsd(i: &[u8], year: Option<i32>) -> Lex<'_> {
     let month = i.get(..3).and_then(month_number).ok_or(None)?;
     let i = i.get(3..).unwrap_or_default();
@@ -260,6 +134,7 @@ fn bsd(i: &[u8], year: Option<i32>) -> Lex<'_> {
         _ => (i, year),
     };
     let (i, time) = hms(i)?;
+    let (i, offset) = cisco_zone(i).map_or((i, None), |(rest, utc)| (rest, utc.then_some(0)));
     let (i, year) = match i.split_first() {
         Some((b':', rest)) => (rest, year),
         Some((b' ', rest)) if year.is_none() => match four_digits(rest) {
@@ -276,8 +151,25 @@ fn bsd(i: &[u8], year: Option<i32>) -> Lex<'_> {
         month,
         day,
         time,
-        offset: None,
+        offset,
     })
+}
+
+/// Cisco IOS `show-timezone`: ` ZONE` (2 to 5 capitals) before the stamp's `:`, when a `%` tag
+/// follows (`… 00:01:02.345 CET: %SYS-5-CONFIG_I: …`). Returns what follows ZONE and whether it
+/// is UTC (or GMT): other abbreviations are ambiguous (IST, CST), so the listener's zone applies.
+fn cisco_zone(i: &[u8]) -> Option<(&[u8], bool)> {
+    let word = i.strip_prefix(b" ")?;
+    let len = word
+        .iter()
+        .take(6)
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
+    let (zone, rest) = (word.get(..len)?, word.get(len..)?);
+    let tagged = rest.strip_prefix(b":")?;
+    let tagged = tagged.strip_prefix(b" ").unwrap_or(tagged);
+    ((2..=5).contains(&len) && tagged.first() == Some(&b'%'))
+        .then_some((rest, matches!(zone, b"UTC" | b"GMT")))
 }
 
 /// Brocade: `yyyy Mmm dd hh:mm:ss`.
@@ -338,7 +230,7 @@ fn iso(i: &[u8]) -> Lex<'_> {
 }
 
 /// `hh:mm:ss` and an optional `.frac` or `,frac` (any length; nanoseconds kept).
-fn hms(i: &[u8]) -> Result<(&[u8], NaiveTime), Option<&[u8]>> {
+pub(super) fn hms(i: &[u8]) -> Result<(&[u8], NaiveTime), Option<&[u8]>> {
     let (rest, (h, _, m, _, s)) = (two, char(':'), two, char(':'), two)
         .parse(i)
         .map_err(|e| Some(fault_rest(e, i)))?;
@@ -395,13 +287,13 @@ fn spaces(i: &[u8]) -> Res<'_, &[u8]> {
     take_while1(|b| b == b' ').parse(i)
 }
 
-fn two(i: &[u8]) -> Res<'_, u32> {
+pub(super) fn two(i: &[u8]) -> Res<'_, u32> {
     let (i, (a, b)) = (digit(b'0', b'9'), digit(b'0', b'9')).parse(i)?;
     Ok((i, a * 10 + b))
 }
 
 /// Exactly four digits (not followed by a fifth) as a year.
-fn four_digits(i: &[u8]) -> Option<(&[u8], i32)> {
+pub(super) fn four_digits(i: &[u8]) -> Option<(&[u8], i32)> {
     match i {
         [a, b, c, d, rest @ ..]
             if [a, b, c, d].iter().all(|x| x.is_ascii_digit())
@@ -454,12 +346,15 @@ pub fn infer_year(
     }
 }
 
-/// A local wall time as a fixed-offset time in `zone`. Ambiguous (DST overlap): the earliest.
-/// Nonexistent (DST gap): shifted forward an hour, as the clock was; failing that, read with
-/// the offset in force at that time in UTC. Never panics (E02).
-pub fn localize<Tz: TimeZone>(zone: &Tz, naive: NaiveDateTime) -> Option<DateTime<FixedOffset>> {
-    match zone.from_local_datetime(&naive) {
-        LocalResult::Single(dt) => Some(dt.fixed_offset()),
+/// A local wall time as a fixed-offset time in `zone`, and whether a DST rule placed it.
+/// Ambiguous (DST overlap): the earliest. Nonexistent (DST gap): shifted forward an hour, as the
+/// clock was; failing that, read with the offset in force at that time in UTC. Never panics (E02).
+pub fn localize<Tz: TimeZone>(
+    zone: &Tz,
+    naive: NaiveDateTime,
+) -> Option<(DateTime<FixedOffset>, bool)> {
+    let t = match zone.from_local_datetime(&naive) {
+        LocalResult::Single(dt) => return Some((dt.fixed_offset(), false)),
         // chrono's `Local` does not always put the earlier instant first, so compare.
         LocalResult::Ambiguous(a, b) => Some(if a <= b { a } else { b }.fixed_offset()),
         LocalResult::None => naive
@@ -470,5 +365,6 @@ pub fn localize<Tz: TimeZone>(zone: &Tz, naive: NaiveDateTime) -> Option<DateTim
                 let offset = zone.offset_from_utc_datetime(&naive).fix();
                 naive.and_local_timezone(offset).single()
             }),
-    }
+    };
+    t.map(|t| (t, true))
 }
