@@ -5,6 +5,7 @@ mod corpus;
 mod dialects;
 mod rfc3164;
 mod rfc5424;
+mod roundtrip;
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
