@@ -147,7 +147,7 @@ pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
 /// Appends `ev` as one RFC 5424 message, without a trailer, as it goes on the wire: fields as
 /// the event has them (NILVALUE when absent; HOSTNAME is not filled in from the sender), MSG
 /// bytes unescaped, TIMESTAMP with at most six fraction digits (§6.2.3). Parsing the result gives
-/// the event's fields back (see the round-trip property in src/parse/tests/roundtrip.rs). A
+/// the event's fields back (the round-trip property in tests/properties.rs). A
 /// field value RFC 5424 cannot carry, which the parsers never produce, is written as NILVALUE.
 pub fn write_rfc5424(ev: &Event, out: &mut Vec<u8>) {
     write_rfc5424_as(ev, out, Style::Wire);

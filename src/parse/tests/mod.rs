@@ -1,14 +1,13 @@
-//! Parser tests: helpers, frame-level hostile inputs and properties. Grammar-specific tests sit in
-//! the submodules; the go-syslog conformance corpus in `corpus`.
+//! Parser tests: helpers and frame-level hostile inputs. Grammar-specific tests sit in the
+//! submodules; the go-syslog conformance corpus in `corpus`. Properties over any input are in
+//! tests/properties.rs, through the fuzz targets' checks.
 
 mod corpus;
 mod dialects;
 mod rfc3164;
 mod rfc5424;
-mod roundtrip;
 
 use chrono::{DateTime, TimeZone, Utc};
-use proptest::prelude::*;
 
 use super::{ParseOptions, parse_in, trim_end};
 use crate::event::{Facility, ParseErrorKind, Parsed, Protocol, Severity, Span};
@@ -35,25 +34,6 @@ pub(crate) fn text(frame: &[u8], span: Option<Span>) -> Option<&str> {
 /// The parse error as a comparable pair.
 pub(crate) fn err(p: &Parsed) -> Option<(ParseErrorKind, usize)> {
     p.parse_error.map(|e| (e.kind, e.at))
-}
-
-/// Every span lies inside the frame and is ordered.
-fn assert_spans_within(frame: &[u8], p: &Parsed) -> Result<(), TestCaseError> {
-    let spans = [p.hostname, p.app_name, p.procid, p.msgid, Some(p.message)];
-    for s in spans.into_iter().flatten() {
-        prop_assert!(
-            s.start <= s.end && s.end as usize <= frame.len(),
-            "{:?} {:?}",
-            s,
-            frame
-        );
-    }
-    if let Some(e) = p.parse_error {
-        prop_assert!(e.at <= frame.len());
-    }
-    let msg_utf8 = std::str::from_utf8(p.message.slice(frame)).is_ok();
-    prop_assert_eq!(p.msg_utf8, msg_utf8);
-    Ok(())
 }
 
 #[test]
@@ -204,85 +184,4 @@ fn extreme_years_and_receive_times_do_not_panic() {
     }
     let p = super::parse(b"<13>9999 Dec 31 23:59:59 h a: x", &opts());
     assert!(p.timestamp.is_some());
-}
-
-fn prefixed() -> impl Strategy<Value = Vec<u8>> {
-    let prefixes: Vec<&'static [u8]> = vec![
-        b"",
-        b"<13>",
-        b"<13>1 ",
-        b"<13>1 2003-10-11T22:14:15.003Z h a p m ",
-        b"<13>1 - h a p m [x@1 a=\"",
-        b"<13>Oct 11 22:14:15 ",
-        b"<13>Oct 11 22:14:15 host ",
-        b"<13>2024-02-29T10:00:00",
-    ];
-    (
-        proptest::sample::select(prefixes),
-        proptest::collection::vec(any::<u8>(), 0..300),
-    )
-        .prop_map(|(p, tail)| [p, &tail[..]].concat())
-}
-
-fn syslogish() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(
-        proptest::sample::select(vec![
-            &b"<"[..],
-            b">",
-            b"1",
-            b"9",
-            b"13",
-            b"191",
-            b" ",
-            b"-",
-            b"[",
-            b"]",
-            b"=",
-            b"\"",
-            b"\\",
-            b":",
-            b"T",
-            b"Z",
-            b"+",
-            b".",
-            b"Oct",
-            b"feb",
-            b"29",
-            b"2024-",
-            b"12:",
-            b"@",
-            b"\xEF\xBB\xBF",
-            b"\xff",
-            b"\n",
-            b"\0",
-            b"a",
-            b"host",
-        ]),
-        0..40,
-    )
-    .prop_map(|parts| parts.concat())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
-
-    /// Whatever the bytes: no panic, and every span and offset lies within the frame.
-    #[test]
-    fn never_panics_and_spans_stay_inside(frame in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let p = parse_utc(&frame);
-        assert_spans_within(&frame, &p)?;
-        let p = super::parse(&frame, &opts());
-        assert_spans_within(&frame, &p)?;
-    }
-
-    #[test]
-    fn never_panics_on_prefixed_input(frame in prefixed()) {
-        assert_spans_within(&frame, &parse_utc(&frame))?;
-    }
-
-    #[test]
-    fn never_panics_on_syslog_shaped_input(frame in syslogish()) {
-        assert_spans_within(&frame, &parse_utc(&frame))?;
-        assert_spans_within(&frame, &super::parse(&frame, &opts()))?;
-    }
 }
