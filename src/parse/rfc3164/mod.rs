@@ -136,18 +136,24 @@ fn is_hostname(word: &[u8]) -> bool {
 }
 
 /// TAG at `pos`: sets APP-NAME (and PROCID) and returns where MSG starts, or `None` (and leaves
-/// `p` alone) when there is no TAG there. `space_ends_tag`: whether `word SP` is a TAG.
+/// `p` alone) when there is no TAG there. `space_ends_tag`: whether `word SP` (or a last word)
+/// is a TAG.
 fn tag(frame: &[u8], pos: usize, space_ends_tag: bool, p: &mut Parsed) -> Option<usize> {
     let rest = frame.get(pos..)?;
     let is_tag = |b: &u8| is_print(*b) && !matches!(b, b':' | b'[' | b']');
-    let len = rest.iter().take(MAX_TAG + 1).position(|b| !is_tag(b))?;
-    if len == 0 {
+    let len = rest
+        .iter()
+        .take(MAX_TAG + 1)
+        .take_while(|b| is_tag(b))
+        .count();
+    if len == 0 || len > MAX_TAG {
         return None;
     }
     let end = pos + len;
     let (procid, msg) = match rest.get(len) {
         Some(b':') => (None, after_colon(frame, end + 1)),
-        Some(b' ') if space_ends_tag => (None, end + 1),
+        // After HOSTNAME, the last word is the TAG, as rsyslog and syslog-ng read it.
+        Some(b' ') | None if space_ends_tag => (None, end + 1),
         Some(b'[') => {
             let pid = frame.get(end + 1..)?;
             let pid_len = pid.iter().take(MAX_PID + 1).position(|&b| b == b']')?;

@@ -236,7 +236,12 @@ pub(super) fn hms(i: &[u8]) -> Result<(&[u8], NaiveTime), Option<&[u8]>> {
         .map_err(|e| Some(fault_rest(e, i)))?;
     let (rest, nanos) = match rest {
         [b'.' | b',', frac @ ..] => {
-            let (after, digits) = take_while1(is_digit).parse(frac).bad()?;
+            // `22:14:15.` with no digits is what some senders write for a zero fraction.
+            let digits = frac.iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits == 0 && rest.first() == Some(&b',') {
+                return Err(Some(frac));
+            }
+            let (digits, after) = frac.split_at(digits);
             (after, fraction_nanos(digits))
         }
         _ => (rest, 0),

@@ -4,7 +4,8 @@
 
 mod corpus;
 mod dialects;
-mod rfc3164;
+mod peers;
+pub(crate) mod rfc3164;
 mod rfc5424;
 
 use chrono::{DateTime, TimeZone, Utc};
