@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, FixedOffset, Utc};
 use sluice::config::Config;
-use sluice::event::{Event, Facility, Parsed, Protocol, SdElement, Severity, Span};
+use sluice::event::{Event, Facility, Parsed, Protocol, SdElement, Severity, Span, StructuredData};
 use sluice::framing::{Frame, FrameError, Framer, FramerOptions, FramerStats};
 use sluice::output::format::{Format, write_rfc5424};
 use sluice::parse::{ParseOptions, Zone, parse, trim_end};
@@ -63,7 +63,7 @@ fn options(pick: u8) -> ParseOptions {
         1 => Zone::Named(chrono_tz::Europe::Berlin),
         _ => Zone::Local,
     };
-    ParseOptions { received_at, zone }
+    ParseOptions::new(received_at, zone)
 }
 
 /// Every span lies in the frame, header fields are PRINTUSASCII (they become `&str`), MSG ends
@@ -132,7 +132,7 @@ impl Fields {
                 .timestamp
                 .map(|t| (t, t.offset().local_minus_utc())),
             header: [ev.hostname(), ev.app_name(), ev.procid(), ev.msgid()].map(own),
-            sd: ev.parsed.structured_data.clone(),
+            sd: ev.parsed.structured_data.to_elements(),
             message: ev.message().to_vec(),
         }
     }
@@ -162,7 +162,7 @@ impl Fields {
             app_name: a,
             procid: p,
             msgid: m,
-            structured_data: self.sd.clone(),
+            structured_data: StructuredData::from(self.sd.clone()),
             message,
             msg_utf8: std::str::from_utf8(&self.message).is_ok(),
             ..Parsed::new(Protocol::Rfc5424, self.facility, self.severity, 0)

@@ -33,8 +33,8 @@ pub struct Pipeline {
 pub struct Dispatcher {
     pipeline: Arc<Pipeline>,
     listener: Arc<str>,
-    /// The listener's `timezone`, for RFC 3164 stamps without an offset.
-    zone: Zone,
+    /// The listener's `timezone` and the receive time: rebuilt once a second, not per frame.
+    opts: ParseOptions,
     metrics: Arc<ListenerMetrics>,
     /// One pending batch per output.
     batches: Vec<Batch>,
@@ -54,7 +54,7 @@ impl Dispatcher {
         Dispatcher {
             pipeline,
             listener,
-            zone,
+            opts: ParseOptions::new(Utc::now(), zone),
             metrics,
             batches,
             route_buf: Vec::new(),
@@ -79,8 +79,10 @@ impl Dispatcher {
         source: Option<SocketAddr>,
         received_at: DateTime<Utc>,
     ) {
-        let zone = self.zone;
-        let parsed = parse(&frame, &ParseOptions { received_at, zone });
+        if self.opts.received_at().timestamp() != received_at.timestamp() {
+            self.opts = ParseOptions::new(received_at, self.opts.zone());
+        }
+        let parsed = parse(&frame, &self.opts);
         self.received += 1;
         if parsed.parse_error.is_some() {
             self.parse_errors += 1;

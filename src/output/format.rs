@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, Datelike, FixedOffset, Local, SecondsFormat, Timelike, Utc};
 
-use crate::event::{Event, Protocol, SdElement};
+use crate::event::{Event, Protocol, StructuredData};
 use crate::parse::rfc5424;
 
 /// Output line formats.
@@ -264,15 +264,15 @@ pub fn write_rfc3339_micros(t: DateTime<FixedOffset>, out: &mut Vec<u8>) {
     }
 }
 
-fn write_sd_5424(sd: &[SdElement], out: &mut Vec<u8>, style: Style) {
+fn write_sd_5424(sd: &StructuredData, out: &mut Vec<u8>, style: Style) {
     if sd.is_empty() {
         out.push(b'-');
         return;
     }
-    for el in sd {
+    for el in sd.elements() {
         out.push(b'[');
         out.extend_from_slice(el.id.as_bytes());
-        for (k, v) in &el.params {
+        for (k, v) in el.params() {
             out.push(b' ');
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b"=\"");
@@ -388,22 +388,22 @@ fn write_utc_micros(t: DateTime<Utc>, out: &mut Vec<u8>) {
 }
 
 /// SD as `{"id":{"param":"value", "repeated":["a","b"]}}`, or `null` when there is none.
-fn write_sd_json(sd: &[SdElement], out: &mut Vec<u8>) {
+fn write_sd_json(sd: &StructuredData, out: &mut Vec<u8>) {
     if sd.is_empty() {
         out.extend_from_slice(b"null");
         return;
     }
     out.push(b'{');
-    for (i, el) in sd.iter().enumerate() {
+    for (i, el) in sd.elements().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         json_string(el.id.as_bytes(), out);
         out.extend_from_slice(b":{");
         let mut first = true;
-        for (j, (name, _)) in el.params.iter().enumerate() {
+        for (j, (name, value)) in el.params().enumerate() {
             // Emit each distinct name once, at its first position; repeats become an array.
-            if el.params[..j].iter().any(|(n, _)| n == name) {
+            if el.params().take(j).any(|(n, _)| n == name) {
                 continue;
             }
             if !first {
@@ -412,12 +412,12 @@ fn write_sd_json(sd: &[SdElement], out: &mut Vec<u8>) {
             first = false;
             json_string(name.as_bytes(), out);
             out.push(b':');
-            let count = el.params.iter().filter(|(n, _)| n == name).count();
+            let count = el.params().filter(|(n, _)| *n == name).count();
             if count == 1 {
-                json_string(el.params[j].1.as_bytes(), out);
+                json_string(value.as_bytes(), out);
             } else {
                 out.push(b'[');
-                for (k, (_, v)) in el.params.iter().filter(|(n, _)| n == name).enumerate() {
+                for (k, (_, v)) in el.params().filter(|(n, _)| *n == name).enumerate() {
                     if k > 0 {
                         out.push(b',');
                     }
@@ -434,7 +434,7 @@ fn write_sd_json(sd: &[SdElement], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Facility, Parsed, Protocol, Severity, Span};
+    use crate::event::{Facility, Parsed, Protocol, SdElement, Severity, Span};
     use bytes::Bytes;
 
     fn ev(raw: &str) -> Event {
@@ -488,14 +488,14 @@ mod tests {
         e.parsed.procid = Some(Span::new(9, 10));
         e.parsed.message = Span::new(13, 15);
         e.truncated = true;
-        e.parsed.structured_data = vec![SdElement {
+        e.parsed.structured_data = StructuredData::from(vec![SdElement {
             id: "a@1".into(),
             params: vec![
                 ("x".into(), "1".into()),
                 ("y".into(), "\"".into()),
                 ("x".into(), "2".into()),
             ],
-        }];
+        }]);
         let v: serde_json::Value = serde_json::from_str(line(Format::Json, &e).trim_end()).unwrap();
         assert_eq!(v["received_at"], "2026-11-22T10:00:00.000123Z");
         assert_eq!(v["source"], "10.0.0.5:51234");
@@ -523,10 +523,10 @@ mod tests {
     fn rfc5424_output_escapes_sd() {
         let mut e = ev("m");
         e.parsed.timestamp = Some("2003-10-11T22:14:15.003Z".parse().unwrap());
-        e.parsed.structured_data = vec![SdElement {
+        e.parsed.structured_data = StructuredData::from(vec![SdElement {
             id: "a@1".into(),
             params: vec![("x".into(), "q\"]\\".into())],
-        }];
+        }]);
         assert_eq!(
             line(Format::Rfc5424, &e),
             "<34>1 2003-10-11T22:14:15.003Z 10.0.0.5 - - - [a@1 x=\"q\\\"\\]\\\\\"] m\n"
@@ -537,10 +537,10 @@ mod tests {
     fn rfc5424_wire_form_keeps_bytes_and_caps_the_fraction() {
         let mut e = ev("line1\nline2\x01");
         e.parsed.timestamp = Some("2003-10-11T22:14:15.123456789+05:30".parse().unwrap());
-        e.parsed.structured_data = vec![SdElement {
+        e.parsed.structured_data = StructuredData::from(vec![SdElement {
             id: "a@1".into(),
             params: vec![("x".into(), "q\"]\\\n".into())],
-        }];
+        }]);
         let mut out = Vec::new();
         write_rfc5424(&e, &mut out);
         assert_eq!(

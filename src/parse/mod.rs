@@ -12,18 +12,25 @@
 //!
 //! The grammars use nom's `complete` parsers only (never `streaming`): the input is a whole
 //! message, so running out of bytes is a fault or the end of the message, never "wait for more".
-//! The hottest scans (PRI, header tokens, SD values) are plain byte loops and `memchr`. Nothing is
-//! allocated except structured data; every span indexes the frame.
+//! What every message goes through is cheaper than the grammar: byte-class tables for header
+//! tokens and names (`scan.rs`), the usual timestamp shapes read at fixed places before nom reads
+//! (and faults) anything else, and a [`rfc3164::Clock`] per batch that dates stamps near the
+//! receive time without asking the time zone. Nothing is allocated but structured data (none
+//! for Cisco's sequence number); every span indexes the frame (benches/parse.rs,
+//! tests/parse_alloc.rs).
 
 pub mod pri;
 pub mod rfc3164;
 pub mod rfc5424;
+mod scan;
 
 use chrono::{DateTime, Local, TimeZone, Utc};
 use nom::error::ErrorKind;
 
 use crate::event::{Facility, ParseError, ParseErrorKind, Parsed, Severity, Span};
 use pri::Pri;
+use rfc3164::{Clock, When};
+pub(crate) use scan::{HOSTNAME, PID, PRINT, SD_NAME, TAG, find3};
 
 /// The zone that RFC 3164 stamps without an offset are read in: a listener's `timezone`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,48 +53,93 @@ impl Zone {
     }
 }
 
-/// What the parser needs to know besides the bytes.
+/// What the parser needs to know besides the bytes: when the frame came and the listener's
+/// zone. It works out the receive time in that zone once ([`rfc3164::Clock`]): build it once for
+/// a batch of frames, not for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseOptions {
-    /// When the frame was received: RFC 3164 stamps carry no year, which is inferred from this.
-    pub received_at: DateTime<Utc>,
-    /// The zone of RFC 3164 stamps that carry no offset.
-    pub zone: Zone,
+    received_at: DateTime<Utc>,
+    zone: Zone,
+    clock: Clock,
 }
 
 impl ParseOptions {
-    /// Options for a frame received at `received_at`, zone-less stamps read in the host's zone.
-    pub fn new(received_at: DateTime<Utc>) -> ParseOptions {
+    /// Options for frames received at `received_at` on a listener in `zone`.
+    pub fn new(received_at: DateTime<Utc>, zone: Zone) -> ParseOptions {
+        let clock = match zone {
+            Zone::Local => Clock::new(&received_at, &Local),
+            Zone::Named(tz) => Clock::new(&received_at, &tz),
+        };
         ParseOptions {
             received_at,
-            zone: Zone::Local,
+            zone,
+            clock,
         }
     }
 
-    /// Options for a frame received now.
+    /// Options for frames received now, zone-less stamps read in the host's zone.
     pub fn now() -> ParseOptions {
-        ParseOptions::new(Utc::now())
+        ParseOptions::new(Utc::now(), Zone::Local)
+    }
+
+    /// When the frames were received: RFC 3164 stamps without a year get one from this.
+    pub fn received_at(&self) -> DateTime<Utc> {
+        self.received_at
+    }
+
+    /// The zone of RFC 3164 stamps that carry no offset.
+    pub fn zone(&self) -> Zone {
+        self.zone
     }
 }
 
 /// Parses one frame. Never fails and never panics: what does not parse ends up in MSG, with
-/// `parse_error` saying what and where. Zone-less RFC 3164 stamps are read in `opts.zone`.
+/// `parse_error` saying what and where. Zone-less RFC 3164 stamps are read in `opts.zone()`.
 pub fn parse(frame: &[u8], opts: &ParseOptions) -> Parsed {
+    let received_at = opts.received_at;
+    let clock = opts.clock;
     match opts.zone {
-        Zone::Local => parse_in(frame, opts, &Local),
-        Zone::Named(tz) => parse_in(frame, opts, &tz),
+        Zone::Local => parse_with(
+            frame,
+            &When {
+                received_at,
+                zone: &Local,
+                clock,
+            },
+        ),
+        Zone::Named(tz) => parse_with(
+            frame,
+            &When {
+                received_at,
+                zone: &tz,
+                clock,
+            },
+        ),
     }
 }
 
-/// [`parse`], reading zone-less RFC 3164 stamps in `zone` whatever `opts.zone` says (for tests
-/// with their own [`TimeZone`]).
+/// [`parse`], reading zone-less RFC 3164 stamps in `zone` whatever `opts.zone()` says (for
+/// tests with their own [`TimeZone`]).
 pub fn parse_in<Tz: TimeZone>(frame: &[u8], opts: &ParseOptions, zone: &Tz) -> Parsed {
+    let received_at = opts.received_at;
+    let clock = Clock::new(&received_at, zone);
+    parse_with(
+        frame,
+        &When {
+            received_at,
+            zone,
+            clock,
+        },
+    )
+}
+
+fn parse_with<Tz: TimeZone>(frame: &[u8], when: &When<'_, Tz>) -> Parsed {
     let msg = trim_end(frame);
     match pri::parse_pri(msg) {
         Pri::Invalid { at } => invalid_pri(msg, at),
         Pri::Missing => {
             let (f, s) = (Facility::User, Severity::Notice);
-            let mut p = rfc3164::parse(msg, 0, f, s, &opts.received_at, zone);
+            let mut p = rfc3164::parse(msg, 0, f, s, when);
             p.pri_missing = true;
             p
         }
@@ -99,7 +151,7 @@ pub fn parse_in<Tz: TimeZone>(frame: &[u8], opts: &ParseOptions, zone: &Tz) -> P
             // `<0…>` with more digits: the digit after the zero is where RFC 5424's PRIVAL ends.
             Some(_) if len > 3 && msg.get(1) == Some(&b'0') => invalid_pri(msg, 2),
             Some((version, start)) => rfc5424::parse(msg, start, version, facility, severity),
-            None => rfc3164::parse(msg, len, facility, severity, &opts.received_at, zone),
+            None => rfc3164::parse(msg, len, facility, severity, when),
         },
     }
 }
@@ -166,9 +218,10 @@ pub(crate) fn fault_pos(frame: &[u8], e: &nom::Err<nom::error::Error<&[u8]>>) ->
     }
 }
 
-/// PRINTUSASCII (RFC 5424): `%d33-126`.
-pub(crate) fn is_print(b: u8) -> bool {
-    (33..=126).contains(&b)
+/// Two ASCII digits as a number.
+pub(crate) fn two_digits(a: u8, b: u8) -> Option<u32> {
+    let d = |x: u8| x.is_ascii_digit().then(|| u32::from(x - b'0'));
+    Some(d(a)? * 10 + d(b)?)
 }
 
 /// Sets MSG to `frame[start..]` and records whether it is UTF-8; returns the decoding error.
@@ -179,9 +232,18 @@ pub(crate) fn set_message(
 ) -> Result<(), std::str::Utf8Error> {
     let start = start.min(frame.len());
     p.message = Span::new(start, frame.len());
-    let checked = std::str::from_utf8(frame.get(start..).unwrap_or_default()).map(|_| ());
+    let checked = check_utf8(frame.get(start..).unwrap_or_default());
     p.msg_utf8 = checked.is_ok();
     checked
+}
+
+/// Whether `bytes` are UTF-8, with a quick answer for ASCII (most syslog is): OR-ing the bytes
+/// vectorises, where the general check pays its setup on every short message.
+fn check_utf8(bytes: &[u8]) -> Result<(), std::str::Utf8Error> {
+    if bytes.iter().fold(0u8, |acc, &b| acc | b) < 0x80 {
+        return Ok(());
+    }
+    std::str::from_utf8(bytes).map(|_| ())
 }
 
 #[cfg(test)]

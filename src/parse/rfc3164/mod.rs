@@ -17,23 +17,24 @@
 //! - TAG: 1 to 48 PRINTUSASCII bytes but `:`, `[` and `]`, ended by `:`, `[pid]` or, after a
 //!   TIMESTAMP, a SP. Without a TIMESTAMP a first word ended by SP is text, not a TAG.
 //!   One SP after `:` is part of the separator.
-//! - Devices ([`vendor`]): Cisco IOS `seq: ` (kept as `[meta sequenceId]`), `*`/`.` before the
+//! - Devices (`vendor.rs`): Cisco IOS `seq: ` (kept as `[meta sequenceId]`), `*`/`.` before the
 //!   stamp (flagged [`ParseFlags::CLOCK_UNSYNCED`]) and ` ZONE:` after it; Cisco ASA's
 //!   `HOST : %ASA-…`; FortiGate's header-less `date=… time=… devname=…`; AIX's
 //!   `Message forwarded from HOST:`.
 
+mod clock;
 mod stamp;
 mod vendor;
 
-use chrono::{DateTime, TimeZone, Utc};
-use memchr::memchr;
+use chrono::TimeZone;
 
-use super::{is_print, set_message};
+use super::{HOSTNAME, PID, TAG, set_message};
 use crate::event::{
     Facility, ParseError, ParseErrorKind, ParseFlags, Parsed, Protocol, Severity, Span,
 };
+pub use clock::Clock;
 use stamp::{Stamp, timestamp};
-pub use stamp::{infer_year, localize};
+pub use stamp::{When, infer_year, localize};
 
 /// Longest TAG taken as APP-NAME (RFC 3164 says 32; rsyslog keeps longer ones; 48 = RFC 5424).
 pub const MAX_TAG: usize = 48;
@@ -45,18 +46,17 @@ pub const MAX_HOSTNAME: usize = 255;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Parses the RFC 3164 message that starts at `start` (after the PRI, or 0 without one).
-/// `facility` and `severity` come from the PRI; `received_at` and `zone` date year- or zone-less
-/// stamps. Never panics.
+/// `facility` and `severity` come from the PRI; `when` dates year- or zone-less stamps. Never
+/// panics.
 pub fn parse<Tz: TimeZone>(
     frame: &[u8],
     start: usize,
     facility: Facility,
     severity: Severity,
-    received_at: &DateTime<Utc>,
-    zone: &Tz,
+    when: &When<'_, Tz>,
 ) -> Parsed {
     let mut p = Parsed::new(Protocol::Rfc3164, facility, severity, frame.len());
-    let mut msg = header(frame, start, received_at, zone, &mut p);
+    let mut msg = header(frame, start, when, &mut p);
     if p.parse_error.is_none() && frame.get(msg..).is_some_and(|m| m.starts_with(BOM)) {
         msg += BOM.len();
     }
@@ -66,22 +66,16 @@ pub fn parse<Tz: TimeZone>(
 }
 
 /// Reads TIMESTAMP, HOSTNAME and TAG into `p`; returns where MSG starts.
-fn header<Tz: TimeZone>(
-    frame: &[u8],
-    start: usize,
-    received_at: &DateTime<Utc>,
-    zone: &Tz,
-    p: &mut Parsed,
-) -> usize {
+fn header<Tz: TimeZone>(frame: &[u8], start: usize, when: &When<'_, Tz>, p: &mut Parsed) -> usize {
     let start = vendor::cisco_sequence(frame, start, p).unwrap_or(start);
     // HP ProCurve and others put a SP between PRI and TIMESTAMP.
     let head = skip_spaces(frame, start);
-    if let Some(msg) = vendor::fortigate(frame, head, zone, p) {
+    if let Some(msg) = vendor::fortigate(frame, head, when, p) {
         return msg;
     }
     // Cisco IOS marks a stamp of an unsynchronised clock with `*`, a non-authoritative one `.`.
     let marked = matches!(frame.get(head), Some(b'*' | b'.'));
-    let mut pos = match timestamp(frame, head + usize::from(marked), received_at, zone) {
+    let mut pos = match timestamp(frame, head + usize::from(marked), when) {
         Stamp::Absent => return tag(frame, head, false, p).unwrap_or(start),
         Stamp::Bad { at } => {
             p.parse_error = Some(ParseError {
@@ -108,16 +102,21 @@ fn header<Tz: TimeZone>(
     if let Some(tag_at) = vendor::aix_forwarded(frame, pos, p) {
         return tag(frame, tag_at, true, p).unwrap_or(tag_at);
     }
+    // The next word, in one pass: whether it holds `[` and could be a HOSTNAME.
     let rest = frame.get(pos..).unwrap_or_default();
-    let word = rest
-        .get(..memchr(b' ', rest).unwrap_or(rest.len()))
-        .unwrap_or_default();
+    let (mut len, mut bracket, mut host) = (0, false, true);
+    for &b in rest.iter().take_while(|&&b| b != b' ') {
+        len += 1;
+        bracket |= b == b'[';
+        host &= HOSTNAME.has(b);
+    }
+    let word = rest.get(..len).unwrap_or_default();
     if word.is_empty() {
         return pos;
     }
-    let tag_like = word.contains(&b'[') || (word.ends_with(b":") && !word.ends_with(b"::"));
+    let tag_like = bracket || (word.ends_with(b":") && !word.ends_with(b"::"));
     if !tag_like {
-        if !is_hostname(word) {
+        if !host || len > MAX_HOSTNAME {
             return pos;
         }
         p.hostname = Some(Span::new(pos, pos + word.len()));
@@ -132,7 +131,7 @@ fn header<Tz: TimeZone>(
 
 /// A word that can be a HOSTNAME: 1 to 255 PRINTUSASCII bytes, no `/` (a path, F03).
 fn is_hostname(word: &[u8]) -> bool {
-    (1..=MAX_HOSTNAME).contains(&word.len()) && word.iter().all(|&b| is_print(b) && b != b'/')
+    (1..=MAX_HOSTNAME).contains(&word.len()) && word.iter().all(|&b| HOSTNAME.has(b))
 }
 
 /// TAG at `pos`: sets APP-NAME (and PROCID) and returns where MSG starts, or `None` (and leaves
@@ -140,12 +139,7 @@ fn is_hostname(word: &[u8]) -> bool {
 /// is a TAG.
 fn tag(frame: &[u8], pos: usize, space_ends_tag: bool, p: &mut Parsed) -> Option<usize> {
     let rest = frame.get(pos..)?;
-    let is_tag = |b: &u8| is_print(*b) && !matches!(b, b':' | b'[' | b']');
-    let len = rest
-        .iter()
-        .take(MAX_TAG + 1)
-        .take_while(|b| is_tag(b))
-        .count();
+    let len = TAG.run(rest, MAX_TAG + 1);
     if len == 0 || len > MAX_TAG {
         return None;
     }
@@ -156,12 +150,10 @@ fn tag(frame: &[u8], pos: usize, space_ends_tag: bool, p: &mut Parsed) -> Option
         Some(b' ') | None if space_ends_tag => (None, end + 1),
         Some(b'[') => {
             let pid = frame.get(end + 1..)?;
-            let pid_len = pid.iter().take(MAX_PID + 1).position(|&b| b == b']')?;
-            let ok = pid
-                .get(..pid_len)?
-                .iter()
-                .all(|&b| is_print(b) && b != b'[');
-            if pid_len == 0 || !ok {
+            let pid = pid.get(..pid.len().min(MAX_PID + 1))?;
+            // Short: a plain loop beats memchr's setup.
+            let pid_len = pid.iter().position(|&b| b == b']')?;
+            if pid_len == 0 || !pid.iter().take(pid_len).all(|&b| PID.has(b)) {
                 return None;
             }
             let close = end + 1 + pid_len;

@@ -6,10 +6,10 @@ use chrono::{
     TimeDelta, TimeZone, Utc,
 };
 use nom::Parser;
-use nom::bytes::complete::{take_while_m_n, take_while1};
 use nom::character::complete::char;
 
-use crate::parse::{Res, digit, rfc5424::fraction_nanos};
+use super::clock::Clock;
+use crate::parse::{Res, digit, rfc5424::fraction_nanos, two_digits};
 
 /// A year-less stamp further ahead of the receive time than this belongs to the year before.
 const FUTURE_SLACK: TimeDelta = TimeDelta::days(31);
@@ -46,15 +46,30 @@ struct Lexed<'a> {
 /// `Err(None)`: no stamp here. `Err(Some(rest))`: a bad stamp, faulting where `rest` starts.
 type Lex<'a> = Result<Lexed<'a>, Option<&'a [u8]>>;
 
+/// What dating a stamp takes: when the frame came, the zone of stamps without an offset, and
+/// the clock worked out from both (once per batch of frames).
+pub struct When<'a, Tz> {
+    /// When the frame was received.
+    pub received_at: DateTime<Utc>,
+    /// The listener's zone.
+    pub zone: &'a Tz,
+    /// `received_at` in `zone`.
+    pub clock: Clock,
+}
+
 /// The RFC 3164 TIMESTAMP at `pos`, in any of the forms in the module docs.
-pub(super) fn timestamp<Tz: TimeZone>(
-    frame: &[u8],
-    pos: usize,
-    received_at: &DateTime<Utc>,
-    zone: &Tz,
-) -> Stamp {
+pub(super) fn timestamp<Tz: TimeZone>(frame: &[u8], pos: usize, when: &When<'_, Tz>) -> Stamp {
     let input = frame.get(pos..).unwrap_or_default();
     let offset_of = |rest: &[u8]| frame.len().saturating_sub(rest.len());
+    if let Some((rest, month, day, time)) = bsd_fixed(input)
+        && let Some(placed) = date_time(when, None, month, day, time, None)
+    {
+        return Stamp::Found {
+            value: placed.map(|(t, _)| t),
+            end: offset_of(rest),
+            adjusted: placed.is_some_and(|(_, adjusted)| adjusted),
+        };
+    }
     let lexed = match input.first() {
         Some(b'0'..=b'9') if input.get(4) == Some(&b'-') => iso(input),
         Some(b'0'..=b'9') => year_first(input),
@@ -70,33 +85,54 @@ pub(super) fn timestamp<Tz: TimeZone>(
             };
         }
     };
-    let bad = Stamp::Bad {
-        at: offset_of(s.date_at),
-    };
-    let naive = match s.year {
-        Some(y) => NaiveDate::from_ymd_opt(y, s.month, s.day).map(|d| d.and_time(s.time)),
-        None => {
-            // Not `naive_local()`, which panics at the ends of chrono's range.
-            let utc = received_at.naive_utc();
-            let offset = zone.offset_from_utc_datetime(&utc).fix().local_minus_utc();
-            let now = utc.checked_add_signed(TimeDelta::seconds(offset.into()));
-            infer_year(s.month, s.day, s.time, now.unwrap_or(utc))
-        }
-    };
-    let Some(naive) = naive else { return bad };
-    let Some(placed) = place(naive, s.offset, zone) else {
-        return bad;
-    };
-    Stamp::Found {
-        value: placed.map(|(t, _)| t),
-        end: offset_of(s.rest),
-        adjusted: placed.is_some_and(|(_, adjusted)| adjusted),
+    match date_time(when, s.year, s.month, s.day, s.time, s.offset) {
+        Some(placed) => Stamp::Found {
+            value: placed.map(|(t, _)| t),
+            end: offset_of(s.rest),
+            adjusted: placed.is_some_and(|(_, adjusted)| adjusted),
+        },
+        None => Stamp::Bad {
+            at: offset_of(s.date_at),
+        },
     }
+}
+
+/// A stamp's parts as a time: with the offset it came with, else in the listener's zone, and
+/// a missing year inferred. `None` when there is no such date (or offset); `Some(None)` when the
+/// zone cannot place it. The flag: placed by the DST rule of [`localize`].
+pub(super) fn date_time<Tz: TimeZone>(
+    when: &When<'_, Tz>,
+    year: Option<i32>,
+    month: u32,
+    day: u32,
+    time: NaiveTime,
+    offset: Option<i32>,
+) -> Option<Option<(DateTime<FixedOffset>, bool)>> {
+    // Most stamps are near the receive time: the clock places them without the zone.
+    if offset.is_none()
+        && let Some(t) = when.clock.place(year, month, day, time)
+    {
+        return Some(Some((t, false)));
+    }
+    let naive = match year {
+        Some(y) => NaiveDate::from_ymd_opt(y, month, day).map(|d| d.and_time(time)),
+        None => {
+            // The receive time as wall time, worked out once by the clock.
+            let now = DateTime::from_timestamp(when.clock.now().0, 0).map(|t| t.naive_utc());
+            infer_year(
+                month,
+                day,
+                time,
+                now.unwrap_or(when.received_at.naive_utc()),
+            )
+        }
+    }?;
+    place(naive, offset, when.zone)
 }
 
 /// A wall time with the offset it came with, else in `zone`; `None` for an offset out of range,
 /// `Some(None)` if the zone cannot place it. The flag: placed by the DST rule of [`localize`].
-pub(super) fn place<Tz: TimeZone>(
+fn place<Tz: TimeZone>(
     naive: NaiveDateTime,
     offset: Option<i32>,
     zone: &Tz,
@@ -112,25 +148,75 @@ pub(super) fn place<Tz: TimeZone>(
 
 /// `Mmm SP+ d[d] SP+ [yyyy SP+] hh:mm:ss [(.|,)frac] [: | SP yyyy]`. It counts as a stamp
 /// (and faults become `Bad`) from a month name, a day and a digit after it on.
+/// `Mmm dd hh:mm:ss` (day space-padded) and then SP or the end: the stamp nearly every BSD
+/// sender writes, read at fixed places. `None` for anything else, [`bsd`] included, which then
+/// reads it; where both read a stamp, they read the same (tested).
+fn bsd_fixed(i: &[u8]) -> Option<(&[u8], u32, u32, NaiveTime)> {
+    let [
+        m1,
+        m2,
+        m3,
+        b' ',
+        d1,
+        d2,
+        b' ',
+        h1,
+        h2,
+        b':',
+        mi1,
+        mi2,
+        b':',
+        s1,
+        s2,
+        rest @ ..,
+    ] = i
+    else {
+        return None;
+    };
+    // A year (LinkSys) or a zone (Cisco) after the time, or a fraction: the lexer's cases.
+    let after = match rest {
+        [] => rest,
+        [b' ', after @ ..] => after,
+        _ => return None,
+    };
+    if four_digits(after).is_some() || cisco_zone(rest).is_some() {
+        return None;
+    }
+    let month = month_number(&[*m1, *m2, *m3])?;
+    let day = two_digits(if *d1 == b' ' { b'0' } else { *d1 }, *d2)?;
+    if !(1..=days_in(month)).contains(&day) {
+        return None;
+    }
+    let (h, m, s) = (
+        two_digits(*h1, *h2)?,
+        two_digits(*mi1, *mi2)?,
+        two_digits(*s1, *s2)?,
+    );
+    Some((rest, month, day, NaiveTime::from_hms_opt(h, m, s)?))
+}
+
 /// Cisco IOS may add ` ZONE` before the `:` (see [`cisco_zone`]).
 fn bsd(i: &[u8], year: Option<i32>) -> Lex<'_> {
     let month = i.get(..3).and_then(month_number).ok_or(None)?;
-    let i = i.get(3..).unwrap_or_default();
-    let (i, _) = spaces(i).map_err(|_| None)?;
+    let i = spaces(i.get(3..).unwrap_or_default()).ok_or(None)?;
     let date_at = i;
-    let (i, day) = take_while_m_n(1, 2, is_digit)
-        .parse(i)
-        .map_err(|_: NomErr| None)?;
-    let (i, _) = spaces(i).map_err(|_| None)?;
+    let digits = i.iter().take(2).take_while(|b| b.is_ascii_digit()).count();
+    let (day, i) = i
+        .split_at_checked(digits)
+        .filter(|_| digits > 0)
+        .ok_or(None)?;
+    let i = spaces(i).ok_or(None)?;
     if !i.first().is_some_and(u8::is_ascii_digit) {
         return Err(None);
     }
     let day = number(day);
-    if !(1..=31).contains(&day) || NaiveDate::from_ymd_opt(2000, month, day).is_none() {
+    if !(1..=days_in(month)).contains(&day) {
         return Err(Some(date_at));
     }
     let (i, year) = match (year, four_digits(i)) {
-        (None, Some((rest, y))) if rest.first() == Some(&b' ') => (spaces(rest).bad()?.0, Some(y)),
+        (None, Some((rest, y))) if rest.first() == Some(&b' ') => {
+            (spaces(rest).ok_or(None)?, Some(y))
+        }
         _ => (i, year),
     };
     let (i, time) = hms(i)?;
@@ -231,9 +317,16 @@ fn iso(i: &[u8]) -> Lex<'_> {
 
 /// `hh:mm:ss` and an optional `.frac` or `,frac` (any length; nanoseconds kept).
 pub(super) fn hms(i: &[u8]) -> Result<(&[u8], NaiveTime), Option<&[u8]>> {
-    let (rest, (h, _, m, _, s)) = (two, char(':'), two, char(':'), two)
-        .parse(i)
-        .map_err(|e| Some(fault_rest(e, i)))?;
+    // The grammar finds where a malformed time goes wrong.
+    let (rest, (h, m, s)) = match fixed_hms(i) {
+        Some(parsed) => parsed,
+        None => {
+            let (rest, (h, _, m, _, s)) = (two, char(':'), two, char(':'), two)
+                .parse(i)
+                .map_err(|e| Some(fault_rest(e, i)))?;
+            (rest, (h, m, s))
+        }
+    };
     let (rest, nanos) = match rest {
         [b'.' | b',', frac @ ..] => {
             // `22:14:15.` with no digits is what some senders write for a zero fraction.
@@ -248,6 +341,18 @@ pub(super) fn hms(i: &[u8]) -> Result<(&[u8], NaiveTime), Option<&[u8]>> {
     };
     let time = NaiveTime::from_hms_nano_opt(h, m, s, nanos);
     time.map(|t| (rest, t)).ok_or(Some(i))
+}
+
+/// Hours, minutes, seconds.
+type Hms = (u32, u32, u32);
+
+/// `hh:mm:ss` as digits at fixed places (the usual shape, read in one go).
+fn fixed_hms(i: &[u8]) -> Option<(&[u8], Hms)> {
+    let [h1, h2, b':', m1, m2, b':', s1, s2, rest @ ..] = i else {
+        return None;
+    };
+    let (h, m) = (two_digits(*h1, *h2)?, two_digits(*m1, *m2)?);
+    Some((rest, (h, m, two_digits(*s1, *s2)?)))
 }
 
 /// A stamp ends at SP or at the end of input.
@@ -278,18 +383,16 @@ fn fault_rest<'a>(e: NomErr<'a>, fallback: &'a [u8]) -> &'a [u8] {
     }
 }
 
-fn is_digit(b: u8) -> bool {
-    b.is_ascii_digit()
-}
-
 fn number(digits: &[u8]) -> u32 {
     digits.iter().fold(0u32, |n, d| {
         n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
     })
 }
 
-fn spaces(i: &[u8]) -> Res<'_, &[u8]> {
-    take_while1(|b| b == b' ').parse(i)
+/// What follows one or more SP at the start of `i`; `None` without one.
+fn spaces(i: &[u8]) -> Option<&[u8]> {
+    let n = i.iter().take_while(|&&b| b == b' ').count();
+    i.get(n..).filter(|_| n > 0)
 }
 
 pub(super) fn two(i: &[u8]) -> Res<'_, u32> {
@@ -315,12 +418,32 @@ pub(super) fn four_digits(i: &[u8]) -> Option<(&[u8], i32)> {
 
 /// `Jan`..`Dec`, any case.
 fn month_number(name: &[u8]) -> Option<u32> {
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
-        b"dec",
-    ];
-    let i = MONTHS.iter().position(|m| name.eq_ignore_ascii_case(*m))?;
-    u32::try_from(i + 1).ok()
+    let [a, b, c] = name else { return None };
+    // ASCII letters to lower case; other bytes cannot match afterwards.
+    Some(match [a | 0x20, b | 0x20, c | 0x20] {
+        [b'j', b'a', b'n'] => 1,
+        [b'f', b'e', b'b'] => 2,
+        [b'm', b'a', b'r'] => 3,
+        [b'a', b'p', b'r'] => 4,
+        [b'm', b'a', b'y'] => 5,
+        [b'j', b'u', b'n'] => 6,
+        [b'j', b'u', b'l'] => 7,
+        [b'a', b'u', b'g'] => 8,
+        [b's', b'e', b'p'] => 9,
+        [b'o', b'c', b't'] => 10,
+        [b'n', b'o', b'v'] => 11,
+        [b'd', b'e', b'c'] => 12,
+        _ => return None,
+    })
+}
+
+/// Days in `month` of a leap year: the most a year-less date can have.
+fn days_in(month: u32) -> u32 {
+    match month {
+        2 => 29,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// The year for a year-less stamp, given the receive time `now` in the same zone: the current
@@ -372,4 +495,25 @@ pub fn localize<Tz: TimeZone>(
             }),
     };
     t.map(|t| (t, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{bsd, bsd_fixed};
+
+    proptest! {
+        /// The fixed-place reading agrees with the lexer wherever it reads a stamp.
+        #[test]
+        fn fixed_bsd_stamps_agree_with_the_lexer(
+            text in "(Jan|Feb|Oct|oct|Foo) ( [0-9]|[0-3][0-9]|[0-9] ) ?[0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.5|:| [0-9]{4}| UTC: %X| host| )?",
+        ) {
+            if let Some((rest, month, day, time)) = bsd_fixed(text.as_bytes()) {
+                let lexed = bsd(text.as_bytes(), None).ok();
+                let lexed = lexed.map(|l| (l.rest, l.month, l.day, l.time, l.year, l.offset));
+                prop_assert_eq!(lexed, Some((rest, month, day, time, None, None)));
+            }
+        }
+    }
 }

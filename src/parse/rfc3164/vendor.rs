@@ -2,12 +2,14 @@
 //! FortiGate's header-less key=value lines and AIX's relay prefix. Each recognises its own shape
 //! and otherwise returns `None`, leaving the frame to the general rules (hostile-inputs G08).
 
-use chrono::{NaiveDate, TimeZone};
-use memchr::memmem;
+use std::sync::LazyLock;
 
-use super::stamp::{four_digits, hms, place, two};
+use chrono::{NaiveDate, TimeZone};
+use memchr::memmem::Finder;
+
+use super::stamp::{When, date_time, four_digits, hms, two};
 use super::{after_colon, is_hostname};
-use crate::event::{ParseFlags, Parsed, SdElement, Span};
+use crate::event::{ParseFlags, Parsed, Span, StructuredData};
 
 /// Most digits of a Cisco sequence number (it counts up to 2^32).
 const MAX_SEQUENCE_DIGITS: usize = 10;
@@ -16,6 +18,9 @@ const MAX_SEQUENCE_DIGITS: usize = 10;
 /// `[meta sequenceId="123"]` (§7.3.1), as syslog-ng does. Returns where the rest starts.
 pub(super) fn cisco_sequence(frame: &[u8], pos: usize, p: &mut Parsed) -> Option<usize> {
     let rest = frame.get(pos..)?;
+    if !rest.first()?.is_ascii_digit() {
+        return None;
+    }
     let digits = rest
         .iter()
         .take(MAX_SEQUENCE_DIGITS + 1)
@@ -25,11 +30,8 @@ pub(super) fn cisco_sequence(frame: &[u8], pos: usize, p: &mut Parsed) -> Option
     if !(1..=MAX_SEQUENCE_DIGITS).contains(&digits) || !ends {
         return None;
     }
-    let number = String::from_utf8_lossy(rest.get(..digits)?).into_owned();
-    p.structured_data.push(SdElement {
-        id: "meta".into(),
-        params: vec![("sequenceId".into(), number)],
-    });
+    let number = std::str::from_utf8(rest.get(..digits)?).ok()?;
+    p.structured_data = StructuredData::single("meta", "sequenceId", number);
     Some(after_colon(frame, pos + digits + 1))
 }
 
@@ -39,7 +41,7 @@ pub(super) fn cisco_sequence(frame: &[u8], pos: usize, p: &mut Parsed) -> Option
 pub(super) fn fortigate<Tz: TimeZone>(
     frame: &[u8],
     pos: usize,
-    zone: &Tz,
+    when: &When<'_, Tz>,
     p: &mut Parsed,
 ) -> Option<usize> {
     let text = frame.get(pos..)?;
@@ -50,22 +52,26 @@ pub(super) fn fortigate<Tz: TimeZone>(
     if !matches!(rest.first(), None | Some(b' ')) {
         return None;
     }
-    let naive = NaiveDate::from_ymd_opt(year, month, day)?.and_time(time);
-    let offset = value(frame, pos, b" tz=").and_then(|tz| utc_offset(tz.slice(frame)));
-    if let Some(Some((t, adjusted))) = place(naive, offset, zone) {
+    NaiveDate::from_ymd_opt(year, month, day)?;
+    let offset = value(frame, pos, &TZ).and_then(|tz| utc_offset(tz.slice(frame)));
+    if let Some(Some((t, adjusted))) = date_time(when, Some(year), month, day, time, offset) {
         p.timestamp = Some(t);
         if adjusted {
             p.flags.insert(ParseFlags::TIMESTAMP_ADJUSTED);
         }
     }
-    p.hostname = value(frame, pos, b" devname=").filter(|s| is_hostname(s.slice(frame)));
+    p.hostname = value(frame, pos, &DEVNAME).filter(|s| is_hostname(s.slice(frame)));
     Some(pos)
 }
 
+/// FortiGate keys, with their searchers built once.
+static TZ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b" tz="));
+static DEVNAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b" devname="));
+
 /// The value after `key` (` name=`) in the key=value text at `pos`, quoted or not.
-fn value(frame: &[u8], pos: usize, key: &[u8]) -> Option<Span> {
+fn value(frame: &[u8], pos: usize, key: &Finder<'_>) -> Option<Span> {
     let text = frame.get(pos..)?;
-    let at = pos + memmem::find(text, key)? + key.len();
+    let at = pos + key.find(text)? + key.needle().len();
     let rest = frame.get(at..)?;
     let (start, end) = match rest.strip_prefix(b"\"") {
         Some(quoted) => (at + 1, at + 1 + memchr::memchr(b'"', quoted)?),

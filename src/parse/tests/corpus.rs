@@ -79,6 +79,7 @@ impl Fields {
             header: [p.hostname, p.app_name, p.procid, p.msgid].map(own),
             sd: p
                 .structured_data
+                .to_elements()
                 .iter()
                 .map(|e| (e.id.clone(), e.params.iter().cloned().collect()))
                 .collect(),
@@ -197,7 +198,7 @@ fn gosyslog_116_unknown_escape_is_a_literal_backslash() {
     let p = parse_utc(&input);
     assert_eq!((p.protocol, p.parse_error), (Protocol::Rfc5424, None));
     assert_eq!(
-        p.structured_data[0].params,
+        p.structured_data.to_elements()[0].params,
         vec![("escape".to_string(), r"\n".to_string())]
     );
     assert_eq!(

@@ -3,7 +3,7 @@
 
 use chrono_tz::Europe::Berlin;
 
-use super::rfc3164::{check, received, sequence, ts};
+use super::rfc3164::{check, received_in, sequence, ts};
 use super::{parse_utc as parse, text};
 use crate::event::{ParseFlags, Protocol};
 use crate::parse::{Zone, parse as parse_opts};
@@ -17,7 +17,7 @@ fn cisco_ios_sequence_marker_milliseconds_and_mnemonic() {
         None,
         "Configured from console by vty0",
     );
-    assert_eq!(p.structured_data, [sequence("123")]);
+    assert_eq!(p.structured_data.to_elements(), [sequence("123")]);
     assert_eq!(p.timestamp, ts("2026-03-01T00:01:02.345Z"));
     assert!(p.flags.contains(ParseFlags::CLOCK_UNSYNCED));
     // `.`: clock not authoritative; a year, and the zone (UTC is known, CET is not).
@@ -28,10 +28,9 @@ fn cisco_ios_sequence_marker_milliseconds_and_mnemonic() {
         None,
         "Interface Gi0/1, changed state to down",
     );
-    assert_eq!(p.structured_data, [sequence("000456")]);
+    assert_eq!(p.structured_data.to_elements(), [sequence("000456")]);
     assert_eq!(p.timestamp, ts("2025-03-01T00:01:02.345Z"));
-    let mut o = received("2025-03-02T00:00:00Z");
-    o.zone = Zone::Named(Berlin);
+    let o = received_in("2025-03-02T00:00:00Z", Zone::Named(Berlin));
     let f = b"<189>Mar  1 2025 00:01:02 CET: %SYS-5-RESTART: System restarted";
     let p = parse_opts(f, &o);
     assert_eq!(p.timestamp, ts("2025-03-01T00:01:02+01:00"));
@@ -99,8 +98,7 @@ fn fortigate_key_value_without_header() {
     // Older FortiOS: bare values and no `tz`: the listener's zone.
     let kv = "date=2019-05-10 time=11:37:47 logid=0000000013 type=traffic devname=FG100D vd=root";
     let f = format!("<189>{kv}");
-    let mut o = received("2019-05-11T00:00:00Z");
-    o.zone = Zone::Named(Berlin);
+    let o = received_in("2019-05-11T00:00:00Z", Zone::Named(Berlin));
     let p = parse_opts(f.as_bytes(), &o);
     assert_eq!(p.timestamp, ts("2019-05-10T11:37:47+02:00"));
     assert_eq!(text(f.as_bytes(), p.hostname), Some("FG100D"));

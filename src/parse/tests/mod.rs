@@ -10,7 +10,7 @@ mod rfc5424;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{ParseOptions, parse_in, trim_end};
+use super::{ParseOptions, Zone, parse_in, trim_end};
 use crate::event::{Facility, ParseErrorKind, Parsed, Protocol, Severity, Span};
 
 /// Fixed receive time for year inference: 2026-11-22T10:00:00Z.
@@ -19,6 +19,7 @@ pub(crate) fn opts() -> ParseOptions {
         Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0)
             .single()
             .expect("valid"),
+        Zone::Local,
     )
 }
 
@@ -171,12 +172,12 @@ fn extreme_years_and_receive_times_do_not_panic() {
     for received_at in [
         DateTime::<Utc>::MIN_UTC,
         DateTime::<Utc>::MAX_UTC,
-        opts().received_at,
+        opts().received_at(),
     ] {
-        let o = ParseOptions::new(received_at);
+        let o = ParseOptions::new(received_at, Zone::Local);
         for f in frames {
             let p = super::parse(f, &o);
-            if received_at == opts().received_at {
+            if received_at == opts().received_at() {
                 assert_eq!(p.parse_error, None, "{f:?}");
             }
             parse_in(f, &o, &Utc);

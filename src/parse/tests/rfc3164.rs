@@ -45,10 +45,16 @@ pub(super) fn check(
 }
 
 pub(super) fn received(s: &str) -> ParseOptions {
+    received_in(s, Zone::Local)
+}
+
+/// Options for a frame received at `s` on a listener in `zone`.
+pub(super) fn received_in(s: &str, zone: Zone) -> ParseOptions {
     ParseOptions::new(
         DateTime::parse_from_rfc3339(s)
             .expect("valid")
             .with_timezone(&Utc),
+        zone,
     )
 }
 
@@ -173,8 +179,7 @@ fn hostile_e02_local_time_in_dst_gap_or_overlap() {
     assert_eq!(p.timestamp, ts("2025-10-27T02:30:00+01:00"));
     assert_eq!(p.flags, ParseFlags::default());
     // Through ParseOptions, as a listener's `timezone` does.
-    let mut o = received("2025-04-01T00:00:00Z");
-    o.zone = Zone::Named(berlin);
+    let o = received_in("2025-04-01T00:00:00Z", Zone::Named(berlin));
     assert_eq!(
         parse_opts(gap, &o).timestamp,
         ts("2025-03-30T03:30:00+02:00")
@@ -271,10 +276,10 @@ fn hostile_e07_cisco_sequence_numbers() {
         ("<189>123: .Mar  1 00:00:00.000:", "123", ""),
     ] {
         let p = check(frame, None, None, None, msg);
-        assert_eq!(p.structured_data, [sequence(seq)], "{frame}");
+        assert_eq!(p.structured_data.to_elements(), [sequence(seq)], "{frame}");
     }
     let p = check("<189>65536", None, None, None, "65536");
-    assert!(p.structured_data.is_empty());
+    assert!(p.structured_data.to_elements().is_empty());
 }
 
 /// `[meta sequenceId="n"]`.

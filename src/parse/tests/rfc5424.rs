@@ -32,7 +32,7 @@ fn rfc5424_section_6_5_examples() {
     assert_eq!(text(f, p.hostname), Some("mymachine.example.com"));
     assert_eq!((text(f, p.app_name), text(f, p.procid)), (Some("su"), None));
     assert_eq!(
-        (text(f, p.msgid), p.structured_data.len()),
+        (text(f, p.msgid), p.structured_data.to_elements().len()),
         (Some("ID47"), 0)
     );
     assert_eq!(
@@ -73,7 +73,7 @@ fn rfc5424_section_6_5_examples() {
         .to_vec(),
     };
     let p = parse(f3.as_bytes());
-    assert_eq!(p.structured_data, vec![example.clone()]);
+    assert_eq!(p.structured_data.to_elements(), vec![example.clone()]);
     assert_eq!(text(f3.as_bytes(), p.app_name), Some("evntslog"));
     assert_eq!(
         p.message.slice(f3.as_bytes()),
@@ -84,7 +84,7 @@ fn rfc5424_section_6_5_examples() {
         id: "examplePriority@32473".into(),
         params: vec![("class".into(), "high".into())],
     };
-    assert_eq!(p.structured_data, vec![example, priority]);
+    assert_eq!(p.structured_data.to_elements(), vec![example, priority]);
     assert_eq!(
         (p.message, p.parse_error),
         (Span::new(f4.len(), f4.len()), None)
@@ -272,10 +272,10 @@ fn hostile_h03_unterminated_sd() {
     for sd in [r#"[x@1 a="1""#, r#"[x@1 a="1"#, "[x@1 a=", "[x@1", "["] {
         let f = format!("<13>1 - h a - - {sd}");
         let p = assert_fault(f.as_bytes(), SdInvalid, f.len(), 16);
-        assert!(p.structured_data.is_empty());
+        assert!(p.structured_data.to_elements().is_empty());
     }
     let p = assert_fault(br#"<13>1 - h a - - [x@1 a="1"]]"#, MissingSpace, 27, 27);
-    assert_eq!(p.structured_data.len(), 1);
+    assert_eq!(p.structured_data.to_elements().len(), 1);
 }
 
 #[test]
@@ -290,7 +290,10 @@ fn hostile_h04_param_value_escapes() {
         let f = format!(r#"<13>1 - h a - - [x@1 a="{value}"] m"#);
         let p = parse(f.as_bytes());
         assert_eq!(p.parse_error, None, "{f}");
-        assert_eq!(p.structured_data[0].params, vec![("a".into(), want.into())]);
+        assert_eq!(
+            p.structured_data.to_elements()[0].params,
+            vec![("a".into(), want.into())]
+        );
     }
     // `\"` is an escape, so the value runs on into the unescaped `]`.
     assert_fault(br#"<13>1 - h a - - [x@1 a="end\"] m"#, SdInvalid, 29, 16);
@@ -301,7 +304,7 @@ fn hostile_h04_param_value_escapes() {
 fn hostile_h05_sd_name_length() {
     let (n32, n33) = ("n".repeat(32), "n".repeat(33));
     let f = format!(r#"<13>1 - h a - - [{n32} {n32}="v"] m"#);
-    assert_eq!(parse(f.as_bytes()).structured_data[0].id, n32);
+    assert_eq!(parse(f.as_bytes()).structured_data.to_elements()[0].id, n32);
     let f = format!(r#"<13>1 - h a - - [{n33} a="v"] m"#);
     assert_fault(f.as_bytes(), SdInvalid, 17 + 32, 16);
     let f = format!(r#"<13>1 - h a - - [x {n33}="v"] m"#);
@@ -321,14 +324,17 @@ fn hostile_h06_forbidden_sd_name_chars() {
     }
     // `[a]` is a complete element: what is wrong in `[a]b@1]` is the missing SP before MSG.
     let p = assert_fault(b"<13>1 - h a - - [a]b@1] m", MissingSpace, 19, 19);
-    assert_eq!(p.structured_data[0].id, "a");
+    assert_eq!(p.structured_data.to_elements()[0].id, "a");
     // §6.3.2: `name@<private enterprise number>`, with one `@` and both parts.
     for (sd, at) in [("[@1]", 1), ("[a@]", 3), ("[a@1@2]", 4)] {
         let f = format!("<13>1 - h a - - {sd} m");
         assert_fault(f.as_bytes(), SdInvalid, 16 + at, 16);
     }
     assert_eq!(
-        parse(b"<13>1 - h a - - [an@id] m").structured_data[0].id,
+        parse(b"<13>1 - h a - - [an@id] m")
+            .structured_data
+            .to_elements()[0]
+            .id,
         "an@id"
     );
 }
@@ -338,14 +344,20 @@ fn hostile_h06_forbidden_sd_name_chars() {
 fn hostile_h07_space_between_elements() {
     let f = br#"<13>1 - h a - - [a@1 x="1"] [b@1 y="2"] msg"#;
     let p = parse(f);
-    assert_eq!((p.parse_error, p.structured_data.len()), (None, 1));
+    assert_eq!(
+        (p.parse_error, p.structured_data.to_elements().len()),
+        (None, 1)
+    );
     assert_eq!(p.message.slice(f), br#"[b@1 y="2"] msg"#);
 }
 
 #[test]
 fn hostile_h08_empty_elements() {
     assert_eq!(
-        parse(b"<13>1 - h a - - [x@1] m").structured_data[0].params,
+        parse(b"<13>1 - h a - - [x@1] m")
+            .structured_data
+            .to_elements()[0]
+            .params,
         vec![]
     );
     for (sd, at) in [("[]", 1), ("[ ]", 1), ("[x@1 ]", 5)] {
@@ -359,7 +371,7 @@ fn hostile_h08_empty_elements() {
 fn hostile_h09_invalid_utf8_param_value_kept_lossily() {
     let p = parse(b"<13>1 - h a - - [x@1 a=\"\xff\"] m");
     assert_eq!(p.parse_error, None);
-    assert_eq!(p.structured_data[0].params[0].1, "\u{FFFD}");
+    assert_eq!(p.structured_data.to_elements()[0].params[0].1, "\u{FFFD}");
     assert!(p.flags.contains(ParseFlags::SD_NOT_UTF8));
     let p = parse("<13>1 - h a - - [x@1 a=\"\u{FFFD}\"] m".as_bytes());
     assert_eq!(p.flags, ParseFlags::default(), "a real U+FFFD is UTF-8");
@@ -422,7 +434,7 @@ proptest::proptest! {
         proptest::prop_assert_eq!(text(f, p.app_name), app.as_deref());
         proptest::prop_assert_eq!(text(f, p.procid), procid.as_deref());
         proptest::prop_assert_eq!(text(f, p.msgid), msgid.as_deref());
-        let got: Vec<_> = p.structured_data.iter().map(|e| (e.id.clone(), e.params.clone())).collect();
+        let got: Vec<_> = p.structured_data.to_elements().iter().map(|e| (e.id.clone(), e.params.clone())).collect();
         let want_sd: Vec<_> = sd.iter().map(|(id, ps)| (id.clone(), ps.clone())).collect();
         proptest::prop_assert_eq!(got, want_sd);
         let want_msg = msg.strip_prefix('\u{FEFF}').unwrap_or(&msg);

@@ -74,8 +74,11 @@ fn rsyslog_groups_b_to_f() {
     }
     let f = br#"<85>1 2019-08-27T13:02:58.000+01:00 A/B-896747 ABC LMBNI SUCCESS [origin software="ABC" swVersion="47.1"][ABC@32473 eventType="XYZ:IPIP,9:\"free -m\";" remoteIp="192.0.2.1" singleTick="D'E" bracket="1\]2"] TESTMESSAGE"#;
     let p = parse(f); // D05
-    assert_eq!(p.structured_data[1].params[0].1, r#"XYZ:IPIP,9:"free -m";"#);
-    assert_eq!(p.structured_data[1].params[3].1, "1]2");
+    assert_eq!(
+        p.structured_data.to_elements()[1].params[0].1,
+        r#"XYZ:IPIP,9:"free -m";"#
+    );
+    assert_eq!(p.structured_data.to_elements()[1].params[3].1, "1]2");
     let head = "<161>1 2003-03-01T01:00:00.000Z mymachine.example.com tcpflood - tag ";
     for sd in [
         "[tcpflood@32473 MSGNUM] invalid",
@@ -134,7 +137,7 @@ fn rsyslog_groups_b_to_f() {
 #[test]
 fn syslogng_syslog_format_and_sd_parser() {
     let p = check("<189>65536: ", None, None, None, ""); // F1
-    assert_eq!(p.structured_data, [sequence("65536")]);
+    assert_eq!(p.structured_data.to_elements(), [sequence("65536")]);
     let f = b"<189 Feb  3 12:34:56 host program[pid]: message"; // F2
     assert_eq!(
         (err(&parse(f)), parse(f).message.slice(f)),
@@ -162,7 +165,9 @@ fn syslogng_syslog_format_and_sd_parser() {
     let sd = |text: &str| {
         let f = format!("<13>1 - h a - - {text} m");
         let p = parse(f.as_bytes());
-        p.parse_error.is_none().then_some(p.structured_data)
+        p.parse_error
+            .is_none()
+            .then_some(p.structured_data.to_elements())
     };
     let el = |id: &str, params: &[(&str, &str)]| SdElement {
         id: id.into(),
@@ -217,9 +222,9 @@ fn syslogng_syslog_format_and_sd_parser() {
 /// syslog-ng's timestamp scanner cases, now = 2017-12-13 CET (Europe/Berlin).
 #[test]
 fn syslogng_timestamp_scanner() {
-    let at = |now: &str| ParseOptions {
-        received_at: now.parse::<DateTime<Utc>>().unwrap_or_default(),
-        zone: Zone::Named(chrono_tz::Europe::Berlin),
+    let at = |now: &str| {
+        let now = now.parse::<DateTime<Utc>>().unwrap_or_default();
+        ParseOptions::new(now, Zone::Named(chrono_tz::Europe::Berlin))
     };
     for (now, stamp, want) in [
         (

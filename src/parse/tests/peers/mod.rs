@@ -102,7 +102,7 @@ impl Got<'_> {
             }
         }
         if let Some(w) = &want.sd {
-            let sd = sd_text(&p.structured_data);
+            let sd = sd_text(&p.structured_data.to_elements());
             check("sd", *w == sd, sd);
         }
         if let Some(w) = &want.msg {

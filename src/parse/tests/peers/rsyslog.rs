@@ -234,10 +234,7 @@ fn group_h() -> Vec<(String, Vec<u8>, Expect)> {
 
 #[test]
 fn rsyslog_parser_corpus() {
-    let o = ParseOptions {
-        zone: Zone::Named(chrono_tz::UTC),
-        ..opts()
-    };
+    let o = ParseOptions::new(opts().received_at(), Zone::Named(chrono_tz::UTC));
     let cases: Vec<_> = group_a().into_iter().chain(group_h()).collect();
     let n = compare(&cases, PINNED, |f| parse(f, &o), rsyslog_escaped);
     assert_eq!(n, 29 + 42);

@@ -151,10 +151,10 @@ fn cases() -> Vec<(String, Vec<u8>, Expect)> {
 
 /// Receive time and zone of syslog-ng's tests.
 pub(super) fn options() -> ParseOptions {
-    ParseOptions {
-        received_at: "2019-02-08T08:37:49Z".parse().unwrap_or_default(),
-        zone: Zone::Named(chrono_tz::Europe::Berlin),
-    }
+    ParseOptions::new(
+        "2019-02-08T08:37:49Z".parse().unwrap_or_default(),
+        Zone::Named(chrono_tz::Europe::Berlin),
+    )
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! An event keeps the frame's original bytes (`raw`, a cheap `Bytes` slice of the read buffer) and
 //! the header fields as [`Span`]s into them, so parsing a message allocates nothing but its
-//! structured data. Accessors turn spans back into `&str`/`&[u8]`.
+//! structured data ([`StructuredData`], three allocations). Accessors turn spans back into
+//! `&str`/`&[u8]`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -10,6 +11,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, Utc};
+
+mod sd;
+pub(crate) use sd::SdBuilder;
+pub use sd::{SdElement, SdElementRef, StructuredData};
 
 /// Syslog facility (RFC 5424 §6.2.1), names as syslog.conf(5) and DESIGN.md §5 spell them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -249,15 +254,6 @@ impl Span {
     }
 }
 
-/// One SD-ELEMENT (RFC 5424 §6.3): an SD-ID and its params in order, values unescaped.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SdElement {
-    /// SD-ID, e.g. `exampleSDID@32473`.
-    pub id: String,
-    /// (PARAM-NAME, PARAM-VALUE) in message order; a name may repeat.
-    pub params: Vec<(String, String)>,
-}
-
 /// What went wrong while parsing, and where. Rendered as `"<what> at byte <n>"` (DESIGN.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseError {
@@ -358,7 +354,7 @@ pub struct Parsed {
     /// MSGID (RFC 5424 only).
     pub msgid: Option<Span>,
     /// Structured data elements in order.
-    pub structured_data: Vec<SdElement>,
+    pub structured_data: StructuredData,
     /// MSG (without a BOM); after a fault, the unparsed rest of the frame.
     pub message: Span,
     /// False when MSG is not valid UTF-8 (it is kept as bytes and escaped on output).
@@ -383,7 +379,7 @@ impl Parsed {
             app_name: None,
             procid: None,
             msgid: None,
-            structured_data: Vec::new(),
+            structured_data: StructuredData::default(),
             message: Span::new(len, len),
             msg_utf8: true,
             parse_error: None,
