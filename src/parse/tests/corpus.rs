@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
 
-use super::{parse_utc, text};
+use super::{parse_utc, shown, text};
 use crate::event::{ParseErrorKind, Parsed, Protocol};
 
 const CORPUS: &str = include_str!("../../../tests/data/gosyslog_vectors_all.json");
@@ -34,18 +34,6 @@ fn hex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
         .collect()
-}
-
-/// MSG as go-syslog's corpus shows it: bytes that are not UTF-8 as `\xNN`.
-fn shown(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
 }
 
 fn error_col(error: &str) -> usize {

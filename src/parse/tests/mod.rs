@@ -33,6 +33,18 @@ pub(crate) fn text(frame: &[u8], span: Option<Span>) -> Option<&str> {
     span.map(|s| std::str::from_utf8(s.slice(frame)).expect("header fields are ASCII"))
 }
 
+/// MSG as go-syslog's and syslog-ng's corpora show it: bytes that are not UTF-8 as `\xNN`.
+pub(crate) fn shown(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// The parse error as a comparable pair.
 pub(crate) fn err(p: &Parsed) -> Option<(ParseErrorKind, usize)> {
     p.parse_error.map(|e| (e.kind, e.at))

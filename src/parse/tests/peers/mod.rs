@@ -13,6 +13,7 @@ use chrono::{DateTime, FixedOffset};
 
 use crate::event::{Parsed, SdElement};
 use crate::output::format::escape_line;
+pub(super) use crate::parse::tests::shown;
 
 /// What a peer says a frame parses to. `None`: the peer's test does not check it.
 #[derive(Debug, Default)]
@@ -127,18 +128,6 @@ fn sd_text(sd: &[SdElement]) -> String {
             out.push_str(&format!(" {k}=\"{v}\""));
         }
         out.push(']');
-    }
-    out
-}
-
-/// MSG with bytes that are not UTF-8 as `\xNN` (syslog-ng's sanitize-utf8).
-fn shown(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
     }
     out
 }
