@@ -2,7 +2,7 @@
 //!
 //! An event keeps the frame's original bytes (`raw`, a cheap `Bytes` slice of the read buffer) and
 //! the header fields as [`Span`]s into them, so parsing a message allocates nothing but its
-//! structured data ([`StructuredData`], three allocations). Accessors turn spans back into
+//! structured data ([`StructuredData`], two allocations). Accessors turn spans back into
 //! `&str`/`&[u8]`.
 
 use std::fmt;

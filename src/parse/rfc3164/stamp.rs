@@ -334,7 +334,7 @@ pub(super) fn hms(i: &[u8]) -> Result<(&[u8], NaiveTime), Option<&[u8]>> {
             if digits == 0 && rest.first() == Some(&b',') {
                 return Err(Some(frac));
             }
-            let (digits, after) = frac.split_at(digits);
+            let (digits, after) = frac.split_at_checked(digits).unwrap_or((frac, b""));
             (after, fraction_nanos(digits))
         }
         _ => (rest, 0),
