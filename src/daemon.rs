@@ -514,6 +514,7 @@ fn spawn_listener(
         name: name.clone(),
         max_message_size: max,
         allowed_sources: config.allowed_sources.clone(),
+        timezone: config.timezone,
     };
     Ok(match (socket, &config.kind) {
         (BoundSocket::Udp(s), _) => {
@@ -567,6 +568,7 @@ fn spawn_listener(
                     nul_trailer: stream.nul_trailer,
                     allowed_sources: config.allowed_sources.clone(),
                     tls,
+                    timezone: config.timezone,
                 },
                 pipeline,
                 shutdown: stop,

@@ -281,7 +281,9 @@ to = ["o"]
             .collect::<Vec<_>>()
     });
     s.set_nonblocking(false).unwrap();
-    s.write_all(&payload[sent..]).unwrap();
+    if let Err(e) = s.write_all(&payload[sent..]) {
+        panic!("{e}; sluice's log:\n{}", p.log_so_far().join("\n"));
+    }
     drop(s);
     let lines = reader.join().unwrap();
     assert_eq!(lines.len(), N);

@@ -505,6 +505,29 @@ fn hostile_c03_slowloris_inside_a_frame() {
     assert_eq!(count(&d.listener("tcp").idle_timeouts), 0);
 }
 
+/// The other side of C03: a sender that streams steadily, with every write ending inside the
+/// next frame, completes a frame on every read and is never cut, however long it streams.
+#[test]
+fn hostile_c03_steady_stream_ending_mid_frame_is_not_slowloris() {
+    let d = TestDaemon::start(&json_config(
+        "idle_timeout = \"1s\"\nframe_timeout = \"300ms\"",
+    ));
+    let mut s = connect(d.addr("tcp"));
+    const WRITES: usize = 30;
+    // Each write finishes the previous message and begins the next: 30 writes 50 ms apart keep
+    // one frame or another open for 1.5 s, five times the frame timeout.
+    s.write_all(b"<13>m0").unwrap();
+    for i in 1..=WRITES {
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(format!(" end\n<13>m{i}").as_bytes()).unwrap();
+    }
+    s.write_all(b" end\n").unwrap();
+    let got = wait_json(&out(&d), WRITES + 1);
+    let expected: Vec<String> = (0..=WRITES).map(|i| format!("m{i} end")).collect();
+    assert_eq!(messages(&got), expected);
+    assert_eq!(count(&d.listener("tcp").frame_timeouts), 0);
+}
+
 #[test]
 fn hostile_c04_connection_flood_past_the_cap() {
     let d = TestDaemon::start(&json_config("max_connections = 3"));

@@ -220,6 +220,24 @@ fn ordinary_rfc3164_messages() {
     }
 }
 
+/// `timezone` places zone-less RFC 3164 stamps, with the zone's DST rules; stamps that carry an
+/// offset keep it.
+#[test]
+fn listener_timezone_places_zone_less_stamps() {
+    let d = TestDaemon::start(&json_config("timezone = \"America/New_York\""));
+    let frames: [&[u8]; 3] = [
+        b"<13>Jan  5 10:00:00 host app: winter",
+        b"<13>Jul  5 10:00:00 host app: summer",
+        b"<13>2024-07-05T10:00:00+02:00 host app: own offset",
+    ];
+    send_udp(d.addr("udp"), &frames);
+    let ev = wait_json(&d.path("out.json"), 3);
+    let stamp = |i: usize| ev[i]["timestamp"].as_str().unwrap().to_string();
+    assert!(stamp(0).ends_with("-01-05T10:00:00-05:00"), "{}", stamp(0));
+    assert!(stamp(1).ends_with("-07-05T10:00:00-04:00"), "{}", stamp(1));
+    assert_eq!(stamp(2), "2024-07-05T10:00:00+02:00");
+}
+
 #[test]
 fn malformed_messages_are_kept_with_a_flag_and_counted() {
     let d = TestDaemon::start(&json_config(""));

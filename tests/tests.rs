@@ -1,12 +1,16 @@
 //! sluice's integration tests: one binary (link time), modules mirroring the product surface.
 
+#[path = "../fuzz/src/checks.rs"]
+mod checks;
 mod cli;
 mod fail2ban;
 mod files;
+mod fuzz_corpus;
 mod hostile;
 mod ingest;
 mod interop;
 mod logrotate;
+mod properties;
 mod relay;
 mod reload;
 mod rotation_t8;

@@ -25,6 +25,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::output::file::{FsyncPolicy, PathTemplate, Perms, RotateConfig};
 use crate::output::format::Format;
+use crate::parse::Zone;
 use crate::route::Rule;
 
 /// The configuration sluice runs when no `--config` is given: UDP and TCP on 127.0.0.1:5514,
@@ -116,6 +117,8 @@ pub struct ListenerConfig {
     pub max_message_size: usize,
     /// Only these sender networks are accepted (UDP and TCP); `None` accepts all.
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+    /// The zone of RFC 3164 stamps that carry no offset (`timezone`, default the host's).
+    pub timezone: Zone,
     /// Kind-specific settings.
     pub kind: ListenerKind,
 }

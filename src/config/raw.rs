@@ -32,6 +32,7 @@ pub(super) struct RawListener {
     pub(super) receive_buffer_size: Option<Spanned<NumOrStr>>,
     pub(super) nul_trailer: Option<Spanned<bool>>,
     pub(super) allowed_sources: Option<Spanned<OneOrMany>>,
+    pub(super) timezone: Option<Spanned<String>>,
     pub(super) handshake_timeout: Option<Spanned<NumOrStr>>,
     pub(super) cert_file: Option<Spanned<String>>,
     pub(super) key_file: Option<Spanned<String>>,
@@ -57,7 +58,7 @@ impl RawListener {
         set_keys!(self; address, path, mode, max_message_size, max_connections, idle_timeout,
             frame_timeout, receive_buffer_size, nul_trailer, allowed_sources, handshake_timeout,
             cert_file, key_file, client_auth, client_ca_file, client_crl_file, permitted_peers,
-            fingerprints)
+            fingerprints, timezone)
     }
 }
 

@@ -116,3 +116,31 @@ fn nested_unknown_key_in_queue() {
         errs[0]
     );
 }
+
+#[test]
+fn listener_timezone_is_an_iana_name_or_local() {
+    let text = |tz: &str| {
+        format!(
+            "[listen.u]\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\ntimezone = \"{tz}\"\n\
+             [output.o]\nkind = \"stdout\"\n[[route]]\nto = \"o\"\n"
+        )
+    };
+    for (name, want) in [
+        ("local", Zone::Local),
+        ("UTC", Zone::Named(chrono_tz::UTC)),
+        ("Europe/Berlin", Zone::Named(chrono_tz::Europe::Berlin)),
+    ] {
+        let c = Config::from_toml_str(&text(name), "t.toml").expect("valid");
+        assert_eq!(c.listeners[0].timezone, want);
+    }
+    let c = Config::embedded_default();
+    assert!(c.listeners.iter().all(|l| l.timezone == Zone::Local));
+    assert_eq!(
+        errors(&text("Europe/Berln")),
+        [
+            "t.toml:4:12: listen.u.timezone: unknown time zone \"Europe/Berln\": expected an IANA \
+          name like \"Europe/Berlin\", \"UTC\", or \"local\""
+        ]
+    );
+    assert_eq!(errors(&text("europe/berlin")).len(), 1, "case matters");
+}

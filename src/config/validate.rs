@@ -108,7 +108,7 @@ pub(super) fn validate_listener(
         "nul_trailer",
     ];
     let kind_name = raw.kind.get_ref().as_str();
-    let allowed: Vec<&str> = match kind_name {
+    let mut allowed: Vec<&str> = match kind_name {
         "udp" => vec![
             "address",
             "max_message_size",
@@ -141,6 +141,8 @@ pub(super) fn validate_listener(
             return None;
         }
     };
+    // Every kind parses year- and zone-less timestamps.
+    allowed.push("timezone");
     reject_keys(errs, &p, kind_name, raw.set_keys(), &allowed);
     let stream = |errs: &mut Errors<'_>| -> Option<StreamSettings> {
         let address = address(errs);
@@ -223,6 +225,20 @@ pub(super) fn validate_listener(
         .allowed_sources
         .as_ref()
         .map(|s| cidr_list(errs, &format!("{p}.allowed_sources"), s));
+    let timezone = match &raw.timezone {
+        None => Zone::Local,
+        Some(tz) => Zone::from_name(tz.get_ref()).unwrap_or_else(|| {
+            errs.at(
+                tz.span(),
+                format!("{p}.timezone"),
+                format!(
+                    "unknown time zone {:?}: expected an IANA name like \"Europe/Berlin\", \"UTC\", or \"local\"",
+                    tz.get_ref()
+                ),
+            );
+            Zone::Local
+        }),
+    };
     if errs.list.len() > n_before {
         return None;
     }
@@ -230,6 +246,7 @@ pub(super) fn validate_listener(
         name: name.into(),
         max_message_size,
         allowed_sources,
+        timezone,
         kind,
     })
 }

@@ -18,7 +18,7 @@ use crate::metrics::{self, ListenerMetrics, Metrics};
 use arc_swap::ArcSwap;
 
 use crate::output::{Batch, OutputHandle};
-use crate::parse::{ParseOptions, parse};
+use crate::parse::{ParseOptions, Zone, parse};
 use crate::route::RuleTable;
 
 /// The rule table with the output queues its indices name. Replaced as a whole on reload, so a
@@ -60,6 +60,8 @@ pub struct Dispatcher {
     listener: Arc<str>,
     /// The authenticated peer of a TLS connection, put on every event it sends.
     tls_peer: Option<Arc<TlsPeer>>,
+    /// The listener's `timezone` and the receive time: rebuilt once a second, not per frame.
+    opts: ParseOptions,
     metrics: Arc<ListenerMetrics>,
     /// The routing the pending batches were built under (loaded at a batch's first event).
     routing: Option<Arc<Routing>>,
@@ -74,13 +76,14 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher for events read by `listener`.
-    pub fn new(pipeline: Arc<Pipeline>, listener: Arc<str>) -> Dispatcher {
+    /// A dispatcher for events read by `listener`, whose zone-less stamps are in `zone`.
+    pub fn new(pipeline: Arc<Pipeline>, listener: Arc<str>, zone: Zone) -> Dispatcher {
         let metrics = pipeline.metrics.listener(&listener);
         Dispatcher {
             pipeline,
             listener,
             tls_peer: None,
+            opts: ParseOptions::new(Utc::now(), zone),
             metrics,
             routing: None,
             batches: Vec::new(),
@@ -111,7 +114,10 @@ impl Dispatcher {
         source: Option<SocketAddr>,
         received_at: DateTime<Utc>,
     ) {
-        let parsed = parse(&frame, &ParseOptions { received_at });
+        if self.opts.received_at().timestamp() != received_at.timestamp() {
+            self.opts = ParseOptions::new(received_at, self.opts.zone());
+        }
+        let parsed = parse(&frame, &self.opts);
         self.received += 1;
         if parsed.parse_error.is_some() {
             self.parse_errors += 1;
@@ -253,7 +259,7 @@ pub async fn run_datagram(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let name = settings.name.clone();
-    let mut dispatcher = Dispatcher::new(pipeline, name.clone());
+    let mut dispatcher = Dispatcher::new(pipeline, name.clone(), settings.timezone);
     let m = dispatcher.metrics().clone();
     let mut kernel_drops_tick = tokio::time::interval(KERNEL_DROPS_INTERVAL);
     // One byte more than the maximum, so a longer datagram is seen as longer and flagged.
@@ -313,6 +319,8 @@ pub struct DatagramSettings {
     pub max_message_size: usize,
     /// Only these sender networks are accepted; `None` accepts all.
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+    /// The zone of RFC 3164 stamps without an offset.
+    pub timezone: Zone,
 }
 
 /// How often the kernel's drop counter is read.

@@ -68,6 +68,8 @@ pub struct TcpSettings {
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
     /// For a `tls` listener: the handshake each connection completes first.
     pub tls: Option<TlsServer>,
+    /// The zone of RFC 3164 stamps without an offset.
+    pub timezone: crate::parse::Zone,
 }
 
 /// A TCP (or TLS) listener task.
@@ -157,7 +159,11 @@ impl TcpServer {
             };
             metrics::add(&metrics.connections, 1);
             let settings = self.settings.clone();
-            let dispatcher = Dispatcher::new(self.pipeline.clone(), self.settings.name.clone());
+            let dispatcher = Dispatcher::new(
+                self.pipeline.clone(),
+                self.settings.name.clone(),
+                self.settings.timezone,
+            );
             let metrics = metrics.clone();
             let hard_stop = self.hard_stop.clone();
             let fault_log = fault_log.clone();
@@ -313,9 +319,10 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             let eof = n == 0;
             metrics::add(&self.metrics.bytes, n as u64);
             last_data = Instant::now();
-            if let Err(e) = self.drain(&mut framer, &mut buf, eof, &mut reported) {
-                return End::Framing(e);
-            }
+            let completed = match self.drain(&mut framer, &mut buf, eof, &mut reported) {
+                Ok(n) => n,
+                Err(e) => return End::Framing(e),
+            };
             // Back-pressure: this waits while a `block` output is full, and meanwhile the socket
             // is not read, so the sender's TCP window closes.
             let flush_started = Instant::now();
@@ -327,24 +334,28 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             // count towards the idle or frame deadlines.
             let held = flush_started.elapsed();
             last_data += held;
-            frame_started = frame_started.map(|t| t + held);
-            frame_started = match (framer.in_frame(), frame_started) {
-                (true, None) => Some(last_data),
-                (true, s) => s,
+            // The deadline runs from when the frame now pending began: a read that completed a
+            // frame and ended inside the next one starts a new frame, so a steady stream whose
+            // reads all end mid-frame is never mistaken for a slow one.
+            frame_started = match (framer.in_frame(), completed) {
                 (false, _) => None,
+                (true, 0) => Some(frame_started.map_or(last_data, |t| t + held)),
+                (true, _) => Some(last_data),
             };
         }
     }
 
-    /// Frames and dispatches everything complete in `buf` (everything at all when `eof`).
+    /// Frames and dispatches everything complete in `buf` (everything at all when `eof`);
+    /// returns how many frames that was.
     fn drain(
         &mut self,
         framer: &mut Framer,
         buf: &mut BytesMut,
         eof: bool,
         reported: &mut crate::framing::FramerStats,
-    ) -> Result<(), FrameError> {
+    ) -> Result<usize, FrameError> {
         let now = Utc::now();
+        let mut frames = 0;
         let result = loop {
             let next = if eof {
                 framer.decode_eof(buf)
@@ -358,8 +369,9 @@ impl<S: AsyncRead + Unpin> Connection<S> {
                     }
                     self.dispatcher
                         .push(frame.data, frame.truncated, Some(self.peer), now);
+                    frames += 1;
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => break Ok(frames),
                 Err(e) => break Err(e),
             }
         };

@@ -4,13 +4,16 @@
 //! formats escape control characters in fields and MSG as rsyslog does (`#012` for LF), so a
 //! message can never forge a second line (hostile-inputs G04); `json` escapes per JSON and shows
 //! bytes that are not UTF-8 as U+FFFD; `raw` writes the original frame exactly.
+//! [`write_rfc5424`] is RFC 5424 for the wire (forwarding): nothing escaped but what §6.3.3
+//! requires.
 
 use std::io::Write as _;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, FixedOffset, Local, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, Local, SecondsFormat, Timelike, Utc};
 
-use crate::event::{Event, SdElement};
+use crate::event::{Event, Protocol, StructuredData};
+use crate::parse::rfc5424;
 
 /// Output line formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +54,13 @@ impl Format {
     }
 
     /// Appends the event without a trailer and without escaping: for octet-counted transports,
-    /// where a message's bytes travel as they are (hostile-inputs G04).
+    /// where a message's bytes travel as they are (hostile-inputs G04). RFC 5424 is written for
+    /// the wire ([`write_rfc5424`]).
     pub fn write_verbatim(self, ev: &Event, out: &mut Vec<u8>) {
-        self.write_message(ev, out, copy_bytes);
+        match self {
+            Format::Rfc5424 => write_rfc5424(ev, out),
+            _ => self.write_message(ev, out, copy_bytes),
+        }
     }
 
     fn write_message(self, ev: &Event, out: &mut Vec<u8>, esc: Escape) {
@@ -74,7 +81,7 @@ impl Format {
                 out.push(b' ');
                 write_tail_3164(ev, out, esc);
             }
-            Format::Rfc5424 => write_rfc5424(ev, out, esc),
+            Format::Rfc5424 => write_rfc5424_as(ev, out, Style::File),
             // JSON escapes per JSON either way.
             Format::Json => write_json(ev, out),
             Format::Raw => out.extend_from_slice(&ev.raw),
@@ -160,60 +167,146 @@ pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(rest);
 }
 
-fn nil_or(out: &mut Vec<u8>, v: Option<&str>, esc: Escape) {
-    match v {
-        Some(s) if !s.is_empty() => esc(s.as_bytes(), out),
+/// Appends `ev` as one RFC 5424 message, without a trailer, as it goes on the wire: fields as
+/// the event has them (NILVALUE when absent; HOSTNAME is not filled in from the sender), MSG
+/// bytes unescaped, TIMESTAMP with at most six fraction digits (§6.2.3). Parsing the result gives
+/// the event's fields back (the round-trip property in tests/properties.rs). A
+/// field value RFC 5424 cannot carry, which the parsers never produce, is written as NILVALUE.
+pub fn write_rfc5424(ev: &Event, out: &mut Vec<u8>) {
+    write_rfc5424_as(ev, out, Style::Wire);
+}
+
+/// How an RFC 5424 line is written: for a file (one event per line, like rsyslog's
+/// RSYSLOG_SyslogProtocol23Format) or for the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// Control characters as `#ooo`, HOSTNAME filled in from the sender.
+    File,
+    /// Bytes as they are.
+    Wire,
+}
+
+fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
+    write_pri(ev, out);
+    let version = match ev.parsed.protocol {
+        Protocol::Rfc5424 if ev.parsed.version > 0 => ev.parsed.version,
+        _ => 1,
+    };
+    let _ = write!(out, "{version} ");
+    match ev.parsed.timestamp {
+        Some(t) => write_rfc3339_micros(t, out),
+        None => out.push(b'-'),
+    }
+    out.push(b' ');
+    match style {
+        Style::File => write_host(ev, out, escape_line),
+        Style::Wire => header_field(out, ev.hostname(), rfc5424::MAX_HOSTNAME),
+    }
+    for (value, max) in [
+        (ev.app_name(), rfc5424::MAX_APP_NAME),
+        (ev.procid(), rfc5424::MAX_PROCID),
+        (ev.msgid(), rfc5424::MAX_MSGID),
+    ] {
+        out.push(b' ');
+        match style {
+            Style::File => match value {
+                Some(s) if !s.is_empty() => escape_line(s.as_bytes(), out),
+                _ => out.push(b'-'),
+            },
+            Style::Wire => header_field(out, value, max),
+        }
+    }
+    out.push(b' ');
+    write_sd_5424(&ev.parsed.structured_data, out, style);
+    let msg = ev.message();
+    if msg.is_empty() {
+        return;
+    }
+    out.push(b' ');
+    match style {
+        Style::File => escape_line(msg, out),
+        Style::Wire => {
+            // A MSG that itself starts with a BOM keeps it behind a BOM the receiver strips.
+            if msg.starts_with(BOM) {
+                out.extend_from_slice(BOM);
+            }
+            out.extend_from_slice(msg);
+        }
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A header field as RFC 5424 allows it (1 to `max` PRINTUSASCII), else NILVALUE.
+fn header_field(out: &mut Vec<u8>, value: Option<&str>, max: usize) {
+    match value {
+        Some(v) if (1..=max).contains(&v.len()) && v.bytes().all(|b| (33..=126).contains(&b)) => {
+            out.extend_from_slice(v.as_bytes());
+        }
         _ => out.push(b'-'),
     }
 }
 
-fn write_rfc5424(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
-    write_pri(ev, out);
-    out.extend_from_slice(b"1 ");
-    match ev.parsed.timestamp {
-        Some(t) => out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes()),
-        None => out.push(b'-'),
+/// RFC 3339 as RFC 5424 needs it: fraction cut to microseconds (3 digits when they suffice),
+/// `Z` for UTC, the offset otherwise. A stamp RFC 5424 cannot hold (year beyond 0..=9999, or an
+/// offset with seconds, as old local mean times have) is written in UTC or as NILVALUE.
+pub fn write_rfc3339_micros(t: DateTime<FixedOffset>, out: &mut Vec<u8>) {
+    let t = if t.offset().local_minus_utc() % 60 == 0 {
+        t
+    } else {
+        t.with_timezone(&Utc).fixed_offset()
+    };
+    if !(0..=9999).contains(&t.year()) {
+        out.push(b'-');
+        return;
     }
-    out.push(b' ');
-    match (ev.hostname(), ev.source) {
-        (None, Some(_)) | (Some(_), _) => write_host(ev, out, esc),
-        (None, None) => out.extend_from_slice(local_hostname().as_bytes()),
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    // A leap second is carried in the nanoseconds (>= 1e9); RFC 5424 has none.
+    let micros = t.nanosecond().min(999_999_999) / 1000;
+    if micros % 1000 == 0 && micros > 0 {
+        let _ = write!(out, ".{:03}", micros / 1000);
+    } else if micros > 0 {
+        let _ = write!(out, ".{micros:06}");
     }
-    out.push(b' ');
-    nil_or(out, ev.app_name(), esc);
-    out.push(b' ');
-    nil_or(out, ev.procid(), esc);
-    out.push(b' ');
-    nil_or(out, ev.msgid(), esc);
-    out.push(b' ');
-    write_sd_5424(&ev.parsed.structured_data, out, esc);
-    let msg = ev.message();
-    if !msg.is_empty() {
-        out.push(b' ');
-        esc(msg, out);
+    match t.offset().local_minus_utc() {
+        0 => out.push(b'Z'),
+        secs => {
+            let sign = if secs < 0 { '-' } else { '+' };
+            let mins = secs.unsigned_abs() / 60;
+            let _ = write!(out, "{sign}{:02}:{:02}", mins / 60, mins % 60);
+        }
     }
 }
 
-fn write_sd_5424(sd: &[SdElement], out: &mut Vec<u8>, esc: Escape) {
+fn write_sd_5424(sd: &StructuredData, out: &mut Vec<u8>, style: Style) {
     if sd.is_empty() {
         out.push(b'-');
         return;
     }
-    for el in sd {
+    for el in sd.elements() {
         out.push(b'[');
         out.extend_from_slice(el.id.as_bytes());
-        for (k, v) in &el.params {
+        for (k, v) in el.params() {
             out.push(b' ');
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b"=\"");
-            let mut escaped = Vec::with_capacity(v.len());
             for &b in v.as_bytes() {
-                if matches!(b, b'"' | b'\\' | b']') {
-                    escaped.push(b'\\');
+                match b {
+                    // §6.3.3: these three are escaped with a backslash.
+                    b'"' | b'\\' | b']' => out.extend_from_slice(&[b'\\', b]),
+                    _ if style == Style::File => escape_line(&[b], out),
+                    _ => out.push(b),
                 }
-                escaped.push(b);
             }
-            esc(&escaped, out);
             out.push(b'"');
         }
         out.push(b']');
@@ -325,22 +418,22 @@ fn write_utc_micros(t: DateTime<Utc>, out: &mut Vec<u8>) {
 }
 
 /// SD as `{"id":{"param":"value", "repeated":["a","b"]}}`, or `null` when there is none.
-fn write_sd_json(sd: &[SdElement], out: &mut Vec<u8>) {
+fn write_sd_json(sd: &StructuredData, out: &mut Vec<u8>) {
     if sd.is_empty() {
         out.extend_from_slice(b"null");
         return;
     }
     out.push(b'{');
-    for (i, el) in sd.iter().enumerate() {
+    for (i, el) in sd.elements().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         json_string(el.id.as_bytes(), out);
         out.extend_from_slice(b":{");
         let mut first = true;
-        for (j, (name, _)) in el.params.iter().enumerate() {
+        for (j, (name, value)) in el.params().enumerate() {
             // Emit each distinct name once, at its first position; repeats become an array.
-            if el.params[..j].iter().any(|(n, _)| n == name) {
+            if el.params().take(j).any(|(n, _)| n == name) {
                 continue;
             }
             if !first {
@@ -349,12 +442,12 @@ fn write_sd_json(sd: &[SdElement], out: &mut Vec<u8>) {
             first = false;
             json_string(name.as_bytes(), out);
             out.push(b':');
-            let count = el.params.iter().filter(|(n, _)| n == name).count();
+            let count = el.params().filter(|(n, _)| *n == name).count();
             if count == 1 {
-                json_string(el.params[j].1.as_bytes(), out);
+                json_string(value.as_bytes(), out);
             } else {
                 out.push(b'[');
-                for (k, (_, v)) in el.params.iter().filter(|(n, _)| n == name).enumerate() {
+                for (k, (_, v)) in el.params().filter(|(n, _)| *n == name).enumerate() {
                     if k > 0 {
                         out.push(b',');
                     }
@@ -371,7 +464,7 @@ fn write_sd_json(sd: &[SdElement], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Facility, Parsed, Protocol, Severity, Span};
+    use crate::event::{Facility, Parsed, Protocol, SdElement, Severity, Span};
     use bytes::Bytes;
 
     fn ev(raw: &str) -> Event {
@@ -384,8 +477,8 @@ mod tests {
             received_at: "2026-11-22T10:00:00.000123Z".parse().unwrap(),
             source: Some("10.0.0.5:51234".parse().unwrap()),
             listener: "tcp".into(),
-            tls_peer: None,
             truncated: false,
+            tls_peer: None,
             parsed,
         }
     }
@@ -426,14 +519,14 @@ mod tests {
         e.parsed.procid = Some(Span::new(9, 10));
         e.parsed.message = Span::new(13, 15);
         e.truncated = true;
-        e.parsed.structured_data = vec![SdElement {
+        e.parsed.structured_data = StructuredData::from(vec![SdElement {
             id: "a@1".into(),
             params: vec![
                 ("x".into(), "1".into()),
                 ("y".into(), "\"".into()),
                 ("x".into(), "2".into()),
             ],
-        }];
+        }]);
         let v: serde_json::Value = serde_json::from_str(line(Format::Json, &e).trim_end()).unwrap();
         assert_eq!(v["received_at"], "2026-11-22T10:00:00.000123Z");
         assert_eq!(v["source"], "10.0.0.5:51234");
@@ -461,13 +554,84 @@ mod tests {
     fn rfc5424_output_escapes_sd() {
         let mut e = ev("m");
         e.parsed.timestamp = Some("2003-10-11T22:14:15.003Z".parse().unwrap());
-        e.parsed.structured_data = vec![SdElement {
+        e.parsed.structured_data = StructuredData::from(vec![SdElement {
             id: "a@1".into(),
             params: vec![("x".into(), "q\"]\\".into())],
-        }];
+        }]);
         assert_eq!(
             line(Format::Rfc5424, &e),
             "<34>1 2003-10-11T22:14:15.003Z 10.0.0.5 - - - [a@1 x=\"q\\\"\\]\\\\\"] m\n"
         );
+    }
+
+    #[test]
+    fn rfc5424_wire_form_keeps_bytes_and_caps_the_fraction() {
+        let mut e = ev("line1\nline2\x01");
+        e.parsed.timestamp = Some("2003-10-11T22:14:15.123456789+05:30".parse().unwrap());
+        e.parsed.structured_data = StructuredData::from(vec![SdElement {
+            id: "a@1".into(),
+            params: vec![("x".into(), "q\"]\\\n".into())],
+        }]);
+        let mut out = Vec::new();
+        write_rfc5424(&e, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "<34>1 2003-10-11T22:14:15.123456+05:30 - - - - [a@1 x=\"q\\\"\\]\\\\\n\"] line1\nline2\x01"
+        );
+        let stamp = |s: &str| {
+            let mut out = Vec::new();
+            write_rfc3339_micros(s.parse().unwrap(), &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(stamp("2003-10-11T22:14:15Z"), "2003-10-11T22:14:15Z");
+        assert_eq!(
+            stamp("2003-10-11T22:14:15.5-07:00"),
+            "2003-10-11T22:14:15.500-07:00"
+        );
+        assert_eq!(
+            stamp("2003-10-11T22:14:15.000001Z"),
+            "2003-10-11T22:14:15.000001Z"
+        );
+        let lmt = chrono::FixedOffset::east_opt(3208).unwrap();
+        let t = "1850-01-01T00:53:28Z".parse::<DateTime<Utc>>().unwrap();
+        let mut out = Vec::new();
+        write_rfc3339_micros(t.with_timezone(&lmt), &mut out);
+        assert_eq!(out, b"1850-01-01T00:53:28Z", "offset with seconds: in UTC");
+        let far = chrono::NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0);
+        let mut out = Vec::new();
+        write_rfc3339_micros(far.unwrap().and_utc().fixed_offset(), &mut out);
+        assert_eq!(out, b"-");
+    }
+
+    #[test]
+    fn rfc5424_wire_form_writes_nil_for_what_it_cannot_carry() {
+        let mut e = ev("m");
+        e.raw = Bytes::from_static(b"h\xc3\xb4st -");
+        e.parsed.hostname = Some(Span::new(0, 5));
+        e.parsed.app_name = Some(Span::new(6, 7));
+        e.parsed.message = Span::new(7, 7);
+        let mut out = Vec::new();
+        write_rfc5424(&e, &mut out);
+        assert_eq!(out, b"<34>1 - - - - - -");
+        // A MSG that starts with a BOM gets one more, which the receiver strips.
+        e.raw = Bytes::from_static(b"\xEF\xBB\xBFx");
+        e.parsed.message = Span::new(0, 4);
+        let mut out = Vec::new();
+        write_rfc5424(&e, &mut out);
+        assert!(out.ends_with(b"- \xEF\xBB\xBF\xEF\xBB\xBFx"), "{out:?}");
+    }
+
+    /// G05: `#ooo` escaping quadruples a message of control bytes; the output has no fixed
+    /// buffer, so the whole of it is written.
+    #[test]
+    fn hostile_g05_escaping_expansion_at_the_maximum_size() {
+        let max = crate::config::DEFAULT_MAX_MESSAGE_SIZE_BYTES;
+        let e = ev(&"\x01".repeat(max));
+        let l = line(Format::Traditional, &e);
+        assert!(l.ends_with(&format!("{}\n", "#001".repeat(max))));
+        let j = line(Format::Json, &e);
+        assert!(j.contains(&"\\u0001".repeat(max)));
     }
 }

@@ -207,7 +207,7 @@ to = ["out"]
 "#,
         udp_extra = tcp_extra
             .lines()
-            .filter(|l| ["max_message_size", "allowed_sources"]
+            .filter(|l| ["max_message_size", "allowed_sources", "timezone"]
                 .iter()
                 .any(|k| l.starts_with(k)))
             .collect::<Vec<_>>()
@@ -288,7 +288,10 @@ impl Proc {
             cmd.args(["--config", c.to_str().unwrap()]);
         }
         let mut child = cmd
-            .env("SLUICE_LOG", "info")
+            .env(
+                "SLUICE_LOG",
+                std::env::var("TEST_SLUICE_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -336,6 +339,16 @@ impl Proc {
                 return line;
             }
         }
+    }
+
+    /// The log lines not yet consumed by [`Proc::wait_log`], up to a second of silence: for
+    /// failure messages.
+    pub fn log_so_far(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_secs(1)) {
+            lines.push(l);
+        }
+        lines
     }
 
     pub fn addr(&self, name: &str) -> SocketAddr {

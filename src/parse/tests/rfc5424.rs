@@ -3,7 +3,9 @@
 use chrono::{DateTime, FixedOffset};
 
 use super::{err, parse_utc as parse, text};
-use crate::event::{Facility, ParseErrorKind, Parsed, Protocol, SdElement, Severity, Span};
+use crate::event::{
+    Facility, ParseErrorKind, ParseFlags, Parsed, Protocol, SdElement, Severity, Span,
+};
 use crate::parse::rfc5424::*;
 use ParseErrorKind::*;
 
@@ -30,7 +32,7 @@ fn rfc5424_section_6_5_examples() {
     assert_eq!(text(f, p.hostname), Some("mymachine.example.com"));
     assert_eq!((text(f, p.app_name), text(f, p.procid)), (Some("su"), None));
     assert_eq!(
-        (text(f, p.msgid), p.structured_data.len()),
+        (text(f, p.msgid), p.structured_data.to_elements().len()),
         (Some("ID47"), 0)
     );
     assert_eq!(
@@ -71,7 +73,7 @@ fn rfc5424_section_6_5_examples() {
         .to_vec(),
     };
     let p = parse(f3.as_bytes());
-    assert_eq!(p.structured_data, vec![example.clone()]);
+    assert_eq!(p.structured_data.to_elements(), vec![example.clone()]);
     assert_eq!(text(f3.as_bytes(), p.app_name), Some("evntslog"));
     assert_eq!(
         p.message.slice(f3.as_bytes()),
@@ -82,7 +84,7 @@ fn rfc5424_section_6_5_examples() {
         id: "examplePriority@32473".into(),
         params: vec![("class".into(), "high".into())],
     };
-    assert_eq!(p.structured_data, vec![example, priority]);
+    assert_eq!(p.structured_data.to_elements(), vec![example, priority]);
     assert_eq!(
         (p.message, p.parse_error),
         (Span::new(f4.len(), f4.len()), None)
@@ -106,12 +108,15 @@ fn hostile_e04_out_of_range_rfc5424_timestamps() {
         ("2023-01-01T23:59:59 h", 19),
         ("2023-01-01T23:59:59,123Z", 19),
         ("2023-01-01 23:59:59Z", 10),
-        ("--", 1),
     ] {
         let frame = format!("<13>1 {stamp} h a - - - m");
         let p = assert_fault(frame.as_bytes(), BadTimestamp, 6 + at, 6);
         assert_eq!(p.timestamp, None);
     }
+    // A complete stamp (or NIL) without its SP is kept, and MSG starts at the fault.
+    let p = assert_fault(b"<13>1 2023-01-01T23:59:59Z+01:00 h", MissingSpace, 26, 26);
+    assert_eq!(p.timestamp, ts("2023-01-01T23:59:59Z"));
+    assert_fault(b"<13>1 -- h a - - - m", MissingSpace, 7, 7);
     // Offsets at the edge of the grammar are fine.
     let p = parse(b"<13>1 2018-12-31T23:59:59.999999-23:59 h a - - - m");
     assert_eq!(p.timestamp, ts("2018-12-31T23:59:59.999999-23:59"));
@@ -206,23 +211,44 @@ fn hostile_f05_missing_fields_and_extra_spaces() {
     assert_fault(b"<13>1 - - - - - -x", MissingSpace, 17, 17);
 }
 
+/// G01: MSG without a BOM is MSG-ANY: any bytes are kept, unflagged, `msg_utf8` false.
 #[test]
-fn hostile_g01_g02_g09_msg_bytes_kept() {
+fn hostile_g01_invalid_utf8_in_msg_is_kept() {
     let f = b"<13>1 - h a - - - \xff\xfe\xc0\xaf\xed\xa0\x80 bytes";
     let p = parse(f);
     assert_eq!((p.parse_error, p.msg_utf8), (None, false));
     assert_eq!(p.message.slice(f), &f[18..]);
+}
+
+/// G02: a BOM starts MSG-UTF8 and is stripped. Invalid UTF-8 after it is `invalid_utf8` at the
+/// first byte that cannot continue (go-syslog's column), and MSG still keeps every byte.
+#[test]
+fn hostile_g02_bom_then_utf8_or_not() {
     let f = "<13>1 - h a - - - \u{FEFF}héllo";
     let p = parse(f.as_bytes());
     assert_eq!(
-        (p.message.slice(f.as_bytes()), p.msg_utf8),
-        ("héllo".as_bytes(), true)
+        (p.message.slice(f.as_bytes()), p.msg_utf8, p.parse_error),
+        ("héllo".as_bytes(), true, None)
     );
-    let p = parse(b"<13>1 - h a - - - \xEF\xBB\xBF\xff");
-    assert_eq!(
-        (p.message.len(), p.msg_utf8, p.parse_error),
-        (1, false, None)
-    );
+    for (tail, at) in [
+        (&b"\xff"[..], 21),
+        (b"ok\xc3(", 24),
+        (b"\xe2\x82(", 23),
+        (b"\xf0\x90\x8c", 24),
+    ] {
+        let f = [&b"<13>1 - h a - - - \xEF\xBB\xBF"[..], tail].concat();
+        let p = assert_fault(&f, InvalidUtf8, at, 21);
+        assert_eq!((p.msg_utf8, text(&f, p.hostname)), (false, Some("h")));
+    }
+    // A BOM inside a RFC 3164 message is stripped too; there is no MSG-UTF8 rule to break.
+    let f = b"<13>Oct 11 22:14:15 h a: \xEF\xBB\xBF\xff";
+    let p = parse(f);
+    assert_eq!((p.message.slice(f), p.parse_error), (&b"\xff"[..], None));
+}
+
+/// G09: a LF inside one frame is content; outputs escape it.
+#[test]
+fn hostile_g09_multi_line_content_is_one_message() {
     let f = b"<13>1 - h a - - - line1\nline2";
     assert_eq!(parse(f).message.slice(f), b"line1\nline2");
 }
@@ -246,10 +272,10 @@ fn hostile_h03_unterminated_sd() {
     for sd in [r#"[x@1 a="1""#, r#"[x@1 a="1"#, "[x@1 a=", "[x@1", "["] {
         let f = format!("<13>1 - h a - - {sd}");
         let p = assert_fault(f.as_bytes(), SdInvalid, f.len(), 16);
-        assert!(p.structured_data.is_empty());
+        assert!(p.structured_data.to_elements().is_empty());
     }
     let p = assert_fault(br#"<13>1 - h a - - [x@1 a="1"]]"#, MissingSpace, 27, 27);
-    assert_eq!(p.structured_data.len(), 1);
+    assert_eq!(p.structured_data.to_elements().len(), 1);
 }
 
 #[test]
@@ -264,7 +290,10 @@ fn hostile_h04_param_value_escapes() {
         let f = format!(r#"<13>1 - h a - - [x@1 a="{value}"] m"#);
         let p = parse(f.as_bytes());
         assert_eq!(p.parse_error, None, "{f}");
-        assert_eq!(p.structured_data[0].params, vec![("a".into(), want.into())]);
+        assert_eq!(
+            p.structured_data.to_elements()[0].params,
+            vec![("a".into(), want.into())]
+        );
     }
     // `\"` is an escape, so the value runs on into the unescaped `]`.
     assert_fault(br#"<13>1 - h a - - [x@1 a="end\"] m"#, SdInvalid, 29, 16);
@@ -275,7 +304,7 @@ fn hostile_h04_param_value_escapes() {
 fn hostile_h05_sd_name_length() {
     let (n32, n33) = ("n".repeat(32), "n".repeat(33));
     let f = format!(r#"<13>1 - h a - - [{n32} {n32}="v"] m"#);
-    assert_eq!(parse(f.as_bytes()).structured_data[0].id, n32);
+    assert_eq!(parse(f.as_bytes()).structured_data.to_elements()[0].id, n32);
     let f = format!(r#"<13>1 - h a - - [{n33} a="v"] m"#);
     assert_fault(f.as_bytes(), SdInvalid, 17 + 32, 16);
     let f = format!(r#"<13>1 - h a - - [x {n33}="v"] m"#);
@@ -295,14 +324,17 @@ fn hostile_h06_forbidden_sd_name_chars() {
     }
     // `[a]` is a complete element: what is wrong in `[a]b@1]` is the missing SP before MSG.
     let p = assert_fault(b"<13>1 - h a - - [a]b@1] m", MissingSpace, 19, 19);
-    assert_eq!(p.structured_data[0].id, "a");
+    assert_eq!(p.structured_data.to_elements()[0].id, "a");
     // §6.3.2: `name@<private enterprise number>`, with one `@` and both parts.
     for (sd, at) in [("[@1]", 1), ("[a@]", 3), ("[a@1@2]", 4)] {
         let f = format!("<13>1 - h a - - {sd} m");
         assert_fault(f.as_bytes(), SdInvalid, 16 + at, 16);
     }
     assert_eq!(
-        parse(b"<13>1 - h a - - [an@id] m").structured_data[0].id,
+        parse(b"<13>1 - h a - - [an@id] m")
+            .structured_data
+            .to_elements()[0]
+            .id,
         "an@id"
     );
 }
@@ -312,14 +344,20 @@ fn hostile_h06_forbidden_sd_name_chars() {
 fn hostile_h07_space_between_elements() {
     let f = br#"<13>1 - h a - - [a@1 x="1"] [b@1 y="2"] msg"#;
     let p = parse(f);
-    assert_eq!((p.parse_error, p.structured_data.len()), (None, 1));
+    assert_eq!(
+        (p.parse_error, p.structured_data.to_elements().len()),
+        (None, 1)
+    );
     assert_eq!(p.message.slice(f), br#"[b@1 y="2"] msg"#);
 }
 
 #[test]
 fn hostile_h08_empty_elements() {
     assert_eq!(
-        parse(b"<13>1 - h a - - [x@1] m").structured_data[0].params,
+        parse(b"<13>1 - h a - - [x@1] m")
+            .structured_data
+            .to_elements()[0]
+            .params,
         vec![]
     );
     for (sd, at) in [("[]", 1), ("[ ]", 1), ("[x@1 ]", 5)] {
@@ -328,11 +366,15 @@ fn hostile_h08_empty_elements() {
     }
 }
 
+/// H09: a PARAM-VALUE that is not UTF-8 is shown with U+FFFD and flagged; `raw` keeps the bytes.
 #[test]
 fn hostile_h09_invalid_utf8_param_value_kept_lossily() {
     let p = parse(b"<13>1 - h a - - [x@1 a=\"\xff\"] m");
     assert_eq!(p.parse_error, None);
-    assert_eq!(p.structured_data[0].params[0].1, "\u{FFFD}");
+    assert_eq!(p.structured_data.to_elements()[0].params[0].1, "\u{FFFD}");
+    assert!(p.flags.contains(ParseFlags::SD_NOT_UTF8));
+    let p = parse("<13>1 - h a - - [x@1 a=\"\u{FFFD}\"] m".as_bytes());
+    assert_eq!(p.flags, ParseFlags::default(), "a real U+FFFD is UTF-8");
 }
 
 #[test]
@@ -392,7 +434,7 @@ proptest::proptest! {
         proptest::prop_assert_eq!(text(f, p.app_name), app.as_deref());
         proptest::prop_assert_eq!(text(f, p.procid), procid.as_deref());
         proptest::prop_assert_eq!(text(f, p.msgid), msgid.as_deref());
-        let got: Vec<_> = p.structured_data.iter().map(|e| (e.id.clone(), e.params.clone())).collect();
+        let got: Vec<_> = p.structured_data.to_elements().iter().map(|e| (e.id.clone(), e.params.clone())).collect();
         let want_sd: Vec<_> = sd.iter().map(|(id, ps)| (id.clone(), ps.clone())).collect();
         proptest::prop_assert_eq!(got, want_sd);
         let want_msg = msg.strip_prefix('\u{FEFF}').unwrap_or(&msg);
