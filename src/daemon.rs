@@ -19,6 +19,7 @@ use crate::listen::{self, DatagramSocket, Pipeline};
 use crate::metrics::Metrics;
 use crate::output::{self, ReopenFiles};
 use crate::route::RuleTable;
+use crate::systemd::{Activation, InheritedSocket, Notifier};
 
 /// A listening socket, bound and not yet served.
 #[derive(Debug)]
@@ -47,6 +48,8 @@ pub struct Bound {
     pub listeners: Vec<BoundListener>,
     metrics: Arc<Metrics>,
     hangup: Hangup,
+    notifier: Option<Notifier>,
+    watchdog_interval: Option<std::time::Duration>,
 }
 
 impl Bound {
@@ -74,24 +77,35 @@ impl Bound {
 /// Binds every listener's socket. No runtime is needed, so this can run before privileges are
 /// dropped.
 pub fn bind(config: &Config) -> anyhow::Result<Bound> {
+    bind_activated(config, Activation::default())
+}
+
+/// [`bind`], taking sockets systemd passed (socket activation) where they match a listener: by
+/// `FileDescriptorName=` equal to the listener's name, else by local address or path and socket
+/// type. Listeners without one are bound as usual; inherited sockets no listener wants are
+/// closed with a warning.
+pub fn bind_activated(config: &Config, activation: Activation) -> anyhow::Result<Bound> {
+    let mut inherited = activation.sockets;
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let socket = match &l.kind {
-            ListenerKind::Udp {
-                address,
-                receive_buffer_bytes,
-            } => BoundSocket::Udp(listen::udp::bind(*address, *receive_buffer_bytes)?),
-            ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. } => {
-                BoundSocket::Tcp(listen::tcp::bind(stream.address)?)
+        let socket = match take_inherited(&mut inherited, l)? {
+            Some(s) => {
+                tracing::info!(listener = %l.name, "using a socket passed by systemd");
+                s
             }
-            ListenerKind::Unix { path, mode } => {
-                BoundSocket::Unix(listen::unix::bind(path, *mode)?)
-            }
+            None => bind_one(l)?,
         };
         listeners.push(BoundListener {
             config: l.clone(),
             socket,
         });
+    }
+    for s in inherited {
+        tracing::warn!(
+            name = s.name.as_deref().unwrap_or("-"),
+            address = %describe(&s.socket),
+            "systemd passed a socket no listener is configured for; closing it"
+        );
     }
     let metrics = Arc::new(Metrics::new(
         config.listeners.iter().map(|l| &l.name),
@@ -104,7 +118,96 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
             watch: Arc::new(tokio::sync::watch::channel(0).0),
             files: ReopenFiles::default(),
         },
+        notifier: activation.notifier,
+        watchdog_interval: activation.watchdog_interval,
     })
+}
+
+fn bind_one(l: &ListenerConfig) -> anyhow::Result<BoundSocket> {
+    Ok(match &l.kind {
+        ListenerKind::Udp {
+            address,
+            receive_buffer_bytes,
+        } => BoundSocket::Udp(listen::udp::bind(*address, *receive_buffer_bytes)?),
+        ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. } => {
+            BoundSocket::Tcp(listen::tcp::bind(stream.address)?)
+        }
+        ListenerKind::Unix { path, mode } => BoundSocket::Unix(listen::unix::bind(path, *mode)?),
+    })
+}
+
+/// Removes and converts the inherited socket meant for `l`, if any: one of the listener's socket
+/// type with its address, else with its name. A match of the wrong address family (a unix
+/// socket named after a UDP listener) is an error: the unit and the config disagree.
+fn take_inherited(
+    inherited: &mut Vec<InheritedSocket>,
+    l: &ListenerConfig,
+) -> anyhow::Result<Option<BoundSocket>> {
+    let want_type = match l.kind {
+        ListenerKind::Tcp(_) | ListenerKind::Tls { .. } => socket2::Type::STREAM,
+        ListenerKind::Udp { .. } | ListenerKind::Unix { .. } => socket2::Type::DGRAM,
+    };
+    let same_addr = |s: &InheritedSocket| {
+        s.socket.r#type().ok() == Some(want_type)
+            && s.socket.local_addr().is_ok_and(|a| match &l.kind {
+                ListenerKind::Udp { address, .. } => serves(&s.socket, &a, *address),
+                ListenerKind::Tcp(st) | ListenerKind::Tls { stream: st, .. } => {
+                    serves(&s.socket, &a, st.address)
+                }
+                ListenerKind::Unix { path, .. } => a.as_pathname() == Some(path.as_path()),
+            })
+    };
+    // By address first: FileDescriptorName= names every socket of a unit alike.
+    let Some(i) = inherited.iter().position(same_addr).or_else(|| {
+        inherited.iter().position(|s| {
+            s.name.as_deref() == Some(&*l.name) && s.socket.r#type().ok() == Some(want_type)
+        })
+    }) else {
+        return Ok(None);
+    };
+    let s = inherited.remove(i).socket;
+    let local = s
+        .local_addr()
+        .context("getsockname on an inherited socket")?;
+    s.set_nonblocking(true)
+        .context("making an inherited socket non-blocking")?;
+    Ok(Some(match l.kind {
+        ListenerKind::Udp { .. } if local.as_socket().is_some() => BoundSocket::Udp(s.into()),
+        ListenerKind::Tcp(_) | ListenerKind::Tls { .. } if local.as_socket().is_some() => {
+            BoundSocket::Tcp(s.into())
+        }
+        ListenerKind::Unix { .. } if local.is_unix() => BoundSocket::Unix(s.into()),
+        _ => anyhow::bail!(
+            "listener {}: systemd passed a socket of another address family under its name ({})",
+            l.name,
+            describe(&s)
+        ),
+    }))
+}
+
+/// Whether a socket bound to `bound` takes what a listener configured for `want` expects: the
+/// same address, or a dual-stack `[::]:port` (systemd's `ListenStream=514`) for `0.0.0.0:port`.
+fn serves(s: &socket2::Socket, bound: &socket2::SockAddr, want: SocketAddr) -> bool {
+    let Some(bound) = bound.as_socket() else {
+        return false;
+    };
+    bound == want
+        || (want.ip() == std::net::Ipv4Addr::UNSPECIFIED
+            && bound.ip() == std::net::Ipv6Addr::UNSPECIFIED
+            && bound.port() == want.port()
+            && s.only_v6().is_ok_and(|v6| !v6))
+}
+
+/// An inherited socket's local address, for messages.
+fn describe(s: &socket2::Socket) -> String {
+    match s.local_addr() {
+        Ok(a) => match (a.as_socket(), a.as_pathname()) {
+            (Some(ip), _) => ip.to_string(),
+            (None, Some(p)) => p.display().to_string(),
+            _ => "an unnamed socket".to_string(),
+        },
+        Err(e) => format!("unknown address ({e})"),
+    }
 }
 
 /// SIGHUP, fanned out: file outputs reopen their files (after logrotate moved them), TLS
@@ -238,6 +341,15 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
             }
         }
     }
+    // Every socket is bound and every output (with its disk queue) started: systemd may now
+    // start the units ordered after this one.
+    let notifier = bound.notifier.map(Arc::new);
+    if let Some(n) = &notifier {
+        n.notify("READY=1");
+        if let Some(interval) = bound.watchdog_interval {
+            tasks.spawn(watchdog(n.clone(), interval, shutdown.clone()));
+        }
+    }
     // The listeners hold the only other references to the output queues: once they finish and
     // this one is gone, each output sees its queue close and drains.
     drop(pipeline);
@@ -266,6 +378,9 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
     };
 
     shutdown.cancelled().await;
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
     tracing::info!(timeout = ?config.daemon.shutdown_timeout, "shutting down: reading what senders already sent");
     let cutter = {
         let hard_stop = hard_stop.clone();
@@ -291,6 +406,21 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
     cutter.abort();
     tracing::info!(counters = %metrics.summary(), "stopped");
     Ok(())
+}
+
+/// Tells systemd every `interval` that the runtime still schedules tasks, until shutdown.
+async fn watchdog(
+    notifier: Arc<Notifier>,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => notifier.notify("WATCHDOG=1"),
+        }
+    }
 }
 
 fn log_listening(name: &str, kind: &str, addr: std::io::Result<SocketAddr>) {

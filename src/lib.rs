@@ -18,6 +18,7 @@
 //! - [`output`]: bounded queues, and the file and stdout outputs with their line formats.
 //! - [`metrics`]: counters per listener and output.
 //! - [`daemon`]: `bind` every socket, then `run` until shutdown and drain.
+//! - [`systemd`]: readiness notification and socket activation.
 
 #![deny(missing_docs)]
 
@@ -30,4 +31,5 @@ pub mod metrics;
 pub mod output;
 pub mod parse;
 pub mod route;
+pub mod systemd;
 pub mod tls;

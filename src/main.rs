@@ -27,6 +27,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, while the process has a single thread, and only here.
+    let activation = unsafe { sluice::systemd::Activation::take_from_env() };
     let cli = Cli::parse();
     init_tracing();
     let config = match load(cli.config.as_deref()) {
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match run(config) {
+    match run(config, activation) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e:#}");
@@ -86,9 +88,9 @@ fn init_tracing() {
         .init();
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, activation: sluice::systemd::Activation) -> anyhow::Result<()> {
     // Bind before the runtime starts, so privileges could be dropped between the two.
-    let bound = sluice::daemon::bind(&config).context("binding listeners")?;
+    let bound = sluice::daemon::bind_activated(&config, activation).context("binding listeners")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice")

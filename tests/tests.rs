@@ -11,4 +11,5 @@ mod relay;
 mod rotation_t8;
 mod routing;
 mod support;
+mod systemd;
 mod tls;
