@@ -19,6 +19,7 @@
 //! - [`metrics`]: counters per listener and output.
 //! - [`daemon`]: `bind` every socket, then `run` until shutdown and drain.
 //! - [`systemd`]: readiness notification and socket activation.
+//! - [`privileges`]: dropping root after binding.
 
 #![deny(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod listen;
 pub mod metrics;
 pub mod output;
 pub mod parse;
+pub mod privileges;
 pub mod route;
 pub mod systemd;
 pub mod tls;

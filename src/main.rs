@@ -39,24 +39,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        let check = config.check_environment();
-        for w in &check.warnings {
-            eprintln!("warning: {w}");
-        }
-        if !check.errors.is_empty() {
-            for e in check.errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        println!(
-            "config OK: {} ({} listeners, {} outputs, {} routes)",
-            config.origin,
-            config.listeners.len(),
-            config.outputs.len(),
-            config.routes.len()
-        );
-        return ExitCode::SUCCESS;
+        return check_config(&config);
     }
     match run(config, activation) {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +48,48 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config` beyond the text: files and directories, as the `[daemon] user` the daemon
+/// will run as when sluice is started as root (an unwritable log directory is an error).
+fn check_config(config: &Config) -> ExitCode {
+    let report = |who: &str| {
+        let check = config.check_environment();
+        for w in &check.warnings {
+            eprintln!("warning: {w}");
+        }
+        if !check.errors.is_empty() {
+            for e in check.errors {
+                eprintln!("{e}{who}");
+            }
+            return EXIT_CONFIG;
+        }
+        println!(
+            "config OK: {} ({} listeners, {} outputs, {} routes)",
+            config.origin,
+            config.listeners.len(),
+            config.outputs.len(),
+            config.routes.len()
+        );
+        0
+    };
+    // SAFETY: geteuid has no preconditions.
+    let code = match &config.daemon.run_as {
+        Some(run_as) if unsafe { libc::geteuid() } == 0 => {
+            // SAFETY: --check-config never starts a thread.
+            match unsafe {
+                sluice::privileges::check_as(run_as, || report(&format!(" (as {run_as})")))
+            } {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("sluice: checking as {run_as}: {e}");
+                    1
+                }
+            }
+        }
+        _ => report(""),
+    };
+    ExitCode::from(code)
 }
 
 /// Reads and validates the config; the error text lists every problem.
@@ -91,6 +116,18 @@ fn init_tracing() {
 fn run(config: Config, activation: sluice::systemd::Activation) -> anyhow::Result<()> {
     // Bind before the runtime starts, so privileges could be dropped between the two.
     let bound = sluice::daemon::bind_activated(&config, activation).context("binding listeners")?;
+    if let Some(run_as) = &config.daemon.run_as {
+        sluice::privileges::drop_to(run_as)
+            .with_context(|| format!("dropping privileges to {run_as}"))?;
+        tracing::info!(user = %run_as.user, uid = run_as.uid, gid = run_as.gid, "dropped privileges");
+        // Checked as the new user: what it cannot write now, it would fail on later, per event.
+        let check = config.check_environment();
+        anyhow::ensure!(
+            check.errors.is_empty(),
+            "after dropping to {run_as}: {}",
+            check.errors.join("; ")
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice")

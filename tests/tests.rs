@@ -7,6 +7,7 @@ mod hostile;
 mod ingest;
 mod interop;
 mod logrotate;
+mod privileges;
 mod relay;
 mod rotation_t8;
 mod routing;

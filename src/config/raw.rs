@@ -17,6 +17,9 @@ pub(super) struct RawDaemon {
     pub(super) shutdown_timeout: Option<Spanned<NumOrStr>>,
     pub(super) stats_interval: Option<Spanned<NumOrStr>>,
     pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<NumOrStr>>,
+    pub(super) group: Option<Spanned<NumOrStr>>,
+    pub(super) supplementary_groups: Option<Spanned<Vec<NumOrStr>>>,
 }
 
 #[derive(Deserialize)]
