@@ -50,6 +50,7 @@ pub struct Bound {
     hangup: Hangup,
     notifier: Option<Notifier>,
     watchdog_interval: Option<std::time::Duration>,
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl Bound {
@@ -120,6 +121,11 @@ pub fn bind_activated(config: &Config, activation: Activation) -> anyhow::Result
         },
         notifier: activation.notifier,
         watchdog_interval: activation.watchdog_interval,
+        metrics_listener: config
+            .daemon
+            .metrics_address
+            .map(|a| listen::tcp::bind(a).with_context(|| format!("metrics_address {a}")))
+            .transpose()?,
     })
 }
 
@@ -340,6 +346,11 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
                 )
             }
         }
+    }
+    if let Some(l) = bound.metrics_listener {
+        log_listening("metrics", "prometheus", l.local_addr());
+        let l = tokio::net::TcpListener::from_std(l).context("registering metrics socket")?;
+        tasks.spawn(crate::exporter::serve(l, metrics.clone(), shutdown.clone()));
     }
     // Every socket is bound and every output (with its disk queue) started: systemd may now
     // start the units ordered after this one.

@@ -16,7 +16,7 @@
 //! - [`event`]: the one type that flows through.
 //! - [`route`]: the rule table and the syslog.conf selector language.
 //! - [`output`]: bounded queues, and the file and stdout outputs with their line formats.
-//! - [`metrics`]: counters per listener and output.
+//! - [`metrics`]: counters per listener and output; [`exporter`] serves them to Prometheus.
 //! - [`daemon`]: `bind` every socket, then `run` until shutdown and drain.
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`privileges`]: dropping root after binding.
@@ -26,6 +26,7 @@
 pub mod config;
 pub mod daemon;
 pub mod event;
+pub mod exporter;
 pub mod framing;
 pub mod listen;
 pub mod metrics;

@@ -7,6 +7,7 @@ mod hostile;
 mod ingest;
 mod interop;
 mod logrotate;
+mod metrics;
 mod privileges;
 mod relay;
 mod rotation_t8;

@@ -107,6 +107,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// `user`, `group`, `supplementary_groups`: whom to run as after binding; `None` stays.
     pub run_as: Option<crate::privileges::RunAs>,
+    /// Where to serve Prometheus metrics at `/metrics`; `None` serves none.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// One `[listen.NAME]`.
@@ -428,6 +430,18 @@ impl Config {
                 |v| PathBuf::from(v.get_ref()),
             ),
             run_as: validate_run_as(&mut errs, &daemon_raw),
+            metrics_address: daemon_raw.metrics_address.as_ref().and_then(|v| {
+                v.get_ref()
+                    .parse()
+                    .map_err(|_| {
+                        errs.at(
+                            v.span(),
+                            "daemon.metrics_address",
+                            format!("invalid socket address {:?}", v.get_ref()),
+                        )
+                    })
+                    .ok()
+            }),
         };
 
         let listeners: Vec<ListenerConfig> = listen_raw

@@ -20,6 +20,7 @@ pub(super) struct RawDaemon {
     pub(super) user: Option<Spanned<NumOrStr>>,
     pub(super) group: Option<Spanned<NumOrStr>>,
     pub(super) supplementary_groups: Option<Spanned<Vec<NumOrStr>>>,
+    pub(super) metrics_address: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
