@@ -19,6 +19,7 @@ use crate::listen::{self, DatagramSocket, Pipeline, Routing};
 use crate::metrics::Metrics;
 use crate::output::{self, OutputHandle, ReopenFiles};
 use crate::route::RuleTable;
+use crate::systemd::{Activation, InheritedSocket, Notifier};
 
 /// A listening socket, bound and not yet served.
 #[derive(Debug)]
@@ -29,6 +30,17 @@ pub enum BoundSocket {
     Tcp(std::net::TcpListener),
     /// Unix datagram.
     Unix(UnixDatagram),
+}
+
+impl BoundSocket {
+    /// Another descriptor for the same socket (dup(2)).
+    fn try_clone(&self) -> std::io::Result<BoundSocket> {
+        Ok(match self {
+            BoundSocket::Udp(s) => BoundSocket::Udp(s.try_clone()?),
+            BoundSocket::Tcp(s) => BoundSocket::Tcp(s.try_clone()?),
+            BoundSocket::Unix(s) => BoundSocket::Unix(s.try_clone()?),
+        })
+    }
 }
 
 /// One listener's config with its socket.
@@ -48,6 +60,9 @@ pub struct Bound {
     metrics: Arc<Metrics>,
     control: Control,
     reload_rx: tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>,
+    notifier: Option<Notifier>,
+    watchdog_interval: Option<std::time::Duration>,
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl Bound {
@@ -80,11 +95,35 @@ impl Bound {
 /// Binds every listener's socket. No runtime is needed, so this can run before privileges are
 /// dropped.
 pub fn bind(config: &Config) -> anyhow::Result<Bound> {
-    let listeners = config
-        .listeners
-        .iter()
-        .map(bind_listener)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    bind_activated(config, Activation::default())
+}
+
+/// [`bind`], taking sockets systemd passed (socket activation) where they match a listener: by
+/// local address or path and socket type, else by `FileDescriptorName=` equal to the listener's
+/// name. Listeners without one are bound as usual; inherited sockets no listener wants are
+/// closed with a warning.
+pub fn bind_activated(config: &Config, activation: Activation) -> anyhow::Result<Bound> {
+    let mut inherited = activation.sockets;
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        match take_inherited(&mut inherited, l)? {
+            Some(socket) => {
+                tracing::info!(listener = %l.name, "using a socket passed by systemd");
+                listeners.push(BoundListener {
+                    config: l.clone(),
+                    socket,
+                });
+            }
+            None => listeners.push(bind_listener(l)?),
+        }
+    }
+    for s in inherited {
+        tracing::warn!(
+            name = s.name.as_deref().unwrap_or("-"),
+            address = %describe(&s.socket),
+            "systemd passed a socket no listener is configured for; closing it"
+        );
+    }
     let metrics = Arc::new(Metrics::new(
         config.listeners.iter().map(|l| &l.name),
         config.outputs.iter().map(|o| &o.name),
@@ -101,6 +140,13 @@ pub fn bind(config: &Config) -> anyhow::Result<Bound> {
             reload: reload_tx,
         },
         reload_rx,
+        notifier: activation.notifier,
+        watchdog_interval: activation.watchdog_interval,
+        metrics_listener: config
+            .daemon
+            .metrics_address
+            .map(|a| listen::tcp::bind(a).with_context(|| format!("metrics_address {a}")))
+            .transpose()?,
     })
 }
 
@@ -116,6 +162,111 @@ fn bind_listener(l: &ListenerConfig) -> anyhow::Result<BoundListener> {
         }
         ListenerKind::Unix { path, mode } => BoundSocket::Unix(listen::unix::bind(path, *mode)?),
     };
+    Ok(BoundListener {
+        config: l.clone(),
+        socket,
+    })
+}
+
+/// Removes and converts the inherited socket meant for `l`, if any: one of the listener's socket
+/// type with its address, else with its name. A match of the wrong address family (a unix
+/// socket named after a UDP listener) is an error: the unit and the config disagree.
+fn take_inherited(
+    inherited: &mut Vec<InheritedSocket>,
+    l: &ListenerConfig,
+) -> anyhow::Result<Option<BoundSocket>> {
+    let want_type = match l.kind {
+        ListenerKind::Tcp(_) | ListenerKind::Tls { .. } => socket2::Type::STREAM,
+        ListenerKind::Udp { .. } | ListenerKind::Unix { .. } => socket2::Type::DGRAM,
+    };
+    let same_addr = |s: &InheritedSocket| {
+        s.socket.r#type().ok() == Some(want_type)
+            && s.socket.local_addr().is_ok_and(|a| match &l.kind {
+                ListenerKind::Udp { address, .. } => serves(&s.socket, &a, *address),
+                ListenerKind::Tcp(st) | ListenerKind::Tls { stream: st, .. } => {
+                    serves(&s.socket, &a, st.address)
+                }
+                ListenerKind::Unix { path, .. } => a.as_pathname() == Some(path.as_path()),
+            })
+    };
+    // By address first: FileDescriptorName= names every socket of a unit alike.
+    let Some(i) = inherited.iter().position(same_addr).or_else(|| {
+        inherited.iter().position(|s| {
+            s.name.as_deref() == Some(&*l.name) && s.socket.r#type().ok() == Some(want_type)
+        })
+    }) else {
+        return Ok(None);
+    };
+    let s = inherited.remove(i).socket;
+    let local = s
+        .local_addr()
+        .context("getsockname on an inherited socket")?;
+    s.set_nonblocking(true)
+        .context("making an inherited socket non-blocking")?;
+    Ok(Some(match l.kind {
+        ListenerKind::Udp { .. } if local.as_socket().is_some() => BoundSocket::Udp(s.into()),
+        ListenerKind::Tcp(_) | ListenerKind::Tls { .. } if local.as_socket().is_some() => {
+            BoundSocket::Tcp(s.into())
+        }
+        ListenerKind::Unix { .. } if local.is_unix() => BoundSocket::Unix(s.into()),
+        _ => anyhow::bail!(
+            "listener {}: systemd passed a socket of another address family under its name ({})",
+            l.name,
+            describe(&s)
+        ),
+    }))
+}
+
+/// Whether a socket bound to `bound` takes what a listener configured for `want` expects: the
+/// same address, or a dual-stack `[::]:port` (systemd's `ListenStream=514`) for `0.0.0.0:port`.
+fn serves(s: &socket2::Socket, bound: &socket2::SockAddr, want: SocketAddr) -> bool {
+    let Some(bound) = bound.as_socket() else {
+        return false;
+    };
+    bound == want
+        || (want.ip() == std::net::Ipv4Addr::UNSPECIFIED
+            && bound.ip() == std::net::Ipv6Addr::UNSPECIFIED
+            && bound.port() == want.port()
+            && s.only_v6().is_ok_and(|v6| !v6))
+}
+
+/// An inherited socket's local address, for messages.
+fn describe(s: &socket2::Socket) -> String {
+    match s.local_addr() {
+        Ok(a) => match (a.as_socket(), a.as_pathname()) {
+            (Some(ip), _) => ip.to_string(),
+            (None, Some(p)) => p.display().to_string(),
+            _ => "an unnamed socket".to_string(),
+        },
+        Err(e) => format!("unknown address ({e})"),
+    }
+}
+
+/// `l`, changed, on the socket its predecessor at the same address had: a duplicate of it, with
+/// the receive buffer size and the unix socket's mode applied anew.
+fn take_over(socket: &BoundSocket, l: &ListenerConfig) -> anyhow::Result<BoundListener> {
+    let socket = socket
+        .try_clone()
+        .context("duplicating the listening socket")?;
+    match (&socket, &l.kind) {
+        (
+            BoundSocket::Udp(s),
+            ListenerKind::Udp {
+                receive_buffer_bytes,
+                ..
+            },
+        ) => {
+            if let Err(e) = socket2::SockRef::from(s).set_recv_buffer_size(*receive_buffer_bytes) {
+                tracing::warn!(listener = %l.name, error = %e, "could not set SO_RCVBUF");
+            }
+        }
+        (BoundSocket::Unix(_), ListenerKind::Unix { path, mode }) => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
+                .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
+        }
+        _ => {}
+    }
     Ok(BoundListener {
         config: l.clone(),
         socket,
@@ -205,6 +356,9 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
         metrics,
         control,
         mut reload_rx,
+        notifier,
+        watchdog_interval,
+        metrics_listener,
     } = bound;
     let mut d = Daemon {
         pipeline: Arc::new(Pipeline::new(
@@ -234,6 +388,27 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
     for l in listeners {
         d.spawn_listener(l)?;
     }
+    let exporter = match metrics_listener {
+        Some(l) => {
+            log_listening("metrics", "prometheus", l.local_addr());
+            let l = tokio::net::TcpListener::from_std(l).context("registering metrics socket")?;
+            Some(tokio::spawn(crate::exporter::serve(
+                l,
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    // Every socket is bound and every output (with its disk queue) started: systemd may now
+    // start the units ordered after this one.
+    let notifier = notifier.map(Arc::new);
+    if let Some(n) = &notifier {
+        n.notify("READY=1");
+        if let Some(interval) = watchdog_interval {
+            tokio::spawn(watchdog(n.clone(), interval, shutdown.clone()));
+        }
+    }
     tracing::info!(
         config = %d.config.origin,
         listeners = d.config.listeners.len(),
@@ -262,7 +437,13 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(req) = reload_rx.recv() => {
+                if let Some(n) = &notifier {
+                    n.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                }
                 let result = d.reload(req.config).await;
+                if let Some(n) = &notifier {
+                    n.notify("READY=1");
+                }
                 match &result {
                     Ok(()) => tracing::info!(config = %d.config.origin, "configuration reloaded"),
                     Err(e) => tracing::error!(error = %e, "configuration reload failed; the running configuration stays"),
@@ -271,15 +452,62 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
             }
         }
     }
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
     stats.abort();
     d.stop().await?;
+    if let Some(e) = exporter {
+        let _ = e.await;
+    }
     tracing::info!(counters = %metrics.summary(), "stopped");
     Ok(())
+}
+
+/// Tells systemd every `interval` that the runtime still schedules tasks, until shutdown.
+async fn watchdog(
+    notifier: Arc<Notifier>,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => notifier.notify("WATCHDOG=1"),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd wants it with RELOADING=1.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+impl RunningListener {
+    /// Whether this listener's socket is the one `endpoint` names: as configured, or as bound
+    /// (a port 0 in the configuration became a real one).
+    fn serves_endpoint(&self, endpoint_wanted: &str) -> bool {
+        let bound = match &self.socket {
+            BoundSocket::Udp(s) => s.local_addr().ok().map(|a| format!("udp {a}")),
+            BoundSocket::Tcp(s) => s.local_addr().ok().map(|a| format!("tcp {a}")),
+            BoundSocket::Unix(_) => None,
+        };
+        endpoint(&self.config) == endpoint_wanted || bound.as_deref() == Some(endpoint_wanted)
+    }
 }
 
 /// A listener task and how to stop it alone.
 struct RunningListener {
     config: ListenerConfig,
+    /// A duplicate of the task's socket.
+    socket: BoundSocket,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -315,9 +543,6 @@ fn shares_resource(old: &OutputConfig, new: &OutputConfig) -> bool {
         _ => false,
     }
 }
-
-/// How long a changed listener's new socket waits for the old one to let go of the address.
-const REBIND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Daemon {
     fn start_output(&mut self, o: &OutputConfig) -> Result<OutputHandle, String> {
@@ -355,6 +580,11 @@ impl Daemon {
 
     fn spawn_listener(&mut self, l: BoundListener) -> anyhow::Result<()> {
         let stop = self.shutdown.child_token();
+        // Kept so that a changed listener on the same address can take the socket over.
+        let socket = l
+            .socket
+            .try_clone()
+            .context("duplicating the listening socket")?;
         let task = spawn_listener(
             l.socket,
             &l.config,
@@ -365,6 +595,7 @@ impl Daemon {
         )?;
         self.listeners.push(RunningListener {
             config: l.config,
+            socket,
             stop,
             task,
         });
@@ -375,16 +606,20 @@ impl Daemon {
     async fn reload(&mut self, new: Config) -> Result<(), String> {
         // Listeners: unchanged ones keep running. Bind new endpoints before changing anything,
         // so a bind failure leaves the running configuration untouched.
+        // A changed listener that keeps its address takes over the running one's socket: no
+        // moment without a socket, and no privilege needed to bind it again.
         let unchanged = |l: &ListenerConfig| self.listeners.iter().any(|r| r.config == *l);
-        let held: Vec<String> = self.listeners.iter().map(|r| endpoint(&r.config)).collect();
         let mut fresh = Vec::new();
-        let mut rebind = Vec::new();
         for l in new.listeners.iter().filter(|l| !unchanged(l)) {
-            if held.contains(&endpoint(l)) {
-                rebind.push(l.clone());
-            } else {
-                fresh.push(bind_listener(l).map_err(|e| format!("listener {}: {e:#}", l.name))?);
-            }
+            let held = self
+                .listeners
+                .iter()
+                .find(|r| r.serves_endpoint(&endpoint(l)));
+            let bound = match held {
+                Some(r) => take_over(&r.socket, l),
+                None => bind_listener(l),
+            };
+            fresh.push(bound.map_err(|e| format!("listener {}: {e:#}", l.name))?);
         }
         // Outputs: unchanged ones keep their queue and files; changed and new ones start now.
         let mut outputs = Vec::new();
@@ -419,21 +654,6 @@ impl Daemon {
         for b in fresh {
             if let Err(e) = self.spawn_listener(b) {
                 errors.push(format!("{e:#}"));
-            }
-        }
-        // A changed listener on the same address: its old socket is being closed; bind anew.
-        for l in rebind {
-            let deadline = std::time::Instant::now() + REBIND_TIMEOUT;
-            let bound = loop {
-                match bind_listener(&l) {
-                    Ok(b) => break Ok(b),
-                    Err(e) if std::time::Instant::now() >= deadline => break Err(e),
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                }
-            };
-            match bound.and_then(|b| self.spawn_listener(b)) {
-                Ok(()) => {}
-                Err(e) => errors.push(format!("listener {}: {e:#}", l.name)),
             }
         }
         if old_daemon.daemon.state_dir != self.config.daemon.state_dir {

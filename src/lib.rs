@@ -16,18 +16,23 @@
 //! - [`event`]: the one type that flows through.
 //! - [`route`]: the rule table and the syslog.conf selector language.
 //! - [`output`]: bounded queues, and the file and stdout outputs with their line formats.
-//! - [`metrics`]: counters per listener and output.
+//! - [`metrics`]: counters per listener and output; [`exporter`] serves them to Prometheus.
 //! - [`daemon`]: `bind` every socket, then `run` until shutdown and drain.
+//! - [`systemd`]: readiness notification and socket activation.
+//! - [`privileges`]: dropping root after binding.
 
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod daemon;
 pub mod event;
+pub mod exporter;
 pub mod framing;
 pub mod listen;
 pub mod metrics;
 pub mod output;
 pub mod parse;
+pub mod privileges;
 pub mod route;
+pub mod systemd;
 pub mod tls;

@@ -27,6 +27,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, while the process has a single thread, and only here.
+    let activation = unsafe { sluice::systemd::Activation::take_from_env() };
     let cli = Cli::parse();
     init_tracing();
     let config = match load(cli.config.as_deref()) {
@@ -37,15 +39,30 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        return check_config(&config);
+    }
+    match run(config, activation, cli.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config` beyond the text: files and directories, as the `[daemon] user` the daemon
+/// will run as when sluice is started as root (an unwritable log directory is an error).
+fn check_config(config: &Config) -> ExitCode {
+    let report = |who: &str| {
         let check = config.check_environment();
         for w in &check.warnings {
             eprintln!("warning: {w}");
         }
         if !check.errors.is_empty() {
             for e in check.errors {
-                eprintln!("{e}");
+                eprintln!("{e}{who}");
             }
-            return ExitCode::from(EXIT_CONFIG);
+            return EXIT_CONFIG;
         }
         println!(
             "config OK: {} ({} listeners, {} outputs, {} routes)",
@@ -54,15 +71,25 @@ fn main() -> ExitCode {
             config.outputs.len(),
             config.routes.len()
         );
-        return ExitCode::SUCCESS;
-    }
-    match run(config, cli.config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sluice: {e:#}");
-            ExitCode::FAILURE
+        0
+    };
+    // SAFETY: geteuid has no preconditions.
+    let code = match &config.daemon.run_as {
+        Some(run_as) if unsafe { libc::geteuid() } == 0 => {
+            // SAFETY: --check-config never starts a thread.
+            match unsafe {
+                sluice::privileges::check_as(run_as, || report(&format!(" (as {run_as})")))
+            } {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("sluice: checking as {run_as}: {e}");
+                    1
+                }
+            }
         }
-    }
+        _ => report(""),
+    };
+    ExitCode::from(code)
 }
 
 /// Reads and validates the config; the error text lists every problem.
@@ -86,9 +113,25 @@ fn init_tracing() {
         .init();
 }
 
-fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(
+    config: Config,
+    activation: sluice::systemd::Activation,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
     // Bind before the runtime starts, so privileges could be dropped between the two.
-    let bound = sluice::daemon::bind(&config).context("binding listeners")?;
+    let bound = sluice::daemon::bind_activated(&config, activation).context("binding listeners")?;
+    if let Some(run_as) = &config.daemon.run_as {
+        sluice::privileges::drop_to(run_as)
+            .with_context(|| format!("dropping privileges to {run_as}"))?;
+        tracing::info!(user = %run_as.user, uid = run_as.uid, gid = run_as.gid, "dropped privileges");
+        // Checked as the new user: what it cannot write now, it would fail on later, per event.
+        let check = config.check_environment();
+        anyhow::ensure!(
+            check.errors.is_empty(),
+            "after dropping to {run_as}: {}",
+            check.errors.join("; ")
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice")
@@ -137,7 +180,8 @@ async fn reload(control: &sluice::daemon::Control, path: &std::path::Path) {
 }
 
 /// First SIGTERM/SIGINT: orderly shutdown. A second one: exit at once. SIGHUP: file outputs
-/// reopen their files (after logrotate moved them), TLS listeners reload their certificates.
+/// reopen their files (after logrotate moved them), TLS listeners reload their certificates,
+/// and the configuration file is read again.
 async fn watch_signals(
     (mut term, mut int, mut hup): (
         tokio::signal::unix::Signal,

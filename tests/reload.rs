@@ -320,3 +320,46 @@ to = ["siem"]
     let expected: Vec<String> = (0..200).map(msgnum_line).collect();
     assert_eq!(got, expected);
 }
+
+/// A TCP listener whose settings change but not its address takes over the same socket: no
+/// connection is refused while it changes, and connections already open carry on.
+#[test]
+fn changed_tcp_listener_keeps_its_socket_without_a_refusal() {
+    let config = |max: usize| {
+        format!(
+            r#"
+[listen.tcp]
+kind = "tcp"
+address = "{{addr}}"
+max_connections = {max}
+
+[output.all]
+kind = "file"
+path = "{{dir}}/all.log"
+format = "raw"
+
+[[route]]
+to = ["all"]
+"#
+        )
+    };
+    let d = TestDaemon::start(&config(100).replace("{addr}", "127.0.0.1:0"));
+    let addr = d.addr("tcp");
+    let mut conn = connect(addr);
+    send_range(&mut conn, 0..5);
+    d.wait_written("all", 5);
+    let probe = ConnectProbe::start(addr);
+    for max in [200, 300, 400] {
+        d.reload(&config(max).replace("{addr}", &addr.to_string()))
+            .unwrap();
+    }
+    let (attempts, refused) = probe.finish();
+    assert_eq!(refused, 0, "{refused} of {attempts} connections refused");
+    send_range(&mut conn, 5..10);
+    let mut fresh = connect(addr);
+    send_range(&mut fresh, 10..15);
+    d.wait_written("all", 15);
+    let mut got = lines(&d.path("all.log"));
+    got.sort();
+    assert_eq!(got, (0..15).map(msgnum_line).collect::<Vec<_>>());
+}

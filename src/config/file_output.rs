@@ -185,7 +185,7 @@ fn mode_opt(errs: &mut Errors<'_>, key: &str, v: &Option<Spanned<String>>) -> Op
 }
 
 /// A user or group given by name or number, resolved now so `--check-config` reports it.
-fn id_opt(
+pub(super) fn id_opt(
     errs: &mut Errors<'_>,
     key: &str,
     v: &Option<Spanned<NumOrStr>>,

@@ -106,6 +106,10 @@ pub struct DaemonConfig {
     pub stats_interval: Duration,
     /// Where disk queues live.
     pub state_dir: PathBuf,
+    /// `user`, `group`, `supplementary_groups`: whom to run as after binding; `None` stays.
+    pub run_as: Option<crate::privileges::RunAs>,
+    /// Where to serve Prometheus metrics at `/metrics`; `None` serves none.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// One `[listen.NAME]`.
@@ -428,6 +432,19 @@ impl Config {
                 || PathBuf::from(DEFAULT_STATE_DIR),
                 |v| PathBuf::from(v.get_ref()),
             ),
+            run_as: validate_run_as(&mut errs, &daemon_raw),
+            metrics_address: daemon_raw.metrics_address.as_ref().and_then(|v| {
+                v.get_ref()
+                    .parse()
+                    .map_err(|_| {
+                        errs.at(
+                            v.span(),
+                            "daemon.metrics_address",
+                            format!("invalid socket address {:?}", v.get_ref()),
+                        )
+                    })
+                    .ok()
+            }),
         };
 
         let listeners: Vec<ListenerConfig> = listen_raw
@@ -562,6 +579,68 @@ impl Config {
     }
 }
 
+/// `[daemon] user`, `group`, `supplementary_groups`: names resolved now, so a typo fails the
+/// config check rather than the start.
+fn validate_run_as(errs: &mut Errors<'_>, d: &RawDaemon) -> Option<crate::privileges::RunAs> {
+    use crate::output::file::fs::{lookup_group, lookup_user, lookup_user_gid};
+    let Some(user) = &d.user else {
+        for (key, span) in [
+            ("daemon.group", d.group.as_ref().map(|g| g.span())),
+            (
+                "daemon.supplementary_groups",
+                d.supplementary_groups.as_ref().map(|g| g.span()),
+            ),
+        ] {
+            if let Some(span) = span {
+                errs.at(
+                    span,
+                    key,
+                    "needs daemon.user: groups are dropped together with the user",
+                );
+            }
+        }
+        return None;
+    };
+    let uid = file_output::id_opt(errs, "daemon.user", &d.user, lookup_user)?;
+    let gid = match (&d.group, user.get_ref()) {
+        (Some(_), _) => file_output::id_opt(errs, "daemon.group", &d.group, lookup_group)?,
+        (None, NumOrStr::Str(name)) if name.parse::<u32>().is_err() => lookup_user_gid(name)
+            .map_err(|m| errs.at(user.span(), "daemon.user", m))
+            .ok()?,
+        (None, _) => {
+            errs.at(
+                user.span(),
+                "daemon.user",
+                "a numeric user needs daemon.group (there is no user entry to take it from)",
+            );
+            return None;
+        }
+    };
+    let mut groups = Vec::new();
+    if let Some(list) = &d.supplementary_groups {
+        for g in list.get_ref() {
+            let id = match g {
+                NumOrStr::Num(n) => u32::try_from(*n).map_err(|_| format!("invalid id {n}")),
+                NumOrStr::Str(s) => lookup_group(s),
+            };
+            match id {
+                Ok(id) => groups.push(id),
+                Err(m) => errs.at(list.span(), "daemon.supplementary_groups", m),
+            }
+        }
+    }
+    let name = match user.get_ref() {
+        NumOrStr::Num(n) => n.to_string(),
+        NumOrStr::Str(s) => s.clone(),
+    };
+    Some(crate::privileges::RunAs {
+        user: name,
+        uid,
+        gid,
+        groups,
+    })
+}
+
 /// What `--check-config` found outside the config text itself.
 #[derive(Debug, Default)]
 pub struct EnvironmentCheck {
@@ -588,10 +667,12 @@ fn creatable_dir(dir: &std::path::Path) -> Result<(), String> {
                 };
             }
             Ok(_) => return Err(format!("{} is not a directory", cur.display())),
-            Err(_) => match cur.parent() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match cur.parent() {
                 Some(p) => cur = p,
                 None => return Err("no existing ancestor".into()),
             },
+            // Permission denied on the way: nothing below can be created either.
+            Err(e) => return Err(format!("{}: {e}", cur.display())),
         }
     }
 }

@@ -17,6 +17,10 @@ pub(super) struct RawDaemon {
     pub(super) shutdown_timeout: Option<Spanned<NumOrStr>>,
     pub(super) stats_interval: Option<Spanned<NumOrStr>>,
     pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<NumOrStr>>,
+    pub(super) group: Option<Spanned<NumOrStr>>,
+    pub(super) supplementary_groups: Option<Spanned<Vec<NumOrStr>>>,
+    pub(super) metrics_address: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -287,6 +287,12 @@ impl Proc {
         if let Some(c) = config {
             cmd.args(["--config", c.to_str().unwrap()]);
         }
+        Proc::spawn(cmd, listeners)
+    }
+
+    /// Runs `cmd` (sluice, or a wrapper that execs it) and waits for `listeners` "listening"
+    /// lines in its log.
+    pub fn spawn(mut cmd: Command, listeners: usize) -> Proc {
         let mut child = cmd
             .env(
                 "SLUICE_LOG",

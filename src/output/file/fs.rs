@@ -173,6 +173,15 @@ pub fn lookup_user(name: &str) -> Result<u32, String> {
     if let Ok(id) = name.parse::<u32>() {
         return Ok(id);
     }
+    lookup_passwd(name, |pwd| pwd.pw_uid)
+}
+
+/// A user name's primary gid (for `[daemon] user` without `group`).
+pub fn lookup_user_gid(name: &str) -> Result<u32, String> {
+    lookup_passwd(name, |pwd| pwd.pw_gid)
+}
+
+fn lookup_passwd(name: &str, field: fn(&libc::passwd) -> u32) -> Result<u32, String> {
     lookup(name, |c, buf| {
         // SAFETY: an all-zero passwd is a valid out-parameter; getpwnam_r writes into it and into
         // buf (its strings), within buf's length; result is set to null or to &pwd.
@@ -187,7 +196,7 @@ pub fn lookup_user(name: &str) -> Result<u32, String> {
                 &mut result,
             )
         };
-        (rc, (!result.is_null()).then_some(pwd.pw_uid))
+        (rc, (!result.is_null()).then_some(field(&pwd)))
     })
     .map_err(|e| format!("unknown user {name:?}{e}"))
 }

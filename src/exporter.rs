@@ -1,0 +1,165 @@
+//! `[daemon] metrics_address`: every counter of [`Metrics`] in the Prometheus/OpenMetrics text
+//! format at `/metrics`, over hyper. Values are read from the live atomics at each scrape (a
+//! prometheus-client `Collector`), so the data path keeps its batch counters and nothing is
+//! counted twice.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// Output fields that are levels, not totals.
+const OUTPUT_GAUGES: [&str; 2] = ["queue_depth", "files_open"];
+
+#[derive(Debug)]
+struct MetricsCollector(Arc<Metrics>);
+
+type Labels = Vec<(String, String)>;
+
+/// One metric family: `sluice_<scope>_<field>` with one sample per listener or output.
+fn encode_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    gauge: bool,
+    samples: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let kind = if gauge {
+        MetricType::Gauge
+    } else {
+        MetricType::Counter
+    };
+    let mut m = encoder.encode_descriptor(name, "", None, kind)?;
+    for (labels, v) in samples {
+        let f = m.encode_family(labels)?;
+        if gauge {
+            ConstGauge::new(*v as i64).encode(f)?;
+        } else {
+            ConstCounter::new(*v).encode(f)?;
+        }
+    }
+    Ok(())
+}
+
+impl Collector for MetricsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let scopes = [
+            (
+                "listener",
+                self.0
+                    .listeners()
+                    .iter()
+                    .map(|(n, m)| (n.clone(), m.snapshot()))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "output",
+                self.0
+                    .outputs()
+                    .iter()
+                    .map(|(n, m)| (n.clone(), m.snapshot()))
+                    .collect(),
+            ),
+        ];
+        for (scope, rows) in &scopes {
+            let Some((_, first)) = rows.first() else {
+                continue;
+            };
+            for (i, (field, _)) in first.iter().enumerate() {
+                let samples: Vec<(Labels, u64)> = rows
+                    .iter()
+                    .map(|(n, snap)| (vec![(scope.to_string(), n.to_string())], snap[i].1))
+                    .collect();
+                let gauge = *scope == "output" && OUTPUT_GAUGES.contains(field);
+                encode_family(&mut encoder, &format!("{scope}_{field}"), gauge, &samples)?;
+            }
+        }
+        let unrouted = self.0.unrouted.load(std::sync::atomic::Ordering::Relaxed);
+        // A single sample without labels: `sluice_unrouted_total N`, not `..._total{} N`.
+        let m = encoder.encode_descriptor(
+            "unrouted",
+            "events that matched no route",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(unrouted).encode(m)
+    }
+}
+
+/// The registry behind `/metrics`: every family prefixed `sluice_`, counters suffixed `_total`.
+pub fn registry(metrics: Arc<Metrics>) -> Registry {
+    let mut r = Registry::with_prefix("sluice");
+    r.register_collector(Box::new(MetricsCollector(metrics)));
+    r
+}
+
+/// Serves `/metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let registry = Arc::new(registry(metrics));
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed");
+                    continue;
+                }
+            },
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let registry = registry.clone();
+                async move { Ok::<_, Infallible>(respond(&registry, &req)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics: connection failed");
+            }
+        });
+    }
+}
+
+fn respond<B>(registry: &Registry, req: &Request<B>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, ctype: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, ctype)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    };
+    if req.uri().path() != "/metrics" {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "see /metrics\n".into());
+    }
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            text,
+        ),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("encoding failed: {e}\n"),
+        ),
+    }
+}

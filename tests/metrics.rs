@@ -1,0 +1,149 @@
+//! `[daemon] metrics_address`: Prometheus text at /metrics, and the shipped Grafana dashboard
+//! asks only for metrics sluice exposes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+
+use crate::support::{DEADLINE, Proc, wait_lines, wait_until};
+
+/// A plain HTTP/1.1 GET; returns the status line and the body.
+fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("no HTTP header end");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample line starting with `series ` in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+fn start() -> (tempfile::TempDir, Proc) {
+    Proc::start_toml(
+        r#"
+[daemon]
+metrics_address = "127.0.0.1:0"
+[listen.udp]
+kind = "udp"
+address = "127.0.0.1:0"
+[output.f]
+kind = "file"
+path = "{dir}/out.log"
+format = "raw"
+[[route]]
+selector = "user.*"
+to = ["f"]
+"#,
+        // The udp listener and the metrics socket.
+        2,
+    )
+}
+
+#[test]
+fn metrics_endpoint_serves_every_counter_per_listener_and_output() {
+    let (dir, p) = start();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for m in [
+        &b"<13>one"[..],
+        b"<13>two",
+        b"<13>three",
+        b"<34>auth is not routed",
+    ] {
+        udp.send_to(m, p.addr("udp")).unwrap();
+    }
+    wait_lines(&dir.path().join("out.log"), 3);
+    let metrics = p.addr("metrics");
+    let mut text = String::new();
+    wait_until("counters scraped", DEADLINE, || {
+        let (status, body) = get(metrics, "/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        text = body;
+        sample(&text, r#"sluice_output_written_total{output="f"}"#) == Some(3.0)
+            && sample(&text, "sluice_unrouted_total") == Some(1.0)
+    });
+    assert_eq!(
+        sample(&text, r#"sluice_listener_received_total{listener="udp"}"#),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(&text, r#"sluice_listener_parsed_ok_total{listener="udp"}"#),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(&text, r#"sluice_output_queue_depth{output="f"}"#),
+        Some(0.0)
+    );
+    assert!(
+        text.contains("# TYPE sluice_output_queue_depth gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE sluice_output_files_open gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE sluice_listener_received counter"),
+        "{text}"
+    );
+    // Every field of every counter set is exposed.
+    for field in sluice::metrics::ListenerMetrics::default().snapshot() {
+        let name = format!("sluice_listener_{}_total{{listener=\"udp\"}}", field.0);
+        assert!(sample(&text, &name).is_some(), "{name} missing");
+    }
+    for field in sluice::metrics::OutputMetrics::default().snapshot() {
+        let gauge = ["queue_depth", "files_open"].contains(&field.0);
+        let name = format!(
+            "sluice_output_{}{}{{output=\"f\"}}",
+            field.0,
+            if gauge { "" } else { "_total" }
+        );
+        assert!(sample(&text, &name).is_some(), "{name} missing");
+    }
+    assert_eq!(get(metrics, "/other").0, "HTTP/1.1 404 Not Found");
+}
+
+#[test]
+fn grafana_dashboard_uses_only_exposed_metrics() {
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/etc/grafana-sluice.json"
+    ))
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut exprs = Vec::new();
+    for panel in json["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    let names: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| {
+            regex::Regex::new(r"sluice_[a-z_]+")
+                .unwrap()
+                .find_iter(e)
+                .map(|m| m.as_str().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(names.len() >= 8, "{names:?}");
+    let (_dir, p) = start();
+    let (_, text) = get(p.addr("metrics"), "/metrics");
+    for name in names {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "dashboard uses {name}, which sluice does not expose"
+        );
+    }
+}
