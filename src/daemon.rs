@@ -170,6 +170,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
             name: name.clone(),
             max_message_size: max,
             allowed_sources: l.config.allowed_sources.clone(),
+            rate_limit: l.config.rate_limit,
         };
         match (l.socket, &l.config.kind) {
             (BoundSocket::Udp(s), _) => {
@@ -215,7 +216,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
                 let server = TcpServer {
                     listener,
                     settings: TcpSettings {
-                        name,
+                        name: name.clone(),
                         max_message_size: max,
                         max_connections: stream.max_connections,
                         idle_timeout: stream.idle_timeout,
@@ -223,6 +224,13 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
                         nul_trailer: stream.nul_trailer,
                         allowed_sources: l.config.allowed_sources.clone(),
                         tls,
+                        rate_limit: l.config.rate_limit.map(|r| {
+                            Arc::new(listen::ratelimit::SourceLimiter::new(
+                                r,
+                                name.clone(),
+                                metrics.listener(&name),
+                            ))
+                        }),
                     },
                     pipeline: pipeline.clone(),
                     shutdown: shutdown.clone(),

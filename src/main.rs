@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit code for an invalid configuration (sysexits.h EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
+/// Exit code for a command line that names something the configuration lacks (as clap's usage
+/// errors).
+const EXIT_USAGE: u8 = 2;
 
 /// A syslog receiver and router: RFC 5424/3164 over UDP, TCP and unix sockets, routed by rules
 /// to files and stdout.
@@ -24,6 +27,15 @@ struct Cli {
     /// Validate the configuration, print every error at once, and exit (0 if valid, 78 if not).
     #[arg(long)]
     check_config: bool,
+
+    /// With --check-config: show what sluice would do with MESSAGE (the parsed event, each
+    /// route's verdict and why, the outputs reached). `-` reads one message per line from stdin.
+    #[arg(long, value_name = "MESSAGE", requires = "check_config")]
+    explain: Option<String>,
+
+    /// With --explain: the listener the message arrives on (default: the first by name).
+    #[arg(long, value_name = "NAME", requires = "explain")]
+    listener: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +59,9 @@ fn main() -> ExitCode {
             }
             return ExitCode::from(EXIT_CONFIG);
         }
+        if let Some(sample) = &cli.explain {
+            return explain(&config, sample, cli.listener.as_deref());
+        }
         println!(
             "config OK: {} ({} listeners, {} outputs, {} routes)",
             config.origin,
@@ -62,6 +77,53 @@ fn main() -> ExitCode {
             eprintln!("sluice: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints the explanation of each sample (`-`: each line of stdin).
+fn explain(config: &Config, sample: &str, listener: Option<&str>) -> ExitCode {
+    let found = match listener {
+        Some(n) => config.listeners.iter().find(|l| &*l.name == n),
+        None => config.listeners.first(),
+    };
+    let Some(listener) = found else {
+        let names: Vec<&str> = config.listeners.iter().map(|l| &*l.name).collect();
+        eprintln!(
+            "--listener: no listener named {:?} (defined: {})",
+            listener.unwrap_or_default(),
+            names.join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    if sample != "-" {
+        print!(
+            "{}",
+            sluice::explain::explain(config, listener, sample.as_bytes())
+        );
+        return ExitCode::SUCCESS;
+    }
+    let mut stdin = std::io::stdin().lock();
+    let mut line = Vec::new();
+    let mut first = true;
+    loop {
+        line.clear();
+        match std::io::BufRead::read_until(&mut stdin, b'\n', &mut line) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("--explain -: reading stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let sample = line.strip_suffix(b"\n").unwrap_or(&line);
+        if sample.is_empty() {
+            continue;
+        }
+        if !first {
+            println!();
+        }
+        first = false;
+        print!("{}", sluice::explain::explain(config, listener, sample));
     }
 }
 

@@ -78,6 +78,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/sluice";
 pub const DEFAULT_DISK_QUEUE_BYTES: u64 = 1 << 30;
 /// Default fsync interval of a disk queue.
 pub const DEFAULT_DISK_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `rate_limit.interval`.
+pub const DEFAULT_RATE_LIMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default time a TLS client has to finish its handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,8 +118,22 @@ pub struct ListenerConfig {
     pub max_message_size: usize,
     /// Only these sender networks are accepted (UDP and TCP); `None` accepts all.
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+    /// Per-source token bucket (hostile-inputs J02); `None` does not limit.
+    pub rate_limit: Option<RateLimit>,
     /// Kind-specific settings.
     pub kind: ListenerKind,
+}
+
+/// `rate_limit = { messages, interval, burst }`: each source may send `messages` per `interval`
+/// on average and `burst` at once; what is over is dropped before parsing and counted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Messages refilled per interval.
+    pub messages: u32,
+    /// The refill period (more than zero).
+    pub interval: Duration,
+    /// Bucket capacity: messages a quiet source may send at once.
+    pub burst: u32,
 }
 
 /// Settings shared by the stream listeners (`tcp` and `tls`).
