@@ -339,9 +339,8 @@ to = ["f", "g", "s"]
     }
 }
 
-#[test]
-fn man_page_renders_without_warnings() {
-    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/man/sluice.8");
+/// Renders a man page with groff (`-ww`) and man, asserting neither warns; returns the text.
+fn render_man_page(page: &str) -> String {
     // groff and man-db are installed by .ci/install-test-tools.
     let out = Command::new("groff")
         .args(["-man", "-ww", "-z", "-t", page])
@@ -357,7 +356,13 @@ fn man_page_renders_without_warnings() {
         .expect("man not found: run .ci/install-test-tools");
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "man warnings");
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn man_page_renders_without_warnings() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/man/sluice.8");
+    let text = render_man_page(page);
     for section in ["SIGNALS", "FILE OUTPUTS", "WHAT IS LOST WHEN", "logrotate"] {
         assert!(text.contains(section), "no {section} in the rendered page");
     }
@@ -522,4 +527,83 @@ fn check_config_explain_unrouted_and_bad_listener_and_bad_config() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(out.stdout.is_empty());
+}
+
+/// Keys of `known` that sluice.toml(5) `page` has no tagged paragraph for in its table's
+/// section (`.TP` followed by a tag naming the key, such as `.B rate_limit.burst`).
+fn undocumented_keys(page: &str, known: &[String]) -> Vec<String> {
+    let mut tags: Vec<(String, String)> = Vec::new();
+    let mut section = String::new();
+    let mut lines = page.lines();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix(".SH ") {
+            section = name.trim_matches('"').to_string();
+        } else if line == ".TP"
+            && let Some(tag) = lines.next()
+        {
+            let words = tag
+                .replace("\\fB", " ")
+                .replace("\\fR", " ")
+                .replace("\\fI", " ")
+                .replace("\\-", "-");
+            for w in words.split_whitespace() {
+                let w = w.trim_matches(|c: char| c == '"' || c == ',');
+                tags.push((section.clone(), w.to_string()));
+            }
+        }
+    }
+    known
+        .iter()
+        .filter(|key| {
+            let (section, tail) = match key.split_once('.') {
+                Some(("daemon", t)) => ("DAEMON", t),
+                Some(("listen", t)) => ("LISTENERS", t.trim_start_matches("*.")),
+                Some(("output", t)) => ("OUTPUTS", t.trim_start_matches("*.")),
+                Some(("route", t)) => ("ROUTES", t),
+                _ => return true,
+            };
+            !tags.iter().any(|(s, w)| s == section && w == tail)
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn config_man_page_documents_every_key_and_renders_without_warnings() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/man/sluice.toml.5");
+    let page = std::fs::read_to_string(path).unwrap();
+    let known = sluice::config::known_keys();
+    assert!(known.len() > 60, "{known:?}");
+    assert_eq!(undocumented_keys(&page, &known), Vec::<String>::new());
+    // The check can fail: without one tag, that key is reported.
+    let without = page.replace(".TP\n.B rate_limit.burst\n", "");
+    assert_ne!(without, page);
+    assert_eq!(
+        undocumented_keys(&without, &known),
+        ["listen.*.rate_limit.burst"]
+    );
+
+    let text = render_man_page(path);
+    for section in ["LISTENERS", "OUTPUTS", "ROUTES", "GUARANTEES"] {
+        assert!(text.contains(section), "no {section} in the rendered page");
+    }
+}
+
+#[test]
+fn shipped_example_collector_section_is_valid_when_uncommented() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/sluice.toml")).unwrap();
+    let start = text.find("# --- Network-device collector").unwrap();
+    let end = text.find("# --- TLS relay").unwrap();
+    let mut config = text[..start].to_string();
+    for line in text[start..end].lines() {
+        match line.strip_prefix("# ") {
+            Some(l) if l.starts_with('[') || l.contains(" = ") => config.push_str(l),
+            _ => {}
+        }
+        config.push('\n');
+    }
+    assert!(config.contains("\n[listen.udp]\n") && config.contains("\nrate_limit = "));
+    let (code, err, _) = check_config(&config);
+    assert_eq!(code, Some(0), "{err}");
 }

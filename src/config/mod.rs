@@ -6,11 +6,13 @@
 //! `file:line:col` and the key path. No I/O happens here except in [`Config::check_environment`].
 
 mod file_output;
+mod keys;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use keys::known_keys;
 use raw::*;
 use validate::*;
 

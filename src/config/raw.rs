@@ -53,14 +53,11 @@ pub(super) struct RawRateLimit {
 impl RawRateLimit {
     /// Where the table is: its first key's value.
     pub(super) fn span(&self) -> Option<std::ops::Range<usize>> {
-        [
+        first_span([
             self.messages.as_ref().map(|v| v.span()),
             self.interval.as_ref().map(|v| v.span()),
             self.burst.as_ref().map(|v| v.span()),
-        ]
-        .into_iter()
-        .flatten()
-        .min_by_key(|s| s.start)
+        ])
     }
 }
 
@@ -140,18 +137,22 @@ pub(super) struct RawRotate {
 impl RawRotate {
     /// Where the table is, for errors about it as a whole: its first key's value.
     pub(super) fn span(&self) -> Option<std::ops::Range<usize>> {
-        [
+        first_span([
             self.size.as_ref().map(|v| v.span()),
             self.interval.as_ref().map(|v| v.span()),
             self.keep.as_ref().map(|v| v.span()),
             self.max_age.as_ref().map(|v| v.span()),
             self.compress.as_ref().map(|v| v.span()),
             self.naming.as_ref().map(|v| v.span()),
-        ]
-        .into_iter()
-        .flatten()
-        .min_by_key(|s| s.start)
+        ])
     }
+}
+
+/// The earliest of the spans that are set: where an inline table's first key is.
+fn first_span<const N: usize>(
+    spans: [Option<std::ops::Range<usize>>; N],
+) -> Option<std::ops::Range<usize>> {
+    spans.into_iter().flatten().min_by_key(|s| s.start)
 }
 
 #[derive(Deserialize)]
