@@ -735,6 +735,7 @@ fn spawn_listener(
         max_message_size: max,
         allowed_sources: config.allowed_sources.clone(),
         timezone: config.timezone,
+        rate_limit: config.rate_limit,
     };
     Ok(match (socket, &config.kind) {
         (BoundSocket::Udp(s), _) => {
@@ -789,6 +790,13 @@ fn spawn_listener(
                     allowed_sources: config.allowed_sources.clone(),
                     tls,
                     timezone: config.timezone,
+                    rate_limit: config.rate_limit.map(|r| {
+                        Arc::new(listen::ratelimit::SourceLimiter::new(
+                            r,
+                            config.name.clone(),
+                            pipeline.metrics.listener(&config.name),
+                        ))
+                    }),
                 },
                 pipeline,
                 shutdown: stop,

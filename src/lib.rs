@@ -16,6 +16,7 @@
 //! - [`event`]: the one type that flows through.
 //! - [`route`]: the rule table and the syslog.conf selector language.
 //! - [`output`]: bounded queues, and the file and stdout outputs with their line formats.
+//! - [`explain`]: `--explain`, one message through the rule table, in words.
 //! - [`metrics`]: counters per listener and output; [`exporter`] serves them to Prometheus.
 //! - [`daemon`]: `bind` every socket, then `run` until shutdown and drain.
 //! - [`systemd`]: readiness notification and socket activation.
@@ -26,6 +27,7 @@
 pub mod config;
 pub mod daemon;
 pub mod event;
+pub mod explain;
 pub mod exporter;
 pub mod framing;
 pub mod listen;

@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit code for an invalid configuration (sysexits.h EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
+/// Exit code for a command line that names something the configuration lacks (as clap's usage
+/// errors).
+const EXIT_USAGE: u8 = 2;
 
 /// A syslog receiver and router: RFC 5424/3164 over UDP, TCP and unix sockets, routed by rules
 /// to files and stdout.
@@ -24,6 +27,15 @@ struct Cli {
     /// Validate the configuration, print every error at once, and exit (0 if valid, 78 if not).
     #[arg(long)]
     check_config: bool,
+
+    /// With --check-config: show what sluice would do with MESSAGE (the parsed event, each
+    /// route's verdict and why, the outputs reached). `-` reads one message per line from stdin.
+    #[arg(long, value_name = "MESSAGE", requires = "check_config")]
+    explain: Option<String>,
+
+    /// With --explain: the listener the message arrives on (default: the first by name).
+    #[arg(long, value_name = "NAME", requires = "explain")]
+    listener: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -39,7 +51,11 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        return check_config(&config);
+        let code = check_config(&config, cli.explain.is_none());
+        return match &cli.explain {
+            Some(sample) if code == 0 => explain(&config, sample, cli.listener.as_deref()),
+            _ => ExitCode::from(code),
+        };
     }
     match run(config, activation, cli.config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,7 +68,8 @@ fn main() -> ExitCode {
 
 /// `--check-config` beyond the text: files and directories, as the `[daemon] user` the daemon
 /// will run as when sluice is started as root (an unwritable log directory is an error).
-fn check_config(config: &Config) -> ExitCode {
+/// Returns the exit status; `say_ok` prints the summary line when the config is valid.
+fn check_config(config: &Config, say_ok: bool) -> u8 {
     let report = |who: &str| {
         let check = config.check_environment();
         for w in &check.warnings {
@@ -64,17 +81,19 @@ fn check_config(config: &Config) -> ExitCode {
             }
             return EXIT_CONFIG;
         }
-        println!(
-            "config OK: {} ({} listeners, {} outputs, {} routes)",
-            config.origin,
-            config.listeners.len(),
-            config.outputs.len(),
-            config.routes.len()
-        );
+        if say_ok {
+            println!(
+                "config OK: {} ({} listeners, {} outputs, {} routes)",
+                config.origin,
+                config.listeners.len(),
+                config.outputs.len(),
+                config.routes.len()
+            );
+        }
         0
     };
     // SAFETY: geteuid has no preconditions.
-    let code = match &config.daemon.run_as {
+    match &config.daemon.run_as {
         Some(run_as) if unsafe { libc::geteuid() } == 0 => {
             // SAFETY: --check-config never starts a thread.
             match unsafe {
@@ -88,8 +107,54 @@ fn check_config(config: &Config) -> ExitCode {
             }
         }
         _ => report(""),
+    }
+}
+
+/// Prints the explanation of each sample (`-`: each line of stdin).
+fn explain(config: &Config, sample: &str, listener: Option<&str>) -> ExitCode {
+    let found = match listener {
+        Some(n) => config.listeners.iter().find(|l| &*l.name == n),
+        None => config.listeners.first(),
     };
-    ExitCode::from(code)
+    let Some(listener) = found else {
+        let names: Vec<&str> = config.listeners.iter().map(|l| &*l.name).collect();
+        eprintln!(
+            "--listener: no listener named {:?} (defined: {})",
+            listener.unwrap_or_default(),
+            names.join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    if sample != "-" {
+        print!(
+            "{}",
+            sluice::explain::explain(config, listener, sample.as_bytes())
+        );
+        return ExitCode::SUCCESS;
+    }
+    let mut stdin = std::io::stdin().lock();
+    let mut line = Vec::new();
+    let mut first = true;
+    loop {
+        line.clear();
+        match std::io::BufRead::read_until(&mut stdin, b'\n', &mut line) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("--explain -: reading stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let sample = line.strip_suffix(b"\n").unwrap_or(&line);
+        if sample.is_empty() {
+            continue;
+        }
+        if !first {
+            println!();
+        }
+        first = false;
+        print!("{}", sluice::explain::explain(config, listener, sample));
+    }
 }
 
 /// Reads and validates the config; the error text lists every problem.

@@ -83,6 +83,10 @@ counters!(
         tls_no_certificate,
         /// Other TLS handshake failures: plaintext, old protocol versions, no common suite.
         tls_handshake_failed,
+        /// Messages dropped before parsing because their source was over `rate_limit`.
+        rate_limited,
+        /// Rate-limit buckets forgotten while still holding state, to keep at most 10000 sources.
+        rate_limit_evictions,
         /// Datagrams the kernel dropped because the socket buffer was full (from /proc/net/udp).
         kernel_drops,
     }

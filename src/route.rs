@@ -18,6 +18,8 @@ use crate::event::{Event, Facility, Severity};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selector {
     masks: [u8; 24],
+    /// The text it was parsed from, for explanations.
+    text: Box<str>,
 }
 
 impl Selector {
@@ -85,7 +87,15 @@ impl Selector {
                 }
             }
         }
-        Ok(Selector { masks })
+        Ok(Selector {
+            masks,
+            text: text.trim().into(),
+        })
+    }
+
+    /// The selector as written in the config.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Whether a message of this facility and severity is selected.
@@ -140,6 +150,43 @@ impl Matcher {
     }
 }
 
+impl std::fmt::Display for Matcher {
+    /// As written in the config: `"a"`, `["a", "b"]` or `{ regex = "..." }`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values: Vec<String> = match self {
+            Matcher::Regex(re) => return write!(f, "{{ regex = {:?} }}", re.as_str()),
+            Matcher::Exact(v) => v.iter().map(|s| format!("{s:?}")).collect(),
+            Matcher::Contains(v) => v
+                .iter()
+                .map(|n| format!("{:?}", String::from_utf8_lossy(n.needle())))
+                .collect(),
+        };
+        match values.as_slice() {
+            [one] => f.write_str(one),
+            many => write!(f, "[{}]", many.join(", ")),
+        }
+    }
+}
+
+/// The first matcher of a rule that an event failed, as [`Rule::check`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The selector does not select the event's facility and severity.
+    Selector,
+    /// The event came from another listener.
+    Listener,
+    /// HOSTNAME is absent or does not match.
+    Hostname,
+    /// APP-NAME is absent or does not match.
+    AppName,
+    /// MSG does not match.
+    Message,
+    /// No authenticated TLS peer, or its name and fingerprint do not match.
+    TlsPeer,
+    /// The sender's address is unknown (unix sockets, `--explain`) or outside the networks.
+    Source,
+}
+
 /// One compiled `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -166,49 +213,124 @@ pub struct Rule {
 
 impl Rule {
     fn matches(&self, ev: &Event) -> bool {
+        self.check(ev).is_ok()
+    }
+
+    /// Checks each matcher in turn; the first one the event fails is the error. The one place
+    /// that decides whether a rule matches, for routing and for `--explain` alike.
+    pub fn check(&self, ev: &Event) -> Result<(), Mismatch> {
         if let Some(sel) = &self.selector
             && !sel.matches(ev.facility(), ev.severity())
         {
-            return false;
+            return Err(Mismatch::Selector);
         }
         if let Some(names) = &self.listener
             && !names.iter().any(|n| **n == *ev.listener)
         {
-            return false;
+            return Err(Mismatch::Listener);
         }
         let field_ok = |m: &Option<Matcher>, v: Option<&str>, ci: bool| match m {
             None => true,
             Some(m) => v.is_some_and(|v| m.matches(v.as_bytes(), ci)),
         };
-        if !field_ok(&self.hostname, ev.hostname(), true)
-            || !field_ok(&self.app_name, ev.app_name(), false)
-        {
-            return false;
+        if !field_ok(&self.hostname, ev.hostname(), true) {
+            return Err(Mismatch::Hostname);
+        }
+        if !field_ok(&self.app_name, ev.app_name(), false) {
+            return Err(Mismatch::AppName);
         }
         if let Some(m) = &self.message
             && !m.matches(ev.message(), false)
         {
-            return false;
+            return Err(Mismatch::Message);
         }
         if let Some(m) = &self.tls_peer {
             let Some(peer) = &ev.tls_peer else {
-                return false;
+                return Err(Mismatch::TlsPeer);
             };
             let by_name = peer
                 .name
                 .as_deref()
                 .is_some_and(|n| m.matches(n.as_bytes(), true));
             if !by_name && !m.matches(peer.fingerprint.as_bytes(), true) {
-                return false;
+                return Err(Mismatch::TlsPeer);
             }
         }
         if let Some(nets) = &self.source {
-            let Some(addr) = ev.source else { return false };
+            let Some(addr) = ev.source else {
+                return Err(Mismatch::Source);
+            };
             if !in_networks(nets, addr.ip()) {
-                return false;
+                return Err(Mismatch::Source);
             }
         }
-        true
+        Ok(())
+    }
+
+    /// Why `ev` failed `why`, in words naming the matcher and the event's value.
+    pub fn explain_mismatch(&self, why: Mismatch, ev: &Event) -> String {
+        let quoted = |v: Option<&str>| v.map_or("absent (nil)".to_string(), |v| format!("{v:?}"));
+        let m = |m: &Option<Matcher>| m.as_ref().map(ToString::to_string).unwrap_or_default();
+        match why {
+            Mismatch::Selector => format!(
+                "selector {:?} does not select {}.{}",
+                self.selector.as_ref().map_or("", Selector::text),
+                ev.facility(),
+                ev.severity()
+            ),
+            Mismatch::Listener => format!(
+                "listener {:?} is not in [{}]",
+                &*ev.listener,
+                self.listener
+                    .iter()
+                    .flatten()
+                    .map(|n| &**n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Mismatch::Hostname => format!(
+                "hostname {} does not match {}",
+                quoted(ev.hostname()),
+                m(&self.hostname)
+            ),
+            Mismatch::AppName => format!(
+                "app_name {} does not match {}",
+                quoted(ev.app_name()),
+                m(&self.app_name)
+            ),
+            Mismatch::Message => format!(
+                "message {:?} does not match {}",
+                String::from_utf8_lossy(ev.message()),
+                m(&self.message)
+            ),
+            Mismatch::TlsPeer => match &ev.tls_peer {
+                None => format!(
+                    "tls_peer {} needs an authenticated TLS client; this message has none",
+                    m(&self.tls_peer)
+                ),
+                Some(p) => format!(
+                    "tls_peer: neither name {} nor fingerprint {} matches {}",
+                    quoted(p.name.as_deref()),
+                    p.fingerprint,
+                    m(&self.tls_peer)
+                ),
+            },
+            Mismatch::Source => {
+                let nets: Vec<String> = self
+                    .source
+                    .iter()
+                    .flatten()
+                    .map(|n| n.to_string())
+                    .collect();
+                match ev.source {
+                    None => format!(
+                        "source [{}] needs the sender's address, which is unknown here",
+                        nets.join(", ")
+                    ),
+                    Some(a) => format!("source {} is not in [{}]", a.ip(), nets.join(", ")),
+                }
+            }
+        }
     }
 }
 
@@ -255,6 +377,83 @@ impl RuleTable {
         }
         matched
     }
+
+    /// What [`RuleTable::route`] does with `ev`, rule by rule: matched or, if not, which
+    /// matcher failed; rules after a matching `stop = true` are not evaluated. Pure.
+    pub fn explain(&self, ev: &Event) -> Vec<RouteDecision> {
+        let mut out = Vec::with_capacity(self.rules.len());
+        let mut stopped_by = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let outcome = match stopped_by {
+                Some(by) => Outcome::NotEvaluated { stopped_by: by },
+                None => match rule.check(ev) {
+                    Ok(()) => {
+                        if rule.stop {
+                            stopped_by = Some(i);
+                        }
+                        Outcome::Matched
+                    }
+                    Err(why) => Outcome::NotMatched {
+                        why,
+                        reason: rule.explain_mismatch(why, ev),
+                    },
+                },
+            };
+            out.push(RouteDecision {
+                index: i,
+                to: rule.to.clone(),
+                stop: rule.stop,
+                outcome,
+            });
+        }
+        out
+    }
+}
+
+/// What became of an event at one rule, from [`RuleTable::explain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteDecision {
+    /// The rule's position (`route[index]`).
+    pub index: usize,
+    /// The rule's outputs.
+    pub to: Vec<usize>,
+    /// Whether the rule has `stop = true`.
+    pub stop: bool,
+    /// The verdict.
+    pub outcome: Outcome,
+}
+
+/// A rule's verdict on an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every matcher matched: the event goes to the rule's outputs.
+    Matched,
+    /// A matcher failed; `reason` says which and why.
+    NotMatched {
+        /// The failed matcher.
+        why: Mismatch,
+        /// In words.
+        reason: String,
+    },
+    /// An earlier rule with `stop = true` matched.
+    NotEvaluated {
+        /// That rule's index.
+        stopped_by: usize,
+    },
+}
+
+/// The outputs the decisions send the event to, once each, in first-match order (as
+/// [`RuleTable::route`] gives them).
+pub fn outputs_of(decisions: &[RouteDecision]) -> Vec<usize> {
+    let mut outputs = Vec::new();
+    for d in decisions.iter().filter(|d| d.outcome == Outcome::Matched) {
+        for &o in &d.to {
+            if !outputs.contains(&o) {
+                outputs.push(o);
+            }
+        }
+    }
+    outputs
 }
 
 #[cfg(test)]
@@ -461,6 +660,46 @@ mod tests {
         assert!(!t.route(
             &event(Facility::User, Severity::Info, "tcp", "h", "disk fail"),
             &mut out
+        ));
+    }
+
+    #[test]
+    fn explain_names_the_failed_matcher_and_agrees_with_route() {
+        let mut host = rule(None, &[1], false);
+        host.hostname = Some(Matcher::literal(vec!["x".into()], false));
+        let mut listener = rule(None, &[2], false);
+        listener.listener = Some(vec!["tcp".into()]);
+        let mut source = rule(None, &[3], false);
+        source.source = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+        let t = RuleTable::new(vec![
+            rule(Some("mail.*"), &[0], false),
+            host,
+            listener,
+            source,
+            rule(Some("*.*"), &[4, 0], true),
+            rule(None, &[5], false),
+        ]);
+        let mut ev = event(Facility::User, Severity::Notice, "udp", "web1", "hi");
+        ev.source = None;
+        let d = t.explain(&ev);
+        let reason = |i: usize| match &d[i].outcome {
+            Outcome::NotMatched { reason, .. } => reason.clone(),
+            o => panic!("route[{i}]: {o:?}"),
+        };
+        assert_eq!(reason(0), "selector \"mail.*\" does not select user.notice");
+        assert_eq!(reason(1), "hostname \"web1\" does not match \"x\"");
+        assert_eq!(reason(2), "listener \"udp\" is not in [tcp]");
+        assert!(reason(3).contains("unknown"), "{}", reason(3));
+        assert_eq!(d[4].outcome, Outcome::Matched);
+        assert_eq!(d[5].outcome, Outcome::NotEvaluated { stopped_by: 4 });
+        let mut out = Vec::new();
+        assert!(t.route(&ev, &mut out));
+        assert_eq!(outputs_of(&d), out);
+        assert_eq!(out, vec![4, 0]);
+        ev.source = Some("192.168.1.1:514".parse().unwrap());
+        assert!(matches!(
+            &t.explain(&ev)[3].outcome,
+            Outcome::NotMatched { why: Mismatch::Source, reason } if reason == "source 192.168.1.1 is not in [10.0.0.0/8]"
         ));
     }
 }

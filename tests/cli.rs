@@ -341,9 +341,8 @@ to = ["f", "g", "s"]
     }
 }
 
-#[test]
-fn man_page_renders_without_warnings() {
-    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/man/sluice.8");
+/// Renders a man page with groff (`-ww`) and man, asserting neither warns; returns the text.
+fn render_man_page(page: &str) -> String {
     // groff and man-db are installed by .ci/install-test-tools.
     let out = Command::new("groff")
         .args(["-man", "-ww", "-z", "-t", page])
@@ -359,8 +358,254 @@ fn man_page_renders_without_warnings() {
         .expect("man not found: run .ci/install-test-tools");
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "man warnings");
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn man_page_renders_without_warnings() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/man/sluice.8");
+    let text = render_man_page(page);
     for section in ["SIGNALS", "FILE OUTPUTS", "WHAT IS LOST WHEN", "logrotate"] {
         assert!(text.contains(section), "no {section} in the rendered page");
     }
+}
+
+/// A config for the `--explain` tests: two listeners, routes with every kind of matcher.
+const EXPLAIN_CONFIG: &str = r#"
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[listen.udp]
+kind = "udp"
+address = "127.0.0.1:0"
+
+[output.mail]
+kind = "stdout"
+
+[output.web]
+kind = "stdout"
+
+[output.net]
+kind = "stdout"
+
+[output.rest]
+kind = "stdout"
+
+[[route]]
+selector = "mail.*"
+to = "mail"
+
+[[route]]
+hostname = "x"
+to = "web"
+
+[[route]]
+listener = "udp"
+source = "10.0.0.0/8"
+to = "net"
+
+[[route]]
+app_name = { regex = "^ss" }
+to = ["rest", "web"]
+stop = true
+
+[[route]]
+to = "mail"
+"#;
+
+fn explain(args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, EXPLAIN_CONFIG).unwrap();
+    let mut child = sluice()
+        .args(["--check-config", "--config", config.to_str().unwrap()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_explain_says_why_each_route_matched_or_not() {
+    let (code, out, err) = explain(
+        &[
+            "--explain",
+            "<13>Nov 22 10:00:00 web1 sshd[7]: Accepted key",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 8, "{out}");
+    assert!(lines[0].starts_with("listener \"tcp\" (tcp)"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(lines[1].strip_prefix("event: ").unwrap()).unwrap();
+    assert_eq!(json["listener"], "tcp");
+    assert_eq!(json["facility"], "user");
+    assert_eq!(json["severity"], "notice");
+    assert_eq!(json["hostname"], "web1");
+    assert_eq!(json["app_name"], "sshd");
+    assert_eq!(json["source"], serde_json::Value::Null);
+    assert_eq!(
+        &lines[2..],
+        [
+            "route[0]: no match: selector \"mail.*\" does not select user.notice",
+            "route[1]: no match: hostname \"web1\" does not match \"x\"",
+            "route[2]: no match: listener \"tcp\" is not in [udp]",
+            "route[3]: matched -> rest, web; stop = true ended evaluation",
+            "route[4]: not evaluated: route[3] has stop = true",
+            "outputs: rest, web",
+        ]
+    );
+}
+
+#[test]
+fn check_config_explain_reads_stdin_on_the_named_listener() {
+    let (code, out, err) = explain(
+        &["--explain", "-", "--listener", "udp"],
+        b"<22>Nov 22 10:00:00 x postfix: queued\n\n<13>Nov 22 10:00:00 h app: plain\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let samples: Vec<&str> = out.split("\n\n").collect();
+    assert_eq!(samples.len(), 2, "{out}");
+    assert!(samples[0].contains("route[0]: matched -> mail\n"), "{out}");
+    assert!(samples[0].contains("route[1]: matched -> web\n"), "{out}");
+    assert!(
+        samples[0].contains("route[2]: no match: source [10.0.0.0/8] needs the sender's address, which is unknown here\n"),
+        "{out}"
+    );
+    assert!(samples[0].ends_with("outputs: mail, web"), "{out}");
+    assert!(samples[1].contains("\"listener\":\"udp\""), "{out}");
+    assert!(
+        samples[1]
+            .contains("route[3]: no match: app_name \"app\" does not match { regex = \"^ss\" }\n"),
+        "{out}"
+    );
+    assert!(samples[1].ends_with("outputs: mail\n"), "{out}");
+}
+
+#[test]
+fn check_config_explain_unrouted_and_bad_listener_and_bad_config() {
+    let (code, out, _) = explain(&["--explain", "<13>x", "--listener", "udp"], b"");
+    assert_eq!(code, Some(0));
+    // The last route catches everything; without it the message would be unrouted.
+    assert!(out.ends_with("outputs: mail\n"), "{out}");
+    let (code, _, err) = explain(&["--explain", "<13>x", "--listener", "nosuch"], b"");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("no listener named \"nosuch\" (defined: tcp, udp)"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[listen.u]\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\n[output.o]\nkind = \"stdout\"\n[[route]]\nselector = \"mail.*\"\nto = \"o\"\n",
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["--check-config", "--config", config.to_str().unwrap()])
+        .args(["--explain", "<13>not mail"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("outputs: none (unrouted)\n"));
+    std::fs::write(&config, "[listen.u]\nkind = \"udp\"\n").unwrap();
+    let out = sluice()
+        .args(["--check-config", "--config", config.to_str().unwrap()])
+        .args(["--explain", "<13>x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stdout.is_empty());
+}
+
+/// Keys of `known` that sluice.toml(5) `page` has no tagged paragraph for in its table's
+/// section (`.TP` followed by a tag naming the key, such as `.B rate_limit.burst`).
+fn undocumented_keys(page: &str, known: &[String]) -> Vec<String> {
+    let mut tags: Vec<(String, String)> = Vec::new();
+    let mut section = String::new();
+    let mut lines = page.lines();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix(".SH ") {
+            section = name.trim_matches('"').to_string();
+        } else if line == ".TP"
+            && let Some(tag) = lines.next()
+        {
+            let words = tag
+                .replace("\\fB", " ")
+                .replace("\\fR", " ")
+                .replace("\\fI", " ")
+                .replace("\\-", "-");
+            for w in words.split_whitespace() {
+                let w = w.trim_matches(|c: char| c == '"' || c == ',');
+                tags.push((section.clone(), w.to_string()));
+            }
+        }
+    }
+    known
+        .iter()
+        .filter(|key| {
+            let (section, tail) = match key.split_once('.') {
+                Some(("daemon", t)) => ("DAEMON", t),
+                Some(("listen", t)) => ("LISTENERS", t.trim_start_matches("*.")),
+                Some(("output", t)) => ("OUTPUTS", t.trim_start_matches("*.")),
+                Some(("route", t)) => ("ROUTES", t),
+                _ => return true,
+            };
+            !tags.iter().any(|(s, w)| s == section && w == tail)
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn config_man_page_documents_every_key_and_renders_without_warnings() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/man/sluice.toml.5");
+    let page = std::fs::read_to_string(path).unwrap();
+    let known = sluice::config::known_keys();
+    assert!(known.len() > 60, "{known:?}");
+    assert_eq!(undocumented_keys(&page, &known), Vec::<String>::new());
+    // The check can fail: without one tag, that key is reported.
+    let without = page.replace(".TP\n.B rate_limit.burst\n", "");
+    assert_ne!(without, page);
+    assert_eq!(
+        undocumented_keys(&without, &known),
+        ["listen.*.rate_limit.burst"]
+    );
+
+    let text = render_man_page(path);
+    for section in ["LISTENERS", "OUTPUTS", "ROUTES", "GUARANTEES"] {
+        assert!(text.contains(section), "no {section} in the rendered page");
+    }
+}
+
+#[test]
+fn shipped_example_collector_section_is_valid_when_uncommented() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/sluice.toml")).unwrap();
+    let start = text.find("# --- Network-device collector").unwrap();
+    let end = text.find("# --- TLS relay").unwrap();
+    let mut config = text[..start].to_string();
+    for line in text[start..end].lines() {
+        match line.strip_prefix("# ") {
+            Some(l) if l.starts_with('[') || l.contains(" = ") => config.push_str(l),
+            _ => {}
+        }
+        config.push('\n');
+    }
+    assert!(config.contains("\n[listen.udp]\n") && config.contains("\nrate_limit = "));
+    let (code, err, _) = check_config(&config);
+    assert_eq!(code, Some(0), "{err}");
 }

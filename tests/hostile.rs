@@ -703,3 +703,130 @@ to = ["out"]
     assert_eq!(messages(&ev), vec!["test", "test"]);
     assert_eq!(ev[0]["source"], serde_json::Value::Null);
 }
+
+/// A daemon whose UDP, TCP and unix listeners allow 5 messages at once per source and refill
+/// one an hour (so a test's duration cannot refill a token).
+fn rate_limited_daemon() -> TestDaemon {
+    TestDaemon::start(
+        r#"
+[listen.udp]
+kind = "udp"
+address = "127.0.0.1:0"
+rate_limit = { messages = 1, interval = "1h", burst = 5 }
+
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+rate_limit = { messages = 1, interval = "1h", burst = 5 }
+
+[listen.local]
+kind = "unix"
+path = "{dir}/log.sock"
+rate_limit = { messages = 5, interval = "1h" }
+
+[output.out]
+kind = "file"
+path = "{dir}/out.json"
+format = "json"
+
+[[route]]
+to = ["out"]
+"#,
+    )
+}
+
+/// Waits until `listener` has accounted for `n` messages, received or rate-limited.
+fn wait_accounted(d: &TestDaemon, listener: &str, n: u64) -> (u64, u64) {
+    let m = d.listener(listener);
+    wait_until(&format!("{n} messages on {listener}"), DEADLINE, || {
+        count(&m.received) + count(&m.rate_limited) >= n
+    });
+    (count(&m.received), count(&m.rate_limited))
+}
+
+#[test]
+fn hostile_j02_udp_flood_from_one_source_is_rate_limited_and_counted() {
+    let d = rate_limited_daemon();
+    let msgs: Vec<String> = (0..12).map(|i| format!("<13>flood {i}")).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
+    send_udp(d.addr("udp"), &refs);
+    assert_eq!(wait_accounted(&d, "udp", 12), (5, 7));
+    // Another source has its own bucket.
+    let other = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    other.send_to(b"<13>other source", d.addr("udp")).unwrap();
+    assert_eq!(wait_accounted(&d, "udp", 13), (6, 7));
+    let events = wait_json(&out(&d), 6);
+    assert_eq!(
+        messages(&events),
+        [
+            "flood 0",
+            "flood 1",
+            "flood 2",
+            "flood 3",
+            "flood 4",
+            "other source"
+        ]
+    );
+    assert_eq!(count(&d.listener("udp").kernel_drops), 0);
+}
+
+#[test]
+fn hostile_j02_tcp_connections_of_one_address_share_a_bucket() {
+    let d = rate_limited_daemon();
+    let mut a = connect(d.addr("tcp"));
+    a.write_all(b"<13>a1\n<13>a2\n<13>a3\n").unwrap();
+    assert_eq!(wait_accounted(&d, "tcp", 3), (3, 0));
+    let mut b = connect(d.addr("tcp"));
+    b.write_all(b"<13>b1\n<13>b2\n<13>b3\n<13>b4\n").unwrap();
+    assert_eq!(wait_accounted(&d, "tcp", 7), (5, 2));
+    a.write_all(b"<13>a4\n").unwrap();
+    assert_eq!(wait_accounted(&d, "tcp", 8), (5, 3));
+    let events = wait_json(&out(&d), 5);
+    assert_eq!(messages(&events), ["a1", "a2", "a3", "b1", "b2"]);
+}
+
+#[test]
+fn hostile_j02_unix_socket_is_limited_per_listener() {
+    let d = rate_limited_daemon();
+    let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for i in 0..9 {
+        s.send_to(format!("<13>local {i}").as_bytes(), d.path("log.sock"))
+            .unwrap();
+    }
+    // burst defaults to messages.
+    assert_eq!(wait_accounted(&d, "local", 9), (5, 4));
+}
+
+#[test]
+fn hostile_j02_rate_limiting_is_logged_once_per_interval() {
+    let (_dir, p) = Proc::start_toml(
+        r#"
+[listen.udp]
+kind = "udp"
+address = "127.0.0.1:0"
+rate_limit = { messages = 2, interval = "1h" }
+
+[output.o]
+kind = "stdout"
+
+[[route]]
+to = "o"
+"#,
+        1,
+    );
+    let msgs: Vec<&[u8]> = vec![b"<13>m"; 50];
+    send_udp(p.addr("udp"), &msgs);
+    let line = p.wait_log("begin to drop messages due to rate-limiting");
+    assert!(line.contains("source=127.0.0.1"), "{line}");
+    // The stop reads the socket empty first, so all 50 are counted.
+    p.signal(libc::SIGTERM);
+    // One line for the 48 drops, not one each: nothing more about them until the stop.
+    let summary = loop {
+        let line = p.wait_log("");
+        assert!(!line.contains("rate-limiting"), "logged again: {line}");
+        if line.contains("stopped") {
+            break line;
+        }
+    };
+    assert!(summary.contains("rate_limited=48"), "{summary}");
+}

@@ -6,11 +6,13 @@
 //! `file:line:col` and the key path. No I/O happens here except in [`Config::check_environment`].
 
 mod file_output;
+mod keys;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use keys::known_keys;
 use raw::*;
 use validate::*;
 
@@ -79,6 +81,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/sluice";
 pub const DEFAULT_DISK_QUEUE_BYTES: u64 = 1 << 30;
 /// Default fsync interval of a disk queue.
 pub const DEFAULT_DISK_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `rate_limit.interval`.
+pub const DEFAULT_RATE_LIMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default time a TLS client has to finish its handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,8 +127,22 @@ pub struct ListenerConfig {
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
     /// The zone of RFC 3164 stamps that carry no offset (`timezone`, default the host's).
     pub timezone: Zone,
+    /// Per-source token bucket (hostile-inputs J02); `None` does not limit.
+    pub rate_limit: Option<RateLimit>,
     /// Kind-specific settings.
     pub kind: ListenerKind,
+}
+
+/// `rate_limit = { messages, interval, burst }`: each source may send `messages` per `interval`
+/// on average and `burst` at once; what is over is dropped before parsing and counted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Messages refilled per interval.
+    pub messages: u32,
+    /// The refill period (more than zero).
+    pub interval: Duration,
+    /// Bucket capacity: messages a quiet source may send at once.
+    pub burst: u32,
 }
 
 /// Settings shared by the stream listeners (`tcp` and `tls`).

@@ -45,6 +45,25 @@ pub(super) struct RawListener {
     pub(super) client_crl_file: Option<Spanned<String>>,
     pub(super) permitted_peers: Option<Spanned<OneOrMany>>,
     pub(super) fingerprints: Option<Spanned<OneOrMany>>,
+    pub(super) rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawRateLimit {
+    pub(super) messages: Option<Spanned<i64>>,
+    pub(super) interval: Option<Spanned<NumOrStr>>,
+    pub(super) burst: Option<Spanned<i64>>,
+}
+
+impl RawRateLimit {
+    /// Where the table is: its first key's value.
+    pub(super) fn span(&self) -> Option<std::ops::Range<usize>> {
+        first_span([
+            self.messages.as_ref().map(|v| v.span()),
+            self.interval.as_ref().map(|v| v.span()),
+            self.burst.as_ref().map(|v| v.span()),
+        ])
+    }
 }
 
 /// The spans of the optional fields that are set, by key name, for "not valid for this kind".
@@ -59,10 +78,14 @@ macro_rules! set_keys {
 
 impl RawListener {
     pub(super) fn set_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
-        set_keys!(self; address, path, mode, max_message_size, max_connections, idle_timeout,
-            frame_timeout, receive_buffer_size, nul_trailer, allowed_sources, handshake_timeout,
-            cert_file, key_file, client_auth, client_ca_file, client_crl_file, permitted_peers,
-            fingerprints, timezone)
+        let mut keys: Vec<_> = set_keys!(self; address, path, mode, max_message_size,
+            max_connections, idle_timeout, frame_timeout, receive_buffer_size, nul_trailer,
+            allowed_sources, handshake_timeout, cert_file, key_file, client_auth, client_ca_file,
+            client_crl_file, permitted_peers, fingerprints, timezone);
+        if let Some(span) = self.rate_limit.as_ref().and_then(RawRateLimit::span) {
+            keys.push(("rate_limit", span));
+        }
+        keys
     }
 }
 
@@ -119,18 +142,22 @@ pub(super) struct RawRotate {
 impl RawRotate {
     /// Where the table is, for errors about it as a whole: its first key's value.
     pub(super) fn span(&self) -> Option<std::ops::Range<usize>> {
-        [
+        first_span([
             self.size.as_ref().map(|v| v.span()),
             self.interval.as_ref().map(|v| v.span()),
             self.keep.as_ref().map(|v| v.span()),
             self.max_age.as_ref().map(|v| v.span()),
             self.compress.as_ref().map(|v| v.span()),
             self.naming.as_ref().map(|v| v.span()),
-        ]
-        .into_iter()
-        .flatten()
-        .min_by_key(|s| s.start)
+        ])
     }
+}
+
+/// The earliest of the spans that are set: where an inline table's first key is.
+fn first_span<const N: usize>(
+    spans: [Option<std::ops::Range<usize>>; N],
+) -> Option<std::ops::Range<usize>> {
+    spans.into_iter().flatten().min_by_key(|s| s.start)
 }
 
 #[derive(Deserialize)]

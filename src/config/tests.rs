@@ -144,3 +144,45 @@ fn listener_timezone_is_an_iana_name_or_local() {
     );
     assert_eq!(errors(&text("europe/berlin")).len(), 1, "case matters");
 }
+
+#[test]
+fn rate_limit_defaults_and_errors() {
+    let base = "[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n";
+    let c = Config::from_toml_str(
+        &format!("[listen.x]\nkind = \"unix\"\npath = \"/dev/log\"\nrate_limit = {{ messages = 200 }}\n{base}"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.listeners[0].rate_limit,
+        Some(RateLimit {
+            messages: 200,
+            interval: Duration::from_secs(1),
+            burst: 200
+        })
+    );
+    let errs = errors(&format!(
+        "[listen.x]\nkind = \"udp\"\naddress = \"127.0.0.1:1\"\nrate_limit = {{ interval = \"5s\", burst = 3 }}\n[listen.y]\nkind = \"tcp\"\naddress = \"127.0.0.1:2\"\nrate_limit = {{ messages = 5, interval = \"0s\", burst = 0, colour = 1 }}\n{base}"
+    ));
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("t.toml:4:27: listen.x.rate_limit.messages: missing"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].starts_with("t.toml:8:41: listen.y.rate_limit.interval: must be more than 0"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].starts_with("t.toml:8:55: listen.y.rate_limit.burst: must be a positive integer"),
+        "{}",
+        errs[2]
+    );
+    assert!(
+        errs[3].starts_with("t.toml:8:58: listen.y.rate_limit.colour: unknown key"),
+        "{}",
+        errs[3]
+    );
+}

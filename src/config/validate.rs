@@ -99,7 +99,8 @@ pub(super) fn validate_listener(
             },
         }
     };
-    const STREAM_KEYS: [&str; 6] = [
+    const STREAM_KEYS: [&str; 7] = [
+        "rate_limit",
         "address",
         "max_message_size",
         "max_connections",
@@ -114,6 +115,7 @@ pub(super) fn validate_listener(
             "max_message_size",
             "receive_buffer_size",
             "allowed_sources",
+            "rate_limit",
         ],
         "tcp" => [&STREAM_KEYS[..], &["allowed_sources"]].concat(),
         "tls" => [
@@ -131,7 +133,7 @@ pub(super) fn validate_listener(
             ],
         ]
         .concat(),
-        "unix" => vec!["path", "mode", "max_message_size"],
+        "unix" => vec!["path", "mode", "max_message_size", "rate_limit"],
         other => {
             errs.at(
                 raw.kind.span(),
@@ -239,6 +241,10 @@ pub(super) fn validate_listener(
             Zone::Local
         }),
     };
+    let rate_limit = raw
+        .rate_limit
+        .as_ref()
+        .and_then(|r| rate_limit(errs, &format!("{p}.rate_limit"), r, raw.kind.span()));
     if errs.list.len() > n_before {
         return None;
     }
@@ -247,6 +253,7 @@ pub(super) fn validate_listener(
         max_message_size,
         allowed_sources,
         timezone,
+        rate_limit,
         kind,
     })
 }
@@ -463,6 +470,56 @@ pub(super) fn validate_route(
         source,
         to,
         stop: raw.stop.as_ref().is_some_and(|s| *s.get_ref()),
+    })
+}
+
+/// `rate_limit = { messages, interval, burst }`: messages required, interval 1s and burst =
+/// messages by default.
+fn rate_limit(
+    errs: &mut Errors<'_>,
+    p: &str,
+    raw: &RawRateLimit,
+    fallback_span: std::ops::Range<usize>,
+) -> Option<RateLimit> {
+    let count = |errs: &mut Errors<'_>, key: &str, v: &Option<Spanned<i64>>| {
+        let n = positive(errs, &format!("{p}.{key}"), v)?;
+        u32::try_from(n)
+            .map_err(|_| {
+                if let Some(v) = v {
+                    errs.at(v.span(), format!("{p}.{key}"), "must be at most 4294967295");
+                }
+            })
+            .ok()
+    };
+    let Some(messages) = raw.messages.as_ref() else {
+        errs.at(
+            raw.span().unwrap_or(fallback_span),
+            format!("{p}.messages"),
+            "missing: give messages per interval, like { messages = 1000, interval = \"5s\" }",
+        );
+        return None;
+    };
+    let messages = count(errs, "messages", &Some(messages.clone()));
+    let burst = match &raw.burst {
+        None => messages,
+        b => count(errs, "burst", b),
+    };
+    let interval = match duration_opt(errs, &format!("{p}.interval"), &raw.interval) {
+        None if raw.interval.is_some() => None,
+        None => Some(DEFAULT_RATE_LIMIT_INTERVAL),
+        Some(d) if d.is_zero() => {
+            if let Some(v) = &raw.interval {
+                errs.at(v.span(), format!("{p}.interval"), "must be more than 0");
+            }
+            None
+        }
+        Some(d) => Some(d),
+    };
+    let (messages, burst, interval) = (messages?, burst?, interval?);
+    Some(RateLimit {
+        messages,
+        interval,
+        burst,
     })
 }
 

@@ -2,6 +2,7 @@
 //! routes inline through its own [`Dispatcher`], then hands per-output batches to the outputs'
 //! queues: no central router task, no extra hop.
 
+pub mod ratelimit;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -266,6 +267,14 @@ pub async fn run_datagram(
     let mut scratch = vec![0u8; settings.max_message_size + 1];
     let mut chunk = bytes::BytesMut::with_capacity(DATAGRAM_CHUNK_BYTES);
     let mut error_log = metrics::LogLimiter::new(std::time::Duration::from_secs(10));
+    let limiter = settings
+        .rate_limit
+        .map(|l| ratelimit::SourceLimiter::new(l, name.clone(), m.clone()));
+    let mut reader = DatagramReader {
+        socket: &socket,
+        settings: &settings,
+        limiter: limiter.as_ref(),
+    };
     loop {
         tokio::select! {
             biased;
@@ -281,26 +290,11 @@ pub async fn run_datagram(
                 return;
             },
         }
-        read_datagrams(
-            &socket,
-            &mut scratch,
-            &mut chunk,
-            &settings,
-            &mut dispatcher,
-            &mut error_log,
-        );
+        reader.read(&mut scratch, &mut chunk, &mut dispatcher, &mut error_log);
         dispatcher.flush_nowait();
     }
     // Shutdown: what the kernel already accepted is read, not lost.
-    while read_datagrams(
-        &socket,
-        &mut scratch,
-        &mut chunk,
-        &settings,
-        &mut dispatcher,
-        &mut error_log,
-    ) > 0
-    {
+    while reader.read(&mut scratch, &mut chunk, &mut dispatcher, &mut error_log) > 0 {
         dispatcher.flush_nowait();
     }
     dispatcher.flush_nowait();
@@ -321,56 +315,73 @@ pub struct DatagramSettings {
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
     /// The zone of RFC 3164 stamps without an offset.
     pub timezone: Zone,
+    /// Per-source limit (per listener on unix sockets); `None` does not limit.
+    pub rate_limit: Option<crate::config::RateLimit>,
+}
+
+/// What one datagram listener reads with.
+struct DatagramReader<'a> {
+    socket: &'a DatagramSocket,
+    settings: &'a DatagramSettings,
+    limiter: Option<&'a ratelimit::SourceLimiter>,
 }
 
 /// How often the kernel's drop counter is read.
 const KERNEL_DROPS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Reads up to [`DATAGRAMS_PER_WAKE`] datagrams without waiting; returns how many.
-fn read_datagrams(
-    socket: &DatagramSocket,
-    scratch: &mut [u8],
-    chunk: &mut bytes::BytesMut,
-    settings: &DatagramSettings,
-    dispatcher: &mut Dispatcher,
-    error_log: &mut metrics::LogLimiter,
-) -> usize {
-    let max_message_size = settings.max_message_size;
-    let now = Utc::now();
-    let m = dispatcher.metrics().clone();
-    for i in 0..DATAGRAMS_PER_WAKE {
-        match socket.try_recv(scratch) {
-            Ok((n, source)) => {
-                metrics::add(&m.bytes, n as u64);
-                if let (Some(nets), Some(addr)) = (&settings.allowed_sources, source)
-                    && !crate::route::in_networks(nets, addr.ip())
-                {
-                    metrics::add(&m.disallowed, 1);
-                    continue;
+impl DatagramReader<'_> {
+    /// Reads up to [`DATAGRAMS_PER_WAKE`] datagrams without waiting; returns how many.
+    fn read(
+        &mut self,
+        scratch: &mut [u8],
+        chunk: &mut bytes::BytesMut,
+        dispatcher: &mut Dispatcher,
+        error_log: &mut metrics::LogLimiter,
+    ) -> usize {
+        let (socket, settings) = (self.socket, self.settings);
+        let max_message_size = settings.max_message_size;
+        let now = Utc::now();
+        let m = dispatcher.metrics().clone();
+        for i in 0..DATAGRAMS_PER_WAKE {
+            match socket.try_recv(scratch) {
+                Ok((n, source)) => {
+                    metrics::add(&m.bytes, n as u64);
+                    if let (Some(nets), Some(addr)) = (&settings.allowed_sources, source)
+                        && !crate::route::in_networks(nets, addr.ip())
+                    {
+                        metrics::add(&m.disallowed, 1);
+                        continue;
+                    }
+                    let data = &scratch[..n.min(scratch.len())];
+                    if is_blank(data) {
+                        metrics::add(&m.empty_frames, 1);
+                        continue;
+                    }
+                    if let Some(limiter) = self.limiter
+                        && !limiter.admit(source.map(|a| a.ip()))
+                    {
+                        continue;
+                    }
+                    let truncated = n > max_message_size;
+                    let keep = &data[..data.len().min(max_message_size)];
+                    if chunk.capacity() - chunk.len() < keep.len() {
+                        *chunk =
+                            bytes::BytesMut::with_capacity(DATAGRAM_CHUNK_BYTES.max(keep.len()));
+                    }
+                    chunk.extend_from_slice(keep);
+                    let frame = chunk.split().freeze();
+                    dispatcher.push(frame, truncated, source, now);
                 }
-                let data = &scratch[..n.min(scratch.len())];
-                if is_blank(data) {
-                    metrics::add(&m.empty_frames, 1);
-                    continue;
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return i,
+                Err(e) => {
+                    metrics::add(&m.read_errors, 1);
+                    if let Some(suppressed) = error_log.allow() {
+                        tracing::warn!(error = %e, suppressed, "datagram read failed");
+                    }
+                    return i;
                 }
-                let truncated = n > max_message_size;
-                let keep = &data[..data.len().min(max_message_size)];
-                if chunk.capacity() - chunk.len() < keep.len() {
-                    *chunk = bytes::BytesMut::with_capacity(DATAGRAM_CHUNK_BYTES.max(keep.len()));
-                }
-                chunk.extend_from_slice(keep);
-                let frame = chunk.split().freeze();
-                dispatcher.push(frame, truncated, source, now);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return i,
-            Err(e) => {
-                metrics::add(&m.read_errors, 1);
-                if let Some(suppressed) = error_log.allow() {
-                    tracing::warn!(error = %e, suppressed, "datagram read failed");
-                }
-                return i;
             }
         }
+        DATAGRAMS_PER_WAKE
     }
-    DATAGRAMS_PER_WAKE
 }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::framing::{FrameError, Framer, FramerOptions};
+use crate::listen::ratelimit::{Bucket, SourceLimiter};
 use crate::listen::tls::TlsServer;
 use crate::listen::{Dispatcher, Pipeline};
 use crate::metrics::{self, ListenerMetrics};
@@ -70,6 +71,8 @@ pub struct TcpSettings {
     pub tls: Option<TlsServer>,
     /// The zone of RFC 3164 stamps without an offset.
     pub timezone: crate::parse::Zone,
+    /// Per-source buckets, shared by the connections of one address; `None` does not limit.
+    pub rate_limit: Option<Arc<SourceLimiter>>,
 }
 
 /// A TCP (or TLS) listener task.
@@ -286,6 +289,11 @@ impl<S: AsyncRead + Unpin> Connection<S> {
         let mut last_data = Instant::now();
         let mut frame_started: Option<Instant> = None;
         let mut reported = framer.stats().clone();
+        // Looked up once: the map is not touched again for this connection.
+        let limit = self.settings.rate_limit.clone().map(|l| {
+            let bucket = l.bucket(Some(self.peer.ip()));
+            (l, bucket)
+        });
         loop {
             // While a frame is under way its completion deadline applies (slowloris, C03);
             // between frames the idle timeout does (C02).
@@ -312,17 +320,18 @@ impl<S: AsyncRead + Unpin> Connection<S> {
                 Ok(n) => n,
                 Err(e) => {
                     // A reset mid-frame: keep what the framer holds, as at EOF (C06, A12).
-                    let _ = self.drain(&mut framer, &mut buf, true, &mut reported);
+                    let _ = self.drain(&mut framer, &mut buf, true, &mut reported, limit.as_ref());
                     return End::ReadError(e);
                 }
             };
             let eof = n == 0;
             metrics::add(&self.metrics.bytes, n as u64);
             last_data = Instant::now();
-            let completed = match self.drain(&mut framer, &mut buf, eof, &mut reported) {
-                Ok(n) => n,
-                Err(e) => return End::Framing(e),
-            };
+            let completed =
+                match self.drain(&mut framer, &mut buf, eof, &mut reported, limit.as_ref()) {
+                    Ok(n) => n,
+                    Err(e) => return End::Framing(e),
+                };
             // Back-pressure: this waits while a `block` output is full, and meanwhile the socket
             // is not read, so the sender's TCP window closes.
             let flush_started = Instant::now();
@@ -353,6 +362,7 @@ impl<S: AsyncRead + Unpin> Connection<S> {
         buf: &mut BytesMut,
         eof: bool,
         reported: &mut crate::framing::FramerStats,
+        limit: Option<&(Arc<SourceLimiter>, Arc<std::sync::Mutex<Bucket>>)>,
     ) -> Result<usize, FrameError> {
         let now = Utc::now();
         let mut frames = 0;
@@ -364,12 +374,17 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             };
             match next {
                 Ok(Some(frame)) => {
+                    frames += 1;
                     if frame.incomplete_at_eof {
                         metrics::add(&self.metrics.truncated_at_eof, 1);
                     }
+                    if let Some((limiter, bucket)) = limit
+                        && !limiter.admit_in(bucket, Some(self.peer.ip()))
+                    {
+                        continue;
+                    }
                     self.dispatcher
                         .push(frame.data, frame.truncated, Some(self.peer), now);
-                    frames += 1;
                 }
                 Ok(None) => break Ok(frames),
                 Err(e) => break Err(e),

@@ -1,0 +1,66 @@
+//! `sluice --check-config --explain`: what the running daemon would do with one message, as
+//! text. Parses the sample as a listener would (cut to its `max_message_size`, received now, from
+//! an unknown sender), then asks [`RuleTable::explain`] rule by rule. Pure apart from the clock.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use crate::config::{Config, ListenerConfig};
+use crate::event::Event;
+use crate::output::format::Format;
+use crate::parse::{ParseOptions, parse};
+use crate::route::{Outcome, RuleTable, outputs_of};
+
+/// Explains one sample read by `listener`: the parsed event as the `json` format writes it, one
+/// line per route, and the outputs it reaches.
+pub fn explain(config: &Config, listener: &ListenerConfig, sample: &[u8]) -> String {
+    let truncated = sample.len() > listener.max_message_size;
+    let frame = Bytes::copy_from_slice(&sample[..sample.len().min(listener.max_message_size)]);
+    // As the listener would parse it: now, in its time zone.
+    let opts = ParseOptions::new(chrono::Utc::now(), listener.timezone);
+    let ev = Event {
+        parsed: parse(&frame, &opts),
+        raw: frame,
+        received_at: opts.received_at(),
+        source: None,
+        listener: listener.name.clone(),
+        tls_peer: None,
+        truncated,
+    };
+    let mut json = Vec::new();
+    Format::Json.write_line(&ev, &mut json);
+    let name = |i: usize| config.outputs.get(i).map_or("?", |o| &*o.name);
+    let names = |to: &[usize]| to.iter().map(|&i| name(i)).collect::<Vec<_>>().join(", ");
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "listener {:?} ({}); sender address unknown, so `source` matchers do not match",
+        &*listener.name,
+        listener.kind.name()
+    );
+    out.push_str("event: ");
+    out.push_str(&String::from_utf8_lossy(&json));
+    let decisions = RuleTable::new(config.routes.clone()).explain(&ev);
+    for d in &decisions {
+        let verdict = match &d.outcome {
+            Outcome::Matched if d.stop => {
+                format!("matched -> {}; stop = true ended evaluation", names(&d.to))
+            }
+            Outcome::Matched => format!("matched -> {}", names(&d.to)),
+            Outcome::NotMatched { reason, .. } => format!("no match: {reason}"),
+            Outcome::NotEvaluated { stopped_by } => {
+                format!("not evaluated: route[{stopped_by}] has stop = true")
+            }
+        };
+        let _ = writeln!(out, "route[{}]: {verdict}", d.index);
+    }
+    let reached = outputs_of(&decisions);
+    if reached.is_empty() {
+        out.push_str("outputs: none (unrouted)\n");
+    } else {
+        let _ = writeln!(out, "outputs: {}", names(&reached));
+    }
+    out
+}
