@@ -365,6 +365,7 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
             Routing {
                 routes: RuleTable::new(Vec::new()),
                 outputs: Vec::new(),
+                route_metrics: Vec::new(),
             },
             metrics.clone(),
         )),
@@ -574,6 +575,9 @@ impl Daemon {
         self.pipeline.replace(Routing {
             routes: RuleTable::new(self.config.routes.clone()),
             outputs: outputs.iter().map(|(_, h)| h.clone()).collect(),
+            route_metrics: (self.config.routes.iter())
+                .map(|r| self.metrics.route(&r.label))
+                .collect(),
         });
         self.outputs = outputs;
     }

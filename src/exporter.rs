@@ -70,6 +70,14 @@ impl Collector for MetricsCollector {
                     .map(|(n, m)| (n.clone(), m.snapshot()))
                     .collect(),
             ),
+            (
+                "route",
+                self.0
+                    .routes()
+                    .iter()
+                    .map(|(n, m)| (n.clone(), m.snapshot()))
+                    .collect(),
+            ),
         ];
         for (scope, rows) in &scopes {
             let Some((_, first)) = rows.first() else {

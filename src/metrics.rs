@@ -140,6 +140,14 @@ counters!(
     }
 );
 
+counters!(
+    /// Counters of one route (`[[route]]`), by its `name` or position.
+    RouteMetrics {
+        /// Events the route matched (an event matched by several routes counts in each).
+        matched,
+    }
+);
+
 /// All counters of a running daemon.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -148,6 +156,8 @@ pub struct Metrics {
     listeners: RwLock<BTreeMap<Arc<str>, Arc<ListenerMetrics>>>,
     /// Per output, by name.
     outputs: RwLock<BTreeMap<Arc<str>, Arc<OutputMetrics>>>,
+    /// Per route, by label (`name`, else position).
+    routes: RwLock<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
     /// Events that matched no route.
     pub unrouted: AtomicU64,
 }
@@ -171,8 +181,19 @@ impl Metrics {
                     .map(|n| (n.clone(), Arc::default()))
                     .collect(),
             ),
+            routes: RwLock::default(),
             unrouted: AtomicU64::new(0),
         }
+    }
+
+    /// The counters of one route, registered on first use.
+    pub fn route(&self, label: &str) -> Arc<RouteMetrics> {
+        get_or_insert(&self.routes, label)
+    }
+
+    /// Every route's counters, by label.
+    pub fn routes(&self) -> Vec<(Arc<str>, Arc<RouteMetrics>)> {
+        snapshot_map(&self.routes)
     }
 
     /// The counters of one listener, registered on first use.
@@ -218,6 +239,9 @@ impl Metrics {
         }
         for (n, m) in self.outputs() {
             add("output", &n, m.snapshot());
+        }
+        for (n, m) in self.routes() {
+            add("route", &n, m.snapshot());
         }
         s.push_str(&format!(
             "unrouted={}",

@@ -190,6 +190,8 @@ pub enum Mismatch {
 /// One compiled `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// What the rule's counters are labelled with: its `name`, else its position (`0`, `1`...).
+    pub label: Arc<str>,
     /// Facility/severity selector; `None` selects everything.
     pub selector: Option<Selector>,
     /// Only events from these listeners.
@@ -359,13 +361,22 @@ impl RuleTable {
     /// Appends to `outputs` (cleared first) each output index the event goes to, once each, in
     /// first-match order. Returns false when no rule matched (the event is unrouted).
     pub fn route(&self, ev: &Event, outputs: &mut Vec<usize>) -> bool {
+        self.route_counting(ev, outputs, &mut [])
+    }
+
+    /// [`RuleTable::route`], adding 1 to `hits[i]` for each rule `i` that matched (`hits` may be
+    /// shorter than the table: rules beyond it are not counted).
+    pub fn route_counting(&self, ev: &Event, outputs: &mut Vec<usize>, hits: &mut [u64]) -> bool {
         outputs.clear();
         let mut matched = false;
-        for rule in &self.rules {
+        for (i, rule) in self.rules.iter().enumerate() {
             if !rule.matches(ev) {
                 continue;
             }
             matched = true;
+            if let Some(h) = hits.get_mut(i) {
+                *h += 1;
+            }
             for &o in &rule.to {
                 if !outputs.contains(&o) {
                     outputs.push(o);
@@ -550,6 +561,7 @@ mod tests {
 
     fn rule(selector: Option<&str>, to: &[usize], stop: bool) -> Rule {
         Rule {
+            label: "test".into(),
             selector: selector.map(sel),
             listener: None,
             hostname: None,

@@ -41,7 +41,11 @@ kind = "file"
 path = "{dir}/out.log"
 format = "raw"
 [[route]]
+name = "users"
 selector = "user.*"
+to = ["f"]
+[[route]]
+selector = "mail.*"
 to = ["f"]
 "#,
         // The udp listener and the metrics socket.
@@ -74,6 +78,15 @@ fn metrics_endpoint_serves_every_counter_per_listener_and_output() {
     assert_eq!(
         sample(&text, r#"sluice_listener_received_total{listener="udp"}"#),
         Some(4.0)
+    );
+    // Per route: by name, or by position when it has none.
+    assert_eq!(
+        sample(&text, r#"sluice_route_matched_total{route="users"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&text, r#"sluice_route_matched_total{route="1"}"#),
+        Some(0.0)
     );
     assert_eq!(
         sample(&text, r#"sluice_listener_parsed_ok_total{listener="udp"}"#),

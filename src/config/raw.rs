@@ -171,6 +171,7 @@ pub(super) struct RawQueue {
 
 #[derive(Deserialize)]
 pub(super) struct RawRoute {
+    pub(super) name: Option<Spanned<String>>,
     pub(super) selector: Option<Spanned<String>>,
     pub(super) listener: Option<Spanned<OneOrMany>>,
     pub(super) hostname: Option<Spanned<toml::Value>>,

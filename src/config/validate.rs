@@ -460,7 +460,16 @@ pub(super) fn validate_route(
     if errs.list.len() > n_before {
         return None;
     }
+    let label = match &raw.name {
+        Some(n) if n.get_ref().is_empty() => {
+            errs.at(n.span(), format!("{p}.name"), "must not be empty");
+            return None;
+        }
+        Some(n) => Arc::from(n.get_ref().as_str()),
+        None => Arc::from(index.to_string()),
+    };
     Some(Rule {
+        label,
         selector,
         listener,
         hostname,

@@ -29,6 +29,8 @@ pub struct Routing {
     pub routes: RuleTable,
     /// Output queues, indexed as `Config::outputs` (and so as `Rule::to`).
     pub outputs: Vec<OutputHandle>,
+    /// Each rule's counters, in rule order.
+    pub route_metrics: Vec<Arc<crate::metrics::RouteMetrics>>,
 }
 
 /// What every listener shares: the current routing and the counters.
@@ -69,6 +71,8 @@ pub struct Dispatcher {
     /// One pending batch per output of `routing`.
     batches: Vec<Batch>,
     route_buf: Vec<usize>,
+    /// Matches per rule of `routing` since the last flush.
+    route_hits: Vec<u64>,
     /// Counts accumulated since the last flush, added to the shared atomics once per flush.
     received: u64,
     parse_errors: u64,
@@ -89,6 +93,7 @@ impl Dispatcher {
             routing: None,
             batches: Vec::new(),
             route_buf: Vec::new(),
+            route_hits: Vec::new(),
             received: 0,
             parse_errors: 0,
             truncated: 0,
@@ -140,10 +145,15 @@ impl Dispatcher {
             None => {
                 let r = self.pipeline.routing.load_full();
                 self.batches.resize_with(r.outputs.len(), Vec::new);
+                self.route_hits.clear();
+                self.route_hits.resize(r.route_metrics.len(), 0);
                 self.routing.insert(r)
             }
         };
-        if !routing.routes.route(&ev, &mut self.route_buf) {
+        if !routing
+            .routes
+            .route_counting(&ev, &mut self.route_buf, &mut self.route_hits)
+        {
             self.unrouted += 1;
             return;
         }
@@ -170,6 +180,11 @@ impl Dispatcher {
         self.parse_errors = 0;
         self.truncated = 0;
         self.unrouted = 0;
+        if let Some(routing) = &self.routing {
+            for (hits, m) in self.route_hits.iter_mut().zip(&routing.route_metrics) {
+                metrics::add(&m.matched, std::mem::take(hits));
+            }
+        }
     }
 
     /// Hands pending batches to the outputs, waiting for room where an output's policy is
