@@ -487,4 +487,125 @@ mod tests {
         assert_eq!(recs(&q, 10), vec!["one"]);
         assert_eq!(rec.quarantined_bytes, 2 * HEADER_BYTES + 3 + 5);
     }
+
+    /// T13 (reliability-tests.md, after Vector's disk_v2 model test): random appends,
+    /// deliveries, drops, reopens and crashes that tear the newest segment's tail, checked
+    /// against a plain in-memory FIFO after every step.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Append(Vec<Vec<u8>>),
+            /// One record large enough to push the queue into its next segment.
+            AppendBig(u8),
+            Deliver(usize),
+            DropOldest(usize),
+            Reopen,
+            /// Reopen after cutting this share (per mille) of the undelivered bytes off the
+            /// newest segment, as a write torn by a crash leaves it.
+            Crash(u16),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..20)
+                    .prop_map(Op::Append),
+                1 => any::<u8>().prop_map(Op::AppendBig),
+                4 => (0usize..30).prop_map(Op::Deliver),
+                1 => (0usize..10).prop_map(Op::DropOldest),
+                2 => Just(Op::Reopen),
+                2 => (0u16..=1000).prop_map(Op::Crash),
+            ]
+        }
+
+        fn on_disk(r: &[u8]) -> u64 {
+            HEADER_BYTES + r.len() as u64
+        }
+
+        fn newest_segment(dir: &Path) -> Option<PathBuf> {
+            fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                .max()
+        }
+
+        fn check(q: &DiskQueue, model: &VecDeque<Vec<u8>>) -> Result<(), TestCaseError> {
+            prop_assert_eq!(q.len(), model.len() as u64);
+            prop_assert_eq!(q.bytes(), model.iter().map(|r| on_disk(r)).sum::<u64>());
+            let all = q.peek(usize::MAX).unwrap();
+            prop_assert!(all.iter().eq(model.iter()), "queue and model differ");
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+            #[test]
+            fn disk_queue_agrees_with_a_fifo(ops in prop::collection::vec(op(), 1..60)) {
+                let dir = tempfile::tempdir().unwrap();
+                let sync = SyncPolicy::Interval(Duration::from_secs(3600));
+                let (mut q, _) = DiskQueue::open(dir.path(), sync).unwrap();
+                let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+                for op in ops {
+                    match op {
+                        Op::Append(recs) => {
+                            q.append(recs.iter().map(Vec::as_slice)).unwrap();
+                            model.extend(recs);
+                        }
+                        Op::AppendBig(fill) => {
+                            let big = vec![fill; (SEGMENT_BYTES / 2 + 1) as usize];
+                            q.append([big.as_slice()]).unwrap();
+                            model.push_back(big);
+                        }
+                        Op::Deliver(n) => {
+                            let got = q.peek(n).unwrap();
+                            prop_assert!(got.iter().eq(model.iter().take(n)));
+                            q.ack(got.len()).unwrap();
+                            model.drain(..got.len());
+                        }
+                        Op::DropOldest(n) => {
+                            let n = n.min(model.len());
+                            q.drop_oldest(n).unwrap();
+                            model.drain(..n);
+                        }
+                        Op::Reopen => {
+                            drop(q);
+                            let (q2, rec) = DiskQueue::open(dir.path(), sync).unwrap();
+                            prop_assert_eq!(rec.records, model.len() as u64);
+                            prop_assert_eq!(rec.quarantined_bytes, 0);
+                            q = q2;
+                        }
+                        Op::Crash(per_mille) => {
+                            drop(q);
+                            // Only undelivered records at the end of the newest segment can be
+                            // torn: cap the cut at what they occupy there.
+                            let seg_len = newest_segment(dir.path())
+                                .map_or(0, |p| fs::metadata(p).unwrap().len());
+                            let undelivered: u64 = model.iter().map(|r| on_disk(r)).sum();
+                            let cut = undelivered.min(seg_len) * u64::from(per_mille) / 1000;
+                            if cut > 0 {
+                                let p = newest_segment(dir.path()).unwrap();
+                                let f = OpenOptions::new().write(true).open(&p).unwrap();
+                                f.set_len(seg_len - cut).unwrap();
+                            }
+                            // The records the cut reached are lost; the first of them leaves
+                            // a torn remnant, which is quarantined.
+                            let mut lost_bytes = 0;
+                            while lost_bytes < cut {
+                                lost_bytes += on_disk(&model.pop_back().unwrap());
+                            }
+                            let (q2, rec) = DiskQueue::open(dir.path(), sync).unwrap();
+                            prop_assert_eq!(rec.records, model.len() as u64);
+                            prop_assert_eq!(rec.quarantined_bytes, lost_bytes - cut);
+                            q = q2;
+                        }
+                    }
+                    check(&q, &model)?;
+                }
+            }
+        }
+    }
 }
