@@ -30,6 +30,8 @@ pub enum BoundSocket {
     Tcp(std::net::TcpListener),
     /// Unix datagram.
     Unix(UnixDatagram),
+    /// The kernel log (/dev/kmsg), opened.
+    Kmsg(std::fs::File),
 }
 
 impl BoundSocket {
@@ -39,6 +41,8 @@ impl BoundSocket {
             BoundSocket::Udp(s) => BoundSocket::Udp(s.try_clone()?),
             BoundSocket::Tcp(s) => BoundSocket::Tcp(s.try_clone()?),
             BoundSocket::Unix(s) => BoundSocket::Unix(s.try_clone()?),
+            // Shares the read position: a listener taking over goes on where this one was.
+            BoundSocket::Kmsg(f) => BoundSocket::Kmsg(f.try_clone()?),
         })
     }
 }
@@ -72,7 +76,7 @@ impl Bound {
         match &l.socket {
             BoundSocket::Udp(s) => s.local_addr().ok(),
             BoundSocket::Tcp(s) => s.local_addr().ok(),
-            BoundSocket::Unix(_) => None,
+            BoundSocket::Unix(_) | BoundSocket::Kmsg(_) => None,
         }
     }
 
@@ -161,6 +165,10 @@ fn bind_listener(l: &ListenerConfig) -> anyhow::Result<BoundListener> {
             BoundSocket::Tcp(listen::tcp::bind(stream.address)?)
         }
         ListenerKind::Unix { path, mode } => BoundSocket::Unix(listen::unix::bind(path, *mode)?),
+        ListenerKind::Kmsg {
+            path,
+            read_existing,
+        } => BoundSocket::Kmsg(listen::kmsg::open(path, *read_existing)?),
     };
     Ok(BoundListener {
         config: l.clone(),
@@ -178,6 +186,8 @@ fn take_inherited(
     let want_type = match l.kind {
         ListenerKind::Tcp(_) | ListenerKind::Tls { .. } => socket2::Type::STREAM,
         ListenerKind::Udp { .. } | ListenerKind::Unix { .. } => socket2::Type::DGRAM,
+        // Not a socket: systemd cannot pass it.
+        ListenerKind::Kmsg { .. } => return Ok(None),
     };
     let same_addr = |s: &InheritedSocket| {
         s.socket.r#type().ok() == Some(want_type)
@@ -187,6 +197,7 @@ fn take_inherited(
                     serves(&s.socket, &a, st.address)
                 }
                 ListenerKind::Unix { path, .. } => a.as_pathname() == Some(path.as_path()),
+                ListenerKind::Kmsg { .. } => false,
             })
     };
     // By address first: FileDescriptorName= names every socket of a unit alike.
@@ -279,6 +290,7 @@ fn endpoint(l: &ListenerConfig) -> String {
         ListenerKind::Udp { address, .. } => format!("udp {address}"),
         ListenerKind::Tcp(s) | ListenerKind::Tls { stream: s, .. } => format!("tcp {}", s.address),
         ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
+        ListenerKind::Kmsg { path, .. } => format!("kmsg {}", path.display()),
     }
 }
 
@@ -498,7 +510,7 @@ impl RunningListener {
         let bound = match &self.socket {
             BoundSocket::Udp(s) => s.local_addr().ok().map(|a| format!("udp {a}")),
             BoundSocket::Tcp(s) => s.local_addr().ok().map(|a| format!("tcp {a}")),
-            BoundSocket::Unix(_) => None,
+            BoundSocket::Unix(_) | BoundSocket::Kmsg(_) => None,
         };
         endpoint(&self.config) == endpoint_wanted || bound.as_deref() == Some(endpoint_wanted)
     }
@@ -732,6 +744,11 @@ fn spawn_listener(
                 tracing::info!(listener = %name, kind = "unix", path = %path.display(), "listening");
             }
         }
+        BoundSocket::Kmsg(_) => {
+            if let ListenerKind::Kmsg { path, .. } = &config.kind {
+                tracing::info!(listener = %name, kind = "kmsg", path = %path.display(), "reading");
+            }
+        }
     }
     let max = config.max_message_size;
     let datagram = listen::DatagramSettings {
@@ -759,6 +776,25 @@ fn spawn_listener(
                 pipeline,
                 stop,
             ))
+        }
+        (BoundSocket::Kmsg(f), ListenerKind::Kmsg { path, .. }) => tokio::spawn(listen::kmsg::run(
+            f,
+            listen::kmsg::KmsgSettings {
+                name,
+                path: path.clone(),
+                max_message_size: max,
+                rate_limit: config.rate_limit,
+                timezone: config.timezone,
+            },
+            pipeline,
+            stop,
+            hard_stop,
+        )),
+        (BoundSocket::Kmsg(_), kind) => {
+            anyhow::bail!(
+                "listener {name}: the kernel log was opened for kind {}",
+                kind.name()
+            )
         }
         (BoundSocket::Tcp(s), ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. }) => {
             let tls = match &config.kind {

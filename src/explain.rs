@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, ListenerKind};
 use crate::event::Event;
 use crate::output::format::Format;
 use crate::parse::{ParseOptions, parse};
@@ -15,12 +15,33 @@ use crate::route::{Outcome, RuleTable, outputs_of};
 /// Explains one sample read by `listener`: the parsed event as the `json` format writes it, one
 /// line per route, and the outputs it reaches.
 pub fn explain(config: &Config, listener: &ListenerConfig, sample: &[u8]) -> String {
-    let truncated = sample.len() > listener.max_message_size;
-    let frame = Bytes::copy_from_slice(&sample[..sample.len().min(listener.max_message_size)]);
     // As the listener would parse it: now, in its time zone.
     let opts = ParseOptions::new(chrono::Utc::now(), listener.timezone);
+    let (frame, parsed, truncated) = match listener.kind {
+        // A kernel record, rewritten as the kmsg listener does.
+        ListenerKind::Kmsg { .. } => {
+            let c = crate::parse::kmsg::convert(
+                sample,
+                &crate::parse::kmsg::BootClock::now(),
+                crate::output::format::local_hostname(),
+                &opts,
+                listener.max_message_size,
+                &mut Vec::new(),
+            );
+            (c.frame, c.parsed, c.truncated)
+        }
+        _ => {
+            let frame =
+                Bytes::copy_from_slice(&sample[..sample.len().min(listener.max_message_size)]);
+            (
+                frame.clone(),
+                parse(&frame, &opts),
+                sample.len() > listener.max_message_size,
+            )
+        }
+    };
     let ev = Event {
-        parsed: parse(&frame, &opts),
+        parsed,
         raw: frame,
         received_at: opts.received_at(),
         source: None,

@@ -1,6 +1,7 @@
 //! sluice: a syslog receiver and router daemon.
 //!
-//! It takes RFC 5424 and RFC 3164 messages over UDP, TCP and local unix sockets, parses them,
+//! It takes RFC 5424 and RFC 3164 messages over UDP, TCP, TLS and local unix sockets, and the
+//! kernel's log (/dev/kmsg), parses them,
 //! matches them against an ordered rule table, and writes them to files or stdout. Nothing read
 //! from a socket is dropped silently: malformed messages are kept with a flag, and every drop is
 //! counted.
@@ -10,9 +11,11 @@
 //! In data-flow order:
 //!
 //! - [`config`]: TOML text to a validated [`config::Config`], every error with its line.
-//! - [`listen`]: UDP, TCP and unix sockets; each task frames, parses and routes inline.
+//! - [`listen`]: UDP, TCP, TLS and unix sockets, and /dev/kmsg; each task frames, parses and
+//!   routes inline.
 //! - [`framing`]: RFC 6587 octet counting and LF framing, a pure state machine.
-//! - [`parse`]: RFC 5424 (strict) and RFC 3164 (tolerant) into an [`event::Event`].
+//! - [`parse`]: RFC 5424 (strict) and RFC 3164 (tolerant) into an [`event::Event`]; kernel
+//!   records rewritten as RFC 5424.
 //! - [`event`]: the one type that flows through.
 //! - [`route`]: the rule table and the syslog.conf selector language.
 //! - [`output`]: bounded queues, and the file and stdout outputs with their line formats.

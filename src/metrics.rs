@@ -5,7 +5,7 @@
 //! Invariant per listener: `received = parsed_ok + parse_errors`; every frame the framer threw
 //! away appears in `frame_len_invalid`, `tls_on_plain_port` or `empty_frames`; every event an
 //! output did not take appears in that output's `dropped_queue_full`; datagrams the kernel
-//! dropped before sluice could read them appear in `kernel_drops`.
+//! (or kernel log records) dropped before sluice could read them appear in `kernel_drops`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,7 +87,8 @@ counters!(
         rate_limited,
         /// Rate-limit buckets forgotten while still holding state, to keep at most 10000 sources.
         rate_limit_evictions,
-        /// Datagrams the kernel dropped because the socket buffer was full (from /proc/net/udp).
+        /// Datagrams the kernel dropped because the socket buffer was full (from /proc/net/udp);
+        /// for kmsg, records the kernel overwrote before they were read (sequence gaps).
         kernel_drops,
     }
 );

@@ -36,6 +36,11 @@ fn fuzz_corpus_framing() {
 }
 
 #[test]
+fn fuzz_corpus_kmsg() {
+    assert!(replay("kmsg", checks::kmsg_record) >= 8);
+}
+
+#[test]
 fn fuzz_corpus_config() {
     assert!(replay("config", checks::config) >= 6);
 }

@@ -171,6 +171,30 @@ proptest! {
         checks::parse_frame(&[&[pick][..], &frame].concat());
     }
 
+    /// Kernel records, well formed or not: a clean RFC 5424 frame or the record kept, flagged.
+    #[test]
+    fn kmsg_records_convert_within_the_invariants(
+        pick in any::<u8>(),
+        pri in 0u32..260,
+        seq in any::<u64>(),
+        micros in prop_oneof![0u64..10_000_000_000_000, any::<u64>()],
+        text in proptest::collection::vec(any::<u8>(), 0..200),
+        dict in proptest::collection::vec((r#"[A-Z_ =\\\]"]{0,12}"#, "[ -~]{0,20}"), 0..4),
+        garble in any::<bool>(),
+    ) {
+        let mut record = format!("{pri},{seq},{micros},-;").into_bytes();
+        record.extend(text.iter().filter(|&&b| b != b'\n'));
+        for (k, v) in dict {
+            record.extend_from_slice(format!("\n {k}={v}").as_bytes());
+        }
+        record.push(b'\n');
+        if garble && !record.is_empty() {
+            let at = usize::from(pick) % record.len();
+            record[at] = pick;
+        }
+        checks::kmsg_record(&[&[pick][..], &record].concat());
+    }
+
     /// Any stream, in any chunks, gives the same frames, and every step makes progress.
     #[test]
     fn any_stream_frames_alike_in_any_chunks(data in proptest::collection::vec(any::<u8>(), 0..600)) {

@@ -9,6 +9,7 @@ mod fuzz_corpus;
 mod hostile;
 mod ingest;
 mod interop;
+mod kmsg;
 mod logrotate;
 mod metrics;
 mod privileges;

@@ -9,6 +9,7 @@ use sluice::config::Config;
 use sluice::event::{Event, Facility, Parsed, Protocol, SdElement, Severity, Span, StructuredData};
 use sluice::framing::{Frame, FrameError, Framer, FramerOptions, FramerStats};
 use sluice::output::format::{Format, write_rfc5424};
+use sluice::parse::kmsg::{self, BootClock};
 use sluice::parse::{ParseOptions, Zone, parse, trim_end};
 
 /// Parsing: the first byte picks the receive time and the listener zone, the rest is a frame.
@@ -45,6 +46,52 @@ pub fn parse_frame(data: &[u8]) {
         assert_eq!(back.parsed.parse_error, None, "{shown}");
         assert_eq!(Fields::of(&back), Fields::of(&ev).written(), "{shown}");
     }
+}
+
+/// A kernel log record: the first byte picks the boot time and the frame limit, the rest is
+/// what /dev/kmsg (or a FIFO) gave. A record becomes an RFC 5424 frame that parses cleanly (but
+/// for a MSG that is not UTF-8 after a BOM) and then passes every check [`parse_frame`] makes;
+/// anything else is kept as it came, flagged; nothing exceeds the limit.
+pub fn kmsg_record(data: &[u8]) {
+    let Some((&pick, record)) = data.split_first() else {
+        return;
+    };
+    let boot = match pick % 3 {
+        0 => "2026-12-02T08:00:00Z",
+        1 => "1970-01-01T00:00:00Z",
+        _ => "9999-12-31T23:59:59Z",
+    };
+    let clock = BootClock::booted_at(boot.parse().unwrap_or_default());
+    let max = if pick & 0x80 == 0 { 64 * 1024 } else { 480 };
+    let opts = options(pick / 3);
+    let c = kmsg::convert(record, &clock, "host", &opts, max, &mut Vec::new());
+    assert!(c.frame.len() <= max);
+    if c.truncated {
+        assert_eq!(c.frame.len(), max);
+    }
+    check_fields(&c.frame, &c.parsed);
+    match c.seq {
+        Some(_) if !c.truncated => {
+            let clean = c.parsed.parse_error.is_none()
+                || (!c.parsed.msg_utf8
+                    && c.parsed
+                        .parse_error
+                        .is_some_and(|e| e.kind == sluice::event::ParseErrorKind::InvalidUtf8));
+            assert!(
+                clean,
+                "{:?}: {}",
+                c.parsed.parse_error,
+                String::from_utf8_lossy(&c.frame)
+            );
+            assert_eq!(c.parsed.protocol, Protocol::Rfc5424);
+        }
+        Some(_) => {}
+        None => {
+            assert!(c.parsed.parse_error.is_some());
+            assert!(trim_end(record).starts_with(&c.frame));
+        }
+    }
+    parse_frame(&[&[pick][..], &c.frame].concat());
 }
 
 /// Receive times that stress year inference (leap day, new year, chrono's limits) and zones

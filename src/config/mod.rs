@@ -61,6 +61,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default SO_RCVBUF asked for on UDP sockets (systemd's syslog.socket uses 8M).
 pub const DEFAULT_UDP_RECEIVE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Where a `kmsg` listener reads when no `path` is given.
+pub const DEFAULT_KMSG_PATH: &str = "/dev/kmsg";
 /// Default queue capacity per output, in events.
 pub const DEFAULT_QUEUE_MAX_EVENTS: usize = 65_536;
 /// Default bound on open files per templated file output.
@@ -188,16 +190,53 @@ pub enum ListenerKind {
         /// Permission bits of the socket file.
         mode: u32,
     },
+    /// The kernel's log buffer, /dev/kmsg (for hosts without journald).
+    Kmsg {
+        /// The device (or a FIFO carrying records, for tests and containers).
+        path: PathBuf,
+        /// Whether the records already in the buffer at start are read.
+        read_existing: ReadExisting,
+    },
+}
+
+/// Which of the records already in the kernel's buffer a `kmsg` listener reads when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadExisting {
+    /// All of them while the system has been up less than [`ReadExisting::BOOT_WINDOW`] (the
+    /// boot messages), else none (a restart does not log the buffer again). rsyslog's imkmsg
+    /// default.
+    AtBoot,
+    /// All of them, every start.
+    Always,
+    /// Only records that arrive after the start.
+    Never,
+}
+
+impl ReadExisting {
+    /// Uptime under which `at_boot` reads the whole buffer (rsyslog's
+    /// `expectedBootCompleteSeconds`).
+    pub const BOOT_WINDOW: Duration = Duration::from_secs(90);
+
+    /// Parses the config spelling.
+    pub fn from_name(name: &str) -> Option<ReadExisting> {
+        match name {
+            "at_boot" => Some(ReadExisting::AtBoot),
+            "always" => Some(ReadExisting::Always),
+            "never" => Some(ReadExisting::Never),
+            _ => None,
+        }
+    }
 }
 
 impl ListenerKind {
-    /// `udp`, `tcp` or `unix`.
+    /// `udp`, `tcp`, `tls`, `unix` or `kmsg`.
     pub fn name(&self) -> &'static str {
         match self {
             ListenerKind::Udp { .. } => "udp",
             ListenerKind::Tcp(_) => "tcp",
             ListenerKind::Tls { .. } => "tls",
             ListenerKind::Unix { .. } => "unix",
+            ListenerKind::Kmsg { .. } => "kmsg",
         }
     }
 }

@@ -46,6 +46,7 @@ pub(super) struct RawListener {
     pub(super) permitted_peers: Option<Spanned<OneOrMany>>,
     pub(super) fingerprints: Option<Spanned<OneOrMany>>,
     pub(super) rate_limit: Option<RawRateLimit>,
+    pub(super) read_existing: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +82,7 @@ impl RawListener {
         let mut keys: Vec<_> = set_keys!(self; address, path, mode, max_message_size,
             max_connections, idle_timeout, frame_timeout, receive_buffer_size, nul_trailer,
             allowed_sources, handshake_timeout, cert_file, key_file, client_auth, client_ca_file,
-            client_crl_file, permitted_peers, fingerprints, timezone);
+            client_crl_file, permitted_peers, fingerprints, timezone, read_existing);
         if let Some(span) = self.rate_limit.as_ref().and_then(RawRateLimit::span) {
             keys.push(("rate_limit", span));
         }

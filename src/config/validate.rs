@@ -38,6 +38,7 @@ pub(super) fn check_duplicate_binds(errs: &mut Errors<'_>, listeners: &[Listener
                 ..
             } => format!("tcp {address}"),
             ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
+            ListenerKind::Kmsg { path, .. } => format!("kmsg {}", path.display()),
         };
         if let Some(other) = seen.insert(key.clone(), &l.name) {
             errs.list.push(ConfigError {
@@ -134,11 +135,12 @@ pub(super) fn validate_listener(
         ]
         .concat(),
         "unix" => vec!["path", "mode", "max_message_size", "rate_limit"],
+        "kmsg" => vec!["path", "read_existing", "max_message_size", "rate_limit"],
         other => {
             errs.at(
                 raw.kind.span(),
                 format!("{p}.kind"),
-                format!("unknown listener kind {other:?}: expected \"udp\", \"tcp\", \"tls\" or \"unix\""),
+                format!("unknown listener kind {other:?}: expected \"udp\", \"tcp\", \"tls\", \"unix\" or \"kmsg\""),
             );
             return None;
         }
@@ -219,6 +221,29 @@ pub(super) fn validate_listener(
             ListenerKind::Unix {
                 path: PathBuf::from(path.get_ref()),
                 mode,
+            }
+        }
+        "kmsg" => {
+            let read_existing = match &raw.read_existing {
+                None => ReadExisting::AtBoot,
+                Some(r) => ReadExisting::from_name(r.get_ref()).unwrap_or_else(|| {
+                    errs.at(
+                        r.span(),
+                        format!("{p}.read_existing"),
+                        format!(
+                            "unknown value {:?}: expected \"at_boot\", \"always\" or \"never\"",
+                            r.get_ref()
+                        ),
+                    );
+                    ReadExisting::AtBoot
+                }),
+            };
+            ListenerKind::Kmsg {
+                path: raw.path.as_ref().map_or_else(
+                    || PathBuf::from(DEFAULT_KMSG_PATH),
+                    |p| PathBuf::from(p.get_ref()),
+                ),
+                read_existing,
             }
         }
         _ => return None,

@@ -2,6 +2,7 @@
 //! routes inline through its own [`Dispatcher`], then hands per-output batches to the outputs'
 //! queues: no central router task, no extra hop.
 
+pub mod kmsg;
 pub mod ratelimit;
 pub mod tcp;
 pub mod tls;
@@ -124,6 +125,18 @@ impl Dispatcher {
             self.opts = ParseOptions::new(received_at, self.opts.zone());
         }
         let parsed = parse(&frame, &self.opts);
+        self.push_parsed(frame, parsed, truncated, source, received_at);
+    }
+
+    /// [`Dispatcher::push`] for a frame the listener parsed itself (kmsg records).
+    pub fn push_parsed(
+        &mut self,
+        frame: Bytes,
+        parsed: crate::event::Parsed,
+        truncated: bool,
+        source: Option<SocketAddr>,
+        received_at: DateTime<Utc>,
+    ) {
         self.received += 1;
         if parsed.parse_error.is_some() {
             self.parse_errors += 1;

@@ -19,6 +19,7 @@
 //! for Cisco's sequence number); every span indexes the frame (benches/parse.rs,
 //! tests/parse_alloc.rs).
 
+pub mod kmsg;
 pub mod pri;
 pub mod rfc3164;
 pub mod rfc5424;
