@@ -12,8 +12,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ListenerConfig, ListenerKind, OutputConfig};
-use crate::listen::tcp::{TcpServer, TcpSettings};
+use crate::config::{Config, ListenerConfig, ListenerKind, OutputConfig, StreamSettings};
+use crate::listen::tcp::{StreamListener, TcpServer, TcpSettings};
 use crate::listen::tls::TlsServer;
 use crate::listen::{self, DatagramSocket, Pipeline, Routing};
 use crate::metrics::Metrics;
@@ -30,6 +30,8 @@ pub enum BoundSocket {
     Tcp(std::net::TcpListener),
     /// Unix datagram.
     Unix(UnixDatagram),
+    /// Unix stream, listening.
+    UnixStream(std::os::unix::net::UnixListener),
     /// The kernel log (/dev/kmsg), opened.
     Kmsg(std::fs::File),
 }
@@ -41,6 +43,7 @@ impl BoundSocket {
             BoundSocket::Udp(s) => BoundSocket::Udp(s.try_clone()?),
             BoundSocket::Tcp(s) => BoundSocket::Tcp(s.try_clone()?),
             BoundSocket::Unix(s) => BoundSocket::Unix(s.try_clone()?),
+            BoundSocket::UnixStream(s) => BoundSocket::UnixStream(s.try_clone()?),
             // Shares the read position: a listener taking over goes on where this one was.
             BoundSocket::Kmsg(f) => BoundSocket::Kmsg(f.try_clone()?),
         })
@@ -76,7 +79,7 @@ impl Bound {
         match &l.socket {
             BoundSocket::Udp(s) => s.local_addr().ok(),
             BoundSocket::Tcp(s) => s.local_addr().ok(),
-            BoundSocket::Unix(_) | BoundSocket::Kmsg(_) => None,
+            BoundSocket::Unix(_) | BoundSocket::UnixStream(_) | BoundSocket::Kmsg(_) => None,
         }
     }
 
@@ -165,6 +168,9 @@ fn bind_listener(l: &ListenerConfig) -> anyhow::Result<BoundListener> {
             BoundSocket::Tcp(listen::tcp::bind(stream.address)?)
         }
         ListenerKind::Unix { path, mode } => BoundSocket::Unix(listen::unix::bind(path, *mode)?),
+        ListenerKind::UnixStream { path, mode, .. } => {
+            BoundSocket::UnixStream(listen::unix::bind_stream(path, *mode)?)
+        }
         ListenerKind::Kmsg {
             path,
             read_existing,
@@ -184,7 +190,9 @@ fn take_inherited(
     l: &ListenerConfig,
 ) -> anyhow::Result<Option<BoundSocket>> {
     let want_type = match l.kind {
-        ListenerKind::Tcp(_) | ListenerKind::Tls { .. } => socket2::Type::STREAM,
+        ListenerKind::Tcp(_) | ListenerKind::Tls { .. } | ListenerKind::UnixStream { .. } => {
+            socket2::Type::STREAM
+        }
         ListenerKind::Udp { .. } | ListenerKind::Unix { .. } => socket2::Type::DGRAM,
         // Not a socket: systemd cannot pass it.
         ListenerKind::Kmsg { .. } => return Ok(None),
@@ -196,7 +204,9 @@ fn take_inherited(
                 ListenerKind::Tcp(st) | ListenerKind::Tls { stream: st, .. } => {
                     serves(&s.socket, &a, st.address)
                 }
-                ListenerKind::Unix { path, .. } => a.as_pathname() == Some(path.as_path()),
+                ListenerKind::Unix { path, .. } | ListenerKind::UnixStream { path, .. } => {
+                    a.as_pathname() == Some(path.as_path())
+                }
                 ListenerKind::Kmsg { .. } => false,
             })
     };
@@ -220,6 +230,7 @@ fn take_inherited(
             BoundSocket::Tcp(s.into())
         }
         ListenerKind::Unix { .. } if local.is_unix() => BoundSocket::Unix(s.into()),
+        ListenerKind::UnixStream { .. } if local.is_unix() => BoundSocket::UnixStream(s.into()),
         _ => anyhow::bail!(
             "listener {}: systemd passed a socket of another address family under its name ({})",
             l.name,
@@ -271,7 +282,8 @@ fn take_over(socket: &BoundSocket, l: &ListenerConfig) -> anyhow::Result<BoundLi
                 tracing::warn!(listener = %l.name, error = %e, "could not set SO_RCVBUF");
             }
         }
-        (BoundSocket::Unix(_), ListenerKind::Unix { path, mode }) => {
+        (BoundSocket::Unix(_), ListenerKind::Unix { path, mode })
+        | (BoundSocket::UnixStream(_), ListenerKind::UnixStream { path, mode, .. }) => {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
                 .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
@@ -290,6 +302,7 @@ fn endpoint(l: &ListenerConfig) -> String {
         ListenerKind::Udp { address, .. } => format!("udp {address}"),
         ListenerKind::Tcp(s) | ListenerKind::Tls { stream: s, .. } => format!("tcp {}", s.address),
         ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
+        ListenerKind::UnixStream { path, .. } => format!("unix_stream {}", path.display()),
         ListenerKind::Kmsg { path, .. } => format!("kmsg {}", path.display()),
     }
 }
@@ -510,7 +523,7 @@ impl RunningListener {
         let bound = match &self.socket {
             BoundSocket::Udp(s) => s.local_addr().ok().map(|a| format!("udp {a}")),
             BoundSocket::Tcp(s) => s.local_addr().ok().map(|a| format!("tcp {a}")),
-            BoundSocket::Unix(_) | BoundSocket::Kmsg(_) => None,
+            BoundSocket::Unix(_) | BoundSocket::UnixStream(_) | BoundSocket::Kmsg(_) => None,
         };
         endpoint(&self.config) == endpoint_wanted || bound.as_deref() == Some(endpoint_wanted)
     }
@@ -744,6 +757,11 @@ fn spawn_listener(
                 tracing::info!(listener = %name, kind = "unix", path = %path.display(), "listening");
             }
         }
+        BoundSocket::UnixStream(_) => {
+            if let ListenerKind::UnixStream { path, .. } = &config.kind {
+                tracing::info!(listener = %name, kind = "unix_stream", path = %path.display(), "listening");
+            }
+        }
         BoundSocket::Kmsg(_) => {
             if let ListenerKind::Kmsg { path, .. } = &config.kind {
                 tracing::info!(listener = %name, kind = "kmsg", path = %path.display(), "reading");
@@ -766,6 +784,7 @@ fn spawn_listener(
                 datagram,
                 pipeline,
                 stop,
+                hard_stop,
             ))
         }
         (BoundSocket::Unix(s), _) => {
@@ -775,6 +794,7 @@ fn spawn_listener(
                 datagram,
                 pipeline,
                 stop,
+                hard_stop,
             ))
         }
         (BoundSocket::Kmsg(f), ListenerKind::Kmsg { path, .. }) => tokio::spawn(listen::kmsg::run(
@@ -796,7 +816,22 @@ fn spawn_listener(
                 kind.name()
             )
         }
-        (BoundSocket::Tcp(s), ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. }) => {
+        (
+            socket @ (BoundSocket::Tcp(_) | BoundSocket::UnixStream(_)),
+            ListenerKind::Tcp(StreamSettings {
+                connections: conns, ..
+            })
+            | ListenerKind::Tls {
+                stream:
+                    StreamSettings {
+                        connections: conns, ..
+                    },
+                ..
+            }
+            | ListenerKind::UnixStream {
+                connections: conns, ..
+            },
+        ) => {
             let tls = match &config.kind {
                 ListenerKind::Tls {
                     handshake_timeout,
@@ -816,17 +851,25 @@ fn spawn_listener(
                 }
                 _ => None,
             };
-            let listener =
-                tokio::net::TcpListener::from_std(s).context("registering TCP socket")?;
+            let listener = match socket {
+                BoundSocket::UnixStream(s) => StreamListener::Unix(
+                    tokio::net::UnixListener::from_std(s)
+                        .context("registering unix stream socket")?,
+                ),
+                BoundSocket::Tcp(s) => StreamListener::Tcp(
+                    tokio::net::TcpListener::from_std(s).context("registering TCP socket")?,
+                ),
+                _ => anyhow::bail!("listener {name}: not a stream socket"),
+            };
             let server = TcpServer {
                 listener,
                 settings: TcpSettings {
                     name,
                     max_message_size: max,
-                    max_connections: stream.max_connections,
-                    idle_timeout: stream.idle_timeout,
-                    frame_timeout: stream.frame_timeout,
-                    nul_trailer: stream.nul_trailer,
+                    max_connections: conns.max_connections,
+                    idle_timeout: conns.idle_timeout,
+                    frame_timeout: conns.frame_timeout,
+                    nul_trailer: conns.nul_trailer,
                     allowed_sources: config.allowed_sources.clone(),
                     tls,
                     timezone: config.timezone,
@@ -844,9 +887,9 @@ fn spawn_listener(
             };
             tokio::spawn(server.run())
         }
-        (BoundSocket::Tcp(_), kind) => {
+        (BoundSocket::Tcp(_) | BoundSocket::UnixStream(_), kind) => {
             anyhow::bail!(
-                "listener {name}: a TCP socket was bound for kind {}",
+                "listener {name}: a stream socket was bound for kind {}",
                 kind.name()
             )
         }

@@ -209,18 +209,120 @@ to = ["o"]
     assert_eq!(p.wait().code(), Some(1));
 }
 
+/// A connection a test writes to, blocking or not.
+trait Sender: Write {
+    fn set_blocking(&self, blocking: bool);
+}
+
+impl Sender for std::net::TcpStream {
+    fn set_blocking(&self, blocking: bool) {
+        self.set_nonblocking(!blocking).unwrap();
+    }
+}
+
+impl Sender for std::os::unix::net::UnixStream {
+    fn set_blocking(&self, blocking: bool) {
+        self.set_nonblocking(!blocking).unwrap();
+    }
+}
+
 #[test]
 fn full_block_queue_stops_reading_tcp_and_loses_nothing() {
+    full_block_queue_stops_reading_and_loses_nothing(
+        "kind = \"tcp\"\naddress = \"127.0.0.1:0\"",
+        1,
+        |p, _| std::net::TcpStream::connect(p.addr("l")).unwrap(),
+    );
+}
+
+#[test]
+fn full_block_queue_stops_reading_unix_stream_and_loses_nothing() {
+    full_block_queue_stops_reading_and_loses_nothing(
+        "kind = \"unix_stream\"\npath = \"{dir}/log.sock\"",
+        0,
+        |p, dir| {
+            p.wait_log("listening");
+            std::os::unix::net::UnixStream::connect(dir.join("log.sock")).unwrap()
+        },
+    );
+}
+
+#[test]
+fn full_block_queue_stops_reading_unix_datagrams_and_loses_nothing() {
+    // As syslogd always has: /dev/log senders wait in send(2) while sluice cannot take more.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    let sock = dir.path().join("dev-log");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen.l]\nkind = \"unix\"\npath = \"{}\"\n\n[output.o]\nkind = \"stdout\"\nformat = \"raw\"\nqueue = {{ max_events = 100, when_full = \"block\" }}\n\n[[route]]\nto = [\"o\"]\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let mut p = Proc::start(Some(&config), 0);
+    p.wait_log("listening");
+    const N: usize = 50_000;
+    let msg = |i: usize| format!("<13>m{i:08} {}", "x".repeat(80));
+    let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    s.set_nonblocking(true).unwrap();
+    let mut sent = 0;
+    let mut blocked_since: Option<std::time::Instant> = None;
+    let start = std::time::Instant::now();
+    while sent < N {
+        assert!(start.elapsed() < DEADLINE, "neither finished nor blocked");
+        match s.send_to(msg(sent).as_bytes(), &sock) {
+            Ok(_) => {
+                sent += 1;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(sent < N / 2, "sender was not slowed: {sent} of {N} sent");
+    let stdout = p.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(N)
+            .collect::<Vec<_>>()
+    });
+    s.set_nonblocking(false).unwrap();
+    for i in sent..N {
+        s.send_to(msg(i).as_bytes(), &sock).unwrap();
+    }
+    let lines = reader.join().unwrap();
+    assert_eq!(lines.len(), N);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l, &msg(i), "line {i}");
+    }
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait().code(), Some(0));
+}
+
+fn full_block_queue_stops_reading_and_loses_nothing<S: Sender>(
+    listener: &str,
+    ip_listeners: usize,
+    connect: impl FnOnce(&Proc, &std::path::Path) -> S,
+) {
     // stdout is a pipe nobody reads yet: the output thread blocks once the pipe is full, its
-    // 100-event queue fills, and then the TCP connection must stop being read.
+    // 100-event queue fills, and then the connection must stop being read.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
     std::fs::write(
         &config,
         r#"
-[listen.tcp]
-kind = "tcp"
-address = "127.0.0.1:0"
+[listen.l]
+LISTENER
 # Being held back by a full output is not the sender's delay: these must not fire.
 idle_timeout = "500ms"
 frame_timeout = "500ms"
@@ -232,17 +334,19 @@ queue = { max_events = 100, when_full = "block" }
 
 [[route]]
 to = ["o"]
-"#,
+"#
+        .replace("LISTENER", listener)
+        .replace("{dir}", dir.path().to_str().unwrap()),
     )
     .unwrap();
-    let mut p = Proc::start(Some(&config), 1);
+    let mut p = Proc::start(Some(&config), ip_listeners);
     const N: usize = 200_000;
     let mut payload = Vec::new();
     for i in 0..N {
         payload.extend_from_slice(format!("<13>m{i:08} {}\n", "x".repeat(80)).as_bytes());
     }
-    let mut s = std::net::TcpStream::connect(p.addr("tcp")).unwrap();
-    s.set_nonblocking(true).unwrap();
+    let mut s = connect(&p, dir.path());
+    s.set_blocking(false);
     // Push until the connection stays full: with back-pressure this happens long before the
     // ~19 MB are sent; without it sluice would read everything into memory.
     let mut sent = 0;
@@ -280,7 +384,7 @@ to = ["o"]
             .take(N)
             .collect::<Vec<_>>()
     });
-    s.set_nonblocking(false).unwrap();
+    s.set_blocking(true);
     if let Err(e) = s.write_all(&payload[sent..]) {
         panic!("{e}; sluice's log:\n{}", p.log_so_far().join("\n"));
     }

@@ -127,6 +127,82 @@ fn logger_over_udp_tcp_octet_counted_and_unix_socket() {
     assert_eq!(e["source"], serde_json::Value::Null);
 }
 
+#[test]
+fn logger_and_glibc_style_senders_over_a_unix_stream_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("log-stream");
+    let d = TestDaemon::start(&json_config("").replace(
+        "[output.out]",
+        &format!(
+            "[listen.local]\nkind = \"unix_stream\"\npath = \"{}\"\nmode = \"0600\"\n\n[output.out]",
+            sock.display()
+        ),
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // util-linux logger on a stream socket (--tcp with -u): LF-framed, local format.
+    logger(&[
+        "-u",
+        sock.to_str().unwrap(),
+        "--tcp",
+        "-t",
+        "lg",
+        "-p",
+        "daemon.warning",
+        "via logger on unix stream",
+    ]);
+    logger(&[
+        "-u",
+        sock.to_str().unwrap(),
+        "--tcp",
+        "--octet-count",
+        "-t",
+        "lg",
+        "via logger octet-counted",
+    ]);
+    // glibc's syslog(3) when /dev/log is a stream socket: each message ends with a NUL, and
+    // one connection carries many.
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(b"<29>Dec  2 10:00:00 app[7]: glibc one\0<29>Dec  2 10:00:01 app[7]: glibc two\0")
+        .unwrap();
+    drop(s);
+    let ev = wait_json(&d.path("out.json"), 4);
+    let find = |m: &str| {
+        ev.iter()
+            .find(|e| e["message"] == m)
+            .unwrap_or_else(|| panic!("no event {m:?} in {ev:#?}"))
+            .clone()
+    };
+    let e = find("via logger on unix stream");
+    assert_eq!(
+        (e["facility"].as_str(), e["severity"].as_str()),
+        (Some("daemon"), Some("warning"))
+    );
+    assert_eq!(
+        (&e["app_name"], &e["listener"]),
+        (&json!("lg"), &json!("local"))
+    );
+    assert_eq!(e["source"], serde_json::Value::Null);
+    assert!(e.get("parse_error").is_none(), "{e}");
+    assert!(
+        find("via logger octet-counted")
+            .get("parse_error")
+            .is_none()
+    );
+    for m in ["glibc one", "glibc two"] {
+        let e = find(m);
+        assert_eq!((&e["app_name"], &e["procid"]), (&json!("app"), &json!("7")));
+        assert!(e.get("parse_error").is_none(), "{e}");
+    }
+    let m = d.listener("local");
+    assert_eq!(count(&m.received), 4);
+    wait_until("the connections to be counted closed", DEADLINE, || {
+        count(&m.closed) == 3
+    });
+    assert_eq!(count(&m.connections), 3);
+}
+
 /// RFC 5424 §6.5, examples 1 to 4.
 #[test]
 fn rfc5424_section_6_5_examples_give_the_design_json() {

@@ -147,19 +147,26 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// Settings shared by the stream listeners (`tcp` and `tls`).
+/// How connections of a stream listener (`tcp`, `tls`, `unix_stream`) are limited and framed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StreamSettings {
-    /// Address to bind.
-    pub address: SocketAddr,
+pub struct ConnectionSettings {
     /// Connections beyond this are accepted and closed at once, counted.
     pub max_connections: usize,
     /// A connection that sends nothing this long is closed; `None` disables.
     pub idle_timeout: Option<Duration>,
     /// A frame that is not complete this long after it started closes the connection.
     pub frame_timeout: Option<Duration>,
-    /// Also end LF-framed messages at NUL (hostile-inputs B05).
+    /// Also end LF-framed messages at NUL (hostile-inputs B05; glibc's stream syslog).
     pub nul_trailer: bool,
+}
+
+/// Settings shared by the IP stream listeners (`tcp` and `tls`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Limits and framing of each connection.
+    pub connections: ConnectionSettings,
 }
 
 /// Listener kinds.
@@ -189,6 +196,15 @@ pub enum ListenerKind {
         path: PathBuf,
         /// Permission bits of the socket file.
         mode: u32,
+    },
+    /// A unix stream socket: what glibc's syslog(3) falls back to, syslog-ng's `unix-stream`.
+    UnixStream {
+        /// Socket path; a stale socket there is replaced.
+        path: PathBuf,
+        /// Permission bits of the socket file.
+        mode: u32,
+        /// Limits and framing of each connection.
+        connections: ConnectionSettings,
     },
     /// The kernel's log buffer, /dev/kmsg (for hosts without journald).
     Kmsg {
@@ -229,13 +245,14 @@ impl ReadExisting {
 }
 
 impl ListenerKind {
-    /// `udp`, `tcp`, `tls`, `unix` or `kmsg`.
+    /// `udp`, `tcp`, `tls`, `unix`, `unix_stream` or `kmsg`.
     pub fn name(&self) -> &'static str {
         match self {
             ListenerKind::Udp { .. } => "udp",
             ListenerKind::Tcp(_) => "tcp",
             ListenerKind::Tls { .. } => "tls",
             ListenerKind::Unix { .. } => "unix",
+            ListenerKind::UnixStream { .. } => "unix_stream",
             ListenerKind::Kmsg { .. } => "kmsg",
         }
     }
@@ -585,7 +602,8 @@ impl Config {
                     tls.crl(crl);
                 }
             }
-            if let ListenerKind::Unix { path, .. } = &l.kind {
+            if let ListenerKind::Unix { path, .. } | ListenerKind::UnixStream { path, .. } = &l.kind
+            {
                 let dir = path.parent().unwrap_or(std::path::Path::new("."));
                 let dir = if dir.as_os_str().is_empty() {
                     std::path::Path::new(".")

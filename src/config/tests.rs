@@ -186,3 +186,40 @@ fn rate_limit_defaults_and_errors() {
         errs[3]
     );
 }
+
+#[test]
+fn unix_stream_takes_connection_keys_and_ends_messages_at_nul_by_default() {
+    let base = "[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n";
+    let c = Config::from_toml_str(
+        &format!("[listen.s]\nkind = \"unix_stream\"\npath = \"/run/log.sock\"\nmax_connections = 7\n{base}"),
+        "t.toml",
+    )
+    .unwrap();
+    match &c.listeners[0].kind {
+        ListenerKind::UnixStream {
+            path,
+            mode,
+            connections,
+        } => {
+            assert_eq!(path, &PathBuf::from("/run/log.sock"));
+            assert_eq!(*mode, 0o666);
+            assert_eq!(connections.max_connections, 7);
+            assert!(
+                connections.nul_trailer,
+                "glibc ends stream messages with NUL"
+            );
+            assert_eq!(connections.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+        }
+        other => panic!("{other:?}"),
+    }
+    let errs = errors(&format!(
+        "[listen.s]\nkind = \"unix_stream\"\naddress = \"127.0.0.1:1\"\nnul_trailer = false\n{base}"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].contains("listen.s.path: missing"), "{}", errs[0]);
+    assert!(
+        errs[1].starts_with("t.toml:3:11: listen.s.address: not valid for kind = \"unix_stream\""),
+        "{}",
+        errs[1]
+    );
+}

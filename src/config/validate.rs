@@ -38,6 +38,7 @@ pub(super) fn check_duplicate_binds(errs: &mut Errors<'_>, listeners: &[Listener
                 ..
             } => format!("tcp {address}"),
             ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
+            ListenerKind::UnixStream { path, .. } => format!("unix_stream {}", path.display()),
             ListenerKind::Kmsg { path, .. } => format!("kmsg {}", path.display()),
         };
         if let Some(other) = seen.insert(key.clone(), &l.name) {
@@ -135,12 +136,17 @@ pub(super) fn validate_listener(
         ]
         .concat(),
         "unix" => vec!["path", "mode", "max_message_size", "rate_limit"],
+        "unix_stream" => [&STREAM_KEYS[..], &["path", "mode"]]
+            .concat()
+            .into_iter()
+            .filter(|k| *k != "address")
+            .collect(),
         "kmsg" => vec!["path", "read_existing", "max_message_size", "rate_limit"],
         other => {
             errs.at(
                 raw.kind.span(),
                 format!("{p}.kind"),
-                format!("unknown listener kind {other:?}: expected \"udp\", \"tcp\", \"tls\", \"unix\" or \"kmsg\""),
+                format!("unknown listener kind {other:?}: expected \"udp\", \"tcp\", \"tls\", \"unix\", \"unix_stream\" or \"kmsg\""),
             );
             return None;
         }
@@ -148,8 +154,8 @@ pub(super) fn validate_listener(
     // Every kind parses year- and zone-less timestamps.
     allowed.push("timezone");
     reject_keys(errs, &p, kind_name, raw.set_keys(), &allowed);
-    let stream = |errs: &mut Errors<'_>| -> Option<StreamSettings> {
-        let address = address(errs);
+    // glibc's syslog(3) over a stream socket ends each message with a NUL.
+    let connections = |errs: &mut Errors<'_>, nul_by_default: bool| -> ConnectionSettings {
         let max_connections = positive(errs, &format!("{p}.max_connections"), &raw.max_connections)
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
         let idle = duration_opt(errs, &format!("{p}.idle_timeout"), &raw.idle_timeout);
@@ -160,13 +166,45 @@ pub(super) fn validate_listener(
             Some(d) => Some(d),
             None => Some(default),
         };
-        Some(StreamSettings {
-            address: address?,
+        ConnectionSettings {
             max_connections,
             idle_timeout: enabled(idle, DEFAULT_IDLE_TIMEOUT),
             frame_timeout: enabled(frame, DEFAULT_FRAME_TIMEOUT),
-            nul_trailer: raw.nul_trailer.as_ref().is_some_and(|v| *v.get_ref()),
+            nul_trailer: raw
+                .nul_trailer
+                .as_ref()
+                .map_or(nul_by_default, |v| *v.get_ref()),
+        }
+    };
+    let stream = |errs: &mut Errors<'_>| -> Option<StreamSettings> {
+        let address = address(errs);
+        let connections = connections(errs, false);
+        Some(StreamSettings {
+            address: address?,
+            connections,
         })
+    };
+    // The socket path and mode of `unix` and `unix_stream`.
+    let unix_path = |errs: &mut Errors<'_>| -> Option<(PathBuf, u32)> {
+        let Some(path) = &raw.path else {
+            errs.at(
+                raw.kind.span(),
+                format!("{p}.path"),
+                "missing: give a socket path like \"/dev/log\"",
+            );
+            return None;
+        };
+        let mode = match &raw.mode {
+            None => 0o666,
+            Some(m) => match parse_mode(m.get_ref()) {
+                Ok(v) => v,
+                Err(msg) => {
+                    errs.at(m.span(), format!("{p}.mode"), msg);
+                    0o666
+                }
+            },
+        };
+        Some((PathBuf::from(path.get_ref()), mode))
     };
     let kind = match kind_name {
         "udp" => {
@@ -200,27 +238,16 @@ pub(super) fn validate_listener(
             }
         }
         "unix" => {
-            let Some(path) = &raw.path else {
-                errs.at(
-                    raw.kind.span(),
-                    format!("{p}.path"),
-                    "missing: give a socket path like \"/dev/log\"",
-                );
-                return None;
-            };
-            let mode = match &raw.mode {
-                None => 0o666,
-                Some(m) => match parse_mode(m.get_ref()) {
-                    Ok(v) => v,
-                    Err(msg) => {
-                        errs.at(m.span(), format!("{p}.mode"), msg);
-                        0o666
-                    }
-                },
-            };
-            ListenerKind::Unix {
-                path: PathBuf::from(path.get_ref()),
+            let (path, mode) = unix_path(errs)?;
+            ListenerKind::Unix { path, mode }
+        }
+        "unix_stream" => {
+            let connections = connections(errs, true);
+            let (path, mode) = unix_path(errs)?;
+            ListenerKind::UnixStream {
+                path,
                 mode,
+                connections,
             }
         }
         "kmsg" => {

@@ -222,8 +222,17 @@ impl Dispatcher {
         }
     }
 
+    /// [`Dispatcher::flush_or_cut`] when `wait`, else [`Dispatcher::flush_nowait`].
+    pub async fn flush(&mut self, wait: bool, cut: &tokio_util::sync::CancellationToken) {
+        if wait {
+            self.flush_or_cut(cut).await;
+        } else {
+            self.flush_nowait();
+        }
+    }
+
     /// Hands pending batches to the outputs without ever waiting: what does not fit is dropped
-    /// and counted by the output (datagram listeners must keep draining their socket).
+    /// and counted by the output (UDP listeners must keep draining their socket).
     pub fn flush_nowait(&mut self) {
         self.publish_counts();
         let Some(routing) = self.routing.take() else {
@@ -280,13 +289,17 @@ const DATAGRAMS_PER_WAKE: usize = 256;
 const DATAGRAM_CHUNK_BYTES: usize = 1 << 20;
 
 /// Reads datagrams, one message each (RFC 5426), until `shutdown`; then drains what the kernel
-/// still holds and returns. Never waits on an output: a full queue drops and counts.
+/// still holds and returns. UDP never waits on an output: a full queue drops and counts. A unix
+/// socket waits for room in `block` outputs (until `hard_stop`), as syslogd always has: its
+/// senders then wait in send(2) once the socket's queue is full, and nothing is lost.
 pub async fn run_datagram(
     socket: DatagramSocket,
     settings: DatagramSettings,
     pipeline: Arc<Pipeline>,
     shutdown: tokio_util::sync::CancellationToken,
+    hard_stop: tokio_util::sync::CancellationToken,
 ) {
+    let flow_control = matches!(socket, DatagramSocket::Unix(_));
     let name = settings.name.clone();
     let mut dispatcher = Dispatcher::new(pipeline, name.clone(), settings.timezone);
     let m = dispatcher.metrics().clone();
@@ -319,13 +332,13 @@ pub async fn run_datagram(
             },
         }
         reader.read(&mut scratch, &mut chunk, &mut dispatcher, &mut error_log);
-        dispatcher.flush_nowait();
+        dispatcher.flush(flow_control, &hard_stop).await;
     }
     // Shutdown: what the kernel already accepted is read, not lost.
     while reader.read(&mut scratch, &mut chunk, &mut dispatcher, &mut error_log) > 0 {
-        dispatcher.flush_nowait();
+        dispatcher.flush(flow_control, &hard_stop).await;
     }
-    dispatcher.flush_nowait();
+    dispatcher.flush(flow_control, &hard_stop).await;
     if let Some(n) = socket.kernel_drops() {
         m.kernel_drops
             .store(n, std::sync::atomic::Ordering::Relaxed);

@@ -1,4 +1,5 @@
-//! The `tcp` listener: RFC 6587 framing detected per frame, a connection cap, idle and
+//! The stream listeners `tcp` (and `tls`, a handshake first, and `unix_stream`, from local
+//! processes): RFC 6587 framing detected per frame, a connection cap, idle and
 //! frame-completion deadlines, and back-pressure (a connection stops reading while an output it
 //! feeds is full under `block`).
 
@@ -11,7 +12,7 @@ use bytes::BytesMut;
 use chrono::Utc;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -75,10 +76,90 @@ pub struct TcpSettings {
     pub rate_limit: Option<Arc<SourceLimiter>>,
 }
 
-/// A TCP (or TLS) listener task.
+/// A listening stream socket: TCP (`tcp`, `tls`) or unix (`unix_stream`).
+pub enum StreamListener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A unix stream socket.
+    Unix(UnixListener),
+}
+
+/// An accepted connection.
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
+}
+
+impl Accepted {
+    fn peer(&self) -> Peer {
+        match self {
+            Accepted::Tcp(_, a) => Peer(Some(*a)),
+            Accepted::Unix(_) => Peer(None),
+        }
+    }
+}
+
+/// The listening socket once stopping: accepted from without waiting.
+enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl StreamListener {
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            StreamListener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+            StreamListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        }
+    }
+
+    fn into_std(self) -> std::io::Result<StdListener> {
+        let l = match self {
+            StreamListener::Tcp(l) => StdListener::Tcp(l.into_std()?),
+            StreamListener::Unix(l) => StdListener::Unix(l.into_std()?),
+        };
+        match &l {
+            StdListener::Tcp(l) => l.set_nonblocking(true)?,
+            StdListener::Unix(l) => l.set_nonblocking(true)?,
+        }
+        Ok(l)
+    }
+}
+
+impl StdListener {
+    fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            StdListener::Tcp(l) => {
+                let (s, a) = l.accept()?;
+                s.set_nonblocking(true)?;
+                Ok(Accepted::Tcp(TcpStream::from_std(s)?, a))
+            }
+            StdListener::Unix(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nonblocking(true)?;
+                Ok(Accepted::Unix(UnixStream::from_std(s)?))
+            }
+        }
+    }
+}
+
+/// Who is at the other end: an IP sender, or a local process on a unix socket.
+#[derive(Debug, Clone, Copy)]
+struct Peer(Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("local"),
+        }
+    }
+}
+
+/// A stream listener task: `tcp`, `tls` or `unix_stream`.
 pub struct TcpServer {
     /// The bound socket.
-    pub listener: TcpListener,
+    pub listener: StreamListener,
     /// Settings.
     pub settings: TcpSettings,
     /// Shared routing and outputs.
@@ -102,16 +183,13 @@ impl TcpServer {
             Duration::from_secs(10),
         )));
         let mut live = Some(self.listener);
-        let mut backlog: Option<std::net::TcpListener> = None;
+        let mut backlog: Option<StdListener> = None;
         loop {
             let accepted = match (&backlog, &live) {
                 // Stopping: connections the kernel completed before the stop are served, not left
                 // unread in the accept queue (their senders believe the data was sent).
                 (Some(std_listener), _) => match std_listener.accept() {
-                    Ok((s, peer)) => s
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::TcpStream::from_std(s))
-                        .map(|s| (s, peer)),
+                    Ok(a) => Ok(a),
                     Err(_) => break,
                 },
                 (None, Some(listener)) => {
@@ -122,8 +200,8 @@ impl TcpServer {
                     };
                     match accepted {
                         Some(r) => r,
-                        None => match live.take().map(TcpListener::into_std) {
-                            Some(Ok(l)) if l.set_nonblocking(true).is_ok() => {
+                        None => match live.take().map(StreamListener::into_std) {
+                            Some(Ok(l)) => {
                                 backlog = Some(l);
                                 continue;
                             }
@@ -133,7 +211,7 @@ impl TcpServer {
                 }
                 (None, None) => break,
             };
-            let (stream, peer) = match accepted {
+            let accepted = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning on accept.
@@ -142,8 +220,9 @@ impl TcpServer {
                     continue;
                 }
             };
-            if let Some(nets) = &self.settings.allowed_sources
-                && !crate::route::in_networks(nets, peer.ip())
+            let peer = accepted.peer();
+            if let (Some(nets), Some(addr)) = (&self.settings.allowed_sources, peer.0)
+                && !crate::route::in_networks(nets, addr.ip())
             {
                 metrics::add(&metrics.disallowed, 1);
                 if let Some(suppressed) = reject_log.allow() {
@@ -157,7 +236,7 @@ impl TcpServer {
                     tracing::warn!(listener = %self.settings.name, %peer, suppressed,
                         max_connections = self.settings.max_connections, "connection refused: max_connections reached");
                 }
-                drop(stream);
+                drop(accepted);
                 continue;
             };
             metrics::add(&metrics.connections, 1);
@@ -175,7 +254,7 @@ impl TcpServer {
                 async move {
                     let tls = settings.tls.clone();
                     let mut conn = Connection {
-                        stream,
+                        stream: (),
                         peer,
                         settings,
                         dispatcher,
@@ -183,31 +262,21 @@ impl TcpServer {
                         hard_stop,
                         fault_log,
                     };
-                    match tls {
-                        None => conn.run().await,
-                        Some(tls) => {
+                    match (accepted, tls) {
+                        (Accepted::Tcp(stream, addr), Some(tls)) => {
                             // The handshake holds a connection slot, so its timeout matters (C01).
-                            let handshake =
-                                tls.handshake(conn.stream, peer, &metrics, &conn.fault_log);
+                            let handshake = tls.handshake(stream, addr, &metrics, &conn.fault_log);
                             let shaken = tokio::select! {
                                 _ = conn.hard_stop.cancelled() => None,
                                 r = handshake => r,
                             };
                             if let Some((stream, identity)) = shaken {
                                 conn.dispatcher.set_tls_peer(identity);
-                                Connection {
-                                    stream,
-                                    peer,
-                                    settings: conn.settings,
-                                    dispatcher: conn.dispatcher,
-                                    metrics: conn.metrics,
-                                    hard_stop: conn.hard_stop,
-                                    fault_log: conn.fault_log,
-                                }
-                                .run()
-                                .await;
+                                conn.with(stream).run().await;
                             }
                         }
+                        (Accepted::Tcp(stream, _), None) => conn.with(stream).run().await,
+                        (Accepted::Unix(stream), _) => conn.with(stream).run().await,
                     }
                     drop(slot);
                     metrics::add(&metrics.closed, 1);
@@ -223,12 +292,27 @@ impl TcpServer {
 
 struct Connection<S> {
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     settings: TcpSettings,
     dispatcher: Dispatcher,
     metrics: Arc<ListenerMetrics>,
     hard_stop: CancellationToken,
     fault_log: Arc<std::sync::Mutex<metrics::LogLimiter>>,
+}
+
+impl Connection<()> {
+    /// This connection's state around its (TLS-wrapped, TCP or unix) stream.
+    fn with<S>(self, stream: S) -> Connection<S> {
+        Connection {
+            stream,
+            peer: self.peer,
+            settings: self.settings,
+            dispatcher: self.dispatcher,
+            metrics: self.metrics,
+            hard_stop: self.hard_stop,
+            fault_log: self.fault_log,
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -291,7 +375,7 @@ impl<S: AsyncRead + Unpin> Connection<S> {
         let mut reported = framer.stats().clone();
         // Looked up once: the map is not touched again for this connection.
         let limit = self.settings.rate_limit.clone().map(|l| {
-            let bucket = l.bucket(Some(self.peer.ip()));
+            let bucket = l.bucket(self.peer.0.map(|a| a.ip()));
             (l, bucket)
         });
         loop {
@@ -379,12 +463,12 @@ impl<S: AsyncRead + Unpin> Connection<S> {
                         metrics::add(&self.metrics.truncated_at_eof, 1);
                     }
                     if let Some((limiter, bucket)) = limit
-                        && !limiter.admit_in(bucket, Some(self.peer.ip()))
+                        && !limiter.admit_in(bucket, self.peer.0.map(|a| a.ip()))
                     {
                         continue;
                     }
                     self.dispatcher
-                        .push(frame.data, frame.truncated, Some(self.peer), now);
+                        .push(frame.data, frame.truncated, self.peer.0, now);
                 }
                 Ok(None) => break Ok(frames),
                 Err(e) => break Err(e),

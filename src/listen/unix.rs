@@ -1,8 +1,9 @@
-//! The `unix` listener: a datagram socket like /dev/log. Reading is the shared datagram loop in
-//! [`super::run_datagram`].
+//! The `unix` listener, a datagram socket like /dev/log, and `unix_stream`, its stream twin.
+//! Reading is the shared datagram loop in [`super::run_datagram`], or the stream listener's
+//! connections in [`super::tcp`].
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -11,28 +12,74 @@ use anyhow::{Context, bail};
 /// program can log). A stale socket file left by a dead daemon is replaced; a socket some live
 /// process still serves is not stolen.
 pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixDatagram> {
+    clear_stale(path, |p| {
+        UnixDatagram::unbound().and_then(|probe| probe.connect(p))
+    })?;
+    let socket = UnixDatagram::bind(path)
+        .with_context(|| format!("binding unix socket {}", path.display()))?;
+    set_mode(path, mode)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// [`bind`] for a unix stream socket (`unix_stream`), listening.
+pub fn bind_stream(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    clear_stale(path, |p| UnixStream::connect(p).map(drop))?;
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("binding unix stream socket {}", path.display()))?;
+    set_mode(path, mode)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Removes a socket file at `path` that nothing serves any more (`connect` fails); refuses to
+/// touch one a live process serves, or a file that is not a socket.
+fn clear_stale(path: &Path, connect: impl Fn(&Path) -> std::io::Result<()>) -> anyhow::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            let probe = UnixDatagram::unbound().context("creating probe socket")?;
-            if probe.connect(path).is_ok() {
+            if connect(path).is_ok() {
                 bail!(
                     "{} is in use by another process (is another syslog daemon running?)",
                     path.display()
                 );
             }
             std::fs::remove_file(path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
+                .with_context(|| format!("removing stale socket {}", path.display()))
         }
         Ok(_) => bail!(
             "{} exists and is not a socket; refusing to replace it",
             path.display()
         ),
-        Err(_) => {}
+        Err(_) => Ok(()),
     }
-    let socket = UnixDatagram::bind(path)
-        .with_context(|| format!("binding unix socket {}", path.display()))?;
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting mode {mode:o} on {}", path.display()))?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
+        .with_context(|| format!("setting mode {mode:o} on {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_stream_socket_is_replaced_and_a_served_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let first = bind_stream(&path, 0o666).unwrap();
+        let e = bind_stream(&path, 0o666).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("in use by another process"),
+            "{e:#}"
+        );
+        // A daemon that died leaves the file behind: nobody accepts there any more.
+        drop(first);
+        let _second = bind_stream(&path, 0o640).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        std::fs::write(dir.path().join("plain"), "").unwrap();
+        let e = bind_stream(&dir.path().join("plain"), 0o666).unwrap_err();
+        assert!(format!("{e:#}").contains("is not a socket"), "{e:#}");
+    }
 }
