@@ -267,14 +267,36 @@ fn full_block_queue_stops_reading_unix_datagrams_and_loses_nothing() {
     let msg = |i: usize| format!("<13>m{i:08} {}", "x".repeat(80));
     let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
     s.set_nonblocking(true).unwrap();
+    let sent = send_until_blocked(N, |i| s.send_to(msg(i).as_bytes(), &sock).map(|_| 1));
+    assert!(sent < N / 2, "sender was not slowed: {sent} of {N} sent");
+    let reader = read_lines(&mut p, N);
+    s.set_nonblocking(false).unwrap();
+    for i in sent..N {
+        s.send_to(msg(i).as_bytes(), &sock).unwrap();
+    }
+    let lines = reader.join().unwrap();
+    assert_eq!(lines.len(), N);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l, &msg(i), "line {i}");
+    }
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait().code(), Some(0));
+}
+
+/// Sends with `send(at)` (which returns how far it got) until `total` is sent or sending has
+/// stayed blocked for a second; returns how far it got.
+fn send_until_blocked(
+    total: usize,
+    mut send: impl FnMut(usize) -> std::io::Result<usize>,
+) -> usize {
     let mut sent = 0;
     let mut blocked_since: Option<std::time::Instant> = None;
     let start = std::time::Instant::now();
-    while sent < N {
+    while sent < total {
         assert!(start.elapsed() < DEADLINE, "neither finished nor blocked");
-        match s.send_to(msg(sent).as_bytes(), &sock) {
-            Ok(_) => {
-                sent += 1;
+        match send(sent) {
+            Ok(n) => {
+                sent += n;
                 blocked_since = None;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -287,26 +309,19 @@ fn full_block_queue_stops_reading_unix_datagrams_and_loses_nothing() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(sent < N / 2, "sender was not slowed: {sent} of {N} sent");
+    sent
+}
+
+/// Starts reading `n` lines of the process's stdout.
+fn read_lines(p: &mut Proc, n: usize) -> std::thread::JoinHandle<Vec<String>> {
     let stdout = p.child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .take(N)
-            .collect::<Vec<_>>()
-    });
-    s.set_nonblocking(false).unwrap();
-    for i in sent..N {
-        s.send_to(msg(i).as_bytes(), &sock).unwrap();
-    }
-    let lines = reader.join().unwrap();
-    assert_eq!(lines.len(), N);
-    for (i, l) in lines.iter().enumerate() {
-        assert_eq!(l, &msg(i), "line {i}");
-    }
-    p.signal(libc::SIGTERM);
-    assert_eq!(p.wait().code(), Some(0));
+            .take(n)
+            .collect()
+    })
 }
 
 fn full_block_queue_stops_reading_and_loses_nothing<S: Sender>(
@@ -349,26 +364,7 @@ to = ["o"]
     s.set_blocking(false);
     // Push until the connection stays full: with back-pressure this happens long before the
     // ~19 MB are sent; without it sluice would read everything into memory.
-    let mut sent = 0;
-    let mut blocked_since: Option<std::time::Instant> = None;
-    let start = std::time::Instant::now();
-    while sent < payload.len() {
-        assert!(start.elapsed() < DEADLINE, "neither finished nor blocked");
-        match s.write(&payload[sent..]) {
-            Ok(n) => {
-                sent += n;
-                blocked_since = None;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > Duration::from_secs(1) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let sent = send_until_blocked(payload.len(), |at| s.write(&payload[at..]));
     assert!(
         sent < payload.len() / 2,
         "sender was not slowed: {sent} of {} bytes accepted",
@@ -376,14 +372,7 @@ to = ["o"]
     );
 
     // Start reading stdout: everything flows, in order, nothing lost.
-    let stdout = p.child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .take(N)
-            .collect::<Vec<_>>()
-    });
+    let reader = read_lines(&mut p, N);
     s.set_blocking(true);
     if let Err(e) = s.write_all(&payload[sent..]) {
         panic!("{e}; sluice's log:\n{}", p.log_so_far().join("\n"));
@@ -519,24 +508,7 @@ to = "mail"
 "#;
 
 fn explain(args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, EXPLAIN_CONFIG).unwrap();
-    let mut child = sluice()
-        .args(["--check-config", "--config", config.to_str().unwrap()])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    explain_with(EXPLAIN_CONFIG, args, stdin)
 }
 
 #[test]
@@ -611,28 +583,16 @@ fn check_config_explain_unrouted_and_bad_listener_and_bad_config() {
         "{err}"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bad.toml");
-    std::fs::write(
-        &config,
+    let (code, out, _) = explain_with(
         "[listen.u]\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\n[output.o]\nkind = \"stdout\"\n[[route]]\nselector = \"mail.*\"\nto = \"o\"\n",
-    )
-    .unwrap();
-    let out = sluice()
-        .args(["--check-config", "--config", config.to_str().unwrap()])
-        .args(["--explain", "<13>not mail"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).ends_with("outputs: none (unrouted)\n"));
-    std::fs::write(&config, "[listen.u]\nkind = \"udp\"\n").unwrap();
-    let out = sluice()
-        .args(["--check-config", "--config", config.to_str().unwrap()])
-        .args(["--explain", "<13>x"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    assert!(out.stdout.is_empty());
+        &["--explain", "<13>not mail"],
+        b"",
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.ends_with("outputs: none (unrouted)\n"));
+    let (code, out, _) = explain_with("[listen.u]\nkind = \"udp\"\n", &["--explain", "<13>x"], b"");
+    assert_eq!(code, Some(78));
+    assert!(out.is_empty());
 }
 
 /// Keys of `known` that sluice.toml(5) `page` has no tagged paragraph for in its table's

@@ -411,6 +411,29 @@ pub fn check_config(toml: &str) -> (Option<i32>, String, String) {
     )
 }
 
+/// Runs `sluice --check-config` with `args` (an `--explain`) on `toml`, feeding `stdin`; returns
+/// the exit code, stdout and stderr.
+pub fn explain_with(toml: &str, args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut child = sluice()
+        .args(["--check-config", "--config", config.to_str().unwrap()])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Where `.ci/install-test-tools` unpacked Debian's rsyslog, fail2ban and logrotate:
 /// `$SLUICE_TEST_TOOLS/root`, by default `~/.cache/sluice-test-tools/root`. Panics, naming the
 /// script, when they are missing: these tests never pass by skipping.
