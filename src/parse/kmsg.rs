@@ -224,7 +224,9 @@ pub fn convert(
                         at: e.at.min(frame.len()),
                         ..e
                     }),
-                    ..Parsed::unparsed(&frame)
+                    // As `parse` reads any frame: a trailing LF or NUL (here one the cut
+                    // exposed) is not part of MSG.
+                    ..Parsed::unparsed(super::trim_end(&frame))
                 },
                 truncated: raw.len() > max_bytes,
                 frame,
@@ -418,6 +420,13 @@ mod tests {
             ParseErrorKind::TruncatedHeader
         );
         assert_eq!(c.parsed.message.slice(&c.frame), b"garbage line");
+        // Found by fuzzing: a cut that ends in NULs leaves them out of MSG, as `parse` does.
+        let mut junk = b"junk".to_vec();
+        junk.extend_from_slice(&[0; 600]);
+        junk.extend_from_slice(b"tail");
+        let c = convert(&junk, &clock(), "h", &opts, 480, &mut scratch);
+        assert_eq!((c.frame.len(), c.truncated), (480, true));
+        assert_eq!(c.parsed.message.slice(&c.frame), b"junk");
     }
 
     #[test]
