@@ -29,6 +29,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,29 +220,41 @@ def fmt_rate(x):
 # --- cases ---
 
 def case_tcp(args, names, fmt):
-    """Flat out over one connection to a file: wall msg/s and msg per daemon CPU-second."""
+    """Flat out over one connection to a file: wall msg/s and msg per daemon CPU-second. With
+    --repeat, the daemons take turns and each figure is the median of its runs."""
+    runs = {name: [] for name in names}
+    for _ in range(args.repeat):
+        for name in names:
+            r = tcp_run(args, name, fmt)
+            runs[name].append(r)
+            print(f"  tcp{fmt} {name:9s} {r['lines']:>8d}/{r['sent']} lines  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
+                  f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
     res = {}
-    for name in names:
-        d = Daemon(name, "tcp", next(PORTS), rfc5424=(fmt == "5424"))
-        try:
-            d.wait_ready()
-            cpu0, t0 = d.cpu(), time.time()
-            sent = loadgen("--proto", "tcp", "--format", fmt, "--count", args.n, "--size", args.size,
-                           "--duration", args.timeout, f"127.0.0.1:{d.port}")
-            d.wait_output(sent["acked"] - 1, args.timeout)
-            cpu = d.cpu() - cpu0
-            end = os.stat(d.out).st_mtime if os.path.exists(d.out) else time.time()
-            d.stop()
-            lines = count_lines(d.out)
-            wall = max(end - t0, 1e-6)
-            res[name] = dict(lines=lines, sent=sent["acked"], wall_s=wall, cpu_s=cpu,
-                             msg_per_s=lines / wall, msg_per_cpu_s=lines / max(cpu, 1e-6))
-            print(f"  tcp{fmt} {name:9s} {lines:>8d}/{sent['acked']} lines  {fmt_rate(lines / wall):>6s} msg/s  "
-                  f"cpu {cpu:.2f}s  {fmt_rate(lines / max(cpu, 1e-6)):>6s} msg/cpu-s", flush=True)
-        finally:
-            d.stop()
-            d.cleanup()
+    for name, rs in runs.items():
+        res[name] = dict(lines=min(r["lines"] for r in rs), sent=rs[0]["sent"], runs=len(rs),
+                         msg_per_s=statistics.median(r["msg_per_s"] for r in rs),
+                         msg_per_cpu_s=statistics.median(r["msg_per_cpu_s"] for r in rs))
     return res
+
+
+def tcp_run(args, name, fmt):
+    d = Daemon(name, "tcp", next(PORTS), rfc5424=(fmt == "5424"))
+    try:
+        d.wait_ready()
+        cpu0, t0 = d.cpu(), time.time()
+        sent = loadgen("--proto", "tcp", "--format", fmt, "--count", args.n, "--size", args.size,
+                       "--duration", args.timeout, f"127.0.0.1:{d.port}")
+        d.wait_output(sent["acked"] - 1, args.timeout)
+        cpu = d.cpu() - cpu0
+        end = os.stat(d.out).st_mtime if os.path.exists(d.out) else time.time()
+        d.stop()
+        lines = count_lines(d.out)
+        wall = max(end - t0, 1e-6)
+        return dict(lines=lines, sent=sent["acked"], wall_s=wall, cpu_s=cpu,
+                    msg_per_s=lines / wall, msg_per_cpu_s=lines / max(cpu, 1e-6))
+    finally:
+        d.stop()
+        d.cleanup()
 
 
 def udp_run(name, rate, secs, size, senders):
@@ -417,6 +430,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, default=1_000_000, help="messages per TCP throughput run")
     p.add_argument("--size", type=int, default=256, help="bytes per message")
+    p.add_argument("--repeat", type=int, default=3, help="runs per daemon of each TCP case (median)")
     p.add_argument("--cases", default="tcp3164,tcp5424,udp,ladder,conns,latency,rss")
     p.add_argument("--daemons", default="sluice,rsyslog,syslog-ng")
     p.add_argument("--udp-rate", type=int, default=200_000)

@@ -94,24 +94,43 @@ const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 /// How far ahead of schedule a rate-limited sender builds messages.
 const PACING_SLICE: Duration = Duration::from_millis(1);
 
-/// One message's bytes with its digit fields' offsets, patched per message.
+/// One message's bytes with its variable fields' offsets, patched per message.
 struct Template {
+    format: Format,
     bytes: Vec<u8>,
+    time_at: usize,
     seq_at: usize,
     stamp_at: usize,
+    /// The header timestamp of the second in `time_secs`, as this format writes it.
+    time_text: Vec<u8>,
+    time_secs: u64,
 }
+
+/// `Mmm dd hh:mm:ss` (local time, day space-padded) and `yyyy-mm-ddThh:mm:ss.ffffffZ`: fixed
+/// widths, so patching keeps the message length.
+const TIME_3164: &str = "%b %e %H:%M:%S";
+const TIME_5424: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 impl Template {
     fn new(format: Format, size: usize, conn: usize) -> Template {
         let pri = 8 + 6; // user.info
         let host = format!("host{:02}", conn % 100);
-        let head = match format {
-            Format::Rfc3164 => format!("<{pri}>Nov 22 10:00:00 {host} loadgen[{conn}]: "),
-            Format::Rfc5424 => {
-                format!("<{pri}>1 2026-11-22T10:00:00.000000Z {host} loadgen {conn} ID1 - ")
-            }
+        let mut bytes = match format {
+            Format::Rfc3164 => format!("<{pri}>"),
+            Format::Rfc5424 => format!("<{pri}>1 "),
+        }
+        .into_bytes();
+        let time_at = bytes.len();
+        let time_len = match format {
+            Format::Rfc3164 => 15,
+            Format::Rfc5424 => 27,
         };
-        let mut bytes = head.into_bytes();
+        bytes.resize(time_at + time_len, b'0');
+        let rest = match format {
+            Format::Rfc3164 => format!(" {host} loadgen[{conn}]: "),
+            Format::Rfc5424 => format!(" {host} loadgen {conn} ID1 - "),
+        };
+        bytes.extend_from_slice(rest.as_bytes());
         bytes.extend_from_slice(b"seq=");
         let seq_at = bytes.len();
         bytes.extend_from_slice(&[b'0'; SEQ_DIGITS]);
@@ -123,9 +142,35 @@ impl Template {
             bytes.push(b'x');
         }
         Template {
+            format,
             bytes,
+            time_at,
             seq_at,
             stamp_at,
+            time_text: Vec::new(),
+            time_secs: u64::MAX,
+        }
+    }
+
+    /// Puts the current time into the header, as a real sender does (a stamp far from the
+    /// receive time would make receivers take their slow path for every message).
+    fn set_time(&mut self, micros: u64) {
+        let secs = micros / 1_000_000;
+        if secs != self.time_secs {
+            let t = chrono::DateTime::from_timestamp(secs as i64, 0).unwrap_or_default();
+            self.time_text = match self.format {
+                Format::Rfc3164 => t
+                    .with_timezone(&chrono::Local)
+                    .format(TIME_3164)
+                    .to_string(),
+                Format::Rfc5424 => t.format(TIME_5424).to_string(),
+            }
+            .into_bytes();
+            self.time_secs = secs;
+        }
+        let field = &mut self.bytes[self.time_at..];
+        if self.time_text.len() <= field.len() {
+            field[..self.time_text.len()].copy_from_slice(&self.time_text);
         }
     }
 
@@ -296,7 +341,7 @@ fn send_stream(
     deadline: Instant,
     totals: &Totals,
 ) -> anyhow::Result<()> {
-    let template = Template::new(args.format, args.size, share.conn);
+    let mut template = Template::new(args.format, args.size, share.conn);
     let mut buf = Vec::with_capacity(WRITE_CHUNK_BYTES + args.size + 16);
     let start = Instant::now();
     let mut done = 0u64;
@@ -312,6 +357,7 @@ fn send_stream(
             share.count
         };
         let micros = now_micros();
+        template.set_time(micros);
         let mut in_buf = 0u64;
         while done + in_buf < allowed && buf.len() < WRITE_CHUNK_BYTES {
             template.append(
@@ -343,7 +389,7 @@ fn send_udp(args: &Args, share: Share, deadline: Instant, totals: &Totals) -> an
     };
     let socket = UdpSocket::bind(local)?;
     socket.connect(args.address)?;
-    let template = Template::new(args.format, args.size, share.conn);
+    let mut template = Template::new(args.format, args.size, share.conn);
     let mut buf = Vec::with_capacity((args.size + 16) * DATAGRAMS_PER_SEND);
     let start = Instant::now();
     let mut done = 0u64;
@@ -359,6 +405,7 @@ fn send_udp(args: &Args, share: Share, deadline: Instant, totals: &Totals) -> an
             (done + 1024).min(share.count)
         };
         let micros = now_micros();
+        template.set_time(micros);
         while done < allowed {
             let n = (allowed - done).min(DATAGRAMS_PER_SEND as u64);
             buf.clear();
