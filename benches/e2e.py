@@ -91,9 +91,11 @@ def rsyslog(work, port, proto, out):
     conf = os.path.join(work, "rsyslog.conf")
     mod = "imtcp" if proto == "tcp" else "imudp"
     opts = f' MaxSessions="{MAX_CONNS}"' if proto == "tcp" else ""
+    # The same 8 MiB receive buffer sluice (its default) and syslog-ng (so-rcvbuf) get.
+    rcvbuf = ' rcvbufSize="8m"' if proto == "udp" else ""
     with open(conf, "w") as f:
         f.write(f'global(workDirectory="{work}")\nmodule(load="{mod}"{opts})\n'
-                f'input(type="{mod}" port="{port}" address="127.0.0.1")\n'
+                f'input(type="{mod}" port="{port}" address="127.0.0.1"{rcvbuf})\n'
                 f'*.* action(type="omfile" file="{out}")\n')
     return [RSYSLOG, "-n", "-f", conf, "-i", os.path.join(work, "rs.pid"), "-M", RSYSLOG_MODS]
 
