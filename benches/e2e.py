@@ -485,12 +485,19 @@ def main():
                 print(f"  {c}: sluice/{peer} wall x{ratio(s['msg_per_s'], r[peer]['msg_per_s']):.2f}, "
                       f"per CPU-s x{ratio(s['msg_per_cpu_s'], r[peer]['msg_per_cpu_s']):.2f}")
     if "ladder" in results and "sluice" in results["ladder"]:
-        s = results["ladder"]["sluice"]["best"]
+        lad = results["ladder"]
+
+        def best(name):
+            # A daemon that lost nothing on any rung was limited by the sender, not by itself.
+            r = lad[name]
+            capped = all(x["delivered"] >= 0.999 for x in r["rungs"])
+            return f"{fmt_rate(r['best'])}/s" + (" (no loss on any rung: the sender's limit)" if capped else "")
+
         for peer in ("rsyslog", "syslog-ng"):
-            if peer in results["ladder"]:
-                b = results["ladder"][peer]["best"]
-                print(f"  udp ladder: sluice {fmt_rate(s)}/s, {peer} {fmt_rate(b)}/s"
-                      + (f", x{s / b:.2f}" if b else " (none of the rates)"))
+            if peer in lad:
+                s, b = lad["sluice"]["best"], lad[peer]["best"]
+                print(f"  udp ladder: sluice {best('sluice')}, {peer} {best(peer)}"
+                      + (f", x{s / b:.2f}" if b else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
