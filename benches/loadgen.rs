@@ -217,19 +217,32 @@ impl Stream {
         }
     }
 
+    /// Closes the sending side and waits (up to [`CLOSE_WAIT`]) for the receiver to close its
+    /// own. Closing with unread bytes in our receive buffer (a TLS 1.3 session ticket) would
+    /// send a reset, and a reset makes the receiver's kernel discard what it had not yet read.
     fn finish(self) {
-        match self {
-            Stream::Tcp(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            }
+        let mut sock = match self {
+            Stream::Tcp(s) => s,
             Stream::Tls(mut s) => {
                 s.conn.send_close_notify();
                 let _ = s.flush();
-                let _ = s.sock.shutdown(std::net::Shutdown::Write);
+                while s.conn.wants_write() {
+                    if s.conn.write_tls(&mut s.sock).is_err() {
+                        break;
+                    }
+                }
+                s.sock
             }
-        }
+        };
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        let _ = sock.set_read_timeout(Some(CLOSE_WAIT));
+        let mut sink = [0u8; 4096];
+        while matches!(sock.read(&mut sink), Ok(n) if n > 0) {}
     }
 }
+
+/// How long a finished connection waits for the receiver to close it.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Accepts any certificate: `--insecure`, for benchmarks against a self-signed listener.
 #[derive(Debug)]
