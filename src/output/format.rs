@@ -198,6 +198,10 @@ fn write_tail_3164(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
 /// Copies `bytes`, replacing control characters with `#ooo` (rsyslog's escaping), so one event
 /// is always one line.
 pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
+    if !has_control(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut rest = bytes;
     while let Some(i) = find_control(rest) {
         out.extend_from_slice(&rest[..i]);
@@ -206,6 +210,17 @@ pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);
+}
+
+/// Whether `bytes` holds a control character. Written without an early exit inside each block
+/// so the compiler turns it into SIMD compares: most lines have none, and this one pass is
+/// cheaper than finding where the first one is.
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.chunks(64).any(|block| {
+        block
+            .iter()
+            .fold(false, |seen, &b| seen | (b < 0x20) | (b == 0x7f))
+    })
 }
 
 fn is_control(b: u8) -> bool {

@@ -300,7 +300,13 @@ impl Sink for FileSink {
         // event (hashing the path cost more than formatting the line, issue 8).
         let mut run_path = std::mem::take(&mut self.run_path);
         let mut run_start = 0;
-        for (i, ev) in batch.iter().enumerate() {
+        // A path without fields is the same for every event: one run, expanded once.
+        let events = if self.template.is_static() {
+            batch.first().map_or(&[][..], std::slice::from_ref)
+        } else {
+            batch
+        };
+        for (i, ev) in events.iter().enumerate() {
             if self.template.expand(ev, &mut self.path_buf) {
                 metrics::add(&self.io.metrics.path_sanitized, 1);
             }
