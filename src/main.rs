@@ -8,6 +8,11 @@ use clap::Parser;
 use sluice::config::Config;
 use tokio_util::sync::CancellationToken;
 
+/// Every event is an allocation made on a listener's thread and freed on an output's thread;
+/// mimalloc's per-thread free lists make that cheaper than glibc's arenas (issue 8).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for an invalid configuration (sysexits.h EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 /// Exit code for a command line that names something the configuration lacks (as clap's usage

@@ -71,7 +71,7 @@ impl Format {
                 write_tail_3164(ev, out, esc);
             }
             Format::Precise => {
-                write_time(out, event_time(ev), "%Y-%m-%dT%H:%M:%S%.6f%:z");
+                write_precise_time(out, event_time(ev));
                 out.push(b' ');
                 write_tail_3164(ev, out, esc);
             }
@@ -103,8 +103,49 @@ fn event_time(ev: &Event) -> DateTime<FixedOffset> {
         .unwrap_or_else(|| ev.received_at.with_timezone(&Local).fixed_offset())
 }
 
-fn write_time(out: &mut Vec<u8>, t: DateTime<FixedOffset>, fmt: &str) {
-    let _ = write!(out, "{}", t.format(fmt));
+/// The last stamp formatted on this thread. A busy output writes thousands of lines a second
+/// with the same stamp, and chrono's strftime cost more than the rest of a line (issue 8).
+/// Each output has its own thread, so each has its own cache and nothing is shared.
+struct StampCache {
+    secs: i64,
+    offset_secs: i32,
+    fmt: &'static str,
+    text: Vec<u8>,
+}
+
+thread_local! {
+    static STAMPS: std::cell::RefCell<StampCache> = const {
+        std::cell::RefCell::new(StampCache { secs: i64::MIN, offset_secs: 0, fmt: "", text: Vec::new() })
+    };
+}
+
+/// Writes `t` as `fmt`, which must not show anything finer than seconds (the text is reused for
+/// every stamp in the same second).
+fn write_time(out: &mut Vec<u8>, t: DateTime<FixedOffset>, fmt: &'static str) {
+    let (secs, offset_secs) = (t.timestamp(), t.offset().local_minus_utc());
+    STAMPS.with_borrow_mut(|c| {
+        if c.secs != secs || c.offset_secs != offset_secs || c.fmt != fmt {
+            c.text.clear();
+            let _ = write!(c.text, "{}", t.format(fmt));
+            (c.secs, c.offset_secs, c.fmt) = (secs, offset_secs, fmt);
+        }
+        out.extend_from_slice(&c.text);
+    });
+}
+
+/// `%Y-%m-%dT%H:%M:%S%.6f%:z` (rsyslog's RSYSLOG_FileFormat), the seconds from the cache.
+fn write_precise_time(out: &mut Vec<u8>, t: DateTime<FixedOffset>) {
+    if t.nanosecond() >= 1_000_000_000 {
+        // A leap second: rare enough for chrono's own formatting.
+        let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6f%:z"));
+        return;
+    }
+    write_time(out, t, "%Y-%m-%dT%H:%M:%S");
+    let _ = write!(out, ".{:06}", t.nanosecond() / 1000);
+    let secs = t.offset().local_minus_utc();
+    let mins = secs.unsigned_abs() / 60;
+    let sign = if secs < 0 { '-' } else { '+' };
+    let _ = write!(out, "{sign}{:02}:{:02}", mins / 60, mins % 60);
 }
 
 fn write_pri(ev: &Event, out: &mut Vec<u8>) {
@@ -157,14 +198,60 @@ fn write_tail_3164(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
 /// Copies `bytes`, replacing control characters with `#ooo` (rsyslog's escaping), so one event
 /// is always one line.
 pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
+    if !has_control(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut rest = bytes;
-    while let Some(i) = rest.iter().position(|&b| b < 0x20 || b == 0x7f) {
+    while let Some(i) = find_control(rest) {
         out.extend_from_slice(&rest[..i]);
         let b = rest[i];
         out.extend_from_slice(&[b'#', b'0' + (b >> 6), b'0' + ((b >> 3) & 7), b'0' + (b & 7)]);
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);
+}
+
+/// Whether `bytes` holds a control character. Written without an early exit inside each block
+/// so the compiler turns it into SIMD compares: most lines have none, and this one pass is
+/// cheaper than finding where the first one is.
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.chunks(64).any(|block| {
+        block
+            .iter()
+            .fold(false, |seen, &b| seen | (b < 0x20) | (b == 0x7f))
+    })
+}
+
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+/// The first control character in `bytes`, tested eight bytes at a time: most lines have none,
+/// and the byte-by-byte scan was the costliest step of formatting (issue 8).
+fn find_control(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // Non-zero exactly when some byte is below 0x20, or equals 0x7f (a zero byte of w ^ 0x7f..).
+        let below = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let del = w ^ (ONES * 0x7f);
+        let del = del.wrapping_sub(ONES) & !del & HIGHS;
+        if below | del != 0 {
+            return chunk.iter().position(|&b| is_control(b)).map(|i| at + i);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| is_control(b))
+        .map(|i| at + i)
 }
 
 /// Appends `ev` as one RFC 5424 message, without a trailer, as it goes on the wire: fields as
@@ -487,6 +574,98 @@ mod tests {
         let mut out = Vec::new();
         f.write_line(e, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    /// The byte-at-a-time escaping `escape_line` replaced, as the reference.
+    fn escape_bytewise(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if is_control(b) {
+                out.extend_from_slice(&[
+                    b'#',
+                    b'0' + (b >> 6),
+                    b'0' + ((b >> 3) & 7),
+                    b'0' + (b & 7),
+                ]);
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn word_at_a_time_escaping_matches_bytewise() {
+        // Every byte value at every position of a word, and next to bytes that carry borrows.
+        for b in 0..=255u8 {
+            for at in 0..17 {
+                for filler in [b'a', 0x80, 0xff, 0x20, 0x7e, 0x1f] {
+                    let mut input = vec![filler; 17];
+                    input[at] = b;
+                    let mut out = Vec::new();
+                    escape_line(&input, &mut out);
+                    assert_eq!(
+                        out,
+                        escape_bytewise(&input),
+                        "byte {b:#x} at {at} among {filler:#x}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaping_matches_bytewise_on_any_input(input in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            let mut out = Vec::new();
+            escape_line(&input, &mut out);
+            proptest::prop_assert_eq!(out, escape_bytewise(&input));
+        }
+    }
+
+    #[test]
+    fn cached_stamps_follow_the_second_and_the_offset() {
+        let mut e = ev("x");
+        for (stamp, traditional, precise) in [
+            (
+                "2026-11-02T03:04:05.5+01:00",
+                "Nov  2 03:04:05",
+                "2026-11-02T03:04:05.500000+01:00",
+            ),
+            (
+                "2026-11-02T03:04:05.000001+01:00",
+                "Nov  2 03:04:05",
+                "2026-11-02T03:04:05.000001+01:00",
+            ),
+            (
+                "2026-11-02T03:04:06+01:00",
+                "Nov  2 03:04:06",
+                "2026-11-02T03:04:06.000000+01:00",
+            ),
+            (
+                "2026-11-02T02:04:06Z",
+                "Nov  2 02:04:06",
+                "2026-11-02T02:04:06.000000+00:00",
+            ),
+            (
+                "2026-11-02T02:04:06-03:30",
+                "Nov  2 02:04:06",
+                "2026-11-02T02:04:06.000000-03:30",
+            ),
+        ] {
+            let t: DateTime<FixedOffset> = stamp.parse().unwrap();
+            e.parsed.timestamp = Some(t);
+            assert!(
+                line(Format::Traditional, &e).starts_with(traditional),
+                "{stamp}"
+            );
+            assert!(line(Format::Precise, &e).starts_with(precise), "{stamp}");
+            assert_eq!(
+                line(Format::Precise, &e).split(' ').next().unwrap(),
+                t.format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string(),
+                "{stamp}"
+            );
+        }
     }
 
     #[test]

@@ -129,6 +129,8 @@ pub struct FileSink {
     /// Monotonic use counter for least-recently-used eviction.
     clock: u64,
     path_buf: String,
+    /// The path of the run of events being written (see `write_batch`).
+    run_path: String,
     /// Distinct paths admitted in the current `max_files_per_day` window.
     admitted: HashSet<PathBuf>,
     window_start: Instant,
@@ -182,6 +184,7 @@ impl FileSink {
             reopen,
             clock: 0,
             path_buf: String::new(),
+            run_path: String::new(),
             admitted: HashSet::new(),
             window_start: Instant::now(),
             max_files_per_day: cfg.max_files_per_day.max(1),
@@ -255,6 +258,34 @@ impl FileSink {
         }
     }
 
+    /// Formats `run`, events that all go to `path`, into that file's buffer.
+    fn write_run(&mut self, path: &str, run: &[Arc<Event>]) {
+        self.clock += run.len() as u64;
+        if !self.files.contains_key(Path::new(path)) {
+            if self.files.len() >= self.max_open_files {
+                self.evict_one();
+            }
+            let path = PathBuf::from(path);
+            let refused = !self.admit(&path);
+            self.files.insert(path, Entry::new(refused));
+        }
+        let Some(e) = self.files.get_mut(Path::new(path)) else {
+            return;
+        };
+        e.last_used = self.clock;
+        if e.refused {
+            metrics::add(&self.io.metrics.dropped_file_limit, run.len() as u64);
+            return;
+        }
+        for ev in run {
+            self.format.write_line(ev, &mut e.buf);
+            e.buffered_events += 1;
+            if e.buf.len() >= FILE_BUFFER_BYTES {
+                self.io.write_out(Path::new(path), e);
+            }
+        }
+    }
+
     fn sync_written(&mut self) {
         for (path, e) in self.files.iter_mut() {
             self.io.sync(path, e);
@@ -265,33 +296,32 @@ impl FileSink {
 impl Sink for FileSink {
     fn write_batch(&mut self, batch: &[Arc<Event>]) {
         self.check_reopen();
-        for ev in batch {
+        // Consecutive events to the same file are a run: one cache lookup per run, not per
+        // event (hashing the path cost more than formatting the line, issue 8).
+        let mut run_path = std::mem::take(&mut self.run_path);
+        let mut run_start = 0;
+        // A path without fields is the same for every event: one run, expanded once.
+        let events = if self.template.is_static() {
+            batch.first().map_or(&[][..], std::slice::from_ref)
+        } else {
+            batch
+        };
+        for (i, ev) in events.iter().enumerate() {
             if self.template.expand(ev, &mut self.path_buf) {
                 metrics::add(&self.io.metrics.path_sanitized, 1);
             }
-            self.clock += 1;
-            if !self.files.contains_key(Path::new(&self.path_buf)) {
-                if self.files.len() >= self.max_open_files {
-                    self.evict_one();
-                }
-                let path = PathBuf::from(&self.path_buf);
-                let refused = !self.admit(&path);
-                self.files.insert(path, Entry::new(refused));
-            }
-            let Some(e) = self.files.get_mut(Path::new(&self.path_buf)) else {
-                continue;
-            };
-            e.last_used = self.clock;
-            if e.refused {
-                metrics::add(&self.io.metrics.dropped_file_limit, 1);
-                continue;
-            }
-            self.format.write_line(ev, &mut e.buf);
-            e.buffered_events += 1;
-            if e.buf.len() >= FILE_BUFFER_BYTES {
-                self.io.write_out(Path::new(&self.path_buf), e);
+            if i == 0 {
+                std::mem::swap(&mut run_path, &mut self.path_buf);
+            } else if self.path_buf != run_path {
+                self.write_run(&run_path, &batch[run_start..i]);
+                run_start = i;
+                std::mem::swap(&mut run_path, &mut self.path_buf);
             }
         }
+        if !batch.is_empty() {
+            self.write_run(&run_path, &batch[run_start..]);
+        }
+        self.run_path = run_path;
         if self.io.fsync == FsyncPolicy::EveryBatch {
             self.flush();
             self.sync_written();

@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: sluice, rsyslog and syslog-ng side by side, in one run (issue 8).
+
+Each daemon in turn listens on loopback and writes what it receives to a file (or, for the
+slow-output case, to a pipe read slowly); benches/loadgen.rs sends. Every case runs all daemons
+back to back, so the ratios hold on a noisy machine even when the absolute figures do not.
+
+    benches/peers-setup.sh                # once: syslog-ng + loggen from Debian, rsyslog unpacked
+    benches/e2e.py                        # builds sluice and loadgen (release), runs every case
+    benches/e2e.py --udp-ladder 200000,300000,400000,500000,600000 --rss-secs 15
+
+Cases (pick with --cases):
+  tcp3164   N messages of --size bytes, RFC 3164 LF-framed, one TCP connection, flat out
+  tcp5424   the same, RFC 5424 octet-counted
+  udp       UDP at --udp-rate msg/s offered for --udp-secs: % delivered
+  ladder    UDP at each rate of --udp-ladder: the highest rate (as sent) each daemon takes with
+            < 0.1% loss
+  conns     RSS per connection of 1,000 idle TCP connections; 10,000 connections accepted
+  latency   p99 from send to written line at half of sluice's tcp3164 wall throughput
+  rss       RSS every second for --rss-secs while the output (a pipe) drains slowly
+
+Wall msg/s runs from the first send to the last write (the output file's mtime); msg per
+CPU-second divides by the daemon's user+system time (/proc/PID/stat) over the same span.
+This file started from ../shared/bench/compare.py (the project's shared benchmark notes).
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREFIX = os.environ.get("PEERS_PREFIX") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sluice-peers")
+RSYSLOG = os.environ.get("RSYSLOGD", os.path.join(PREFIX, "rsyslog-root/usr/sbin/rsyslogd"))
+RSYSLOG_MODS = os.path.join(os.path.dirname(os.path.dirname(RSYSLOG)), "lib/x86_64-linux-gnu/rsyslog")
+SLUICE = os.environ.get("SLUICE", os.path.join(ROOT, "target/release/sluice"))
+LOADGEN = os.environ.get("LOADGEN", os.path.join(ROOT, "target/release/examples/loadgen"))
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+# Enough descriptors for 10,000 connections on both ends (capped by the hard limit).
+NOFILE = 65536
+MAX_CONNS = 20000
+BASE_PORT = 17514
+
+
+def cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except FileNotFoundError:
+        return 0.0
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def count_lines(path):
+    n = 0
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            n += chunk.count(b"\n")
+    return n
+
+
+def raise_nofile():
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    want = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+# --- daemon configurations: the same job for each (listen on loopback, every message to `out`) ---
+
+def rsyslog(work, port, proto, out):
+    conf = os.path.join(work, "rsyslog.conf")
+    mod = "imtcp" if proto == "tcp" else "imudp"
+    opts = f' MaxSessions="{MAX_CONNS}"' if proto == "tcp" else ""
+    # The same 8 MiB receive buffer sluice (its default) and syslog-ng (so-rcvbuf) get.
+    rcvbuf = ' rcvbufSize="8m"' if proto == "udp" else ""
+    with open(conf, "w") as f:
+        f.write(f'global(workDirectory="{work}")\nmodule(load="{mod}"{opts})\n'
+                f'input(type="{mod}" port="{port}" address="127.0.0.1"{rcvbuf})\n'
+                f'*.* action(type="omfile" file="{out}")\n')
+    return [RSYSLOG, "-n", "-f", conf, "-i", os.path.join(work, "rs.pid"), "-M", RSYSLOG_MODS]
+
+
+def syslog_ng(work, port, proto, out, rfc5424=False):
+    conf = os.path.join(work, "syslog-ng.conf")
+    flow = "flags(flow-control);" if proto == "tcp" else ""
+    driver = "syslog" if rfc5424 else "network"  # syslog() speaks RFC 6587 octet-counting
+    with open(conf, "w") as f:
+        f.write('@version: 3.38\noptions { threaded(yes); use-dns(no); keep-hostname(yes); };\n'
+                f'source s {{ {driver}(ip("127.0.0.1") transport("{proto}") port({port}) '
+                f'max-connections({MAX_CONNS}) log-iw-size(100000) so-rcvbuf(8388608)); }};\n'
+                f'destination d {{ file("{out}"); }};\nlog {{ source(s); destination(d); {flow} }};\n')
+    return ["syslog-ng", "-F", "-f", conf, "-p", os.path.join(work, "sng.pid"),
+            "-R", os.path.join(work, "sng.persist"), "-c", os.path.join(work, "sng.ctl")]
+
+
+def sluice(work, port, proto, out):
+    conf = os.path.join(work, "sluice.toml")
+    extra = f"max_connections = {MAX_CONNS}\n" if proto == "tcp" else ""
+    if out == "/dev/stdout":
+        output = '[output.out]\nkind = "stdout"\nformat = "traditional"\n'
+    else:
+        output = f'[output.out]\nkind = "file"\npath = "{out}"\nformat = "traditional"\n'
+    with open(conf, "w") as f:
+        f.write(f'[daemon]\nstate_dir = "{work}"\n\n'
+                f'[listen.bench]\nkind = "{proto}"\naddress = "127.0.0.1:{port}"\n{extra}\n'
+                f'{output}\n[[route]]\nto = ["out"]\n')
+    return [SLUICE, "--config", conf]
+
+
+DAEMONS = {"sluice": sluice, "rsyslog": rsyslog, "syslog-ng": syslog_ng}
+
+
+class Daemon:
+    """One daemon instance in its own temp dir, its output in `out`."""
+
+    def __init__(self, name, proto, port, rfc5424=False, out=None, stdout=None):
+        self.name, self.port = name, port
+        self.work = tempfile.mkdtemp(prefix=f"e2e-{name}-")
+        self.out = out or os.path.join(self.work, "out.log")
+        make = DAEMONS[name]
+        cmd = make(self.work, port, proto, self.out, rfc5424) if name == "syslog-ng" else \
+            make(self.work, port, proto, self.out)
+        self.stderr = open(os.path.join(self.work, "stderr"), "w")
+        self.proc = subprocess.Popen(cmd, stdout=stdout or subprocess.DEVNULL, stderr=self.stderr,
+                                     preexec_fn=raise_nofile)
+        self.proto = proto
+
+    def wait_ready(self):
+        """Until the port is bound (listed in /proc/net/tcp or udp), or 10 s."""
+        deadline = time.time() + 10
+        want = {f"0100007F:{self.port:04X}", f"00000000:{self.port:04X}"}
+        table = "/proc/net/tcp" if self.proto == "tcp" else "/proc/net/udp"
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {open(self.stderr.name).read()[-800:]}")
+            with open(table) as f:
+                if any(len(l.split()) > 1 and l.split()[1] in want for l in f):
+                    time.sleep(0.3)  # rsyslog binds before its workers run
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not bind port {self.port}")
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def rss(self):
+        return rss_bytes(self.proc.pid)
+
+    def wait_output(self, last_seq, timeout, quiet_secs=1.0):
+        """Until the line of message `last_seq` is written, or the output stops growing for
+        `quiet_secs` (a lost datagram never comes)."""
+        marker = f"seq={last_seq:010d}".encode()
+        last, since = -1, time.time()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            size = os.path.getsize(self.out) if os.path.exists(self.out) else 0
+            if size != last:
+                last, since = size, time.time()
+                with open(self.out, "rb") as f:
+                    f.seek(max(0, size - 8192))
+                    if marker in f.read():
+                        return
+            elif time.time() - since >= quiet_secs:
+                return
+            time.sleep(0.02)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cleanup(self):
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def loadgen(*args, timeout=600):
+    r = subprocess.run([LOADGEN, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                       preexec_fn=raise_nofile)
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    if r.returncode != 0 or not lines:
+        raise RuntimeError(f"loadgen failed: {r.stderr[-800:]}")
+    return json.loads(lines[-1])
+
+
+def ports():
+    n = BASE_PORT
+    while True:
+        yield n
+        n += 1
+
+
+PORTS = ports()
+
+
+def fmt_rate(x):
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.0f}k"
+
+
+# --- cases ---
+
+def case_tcp(args, names, fmt):
+    """Flat out over one connection to a file: wall msg/s and msg per daemon CPU-second. With
+    --repeat, the daemons take turns and each figure is the median of its runs."""
+    runs = {name: [] for name in names}
+    for _ in range(args.repeat):
+        for name in names:
+            r = tcp_run(args, name, fmt)
+            runs[name].append(r)
+            print(f"  tcp{fmt} {name:9s} {r['lines']:>8d}/{r['sent']} lines  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
+                  f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
+    res = {}
+    for name, rs in runs.items():
+        res[name] = dict(lines=min(r["lines"] for r in rs), sent=rs[0]["sent"], runs=len(rs),
+                         msg_per_s=statistics.median(r["msg_per_s"] for r in rs),
+                         msg_per_cpu_s=statistics.median(r["msg_per_cpu_s"] for r in rs))
+    return res
+
+
+def tcp_run(args, name, fmt):
+    d = Daemon(name, "tcp", next(PORTS), rfc5424=(fmt == "5424"))
+    try:
+        d.wait_ready()
+        cpu0, t0 = d.cpu(), time.time()
+        sent = loadgen("--proto", "tcp", "--format", fmt, "--count", args.n, "--size", args.size,
+                       "--duration", args.timeout, f"127.0.0.1:{d.port}")
+        d.wait_output(sent["acked"] - 1, args.timeout)
+        cpu = d.cpu() - cpu0
+        end = os.stat(d.out).st_mtime if os.path.exists(d.out) else time.time()
+        d.stop()
+        lines = count_lines(d.out)
+        wall = max(end - t0, 1e-6)
+        return dict(lines=lines, sent=sent["acked"], wall_s=wall, cpu_s=cpu,
+                    msg_per_s=lines / wall, msg_per_cpu_s=lines / max(cpu, 1e-6))
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def udp_run(name, rate, secs, size, senders):
+    d = Daemon(name, "udp", next(PORTS))
+    try:
+        d.wait_ready()
+        sent = loadgen("--proto", "udp", "--rate", rate, "--count", rate * secs, "--duration", secs * 2,
+                       "--size", size, "--connections", senders, f"127.0.0.1:{d.port}")
+        d.wait_output(-1, 30, quiet_secs=1.5)
+        d.stop()
+        lines = count_lines(d.out)
+        return dict(offered=rate, achieved=sent["rate"], sent=sent["acked"], lines=lines,
+                    delivered=lines / max(sent["acked"], 1))
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+def senders_for(rate):
+    # One sending thread (sendmmsg) manages about 600k datagrams/s here; more threads would only
+    # take CPU from the receiver on a small machine.
+    return max(1, (rate + 599_999) // 600_000)
+
+
+def case_udp(args, names):
+    res = {}
+    for name in names:
+        r = udp_run(name, args.udp_rate, args.udp_secs, args.size, senders_for(args.udp_rate))
+        res[name] = r
+        print(f"  udp {name:9s} offered {fmt_rate(r['offered'])}/s (sent at {fmt_rate(r['achieved'])}/s): "
+              f"{r['lines']}/{r['sent']} = {100 * r['delivered']:.2f}% delivered", flush=True)
+    return res
+
+
+def case_ladder(args, names):
+    res = {}
+    for name in names:
+        best, rungs = 0, []
+        for rate in args.udp_ladder:
+            r = udp_run(name, rate, args.udp_secs, args.size, senders_for(rate))
+            rungs.append(r)
+            ok = r["delivered"] >= 0.999
+            print(f"  ladder {name:9s} {fmt_rate(rate)}/s (sent at {fmt_rate(r['achieved'])}/s): "
+                  f"{100 * r['delivered']:.2f}% {'ok' if ok else 'LOSS'}", flush=True)
+            if not ok:
+                break
+            # What the sender achieved counts: on a small machine it may fall short of the rung.
+            best = max(best, int(r["achieved"]))
+        res[name] = dict(best=best, rungs=rungs)
+    return res
+
+
+def case_conns(args, names):
+    """RSS per idle connection (1,000), and how many of 10,000 connections are accepted."""
+    res = {}
+    for name in names:
+        d = Daemon(name, "tcp", next(PORTS))
+        try:
+            d.wait_ready()
+            out = {}
+            for n in (1000, 10000):
+                base_rss, base_fds = d.rss(), open_fds(d.proc.pid)
+                gen = subprocess.Popen([LOADGEN, "--proto", "tcp", "--connections", str(n), "--idle-secs", "60",
+                                        f"127.0.0.1:{d.port}"], stdout=subprocess.PIPE, text=True,
+                                       preexec_fn=raise_nofile)
+                first = json.loads(gen.stdout.readline() or "{}")
+                # Until the daemon holds every connection, or stops taking more for 2 s.
+                last, since = -1, time.time()
+                while time.time() - since < 2:
+                    fds = open_fds(d.proc.pid) - base_fds
+                    if fds >= first.get("connections", n):
+                        time.sleep(1.0)  # let per-connection state settle
+                        break
+                    if fds != last:
+                        last, since = fds, time.time()
+                    time.sleep(0.1)
+                accepted = open_fds(d.proc.pid) - base_fds
+                rss = d.rss() - base_rss
+                out[n] = dict(connected=first.get("connections", 0), accepted=accepted,
+                              rss_bytes=rss, per_conn_bytes=rss / max(accepted, 1))
+                print(f"  conns {name:9s} {n:>5d}: client connected {first.get('connections', 0)}, daemon holds "
+                      f"{accepted}, RSS +{rss / 1048576:.1f} MiB = {rss / max(accepted, 1) / 1024:.1f} KiB each",
+                      flush=True)
+                gen.send_signal(signal.SIGTERM)
+                gen.wait()
+                time.sleep(1.0)
+            res[name] = out
+        finally:
+            d.stop()
+            d.cleanup()
+    return res
+
+
+def case_latency(args, names, rate):
+    res = {}
+    secs = args.latency_secs
+    for name in names:
+        d = Daemon(name, "tcp", next(PORTS))
+        try:
+            d.wait_ready()
+            r = loadgen("--proto", "tcp", "--rate", rate, "--count", rate * secs, "--duration", secs * 2,
+                        "--size", args.size, "--latency-file", d.out, f"127.0.0.1:{d.port}")
+            lat = r.get("latency", {})
+            res[name] = dict(rate=rate, achieved=r["rate"], **lat)
+            print(f"  latency {name:9s} at {fmt_rate(rate)}/s (sent at {fmt_rate(r['rate'])}/s): "
+                  f"{lat.get('lines', 0)} lines, p50 {lat.get('p50_us', 0) / 1000:.1f} ms, "
+                  f"p99 {lat.get('p99_us', 0) / 1000:.1f} ms, max {lat.get('max_us', 0) / 1000:.1f} ms",
+                  flush=True)
+        finally:
+            d.stop()
+            d.cleanup()
+    return res
+
+
+def slow_reader(pipe, bytes_per_s, stop):
+    """Reads `pipe` at no more than `bytes_per_s`: a slow output."""
+    t0, got = time.time(), 0
+    fd = pipe.fileno()
+    while not stop.is_set():
+        ahead = got / bytes_per_s - (time.time() - t0)
+        if ahead > 0:
+            time.sleep(min(ahead, 0.05))
+            continue
+        try:
+            b = os.read(fd, 65536)
+        except OSError:
+            return
+        if not b:
+            return
+        got += len(b)
+
+
+def case_rss(args, names):
+    """Senders outpace a slow output (a pipe read at --rss-drain bytes/s): RSS must level off."""
+    res = {}
+    secs = args.rss_secs
+    for name in names:
+        d = Daemon(name, "tcp", next(PORTS), out="/dev/stdout", stdout=subprocess.PIPE)
+        stop = threading.Event()
+        reader = threading.Thread(target=slow_reader, args=(d.proc.stdout, args.rss_drain, stop), daemon=True)
+        reader.start()
+        try:
+            d.wait_ready()
+            rate = 100_000
+            gen = subprocess.Popen([LOADGEN, "--proto", "tcp", "--rate", str(rate), "--count", str(rate * secs),
+                                    "--duration", str(secs), "--connections", "4", "--size", str(args.size),
+                                    f"127.0.0.1:{d.port}"], stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
+            samples = []
+            for _ in range(secs):
+                time.sleep(1.0)
+                samples.append(d.rss())
+            gen.kill()
+            gen.wait()
+            third = max(1, len(samples) // 3)
+            mid, last = max(samples[third:2 * third] or samples), max(samples[-third:])
+            growth = (last - mid) / max(mid, 1)
+            res[name] = dict(samples_mib=[round(s / 1048576, 1) for s in samples], peak_mib=max(samples) / 1048576,
+                             growth_last_third=growth, plateau=growth < 0.05)
+            print(f"  rss {name:9s} MiB per second: {' '.join(f'{s / 1048576:.0f}' for s in samples)} -> "
+                  f"{'plateau' if growth < 0.05 else 'GROWING'} ({100 * growth:+.1f}% in the last third)", flush=True)
+        finally:
+            stop.set()
+            d.stop()
+            d.cleanup()
+    return res
+
+
+def ratio(a, b):
+    return a / b if b else float("inf")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", type=int, default=1_000_000, help="messages per TCP throughput run")
+    p.add_argument("--size", type=int, default=256, help="bytes per message")
+    p.add_argument("--repeat", type=int, default=3, help="runs per daemon of each TCP case (median)")
+    p.add_argument("--cases", default="tcp3164,tcp5424,udp,ladder,conns,latency,rss")
+    p.add_argument("--daemons", default="sluice,rsyslog,syslog-ng")
+    p.add_argument("--udp-rate", type=int, default=200_000)
+    p.add_argument("--udp-secs", type=int, default=5)
+    p.add_argument("--udp-ladder", default="200000,300000,400000,500000,600000",
+                   type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--latency-secs", type=int, default=5)
+    p.add_argument("--latency-rate", type=int, default=0, help="default: half of sluice's tcp3164 msg/s")
+    p.add_argument("--rss-secs", type=int, default=15)
+    p.add_argument("--rss-drain", type=int, default=1_000_000, help="bytes/s the slow output takes")
+    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--json", help="also write every figure to this file")
+    args = p.parse_args()
+    raise_nofile()
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "sluice", "--example", "loadgen"], cwd=ROOT,
+                       check=True)
+    names = [n for n in args.daemons.split(",") if n]
+    if "rsyslog" in names and not os.path.exists(RSYSLOG):
+        sys.exit(f"{RSYSLOG} missing: run benches/peers-setup.sh first")
+    cases = args.cases.split(",")
+    results = {}
+    print(f"e2e: {', '.join(names)}; {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+    if "tcp3164" in cases:
+        results["tcp3164"] = case_tcp(args, names, "3164")
+    if "tcp5424" in cases:
+        results["tcp5424"] = case_tcp(args, names, "5424")
+    if "udp" in cases:
+        results["udp"] = case_udp(args, names)
+    if "ladder" in cases:
+        results["ladder"] = case_ladder(args, names)
+    if "conns" in cases:
+        results["conns"] = case_conns(args, names)
+    if "latency" in cases:
+        rate = args.latency_rate
+        if not rate:
+            s = results.get("tcp3164", {}).get("sluice")
+            rate = int(s["msg_per_s"] / 2) if s else 200_000
+        results["latency"] = case_latency(args, names, rate)
+    if "rss" in cases:
+        results["rss"] = case_rss(args, names)
+
+    print("\nsummary (sluice / peer, same run):")
+    for c in ("tcp3164", "tcp5424"):
+        r = results.get(c, {})
+        s = r.get("sluice")
+        for peer in ("rsyslog", "syslog-ng"):
+            if s and peer in r:
+                print(f"  {c}: sluice/{peer} wall x{ratio(s['msg_per_s'], r[peer]['msg_per_s']):.2f}, "
+                      f"per CPU-s x{ratio(s['msg_per_cpu_s'], r[peer]['msg_per_cpu_s']):.2f}")
+    if "ladder" in results and "sluice" in results["ladder"]:
+        lad = results["ladder"]
+
+        def best(name):
+            # A daemon that lost nothing on any rung was limited by the sender, not by itself.
+            r = lad[name]
+            capped = all(x["delivered"] >= 0.999 for x in r["rungs"])
+            return f"{fmt_rate(r['best'])}/s" + (" (no loss on any rung: the sender's limit)" if capped else "")
+
+        for peer in ("rsyslog", "syslog-ng"):
+            if peer in lad:
+                s, b = lad["sluice"]["best"], lad[peer]["best"]
+                print(f"  udp ladder: sluice {best('sluice')}, {peer} {best(peer)}"
+                      + (f", x{s / b:.2f}" if b else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
