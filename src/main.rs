@@ -19,8 +19,8 @@ const EXIT_CONFIG: u8 = 78;
 /// errors).
 const EXIT_USAGE: u8 = 2;
 
-/// A syslog receiver and router: RFC 5424/3164 over UDP, TCP and unix sockets, routed by rules
-/// to files and stdout.
+/// A syslog receiver and router: RFC 5424/3164 over UDP, TCP, TLS and unix sockets and from
+/// /dev/kmsg, routed by rules to files, stdout and forwarders.
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about)]
 struct Cli {
