@@ -8,6 +8,15 @@ use serde_json::json;
 
 use crate::support::*;
 
+/// The event whose MSG is `m`.
+fn event_with_message(events: &[serde_json::Value], m: &str) -> serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["message"] == m)
+        .unwrap_or_else(|| panic!("no event {m:?} in {events:#?}"))
+        .clone()
+}
+
 fn logger(args: &[&str]) {
     let st = Command::new("logger")
         .args(args)
@@ -86,12 +95,7 @@ fn logger_over_udp_tcp_octet_counted_and_unix_socket() {
         "via unix socket",
     ]);
     let ev = wait_json(&d.path("out.json"), 5);
-    let find = |m: &str| {
-        ev.iter()
-            .find(|e| e["message"] == m)
-            .unwrap_or_else(|| panic!("no event {m:?} in {ev:#?}"))
-            .clone()
-    };
+    let find = |m: &str| event_with_message(&ev, m);
     let e = find("via udp");
     assert_eq!(
         (e["facility"].as_str(), e["severity"].as_str()),
@@ -168,12 +172,7 @@ fn logger_and_glibc_style_senders_over_a_unix_stream_socket() {
         .unwrap();
     drop(s);
     let ev = wait_json(&d.path("out.json"), 4);
-    let find = |m: &str| {
-        ev.iter()
-            .find(|e| e["message"] == m)
-            .unwrap_or_else(|| panic!("no event {m:?} in {ev:#?}"))
-            .clone()
-    };
+    let find = |m: &str| event_with_message(&ev, m);
     let e = find("via logger on unix stream");
     assert_eq!(
         (e["facility"].as_str(), e["severity"].as_str()),
