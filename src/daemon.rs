@@ -296,17 +296,6 @@ fn take_over(socket: &BoundSocket, l: &ListenerConfig) -> anyhow::Result<BoundLi
     })
 }
 
-/// What a listener binds: two listeners with the same endpoint cannot run side by side.
-fn endpoint(l: &ListenerConfig) -> String {
-    match &l.kind {
-        ListenerKind::Udp { address, .. } => format!("udp {address}"),
-        ListenerKind::Tcp(s) | ListenerKind::Tls { stream: s, .. } => format!("tcp {}", s.address),
-        ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
-        ListenerKind::UnixStream { path, .. } => format!("unix_stream {}", path.display()),
-        ListenerKind::Kmsg { path, .. } => format!("kmsg {}", path.display()),
-    }
-}
-
 /// A request to replace the running configuration, with where to say how it went.
 #[derive(Debug)]
 struct ReloadRequest {
@@ -525,7 +514,7 @@ impl RunningListener {
             BoundSocket::Tcp(s) => s.local_addr().ok().map(|a| format!("tcp {a}")),
             BoundSocket::Unix(_) | BoundSocket::UnixStream(_) | BoundSocket::Kmsg(_) => None,
         };
-        endpoint(&self.config) == endpoint_wanted || bound.as_deref() == Some(endpoint_wanted)
+        self.config.kind.endpoint() == endpoint_wanted || bound.as_deref() == Some(endpoint_wanted)
     }
 }
 
@@ -643,7 +632,7 @@ impl Daemon {
             let held = self
                 .listeners
                 .iter()
-                .find(|r| r.serves_endpoint(&endpoint(l)));
+                .find(|r| r.serves_endpoint(&l.kind.endpoint()));
             let bound = match held {
                 Some(r) => take_over(&r.socket, l),
                 None => bind_listener(l),

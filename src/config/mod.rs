@@ -245,6 +245,21 @@ impl ReadExisting {
 }
 
 impl ListenerKind {
+    /// What the listener binds or opens, as `udp ADDR`, `tcp ADDR` (also for TLS), `unix PATH`,
+    /// `unix_stream PATH` or `kmsg PATH`: two listeners with one endpoint cannot run side by
+    /// side, and a changed listener with its predecessor's endpoint takes its socket over.
+    pub fn endpoint(&self) -> String {
+        match self {
+            ListenerKind::Udp { address, .. } => format!("udp {address}"),
+            ListenerKind::Tcp(s) | ListenerKind::Tls { stream: s, .. } => {
+                format!("tcp {}", s.address)
+            }
+            ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
+            ListenerKind::UnixStream { path, .. } => format!("unix_stream {}", path.display()),
+            ListenerKind::Kmsg { path, .. } => format!("kmsg {}", path.display()),
+        }
+    }
+
     /// `udp`, `tcp`, `tls`, `unix`, `unix_stream` or `kmsg`.
     pub fn name(&self) -> &'static str {
         match self {

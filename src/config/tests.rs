@@ -222,4 +222,13 @@ fn unix_stream_takes_connection_keys_and_ends_messages_at_nul_by_default() {
         "{}",
         errs[1]
     );
+    let errs = errors(&format!(
+        "[listen.d]\nkind = \"unix\"\npath = \"/dev/log\"\n[listen.s]\nkind = \"unix_stream\"\npath = \"/dev/log\"\n{base}"
+    ));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("binds the same unix /dev/log as listen.d"),
+        "{}",
+        errs[0]
+    );
 }

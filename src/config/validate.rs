@@ -31,15 +31,9 @@ pub(super) fn check_duplicate_binds(errs: &mut Errors<'_>, listeners: &[Listener
                 stream: StreamSettings { address, .. },
                 ..
             } if address.port() == 0 => continue,
-            ListenerKind::Udp { address, .. } => format!("udp {address}"),
-            ListenerKind::Tcp(StreamSettings { address, .. })
-            | ListenerKind::Tls {
-                stream: StreamSettings { address, .. },
-                ..
-            } => format!("tcp {address}"),
-            ListenerKind::Unix { path, .. } => format!("unix {}", path.display()),
-            ListenerKind::UnixStream { path, .. } => format!("unix_stream {}", path.display()),
-            ListenerKind::Kmsg { path, .. } => format!("kmsg {}", path.display()),
+            // Datagram or stream, a unix socket needs its file to itself.
+            ListenerKind::UnixStream { path, .. } => format!("unix {}", path.display()),
+            kind => kind.endpoint(),
         };
         if let Some(other) = seen.insert(key.clone(), &l.name) {
             errs.list.push(ConfigError {

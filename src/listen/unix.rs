@@ -32,12 +32,14 @@ pub fn bind_stream(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Removes a socket file at `path` that nothing serves any more (`connect` fails); refuses to
-/// touch one a live process serves, or a file that is not a socket.
+/// Removes a socket file at `path` that nothing serves any more (`connect` is refused);
+/// refuses to touch one a live process serves (a socket of the other type answers with
+/// EPROTOTYPE, not a refusal), or a file that is not a socket.
 fn clear_stale(path: &Path, connect: impl Fn(&Path) -> std::io::Result<()>) -> anyhow::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            if connect(path).is_ok() {
+            let stale = matches!(connect(path), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+            if !stale {
                 bail!(
                     "{} is in use by another process (is another syslog daemon running?)",
                     path.display()
@@ -78,6 +80,15 @@ mod tests {
         let _second = bind_stream(&path, 0o640).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o640);
+        // A live datagram socket (a running /dev/log) is not taken for a stale stream one.
+        let dgram_path = dir.path().join("d.sock");
+        let _dgram = bind(&dgram_path, 0o666).unwrap();
+        let e = bind_stream(&dgram_path, 0o666).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("in use by another process"),
+            "{e:#}"
+        );
+        assert!(dgram_path.exists());
         std::fs::write(dir.path().join("plain"), "").unwrap();
         let e = bind_stream(&dir.path().join("plain"), 0o666).unwrap_err();
         assert!(format!("{e:#}").contains("is not a socket"), "{e:#}");
