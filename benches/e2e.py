@@ -15,8 +15,11 @@ Cases (pick with --cases):
   udp       UDP at --udp-rate msg/s offered for --udp-secs: % delivered
   ladder    UDP at each rate of --udp-ladder: the highest rate (as sent) each daemon takes with
             < 0.1% loss
+  capladder the ladder again with each daemon held to --udp-cpu-cap of one CPU (a cgroup; root):
+            the highest loss-free rate per CPU, below the sender's ceiling, and its ratio
   conns     RSS per connection of 1,000 idle TCP connections; 10,000 connections accepted
-  latency   p99 from send to written line at half of sluice's tcp3164 wall throughput
+  latency   p99 from send to written line at half of sluice's tcp3164 wall throughput, to a
+            named pipe and to a file (--latency-outputs), after a warm-up second
   rss       RSS every second for --rss-secs while the output (a pipe) drains slowly
 
 Wall msg/s runs from the first send to the last write (the output file's mtime); msg per
@@ -29,6 +32,7 @@ import os
 import resource
 import shutil
 import signal
+import stat
 import statistics
 import subprocess
 import sys
@@ -100,6 +104,10 @@ def rsyslog(work, port, proto, out):
     return [RSYSLOG, "-n", "-f", conf, "-i", os.path.join(work, "rs.pid"), "-M", RSYSLOG_MODS]
 
 
+def is_fifo(path):
+    return os.path.exists(path) and stat.S_ISFIFO(os.stat(path).st_mode)
+
+
 def syslog_ng(work, port, proto, out, rfc5424=False):
     conf = os.path.join(work, "syslog-ng.conf")
     flow = "flags(flow-control);" if proto == "tcp" else ""
@@ -108,7 +116,7 @@ def syslog_ng(work, port, proto, out, rfc5424=False):
         f.write('@version: 3.38\noptions { threaded(yes); use-dns(no); keep-hostname(yes); };\n'
                 f'source s {{ {driver}(ip("127.0.0.1") transport("{proto}") port({port}) '
                 f'max-connections({MAX_CONNS}) log-iw-size(100000) so-rcvbuf(8388608)); }};\n'
-                f'destination d {{ file("{out}"); }};\nlog {{ source(s); destination(d); {flow} }};\n')
+                f'destination d {{ {"pipe" if is_fifo(out) else "file"}("{out}"); }};\nlog {{ source(s); destination(d); {flow} }};\n')
     return ["syslog-ng", "-F", "-f", conf, "-p", os.path.join(work, "sng.pid"),
             "-R", os.path.join(work, "sng.persist"), "-c", os.path.join(work, "sng.ctl")]
 
@@ -259,10 +267,51 @@ def tcp_run(args, name, fmt):
         d.cleanup()
 
 
-def udp_run(name, rate, secs, size, senders):
+class CpuCap:
+    """A cgroup that holds a daemon to `fraction` of one CPU (quota per 10 ms period, short so
+    that a throttled daemon pauses for milliseconds, not for tenths of a second). cgroup v2 or
+    v1's cpu controller; needs root. With every daemon under the same cap, the highest UDP rate
+    each takes without loss is measurable below the sender's own ceiling, and their ratio is a
+    ratio per CPU."""
+
+    PERIOD_US = 10_000
+
+    def __init__(self, fraction):
+        v2 = "/sys/fs/cgroup/cgroup.controllers"
+        if os.path.exists(v2) and "cpu" in open(v2).read().split():
+            self.path = "/sys/fs/cgroup/sluice-e2e"
+            with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
+                f.write("+cpu")
+            os.makedirs(self.path, exist_ok=True)
+            with open(os.path.join(self.path, "cpu.max"), "w") as f:
+                f.write(f"{int(fraction * self.PERIOD_US)} {self.PERIOD_US}")
+        elif os.path.isdir("/sys/fs/cgroup/cpu"):
+            self.path = "/sys/fs/cgroup/cpu/sluice-e2e"
+            os.makedirs(self.path, exist_ok=True)
+            with open(os.path.join(self.path, "cpu.cfs_period_us"), "w") as f:
+                f.write(str(self.PERIOD_US))
+            with open(os.path.join(self.path, "cpu.cfs_quota_us"), "w") as f:
+                f.write(str(int(fraction * self.PERIOD_US)))
+        else:
+            raise RuntimeError("no cgroup cpu controller to cap the daemons with")
+
+    def add(self, pid):
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+    def remove(self):
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+
+def udp_run(name, rate, secs, size, senders, cap=None):
     d = Daemon(name, "udp", next(PORTS))
     try:
         d.wait_ready()
+        if cap:
+            cap.add(d.proc.pid)
         sent = loadgen("--proto", "udp", "--rate", rate, "--count", rate * secs, "--duration", secs * 2,
                        "--size", size, "--connections", senders, f"127.0.0.1:{d.port}")
         d.wait_output(-1, 30, quiet_secs=1.5)
@@ -291,15 +340,15 @@ def case_udp(args, names):
     return res
 
 
-def case_ladder(args, names):
+def case_ladder(args, names, rates=None, cap=None, label="ladder"):
     res = {}
     for name in names:
         best, rungs = 0, []
-        for rate in args.udp_ladder:
-            r = udp_run(name, rate, args.udp_secs, args.size, senders_for(rate))
+        for rate in rates or args.udp_ladder:
+            r = udp_run(name, rate, args.udp_secs, args.size, senders_for(rate), cap)
             rungs.append(r)
             ok = r["delivered"] >= 0.999
-            print(f"  ladder {name:9s} {fmt_rate(rate)}/s (sent at {fmt_rate(r['achieved'])}/s): "
+            print(f"  {label} {name:9s} {fmt_rate(rate)}/s (sent at {fmt_rate(r['achieved'])}/s): "
                   f"{100 * r['delivered']:.2f}% {'ok' if ok else 'LOSS'}", flush=True)
             if not ok:
                 break
@@ -307,6 +356,16 @@ def case_ladder(args, names):
             best = max(best, int(r["achieved"]))
         res[name] = dict(best=best, rungs=rungs)
     return res
+
+
+def case_capped_ladder(args, names):
+    """The UDP ladder with every daemon held to --udp-cpu-cap of one CPU (see CpuCap)."""
+    cap = CpuCap(args.udp_cpu_cap)
+    try:
+        res = case_ladder(args, names, args.udp_capped_ladder, cap, f"ladder at {args.udp_cpu_cap:g} CPU")
+    finally:
+        cap.remove()
+    return dict(cpu=args.udp_cpu_cap, **res)
 
 
 def case_conns(args, names):
@@ -350,25 +409,73 @@ def case_conns(args, names):
     return res
 
 
+def timer_noise(secs=5.0):
+    """How late a thread that sleeps 1 ms wakes, on this machine as it is now (no load from
+    here): the floor under any latency measured through several threads. Returns (p99, max) in
+    ms."""
+    late = []
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        t = time.monotonic()
+        time.sleep(0.001)
+        late.append(time.monotonic() - t - 0.001)
+    late.sort()
+    return late[int(len(late) * 0.99)] * 1000, late[-1] * 1000
+
+
 def case_latency(args, names, rate):
+    """p99 send -> written line at `rate`, for each output in --latency-outputs: `pipe` (the
+    daemon's file output opened on a named pipe, so no page cache is allocated on the way) and
+    `file` (a regular file). On this project's VM, writing a page the guest has not touched
+    lately costs a host page fault (~300 MB/s for one writer), which at 900k msg/s of 256 B is
+    most of what one core can do: `file` then measures the VM as much as the daemon. Each figure
+    is the median of --repeat runs, the daemons taking turns."""
     res = {}
     secs = args.latency_secs
-    for name in names:
-        d = Daemon(name, "tcp", next(PORTS))
-        try:
-            d.wait_ready()
-            r = loadgen("--proto", "tcp", "--rate", rate, "--count", rate * secs, "--duration", secs * 2,
-                        "--size", args.size, "--latency-file", d.out, f"127.0.0.1:{d.port}")
-            lat = r.get("latency", {})
-            res[name] = dict(rate=rate, achieved=r["rate"], **lat)
-            print(f"  latency {name:9s} at {fmt_rate(rate)}/s (sent at {fmt_rate(r['rate'])}/s): "
-                  f"{lat.get('lines', 0)} lines, p50 {lat.get('p50_us', 0) / 1000:.1f} ms, "
-                  f"p99 {lat.get('p99_us', 0) / 1000:.1f} ms, max {lat.get('max_us', 0) / 1000:.1f} ms",
-                  flush=True)
-        finally:
-            d.stop()
-            d.cleanup()
+    p99, worst = timer_noise()
+    res["timer_noise_ms"] = dict(p99=p99, max=worst)
+    print(f"  timer noise: a 1 ms sleep wakes late by p99 {p99:.1f} ms, max {worst:.1f} ms", flush=True)
+    for output in args.latency_outputs.split(","):
+        runs = {name: [] for name in names}
+        for _ in range(args.repeat):
+            for name in names:
+                runs[name].append(latency_run(args, name, rate, secs, output))
+        res[output] = {}
+        for name, rs in runs.items():
+            rs.sort(key=lambda r: r.get("p99_us", 0))
+            med = rs[len(rs) // 2]
+            res[output][name] = dict(median=med, p99_ms_runs=[r.get("p99_us", 0) / 1000 for r in rs])
+            each = ", ".join(f"{r.get('p99_us', 0) / 1000:.1f}" for r in rs)
+            print(f"  latency to a {output:4s} {name:9s} median of {len(rs)}: p99 {med.get('p99_us', 0) / 1000:.1f} ms "
+                  f"(runs: {each}), "
+                  f"sent at {fmt_rate(med['achieved'])}/s", flush=True)
     return res
+
+
+def latency_run(args, name, rate, secs, output):
+    out = None
+    if output == "pipe":
+        out = os.path.join(tempfile.mkdtemp(prefix="e2e-fifo-"), "out.pipe")
+        os.mkfifo(out)
+    d = Daemon(name, "tcp", next(PORTS), out=out)
+    try:
+        d.wait_ready()
+        r = loadgen("--proto", "tcp", "--rate", rate, "--count", rate * secs, "--duration", secs * 2,
+                    "--size", args.size, "--latency-file", d.out,
+                    "--latency-warmup-secs", args.latency_warmup, f"127.0.0.1:{d.port}")
+        lat = r.get("latency", {})
+        lat.pop("window_max_us", None)
+        print(f"  latency to a {output:4s} {name:9s} at {fmt_rate(rate)}/s (sent at {fmt_rate(r['rate'])}/s): "
+              f"{lat.get('lines', 0)} lines, p50 {lat.get('p50_us', 0) / 1000:.1f} ms, "
+              f"p99 {lat.get('p99_us', 0) / 1000:.1f} ms, max {lat.get('max_us', 0) / 1000:.1f} ms "
+              f"(first {args.latency_warmup:g} s: max {lat.get('warmup_max_us', 0) / 1000:.1f} ms)",
+              flush=True)
+        return dict(rate=rate, achieved=r["rate"], **lat)
+    finally:
+        d.stop()
+        d.cleanup()
+        if out:
+            shutil.rmtree(os.path.dirname(out), ignore_errors=True)
 
 
 def slow_reader(pipe, bytes_per_s, stop):
@@ -432,14 +539,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, default=1_000_000, help="messages per TCP throughput run")
     p.add_argument("--size", type=int, default=256, help="bytes per message")
-    p.add_argument("--repeat", type=int, default=3, help="runs per daemon of each TCP case (median)")
-    p.add_argument("--cases", default="tcp3164,tcp5424,udp,ladder,conns,latency,rss")
+    p.add_argument("--repeat", type=int, default=3, help="runs per daemon of each TCP and latency case (median)")
+    p.add_argument("--cases", default="tcp3164,tcp5424,udp,ladder,capladder,conns,latency,rss")
     p.add_argument("--daemons", default="sluice,rsyslog,syslog-ng")
     p.add_argument("--udp-rate", type=int, default=200_000)
     p.add_argument("--udp-secs", type=int, default=5)
     p.add_argument("--udp-ladder", default="200000,300000,400000,500000,600000",
                    type=lambda s: [int(x) for x in s.split(",")])
-    p.add_argument("--latency-secs", type=int, default=5)
+    p.add_argument("--udp-cpu-cap", type=float, default=0.25, help="CPUs each daemon gets in the capladder case")
+    p.add_argument("--udp-capped-ladder", default="25000,50000,75000,100000,125000,150000,200000,250000",
+                   type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--latency-secs", type=int, default=10)
+    p.add_argument("--latency-outputs", default="pipe,file", help="pipe, file or both")
+    p.add_argument("--latency-warmup", type=float, default=1.0,
+                   help="seconds at the start reported apart (receive windows and buffers grow)")
     p.add_argument("--latency-rate", type=int, default=0, help="default: half of sluice's tcp3164 msg/s")
     p.add_argument("--rss-secs", type=int, default=15)
     p.add_argument("--rss-drain", type=int, default=1_000_000, help="bytes/s the slow output takes")
@@ -465,6 +578,8 @@ def main():
         results["udp"] = case_udp(args, names)
     if "ladder" in cases:
         results["ladder"] = case_ladder(args, names)
+    if "capladder" in cases:
+        results["capladder"] = case_capped_ladder(args, names)
     if "conns" in cases:
         results["conns"] = case_conns(args, names)
     if "latency" in cases:
@@ -484,8 +599,11 @@ def main():
             if s and peer in r:
                 print(f"  {c}: sluice/{peer} wall x{ratio(s['msg_per_s'], r[peer]['msg_per_s']):.2f}, "
                       f"per CPU-s x{ratio(s['msg_per_cpu_s'], r[peer]['msg_per_cpu_s']):.2f}")
-    if "ladder" in results and "sluice" in results["ladder"]:
-        lad = results["ladder"]
+    for key in ("ladder", "capladder"):
+        if "sluice" not in results.get(key, {}):
+            continue
+        lad = results[key]
+        label = "udp ladder" if key == "ladder" else f"udp ladder at {lad['cpu']:g} CPU"
 
         def best(name):
             # A daemon that lost nothing on any rung was limited by the sender, not by itself.
@@ -496,7 +614,7 @@ def main():
         for peer in ("rsyslog", "syslog-ng"):
             if peer in lad:
                 s, b = lad["sluice"]["best"], lad[peer]["best"]
-                print(f"  udp ladder: sluice {best('sluice')}, {peer} {best(peer)}"
+                print(f"  {label}: sluice {best('sluice')}, {peer} {best(peer)}"
                       + (f", x{s / b:.2f}" if b else ""))
     if args.json:
         with open(args.json, "w") as f:

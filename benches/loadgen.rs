@@ -81,6 +81,11 @@ struct Args {
     /// Follow this file (the receiver's output) and report send-to-written latency.
     #[arg(long)]
     latency_file: Option<std::path::PathBuf>,
+    /// Lines stamped in this many first seconds of sending are reported apart from the
+    /// percentiles (as `warmup_max_us`): a new connection's receive window and buffers grow
+    /// first, and the target is the delay at a steady rate. Like wrk2's calibration period.
+    #[arg(long, default_value_t = 1.0)]
+    latency_warmup_secs: f64,
     /// `cargo bench` passes this; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -490,18 +495,41 @@ fn send_datagrams(socket: &UdpSocket, buf: &[u8], n: usize) -> std::io::Result<u
 /// Latency samples in microseconds, one per line carrying `t=`.
 struct Latency {
     samples_us: Vec<u64>,
+    /// The largest delay among lines stamped during the warm-up.
+    warmup_max_us: u64,
+    /// The largest delay seen in each `LATENCY_WINDOW` from the first line: shows whether a
+    /// tail is a steady backlog or a few stalls.
+    window_max_us: Vec<u64>,
 }
+
+const LATENCY_WINDOW: Duration = Duration::from_millis(250);
 
 /// Follows `path` from its current end until `stop` is set and nothing more arrived for a
 /// second, recording for each line with a `t=` stamp how long ago that stamp was. Polls every
 /// `TAIL_POLL`, so that much is added to the measured delay at worst.
-fn tail(path: std::path::PathBuf, stop: Arc<AtomicBool>, max_lines: u64) -> Latency {
+fn tail(
+    path: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    max_lines: u64,
+    warmup_until_us: u64,
+) -> Latency {
     const TAIL_POLL: Duration = Duration::from_micros(200);
     const QUIET_POLLS_AFTER_STOP: u32 = 5000;
     let mut samples_us = Vec::new();
+    let mut window_max_us: Vec<u64> = Vec::new();
+    let mut warmup_max_us = 0;
+    let mut warmup_lines = 0u64;
+    let mut first_line_at = None;
     let wait_until = Instant::now() + Duration::from_secs(30);
     let file = loop {
-        match std::fs::File::open(&path) {
+        // Non-blocking, so that a named pipe whose writer has nothing more (or has not opened
+        // it yet) reads as empty instead of blocking past `stop`.
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+        {
             Ok(f) => break Some(f),
             Err(_) if Instant::now() < wait_until && !stop.load(Ordering::Relaxed) => {
                 std::thread::sleep(TAIL_POLL)
@@ -510,14 +538,27 @@ fn tail(path: std::path::PathBuf, stop: Arc<AtomicBool>, max_lines: u64) -> Late
         }
     };
     let Some(mut file) = file else {
-        return Latency { samples_us };
+        return Latency {
+            samples_us,
+            warmup_max_us,
+            window_max_us,
+        };
     };
     let _ = file.seek(std::io::SeekFrom::End(0));
+    // A named pipe as the output keeps the page cache out of the measure; a larger pipe means
+    // fewer wake-ups of the writer.
+    use std::os::unix::fs::FileTypeExt;
+    if file.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: fcntl on a descriptor this function owns; failure only leaves the default.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    }
     let mut chunk = vec![0u8; 1 << 20];
     // Bytes after the last complete line: its rest comes with a later read.
     let mut pending = Vec::new();
     let mut quiet = 0;
-    while (samples_us.len() as u64) < max_lines {
+    while samples_us.len() as u64 + warmup_lines < max_lines {
+        // EAGAIN from an empty pipe counts as nothing new, like the end of a file.
         let n = file.read(&mut chunk).unwrap_or_default();
         if n == 0 {
             if stop.load(Ordering::Relaxed) {
@@ -531,6 +572,14 @@ fn tail(path: std::path::PathBuf, stop: Arc<AtomicBool>, max_lines: u64) -> Late
         }
         quiet = 0;
         let now = now_micros();
+        let window = (first_line_at
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            .as_micros()
+            / LATENCY_WINDOW.as_micros()) as usize;
+        if window_max_us.len() <= window {
+            window_max_us.resize(window + 1, 0);
+        }
         pending.extend_from_slice(&chunk[..n]);
         let Some(end) = memchr::memrchr(b'\n', &pending) else {
             continue;
@@ -541,11 +590,22 @@ fn tail(path: std::path::PathBuf, stop: Arc<AtomicBool>, max_lines: u64) -> Late
                 .take(STAMP_DIGITS)
                 .take_while(|b| b.is_ascii_digit())
                 .fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'));
-            samples_us.push(now.saturating_sub(stamp));
+            let delay_us = now.saturating_sub(stamp);
+            window_max_us[window] = window_max_us[window].max(delay_us);
+            if stamp < warmup_until_us {
+                warmup_max_us = warmup_max_us.max(delay_us);
+                warmup_lines += 1;
+            } else {
+                samples_us.push(delay_us);
+            }
         }
         pending.drain(..=end);
     }
-    Latency { samples_us }
+    Latency {
+        samples_us,
+        warmup_max_us,
+        window_max_us,
+    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -601,7 +661,8 @@ fn main() -> anyhow::Result<()> {
     let tailer = args.latency_file.clone().map(|p| {
         let stop = stop_tail.clone();
         let max = args.count;
-        std::thread::spawn(move || tail(p, stop, max))
+        let warmup_until_us = now_micros() + (args.latency_warmup_secs * 1e6) as u64;
+        std::thread::spawn(move || tail(p, stop, max, warmup_until_us))
     });
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
@@ -671,6 +732,10 @@ fn main() -> anyhow::Result<()> {
             "p50_us": percentile(s, 0.50),
             "p99_us": percentile(s, 0.99),
             "max_us": s.last().copied().unwrap_or(0),
+            "warmup_secs": args.latency_warmup_secs,
+            "warmup_max_us": lat.warmup_max_us,
+            "window_ms": LATENCY_WINDOW.as_millis() as u64,
+            "window_max_us": lat.window_max_us,
         });
     }
     println!("{summary}");
