@@ -53,6 +53,10 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 NOFILE = 65536
 MAX_CONNS = 20000
 BASE_PORT = 17514
+# --udp-sockets: sluice's `sockets` (SO_REUSEPORT) and rsyslog's imudp `threads`.
+UDP_SOCKETS = 1
+# --udp-senders: sending threads (source ports) for UDP; 0 picks by rate.
+UDP_SENDERS = 0
 
 
 def cpu_seconds(pid):
@@ -94,7 +98,8 @@ def raise_nofile():
 def rsyslog(work, port, proto, out):
     conf = os.path.join(work, "rsyslog.conf")
     mod = "imtcp" if proto == "tcp" else "imudp"
-    opts = f' MaxSessions="{MAX_CONNS}"' if proto == "tcp" else ""
+    opts = f' MaxSessions="{MAX_CONNS}"' if proto == "tcp" else \
+        (f' threads="{UDP_SOCKETS}"' if UDP_SOCKETS > 1 else "")
     # The same 8 MiB receive buffer sluice (its default) and syslog-ng (so-rcvbuf) get.
     rcvbuf = ' rcvbufSize="8m"' if proto == "udp" else ""
     with open(conf, "w") as f:
@@ -123,7 +128,7 @@ def syslog_ng(work, port, proto, out, rfc5424=False):
 
 def sluice(work, port, proto, out):
     conf = os.path.join(work, "sluice.toml")
-    extra = f"max_connections = {MAX_CONNS}\n" if proto == "tcp" else ""
+    extra = f"max_connections = {MAX_CONNS}\n" if proto == "tcp" else f"sockets = {UDP_SOCKETS}\n"
     if out == "/dev/stdout":
         output = '[output.out]\nkind = "stdout"\nformat = "traditional"\n'
     else:
@@ -325,6 +330,8 @@ def udp_run(name, rate, secs, size, senders, cap=None):
 
 
 def senders_for(rate):
+    if UDP_SENDERS:
+        return UDP_SENDERS
     # One sending thread (sendmmsg) manages about 600k datagrams/s here; more threads would only
     # take CPU from the receiver on a small machine.
     return max(1, (rate + 599_999) // 600_000)
@@ -546,6 +553,10 @@ def main():
     p.add_argument("--udp-secs", type=int, default=5)
     p.add_argument("--udp-ladder", default="200000,300000,400000,500000,600000",
                    type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--udp-sockets", type=int, default=1,
+                   help="sluice's `sockets` (SO_REUSEPORT) and rsyslog's imudp threads for the UDP cases")
+    p.add_argument("--udp-senders", type=int, default=0,
+                   help="UDP sending threads, each from its own port (default: 1 per 600k msg/s)")
     p.add_argument("--udp-cpu-cap", type=float, default=0.25, help="CPUs each daemon gets in the capladder case")
     p.add_argument("--udp-capped-ladder", default="25000,50000,75000,100000,125000,150000,200000,250000",
                    type=lambda s: [int(x) for x in s.split(",")])
@@ -560,6 +571,8 @@ def main():
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--json", help="also write every figure to this file")
     args = p.parse_args()
+    global UDP_SOCKETS, UDP_SENDERS
+    UDP_SOCKETS, UDP_SENDERS = args.udp_sockets, args.udp_senders
     raise_nofile()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "sluice", "--example", "loadgen"], cwd=ROOT,

@@ -24,8 +24,8 @@ use crate::systemd::{Activation, InheritedSocket, Notifier};
 /// A listening socket, bound and not yet served.
 #[derive(Debug)]
 pub enum BoundSocket {
-    /// UDP.
-    Udp(std::net::UdpSocket),
+    /// UDP: one socket, or several sharing the port (`sockets`), never none.
+    Udp(Vec<std::net::UdpSocket>),
     /// TCP.
     Tcp(std::net::TcpListener),
     /// Unix datagram.
@@ -40,7 +40,11 @@ impl BoundSocket {
     /// Another descriptor for the same socket (dup(2)).
     fn try_clone(&self) -> std::io::Result<BoundSocket> {
         Ok(match self {
-            BoundSocket::Udp(s) => BoundSocket::Udp(s.try_clone()?),
+            BoundSocket::Udp(s) => BoundSocket::Udp(
+                s.iter()
+                    .map(std::net::UdpSocket::try_clone)
+                    .collect::<std::io::Result<_>>()?,
+            ),
             BoundSocket::Tcp(s) => BoundSocket::Tcp(s.try_clone()?),
             BoundSocket::Unix(s) => BoundSocket::Unix(s.try_clone()?),
             BoundSocket::UnixStream(s) => BoundSocket::UnixStream(s.try_clone()?),
@@ -77,7 +81,7 @@ impl Bound {
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         let l = self.listeners.iter().find(|l| &*l.config.name == name)?;
         match &l.socket {
-            BoundSocket::Udp(s) => s.local_addr().ok(),
+            BoundSocket::Udp(s) => s.first()?.local_addr().ok(),
             BoundSocket::Tcp(s) => s.local_addr().ok(),
             BoundSocket::Unix(_) | BoundSocket::UnixStream(_) | BoundSocket::Kmsg(_) => None,
         }
@@ -163,7 +167,12 @@ fn bind_listener(l: &ListenerConfig) -> anyhow::Result<BoundListener> {
         ListenerKind::Udp {
             address,
             receive_buffer_bytes,
-        } => BoundSocket::Udp(listen::udp::bind(*address, *receive_buffer_bytes)?),
+            sockets,
+        } => BoundSocket::Udp(listen::udp::bind(
+            *address,
+            *receive_buffer_bytes,
+            *sockets,
+        )?),
         ListenerKind::Tcp(stream) | ListenerKind::Tls { stream, .. } => {
             BoundSocket::Tcp(listen::tcp::bind(stream.address)?)
         }
@@ -225,7 +234,15 @@ fn take_inherited(
     s.set_nonblocking(true)
         .context("making an inherited socket non-blocking")?;
     Ok(Some(match l.kind {
-        ListenerKind::Udp { .. } if local.as_socket().is_some() => BoundSocket::Udp(s.into()),
+        ListenerKind::Udp {
+            sockets,
+            receive_buffer_bytes,
+            ..
+        } if local.as_socket().is_some() => {
+            let mut bound = vec![s.into()];
+            grow_udp(&mut bound, sockets, receive_buffer_bytes, &l.name);
+            BoundSocket::Udp(bound)
+        }
         ListenerKind::Tcp(_) | ListenerKind::Tls { .. } if local.as_socket().is_some() => {
             BoundSocket::Tcp(s.into())
         }
@@ -264,23 +281,53 @@ fn describe(s: &socket2::Socket) -> String {
     }
 }
 
+/// Adds UDP sockets beside `bound` until there are `want`; where the kernel will not share the
+/// port (the first socket lacks SO_REUSEPORT), says so and serves with those there are.
+fn grow_udp(
+    bound: &mut Vec<std::net::UdpSocket>,
+    want: usize,
+    receive_buffer_bytes: usize,
+    listener: &str,
+) {
+    if let Err(e) = listen::udp::add_sockets(bound, want, receive_buffer_bytes) {
+        tracing::warn!(
+            listener,
+            sockets = want,
+            serving_with = bound.len(),
+            error = format!("{e:#}"),
+            "could not bind every socket asked for (a socket systemd passes needs ReusePort=yes; going from 1 to more needs a restart)"
+        );
+    }
+}
+
 /// `l`, changed, on the socket its predecessor at the same address had: a duplicate of it, with
-/// the receive buffer size and the unix socket's mode applied anew.
+/// the receive buffer size and the unix socket's mode applied anew. UDP sockets are added where
+/// `sockets` grew; where it shrank, they are kept (closing one would lose what it holds).
 fn take_over(socket: &BoundSocket, l: &ListenerConfig) -> anyhow::Result<BoundListener> {
-    let socket = socket
+    let mut socket = socket
         .try_clone()
         .context("duplicating the listening socket")?;
-    match (&socket, &l.kind) {
+    match (&mut socket, &l.kind) {
         (
-            BoundSocket::Udp(s),
+            BoundSocket::Udp(held),
             ListenerKind::Udp {
                 receive_buffer_bytes,
+                sockets,
                 ..
             },
         ) => {
-            if let Err(e) = socket2::SockRef::from(s).set_recv_buffer_size(*receive_buffer_bytes) {
-                tracing::warn!(listener = %l.name, error = %e, "could not set SO_RCVBUF");
+            for s in held.iter() {
+                if let Err(e) =
+                    socket2::SockRef::from(s).set_recv_buffer_size(*receive_buffer_bytes)
+                {
+                    tracing::warn!(listener = %l.name, error = %e, "could not set SO_RCVBUF");
+                }
             }
+            if *sockets < held.len() {
+                tracing::warn!(listener = %l.name, sockets, serving_with = held.len(),
+                    "fewer sockets take effect at restart: closing one now would lose the datagrams it holds");
+            }
+            grow_udp(held, *sockets, *receive_buffer_bytes, &l.name);
         }
         (BoundSocket::Unix(_), ListenerKind::Unix { path, mode })
         | (BoundSocket::UnixStream(_), ListenerKind::UnixStream { path, mode, .. }) => {
@@ -510,7 +557,10 @@ impl RunningListener {
     /// (a port 0 in the configuration became a real one).
     fn serves_endpoint(&self, endpoint_wanted: &str) -> bool {
         let bound = match &self.socket {
-            BoundSocket::Udp(s) => s.local_addr().ok().map(|a| format!("udp {a}")),
+            BoundSocket::Udp(s) => s
+                .first()
+                .and_then(|s| s.local_addr().ok())
+                .map(|a| format!("udp {a}")),
             BoundSocket::Tcp(s) => s.local_addr().ok().map(|a| format!("tcp {a}")),
             BoundSocket::Unix(_) | BoundSocket::UnixStream(_) | BoundSocket::Kmsg(_) => None,
         };
@@ -739,7 +789,14 @@ fn spawn_listener(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let name = config.name.clone();
     match &socket {
-        BoundSocket::Udp(s) => log_listening(&name, "udp", s.local_addr()),
+        BoundSocket::Udp(s) => {
+            if let Some(first) = s.first() {
+                log_listening(&name, "udp", first.local_addr());
+            }
+            if s.len() > 1 {
+                tracing::info!(listener = %name, sockets = s.len(), "sharing the port (SO_REUSEPORT)");
+            }
+        }
         BoundSocket::Tcp(s) => log_listening(&name, "tcp", s.local_addr()),
         BoundSocket::Unix(_) => {
             if let ListenerKind::Unix { path, .. } = &config.kind {
@@ -766,15 +823,30 @@ fn spawn_listener(
         rate_limit: config.rate_limit,
     };
     Ok(match (socket, &config.kind) {
-        (BoundSocket::Udp(s), _) => {
-            let s = tokio::net::UdpSocket::from_std(s).context("registering UDP socket")?;
-            tokio::spawn(listen::run_datagram(
-                DatagramSocket::Udp(s),
-                datagram,
-                pipeline,
-                stop,
-                hard_stop,
-            ))
+        (BoundSocket::Udp(sockets), _) => {
+            // One task per socket, so the sockets are read on as many cores; the first also
+            // reports the kernel's drops of them all.
+            let inodes: Vec<u64> = sockets
+                .iter()
+                .filter_map(listen::udp::socket_inode)
+                .collect();
+            let mut readers = Vec::with_capacity(sockets.len());
+            for (i, s) in sockets.into_iter().enumerate() {
+                let s = tokio::net::UdpSocket::from_std(s).context("registering UDP socket")?;
+                readers.push(tokio::spawn(listen::run_datagram(
+                    DatagramSocket::Udp(s),
+                    datagram.clone(),
+                    pipeline.clone(),
+                    stop.clone(),
+                    hard_stop.clone(),
+                    if i == 0 { inodes.clone() } else { Vec::new() },
+                )));
+            }
+            tokio::spawn(async move {
+                for r in readers {
+                    let _ = r.await;
+                }
+            })
         }
         (BoundSocket::Unix(s), _) => {
             let s = tokio::net::UnixDatagram::from_std(s).context("registering unix socket")?;
@@ -784,6 +856,7 @@ fn spawn_listener(
                 pipeline,
                 stop,
                 hard_stop,
+                Vec::new(),
             ))
         }
         (BoundSocket::Kmsg(f), ListenerKind::Kmsg { path, .. }) => tokio::spawn(listen::kmsg::run(

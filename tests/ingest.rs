@@ -485,6 +485,74 @@ fn unix_socket_replaces_a_stale_socket_and_is_world_writable() {
     );
 }
 
+/// `sockets = 4`: four sockets share the port, the kernel spreads 64 senders over them, and
+/// every one is read: a socket no task read would keep its senders' datagrams.
+#[test]
+fn udp_listener_with_several_sockets_reads_every_one() {
+    let d = TestDaemon::start(&json_config("").replace(
+        "[listen.udp]\nkind = \"udp\"",
+        "[listen.udp]\nkind = \"udp\"\nsockets = 4",
+    ));
+    let addr = d.addr("udp");
+    assert_eq!(udp_socket_drops(addr).len(), 4);
+    let mut sent: Vec<String> = send_udp_from_many(addr, 64, 10)
+        .into_iter()
+        .map(|m| m.trim_start_matches("<13>").to_string())
+        .collect();
+    let events = wait_json(&d.path("out.json"), sent.len());
+    let mut got: Vec<String> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent);
+}
+
+/// With several sockets, `kernel_drops` is the sum of every socket's drops: a burst past tiny
+/// buffers from many senders is all either received or counted.
+#[test]
+fn udp_kernel_drops_sum_over_every_socket_of_a_listener() {
+    let d = TestDaemon::start(&json_config("").replace(
+        "[listen.udp]\nkind = \"udp\"",
+        "[listen.udp]\nkind = \"udp\"\nsockets = 3\nreceive_buffer_size = \"4KiB\"",
+    ));
+    let m = d.listener("udp");
+    let addr = d.addr("udp");
+    let senders: Vec<_> = (0..12)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let msg = [b'x'; 1000];
+    let mut sent = 0u64;
+    let start = std::time::Instant::now();
+    // Until the kernel dropped on every socket (so its sum is tested), within bounds.
+    while udp_sockets_dropping(addr) < 3
+        && sent < 2_000_000
+        && start.elapsed() < std::time::Duration::from_secs(20)
+    {
+        for s in &senders {
+            for _ in 0..100 {
+                s.send_to(&msg, addr).unwrap();
+                sent += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(
+        udp_sockets_dropping(addr),
+        3,
+        "every socket should have overflowed"
+    );
+    wait_until("received + kernel drops == sent", DEADLINE, || {
+        count(&m.received) + count(&m.kernel_drops) == sent
+    });
+}
+
+/// How many of the UDP sockets bound to `addr` have dropped datagrams.
+fn udp_sockets_dropping(addr: std::net::SocketAddr) -> usize {
+    udp_socket_drops(addr).iter().filter(|&&n| n > 0).count()
+}
+
 #[test]
 fn stop_right_after_a_udp_burst_writes_everything_read() {
     let mut d = TestDaemon::start(&json_config(""));

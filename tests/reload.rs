@@ -365,3 +365,50 @@ to = ["all"]
     got.sort();
     assert_eq!(got, (0..15).map(msgnum_line).collect::<Vec<_>>());
 }
+
+/// `sockets` on reload: more sockets join the port when the listener already shares it; fewer,
+/// or sharing a port bound alone, wait for a restart (closing a socket would lose what it
+/// holds; the kernel refuses to share a port bound without SO_REUSEPORT). Every socket held is
+/// read throughout.
+#[test]
+fn reload_changes_the_number_of_udp_sockets_where_the_kernel_allows() {
+    let config = |sockets: usize, address: &str| {
+        format!(
+            r#"
+[listen.udp]
+kind = "udp"
+address = "{address}"
+sockets = {sockets}
+
+[output.all]
+kind = "file"
+path = "{{dir}}/all.log"
+format = "raw"
+
+[[route]]
+to = ["all"]
+"#
+        )
+    };
+    let d = TestDaemon::start(&config(2, "127.0.0.1:0"));
+    let addr = d.addr("udp");
+    let address = addr.to_string();
+    let mut sent = 0;
+    let mut check = |want_sockets: usize| {
+        assert_eq!(udp_socket_drops(addr).len(), want_sockets);
+        sent += send_udp_from_many(addr, 32, 2).len() as u64;
+        d.wait_written("all", sent);
+    };
+    check(2);
+    d.reload(&config(3, &address)).unwrap();
+    check(3);
+    d.reload(&config(1, &address)).unwrap();
+    check(3);
+
+    let single = TestDaemon::start(&config(1, "127.0.0.1:0"));
+    let addr = single.addr("udp");
+    single.reload(&config(2, &addr.to_string())).unwrap();
+    assert_eq!(udp_socket_drops(addr).len(), 1);
+    send_udp_from_many(addr, 8, 2);
+    single.wait_written("all", 16);
+}

@@ -59,6 +59,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default deadline for completing a frame once it has started (slowloris, hostile-inputs C03).
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most sockets one UDP listener may bind (`sockets`): past the cores of any host it serves.
+pub const MAX_UDP_SOCKETS: usize = 64;
 /// Default SO_RCVBUF asked for on UDP sockets (systemd's syslog.socket uses 8M).
 pub const DEFAULT_UDP_RECEIVE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// Where a `kmsg` listener reads when no `path` is given.
@@ -176,8 +178,11 @@ pub enum ListenerKind {
     Udp {
         /// Address to bind.
         address: SocketAddr,
-        /// SO_RCVBUF to ask for.
+        /// SO_RCVBUF to ask for, per socket.
         receive_buffer_bytes: usize,
+        /// Sockets bound to the address with SO_REUSEPORT, each read by its own task: the
+        /// kernel spreads senders over them, so parsing runs on several cores.
+        sockets: usize,
     },
     /// TCP with RFC 6587 framing detected per frame.
     Tcp(StreamSettings),

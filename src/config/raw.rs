@@ -34,6 +34,7 @@ pub(super) struct RawListener {
     pub(super) idle_timeout: Option<Spanned<NumOrStr>>,
     pub(super) frame_timeout: Option<Spanned<NumOrStr>>,
     pub(super) receive_buffer_size: Option<Spanned<NumOrStr>>,
+    pub(super) sockets: Option<Spanned<i64>>,
     pub(super) nul_trailer: Option<Spanned<bool>>,
     pub(super) allowed_sources: Option<Spanned<OneOrMany>>,
     pub(super) timezone: Option<Spanned<String>>,
@@ -80,7 +81,7 @@ macro_rules! set_keys {
 impl RawListener {
     pub(super) fn set_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
         let mut keys: Vec<_> = set_keys!(self; address, path, mode, max_message_size,
-            max_connections, idle_timeout, frame_timeout, receive_buffer_size, nul_trailer,
+            max_connections, idle_timeout, frame_timeout, receive_buffer_size, sockets, nul_trailer,
             allowed_sources, handshake_timeout, cert_file, key_file, client_auth, client_ca_file,
             client_crl_file, permitted_peers, fingerprints, timezone, read_existing);
         if let Some(span) = self.rate_limit.as_ref().and_then(RawRateLimit::span) {

@@ -92,6 +92,39 @@ fn keys_of_other_kinds_are_rejected() {
 }
 
 #[test]
+fn udp_sockets_is_a_count_from_1_to_64_for_udp_only() {
+    let udp = |sockets: &str| {
+        format!(
+            "[listen.x]\nkind = \"udp\"\naddress = \"127.0.0.1:1\"\nsockets = {sockets}\n[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n"
+        )
+    };
+    let c = Config::from_toml_str(&udp("4"), "t.toml").unwrap();
+    assert!(matches!(
+        c.listeners[0].kind,
+        ListenerKind::Udp { sockets: 4, .. }
+    ));
+    let c = Config::from_toml_str(&udp("1").replace("sockets = 1\n", ""), "t.toml").unwrap();
+    assert!(matches!(
+        c.listeners[0].kind,
+        ListenerKind::Udp { sockets: 1, .. }
+    ));
+    for bad in ["0", "65", "-2"] {
+        let errs = errors(&udp(bad));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("t.toml:4:11: listen.x.sockets: must be from 1 to 64"),
+            "{}",
+            errs[0]
+        );
+    }
+    let errs = errors(&udp("2").replace("\"udp\"", "\"tcp\""));
+    assert_eq!(
+        errs,
+        vec!["t.toml:4:11: listen.x.sockets: not valid for kind = \"tcp\"".to_string()]
+    );
+}
+
+#[test]
 fn sizes_and_durations() {
     assert_eq!(parse_size("64KiB"), Ok(65536));
     assert_eq!(parse_size("1GiB"), Ok(1 << 30));

@@ -110,6 +110,7 @@ pub(super) fn validate_listener(
             "address",
             "max_message_size",
             "receive_buffer_size",
+            "sockets",
             "allowed_sources",
             "rate_limit",
         ],
@@ -209,9 +210,27 @@ pub(super) fn validate_listener(
                 &raw.receive_buffer_size,
             )
             .map_or(DEFAULT_UDP_RECEIVE_BUFFER_BYTES, |n| n as usize);
+            let sockets = match &raw.sockets {
+                None => 1,
+                Some(v) if (1..=MAX_UDP_SOCKETS as i64).contains(v.get_ref()) => {
+                    *v.get_ref() as usize
+                }
+                Some(v) => {
+                    errs.at(
+                        v.span(),
+                        format!("{p}.sockets"),
+                        format!(
+                            "must be from 1 to {MAX_UDP_SOCKETS} (sockets sharing the port, each read by its own task), got {}",
+                            v.get_ref()
+                        ),
+                    );
+                    1
+                }
+            };
             ListenerKind::Udp {
                 address: address?,
                 receive_buffer_bytes: rcvbuf,
+                sockets,
             }
         }
         "tcp" => ListenerKind::Tcp(stream(errs)?),

@@ -274,14 +274,6 @@ impl DatagramSocket {
         }
     }
 
-    /// The kernel's count of datagrams dropped on this socket (UDP only; from /proc/net/udp).
-    fn kernel_drops(&self) -> Option<u64> {
-        match self {
-            DatagramSocket::Udp(s) => udp::kernel_drops(s),
-            DatagramSocket::Unix(_) => None,
-        }
-    }
-
     /// Receives what is waiting (several datagrams per call on UDP) into `scratch`, slot `i` of
     /// `slot_bytes` holding datagram `got[i]`; `WouldBlock` when nothing is.
     fn recv_batch(
@@ -319,12 +311,17 @@ const DATAGRAM_CHUNK_BYTES: usize = 1 << 20;
 /// still holds and returns. UDP never waits on an output: a full queue drops and counts. A unix
 /// socket waits for room in `block` outputs (until `hard_stop`), as syslogd always has: its
 /// senders then wait in send(2) once the socket's queue is full, and nothing is lost.
+///
+/// `drop_inodes` are the UDP sockets (this one and those sharing its port) whose kernel drop
+/// counters this task sums into the listener's `kernel_drops`; empty for the other tasks of a
+/// listener with several sockets, and for unix sockets, which do not drop.
 pub async fn run_datagram(
     socket: DatagramSocket,
     settings: DatagramSettings,
     pipeline: Arc<Pipeline>,
     shutdown: tokio_util::sync::CancellationToken,
     hard_stop: tokio_util::sync::CancellationToken,
+    drop_inodes: Vec<u64>,
 ) {
     let flow_control = matches!(socket, DatagramSocket::Unix(_));
     let name = settings.name.clone();
@@ -349,8 +346,8 @@ pub async fn run_datagram(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            _ = kernel_drops_tick.tick() => {
-                if let Some(n) = socket.kernel_drops() {
+            _ = kernel_drops_tick.tick(), if !drop_inodes.is_empty() => {
+                if let Some(n) = udp::kernel_drops(&drop_inodes) {
                     m.kernel_drops.store(n, std::sync::atomic::Ordering::Relaxed);
                 }
                 continue;
@@ -368,7 +365,7 @@ pub async fn run_datagram(
         dispatcher.flush(flow_control, &hard_stop).await;
     }
     dispatcher.flush(flow_control, &hard_stop).await;
-    if let Some(n) = socket.kernel_drops() {
+    if let Some(n) = udp::kernel_drops(&drop_inodes) {
         m.kernel_drops
             .store(n, std::sync::atomic::Ordering::Relaxed);
     }

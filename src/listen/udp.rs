@@ -8,13 +8,54 @@ use std::os::unix::io::AsRawFd;
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Binds a non-blocking UDP socket and asks for `receive_buffer_bytes` of receive buffer, so
-/// bursts wait in the kernel rather than being dropped (hostile-inputs I03). SO_RCVBUFFORCE
-/// (root, as at startup) gets the size asked for, as rsyslog's imudp does; without the privilege
-/// SO_RCVBUF is capped at net.core.rmem_max, and a smaller result is logged.
+/// Binds `sockets` non-blocking UDP sockets to `address` (more than one share it with
+/// SO_REUSEPORT: the kernel spreads senders over them by address and port, and each is read by
+/// its own task), each asking for `receive_buffer_bytes` of receive buffer.
 pub fn bind(
     address: SocketAddr,
     receive_buffer_bytes: usize,
+    sockets: usize,
+) -> anyhow::Result<Vec<std::net::UdpSocket>> {
+    let first = bind_one(address, receive_buffer_bytes, sockets > 1)?;
+    let mut bound = vec![first];
+    add_sockets(&mut bound, sockets, receive_buffer_bytes)?;
+    Ok(bound)
+}
+
+/// Binds more sockets beside `bound[0]`, at its address (so a port 0 becomes the port it got),
+/// until there are `want`. Fails if `bound[0]` was bound without SO_REUSEPORT, as a socket
+/// systemd passed without `ReusePort=yes` or one bound for `sockets = 1` is: the kernel would
+/// refuse the address.
+pub fn add_sockets(
+    bound: &mut Vec<std::net::UdpSocket>,
+    want: usize,
+    receive_buffer_bytes: usize,
+) -> anyhow::Result<()> {
+    let Some(first) = bound.first() else {
+        anyhow::bail!("no socket to add to");
+    };
+    if want <= bound.len() {
+        return Ok(());
+    }
+    let address = first.local_addr().context("getsockname")?;
+    anyhow::ensure!(
+        socket2::SockRef::from(first).reuse_port().unwrap_or(false),
+        "{address} is bound without SO_REUSEPORT, so no second socket can share it"
+    );
+    while bound.len() < want {
+        bound.push(bind_one(address, receive_buffer_bytes, true)?);
+    }
+    Ok(())
+}
+
+/// Binds one non-blocking UDP socket and asks for `receive_buffer_bytes` of receive buffer, so
+/// bursts wait in the kernel rather than being dropped (hostile-inputs I03). SO_RCVBUFFORCE
+/// (root, as at startup) gets the size asked for, as rsyslog's imudp does; without the privilege
+/// SO_RCVBUF is capped at net.core.rmem_max, and a smaller result is logged.
+fn bind_one(
+    address: SocketAddr,
+    receive_buffer_bytes: usize,
+    reuse_port: bool,
 ) -> anyhow::Result<std::net::UdpSocket> {
     let socket = Socket::new(
         Domain::for_address(address),
@@ -25,6 +66,11 @@ pub fn bind(
     if address.is_ipv6() {
         // Let [::]:514 take IPv4 senders too, as rsyslog does.
         let _ = socket.set_only_v6(false);
+    }
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .context("setting SO_REUSEPORT")?;
     }
     if force_recv_buffer_size(&socket, receive_buffer_bytes).is_err()
         && let Err(e) = socket.set_recv_buffer_size(receive_buffer_bytes)
@@ -146,22 +192,36 @@ fn socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// The kernel's drop counter for this socket: the `drops` column of /proc/net/udp{,6} on the
-/// line whose inode is the socket's. `None` where /proc is not available.
-pub fn kernel_drops(socket: &tokio::net::UdpSocket) -> Option<u64> {
+/// The inode of a socket, which names it in /proc/net/udp.
+pub fn socket_inode(socket: &impl AsRawFd) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
-        .ok()?
-        .ino()
-        .to_string();
-    let table = if socket.local_addr().ok()?.is_ipv6() {
-        "/proc/net/udp6"
-    } else {
-        "/proc/net/udp"
-    };
-    let text = std::fs::read_to_string(table).ok()?;
-    text.lines().skip(1).find_map(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        (cols.get(9) == Some(&inode.as_str())).then(|| cols.last()?.parse().ok())?
-    })
+    Some(
+        std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
+            .ok()?
+            .ino(),
+    )
+}
+
+/// The kernel's drop counters of the sockets with these inodes, summed: the `drops` column of
+/// /proc/net/udp and /proc/net/udp6 on their lines. `None` where /proc is not available.
+pub fn kernel_drops(inodes: &[u64]) -> Option<u64> {
+    if inodes.is_empty() {
+        return None;
+    }
+    let mut total = None;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let inode = cols.get(9).and_then(|c| c.parse::<u64>().ok());
+            if inode.is_some_and(|i| inodes.contains(&i))
+                && let Some(drops) = cols.last().and_then(|c| c.parse::<u64>().ok())
+            {
+                *total.get_or_insert(0) += drops;
+            }
+        }
+    }
+    total
 }

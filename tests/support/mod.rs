@@ -245,6 +245,42 @@ pub fn send_udp(addr: SocketAddr, datagrams: &[&[u8]]) {
     }
 }
 
+/// The kernel's drop counter of each UDP socket bound to `addr` (an IPv4 address), from
+/// /proc/net/udp: more than one socket when a listener shares its port with SO_REUSEPORT.
+pub fn udp_socket_drops(addr: SocketAddr) -> Vec<u64> {
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        panic!("IPv4 only: {addr}");
+    };
+    // /proc shows the address as the 32-bit value in host (little-endian) order, then the port.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(ip.octets()),
+        addr.port()
+    );
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+        .map(|l| l.split_whitespace().last().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Sends `per_source` datagrams `<13>s{source}-{i}` from each of `sources` sockets (so from as
+/// many source ports, which SO_REUSEPORT spreads over a listener's sockets); returns them.
+pub fn send_udp_from_many(addr: SocketAddr, sources: usize, per_source: usize) -> Vec<String> {
+    let mut sent = Vec::new();
+    for source in 0..sources {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..per_source {
+            let m = format!("<13>s{source}-{i}");
+            s.send_to(m.as_bytes(), addr).unwrap();
+            sent.push(m);
+        }
+    }
+    sent
+}
+
 /// True once the peer has closed the connection (read returns 0 or an error).
 pub fn wait_closed(s: &mut TcpStream, deadline: Duration) {
     s.set_read_timeout(Some(Duration::from_millis(100)))
