@@ -328,22 +328,9 @@ to = ["siem"]
 #[test]
 fn changed_tcp_listener_keeps_its_socket_without_a_refusal() {
     let config = |max: usize| {
-        format!(
-            r#"
-[listen.tcp]
-kind = "tcp"
-address = "{{addr}}"
-max_connections = {max}
-
-[output.all]
-kind = "file"
-path = "{{dir}}/all.log"
-format = "raw"
-
-[[route]]
-to = ["all"]
-"#
-        )
+        routed_to_all_log(&format!(
+            "[listen.tcp]\nkind = \"tcp\"\naddress = \"{{addr}}\"\nmax_connections = {max}\n"
+        ))
     };
     let d = TestDaemon::start(&config(100).replace("{addr}", "127.0.0.1:0"));
     let addr = d.addr("tcp");
@@ -373,22 +360,9 @@ to = ["all"]
 #[test]
 fn reload_changes_the_number_of_udp_sockets_where_the_kernel_allows() {
     let config = |sockets: usize, address: &str| {
-        format!(
-            r#"
-[listen.udp]
-kind = "udp"
-address = "{address}"
-sockets = {sockets}
-
-[output.all]
-kind = "file"
-path = "{{dir}}/all.log"
-format = "raw"
-
-[[route]]
-to = ["all"]
-"#
-        )
+        routed_to_all_log(&format!(
+            "[listen.udp]\nkind = \"udp\"\naddress = \"{address}\"\nsockets = {sockets}\n"
+        ))
     };
     let d = TestDaemon::start(&config(2, "127.0.0.1:0"));
     let addr = d.addr("udp");
@@ -411,4 +385,19 @@ to = ["all"]
     assert_eq!(udp_socket_drops(addr).len(), 1);
     send_udp_from_many(addr, 8, 2);
     single.wait_written("all", 16);
+}
+
+/// `listener` (TOML tables) with every message routed to `{dir}/all.log`, raw.
+fn routed_to_all_log(listener: &str) -> String {
+    format!(
+        r#"{listener}
+[output.all]
+kind = "file"
+path = "{{dir}}/all.log"
+format = "raw"
+
+[[route]]
+to = ["all"]
+"#
+    )
 }
