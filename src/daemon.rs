@@ -815,12 +815,19 @@ fn spawn_listener(
         }
     }
     let max = config.max_message_size;
-    let datagram = listen::DatagramSettings {
+    // Built only for datagram listeners: the rate limiter in it is shared by a listener's tasks.
+    let datagram = || listen::DatagramSettings {
         name: name.clone(),
         max_message_size: max,
         allowed_sources: config.allowed_sources.clone(),
         timezone: config.timezone,
-        rate_limit: config.rate_limit,
+        rate_limit: config.rate_limit.map(|r| {
+            Arc::new(listen::ratelimit::SourceLimiter::new(
+                r,
+                name.clone(),
+                pipeline.metrics.listener(&name),
+            ))
+        }),
     };
     Ok(match (socket, &config.kind) {
         (BoundSocket::Udp(sockets), _) => {
@@ -830,12 +837,13 @@ fn spawn_listener(
                 .iter()
                 .filter_map(listen::udp::socket_inode)
                 .collect();
+            let settings = datagram();
             let mut readers = Vec::with_capacity(sockets.len());
             for (i, s) in sockets.into_iter().enumerate() {
                 let s = tokio::net::UdpSocket::from_std(s).context("registering UDP socket")?;
                 readers.push(tokio::spawn(listen::run_datagram(
                     DatagramSocket::Udp(s),
-                    datagram.clone(),
+                    settings.clone(),
                     pipeline.clone(),
                     stop.clone(),
                     hard_stop.clone(),
@@ -852,7 +860,7 @@ fn spawn_listener(
             let s = tokio::net::UnixDatagram::from_std(s).context("registering unix socket")?;
             tokio::spawn(listen::run_datagram(
                 DatagramSocket::Unix(s),
-                datagram,
+                datagram(),
                 pipeline,
                 stop,
                 hard_stop,

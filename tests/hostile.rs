@@ -707,7 +707,11 @@ to = ["out"]
 /// A daemon whose UDP, TCP and unix listeners allow 5 messages at once per source and refill
 /// one an hour (so a test's duration cannot refill a token).
 fn rate_limited_daemon() -> TestDaemon {
-    TestDaemon::start(
+    TestDaemon::start(&rate_limited_daemon_config())
+}
+
+fn rate_limited_daemon_config() -> String {
+    String::from(
         r#"
 [listen.udp]
 kind = "udp"
@@ -768,6 +772,19 @@ fn hostile_j02_udp_flood_from_one_source_is_rate_limited_and_counted() {
         ]
     );
     assert_eq!(count(&d.listener("udp").kernel_drops), 0);
+}
+
+/// A sender that changes source port, over a listener with several sockets: its datagrams land
+/// on several sockets, read by several tasks, and still draw on one bucket.
+#[test]
+fn hostile_j02_udp_sockets_of_one_listener_share_the_buckets() {
+    let d = TestDaemon::start(&rate_limited_daemon_config().replace(
+        "[listen.udp]\nkind = \"udp\"",
+        "[listen.udp]\nkind = \"udp\"\nsockets = 4",
+    ));
+    // 32 source ports, 2 datagrams each: spread over the 4 sockets.
+    send_udp_from_many(d.addr("udp"), 32, 2);
+    assert_eq!(wait_accounted(&d, "udp", 64), (5, 59));
 }
 
 #[test]

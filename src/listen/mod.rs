@@ -333,13 +333,10 @@ pub async fn run_datagram(
     let mut scratch = vec![0u8; (settings.max_message_size + 1) * socket.slots()];
     let mut chunk = bytes::BytesMut::with_capacity(DATAGRAM_CHUNK_BYTES);
     let mut error_log = metrics::LogLimiter::new(std::time::Duration::from_secs(10));
-    let limiter = settings
-        .rate_limit
-        .map(|l| ratelimit::SourceLimiter::new(l, name.clone(), m.clone()));
     let mut reader = DatagramReader {
         socket: &socket,
         settings: &settings,
-        limiter: limiter.as_ref(),
+        limiter: settings.rate_limit.as_deref(),
         got: Vec::with_capacity(udp::DATAGRAMS_PER_CALL),
     };
     loop {
@@ -382,8 +379,10 @@ pub struct DatagramSettings {
     pub allowed_sources: Option<Vec<ipnet::IpNet>>,
     /// The zone of RFC 3164 stamps without an offset.
     pub timezone: Zone,
-    /// Per-source limit (per listener on unix sockets); `None` does not limit.
-    pub rate_limit: Option<crate::config::RateLimit>,
+    /// Per-source limit (per listener on unix sockets); `None` does not limit. Shared by the
+    /// tasks of a listener with several sockets: a sender whose datagrams come from several
+    /// ports, and so land on several sockets, still has one budget.
+    pub rate_limit: Option<Arc<ratelimit::SourceLimiter>>,
 }
 
 /// What one datagram listener reads with.
