@@ -291,18 +291,19 @@ fn grow_udp(
 ) {
     if let Err(e) = listen::udp::add_sockets(bound, want, receive_buffer_bytes) {
         tracing::warn!(
+            error = format!("{e:#}"),
             listener,
             sockets = want,
             serving_with = bound.len(),
-            error = format!("{e:#}"),
-            "could not bind every socket asked for (a socket systemd passes needs ReusePort=yes; going from 1 to more needs a restart)"
+            "could not bind every UDP socket asked for; serving with those bound (a socket systemd passes needs ReusePort=yes; after dropping privileges, a port below 1024 cannot be bound, and the kernel shares a port only among sockets of one user)"
         );
     }
 }
 
 /// `l`, changed, on the socket its predecessor at the same address had: a duplicate of it, with
-/// the receive buffer size and the unix socket's mode applied anew. UDP sockets are added where
-/// `sockets` grew; where it shrank, they are kept (closing one would lose what it holds).
+/// the receive buffer size and the unix socket's mode applied anew. Where `sockets` shrank, the
+/// UDP sockets are kept (closing one would lose what it holds); where it grew, they are added
+/// when the listener starts, after the reload can no longer fail.
 fn take_over(socket: &BoundSocket, l: &ListenerConfig) -> anyhow::Result<BoundListener> {
     let mut socket = socket
         .try_clone()
@@ -327,7 +328,6 @@ fn take_over(socket: &BoundSocket, l: &ListenerConfig) -> anyhow::Result<BoundLi
                 tracing::warn!(listener = %l.name, sockets, serving_with = held.len(),
                     "fewer sockets take effect at restart: closing one now would lose the datagrams it holds");
             }
-            grow_udp(held, *sockets, *receive_buffer_bytes, &l.name);
         }
         (BoundSocket::Unix(_), ListenerKind::Unix { path, mode })
         | (BoundSocket::UnixStream(_), ListenerKind::UnixStream { path, mode, .. }) => {
@@ -646,7 +646,21 @@ impl Daemon {
         self.outputs = outputs;
     }
 
-    fn spawn_listener(&mut self, l: BoundListener) -> anyhow::Result<()> {
+    fn spawn_listener(&mut self, mut l: BoundListener) -> anyhow::Result<()> {
+        if let (
+            BoundSocket::Udp(held),
+            ListenerKind::Udp {
+                sockets,
+                receive_buffer_bytes,
+                ..
+            },
+        ) = (&mut l.socket, &l.config.kind)
+        {
+            // A reload that took over fewer sockets than now wanted adds them here, past its
+            // last step that can fail: a socket joining the port takes senders at once, and
+            // would lose what it holds if the reload were then abandoned.
+            grow_udp(held, *sockets, *receive_buffer_bytes, &l.config.name);
+        }
         let stop = self.shutdown.child_token();
         // Kept so that a changed listener on the same address can take the socket over.
         let socket = l
@@ -838,9 +852,13 @@ fn spawn_listener(
                 .filter_map(listen::udp::socket_inode)
                 .collect();
             let settings = datagram();
+            // All registered before any task starts, so an error leaves no task behind.
+            let sockets = sockets
+                .into_iter()
+                .map(|s| tokio::net::UdpSocket::from_std(s).context("registering UDP socket"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let mut readers = Vec::with_capacity(sockets.len());
             for (i, s) in sockets.into_iter().enumerate() {
-                let s = tokio::net::UdpSocket::from_std(s).context("registering UDP socket")?;
                 readers.push(tokio::spawn(listen::run_datagram(
                     DatagramSocket::Udp(s),
                     settings.clone(),
@@ -852,7 +870,12 @@ fn spawn_listener(
             }
             tokio::spawn(async move {
                 for r in readers {
-                    let _ = r.await;
+                    // A reader's panic becomes the listener task's, which the stop reports.
+                    if let Err(e) = r.await
+                        && e.is_panic()
+                    {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
                 }
             })
         }

@@ -782,6 +782,7 @@ fn hostile_j02_udp_sockets_of_one_listener_share_the_buckets() {
         "[listen.udp]\nkind = \"udp\"",
         "[listen.udp]\nkind = \"udp\"\nsockets = 4",
     ));
+    assert_eq!(udp_socket_drops(d.addr("udp")).len(), 4);
     // 32 source ports, 2 datagrams each: spread over the 4 sockets.
     send_udp_from_many(d.addr("udp"), 32, 2);
     assert_eq!(wait_accounted(&d, "udp", 64), (5, 59));

@@ -509,6 +509,31 @@ fn udp_listener_with_several_sockets_reads_every_one() {
     assert_eq!(got, sent);
 }
 
+/// A dual-stack `[::]` listener with several sockets takes IPv4 and IPv6 senders on all of them
+/// (the extra sockets are bound as the first, or the kernel would not group them).
+#[test]
+fn dual_stack_udp_listener_with_several_sockets_takes_both_families() {
+    let d = TestDaemon::start(&json_config("").replace(
+        "[listen.udp]\nkind = \"udp\"\naddress = \"127.0.0.1:0\"",
+        "[listen.udp]\nkind = \"udp\"\naddress = \"[::]:0\"\nsockets = 2",
+    ));
+    assert_eq!(udp_socket_drops(d.addr("udp")).len(), 2);
+    let port = d.addr("udp").port();
+    let mut sent = 0;
+    for (local, to) in [
+        ("127.0.0.1:0", format!("127.0.0.1:{port}")),
+        ("[::1]:0", format!("[::1]:{port}")),
+    ] {
+        for source in 0..16 {
+            let s = std::net::UdpSocket::bind(local).unwrap();
+            s.send_to(format!("<13>{local} {source}").as_bytes(), &to)
+                .unwrap();
+            sent += 1;
+        }
+    }
+    assert_eq!(wait_json(&d.path("out.json"), sent).len(), sent);
+}
+
 /// With several sockets, `kernel_drops` is the sum of every socket's drops: a burst past tiny
 /// buffers from many senders is all either received or counted.
 #[test]

@@ -378,6 +378,9 @@ fn reload_changes_the_number_of_udp_sockets_where_the_kernel_allows() {
     check(3);
     d.reload(&config(1, &address)).unwrap();
     check(3);
+    // The sockets kept are the ones a later reload starts from.
+    d.reload(&config(4, &address)).unwrap();
+    check(4);
 
     let single = TestDaemon::start(&config(1, "127.0.0.1:0"));
     let addr = single.addr("udp");

@@ -16,7 +16,18 @@ pub fn bind(
     receive_buffer_bytes: usize,
     sockets: usize,
 ) -> anyhow::Result<Vec<std::net::UdpSocket>> {
-    let first = bind_one(address, receive_buffer_bytes, sockets > 1)?;
+    let address = if sockets > 1 && address.port() == 0 {
+        // Autobind may give a SO_REUSEPORT socket a port that reuseport sockets of this user
+        // already hold (the kernel counts them compatible), merging two listeners: take a port
+        // nobody holds from a plain socket first.
+        std::net::UdpSocket::bind(address)
+            .and_then(|probe| probe.local_addr())
+            .with_context(|| format!("binding UDP {address}"))?
+    } else {
+        address
+    };
+    // Let [::]:514 take IPv4 senders too, as rsyslog does.
+    let first = bind_one(address, receive_buffer_bytes, sockets > 1, false)?;
     let mut bound = vec![first];
     add_sockets(&mut bound, sockets, receive_buffer_bytes)?;
     Ok(bound)
@@ -38,12 +49,16 @@ pub fn add_sockets(
         return Ok(());
     }
     let address = first.local_addr().context("getsockname")?;
+    let first = socket2::SockRef::from(first);
     anyhow::ensure!(
-        socket2::SockRef::from(first).reuse_port().unwrap_or(false),
+        first.reuse_port().unwrap_or(false),
         "{address} is bound without SO_REUSEPORT, so no second socket can share it"
     );
+    // The same as the first (systemd may pass an IPv6-only one): the kernel groups only
+    // sockets bound alike.
+    let only_v6 = address.is_ipv6() && first.only_v6().unwrap_or(false);
     while bound.len() < want {
-        bound.push(bind_one(address, receive_buffer_bytes, true)?);
+        bound.push(bind_one(address, receive_buffer_bytes, true, only_v6)?);
     }
     Ok(())
 }
@@ -56,6 +71,7 @@ fn bind_one(
     address: SocketAddr,
     receive_buffer_bytes: usize,
     reuse_port: bool,
+    only_v6: bool,
 ) -> anyhow::Result<std::net::UdpSocket> {
     let socket = Socket::new(
         Domain::for_address(address),
@@ -64,8 +80,7 @@ fn bind_one(
     )
     .context("creating UDP socket")?;
     if address.is_ipv6() {
-        // Let [::]:514 take IPv4 senders too, as rsyslog does.
-        let _ = socket.set_only_v6(false);
+        let _ = socket.set_only_v6(only_v6);
     }
     if reuse_port {
         socket
@@ -203,12 +218,14 @@ pub fn socket_inode(socket: &impl AsRawFd) -> Option<u64> {
 }
 
 /// The kernel's drop counters of the sockets with these inodes, summed: the `drops` column of
-/// /proc/net/udp and /proc/net/udp6 on their lines. `None` where /proc is not available.
+/// /proc/net/udp and /proc/net/udp6 on their lines. `None` where /proc is not available, or
+/// when a line was missed: the table is read in pieces while other sockets come and go, and a
+/// partial sum would show the counter going back.
 pub fn kernel_drops(inodes: &[u64]) -> Option<u64> {
     if inodes.is_empty() {
         return None;
     }
-    let mut total = None;
+    let (mut total, mut found) = (0, 0);
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
@@ -219,9 +236,10 @@ pub fn kernel_drops(inodes: &[u64]) -> Option<u64> {
             if inode.is_some_and(|i| inodes.contains(&i))
                 && let Some(drops) = cols.last().and_then(|c| c.parse::<u64>().ok())
             {
-                *total.get_or_insert(0) += drops;
+                total += drops;
+                found += 1;
             }
         }
     }
-    total
+    (found == inodes.len()).then_some(total)
 }

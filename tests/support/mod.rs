@@ -245,19 +245,36 @@ pub fn send_udp(addr: SocketAddr, datagrams: &[&[u8]]) {
     }
 }
 
-/// The kernel's drop counter of each UDP socket bound to `addr` (an IPv4 address), from
-/// /proc/net/udp: more than one socket when a listener shares its port with SO_REUSEPORT.
+/// The kernel's drop counter of each UDP socket bound to `addr`, from /proc/net/udp (or udp6):
+/// more than one socket when a listener shares its port with SO_REUSEPORT. The table is read
+/// in pieces while other tests open and close sockets, so a line can be missed: read until two
+/// reads agree.
 pub fn udp_socket_drops(addr: SocketAddr) -> Vec<u64> {
-    let std::net::IpAddr::V4(ip) = addr.ip() else {
-        panic!("IPv4 only: {addr}");
+    let mut last = read_udp_socket_drops(addr);
+    for _ in 0..50 {
+        let now = read_udp_socket_drops(addr);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("/proc/net/udp never read the same twice for {addr}");
+}
+
+fn read_udp_socket_drops(addr: SocketAddr) -> Vec<u64> {
+    // /proc shows an address as 32-bit words, each in host (little-endian) order, then the port.
+    let words = |octets: &[u8]| -> String {
+        octets
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_le_bytes(w.try_into().unwrap())))
+            .collect()
     };
-    // /proc shows the address as the 32-bit value in host (little-endian) order, then the port.
-    let local = format!(
-        "{:08X}:{:04X}",
-        u32::from_le_bytes(ip.octets()),
-        addr.port()
-    );
-    std::fs::read_to_string("/proc/net/udp")
+    let (table, ip) = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ("/proc/net/udp", words(&ip.octets())),
+        std::net::IpAddr::V6(ip) => ("/proc/net/udp6", words(&ip.octets())),
+    };
+    let local = format!("{ip}:{:04X}", addr.port());
+    std::fs::read_to_string(table)
         .unwrap()
         .lines()
         .skip(1)
