@@ -619,10 +619,7 @@ fn hostile_i03_burst_beyond_receive_buffer_is_counted_by_the_kernel() {
     // A tiny receive buffer and a blocked reader thread would be ideal; a burst from a tight
     // loop overflows a 4 KiB buffer on loopback, and every datagram is then either received or
     // in the kernel's drop counter, which sluice exports.
-    let d = TestDaemon::start(&json_config("").replace(
-        "[listen.udp]\nkind = \"udp\"",
-        "[listen.udp]\nkind = \"udp\"\nreceive_buffer_size = \"4KiB\"",
-    ));
+    let d = TestDaemon::start(&json_config_with_udp("receive_buffer_size = \"4KiB\""));
     let m = d.listener("udp");
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let msg = [b'x'; 1000];

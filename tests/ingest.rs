@@ -489,10 +489,7 @@ fn unix_socket_replaces_a_stale_socket_and_is_world_writable() {
 /// every one is read: a socket no task read would keep its senders' datagrams.
 #[test]
 fn udp_listener_with_several_sockets_reads_every_one() {
-    let d = TestDaemon::start(&json_config("").replace(
-        "[listen.udp]\nkind = \"udp\"",
-        "[listen.udp]\nkind = \"udp\"\nsockets = 4",
-    ));
+    let d = TestDaemon::start(&json_config_with_udp("sockets = 4"));
     let addr = d.addr("udp");
     assert_eq!(udp_socket_drops(addr).len(), 4);
     let mut sent: Vec<String> = send_udp_from_many(addr, 64, 10)
@@ -538,9 +535,8 @@ fn dual_stack_udp_listener_with_several_sockets_takes_both_families() {
 /// buffers from many senders is all either received or counted.
 #[test]
 fn udp_kernel_drops_sum_over_every_socket_of_a_listener() {
-    let d = TestDaemon::start(&json_config("").replace(
-        "[listen.udp]\nkind = \"udp\"",
-        "[listen.udp]\nkind = \"udp\"\nsockets = 3\nreceive_buffer_size = \"4KiB\"",
+    let d = TestDaemon::start(&json_config_with_udp(
+        "sockets = 3\nreceive_buffer_size = \"4KiB\"",
     ));
     let m = d.listener("udp");
     let addr = d.addr("udp");

@@ -171,24 +171,10 @@ fn invalid_config_on_sighup_keeps_the_running_one_and_logs_every_error() {
 /// Listeners added, removed and changed; an unchanged output keeps its open file.
 #[test]
 fn reload_adds_removes_and_rebinds_listeners_and_keeps_unchanged_outputs() {
-    let before = r#"
-[listen.keep]
-kind = "tcp"
-address = "127.0.0.1:0"
-
-[listen.gone]
-kind = "udp"
-address = "127.0.0.1:0"
-
-[output.all]
-kind = "file"
-path = "{dir}/all.log"
-format = "raw"
-
-[[route]]
-to = ["all"]
-"#;
-    let d = TestDaemon::start(before);
+    let before = routed_to_all_log(
+        "[listen.keep]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n\n[listen.gone]\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\n",
+    );
+    let d = TestDaemon::start(&before);
     let keep = d.addr("keep");
     let gone = d.addr("gone");
     let mut conn = connect(keep);
@@ -203,25 +189,9 @@ to = ["all"]
         .unwrap()
         .local_addr()
         .unwrap();
-    let after = format!(
-        r#"
-[listen.keep]
-kind = "tcp"
-address = "127.0.0.1:0"
-
-[listen.new]
-kind = "udp"
-address = "{fresh}"
-
-[output.all]
-kind = "file"
-path = "{{dir}}/all.log"
-format = "raw"
-
-[[route]]
-to = ["all"]
-"#
-    );
+    let after = routed_to_all_log(&format!(
+        "[listen.keep]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n\n[listen.new]\nkind = \"udp\"\naddress = \"{fresh}\"\n"
+    ));
     d.reload(&after).unwrap();
     // The kept listener's connection carries on; the new one receives.
     send_range(&mut conn, 6..8);

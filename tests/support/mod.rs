@@ -215,6 +215,14 @@ to = ["out"]
     )
 }
 
+/// [`json_config`] with `udp_keys` (TOML lines) added to the UDP listener.
+pub fn json_config_with_udp(udp_keys: &str) -> String {
+    json_config("").replace(
+        "[listen.udp]\nkind = \"udp\"",
+        &format!("[listen.udp]\nkind = \"udp\"\n{udp_keys}"),
+    )
+}
+
 /// Connects to a TCP listener.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
