@@ -281,8 +281,9 @@ fn describe(s: &socket2::Socket) -> String {
     }
 }
 
-/// Adds UDP sockets beside `bound` until there are `want`; where the kernel will not share the
-/// port (the first socket lacks SO_REUSEPORT), says so and serves with those there are.
+/// Adds UDP sockets beside `bound` until there are `want`; where that fails (the first socket
+/// lacks SO_REUSEPORT, or the port cannot be bound any more), says so and serves with those
+/// there are.
 fn grow_udp(
     bound: &mut Vec<std::net::UdpSocket>,
     want: usize,
@@ -302,8 +303,8 @@ fn grow_udp(
 
 /// `l`, changed, on the socket its predecessor at the same address had: a duplicate of it, with
 /// the receive buffer size and the unix socket's mode applied anew. Where `sockets` shrank, the
-/// UDP sockets are kept (closing one would lose what it holds); where it grew, they are added
-/// when the listener starts, after the reload can no longer fail.
+/// UDP sockets are kept (closing one would lose what it holds); where it grew, the reload adds
+/// them once it can no longer fail.
 fn take_over(socket: &BoundSocket, l: &ListenerConfig) -> anyhow::Result<BoundListener> {
     let mut socket = socket
         .try_clone()
@@ -646,21 +647,7 @@ impl Daemon {
         self.outputs = outputs;
     }
 
-    fn spawn_listener(&mut self, mut l: BoundListener) -> anyhow::Result<()> {
-        if let (
-            BoundSocket::Udp(held),
-            ListenerKind::Udp {
-                sockets,
-                receive_buffer_bytes,
-                ..
-            },
-        ) = (&mut l.socket, &l.config.kind)
-        {
-            // A reload that took over fewer sockets than now wanted adds them here, past its
-            // last step that can fail: a socket joining the port takes senders at once, and
-            // would lose what it holds if the reload were then abandoned.
-            grow_udp(held, *sockets, *receive_buffer_bytes, &l.config.name);
-        }
+    fn spawn_listener(&mut self, l: BoundListener) -> anyhow::Result<()> {
         let stop = self.shutdown.child_token();
         // Kept so that a changed listener on the same address can take the socket over.
         let socket = l
@@ -733,7 +720,21 @@ impl Daemon {
             self.stopping.push(r.task);
         }
         let mut errors = Vec::new();
-        for b in fresh {
+        for mut b in fresh {
+            if let (
+                BoundSocket::Udp(held),
+                ListenerKind::Udp {
+                    sockets,
+                    receive_buffer_bytes,
+                    ..
+                },
+            ) = (&mut b.socket, &b.config.kind)
+            {
+                // A listener that took over fewer UDP sockets than it now wants adds them here,
+                // past the reload's last step that can fail: a socket joining the port takes
+                // senders at once, and would lose what it holds if the reload were abandoned.
+                grow_udp(held, *sockets, *receive_buffer_bytes, &b.config.name);
+            }
             if let Err(e) = self.spawn_listener(b) {
                 errors.push(format!("{e:#}"));
             }
