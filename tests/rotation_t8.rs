@@ -41,10 +41,16 @@ to = ["all"]
         wait_until(&format!("{at} messages sent"), DEADLINE * 8, || {
             sent.load(Ordering::Relaxed) >= at
         });
+        // The daemon may still be reading what was sent before the last move (the socket
+        // buffers hold tens of thousands of messages), so all.log may not be there again yet:
+        // logrotate would skip a missing file; here each move waits for a live one.
         let from = logs.join("all.log");
-        if from.exists() {
-            std::fs::rename(&from, logs.join(format!("moved-{k:02}.log"))).unwrap();
-        }
+        wait_until(
+            "all.log written again after the last move",
+            DEADLINE * 8,
+            || from.exists(),
+        );
+        std::fs::rename(&from, logs.join(format!("moved-{k:02}.log"))).unwrap();
         p.signal(libc::SIGHUP);
     }
     sender.join().unwrap();
