@@ -42,15 +42,12 @@ to = ["all"]
             sent.load(Ordering::Relaxed) >= at
         });
         // The daemon may still be reading what was sent before the last move (the socket
-        // buffers hold tens of thousands of messages), so all.log may not be there again yet:
-        // logrotate would skip a missing file; here each move waits for a live one.
-        let from = logs.join("all.log");
-        wait_until(
-            "all.log written again after the last move",
-            DEADLINE * 8,
-            || from.exists(),
-        );
-        std::fs::rename(&from, logs.join(format!("moved-{k:02}.log"))).unwrap();
+        // buffers hold tens of thousands of messages), so all.log may not be there again yet,
+        // or a size rotation may have it away for a moment: each move waits for a live one.
+        let (from, to) = (logs.join("all.log"), logs.join(format!("moved-{k:02}.log")));
+        wait_until("all.log written again, and moved", DEADLINE * 8, || {
+            std::fs::rename(&from, &to).is_ok()
+        });
         p.signal(libc::SIGHUP);
     }
     sender.join().unwrap();
