@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use crate::config::{Config, ListenerConfig, ListenerKind};
+use crate::config::Config;
 use crate::event::Event;
+use crate::listen::{ListenerConfig, ListenerKind};
 use crate::output::format::Format;
 use crate::parse::{ParseOptions, parse};
 use crate::route::{Outcome, RuleTable, outputs_of};
@@ -16,7 +17,7 @@ use crate::route::{Outcome, RuleTable, outputs_of};
 /// line per route, and the outputs it reaches.
 pub fn explain(config: &Config, listener: &ListenerConfig, sample: &[u8]) -> String {
     // As the listener would parse it: now, in its time zone.
-    let opts = ParseOptions::new(chrono::Utc::now(), listener.timezone);
+    let opts = ParseOptions::new(chrono::Utc::now(), listener.limits.timezone);
     let (frame, parsed, truncated) = match listener.kind {
         // A kernel record, rewritten as the kmsg listener does.
         ListenerKind::Kmsg { .. } => {
@@ -25,18 +26,19 @@ pub fn explain(config: &Config, listener: &ListenerConfig, sample: &[u8]) -> Str
                 &crate::parse::kmsg::BootClock::now(),
                 crate::output::format::local_hostname(),
                 &opts,
-                listener.max_message_size,
+                listener.limits.max_message_size,
                 &mut Vec::new(),
             );
             (c.frame, c.parsed, c.truncated)
         }
         _ => {
-            let frame =
-                Bytes::copy_from_slice(&sample[..sample.len().min(listener.max_message_size)]);
+            let frame = Bytes::copy_from_slice(
+                &sample[..sample.len().min(listener.limits.max_message_size)],
+            );
             (
                 frame.clone(),
                 parse(&frame, &opts),
-                sample.len() > listener.max_message_size,
+                sample.len() > listener.limits.max_message_size,
             )
         }
     };

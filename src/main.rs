@@ -48,6 +48,7 @@ fn main() -> ExitCode {
     let activation = unsafe { sluice::systemd::Activation::take_from_env() };
     let cli = Cli::parse();
     init_tracing();
+    // The daemon and --check-config load alike: the same config is accepted or refused (78).
     let config = match load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(msg) => {
@@ -55,11 +56,23 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let code = check_as_run_as(&config);
+    if code != 0 {
+        return ExitCode::from(code);
+    }
     if cli.check_config {
-        let code = check_config(&config, cli.explain.is_none());
         return match &cli.explain {
-            Some(sample) if code == 0 => explain(&config, sample, cli.listener.as_deref()),
-            _ => ExitCode::from(code),
+            Some(sample) => explain(&config, sample, cli.listener.as_deref()),
+            None => {
+                println!(
+                    "config OK: {} ({} listeners, {} outputs, {} routes)",
+                    config.origin,
+                    config.listeners.len(),
+                    config.outputs.len(),
+                    config.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
         };
     }
     match run(config, activation, cli.config) {
@@ -71,47 +84,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--check-config` beyond the text: files and directories, as the `[daemon] user` the daemon
-/// will run as when sluice is started as root (an unwritable log directory is an error).
-/// Returns the exit status; `say_ok` prints the summary line when the config is valid.
-fn check_config(config: &Config, say_ok: bool) -> u8 {
-    let report = |who: &str| {
-        let check = config.check_environment();
-        for w in &check.warnings {
-            eprintln!("warning: {w}");
-        }
-        if !check.errors.is_empty() {
-            for e in check.errors {
-                eprintln!("{e}{who}");
-            }
-            return EXIT_CONFIG;
-        }
-        if say_ok {
-            println!(
-                "config OK: {} ({} listeners, {} outputs, {} routes)",
-                config.origin,
-                config.listeners.len(),
-                config.outputs.len(),
-                config.routes.len()
-            );
-        }
-        0
+/// When sluice is started as root and `[daemon] user` is set, checks the environment again as
+/// that user (an unwritable log directory is an error). Returns the exit status.
+fn check_as_run_as(config: &Config) -> u8 {
+    let Some(run_as) = &config.daemon.run_as else {
+        return 0;
     };
-    // SAFETY: geteuid has no preconditions.
-    match &config.daemon.run_as {
-        Some(run_as) if unsafe { libc::geteuid() } == 0 => {
-            // SAFETY: --check-config never starts a thread.
-            match unsafe {
-                sluice::privileges::check_as(run_as, || report(&format!(" (as {run_as})")))
-            } {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("sluice: checking as {run_as}: {e}");
-                    1
-                }
-            }
+    if !sluice::sys::is_root() {
+        return 0;
+    }
+    let report = || {
+        let check = config.check_environment();
+        for e in &check.errors {
+            eprintln!("{e} (as {run_as})");
         }
-        _ => report(""),
+        if check.errors.is_empty() {
+            0
+        } else {
+            EXIT_CONFIG
+        }
+    };
+    // SAFETY: no thread has been started yet.
+    match unsafe { sluice::privileges::check_as(run_as, report) } {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: checking as {run_as}: {e}");
+            1
+        }
     }
 }
 
@@ -162,14 +161,20 @@ fn explain(config: &Config, sample: &str, listener: Option<&str>) -> ExitCode {
     }
 }
 
-/// Reads and validates the config; the error text lists every problem.
+/// Reads and validates the config, and checks what it needs from the machine; the error
+/// text lists every problem. Warnings (certificates about to expire) are printed.
 fn load(path: Option<&std::path::Path>) -> Result<Config, String> {
     let Some(path) = path else {
         return Ok(Config::embedded_default());
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
-    Config::from_toml_str(&text, &path.display().to_string()).map_err(|e| e.to_string())
+    let (config, warnings) =
+        Config::load(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(config)
 }
 
 fn init_tracing() {
@@ -196,10 +201,11 @@ fn run(
         tracing::info!(user = %run_as.user, uid = run_as.uid, gid = run_as.gid, "dropped privileges");
         // Checked as the new user: what it cannot write now, it would fail on later, per event.
         let check = config.check_environment();
+        let errors: Vec<String> = check.errors.iter().map(ToString::to_string).collect();
         anyhow::ensure!(
-            check.errors.is_empty(),
+            errors.is_empty(),
             "after dropping to {run_as}: {}",
-            check.errors.join("; ")
+            errors.join("; ")
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -238,13 +244,6 @@ async fn reload(control: &sluice::daemon::Control, path: &std::path::Path) {
             return;
         }
     };
-    let check = config.check_environment();
-    if !check.errors.is_empty() {
-        for e in check.errors {
-            tracing::error!(error = e, "configuration reload refused");
-        }
-        return;
-    }
     // The daemon logs the outcome.
     let _ = control.reload(config).await;
 }

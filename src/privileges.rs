@@ -111,3 +111,77 @@ pub unsafe fn check_as(run_as: &RunAs, check: impl FnOnce() -> u8) -> std::io::R
         }
     }
 }
+
+/// A user name or numeric id to a uid (for `owner`).
+pub fn lookup_user(name: &str) -> Result<u32, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    lookup_passwd(name, |pwd| pwd.pw_uid)
+}
+
+/// A user name's primary gid (for `[daemon] user` without `group`).
+pub fn lookup_user_gid(name: &str) -> Result<u32, String> {
+    lookup_passwd(name, |pwd| pwd.pw_gid)
+}
+
+fn lookup_passwd(name: &str, field: fn(&libc::passwd) -> u32) -> Result<u32, String> {
+    lookup(name, |c, buf| {
+        // SAFETY: an all-zero passwd is a valid out-parameter; getpwnam_r writes into it and into
+        // buf (its strings), within buf's length; result is set to null or to &pwd.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        (rc, (!result.is_null()).then_some(field(&pwd)))
+    })
+    .map_err(|e| format!("unknown user {name:?}{e}"))
+}
+
+/// A group name or numeric id to a gid (for `group`).
+pub fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    lookup(name, |c, buf| {
+        // SAFETY: as in lookup_user, with getgrnam_r and a zeroed group.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        (rc, (!result.is_null()).then_some(grp.gr_gid))
+    })
+    .map_err(|e| format!("unknown group {name:?}{e}"))
+}
+
+/// Runs a `get*nam_r` call, growing its string buffer on ERANGE. The error text is empty for "no
+/// such name", else ": <reason>".
+fn lookup(
+    name: &str,
+    call: impl Fn(&std::ffi::CString, &mut [libc::c_char]) -> (libc::c_int, Option<u32>),
+) -> Result<u32, String> {
+    let c = std::ffi::CString::new(name.as_bytes()).map_err(|_| ": contains NUL".to_string())?;
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        match call(&c, &mut buf) {
+            (0, Some(id)) => return Ok(id),
+            (0, None) => return Err(String::new()),
+            (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
+            (rc, _) => return Err(format!(": {}", std::io::Error::from_raw_os_error(rc))),
+        }
+    }
+}

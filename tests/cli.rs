@@ -39,6 +39,92 @@ fn check_config_accepts_the_embedded_default() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("<embedded default>"));
 }
 
+/// Issue 14, item 7: one mistake of every kind in one config. `--check-config` reports every
+/// one in one run, each with line:column and key path, and the daemon refuses the same config
+/// with 78 before binding anything, printing the same lines.
+#[test]
+fn every_mistake_is_reported_at_once_and_the_daemon_refuses_the_same_config() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where a directory is needed: nothing can be created below it, even by root.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"").unwrap();
+    let toml = format!(
+        r#"[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:25031"
+max_connections = "lots"
+colour = "blue"
+
+[listen.tcp2]
+kind = "tcp"
+address = "127.0.0.1:25031"
+
+[listen.tls]
+kind = "tls"
+address = "127.0.0.1:0"
+cert_file = "{d}/nonexistent.pem"
+key_file = "{d}/nonexistent.key"
+
+[listen.u]
+kind = "udp"
+address = "127.0.0.1:0"
+sockets = 0
+
+[output.a]
+kind = "file"
+path = "{b}/sub/out.log"
+
+[[route]]
+to = ["a", "nosuch"]
+"#,
+        d = dir.path().display(),
+        b = blocker.display()
+    );
+    let path = dir.path().join("all.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let f = path.display().to_string();
+    let want = [
+        // wrong type, in words
+        format!("{f}:4:19: listen.tcp.max_connections: expected a number, got \"lots\""),
+        // unknown key
+        format!("{f}:5:1: listen.tcp.colour: unknown key"),
+        // duplicate bind, reported although listen.tcp has mistakes of its own
+        format!("{f}:9:11: listen.tcp2.address: binds the same tcp 127.0.0.1:25031 as listen.tcp"),
+        // unreadable certificate, at the key that names it
+        format!(
+            "{f}:14:13: listen.tls.cert_file: {}/nonexistent.pem: cannot read",
+            dir.path().display()
+        ),
+        // bad value
+        format!("{f}:20:11: listen.u.sockets: must be from 1 to 64"),
+        // uncreatable directory
+        format!(
+            "{f}:24:8: output.a.path: directory {}/sub cannot be created",
+            blocker.display()
+        ),
+        // missing route target
+        format!("{f}:27:6: route[0].to: no output named \"nosuch\""),
+    ];
+    let check = sluice()
+        .args(["--check-config", "--config", &f])
+        .output()
+        .unwrap();
+    let daemon = sluice().args(["--config", &f]).output().unwrap();
+    for (what, out) in [("--check-config", &check), ("the daemon", &daemon)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{what}:\n{err}");
+        for w in &want {
+            assert!(
+                err.lines().any(|l| l.starts_with(w.as_str())),
+                "{what}: missing {w:?} in:\n{err}"
+            );
+        }
+        assert_eq!(err.lines().count(), want.len(), "{what}:\n{err}");
+    }
+    // Refused before binding: nothing listens on the port.
+    assert!(std::net::TcpStream::connect("127.0.0.1:25031").is_err());
+}
+
 #[test]
 fn check_config_reports_every_error_with_its_line_and_exits_78() {
     let (code, err, f) = check_config(

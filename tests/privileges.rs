@@ -111,13 +111,11 @@ to = ["f"]
     std::fs::write(&config, &toml).unwrap();
     let mut cmd = sluice();
     cmd.args(["--config", config.to_str().unwrap()]);
+    // The daemon refuses what --check-config refuses, before binding anything, with 78.
     let mut p = Proc::spawn(cmd, 0);
-    let err = p.wait_log("after dropping to");
-    assert!(
-        err.contains(&logs.display().to_string()) && err.contains("user nobody"),
-        "{err}"
-    );
-    assert_eq!(p.wait().code(), Some(1));
+    let err = p.wait_log("(as user nobody");
+    assert!(err.contains(&logs.display().to_string()), "{err}");
+    assert_eq!(p.wait().code(), Some(78));
 }
 
 /// A minimal valid config with these `[daemon]` lines.

@@ -1,7 +1,12 @@
 //! Config parsing and validation tests.
 
-use super::raw::{parse_duration, parse_size};
+use std::time::Duration;
+
 use super::*;
+use crate::decode::{parse_duration, parse_size};
+use crate::listen::ListenerKind;
+use crate::listen::settings::RateLimit;
+use crate::parse::Zone;
 
 fn errors(text: &str) -> Vec<String> {
     match Config::from_toml_str(text, "t.toml") {
@@ -101,12 +106,12 @@ fn udp_sockets_is_a_count_from_1_to_64_for_udp_only() {
     let c = Config::from_toml_str(&udp("4"), "t.toml").unwrap();
     assert!(matches!(
         c.listeners[0].kind,
-        ListenerKind::Udp { sockets: 4, .. }
+        ListenerKind::Udp(crate::listen::udp::UdpSettings { sockets: 4, .. })
     ));
     let c = Config::from_toml_str(&udp("1").replace("sockets = 1\n", ""), "t.toml").unwrap();
     assert!(matches!(
         c.listeners[0].kind,
-        ListenerKind::Udp { sockets: 1, .. }
+        ListenerKind::Udp(crate::listen::udp::UdpSettings { sockets: 1, .. })
     ));
     for bad in ["0", "65", "-2"] {
         let errs = errors(&udp(bad));
@@ -164,10 +169,10 @@ fn listener_timezone_is_an_iana_name_or_local() {
         ("Europe/Berlin", Zone::Named(chrono_tz::Europe::Berlin)),
     ] {
         let c = Config::from_toml_str(&text(name), "t.toml").expect("valid");
-        assert_eq!(c.listeners[0].timezone, want);
+        assert_eq!(c.listeners[0].limits.timezone, want);
     }
     let c = Config::embedded_default();
-    assert!(c.listeners.iter().all(|l| l.timezone == Zone::Local));
+    assert!(c.listeners.iter().all(|l| l.limits.timezone == Zone::Local));
     assert_eq!(
         errors(&text("Europe/Berln")),
         [
@@ -187,7 +192,7 @@ fn rate_limit_defaults_and_errors() {
     )
     .unwrap();
     assert_eq!(
-        c.listeners[0].rate_limit,
+        c.listeners[0].limits.rate_limit,
         Some(RateLimit {
             messages: 200,
             interval: Duration::from_secs(1),
@@ -229,19 +234,21 @@ fn unix_stream_takes_connection_keys_and_ends_messages_at_nul_by_default() {
     )
     .unwrap();
     match &c.listeners[0].kind {
-        ListenerKind::UnixStream {
-            path,
-            mode,
+        ListenerKind::UnixStream(crate::listen::unix_stream::UnixStreamSettings {
+            socket,
             connections,
-        } => {
-            assert_eq!(path, &PathBuf::from("/run/log.sock"));
-            assert_eq!(*mode, 0o666);
+        }) => {
+            assert_eq!(socket.path, std::path::PathBuf::from("/run/log.sock"));
+            assert_eq!(socket.mode, 0o666);
             assert_eq!(connections.max_connections, 7);
             assert!(
                 connections.nul_trailer,
                 "glibc ends stream messages with NUL"
             );
-            assert_eq!(connections.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+            assert_eq!(
+                connections.idle_timeout,
+                Some(crate::listen::settings::DEFAULT_IDLE_TIMEOUT)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -263,5 +270,61 @@ fn unix_stream_takes_connection_keys_and_ends_messages_at_nul_by_default() {
         errs[0].contains("binds the same unix /dev/log as listen.d"),
         "{}",
         errs[0]
+    );
+}
+
+#[test]
+fn known_keys_come_from_the_kinds_that_read_them() {
+    let keys = known_keys();
+    for want in [
+        "daemon.shutdown_timeout",
+        "listen.*.kind",
+        "listen.*.address",
+        "listen.*.path",
+        "listen.*.rate_limit",
+        "listen.*.rate_limit.burst",
+        "listen.*.nul_trailer",
+        "listen.*.read_existing",
+        "output.*.format",
+        "output.*.queue.when_full",
+        "output.*.rotate.naming",
+        "output.*.group",
+        "output.*.fingerprints",
+        "route.stop",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} not in {keys:?}");
+    }
+    // Each key once, though several kinds read it.
+    let mut sorted = keys.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), keys.len());
+}
+
+#[test]
+fn every_bad_key_of_a_table_is_reported_in_words() {
+    let errs = errors(
+        "[listen.x]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_connections = \"lots\"\nnul_trailer = 1\nrate_limit = { messages = [1] }\n[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n",
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "t.toml:4:19: listen.x.max_connections: expected a number, got \"lots\"".to_string(),
+            "t.toml:5:15: listen.x.nul_trailer: expected true or false, got 1".to_string(),
+            "t.toml:6:27: listen.x.rate_limit.messages: expected a number, got a list".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn a_key_of_another_kind_is_named_as_such_and_a_typo_as_unknown() {
+    let errs = errors(
+        "[output.o]\nkind = \"stdout\"\npath = \"/x\"\npaht = \"/y\"\n[listen.u]\nkind=\"udp\"\naddress=\"127.0.0.1:1\"\n[[route]]\nto=\"o\"\n",
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "t.toml:3:8: output.o.path: not valid for kind = \"stdout\"".to_string(),
+            "t.toml:4:1: output.o.paht: unknown key".to_string(),
+        ]
     );
 }

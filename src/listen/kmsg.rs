@@ -6,6 +6,8 @@
 //! counts every record the kernel overwrote, from the gaps in their sequence numbers, in
 //! `kernel_drops`.
 
+#![allow(unsafe_code)] // lseek on the device and registering it with the reactor
+
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -19,12 +21,113 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::kind::StartContext;
+use super::settings::RateLimit;
 use super::{Dispatcher, Pipeline, is_blank, ratelimit};
-use crate::config::{RateLimit, ReadExisting};
+use crate::decode::{Entry, Errors, Part, choice};
 use crate::metrics::{self, ListenerMetrics};
 use crate::output::format::local_hostname;
 use crate::parse::kmsg::{BootClock, convert, record_len};
 use crate::parse::{ParseOptions, Zone};
+
+/// `kind = "kmsg"`.
+pub const KIND: &str = "kmsg";
+/// Where a `kmsg` listener reads when no `path` is given.
+pub const DEFAULT_KMSG_PATH: &str = "/dev/kmsg";
+
+/// The settings of a `kmsg` listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KmsgConfig {
+    /// The device (or a FIFO carrying records, for tests and containers).
+    pub path: PathBuf,
+    /// Whether the records already in the buffer at start are read.
+    pub read_existing: ReadExisting,
+}
+
+/// Which of the records already in the kernel's buffer a `kmsg` listener reads when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadExisting {
+    /// All of them while the system has been up less than [`ReadExisting::BOOT_WINDOW`] (the
+    /// boot messages), else none (a restart does not log the buffer again). rsyslog's imkmsg
+    /// default.
+    AtBoot,
+    /// All of them, every start.
+    Always,
+    /// Only records that arrive after the start.
+    Never,
+}
+
+impl ReadExisting {
+    /// Uptime under which `at_boot` reads the whole buffer (rsyslog's
+    /// `expectedBootCompleteSeconds`).
+    pub const BOOT_WINDOW: Duration = Duration::from_secs(90);
+}
+
+#[derive(Deserialize, Default)]
+struct KmsgRaw {
+    path: Option<Spanned<String>>,
+    read_existing: Option<Spanned<String>>,
+}
+
+impl Part for KmsgRaw {}
+
+impl KmsgConfig {
+    /// Reads `[listen.NAME]` of kind `kmsg`.
+    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<KmsgConfig> {
+        let raw = entry.part::<KmsgRaw>(errs)?;
+        let read_existing = choice(
+            errs,
+            &entry.key("read_existing"),
+            &raw.read_existing,
+            "value",
+            &[
+                ("at_boot", ReadExisting::AtBoot),
+                ("always", ReadExisting::Always),
+                ("never", ReadExisting::Never),
+            ],
+            ReadExisting::AtBoot,
+        );
+        Some(KmsgConfig {
+            path: raw.path.as_ref().map_or_else(
+                || PathBuf::from(DEFAULT_KMSG_PATH),
+                |p| PathBuf::from(p.get_ref()),
+            ),
+            read_existing,
+        })
+    }
+
+    /// `--check-config`: the device exists.
+    pub(super) fn check_environment(&self, key: &str, problems: &mut Vec<String>) {
+        if let Err(e) = std::fs::metadata(&self.path) {
+            problems.push(format!("{key}.path: {}: {e}", self.path.display()));
+        }
+    }
+
+    pub(super) fn start(
+        &self,
+        file: File,
+        ctx: StartContext<'_>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let name = ctx.config.name.clone();
+        tracing::info!(listener = %name, kind = KIND, path = %self.path.display(), "reading");
+        Ok(tokio::spawn(run(
+            file,
+            KmsgSettings {
+                name,
+                path: self.path.clone(),
+                max_message_size: ctx.config.limits.max_message_size,
+                rate_limit: ctx.config.limits.rate_limit,
+                timezone: ctx.config.limits.timezone,
+            },
+            ctx.pipeline,
+            ctx.stop,
+            ctx.hard_stop,
+        )))
+    }
+}
 
 /// Read buffer: the kernel refuses (EINVAL) a read smaller than the record, whose formatted
 /// form is at most 8 KiB (CONSOLE_EXT_LOG_MAX); a FIFO may give several records at once.
@@ -77,16 +180,7 @@ fn reads_existing(read_existing: ReadExisting, uptime: Duration) -> bool {
 
 /// Time since boot, suspend included (CLOCK_BOOTTIME).
 fn uptime() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid pointer given.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
+    crate::sys::boottime()
 }
 
 /// Settings of one kmsg listener.

@@ -2,12 +2,18 @@
 //! routes inline through its own [`Dispatcher`], then hands per-output batches to the outputs'
 //! queues: no central router task, no extra hop.
 
+mod kind;
 pub mod kmsg;
 pub mod ratelimit;
+pub mod settings;
+pub mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
 pub mod unix;
+pub mod unix_stream;
+
+pub use kind::{BoundSocket, Endpoint, ListenerConfig, ListenerKind, StartContext, log_listening};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::config::RateLimit;
+use crate::listen::settings::RateLimit;
 use crate::metrics::{self, ListenerMetrics};
 
 /// Most sources whose buckets are kept per listener (a spoofed-source flood cannot grow it).

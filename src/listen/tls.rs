@@ -1,7 +1,7 @@
 //! The `tls` listener (RFC 5425): a TCP listener whose connections first complete a TLS
-//! handshake, bounded by `handshake_timeout`. Framing, limits and back-pressure are the TCP
-//! listener's (see [`super::tcp`]); this module adds the handshake, its failure counters, and
-//! certificate reload on SIGHUP.
+//! handshake, bounded by `handshake_timeout`. Framing, limits and back-pressure are the stream
+//! server's (see [`super::stream`]); this module adds its settings, the handshake, its failure
+//! counters, and certificate reload on SIGHUP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,221 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::kind::{StartContext, log_listening};
+use super::settings::{ConnectionSettings, Network};
+use super::stream::StreamListener;
+use crate::decode::{Entry, Errors, NumOrStr, OneOrMany, Part, duration_opt, path_opt};
 use crate::event::TlsPeer;
 use crate::metrics::{self, ListenerMetrics, LogLimiter};
 use crate::tls::{HandshakeFailure, ServerSettings};
+
+/// `kind = "tls"`.
+pub const KIND: &str = "tls";
+/// Default time a TLS client has to finish its handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The settings of a `tls` listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    /// Address and sender filter.
+    pub network: Network,
+    /// Limits and framing of each connection, as for TCP.
+    pub connections: ConnectionSettings,
+    /// A handshake not finished this long after connect is cut (hostile input C01).
+    pub handshake_timeout: Duration,
+    /// Certificates and client authentication.
+    pub tls: ServerSettings,
+}
+
+#[derive(Deserialize, Default)]
+struct TlsRaw {
+    handshake_timeout: Option<Spanned<NumOrStr>>,
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    client_auth: Option<Spanned<String>>,
+    client_ca_file: Option<Spanned<String>>,
+    client_crl_file: Option<Spanned<String>>,
+    permitted_peers: Option<Spanned<OneOrMany>>,
+    fingerprints: Option<Spanned<OneOrMany>>,
+}
+
+impl Part for TlsRaw {}
+
+impl TlsSettings {
+    /// Reads `[listen.NAME]` of kind `tls`.
+    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<TlsSettings> {
+        let network = Network::decode(entry, errs);
+        let connections = ConnectionSettings::decode(entry, errs, false);
+        let raw = entry.part::<TlsRaw>(errs)?;
+        let tls = raw.server_settings(entry, errs);
+        let handshake_timeout = duration_opt(
+            errs,
+            &entry.key("handshake_timeout"),
+            &raw.handshake_timeout,
+        )
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+        Some(TlsSettings {
+            network: network?,
+            connections: connections?,
+            handshake_timeout,
+            tls: tls?,
+        })
+    }
+
+    /// `--check-config`: the certificate, key, CA and CRL load, and are valid now.
+    pub(super) fn check_environment(&self, key: &str, files: &mut crate::tls::FileCheck) {
+        let t = &self.tls;
+        files.cert_and_key(&format!("{key}.cert_file"), &t.cert_file, &t.key_file);
+        if let Some(ca) = &t.client_ca_file {
+            files.ca(&format!("{key}.client_ca_file"), ca);
+        }
+        if let Some(crl) = &t.client_crl_file {
+            files.crl(&format!("{key}.client_crl_file"), crl);
+        }
+    }
+
+    pub(super) fn start(
+        &self,
+        listener: std::net::TcpListener,
+        ctx: StartContext<'_>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let name = ctx.config.name.clone();
+        log_listening(&name, KIND, listener.local_addr());
+        let server =
+            TlsServer::new(&self.tls, self.handshake_timeout).map_err(|e| anyhow::anyhow!(e))?;
+        let listener = StreamListener::tcp(listener)?;
+        tokio::spawn(reload_on_hangup(
+            name,
+            self.tls.clone(),
+            server.clone(),
+            ctx.hangup.clone(),
+            ctx.stop.clone(),
+        ));
+        Ok(super::stream::serve(
+            listener,
+            &self.connections,
+            self.network.allowed_sources.clone(),
+            Some(server),
+            ctx,
+        ))
+    }
+}
+
+impl TlsRaw {
+    /// The TLS half: files, and the client authentication policy.
+    fn server_settings(
+        &self,
+        entry: &Entry<'_, '_>,
+        errs: &mut Errors<'_>,
+    ) -> Option<ServerSettings> {
+        use crate::tls::{ClientAuth, NamePattern};
+        let required = |errs: &mut Errors<'_>, key: &str, v: &Option<Spanned<String>>| {
+            if v.is_none() {
+                entry.missing(
+                    errs,
+                    key,
+                    "missing: a tls listener needs cert_file and key_file (PEM)",
+                );
+            }
+            path_opt(v)
+        };
+        let cert_file = required(errs, "cert_file", &self.cert_file);
+        let key_file = required(errs, "key_file", &self.key_file);
+        let client_ca_file = path_opt(&self.client_ca_file);
+        let client_crl_file = path_opt(&self.client_crl_file);
+        let mode = self
+            .client_auth
+            .as_ref()
+            .map_or("none", |v| v.get_ref().as_str());
+        let mode_span = self
+            .client_auth
+            .as_ref()
+            .map_or(entry.kind.span(), |v| v.span());
+        let unused = |errs: &mut Errors<'_>, key: &str, span: Option<std::ops::Range<usize>>| {
+            if let Some(span) = span {
+                errs.at(
+                    span,
+                    entry.key(key),
+                    format!("has no effect with client_auth = \"{mode}\""),
+                );
+            }
+        };
+        let peers_span = self.permitted_peers.as_ref().map(|v| v.span());
+        let fp_span = self.fingerprints.as_ref().map(|v| v.span());
+        let ca_span = self.client_ca_file.as_ref().map(|v| v.span());
+        let crl_span = self.client_crl_file.as_ref().map(|v| v.span());
+        let client_auth = match mode {
+            "none" | "ca" => {
+                unused(errs, "permitted_peers", peers_span);
+                unused(errs, "fingerprints", fp_span);
+                if mode == "none" {
+                    unused(errs, "client_ca_file", ca_span);
+                    unused(errs, "client_crl_file", crl_span);
+                    ClientAuth::None
+                } else {
+                    ClientAuth::Ca
+                }
+            }
+            "name" => {
+                unused(errs, "fingerprints", fp_span);
+                let Some(peers) = &self.permitted_peers else {
+                    errs.at(mode_span, entry.key("permitted_peers"), "missing: client_auth = \"name\" needs permitted_peers, like [\"*.example.net\"]");
+                    return None;
+                };
+                let mut patterns = Vec::new();
+                for name in peers.get_ref().clone().into_vec() {
+                    match NamePattern::parse(&name) {
+                        Ok(pat) => patterns.push(pat),
+                        Err(msg) => errs.at(peers.span(), entry.key("permitted_peers"), msg),
+                    }
+                }
+                ClientAuth::Name(patterns)
+            }
+            "fingerprint" => {
+                unused(errs, "permitted_peers", peers_span);
+                unused(errs, "client_ca_file", ca_span);
+                unused(errs, "client_crl_file", crl_span);
+                let Some(fps) = &self.fingerprints else {
+                    errs.at(mode_span, entry.key("fingerprints"), "missing: client_auth = \"fingerprint\" needs fingerprints, like [\"sha256:AB:CD:...\"]");
+                    return None;
+                };
+                ClientAuth::Fingerprint(crate::tls::fingerprint_list(
+                    errs,
+                    &entry.key("fingerprints"),
+                    fps,
+                ))
+            }
+            other => {
+                errs.at(
+                    mode_span,
+                    entry.key("client_auth"),
+                    format!("unknown mode {other:?}: expected \"none\", \"ca\", \"name\" or \"fingerprint\""),
+                );
+                return None;
+            }
+        };
+        if matches!(client_auth, ClientAuth::Ca | ClientAuth::Name(_)) && client_ca_file.is_none() {
+            errs.at(
+                mode_span,
+                entry.key("client_ca_file"),
+                format!(
+                    "missing: client_auth = \"{mode}\" needs the CA that signs client certificates"
+                ),
+            );
+        }
+        Some(ServerSettings {
+            cert_file: cert_file?,
+            key_file: key_file?,
+            client_auth,
+            client_ca_file,
+            client_crl_file,
+        })
+    }
+}
 
 /// The TLS half of a listener: the current acceptor (swapped on reload) and the handshake bound.
 #[derive(Clone)]

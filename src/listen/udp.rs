@@ -1,12 +1,173 @@
-//! The `udp` listener: binding with a large receive buffer, and reading many datagrams per
-//! system call (recvmmsg). The loop around it is the shared datagram loop in
-//! [`super::run_datagram`].
+//! The `udp` listener: its settings, binding with a large receive buffer and SO_REUSEPORT
+//! sockets, and reading many datagrams per system call (recvmmsg). The loop around it is the
+//! shared datagram loop in [`super::run_datagram`].
+
+#![allow(unsafe_code)] // recvmmsg and the sockaddr it fills
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::io::AsRawFd;
 
 use anyhow::Context;
+use serde::Deserialize;
 use socket2::{Domain, Protocol, Socket, Type};
+use toml::Spanned;
+
+use super::kind::{StartContext, log_listening};
+use super::settings::Network;
+use crate::decode::{Entry, Errors, NumOrStr, Part, size_opt};
+
+/// `kind = "udp"`.
+pub const KIND: &str = "udp";
+/// Most sockets one UDP listener may bind (`sockets`): past the cores of any host it serves.
+pub const MAX_UDP_SOCKETS: usize = 64;
+/// Default SO_RCVBUF asked for on UDP sockets (systemd's syslog.socket uses 8M).
+pub const DEFAULT_UDP_RECEIVE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// The settings of a `udp` listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpSettings {
+    /// Address and sender filter.
+    pub network: Network,
+    /// SO_RCVBUF to ask for, per socket.
+    pub receive_buffer_bytes: usize,
+    /// Sockets bound to the address with SO_REUSEPORT, each read by its own task: the kernel
+    /// spreads senders over them, so parsing runs on several cores.
+    pub sockets: usize,
+}
+
+#[derive(Deserialize, Default)]
+struct UdpRaw {
+    receive_buffer_size: Option<Spanned<NumOrStr>>,
+    sockets: Option<Spanned<i64>>,
+}
+
+impl Part for UdpRaw {}
+
+impl UdpSettings {
+    /// Reads `[listen.NAME]` of kind `udp`.
+    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UdpSettings> {
+        let network = Network::decode(entry, errs);
+        let raw = entry.part::<UdpRaw>(errs)?;
+        let before = errs.count();
+        let receive_buffer_bytes = size_opt(
+            errs,
+            &entry.key("receive_buffer_size"),
+            &raw.receive_buffer_size,
+        )
+        .map_or(DEFAULT_UDP_RECEIVE_BUFFER_BYTES, |n| n as usize);
+        let sockets = match &raw.sockets {
+            None => 1,
+            Some(v) if (1..=MAX_UDP_SOCKETS as i64).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => {
+                errs.at(
+                    v.span(),
+                    entry.key("sockets"),
+                    format!(
+                        "must be from 1 to {MAX_UDP_SOCKETS} (sockets sharing the port, each read by its own task), got {}",
+                        v.get_ref()
+                    ),
+                );
+                1
+            }
+        };
+        (errs.count() == before).then_some(())?;
+        Some(UdpSettings {
+            network: network?,
+            receive_buffer_bytes,
+            sockets,
+        })
+    }
+
+    /// Binds the listener's sockets.
+    pub(super) fn bind(&self) -> anyhow::Result<Vec<std::net::UdpSocket>> {
+        bind(
+            self.network.address,
+            self.receive_buffer_bytes,
+            self.sockets,
+        )
+    }
+
+    /// Adds sockets beside `bound` until there are `sockets`; where that fails (the first
+    /// socket lacks SO_REUSEPORT, or the port cannot be bound any more), says so and serves
+    /// with those there are.
+    pub(super) fn grow(&self, bound: &mut Vec<std::net::UdpSocket>, listener: &str) {
+        if let Err(e) = add_sockets(bound, self.sockets, self.receive_buffer_bytes) {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                listener,
+                sockets = self.sockets,
+                serving_with = bound.len(),
+                "could not bind every UDP socket asked for; serving with those bound (a socket systemd passes needs ReusePort=yes; after dropping privileges, a port below 1024 cannot be bound, and the kernel shares a port only among sockets of one user)"
+            );
+        }
+    }
+
+    /// Sockets held by a predecessor, readied for these settings: the receive buffer applied
+    /// anew. Where `sockets` shrank they are all kept (closing one would lose what it holds);
+    /// where it grew, [`UdpSettings::grow`] adds them once the reload can no longer fail.
+    pub(super) fn take_over(&self, listener: &str, held: &[std::net::UdpSocket]) {
+        for s in held {
+            if let Err(e) =
+                socket2::SockRef::from(s).set_recv_buffer_size(self.receive_buffer_bytes)
+            {
+                tracing::warn!(listener, error = %e, "could not set SO_RCVBUF");
+            }
+        }
+        if self.sockets < held.len() {
+            tracing::warn!(
+                listener,
+                sockets = self.sockets,
+                serving_with = held.len(),
+                "fewer sockets take effect at restart: closing one now would lose the datagrams it holds"
+            );
+        }
+    }
+
+    /// One task per socket, so the sockets are read on as many cores; the first also reports
+    /// the kernel's drops of them all.
+    pub(super) fn start(
+        &self,
+        sockets: Vec<std::net::UdpSocket>,
+        ctx: StartContext<'_>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let name = &ctx.config.name;
+        if let Some(first) = sockets.first() {
+            log_listening(name, KIND, first.local_addr());
+        }
+        if sockets.len() > 1 {
+            tracing::info!(listener = %name, sockets = sockets.len(), "sharing the port (SO_REUSEPORT)");
+        }
+        let inodes: Vec<u64> = sockets.iter().filter_map(socket_inode).collect();
+        // One rate limiter for all the sockets: a sender changing source port keeps its bucket.
+        let settings = ctx.datagram_settings(self.network.allowed_sources.clone());
+        // All registered before any task starts, so an error leaves no task behind.
+        let sockets = sockets
+            .into_iter()
+            .map(|s| tokio::net::UdpSocket::from_std(s).context("registering UDP socket"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut readers = Vec::with_capacity(sockets.len());
+        for (i, s) in sockets.into_iter().enumerate() {
+            readers.push(tokio::spawn(super::run_datagram(
+                super::DatagramSocket::Udp(s),
+                settings.clone(),
+                ctx.pipeline.clone(),
+                ctx.stop.clone(),
+                ctx.hard_stop.clone(),
+                if i == 0 { inodes.clone() } else { Vec::new() },
+            )));
+        }
+        Ok(tokio::spawn(async move {
+            for r in readers {
+                // A reader's panic becomes the listener task's, which the stop reports.
+                if let Err(e) = r.await
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }))
+    }
+}
 
 /// Binds `sockets` non-blocking UDP sockets to `address` (more than one share it with
 /// SO_REUSEPORT: the kernel spreads senders over them by address and port, and each is read by

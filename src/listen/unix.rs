@@ -1,12 +1,52 @@
-//! The `unix` listener, a datagram socket like /dev/log, and `unix_stream`, its stream twin.
-//! Reading is the shared datagram loop in [`super::run_datagram`], or the stream listener's
-//! connections in [`super::tcp`].
+//! The `unix` listener, a datagram socket like /dev/log: its settings and binding (shared with
+//! `unix_stream`, its stream twin, in [`super::unix_stream`]). Reading is the shared datagram
+//! loop in [`super::run_datagram`].
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::Path;
 
 use anyhow::{Context, bail};
+
+use super::kind::StartContext;
+use super::settings::SocketFile;
+use crate::decode::{Entry, Errors};
+
+/// `kind = "unix"`.
+pub const KIND: &str = "unix";
+
+/// The settings of a `unix` listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnixSettings {
+    /// The socket file.
+    pub socket: SocketFile,
+}
+
+impl UnixSettings {
+    /// Reads `[listen.NAME]` of kind `unix`.
+    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UnixSettings> {
+        Some(UnixSettings {
+            socket: SocketFile::decode(entry, errs)?,
+        })
+    }
+
+    pub(super) fn start(
+        &self,
+        socket: UnixDatagram,
+        ctx: StartContext<'_>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        tracing::info!(listener = %ctx.config.name, kind = KIND, path = %self.socket.path.display(), "listening");
+        let s = tokio::net::UnixDatagram::from_std(socket).context("registering unix socket")?;
+        Ok(tokio::spawn(super::run_datagram(
+            super::DatagramSocket::Unix(s),
+            ctx.datagram_settings(None),
+            ctx.pipeline.clone(),
+            ctx.stop.clone(),
+            ctx.hard_stop.clone(),
+            Vec::new(),
+        )))
+    }
+}
 
 /// Binds a unix datagram socket at `path` with permission bits `mode` (0666 so every local
 /// program can log). A stale socket file left by a dead daemon is replaced; a socket some live
@@ -56,7 +96,7 @@ fn clear_stale(path: &Path, connect: impl Fn(&Path) -> std::io::Result<()>) -> a
     }
 }
 
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+pub(super) fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting mode {mode:o} on {}", path.display()))
 }

@@ -156,16 +156,7 @@ fn write_pri(ev: &Event, out: &mut Vec<u8>) {
 /// This machine's host name, for events that carry none and came over a unix socket.
 pub fn local_hostname() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        let mut buf = [0u8; 256];
-        // SAFETY: buf is writable for its full length; gethostname NUL-terminates or truncates.
-        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        match (rc, std::str::from_utf8(&buf[..end])) {
-            (0, Ok(s)) if !s.is_empty() => s.to_string(),
-            _ => "localhost".to_string(),
-        }
-    })
+    NAME.get_or_init(|| crate::sys::hostname().unwrap_or_else(|| "localhost".to_string()))
 }
 
 /// HOSTNAME, or where the event came from when it has none (as rsyslog uses `fromhost`).
@@ -780,7 +771,7 @@ mod tests {
     /// buffer, so the whole of it is written.
     #[test]
     fn hostile_g05_escaping_expansion_at_the_maximum_size() {
-        let max = crate::config::DEFAULT_MAX_MESSAGE_SIZE_BYTES;
+        let max = crate::listen::settings::DEFAULT_MAX_MESSAGE_SIZE_BYTES;
         let e = ev(&"\x01".repeat(max));
         let l = line(Format::Traditional, &e);
         assert!(l.ends_with(&format!("{}\n", "#001".repeat(max))));

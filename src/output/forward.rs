@@ -23,12 +23,318 @@ use rustls::{ClientConnection, StreamOwned};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ForwardProtocol, ForwardSettings, QueueConfig, QueueKind, WhenFull};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::decode::{Entry, Errors, OneOrMany, Part, path_opt};
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
 use crate::output::Batch;
 use crate::output::backlog::{Backlog, DiskQueue};
 use crate::output::format::Format;
+use crate::output::queue::{QueueConfig, QueueKind, WhenFull};
+use crate::output::{OutputConfig, OutputHandle, RunningOutput};
+
+/// `kind = "forward"`.
+pub const KIND: &str = "forward";
+
+/// Where and how a `forward` output sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardSettings {
+    /// `host:port` of each collector (resolved at each connect); the first is the primary.
+    pub addresses: Vec<String>,
+    /// Failover (first that works, back to the first when it returns) or round robin.
+    pub round_robin: bool,
+    /// Transport.
+    pub protocol: ForwardProtocol,
+    /// Octet counting (RFC 5425/6587, the default on TCP and TLS) or LF.
+    pub octet_counting: bool,
+}
+
+/// Forward transports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForwardProtocol {
+    /// One datagram per message (RFC 5426).
+    Udp,
+    /// Plain TCP.
+    Tcp,
+    /// TLS (RFC 5425).
+    Tls(crate::tls::ClientSettings),
+}
+
+#[derive(Deserialize, Default)]
+struct ForwardRaw {
+    address: Option<Spanned<String>>,
+    addresses: Option<Spanned<OneOrMany>>,
+    mode: Option<Spanned<String>>,
+    protocol: Option<Spanned<String>>,
+    framing: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    server_name: Option<Spanned<String>>,
+    fingerprints: Option<Spanned<OneOrMany>>,
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+}
+
+impl Part for ForwardRaw {}
+
+impl ForwardSettings {
+    /// Reads `[output.NAME]` of kind `forward`: destination and transport.
+    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<ForwardSettings> {
+        let raw = entry.part::<ForwardRaw>(errs)?;
+        let before = errs.count();
+        let addresses = raw.addresses(entry, errs);
+        let round_robin = crate::decode::choice(
+            errs,
+            &entry.key("mode"),
+            &raw.mode,
+            "mode",
+            &[("failover", false), ("round_robin", true)],
+            false,
+        );
+        let octet_counting = crate::decode::choice(
+            errs,
+            &entry.key("framing"),
+            &raw.framing,
+            "framing",
+            &[("octet-counting", true), ("lf", false)],
+            true,
+        );
+        let protocol = raw.protocol(
+            entry,
+            errs,
+            addresses.as_ref().map(|(_, host, _)| host.clone()),
+        );
+        (errs.count() == before).then_some(())?;
+        Some(ForwardSettings {
+            addresses: addresses?.0,
+            round_robin,
+            protocol: protocol?,
+            octet_counting,
+        })
+    }
+
+    /// `--check-config`: the CA and the client certificate load and are valid now.
+    pub(super) fn check_environment(&self, key: &str, files: &mut crate::tls::FileCheck) {
+        if let ForwardProtocol::Tls(c) = &self.protocol {
+            if let Some(ca) = &c.ca_file {
+                files.ca(&format!("{key}.ca_file"), ca);
+            }
+            if let (Some(cert), Some(k)) = (&c.cert_file, &c.key_file) {
+                files.cert_and_key(&format!("{key}.cert_file"), cert, k);
+            }
+        }
+    }
+}
+
+impl ForwardRaw {
+    /// The collectors, the first one's host (the default TLS server name) and where they are
+    /// given.
+    fn addresses(
+        &self,
+        entry: &Entry<'_, '_>,
+        errs: &mut Errors<'_>,
+    ) -> Option<(Vec<String>, String, std::ops::Range<usize>)> {
+        if let (Some(_), Some(v)) = (&self.address, &self.addresses) {
+            errs.at(
+                v.span(),
+                entry.key("addresses"),
+                "give either address or addresses, not both",
+            );
+        }
+        let (list, span, key) = match (&self.address, &self.addresses) {
+            (Some(a), _) => (vec![a.get_ref().clone()], a.span(), "address"),
+            (None, Some(v)) => (v.get_ref().clone().into_vec(), v.span(), "addresses"),
+            (None, None) => {
+                entry.missing(
+                    errs,
+                    "address",
+                    "missing: give the collector as address = \"host:port\" (or addresses = [...])",
+                );
+                return None;
+            }
+        };
+        let mut addresses = Vec::new();
+        let mut first_host = None;
+        for a in list {
+            match a.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+                {
+                    first_host.get_or_insert_with(|| {
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_string()
+                    });
+                    addresses.push(a);
+                }
+                _ => errs.at(
+                    span.clone(),
+                    entry.key(key),
+                    format!(
+                        "invalid address {a:?}: expected host:port, like \"siem.example.net:6514\""
+                    ),
+                ),
+            }
+        }
+        Some((addresses, first_host?, span))
+    }
+
+    /// The transport, and for TLS its trust and client certificate; `host` is the default
+    /// server name.
+    fn protocol(
+        &self,
+        entry: &Entry<'_, '_>,
+        errs: &mut Errors<'_>,
+        host: Option<String>,
+    ) -> Option<ForwardProtocol> {
+        let protocol = self
+            .protocol
+            .as_ref()
+            .map_or("tcp", |v| v.get_ref().as_str());
+        let proto_span = self
+            .protocol
+            .as_ref()
+            .map_or(entry.kind.span(), |v| v.span());
+        let tls_keys = [
+            ("ca_file", self.ca_file.as_ref().map(|v| v.span())),
+            ("server_name", self.server_name.as_ref().map(|v| v.span())),
+            ("fingerprints", self.fingerprints.as_ref().map(|v| v.span())),
+            ("cert_file", self.cert_file.as_ref().map(|v| v.span())),
+            ("key_file", self.key_file.as_ref().map(|v| v.span())),
+        ];
+        match protocol {
+            "udp" | "tcp" => {
+                for (key, span) in tls_keys {
+                    if let Some(span) = span {
+                        errs.at(
+                            span,
+                            entry.key(key),
+                            format!("only applies with protocol = \"tls\", not {protocol:?}"),
+                        );
+                    }
+                }
+                Some(if protocol == "udp" {
+                    ForwardProtocol::Udp
+                } else {
+                    ForwardProtocol::Tcp
+                })
+            }
+            "tls" => {
+                let fingerprints = self
+                    .fingerprints
+                    .as_ref()
+                    .map(|v| crate::tls::fingerprint_list(errs, &entry.key("fingerprints"), v))
+                    .unwrap_or_default();
+                if fingerprints.is_empty() && self.ca_file.is_none() {
+                    errs.at(proto_span.clone(), entry.key("ca_file"), "missing: protocol = \"tls\" needs ca_file (the collector's CA) or fingerprints (pinned certificates)");
+                }
+                if self.cert_file.is_some() != self.key_file.is_some() {
+                    errs.at(
+                        proto_span.clone(),
+                        entry.key("cert_file"),
+                        "cert_file and key_file go together (the client certificate and its key)",
+                    );
+                }
+                let server_name = match (&self.server_name, host) {
+                    (Some(v), _) => v.get_ref().clone(),
+                    (None, Some(h)) => h,
+                    (None, None) => return None,
+                };
+                if let Err(msg) = crate::tls::server_name(&server_name) {
+                    let span = self.server_name.as_ref().map_or(proto_span, |v| v.span());
+                    errs.at(span, entry.key("server_name"), msg);
+                }
+                Some(ForwardProtocol::Tls(crate::tls::ClientSettings {
+                    ca_file: path_opt(&self.ca_file),
+                    fingerprints,
+                    server_name,
+                    cert_file: path_opt(&self.cert_file),
+                    key_file: path_opt(&self.key_file),
+                }))
+            }
+            other => {
+                errs.at(
+                    proto_span,
+                    entry.key("protocol"),
+                    format!("unknown protocol {other:?}: expected \"udp\", \"tcp\" or \"tls\""),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Events a forward output's channel holds on their way into its backlog (the backlog is the
+/// queue that `max_events`, `max_size` and `when_full` describe).
+const FORWARD_STAGING_EVENTS: usize = 8192;
+
+/// Starts a forward output's thread. Opening the disk queue happens here, so its errors reach
+/// the caller, unless a `predecessor` (the reload's older version, on the same disk queue) must
+/// finish first: then the thread opens it, and an error there drops and counts what arrives.
+pub(super) fn start(
+    cfg: &OutputConfig,
+    settings: &ForwardSettings,
+    metrics: Arc<OutputMetrics>,
+    give_up: CancellationToken,
+    state_dir: &std::path::Path,
+    predecessor: Option<std::thread::JoinHandle<()>>,
+) -> anyhow::Result<RunningOutput> {
+    let (tx, rx) = mpsc::channel();
+    let thread_name = format!("out-{}", cfg.name);
+    let new_worker = {
+        let (name, settings, queue, format) =
+            (cfg.name.clone(), settings.clone(), cfg.queue, cfg.format);
+        let (state_dir, metrics) = (state_dir.to_path_buf(), metrics.clone());
+        move || ForwardWorker::new(name, settings, queue, format, &state_dir, metrics, give_up)
+    };
+    let room = Arc::new(Semaphore::new(
+        cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
+    ));
+    let thread_room = room.clone();
+    let thread = match predecessor {
+        None => {
+            let worker = new_worker()?;
+            std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || worker.run(rx, thread_room))?
+        }
+        Some(prev) => {
+            let name = cfg.name.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new().name(thread_name).spawn(move || {
+                let _ = prev.join();
+                match new_worker() {
+                    Ok(worker) => worker.run(rx, thread_room),
+                    Err(e) => {
+                        tracing::error!(output = %name, error = format!("{e:#}"), "output could not take over after a reload; its events are dropped");
+                        metrics::add(&metrics.write_errors, 1);
+                        for batch in rx {
+                            metrics::add(&metrics.dropped_write_error, batch.len() as u64);
+                            thread_room.add_permits(batch.len());
+                        }
+                    }
+                }
+            })?
+        }
+    };
+    // The channel only stages: the backlog applies the policy, so senders wait here only when
+    // the backlog itself is full under `block`.
+    let staging = QueueConfig {
+        max_events: cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
+        when_full: WhenFull::Block,
+        ..cfg.queue
+    };
+    Ok(RunningOutput {
+        handle: OutputHandle {
+            tx,
+            room,
+            queue: staging,
+            metrics,
+        },
+        thread,
+    })
+}
 
 /// Connect, handshake and write deadlines: a collector that stops answering is noticed.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -13,7 +13,12 @@ pub mod backlog;
 pub mod file;
 pub mod format;
 pub mod forward;
+mod kind;
+pub mod queue;
 pub mod stdout;
+
+pub use kind::{OutputConfig, OutputKind, OutputResource};
+pub use queue::{QueueConfig, QueueKind, WhenFull};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::config::{OutputConfig, OutputKind, QueueConfig, WhenFull};
 use crate::event::Event;
 use crate::metrics::{self, OutputMetrics};
 
@@ -152,114 +156,32 @@ pub struct RunningOutput {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Events a forward output's channel holds on their way into its backlog (the backlog is the
-/// queue that `max_events`, `max_size` and `when_full` describe).
-const FORWARD_STAGING_EVENTS: usize = 8192;
-
-/// Starts the output's thread with its sink and returns the handle to its queue. `give_up` is
-/// cancelled when the shutdown deadline passes: outputs that retry stop retrying. Disk queues
-/// live under `state_dir`.
-///
-/// `predecessor` is the thread of the output this one replaces on a reload when both use the
-/// same resource (files, disk queue directory): the new thread takes over only once it has
-/// finished, while events already queue in the new channel.
-pub fn start(
+/// Starts the thread of an output without a backlog: `sink` writes what the queue hands it,
+/// flushing at least every `flush_interval`. With a `predecessor` (a reload's older version of
+/// the output, on the same files), the thread waits for it to finish first.
+fn start_sink(
     cfg: &OutputConfig,
+    sink: Box<dyn Sink>,
+    flush_interval: Duration,
     metrics: Arc<OutputMetrics>,
-    give_up: tokio_util::sync::CancellationToken,
-    state_dir: &std::path::Path,
-    reopen: ReopenFiles,
     predecessor: Option<std::thread::JoinHandle<()>>,
 ) -> anyhow::Result<RunningOutput> {
     let (tx, rx) = mpsc::channel();
-    let thread_name = format!("out-{}", cfg.name);
-    let (room, queue, thread) = match &cfg.kind {
-        OutputKind::Forward(settings) => {
-            let new_worker = {
-                let (name, settings, queue, format) =
-                    (cfg.name.clone(), settings.clone(), cfg.queue, cfg.format);
-                let (state_dir, metrics) = (state_dir.to_path_buf(), metrics.clone());
-                move || {
-                    forward::ForwardWorker::new(
-                        name, settings, queue, format, &state_dir, metrics, give_up,
-                    )
-                }
-            };
-            let room = Arc::new(Semaphore::new(
-                cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
-            ));
-            let thread_room = room.clone();
-            let thread = match predecessor {
-                // Opening the disk queue here reports its errors to the caller.
-                None => {
-                    let worker = new_worker()?;
-                    std::thread::Builder::new()
-                        .name(thread_name)
-                        .spawn(move || worker.run(rx, thread_room))?
-                }
-                Some(prev) => {
-                    let name = cfg.name.clone();
-                    let metrics = metrics.clone();
-                    std::thread::Builder::new().name(thread_name).spawn(move || {
-                        let _ = prev.join();
-                        match new_worker() {
-                            Ok(worker) => worker.run(rx, thread_room),
-                            Err(e) => {
-                                tracing::error!(output = %name, error = format!("{e:#}"), "output could not take over after a reload; its events are dropped");
-                                metrics::add(&metrics.write_errors, 1);
-                                for batch in rx {
-                                    metrics::add(&metrics.dropped_write_error, batch.len() as u64);
-                                    thread_room.add_permits(batch.len());
-                                }
-                            }
-                        }
-                    })?
-                }
-            };
-            // The channel only stages: the backlog applies the policy, so senders wait here only
-            // when the backlog itself is full under `block`.
-            let staging = QueueConfig {
-                max_events: cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
-                when_full: WhenFull::Block,
-                ..cfg.queue
-            };
-            (room, staging, thread)
-        }
-        kind => {
-            let (sink, flush_interval): (Box<dyn Sink>, Duration) = match kind {
-                OutputKind::File(f) => (
-                    Box::new(file::FileSink::new(
-                        cfg.name.clone(),
-                        f,
-                        cfg.format,
-                        metrics.clone(),
-                        reopen,
-                    )?),
-                    f.flush_interval,
-                ),
-                _ => (
-                    Box::new(stdout::StdoutSink::new(cfg.format, metrics.clone())),
-                    Duration::from_millis(200),
-                ),
-            };
-            let room = Arc::new(Semaphore::new(cfg.queue.max_events));
-            let thread_room = room.clone();
-            let thread = std::thread::Builder::new()
-                .name(thread_name)
-                .spawn(move || {
-                    if let Some(prev) = predecessor {
-                        let _ = prev.join();
-                    }
-                    run_sink(sink, rx, thread_room, flush_interval)
-                })?;
-            (room, cfg.queue, thread)
-        }
-    };
+    let room = Arc::new(Semaphore::new(cfg.queue.max_events));
+    let thread_room = room.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("out-{}", cfg.name))
+        .spawn(move || {
+            if let Some(prev) = predecessor {
+                let _ = prev.join();
+            }
+            run_sink(sink, rx, thread_room, flush_interval)
+        })?;
     Ok(RunningOutput {
         handle: OutputHandle {
             tx,
             room,
-            queue,
+            queue: cfg.queue,
             metrics,
         },
         thread,

@@ -9,6 +9,25 @@ use crate::metrics::{self, OutputMetrics};
 use crate::output::Sink;
 use crate::output::format::Format;
 
+/// `kind = "stdout"`.
+pub const KIND: &str = "stdout";
+/// How often buffered lines are written out when the queue does not run dry.
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The settings of a `stdout` output: none beyond every output's `format` and `queue`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StdoutSettings;
+
+impl StdoutSettings {
+    /// Reads `[output.NAME]` of kind `stdout`: it has no keys of its own.
+    pub fn decode(
+        _entry: &mut crate::decode::Entry<'_, '_>,
+        _errs: &mut crate::decode::Errors<'_>,
+    ) -> Option<StdoutSettings> {
+        Some(StdoutSettings)
+    }
+}
+
 /// Writes to the process's stdout; owned by the output thread.
 pub struct StdoutSink {
     format: Format,

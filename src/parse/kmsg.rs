@@ -62,13 +62,7 @@ impl BootClock {
 
 /// CLOCK_MONOTONIC as a duration.
 fn monotonic() -> TimeDelta {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid pointer given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    TimeDelta::new(ts.tv_sec, ts.tv_nsec as u32).unwrap_or_default()
+    TimeDelta::from_std(crate::sys::monotonic()).unwrap_or_default()
 }
 
 /// What a record's header said, besides what went into the frame.

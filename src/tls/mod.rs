@@ -310,39 +310,40 @@ pub struct FileCheck {
 
 impl FileCheck {
     /// Checks that the key belongs to the certificate and the certificate is valid now.
-    pub fn cert_and_key(&mut self, cert_file: &Path, key_file: &Path) {
+    /// `key` is the config key the problem is reported under.
+    pub fn cert_and_key(&mut self, key: &str, cert_file: &Path, key_file: &Path) {
         match certified_key(cert_file, key_file) {
-            Ok((certs, _)) => self.validity(cert_file, &certs[0]),
-            Err(e) => self.errors.push(e),
+            Ok((certs, _)) => self.validity(key, cert_file, &certs[0]),
+            Err(e) => self.errors.push(format!("{key}: {e}")),
         }
     }
 
     /// Checks that a CRL file parses.
-    pub fn crl(&mut self, crl_file: &Path) {
+    pub fn crl(&mut self, key: &str, crl_file: &Path) {
         if let Err(e) = load_crls(crl_file) {
-            self.errors.push(e);
+            self.errors.push(format!("{key}: {e}"));
         }
     }
 
     /// Checks that a CA bundle parses and its certificates are valid now.
-    pub fn ca(&mut self, ca_file: &Path) {
+    pub fn ca(&mut self, key: &str, ca_file: &Path) {
         match root_store(ca_file) {
             Ok(_) => {
                 if let Ok(certs) = load_certs(ca_file) {
                     for c in &certs {
-                        self.validity(ca_file, c);
+                        self.validity(key, ca_file, c);
                     }
                 }
             }
-            Err(e) => self.errors.push(e),
+            Err(e) => self.errors.push(format!("{key}: {e}")),
         }
     }
 
-    fn validity(&mut self, file: &Path, cert: &CertificateDer<'_>) {
+    fn validity(&mut self, key: &str, file: &Path, cert: &CertificateDer<'_>) {
         use x509_parser::prelude::*;
         let Ok((_, parsed)) = X509Certificate::from_der(cert.as_ref()) else {
             self.errors.push(format!(
-                "{}: certificate does not parse as X.509",
+                "{key}: {}: certificate does not parse as X.509",
                 file.display()
             ));
             return;
@@ -353,23 +354,41 @@ impl FileCheck {
         let subject = parsed.subject().to_string();
         if now < validity.not_before.timestamp() {
             self.errors.push(format!(
-                "{}: certificate {subject:?} is not valid until {}",
+                "{key}: {}: certificate {subject:?} is not valid until {}",
                 file.display(),
                 validity.not_before
             ));
         } else if now > not_after {
             self.errors.push(format!(
-                "{}: certificate {subject:?} expired on {}",
+                "{key}: {}: certificate {subject:?} expired on {}",
                 file.display(),
                 validity.not_after
             ));
         } else if not_after - now < EXPIRY_WARNING_DAYS * 86_400 {
             self.warnings.push(format!(
-                "{}: certificate {subject:?} expires in {} days, on {}",
+                "{key}: {}: certificate {subject:?} expires in {} days, on {}",
                 file.display(),
                 (not_after - now) / 86_400,
                 validity.not_after
             ));
         }
     }
+}
+
+/// Parses a list of pinned certificate fingerprints, reporting each bad one at `key`.
+pub fn fingerprint_list(
+    errs: &mut crate::decode::Errors<'_>,
+    key: &str,
+    v: &toml::Spanned<crate::decode::OneOrMany>,
+) -> Vec<Fingerprint> {
+    v.get_ref()
+        .clone()
+        .into_vec()
+        .iter()
+        .filter_map(|f| {
+            verify::parse_fingerprint(f)
+                .map_err(|m| errs.at(v.span(), key, m))
+                .ok()
+        })
+        .collect()
 }

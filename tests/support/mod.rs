@@ -90,7 +90,9 @@ impl TestDaemon {
     pub fn reload(&self, toml: &str) -> Result<(), String> {
         let text = toml.replace("{dir}", self.dir.path().to_str().unwrap());
         let config = Config::from_toml_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
-        self.control.reload_blocking(config)
+        self.control
+            .reload_blocking(config)
+            .map_err(|e| e.to_string())
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

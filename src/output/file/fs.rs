@@ -2,7 +2,6 @@
 //! and owner, the identity used to notice a file that was moved or deleted, writes that report how
 //! far they got, and user/group name lookups for the config.
 
-use std::ffi::CString;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -168,80 +167,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// A user name or numeric id to a uid (for `owner`).
-pub fn lookup_user(name: &str) -> Result<u32, String> {
-    if let Ok(id) = name.parse::<u32>() {
-        return Ok(id);
-    }
-    lookup_passwd(name, |pwd| pwd.pw_uid)
-}
-
-/// A user name's primary gid (for `[daemon] user` without `group`).
-pub fn lookup_user_gid(name: &str) -> Result<u32, String> {
-    lookup_passwd(name, |pwd| pwd.pw_gid)
-}
-
-fn lookup_passwd(name: &str, field: fn(&libc::passwd) -> u32) -> Result<u32, String> {
-    lookup(name, |c, buf| {
-        // SAFETY: an all-zero passwd is a valid out-parameter; getpwnam_r writes into it and into
-        // buf (its strings), within buf's length; result is set to null or to &pwd.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (!result.is_null()).then_some(field(&pwd)))
-    })
-    .map_err(|e| format!("unknown user {name:?}{e}"))
-}
-
-/// A group name or numeric id to a gid (for `group`).
-pub fn lookup_group(name: &str) -> Result<u32, String> {
-    if let Ok(id) = name.parse::<u32>() {
-        return Ok(id);
-    }
-    lookup(name, |c, buf| {
-        // SAFETY: as in lookup_user, with getgrnam_r and a zeroed group.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getgrnam_r(
-                c.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        (rc, (!result.is_null()).then_some(grp.gr_gid))
-    })
-    .map_err(|e| format!("unknown group {name:?}{e}"))
-}
-
-/// Runs a `get*nam_r` call, growing its string buffer on ERANGE. The error text is empty for "no
-/// such name", else ": <reason>".
-fn lookup(
-    name: &str,
-    call: impl Fn(&CString, &mut [libc::c_char]) -> (libc::c_int, Option<u32>),
-) -> Result<u32, String> {
-    let c = CString::new(name.as_bytes()).map_err(|_| ": contains NUL".to_string())?;
-    let mut buf: Vec<libc::c_char> = vec![0; 1024];
-    loop {
-        match call(&c, &mut buf) {
-            (0, Some(id)) => return Ok(id),
-            (0, None) => return Err(String::new()),
-            (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
-            (rc, _) => return Err(format!(": {}", io::Error::from_raw_os_error(rc))),
-        }
-    }
-}
-
 /// `path` with `suffix` appended to its file name (`auth.log` + `.1` = `auth.log.1`).
 pub fn with_suffix(path: &Path, suffix: &str) -> std::path::PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -257,6 +182,7 @@ pub fn file_name_bytes(path: &Path) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::privileges::{lookup_group, lookup_user};
 
     #[test]
     fn users_and_groups_resolve_by_name_or_number() {

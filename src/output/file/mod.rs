@@ -17,6 +17,7 @@
 pub mod compress;
 pub mod fs;
 pub mod rotate;
+mod settings;
 pub mod sweep;
 pub mod template;
 mod write;
@@ -28,9 +29,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use fs::Perms;
 pub use rotate::{Compression, RotateConfig, SegmentNaming};
+pub use settings::{FileOutputConfig, KIND};
 pub use template::PathTemplate;
 
-use crate::config::FileOutputConfig;
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
 use crate::output::format::Format;

@@ -1,0 +1,304 @@
+//! Wiring: [`bind`] every socket (before any runtime or privilege change), then [`run`] the
+//! listeners and outputs until the shutdown token fires, and drain. Binding and systemd's
+//! sockets are in `bind` and `activation`; replacing the configuration is in `reload`.
+//!
+//! Shutdown order (ARCHITECTURE.md, "Shutdown"): stop accepting; datagram listeners read their
+//! sockets empty; open connections are read until their peer closes or `shutdown_timeout`
+//! passes; then every output queue closes (its last sender is dropped), drains, flushes and
+//! fsyncs.
+
+mod activation;
+mod bind;
+mod reload;
+
+pub use bind::{Bound, BoundListener, bind, bind_activated};
+pub use reload::{Control, Hangup, ReloadError};
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::listen::{BoundSocket, ListenerConfig, Pipeline, Routing, StartContext};
+use crate::metrics::Metrics;
+use crate::output::{OutputConfig, OutputHandle};
+use crate::route::RuleTable;
+use crate::systemd::Notifier;
+
+/// Serves `bound` under `config` until `shutdown` is cancelled, then drains and returns.
+/// Meanwhile it applies configuration reloads sent through [`Bound::control`].
+pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Bound {
+        listeners,
+        metrics,
+        control,
+        mut reload_rx,
+        notifier,
+        watchdog_interval,
+        metrics_listener,
+    } = bound;
+    let mut d = Daemon {
+        pipeline: Arc::new(Pipeline::new(
+            Routing {
+                routes: RuleTable::new(Vec::new()),
+                outputs: Vec::new(),
+                route_metrics: Vec::new(),
+            },
+            metrics.clone(),
+        )),
+        metrics: metrics.clone(),
+        hangup: control.hangup().clone(),
+        shutdown: shutdown.clone(),
+        // Cut open connections and stop output retries once shutdown_timeout has passed.
+        hard_stop: CancellationToken::new(),
+        outputs: Vec::new(),
+        threads: Vec::new(),
+        listeners: Vec::new(),
+        stopping: Vec::new(),
+        config,
+    };
+    let mut outputs = Vec::new();
+    for o in d.config.outputs.clone() {
+        let handle = d.start_output(&o).map_err(|e| anyhow::anyhow!(e))?;
+        outputs.push((o, handle));
+    }
+    d.install(outputs);
+    for l in listeners {
+        d.spawn_listener(l)?;
+    }
+    let exporter = match metrics_listener {
+        Some(l) => {
+            crate::listen::log_listening("metrics", "prometheus", l.local_addr());
+            let l = tokio::net::TcpListener::from_std(l).context("registering metrics socket")?;
+            Some(tokio::spawn(crate::exporter::serve(
+                l,
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    // Every socket is bound and every output (with its disk queue) started: systemd may now
+    // start the units ordered after this one.
+    let notifier = notifier.map(Arc::new);
+    if let Some(n) = &notifier {
+        n.notify("READY=1");
+        if let Some(interval) = watchdog_interval {
+            tokio::spawn(watchdog(n.clone(), interval, shutdown.clone()));
+        }
+    }
+    tracing::info!(
+        config = %d.config.origin,
+        listeners = d.config.listeners.len(),
+        outputs = d.config.outputs.len(),
+        routes = d.config.routes.len(),
+        "sluice started"
+    );
+
+    let stats = tokio::spawn(log_stats(
+        metrics.clone(),
+        d.config.daemon.stats_interval,
+        shutdown.clone(),
+    ));
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(req) = reload_rx.recv() => {
+                if let Some(n) = &notifier {
+                    n.notify(&format!(
+                        "RELOADING=1\nMONOTONIC_USEC={}",
+                        crate::sys::monotonic().as_micros()
+                    ));
+                }
+                let result = d.reload(req.config).await;
+                if let Some(n) = &notifier {
+                    n.notify("READY=1");
+                }
+                match &result {
+                    Ok(()) => tracing::info!(config = %d.config.origin, "configuration reloaded"),
+                    Err(e @ ReloadError::Partial(_)) => tracing::error!(error = %e, "configuration reloaded, but not every listener started"),
+                    Err(e) => tracing::error!(error = %e, "configuration reload failed; the running configuration stays"),
+                }
+                let _ = req.done.send(result);
+            }
+        }
+    }
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1");
+    }
+    stats.abort();
+    d.stop().await?;
+    if let Some(e) = exporter {
+        let _ = e.await;
+    }
+    tracing::info!(counters = %metrics.summary(), "stopped");
+    Ok(())
+}
+
+/// Tells systemd every `interval` that the runtime still schedules tasks, until shutdown.
+async fn watchdog(
+    notifier: Arc<Notifier>,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => notifier.notify("WATCHDOG=1"),
+        }
+    }
+}
+
+/// Logs the counters every `interval` until shutdown.
+async fn log_stats(
+    metrics: Arc<Metrics>,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => tracing::info!(counters = %metrics.summary(), "stats"),
+        }
+    }
+}
+
+/// A listener task and how to stop it alone.
+struct RunningListener {
+    config: ListenerConfig,
+    /// A duplicate of the task's socket.
+    socket: BoundSocket,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The running daemon: its configuration, listener tasks and output threads.
+struct Daemon {
+    config: Config,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    hangup: Hangup,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    /// Current outputs in config order (the routing's indices).
+    outputs: Vec<(OutputConfig, OutputHandle)>,
+    /// Every output thread ever started, by output name; joined at the end (a removed output's
+    /// thread ends once its last batch is written).
+    threads: Vec<(Arc<str>, std::thread::JoinHandle<()>)>,
+    listeners: Vec<RunningListener>,
+    /// Tasks of listeners removed by a reload, still finishing their connections.
+    stopping: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Whether two versions of an output write to the same place: files, or a disk queue directory.
+fn shares_resource(old: &OutputConfig, new: &OutputConfig, state_dir: &std::path::Path) -> bool {
+    let held = old.resources(state_dir);
+    new.resources(state_dir).iter().any(|r| held.contains(r))
+}
+
+impl Daemon {
+    fn start_output(&mut self, o: &OutputConfig) -> Result<OutputHandle, String> {
+        // A changed output that keeps its name and kind owns the same files or disk queue
+        // directory as the one it replaces: it takes over once that one has finished.
+        let predecessor = self
+            .outputs
+            .iter()
+            .find(|(old, _)| {
+                old.name == o.name && shares_resource(old, o, &self.config.daemon.state_dir)
+            })
+            .and_then(|_| {
+                let i = self.threads.iter().rposition(|(n, _)| *n == o.name)?;
+                Some(self.threads.swap_remove(i).1)
+            });
+        let started = o
+            .start(
+                self.metrics.output(&o.name),
+                self.hard_stop.clone(),
+                &self.config.daemon.state_dir,
+                self.hangup.files.clone(),
+                predecessor,
+            )
+            .map_err(|e| format!("starting output {}: {e:#}", o.name))?;
+        self.threads.push((o.name.clone(), started.thread));
+        Ok(started.handle)
+    }
+
+    /// Makes `outputs` (in config order) and the current config's routes the routing.
+    fn install(&mut self, outputs: Vec<(OutputConfig, OutputHandle)>) {
+        self.pipeline.replace(Routing {
+            routes: RuleTable::new(self.config.routes.clone()),
+            outputs: outputs.iter().map(|(_, h)| h.clone()).collect(),
+            route_metrics: (self.config.routes.iter())
+                .map(|r| self.metrics.route(&r.label))
+                .collect(),
+        });
+        self.outputs = outputs;
+    }
+
+    fn spawn_listener(&mut self, l: BoundListener) -> anyhow::Result<()> {
+        let stop = self.shutdown.child_token();
+        // Kept so that a changed listener on the same address can take the socket over.
+        let socket = l
+            .socket
+            .try_clone()
+            .context("duplicating the listening socket")?;
+        let task = l.config.kind.start(
+            l.socket,
+            StartContext {
+                config: &l.config,
+                pipeline: self.pipeline.clone(),
+                stop: stop.clone(),
+                hard_stop: self.hard_stop.clone(),
+                hangup: self.hangup.subscribe(),
+            },
+        )?;
+        self.listeners.push(RunningListener {
+            config: l.config,
+            socket,
+            stop,
+            task,
+        });
+        Ok(())
+    }
+
+    /// The orderly stop (see the module's documentation).
+    async fn stop(self) -> anyhow::Result<()> {
+        let timeout = self.config.daemon.shutdown_timeout;
+        tracing::info!(?timeout, "shutting down: reading what senders already sent");
+        let cutter = {
+            let hard_stop = self.hard_stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                hard_stop.cancel();
+            })
+        };
+        let tasks = self
+            .listeners
+            .into_iter()
+            .map(|r| r.task)
+            .chain(self.stopping);
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "listener task failed");
+            }
+        }
+        // The listeners held the only other references to the output queues: with these gone,
+        // each output sees its queue close and drains.
+        drop(self.pipeline);
+        drop(self.outputs);
+        let threads = self.threads;
+        tokio::task::spawn_blocking(move || {
+            for (_, t) in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+        .context("joining output threads")?;
+        cutter.abort();
+        Ok(())
+    }
+}
