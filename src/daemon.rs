@@ -1,7 +1,7 @@
 //! Wiring: [`bind`] every socket (before any runtime or privilege change), then [`run`] the
 //! listeners and outputs until the shutdown token fires, and drain.
 //!
-//! Shutdown order (DESIGN.md §1): stop accepting; datagram listeners read their sockets empty;
+//! Shutdown order (ARCHITECTURE.md, "Shutdown"): stop accepting; datagram listeners read their sockets empty;
 //! open connections are read until their peer closes or `shutdown_timeout` passes; then every
 //! output queue closes (its last sender is dropped), drains, flushes and fsyncs.
 
@@ -754,7 +754,7 @@ impl Daemon {
         }
     }
 
-    /// The orderly stop of DESIGN.md §1.
+    /// The orderly stop described in the module docs (and ARCHITECTURE.md, "Shutdown").
     async fn stop(self) -> anyhow::Result<()> {
         let timeout = self.config.daemon.shutdown_timeout;
         tracing::info!(?timeout, "shutting down: reading what senders already sent");

@@ -1,5 +1,5 @@
-//! End to end: real clients (util-linux logger, raw sockets) into files, parsed as DESIGN.md §5
-//! says; queue policies and their counters.
+//! End to end: real clients (util-linux logger, raw sockets) into files, written as JSON events
+//! (README.md, "How input is handled"); queue policies and their counters.
 
 use std::io::Write;
 use std::process::Command;

@@ -190,7 +190,7 @@ fn refused_clients_are_counted_and_others_still_served() {
     p.not_before = date_time_ymd(2090, 1, 1);
     p.not_after = date_time_ymd(2091, 1, 1);
     pki.leaf("future", p, false);
-    // serverAuth-only EKU, reused as a client certificate (hostile-inputs C14).
+    // serverAuth-only EKU, reused as a client certificate (hostile input C14, docs/TESTING.md).
     let mut p = client_params("reused.example.net");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     pki.leaf("serveronly", p, false);
