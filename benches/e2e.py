@@ -24,7 +24,7 @@ Cases (pick with --cases):
 
 Wall msg/s runs from the first send to the last write (the output file's mtime); msg per
 CPU-second divides by the daemon's user+system time (/proc/PID/stat) over the same span.
-This file started from ../shared/bench/compare.py (the project's shared benchmark notes).
+It needs only this repository and the peers benches/peers-setup.sh installs.
 """
 import argparse
 import json

@@ -1,6 +1,5 @@
 #!/bin/bash
-# Copied from ../shared/bench/peers-setup.sh (the shared benchmark notes), so a clone of sluice
-# alone can run benches/e2e.py. Run as root (apt-get).
+# Self-contained, so a clone of sluice alone can run benches/e2e.py. Run as root (apt-get).
 # Installs the peer daemons side by side: syslog-ng (with its load generator loggen) from Debian,
 # and rsyslog unpacked into a private prefix (the two packages conflict in Debian).
 set -eu

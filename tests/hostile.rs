@@ -1,5 +1,5 @@
-//! The hostile inputs of sections A, B, C01–C06 and I (hostile-inputs.md, copied in spirit to
-//! tests/data/README.md), each sent over a real socket to an in-process daemon.
+//! The hostile inputs of sections A, B, C01–C06, I and J02 (defined in docs/TESTING.md), each
+//! sent over a real socket to an in-process daemon.
 
 use std::io::Write;
 use std::net::TcpStream;

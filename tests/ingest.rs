@@ -1,5 +1,5 @@
-//! End to end: real clients (util-linux logger, raw sockets) into files, parsed as DESIGN.md §5
-//! says; queue policies and their counters.
+//! End to end: real clients (util-linux logger, raw sockets) into files, written as JSON events
+//! (README.md, "How input is handled"); queue policies and their counters.
 
 use std::io::Write;
 use std::process::Command;
@@ -29,13 +29,11 @@ fn logger(args: &[&str]) {
 fn logger_over_udp_tcp_octet_counted_and_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("dev-log");
-    let d = TestDaemon::start(&json_config("").replace(
-        "[output.out]",
-        &format!(
-            "[listen.local]\nkind = \"unix\"\npath = \"{}\"\n\n[output.out]",
-            sock.display()
-        ),
-    ));
+    let d = TestDaemon::start(
+        &json_builder("")
+            .listener("local", "unix", &format!("path = \"{}\"", sock.display()))
+            .build(),
+    );
     let udp = d.addr("udp");
     let tcp = d.addr("tcp");
     let (up, tp) = (udp.port().to_string(), tcp.port().to_string());
@@ -135,13 +133,15 @@ fn logger_over_udp_tcp_octet_counted_and_unix_socket() {
 fn logger_and_glibc_style_senders_over_a_unix_stream_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("log-stream");
-    let d = TestDaemon::start(&json_config("").replace(
-        "[output.out]",
-        &format!(
-            "[listen.local]\nkind = \"unix_stream\"\npath = \"{}\"\nmode = \"0600\"\n\n[output.out]",
-            sock.display()
-        ),
-    ));
+    let d = TestDaemon::start(
+        &json_builder("")
+            .listener(
+                "local",
+                "unix_stream",
+                &format!("path = \"{}\"\nmode = \"0600\"", sock.display()),
+            )
+            .build(),
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -361,14 +361,13 @@ fn every_format_writes_one_line_per_event() {
         "json",
         "raw",
     ];
-    let mut toml = String::from("[listen.udp]\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\n");
-    for f in formats {
-        toml.push_str(&format!(
-            "[output.{f}]\nkind = \"file\"\npath = \"{{dir}}/{f}.log\"\nformat = \"{f}\"\n"
-        ));
-    }
-    toml.push_str(&format!("[[route]]\nto = {formats:?}\n"));
-    let d = TestDaemon::start(&toml);
+    let config = formats
+        .iter()
+        .fold(ConfigBuilder::new().udp("udp", ""), |c, f| {
+            c.file(f, &format!("{f}.log"), f, "")
+        })
+        .route_to(&formats);
+    let d = TestDaemon::start(&config.build());
     send_udp(
         d.addr("udp"),
         &[b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - [a@1 x=\"y\"] line\none"],
@@ -407,25 +406,17 @@ fn every_format_writes_one_line_per_event() {
 fn drop_newest_counts_what_a_full_queue_refuses() {
     // A 10-event queue and a burst read in a few large batches: most of each batch cannot fit.
     let d = TestDaemon::start(
-        r#"
-[listen.tcp]
-kind = "tcp"
-address = "127.0.0.1:0"
-
-[output.small]
-kind = "file"
-path = "{dir}/small.log"
-format = "raw"
-queue = { max_events = 10, when_full = "drop_newest" }
-
-[output.big]
-kind = "file"
-path = "{dir}/big.log"
-format = "raw"
-
-[[route]]
-to = ["small", "big"]
-"#,
+        &ConfigBuilder::new()
+            .tcp("tcp", "")
+            .file(
+                "small",
+                "small.log",
+                "raw",
+                "queue = { max_events = 10, when_full = \"drop_newest\" }",
+            )
+            .file("big", "big.log", "raw", "")
+            .route_to(&["small", "big"])
+            .build(),
     );
     let mut payload = Vec::new();
     for i in 0..1000 {
@@ -462,10 +453,15 @@ fn unix_socket_replaces_a_stale_socket_and_is_world_writable() {
     // A socket file left behind by a daemon that died: bound once, then its owner is gone.
     drop(std::os::unix::net::UnixDatagram::bind(&sock).unwrap());
     assert!(sock.exists());
-    let d = TestDaemon::start(&format!(
-        "[listen.local]\nkind = \"unix\"\npath = \"{}\"\n[output.o]\nkind = \"file\"\npath = \"{{dir}}/o.log\"\nformat = \"raw\"\n[[route]]\nto = \"o\"\n",
-        sock.display()
-    ));
+    let unix = || {
+        ConfigBuilder::new().listener("local", "unix", &format!("path = \"{}\"", sock.display()))
+    };
+    let d = TestDaemon::start(
+        &unix()
+            .file("o", "o.log", "raw", "")
+            .route_to(&["o"])
+            .build(),
+    );
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o666);
     let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
@@ -473,10 +469,7 @@ fn unix_socket_replaces_a_stale_socket_and_is_world_writable() {
     assert_eq!(wait_lines(&d.path("o.log"), 1), vec!["<13>hello"]);
 
     // A live socket is not stolen: a second daemon on the same path refuses to start.
-    let text = format!(
-        "[listen.local]\nkind = \"unix\"\npath = \"{}\"\n[output.o]\nkind = \"stdout\"\n[[route]]\nto = \"o\"\n",
-        sock.display()
-    );
+    let text = unix().output("o", "stdout", "").route_to(&["o"]).build();
     let config = sluice::config::Config::from_toml_str(&text, "t.toml").unwrap();
     let err = sluice::daemon::bind(&config).unwrap_err();
     assert!(

@@ -92,29 +92,19 @@ fn rsyslog_forwards_to_sluice_over_tls_with_x509_name() {
     let d_ = dir.path();
     pki(d_, &["rsyslog"]);
     let p = |f: &str| d_.join(f).display().to_string();
-    let d = TestDaemon::start(&format!(
-        r#"
-[listen.tls]
-kind = "tls"
-address = "127.0.0.1:0"
-cert_file = "{}"
-key_file = "{}"
-client_auth = "name"
-client_ca_file = "{}"
-permitted_peers = ["*.example.net"]
-
-[output.out]
-kind = "file"
-path = "{{dir}}/out.json"
-format = "json"
-
-[[route]]
-to = ["out"]
-"#,
-        p("server.pem"),
-        p("server.key"),
-        p("ca.pem")
-    ));
+    let d = TestDaemon::start(
+        &json_out()
+            .tls(
+                "tls",
+                &p("server.pem"),
+                &p("server.key"),
+                &format!(
+                    "client_auth = \"name\"\nclient_ca_file = \"{}\"\npermitted_peers = [\"*.example.net\"]",
+                    p("ca.pem")
+                ),
+            )
+            .build(),
+    );
     let sock = d_.join("in.sock");
     let _rsyslog = Rsyslog::start(
         d_,
@@ -205,28 +195,18 @@ action(type="omfile" file="{out}" template="line")
         .trim()
         .parse()
         .unwrap();
-    let d = TestDaemon::start(&format!(
-        r#"
-[listen.udp]
-kind = "udp"
-address = "127.0.0.1:0"
-
-[output.rsyslog]
-kind = "forward"
-address = "127.0.0.1:{port}"
-protocol = "tls"
-ca_file = "{}"
-server_name = "localhost"
-cert_file = "{}"
-key_file = "{}"
-
-[[route]]
-to = ["rsyslog"]
-"#,
-        p("ca.pem"),
-        p("relay.pem"),
-        p("relay.key"),
-    ));
+    let d = TestDaemon::start(
+        &udp_forwarding_to(
+            "rsyslog",
+            &tls_forward_keys(
+                &format!("127.0.0.1:{port}"),
+                &p("ca.pem"),
+                &p("relay.pem"),
+                &p("relay.key"),
+            ),
+        )
+        .build(),
+    );
     send_udp(
         d.addr("udp"),
         &[b"<165>1 2003-10-11T22:14:15.003Z web1.example.net nginx - - - from sluice over tls"],

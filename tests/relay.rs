@@ -1,4 +1,4 @@
-//! The relay guarantees of reliability-tests.md (T1, T2/T3, T4, T5, T6, T7, T10): sequence-numbered
+//! The relay guarantees, reliability cases T1, T2/T3, T4, T5, T6, T7 and T10 of docs/TESTING.md: sequence-numbered
 //! messages through a forward output to a collector that goes down, resets, stalls or vanishes,
 //! checked by a checker that states the loss and duplicates it allows.
 

@@ -99,7 +99,7 @@ fn assert_holds(path: &std::path::Path, range: std::ops::Range<usize>) {
     }
 }
 
-/// T9 (reliability-tests.md; rsyslog imtcp-basic-hup.sh): half the messages, SIGHUP with the
+/// T9 (reliability case, docs/TESTING.md; after rsyslog's imtcp-basic-hup.sh): half the messages, SIGHUP with the
 /// route changed from A to B, the other half over the same TCP connection.
 #[test]
 fn t9_sighup_switches_route_mid_connection_and_loses_nothing() {

@@ -1,4 +1,4 @@
-//! T8 (reliability-tests.md): rotation under load with compression. 2M messages over TCP at full
+//! T8 (reliability case, docs/TESTING.md): rotation under load with compression. 2M messages over TCP at full
 //! speed into a file rotated every 4 MiB and gzipped, while 20 logrotate-style moves, each
 //! followed by SIGHUP, happen during the flood. Every `.gz` passes `gzip -t`, and the
 //! decompressed, concatenated files hold exactly the sequence sent: no line split, doubled or lost.

@@ -83,27 +83,14 @@ fn fingerprint(der: &[u8]) -> String {
 
 /// A TLS listener `tls` (plus the usual json output) with extra keys.
 pub(crate) fn tls_config(pki: &Pki, extra: &str) -> String {
-    format!(
-        r#"
-[listen.tls]
-kind = "tls"
-address = "127.0.0.1:0"
-cert_file = "{}"
-key_file = "{}"
-handshake_timeout = "2s"
-{extra}
-
-[output.out]
-kind = "file"
-path = "{{dir}}/out.json"
-format = "json"
-
-[[route]]
-to = ["out"]
-"#,
-        pki.p("server.pem"),
-        pki.p("server.key"),
-    )
+    json_out()
+        .tls(
+            "tls",
+            &pki.p("server.pem"),
+            &pki.p("server.key"),
+            &format!("handshake_timeout = \"2s\"\n{extra}"),
+        )
+        .build()
 }
 
 /// Runs `openssl s_client` against `addr`, feeding `input` on stdin, and waits for it to end.
@@ -203,7 +190,7 @@ fn refused_clients_are_counted_and_others_still_served() {
     p.not_before = date_time_ymd(2090, 1, 1);
     p.not_after = date_time_ymd(2091, 1, 1);
     pki.leaf("future", p, false);
-    // serverAuth-only EKU, reused as a client certificate (hostile-inputs C14).
+    // serverAuth-only EKU, reused as a client certificate (hostile input C14, docs/TESTING.md).
     let mut p = client_params("reused.example.net");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     pki.leaf("serveronly", p, false);
@@ -397,29 +384,18 @@ fn forward_over_tls_to_a_name_checked_listener() {
             pki.p("ca.pem")
         ),
     ));
-    let relay = TestDaemon::start(&format!(
-        r#"
-[listen.udp]
-kind = "udp"
-address = "127.0.0.1:0"
-
-[output.siem]
-kind = "forward"
-address = "{}"
-protocol = "tls"
-ca_file = "{}"
-server_name = "localhost"
-cert_file = "{}"
-key_file = "{}"
-
-[[route]]
-to = ["siem"]
-"#,
-        collector.addr("tls"),
-        pki.p("ca.pem"),
-        pki.p("relay.pem"),
-        pki.p("relay.key"),
-    ));
+    let relay = TestDaemon::start(
+        &udp_forwarding_to(
+            "siem",
+            &tls_forward_keys(
+                &collector.addr("tls").to_string(),
+                &pki.p("ca.pem"),
+                &pki.p("relay.pem"),
+                &pki.p("relay.key"),
+            ),
+        )
+        .build(),
+    );
     send_udp(
         relay.addr("udp"),
         &[b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\"] two\nlines"],
@@ -444,10 +420,14 @@ fn forward_pins_the_collector_fingerprint() {
     };
     let collector = TestDaemon::start(&tls_config(&pki, ""));
     let relay_config = |pin: &str| {
-        format!(
-            "[listen.udp]\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\n[output.siem]\nkind = \"forward\"\naddress = \"{}\"\nprotocol = \"tls\"\nfingerprints = [\"{pin}\"]\n[[route]]\nto = \"siem\"\n",
-            collector.addr("tls")
+        udp_forwarding_to(
+            "siem",
+            &format!(
+                "address = \"{}\"\nprotocol = \"tls\"\nfingerprints = [\"{pin}\"]",
+                collector.addr("tls")
+            ),
         )
+        .build()
     };
     // A wrong pin: the relay refuses the collector, nothing arrives.
     let wrong = TestDaemon::start(&relay_config(&fingerprint(b"not the certificate")));
@@ -472,33 +452,24 @@ fn forward_pins_the_collector_fingerprint() {
 #[test]
 fn forward_over_tcp_and_udp_with_both_framings() {
     let collector = TestDaemon::start(&json_config(""));
-    let relay = TestDaemon::start(&format!(
-        r#"
-[listen.udp]
-kind = "udp"
-address = "127.0.0.1:0"
-
-[output.octet]
-kind = "forward"
-address = "{tcp}"
-
-[output.lf]
-kind = "forward"
-address = "{tcp}"
-framing = "lf"
-format = "rfc3164"
-
-[output.dgram]
-kind = "forward"
-address = "{udp}"
-protocol = "udp"
-
-[[route]]
-to = ["octet", "lf", "dgram"]
-"#,
-        tcp = collector.addr("tcp"),
-        udp = collector.addr("udp"),
-    ));
+    let (tcp, udp) = (collector.addr("tcp"), collector.addr("udp"));
+    let relay = TestDaemon::start(
+        &ConfigBuilder::new()
+            .udp("udp", "")
+            .output("octet", "forward", &format!("address = \"{tcp}\""))
+            .output(
+                "lf",
+                "forward",
+                &format!("address = \"{tcp}\"\nframing = \"lf\"\nformat = \"rfc3164\""),
+            )
+            .output(
+                "dgram",
+                "forward",
+                &format!("address = \"{udp}\"\nprotocol = \"udp\""),
+            )
+            .route_to(&["octet", "lf", "dgram"])
+            .build(),
+    );
     send_udp(
         relay.addr("udp"),
         &[b"<13>Oct 11 22:14:15 host app: multi\nline"],
@@ -595,9 +566,16 @@ fn check_config(text: &str, dir: &Path) -> (Option<i32>, String) {
 }
 
 fn listener_toml(cert: &str, key: &str, extra: &str) -> String {
-    format!(
-        "[listen.tls]\nkind = \"tls\"\naddress = \"127.0.0.1:6514\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n{extra}\n[output.o]\nkind = \"stdout\"\n[[route]]\nto = \"o\"\n"
-    )
+    // A fixed port: --check-config binds nothing.
+    ConfigBuilder::new()
+        .listener(
+            "tls",
+            "tls",
+            &format!("address = \"127.0.0.1:6514\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n{extra}"),
+        )
+        .output("o", "stdout", "")
+        .route_to(&["o"])
+        .build()
 }
 
 #[test]
@@ -760,38 +738,23 @@ fn routes_match_the_tls_peer() {
     pki.server();
     pki.client("web", "web.example.net");
     pki.client("db", "db.example.net");
-    let d = TestDaemon::start(&format!(
-        r#"
-[listen.tls]
-kind = "tls"
-address = "127.0.0.1:0"
-cert_file = "{}"
-key_file = "{}"
-client_auth = "ca"
-client_ca_file = "{}"
-
-[output.web]
-kind = "file"
-path = "{{dir}}/web.log"
-format = "raw"
-
-[output.rest]
-kind = "file"
-path = "{{dir}}/rest.log"
-format = "raw"
-
-[[route]]
-tls_peer = "web.example.net"
-to = "web"
-stop = true
-
-[[route]]
-to = "rest"
-"#,
-        pki.p("server.pem"),
-        pki.p("server.key"),
-        pki.p("ca.pem")
-    ));
+    let d = TestDaemon::start(
+        &ConfigBuilder::new()
+            .tls(
+                "tls",
+                &pki.p("server.pem"),
+                &pki.p("server.key"),
+                &format!(
+                    "client_auth = \"ca\"\nclient_ca_file = \"{}\"",
+                    pki.p("ca.pem")
+                ),
+            )
+            .file("web", "web.log", "raw", "")
+            .file("rest", "rest.log", "raw", "")
+            .route("tls_peer = \"web.example.net\"\nto = \"web\"\nstop = true")
+            .route_to(&["rest"])
+            .build(),
+    );
     send_as(&d, &pki, "web", "<13>from web");
     send_as(&d, &pki, "db", "<13>from db");
     assert_eq!(wait_lines(&d.path("web.log"), 1), vec!["<13>from web"]);

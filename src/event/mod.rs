@@ -16,7 +16,7 @@ mod sd;
 pub(crate) use sd::SdBuilder;
 pub use sd::{SdElement, SdElementRef, StructuredData};
 
-/// Syslog facility (RFC 5424 §6.2.1), names as syslog.conf(5) and DESIGN.md §5 spell them.
+/// Syslog facility (RFC 5424 §6.2.1), names as syslog.conf(5) spells them (selectors and JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 #[allow(missing_docs)]
@@ -112,7 +112,7 @@ impl Facility {
         self as u8
     }
 
-    /// Lower-case name, as in DESIGN.md §5.
+    /// Lower-case name, as selectors and the JSON form spell it.
     pub fn name(self) -> &'static str {
         Self::NAMES[self as usize]
     }
@@ -173,7 +173,7 @@ impl Severity {
         self as u8
     }
 
-    /// Lower-case name, as in DESIGN.md §5.
+    /// Lower-case name, as selectors and the JSON form spell it.
     pub fn name(self) -> &'static str {
         Self::NAMES[self as usize]
     }
@@ -254,7 +254,8 @@ impl Span {
     }
 }
 
-/// What went wrong while parsing, and where. Rendered as `"<what> at byte <n>"` (DESIGN.md §5).
+/// What went wrong while parsing, and where. Rendered as `"<what> at byte <n>"`: the event's
+/// `parse_error` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseError {
     /// The kind of fault.
@@ -269,7 +270,8 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// Kinds of parse fault, named as the counters of ../shared/reference/hostile-inputs.md.
+/// Kinds of parse fault; each name is the `<what>` of `parse_error` (docs/TESTING.md lists the
+/// hostile inputs that give each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum ParseErrorKind {
@@ -305,7 +307,8 @@ impl ParseErrorKind {
 }
 
 /// Facts about how a frame was read that are neither fields nor faults. They are not part of
-/// the JSON form (DESIGN.md §5 fixes its fields); the event carries them for counters and outputs.
+/// the JSON form (its fields are fixed: see `write_json` in output/format.rs); the event carries
+/// them for counters and outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ParseFlags(u8);
 

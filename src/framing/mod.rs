@@ -3,7 +3,7 @@
 //! [`Framer`] is a pure state machine over a caller-owned [`BytesMut`]: the caller appends what
 //! `read()` returned and calls [`Framer::decode`] until it returns `Ok(None)`. Frames are split off
 //! the buffer without copying, nothing is allocated from a declared length, length arithmetic is
-//! checked, and every call makes progress (hostile-inputs.md A01-A16, B01-B08).
+//! checked, and every call makes progress (hostile inputs A01-A16 and B01-B08, docs/TESTING.md).
 //!
 //! Framing is detected per frame (RFC 6587 §3.4): a frame that starts with a digit is octet-counted
 //! (`MSG-LEN SP SYSLOG-MSG`); anything else is a line ended by LF (or by NUL when

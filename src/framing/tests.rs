@@ -1,4 +1,4 @@
-//! Framer tests, named after the hostile-inputs case IDs they cover.
+//! Framer tests, named after the hostile-input case IDs they cover (defined in docs/TESTING.md).
 use super::*;
 use proptest::prelude::*;
 

@@ -26,7 +26,7 @@ pub enum Format {
     Rfc3164,
     /// `<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG`.
     Rfc5424,
-    /// One JSON object per line, fields as DESIGN.md §5.
+    /// One JSON object per line: the event's fields (see `write_json`), `null` where absent.
     Json,
     /// The frame's original bytes.
     Raw,

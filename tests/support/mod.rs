@@ -184,44 +184,147 @@ pub fn wait_json(path: &Path, n: usize) -> Vec<serde_json::Value> {
     json_lines(path)
 }
 
-/// A config with one TCP listener `tcp` (extra keys in `tcp_extra`), one UDP listener `udp`, and
-/// everything routed to `{dir}/out.json` as JSON.
-pub fn json_config(tcp_extra: &str) -> String {
-    format!(
-        r#"
-[listen.tcp]
-kind = "tcp"
-address = "127.0.0.1:0"
-{tcp_extra}
+/// Builds a test config from its tables, so tests state only what differs: listeners first,
+/// then outputs, then routes, each in the order added. Key lines are TOML, `{dir}` included (see
+/// [`TestDaemon::start`]); a table is written as its header, its `kind` line, then the keys, so
+/// a test may still `replace` `"[listen.udp]\nkind = \"udp\""` to add a key.
+#[derive(Clone, Default)]
+pub struct ConfigBuilder {
+    listeners: Vec<String>,
+    outputs: Vec<String>,
+    routes: Vec<String>,
+}
 
-[listen.udp]
-kind = "udp"
-address = "127.0.0.1:0"
-{udp_extra}
+impl ConfigBuilder {
+    pub fn new() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
 
-[output.out]
-kind = "file"
-path = "{{dir}}/out.json"
-format = "json"
+    /// `[listen.<name>]` of `kind`, with `keys` (TOML lines, may be empty).
+    pub fn listener(mut self, name: &str, kind: &str, keys: &str) -> ConfigBuilder {
+        self.listeners.push(table("listen", name, kind, keys));
+        self
+    }
 
-[[route]]
-to = ["out"]
-"#,
-        udp_extra = tcp_extra
-            .lines()
-            .filter(|l| ["max_message_size", "allowed_sources", "timezone"]
+    /// A TCP listener on 127.0.0.1, port 0, with extra `keys`.
+    pub fn tcp(self, name: &str, keys: &str) -> ConfigBuilder {
+        self.listener(name, "tcp", &format!("address = \"127.0.0.1:0\"\n{keys}"))
+    }
+
+    /// A UDP listener on 127.0.0.1, port 0, with extra `keys`.
+    pub fn udp(self, name: &str, keys: &str) -> ConfigBuilder {
+        self.listener(name, "udp", &format!("address = \"127.0.0.1:0\"\n{keys}"))
+    }
+
+    /// A TLS listener on 127.0.0.1, port 0, serving `cert`/`key` (paths), with extra `keys`.
+    pub fn tls(self, name: &str, cert: &str, key: &str, keys: &str) -> ConfigBuilder {
+        self.listener(
+            name,
+            "tls",
+            &format!(
+                "address = \"127.0.0.1:0\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n{keys}"
+            ),
+        )
+    }
+
+    /// `[output.<name>]` of `kind`, with `keys` (TOML lines, may be empty).
+    pub fn output(mut self, name: &str, kind: &str, keys: &str) -> ConfigBuilder {
+        self.outputs.push(table("output", name, kind, keys));
+        self
+    }
+
+    /// A file output writing `{dir}/<file>` in `format`, with extra `keys`.
+    pub fn file(self, name: &str, file: &str, format: &str, keys: &str) -> ConfigBuilder {
+        self.output(
+            name,
+            "file",
+            &format!("path = \"{{dir}}/{file}\"\nformat = \"{format}\"\n{keys}"),
+        )
+    }
+
+    /// A `[[route]]` with `keys` (TOML lines: `to`, selectors, matchers, `stop`).
+    pub fn route(mut self, keys: &str) -> ConfigBuilder {
+        self.routes.push(format!("[[route]]\n{}\n", keys.trim()));
+        self
+    }
+
+    /// A `[[route]]` that sends every message to `outputs`.
+    pub fn route_to(self, outputs: &[&str]) -> ConfigBuilder {
+        self.route(&format!("to = {outputs:?}"))
+    }
+
+    /// The config's TOML text.
+    pub fn build(&self) -> String {
+        let mut text = String::new();
+        for t in self
+            .listeners
+            .iter()
+            .chain(&self.outputs)
+            .chain(&self.routes)
+        {
+            text.push_str(t);
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// `[<section>.<name>]`, its `kind`, then the non-empty lines of `keys`.
+fn table(section: &str, name: &str, kind: &str, keys: &str) -> String {
+    let mut t = format!("[{section}.{name}]\nkind = \"{kind}\"\n");
+    for line in keys.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        t.push_str(line);
+        t.push('\n');
+    }
+    t
+}
+
+/// Everything routed to `{dir}/out.json` as JSON (output `out`), with no listener yet.
+pub fn json_out() -> ConfigBuilder {
+    ConfigBuilder::new()
+        .file("out", "out.json", "json", "")
+        .route_to(&["out"])
+}
+
+/// [`json_config`] as a builder, to add listeners or outputs to.
+pub fn json_builder(tcp_extra: &str) -> ConfigBuilder {
+    let udp_extra = tcp_extra
+        .lines()
+        .filter(|l| {
+            ["max_message_size", "allowed_sources", "timezone"]
                 .iter()
-                .any(|k| l.starts_with(k)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    )
+                .any(|k| l.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    json_out().tcp("tcp", tcp_extra).udp("udp", &udp_extra)
+}
+
+/// A config with one TCP listener `tcp` (extra keys in `tcp_extra`, those that also apply to
+/// UDP copied to it), one UDP listener `udp`, and everything routed to `{dir}/out.json` as JSON.
+pub fn json_config(tcp_extra: &str) -> String {
+    json_builder(tcp_extra).build()
 }
 
 /// [`json_config`] with `udp_keys` (TOML lines) added to the UDP listener.
 pub fn json_config_with_udp(udp_keys: &str) -> String {
-    json_config("").replace(
-        "[listen.udp]\nkind = \"udp\"",
-        &format!("[listen.udp]\nkind = \"udp\"\n{udp_keys}"),
+    json_out().tcp("tcp", "").udp("udp", udp_keys).build()
+}
+
+/// A UDP listener `udp` whose every message goes to the forward output `name` (`keys`: its
+/// address, protocol, TLS files...): the relay side of forwarding tests.
+pub fn udp_forwarding_to(name: &str, keys: &str) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .udp("udp", "")
+        .output(name, "forward", keys)
+        .route_to(&[name])
+}
+
+/// The keys of a forward output to `address` over TLS, trusting `ca` for a server certificate
+/// named `localhost`, and presenting `cert`/`key` as its client certificate (paths).
+pub fn tls_forward_keys(address: &str, ca: &str, cert: &str, key: &str) -> String {
+    format!(
+        "address = \"{address}\"\nprotocol = \"tls\"\nca_file = \"{ca}\"\nserver_name = \"localhost\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\""
     )
 }
 

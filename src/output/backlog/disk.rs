@@ -488,7 +488,7 @@ mod tests {
         assert_eq!(rec.quarantined_bytes, 2 * HEADER_BYTES + 3 + 5);
     }
 
-    /// T13 (reliability-tests.md, after Vector's disk_v2 model test): random appends,
+    /// T13 (reliability case, docs/TESTING.md; after Vector's disk_v2 model test): random appends,
     /// deliveries, drops, reopens and crashes that tear the newest segment's tail, checked
     /// against a plain in-memory FIFO after every step.
     mod model {

@@ -109,7 +109,7 @@ fn check(case: &Value, input: &[u8], p: &Parsed) -> Result<Outcome, String> {
                 return Err(format!("fields {ours:?}, want {want:?}"));
             }
             let msg = case["expected"]["message"].as_str().unwrap_or_default();
-            // go-syslog keeps the BOM in `message`; sluice strips it (DESIGN.md §5).
+            // go-syslog keeps the BOM in `message`; sluice strips it (hostile input G02).
             let msg = msg.strip_prefix('\u{FEFF}').unwrap_or(msg);
             let got = shown(p.message.slice(input));
             (got == msg)
@@ -130,7 +130,8 @@ fn check(case: &Value, input: &[u8], p: &Parsed) -> Result<Outcome, String> {
             let mut want = Fields::from_gosyslog(&case["best_effort_partial"]);
             if e.kind == ParseErrorKind::SdInvalid {
                 // go-syslog keeps the elements read before the fault; sluice keeps the faulting
-                // field whole, in MSG (DESIGN.md §5), so structured data is all or nothing.
+                // field whole, in MSG (a fault keeps what came before it), so structured data is all or
+                // nothing.
                 want.sd.clear();
             }
             (ours == want)

@@ -1,8 +1,9 @@
 //! The rest of the peers' cases, transcribed by hand: rsyslog groups B to F (those about
 //! parsing with default options; the others set options sluice does not have, or concern
-//! output templates and framing) and syslog-ng's test_syslog_format.c and timestamp scanner
-//! tests (parts 2 and 3 of syslogng_vectors.txt in the shared parser corpus, see
-//! tests/data/README.md). Where sluice differs, the
+//! output templates and framing) and syslog-ng's modules/syslogformat/tests/test_syslog_format.c
+//! (its cases labelled F1-F13 here) and lib/timeutils/tests/test_scan_timestamp.c, at
+//! syslog-ng/syslog-ng@b55e8d0b8: those cases are in this file only (tests/data/README.md has
+//! the sources). Where sluice differs, the
 //! test in `differences` says so; everything here agrees with the peer.
 
 use chrono::{DateTime, Utc};

@@ -233,7 +233,8 @@ fn rsyslog_h01_h02_h05_h06_sd_is_read_by_the_abnf() {
 }
 
 /// rsyslog H10-H13 and H15 read an RFC 5424 frame with a bad or cut header as the same fields
-/// sluice keeps, but say nothing. sluice adds `parse_error` (DESIGN.md §5), so the fault is seen
+/// sluice keeps, but say nothing. sluice adds `parse_error` (README.md, "How input is
+/// handled"), so the fault is seen
 /// and counted.
 #[test]
 fn rsyslog_h10_h15_rfc5424_faults_are_flagged() {
