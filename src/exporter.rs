@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{self, Backoff};
+use crate::listen::tcp::{ACCEPT_RETRY_MAX, ACCEPT_RETRY_MIN};
 use crate::metrics::Metrics;
 
 /// Output fields that are levels, not totals.
@@ -118,16 +120,27 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let registry = Arc::new(registry(metrics));
+    let mut accept_retry = Backoff::new(ACCEPT_RETRY_MIN, ACCEPT_RETRY_MAX);
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    continue;
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => {
+                accept_retry.succeed();
+                s
+            }
+            Err(e) => {
+                // EMFILE leaves the connection queued and accept fails again at once: wait.
+                let failure = accept_retry.fail();
+                if let Some(suppressed) = failure.log {
+                    tracing::warn!(error = %e, suppressed,
+                        retry_in_ms = failure.delay.as_millis() as u64, "metrics: accept failed");
                 }
-            },
+                backoff::pause(failure.delay, &shutdown).await;
+                continue;
+            }
         };
         let registry = registry.clone();
         tokio::spawn(async move {

@@ -24,9 +24,11 @@
 //! - [`daemon`]: `bind` every socket, then `run` until shutdown and drain.
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`privileges`]: dropping root after binding.
+//! - [`backoff`]: how every loop that retries a failing operation waits and logs.
 
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod event;

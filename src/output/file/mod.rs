@@ -30,6 +30,7 @@ pub use fs::Perms;
 pub use rotate::{Compression, RotateConfig, SegmentNaming};
 pub use template::PathTemplate;
 
+use crate::backoff::Backoff;
 use crate::config::FileOutputConfig;
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
@@ -148,6 +149,8 @@ struct Io {
     rotator: Option<Rotator>,
     metrics: Arc<OutputMetrics>,
     error_log: LogLimiter,
+    /// Paces retries of failed writes and opens, and their log lines.
+    retry: Backoff,
     open_files: u64,
 }
 
@@ -174,6 +177,7 @@ impl FileSink {
                 rotator,
                 metrics,
                 error_log: LogLimiter::new(ERROR_LOG_INTERVAL),
+                retry: Backoff::new(write::RETRY_MIN, write::RETRY_MAX),
                 open_files: 0,
             },
             template: cfg.path.clone(),
