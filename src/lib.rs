@@ -25,6 +25,7 @@
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`privileges`]: dropping root after binding.
 //! - [`backoff`]: how every loop that retries a failing operation waits and logs.
+//! - [`limits`]: the descriptor limit, raised at start and checked against the configuration.
 
 #![deny(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod event;
 pub mod explain;
 pub mod exporter;
 pub mod framing;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod output;
