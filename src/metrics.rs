@@ -47,7 +47,8 @@ counters!(
         frame_len_invalid,
         /// Connections closed because a TLS ClientHello arrived on a plain port.
         tls_on_plain_port,
-        /// Octet-counted frames cut short by the peer closing (kept, flagged truncated).
+        /// Octet-counted frames cut short by the peer closing (kept, flagged truncated), oversize
+        /// ones included.
         truncated_at_eof,
         /// Connections accepted.
         connections,

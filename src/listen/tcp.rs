@@ -505,6 +505,11 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             &self.metrics.empty_frames,
             stats.empty_frames - reported.empty_frames,
         );
+        // An oversize frame cut by the peer was dispatched before the cut was known.
+        metrics::add(
+            &self.metrics.truncated_at_eof,
+            stats.oversize_cut_at_eof - reported.oversize_cut_at_eof,
+        );
         *reported = stats.clone();
         result
     }
