@@ -2,9 +2,14 @@
 //! format at `/metrics`, over hyper. Values are read from the live atomics at each scrape (a
 //! prometheus-client `Collector`), so the data path keeps its batch counters and nothing is
 //! counted twice.
+//!
+//! The endpoint serves at most [`METRICS_MAX_CONNECTIONS`] connections at once, one request each,
+//! within [`METRICS_CONNECTION_TIMEOUT`]: idle or slow connections cannot hold the descriptors
+//! the listeners and file outputs need (issue 21).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,9 +20,19 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::backoff::{self, Backoff, FAILURE_LOG_INTERVAL};
+use crate::listen::stream::{ACCEPT_RETRY_MAX, ACCEPT_RETRY_MIN};
+use crate::metrics::{self, LogLimiter, Metrics};
+
+/// Connections served at once; more are closed unserved and counted in
+/// `sluice_metrics_connections_refused_total`. A scraper needs one or two.
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
+/// A connection must send its request and be answered within this long, or it is closed: a
+/// scrape takes milliseconds, and a connection that sends nothing must not keep its slot.
+pub const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Output fields that are levels, not totals.
 const OUTPUT_GAUGES: [&str; 2] = ["queue_depth", "files_open"];
@@ -92,15 +107,19 @@ impl Collector for MetricsCollector {
                 encode_family(&mut encoder, &format!("{scope}_{field}"), gauge, &samples)?;
             }
         }
-        let unrouted = self.0.unrouted.load(std::sync::atomic::Ordering::Relaxed);
-        // A single sample without labels: `sluice_unrouted_total N`, not `..._total{} N`.
-        let m = encoder.encode_descriptor(
-            "unrouted",
-            "events that matched no route",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(unrouted).encode(m)
+        // Single samples without labels: `sluice_unrouted_total N`, not `..._total{} N`.
+        for (name, help, counter) in [
+            ("unrouted", "events that matched no route", &self.0.unrouted),
+            (
+                "metrics_connections_refused",
+                "connections to this endpoint closed unserved: too many were open",
+                &self.0.metrics_connections_refused,
+            ),
+        ] {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(metrics::get(counter)).encode(m)?;
+        }
+        Ok(())
     }
 }
 
@@ -117,17 +136,42 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let registry = Arc::new(registry(metrics));
+    let registry = Arc::new(registry(metrics.clone()));
+    let slots = Arc::new(Semaphore::new(METRICS_MAX_CONNECTIONS));
+    let mut accept_retry = Backoff::new(ACCEPT_RETRY_MIN, ACCEPT_RETRY_MAX);
+    let mut refuse_log = LogLimiter::new(FAILURE_LOG_INTERVAL);
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    continue;
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => {
+                accept_retry.succeed();
+                s
+            }
+            Err(e) => {
+                // EMFILE leaves the connection queued and accept fails again at once: wait.
+                let failure = accept_retry.fail();
+                if let Some(suppressed) = failure.log {
+                    tracing::warn!(error = %e, suppressed,
+                        retry_in_ms = failure.delay.as_millis() as u64, "metrics: accept failed");
                 }
-            },
+                backoff::pause(failure.delay, &shutdown).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::add(&metrics.metrics_connections_refused, 1);
+            if let Some(suppressed) = refuse_log.allow() {
+                tracing::warn!(
+                    suppressed,
+                    max_connections = METRICS_MAX_CONNECTIONS,
+                    "metrics: connection refused: too many open"
+                );
+            }
+            drop(stream);
+            continue;
         };
         let registry = registry.clone();
         tokio::spawn(async move {
@@ -136,12 +180,19 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(respond(&registry, &req)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(error = %e, "metrics: connection failed");
+            // One request per connection, so the timeout bounds the wait for the request, the
+            // answer and any idle time alike.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(io, service);
+            match tokio::time::timeout(METRICS_CONNECTION_TIMEOUT, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics: connection failed"),
+                Err(_) => {
+                    tracing::debug!("metrics: connection closed: no request answered in time")
+                }
             }
+            drop(slot);
         });
     }
 }

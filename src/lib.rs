@@ -26,11 +26,14 @@
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`privileges`]: dropping root after binding, user and group lookups.
 //! - [`sys`]: the system calls std does not wrap.
+//! - [`backoff`]: how every loop that retries a failing operation waits and logs.
+//! - [`limits`]: the descriptor limit, raised at start and checked against the configuration.
 
 #![deny(missing_docs)]
 // System calls live in `sys`; the modules allowed below still hold their own, each commented.
 #![deny(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod decode;
@@ -38,6 +41,7 @@ pub mod event;
 pub mod explain;
 pub mod exporter;
 pub mod framing;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod output;

@@ -61,6 +61,9 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     if cli.check_config {
+        if let Some(w) = sluice::limits::descriptor_warning(&config) {
+            eprintln!("warning: {w}");
+        }
         return match &cli.explain {
             Some(sample) => explain(&config, sample, cli.listener.as_deref()),
             None => {
@@ -193,6 +196,7 @@ fn run(
     activation: sluice::systemd::Activation,
     config_path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    raise_descriptor_limit(&config);
     // Bind before the runtime starts, so privileges could be dropped between the two.
     let bound = sluice::daemon::bind_activated(&config, activation).context("binding listeners")?;
     if let Some(run_as) = &config.daemon.run_as {
@@ -231,6 +235,25 @@ fn run(
         ));
         sluice::daemon::run(config, bound, shutdown).await
     })
+}
+
+/// Raises the soft descriptor limit to the hard one before anything is bound (a default soft
+/// limit of 1024 is used up by 1000 idle connections), logs it, and warns when the
+/// configuration could need more.
+fn raise_descriptor_limit(config: &Config) {
+    match sluice::limits::raise_nofile_limit() {
+        Ok(was) => tracing::info!(
+            limit = was.hard,
+            was = was.soft,
+            "descriptor limit (RLIMIT_NOFILE) set to the hard limit"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the descriptor limit (RLIMIT_NOFILE)")
+        }
+    }
+    if let Some(w) = sluice::limits::descriptor_warning(config) {
+        tracing::warn!("{w}");
+    }
 }
 
 /// Re-reads the config file; applies it if valid, else logs every error and keeps running.

@@ -47,7 +47,8 @@ counters!(
         frame_len_invalid,
         /// Connections closed because a TLS ClientHello arrived on a plain port.
         tls_on_plain_port,
-        /// Octet-counted frames cut short by the peer closing (kept, flagged truncated).
+        /// Octet-counted frames cut short by the peer closing (kept, flagged truncated), oversize
+        /// ones included.
         truncated_at_eof,
         /// Connections accepted.
         connections,
@@ -161,6 +162,9 @@ pub struct Metrics {
     routes: RwLock<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
     /// Events that matched no route.
     pub unrouted: AtomicU64,
+    /// Connections to the metrics endpoint closed unserved because it already served
+    /// [`crate::exporter::METRICS_MAX_CONNECTIONS`].
+    pub metrics_connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -184,6 +188,7 @@ impl Metrics {
             ),
             routes: RwLock::default(),
             unrouted: AtomicU64::new(0),
+            metrics_connections_refused: AtomicU64::new(0),
         }
     }
 
@@ -248,6 +253,10 @@ impl Metrics {
             "unrouted={}",
             self.unrouted.load(Ordering::Relaxed)
         ));
+        let refused = self.metrics_connections_refused.load(Ordering::Relaxed);
+        if refused > 0 {
+            s.push_str(&format!(" metrics_connections_refused={refused}"));
+        }
         s
     }
 }

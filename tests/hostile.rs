@@ -260,6 +260,41 @@ fn hostile_a12_close_mid_octet_frame_keeps_the_partial_frame() {
 }
 
 #[test]
+fn hostile_a12_close_mid_oversize_octet_frame_counts_truncated_at_eof() {
+    let d = TestDaemon::start(&json_config(""));
+    let tcp = d.listener("tcp");
+    // 200000 declared, 100000 sent, then the peer closes: the first max_message_size bytes
+    // were delivered before the close, and the frame still counts as cut by the peer.
+    let mut frame = b"200000 <13>".to_vec();
+    frame.resize(7 + 100_000, b'z');
+    let mut s = connect(d.addr("tcp"));
+    s.write_all(&frame).unwrap();
+    drop(s);
+    let ev = wait_json(&d.path("out.json"), 1);
+    assert_eq!(ev[0]["truncated"], true);
+    wait_until("the connection ends", DEADLINE, || count(&tcp.closed) == 1);
+    assert_eq!(
+        (
+            count(&tcp.truncated),
+            count(&tcp.truncated_at_eof),
+            count(&tcp.bytes)
+        ),
+        (1, 1, frame.len() as u64)
+    );
+    // A small frame cut the same way counts both too.
+    let mut s = connect(d.addr("tcp"));
+    s.write_all(b"100 <13>short").unwrap();
+    drop(s);
+    wait_until("the second connection ends", DEADLINE, || {
+        count(&tcp.closed) == 2
+    });
+    assert_eq!(
+        (count(&tcp.truncated), count(&tcp.truncated_at_eof)),
+        (2, 2)
+    );
+}
+
+#[test]
 fn hostile_a13_frames_that_never_complete_are_cut_by_frame_timeout() {
     let d = TestDaemon::start(&json_config(
         "max_message_size = \"64KiB\"\nframe_timeout = \"500ms\"\nidle_timeout = \"1m\"",

@@ -1,24 +1,36 @@
 //! `[daemon] metrics_address`: Prometheus text at /metrics, and the shipped Grafana dashboard
-//! asks only for metrics sluice exposes.
+//! asks only for metrics sluice exposes; the endpoint's connection cap and timeout.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
 
-use crate::support::{DEADLINE, Proc, wait_lines, wait_until};
+use sluice::exporter::{METRICS_CONNECTION_TIMEOUT, METRICS_MAX_CONNECTIONS};
+
+use crate::support::{DEADLINE, Proc, wait_closed, wait_lines, wait_until};
 
 /// A plain HTTP/1.1 GET; returns the status line and the body.
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    try_get(addr, path).expect("the connection was closed without an answer")
+}
+
+/// [`get`], or `None` when the endpoint closes the connection without answering.
+fn try_get(addr: SocketAddr, path: &str) -> Option<(String, String)> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
+    // A refused connection may be closed before the request is written, or reset by it.
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    s.read_to_string(&mut resp).ok()?;
+    if resp.is_empty() {
+        return None;
+    }
     let (head, body) = resp.split_once("\r\n\r\n").expect("no HTTP header end");
-    (head.lines().next().unwrap().to_string(), body.to_string())
+    Some((head.lines().next().unwrap().to_string(), body.to_string()))
 }
 
 /// The value of the sample line starting with `series ` in an exposition.
@@ -122,7 +134,82 @@ fn metrics_endpoint_serves_every_counter_per_listener_and_output() {
         );
         assert!(sample(&text, &name).is_some(), "{name} missing");
     }
+    assert_eq!(
+        sample(&text, "sluice_metrics_connections_refused_total"),
+        Some(0.0)
+    );
     assert_eq!(get(metrics, "/other").0, "HTTP/1.1 404 Not Found");
+}
+
+#[test]
+fn metrics_endpoint_closes_connections_over_its_cap_and_counts_them() {
+    let (_dir, p) = start();
+    let addr = p.addr("metrics");
+    // Idle connections take every slot; the kernel hands them to accept in connect order, so the
+    // ones after them are the ones over the cap.
+    let held: Vec<TcpStream> = (0..METRICS_MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let over = 5;
+    for _ in 0..over {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).unwrap();
+        wait_closed(&mut s, DEADLINE);
+        // Closed at once, not by the timeout that ends an idle connection it served.
+        assert!(
+            started.elapsed() < METRICS_CONNECTION_TIMEOUT - Duration::from_secs(1),
+            "a connection over the cap was kept {:?}",
+            started.elapsed()
+        );
+    }
+    drop(held);
+    // Until the endpoint has seen the held ones close, a scrape may be refused (and counted) too.
+    let mut refused_meanwhile = 0;
+    let mut text = String::new();
+    wait_until(
+        "a scrape answered once slots are free",
+        DEADLINE,
+        || match try_get(addr, "/metrics") {
+            Some((_, body)) => {
+                text = body;
+                true
+            }
+            None => {
+                refused_meanwhile += 1;
+                false
+            }
+        },
+    );
+    assert_eq!(
+        sample(&text, "sluice_metrics_connections_refused_total"),
+        Some((over + refused_meanwhile) as f64),
+        "{text}"
+    );
+    let line = p.wait_log("metrics: connection refused");
+    assert!(line.contains("max_connections=64"), "{line}");
+}
+
+#[test]
+fn metrics_endpoint_closes_idle_and_unfinished_requests_after_its_timeout() {
+    let (_dir, p) = start();
+    let addr = p.addr("metrics");
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(addr).unwrap();
+    // A request whose headers never end (slowloris).
+    let mut partial = TcpStream::connect(addr).unwrap();
+    partial
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\n")
+        .unwrap();
+    // Meanwhile a scraper is answered.
+    assert_eq!(get(addr, "/metrics").0, "HTTP/1.1 200 OK");
+    for s in [&mut idle, &mut partial] {
+        wait_closed(s, METRICS_CONNECTION_TIMEOUT + DEADLINE);
+        let waited = started.elapsed();
+        assert!(
+            waited >= METRICS_CONNECTION_TIMEOUT - Duration::from_millis(200),
+            "closed after {waited:?}, before the timeout"
+        );
+    }
 }
 
 #[test]

@@ -49,6 +49,7 @@ fn units_pass_systemd_analyze_verify() {
         "Type=notify",
         "ExecStartPre=/usr/sbin/sluice --check-config --config /etc/sluice/sluice.toml",
         "RestartPreventExitStatus=78",
+        "LimitNOFILE=65536",
         "Alias=syslog.service",
     ] {
         assert!(

@@ -10,6 +10,7 @@ mod hostile;
 mod ingest;
 mod interop;
 mod kmsg;
+mod limits;
 mod logrotate;
 mod metrics;
 mod privileges;

@@ -79,6 +79,10 @@ pub struct FramerStats {
     pub empty_frames: u64,
     /// Payload bytes thrown away after truncating oversize frames (trailers not included).
     pub discarded_bytes: u64,
+    /// Oversize octet-counted frames, delivered cut to `max_message_size` before their end
+    /// arrived, that the peer then closed the stream in: cut short by the peer like an
+    /// `incomplete_at_eof` frame, but known only once the stream ends.
+    pub oversize_cut_at_eof: u64,
 }
 
 /// A framing error after which the connection must be closed.
@@ -177,11 +181,17 @@ impl Framer {
 
     /// Like [`decode`](Self::decode), once the peer has closed the stream: a final line without
     /// trailer is delivered, and an incomplete octet-counted frame is delivered with
-    /// `truncated` and `incomplete_at_eof` set. An unfinished MSG-LEN is `FrameLenInvalid`.
+    /// `truncated` and `incomplete_at_eof` set; an oversize one already delivered counts in
+    /// [`FramerStats::oversize_cut_at_eof`]. An unfinished MSG-LEN is `FrameLenInvalid`.
     /// Returns `Ok(None)` once `buf` is exhausted.
     pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         let out = self.run(buf, true);
         if let Ok(None) = out {
+            if let State::DiscardOctets { remaining } = self.state
+                && remaining > 0
+            {
+                self.stats.oversize_cut_at_eof = self.stats.oversize_cut_at_eof.saturating_add(1);
+            }
             self.state = State::Idle;
             self.start_pending = false;
         }

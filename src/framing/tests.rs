@@ -289,6 +289,29 @@ fn hostile_a12_eof_mid_octet_frame() {
 }
 
 #[test]
+fn hostile_a12_eof_mid_oversize_octet_frame_is_counted_once_the_stream_ends() {
+    // 200000 declared, 100000 sent: the first 65536 are delivered before the cut is known.
+    let mut input = b"200000 <13>".to_vec();
+    input.resize(7 + 100_000, b'z');
+    for sizes in [&[input.len()][..], &[4096], &[65536 + 7, 1]] {
+        let r = feed_split(opts(65536), &input, sizes, true);
+        assert_eq!(datas(&r), vec![&input[7..7 + 65536]]);
+        assert!(r.frames[0].truncated && !r.frames[0].incomplete_at_eof);
+        assert_eq!(r.stats.oversize_cut_at_eof, 1, "{sizes:?}");
+        // Without the end of the stream it may still complete: not counted.
+        let r = feed_split(opts(65536), &input, sizes, false);
+        assert_eq!(r.stats.oversize_cut_at_eof, 0);
+    }
+    // An oversize frame that was whole is not cut, nor is an oversize line.
+    let mut whole = b"70000 <13>".to_vec();
+    whole.resize(6 + 70_000, b'z');
+    let r = feed(opts(65536), &[&whole], true);
+    assert_eq!((r.frames.len(), r.stats.oversize_cut_at_eof), (1, 0));
+    let r = feed(opts(16), &[b"<13>a line longer than sixteen bytes"], true);
+    assert_eq!((r.frames.len(), r.stats.oversize_cut_at_eof), (1, 0));
+}
+
+#[test]
 fn hostile_a13_no_allocation_from_declared_length() {
     let mut f = Framer::new(opts(65536));
     let mut buf = BytesMut::with_capacity(64);

@@ -150,6 +150,15 @@ impl BoundSocket {
     }
 }
 
+/// The descriptors a listener may hold at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerDescriptors {
+    /// Connections it may accept (`max_connections`).
+    pub connections: usize,
+    /// Its own sockets or devices.
+    pub sockets: usize,
+}
+
 /// What a listener task is started with.
 pub struct StartContext<'a> {
     /// The listener.
@@ -292,6 +301,21 @@ impl ListenerKind {
                 stream: true,
             },
             ListenerKind::Kmsg(s) => Endpoint::Kmsg(s.path.clone()),
+        }
+    }
+
+    /// The descriptors it may hold at once, for the descriptor budget.
+    pub fn descriptors(&self) -> ListenerDescriptors {
+        let (connections, sockets) = match self {
+            ListenerKind::Tcp(s) => (s.connections.max_connections, 1),
+            ListenerKind::Tls(s) => (s.connections.max_connections, 1),
+            ListenerKind::UnixStream(s) => (s.connections.max_connections, 1),
+            ListenerKind::Udp(s) => (0, s.sockets),
+            ListenerKind::Unix(_) | ListenerKind::Kmsg(_) => (0, 1),
+        };
+        ListenerDescriptors {
+            connections,
+            sockets,
         }
     }
 

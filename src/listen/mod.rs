@@ -13,7 +13,10 @@ pub mod udp;
 pub mod unix;
 pub mod unix_stream;
 
-pub use kind::{BoundSocket, Endpoint, ListenerConfig, ListenerKind, StartContext, log_listening};
+pub use kind::{
+    BoundSocket, Endpoint, ListenerConfig, ListenerDescriptors, ListenerKind, StartContext,
+    log_listening,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::backoff::{self, Backoff};
 use crate::event::{Event, TlsPeer};
 use crate::metrics::{self, ListenerMetrics, Metrics};
 use arc_swap::ArcSwap;
@@ -338,12 +342,13 @@ pub async fn run_datagram(
     // flagged. Pages of slots no datagram reached are never touched, so cost no memory.
     let mut scratch = vec![0u8; (settings.max_message_size + 1) * socket.slots()];
     let mut chunk = bytes::BytesMut::with_capacity(DATAGRAM_CHUNK_BYTES);
-    let mut error_log = metrics::LogLimiter::new(std::time::Duration::from_secs(10));
     let mut reader = DatagramReader {
         socket: &socket,
         settings: &settings,
         limiter: settings.rate_limit.as_deref(),
         got: Vec::with_capacity(udp::DATAGRAMS_PER_CALL),
+        retry: Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX),
+        pause: None,
     };
     loop {
         tokio::select! {
@@ -360,11 +365,15 @@ pub async fn run_datagram(
                 return;
             },
         }
-        reader.read(&mut scratch, &mut chunk, &mut dispatcher, &mut error_log);
+        reader.read(&mut scratch, &mut chunk, &mut dispatcher);
         dispatcher.flush(flow_control, &hard_stop).await;
+        // A failed read leaves the socket readable: without a pause it would fail again at once.
+        if let Some(delay) = reader.pause.take() {
+            backoff::pause(delay, &shutdown).await;
+        }
     }
     // Shutdown: what the kernel already accepted is read, not lost.
-    while reader.read(&mut scratch, &mut chunk, &mut dispatcher, &mut error_log) > 0 {
+    while reader.read(&mut scratch, &mut chunk, &mut dispatcher) > 0 {
         dispatcher.flush(flow_control, &hard_stop).await;
     }
     dispatcher.flush(flow_control, &hard_stop).await;
@@ -398,7 +407,17 @@ struct DatagramReader<'a> {
     limiter: Option<&'a ratelimit::SourceLimiter>,
     /// Length and sender of each datagram of the last receive call.
     got: Vec<(usize, Option<SocketAddr>)>,
+    /// Paces receive calls that keep failing.
+    retry: Backoff,
+    /// Set by a failed receive: how long to wait before reading again.
+    pause: Option<std::time::Duration>,
 }
+
+/// Wait after a failed receive, doubling while receives keep failing: short, since the kernel
+/// keeps queueing datagrams meanwhile and a long wait could overflow its buffer.
+const READ_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest wait between receives while they fail.
+const READ_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the kernel's drop counter is read.
 const KERNEL_DROPS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -411,7 +430,6 @@ impl DatagramReader<'_> {
         scratch: &mut [u8],
         chunk: &mut bytes::BytesMut,
         dispatcher: &mut Dispatcher,
-        error_log: &mut metrics::LogLimiter,
     ) -> usize {
         let slot_bytes = self.settings.max_message_size + 1;
         let now = Utc::now();
@@ -420,6 +438,7 @@ impl DatagramReader<'_> {
         while count < DATAGRAMS_PER_WAKE {
             match self.socket.recv_batch(scratch, slot_bytes, &mut self.got) {
                 Ok(()) => {
+                    self.retry.succeed();
                     for (i, &(n, source)) in self.got.iter().enumerate() {
                         let data = &scratch[i * slot_bytes..][..n.min(slot_bytes)];
                         self.accept(data, n, source, now, chunk, dispatcher, &m);
@@ -429,9 +448,12 @@ impl DatagramReader<'_> {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return count,
                 Err(e) => {
                     metrics::add(&m.read_errors, 1);
-                    if let Some(suppressed) = error_log.allow() {
-                        tracing::warn!(error = %e, suppressed, "datagram read failed");
+                    let failure = self.retry.fail();
+                    if let Some(suppressed) = failure.log {
+                        tracing::warn!(listener = %self.settings.name, error = %e, suppressed,
+                            retry_in_ms = failure.delay.as_millis() as u64, "datagram read failed");
                     }
+                    self.pause = Some(failure.delay);
                     return count;
                 }
             }

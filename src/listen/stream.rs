@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::backoff::{self, Backoff};
 use crate::framing::{FrameError, Framer, FramerOptions};
 use crate::listen::ratelimit::{Bucket, SourceLimiter};
 use crate::listen::tls::TlsServer;
@@ -27,6 +28,11 @@ use crate::metrics::{self, ListenerMetrics};
 
 /// Pending connections the kernel may queue before accept.
 const LISTEN_BACKLOG: i32 = 1024;
+/// Wait after a failed accept (no descriptor left), doubling while it keeps failing: short, so
+/// connections are taken again soon after descriptors free up.
+pub const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between accept attempts while they fail.
+pub const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
 /// Bytes asked of each read once a connection is busy; frames are sliced out of this buffer
 /// without copying.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -182,6 +188,7 @@ impl StreamServer {
         let slots = Arc::new(Semaphore::new(self.settings.max_connections));
         let tracker = TaskTracker::new();
         let mut reject_log = metrics::LogLimiter::new(Duration::from_secs(10));
+        let mut accept_retry = Backoff::new(ACCEPT_RETRY_MIN, ACCEPT_RETRY_MAX);
         // Shared by this listener's connections, so a flood of bad connections logs rarely
         // (hostile-inputs J04); the counters still count every one.
         let fault_log = Arc::new(std::sync::Mutex::new(metrics::LogLimiter::new(
@@ -217,11 +224,19 @@ impl StreamServer {
                 (None, None) => break,
             };
             let accepted = match accepted {
-                Ok(x) => x,
+                Ok(x) => {
+                    accept_retry.succeed();
+                    x
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning on accept.
-                    tracing::warn!(listener = %self.settings.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // EMFILE and friends leave the connection queued, so accept fails again at
+                    // once: wait instead of spinning, and log a line per interval, not per try.
+                    let failure = accept_retry.fail();
+                    if let Some(suppressed) = failure.log {
+                        tracing::warn!(listener = %self.settings.name, error = %e, suppressed,
+                            retry_in_ms = failure.delay.as_millis() as u64, "accept failed");
+                    }
+                    backoff::pause(failure.delay, &self.shutdown).await;
                     continue;
                 }
             };
@@ -489,6 +504,11 @@ impl<S: AsyncRead + Unpin> Connection<S> {
         metrics::add(
             &self.metrics.empty_frames,
             stats.empty_frames - reported.empty_frames,
+        );
+        // An oversize frame cut by the peer was dispatched before the cut was known.
+        metrics::add(
+            &self.metrics.truncated_at_eof,
+            stats.oversize_cut_at_eof - reported.oversize_cut_at_eof,
         );
         *reported = stats.clone();
         result

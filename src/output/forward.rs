@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::backoff::Backoff;
 use crate::decode::{Entry, Errors, OneOrMany, Part, path_opt};
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
@@ -340,9 +341,15 @@ pub(super) fn start(
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// With keepalive, a silent peer is declared dead after about this long.
 const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Wait after a round in which every collector failed, doubling while they keep failing.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between delivery rounds while every collector fails.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Wait after a failed disk queue sync, doubling while syncs keep failing (the loop would
+/// otherwise try again on every pass).
+const SYNC_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between disk queue syncs while they fail.
+const SYNC_RETRY_MAX: Duration = Duration::from_secs(30);
 /// While on a secondary collector, the primary is tried again this often.
 const PRIMARY_RETRY: Duration = Duration::from_secs(30);
 /// Records sent per write.
@@ -368,7 +375,12 @@ pub struct ForwardWorker {
     current: usize,
     next_attempt: Instant,
     last_primary_try: Instant,
-    backoff: Duration,
+    /// Paces delivery rounds (connects, writes, queue reads) that keep failing.
+    retry: Backoff,
+    /// Paces disk queue syncs that keep failing.
+    sync_retry: Backoff,
+    /// No sync attempt before this after a failed one.
+    sync_retry_at: Option<Instant>,
     metrics: Arc<OutputMetrics>,
     /// Cancelled when `shutdown_timeout` has passed: stop retrying.
     give_up: CancellationToken,
@@ -426,7 +438,9 @@ impl ForwardWorker {
             current: 0,
             next_attempt: Instant::now(),
             last_primary_try: Instant::now(),
-            backoff: BACKOFF_MIN,
+            retry: Backoff::new(RETRY_MIN, RETRY_MAX),
+            sync_retry: Backoff::new(SYNC_RETRY_MIN, SYNC_RETRY_MAX),
+            sync_retry_at: None,
             metrics,
             give_up,
             error_log: LogLimiter::new(Duration::from_secs(10)),
@@ -467,9 +481,7 @@ impl ForwardWorker {
             } else {
                 false
             };
-            if let Err(e) = self.backlog.maybe_sync() {
-                tracing::error!(output = %self.name, error = %e, "disk queue sync failed");
-            }
+            self.maybe_sync();
             self.publish_depth();
             // The shutdown deadline also ends a worker whose senders are still blocked on it.
             if (closed || self.give_up.is_cancelled()) && self.finished(delivered) {
@@ -529,6 +541,27 @@ impl ForwardWorker {
                     return true;
                 }
                 false
+            }
+        }
+    }
+
+    /// Syncs a disk backlog when due; after a failure, not again before the backoff has passed.
+    fn maybe_sync(&mut self) {
+        if self.sync_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match self.backlog.maybe_sync() {
+            Ok(()) => {
+                self.sync_retry.succeed();
+                self.sync_retry_at = None;
+            }
+            Err(e) => {
+                let failure = self.sync_retry.fail();
+                if let Some(suppressed) = failure.log {
+                    tracing::error!(output = %self.name, error = %e, suppressed,
+                        retry_in_ms = failure.delay.as_millis() as u64, "disk queue sync failed");
+                }
+                self.sync_retry_at = Some(Instant::now() + failure.delay);
             }
         }
     }
@@ -610,8 +643,12 @@ impl ForwardWorker {
         let records = match self.backlog.peek(SEND_BATCH) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(output = %self.name, error = %e, "reading the queue failed");
-                self.next_attempt = Instant::now() + BACKOFF_MAX;
+                let failure = self.retry.fail();
+                if let Some(suppressed) = failure.log {
+                    tracing::error!(output = %self.name, error = %e, suppressed,
+                        retry_in_ms = failure.delay.as_millis() as u64, "reading the queue failed");
+                }
+                self.next_attempt = Instant::now() + failure.delay;
                 return false;
             }
         };
@@ -627,6 +664,7 @@ impl ForwardWorker {
         }
         self.maybe_return_to_primary();
         let attempts = self.conns.len();
+        let mut errors = Vec::new();
         for _ in 0..attempts {
             let i = self.current;
             match self.send_to(i, &records) {
@@ -636,7 +674,7 @@ impl ForwardWorker {
                         tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
                     }
                     metrics::add(&self.metrics.written, n as u64);
-                    self.backoff = BACKOFF_MIN;
+                    self.retry.succeed();
                     if self.settings.round_robin {
                         self.current = (i + 1) % self.conns.len();
                     }
@@ -644,19 +682,20 @@ impl ForwardWorker {
                 }
                 Err(e) => {
                     self.conns[i] = None;
-                    if let Some(suppressed) = self.error_log.allow() {
-                        tracing::warn!(output = %self.name, address = %self.settings.addresses[i], error = %e,
-                            pending = self.backlog.len(), suppressed, "forwarding failed; will retry");
-                    }
+                    errors.push(format!("{}: {e}", self.settings.addresses[i]));
                     self.current = (i + 1) % self.conns.len();
                 }
             }
         }
         // Every address failed: back off, with jitter so relays do not reconnect in step.
+        let failure = self.retry.fail();
+        if let Some(suppressed) = failure.log {
+            tracing::warn!(output = %self.name, errors = %errors.join("; "), pending = self.backlog.len(),
+                suppressed, retry_in_ms = failure.delay.as_millis() as u64, "forwarding failed; will retry");
+        }
         let jitter =
             Duration::from_millis(u64::from(std::process::id() ^ self.scratch.len() as u32) % 100);
-        self.next_attempt = Instant::now() + self.backoff + jitter;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.next_attempt = Instant::now() + failure.delay + jitter;
         false
     }
 

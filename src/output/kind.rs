@@ -49,6 +49,15 @@ pub enum OutputResource {
     DiskQueue(PathBuf),
 }
 
+/// The descriptors an output may hold at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputDescriptors {
+    /// Files it may keep open (`max_open_files`).
+    pub files: usize,
+    /// Connections to collectors.
+    pub connections: usize,
+}
+
 #[derive(Deserialize, Default)]
 struct FormatPart {
     format: Option<Spanned<String>>,
@@ -122,6 +131,16 @@ impl OutputKind {
         let mut errs = Errors::new("", "");
         let _ = OutputKind::decode_output("probe", &mut entry, &mut errs);
         entry.probed_keys()
+    }
+
+    /// The descriptors it may hold at once, for the descriptor budget.
+    pub fn descriptors(&self) -> OutputDescriptors {
+        let (files, connections) = match self {
+            OutputKind::Stdout(_) => (0, 0),
+            OutputKind::File(f) => (f.max_open_files, 0),
+            OutputKind::Forward(f) => (0, f.addresses.len()),
+        };
+        OutputDescriptors { files, connections }
     }
 
     /// The format lines are written in when `format` is not given.

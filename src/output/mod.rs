@@ -17,7 +17,7 @@ mod kind;
 pub mod queue;
 pub mod stdout;
 
-pub use kind::{OutputConfig, OutputKind, OutputResource};
+pub use kind::{OutputConfig, OutputDescriptors, OutputKind, OutputResource};
 pub use queue::{QueueConfig, QueueKind, WhenFull};
 
 use std::sync::Arc;

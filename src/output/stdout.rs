@@ -4,8 +4,9 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::backoff::FAILURE_LOG_INTERVAL;
 use crate::event::Event;
-use crate::metrics::{self, OutputMetrics};
+use crate::metrics::{self, LogLimiter, OutputMetrics};
 use crate::output::Sink;
 use crate::output::format::Format;
 
@@ -34,6 +35,8 @@ pub struct StdoutSink {
     buf: Vec<u8>,
     buffered_events: u64,
     metrics: Arc<OutputMetrics>,
+    /// A closed stdout fails every flush: one line per interval, not one per flush.
+    error_log: LogLimiter,
 }
 
 /// Write out once this much is buffered even before the batch ends.
@@ -47,6 +50,7 @@ impl StdoutSink {
             buf: Vec::with_capacity(FLUSH_THRESHOLD_BYTES),
             buffered_events: 0,
             metrics,
+            error_log: LogLimiter::new(FAILURE_LOG_INTERVAL),
         }
     }
 }
@@ -72,7 +76,9 @@ impl Sink for StdoutSink {
             Err(e) => {
                 metrics::add(&self.metrics.write_errors, 1);
                 metrics::add(&self.metrics.dropped_write_error, self.buffered_events);
-                tracing::warn!(error = %e, lost = self.buffered_events, "stdout write failed");
+                if let Some(suppressed) = self.error_log.allow() {
+                    tracing::warn!(error = %e, lost = self.buffered_events, suppressed, "stdout write failed");
+                }
             }
         }
         self.buf.clear();

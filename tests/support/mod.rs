@@ -523,6 +523,19 @@ impl Proc {
         lines
     }
 
+    /// The log lines sluice writes during the next `window` (not consumed before).
+    pub fn log_for(&self, window: Duration) -> Vec<String> {
+        let end = Instant::now() + window;
+        let mut lines = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.addrs.iter().find(|(n, _)| n == name).unwrap().1
     }

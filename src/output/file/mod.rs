@@ -29,9 +29,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use fs::Perms;
 pub use rotate::{Compression, RotateConfig, SegmentNaming};
-pub use settings::{FileOutputConfig, KIND};
+pub use settings::{DEFAULT_MAX_OPEN_FILES, FileOutputConfig, KIND};
 pub use template::PathTemplate;
 
+use crate::backoff::Backoff;
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
 use crate::output::format::Format;
@@ -149,6 +150,8 @@ struct Io {
     rotator: Option<Rotator>,
     metrics: Arc<OutputMetrics>,
     error_log: LogLimiter,
+    /// Paces retries of failed writes and opens, and their log lines.
+    retry: Backoff,
     open_files: u64,
 }
 
@@ -175,6 +178,7 @@ impl FileSink {
                 rotator,
                 metrics,
                 error_log: LogLimiter::new(ERROR_LOG_INTERVAL),
+                retry: Backoff::new(write::RETRY_MIN, write::RETRY_MAX),
                 open_files: 0,
             },
             template: cfg.path.clone(),

@@ -11,8 +11,12 @@ use crate::metrics;
 
 /// Lines kept per file while its writes fail; past this they are dropped and counted.
 const MAX_RETAINED_BYTES: usize = 1024 * 1024;
-/// Wait between retries of a failed write or open.
-const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Wait after a failed write or open, doubling while they keep failing (across the output's
+/// files: one cause, a full disk or no descriptor left, usually fails them all).
+pub(super) const RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between attempts while writes or opens fail: space freed on a full disk is
+/// used within this long.
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Wait after a failed rotation (the file keeps growing meanwhile).
 const ROTATE_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How often an open file is checked for having been moved or deleted (logrotate without HUP).
@@ -20,7 +24,7 @@ const IDENTITY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Io {
     /// Writes the entry's buffer, opening, checking and rotating the file as needed. On failure
-    /// the lines stay buffered for a retry after [`RETRY_INTERVAL`].
+    /// the lines stay buffered for a retry after the output's backoff.
     pub(super) fn write_out(&mut self, path: &Path, e: &mut Entry) {
         if e.buf.is_empty() {
             return;
@@ -86,6 +90,7 @@ impl Io {
                 return self.fail(path, e, "write", err);
             }
             e.retry_at = None;
+            self.retry.succeed();
             if e.buf.is_empty() {
                 return;
             }
@@ -160,13 +165,15 @@ impl Io {
 
     fn fail(&mut self, path: &Path, e: &mut Entry, what: &str, err: std::io::Error) {
         metrics::add(&self.metrics.write_errors, 1);
-        if let Some(suppressed) = self.error_log.allow() {
+        let failure = self.retry.fail();
+        if let Some(suppressed) = failure.log {
             tracing::warn!(output = %self.name, path = %path.display(), error = %err, op = what,
-                buffered = e.buffered_events, suppressed, "file write failed; will retry");
+                buffered = e.buffered_events, suppressed, retry_in_ms = failure.delay.as_millis() as u64,
+                "file write failed; will retry");
         }
         // Reopen on retry: the file may have been removed, or the disk remounted.
         self.close_handle(e);
-        e.retry_at = Some(Instant::now() + RETRY_INTERVAL);
+        e.retry_at = Some(Instant::now() + failure.delay);
         self.cap_retained(e);
     }
 
