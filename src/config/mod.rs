@@ -21,7 +21,7 @@ pub use daemon::{
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STATE_DIR, DEFAULT_STATS_INTERVAL, DaemonConfig,
 };
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use toml::Spanned;
@@ -155,139 +155,43 @@ pub fn known_keys() -> Vec<String> {
     keys.into_iter().collect()
 }
 
+/// The top-level tables of a file, sorted out: `[daemon]`, the named entries of `[listen]` and
+/// `[output]`, and the `[[route]]` array.
+struct Sections<'t, 'i> {
+    daemon: daemon::RawDaemon,
+    listen: Vec<(String, &'t Spanned<DeValue<'i>>)>,
+    output: Vec<(String, &'t Spanned<DeValue<'i>>)>,
+    routes: Vec<(usize, std::ops::Range<usize>, route::RawRoute)>,
+}
+
 /// Reads and validates the text: the parts that validated, and every error.
 fn read<'a>(text: &'a str, file: &'a str) -> Loaded<'a> {
     let mut errs = Errors::new(file, text);
-    let empty = Loaded {
-        errs: Errors::new(file, text),
-        daemon: daemon::RawDaemon::default().validate(&mut Errors::new(file, text)),
-        listeners: Vec::new(),
-        outputs: Vec::new(),
-        routes: Vec::new(),
-    };
     let root = match DeTable::parse(text) {
         Ok(t) => t,
         Err(e) => {
             errs.at(e.span().unwrap_or(0..0), "", e.message().trim().to_string());
-            return Loaded { errs, ..empty };
+            let daemon = daemon::RawDaemon::default().validate(&mut Errors::new(file, text));
+            return Loaded {
+                errs,
+                daemon,
+                listeners: Vec::new(),
+                outputs: Vec::new(),
+                routes: Vec::new(),
+            };
         }
     };
-    let mut daemon_raw = daemon::RawDaemon::default();
-    let mut sections: BTreeMap<&str, Vec<(String, &Spanned<DeValue<'_>>)>> = BTreeMap::new();
-    let mut routes_raw: Vec<(usize, std::ops::Range<usize>, route::RawRoute)> = Vec::new();
-    for (k, v) in root.get_ref().iter() {
-        let name = k.get_ref().as_ref();
-        match name {
-            "daemon" => {
-                if let Some(d) = decode::<daemon::RawDaemon>(&mut errs, "daemon", v) {
-                    daemon_raw = d;
-                }
-            }
-            "listen" | "output" => match v.get_ref() {
-                DeValue::Table(t) => {
-                    for (ek, ev) in t.iter() {
-                        let ename = ek.get_ref().to_string();
-                        if !valid_name(&ename) {
-                            errs.at(
-                                ek.span(),
-                                format!("{name}.{ename}"),
-                                "names may use only letters, digits, '_' and '-'",
-                            );
-                        }
-                        let section = if name == "listen" { "listen" } else { "output" };
-                        sections.entry(section).or_default().push((ename, ev));
-                    }
-                }
-                _ => errs.at(
-                    v.span(),
-                    name,
-                    format!("expected a table of named [{name}.NAME] entries"),
-                ),
-            },
-            "route" => match v.get_ref() {
-                DeValue::Array(a) => {
-                    for (i, rv) in a.iter().enumerate() {
-                        if let Some(r) =
-                            decode::<route::RawRoute>(&mut errs, &format!("route[{i}]"), rv)
-                        {
-                            routes_raw.push((i, rv.span(), r));
-                        }
-                    }
-                }
-                _ => errs.at(
-                    v.span(),
-                    "route",
-                    "expected [[route]] entries (an array of tables)",
-                ),
-            },
-            _ => errs.at(
-                k.span(),
-                name,
-                "unknown key (expected daemon, listen, output or route)",
-            ),
-        }
-    }
-    let daemon = daemon_raw.validate(&mut errs);
-
-    let listener_keys: BTreeSet<String> = ListenerKind::NAMES
-        .iter()
-        .flat_map(|k| ListenerKind::keys_of(k))
-        .collect();
-    let mut listeners = Vec::new();
-    // Every listener's endpoint, valid or not, for the clash check.
-    let mut endpoints = Vec::new();
-    for (name, value) in sections.remove("listen").unwrap_or_default() {
-        let path = format!("listen.{name}");
-        let Some(mut entry) = entry(&mut errs, path, value) else {
-            continue;
-        };
-        let before = errs.count();
-        let limits = Limits::decode(&mut entry, &mut errs);
-        let kind = ListenerKind::decode(&mut entry, &mut errs);
-        let endpoint = match &kind {
-            Some(k) => Some(k.endpoint()),
-            None => ListenerKind::endpoint_of(&mut Entry::new(
-                entry.path.clone(),
-                entry.kind.clone(),
-                value,
-            )),
-        };
-        endpoints.extend(endpoint.map(|e| (name.clone(), e)));
-        entry.finish(&mut errs, |k| listener_keys.contains(k));
-        if let (Some(limits), Some(kind), true) = (limits, kind, errs.count() == before) {
-            listeners.push(ListenerConfig {
-                name: name.into(),
-                limits,
-                kind,
-            });
-        }
-    }
-    check_duplicate_endpoints(&mut errs, &endpoints, &root);
-
+    let sections = sections(&mut errs, &root);
+    let daemon = sections.daemon.validate(&mut errs);
+    let listeners = read_listeners(&mut errs, &sections.listen, &root);
     // Every declared output is indexed, valid or not, so a route naming a broken output is not
     // also reported as naming a missing one.
-    let output_keys: BTreeSet<String> = OutputKind::NAMES
-        .iter()
-        .flat_map(|k| OutputKind::keys_of(k))
+    let output_index: HashMap<String, usize> = (sections.output.iter().enumerate())
+        .map(|(i, (name, _))| (name.clone(), i))
         .collect();
-    let mut output_index: HashMap<String, usize> = HashMap::new();
-    let mut outputs = Vec::new();
-    for (name, value) in sections.remove("output").unwrap_or_default() {
-        output_index.insert(name.clone(), output_index.len());
-        let path = format!("output.{name}");
-        let Some(mut entry) = entry(&mut errs, path, value) else {
-            continue;
-        };
-        let before = errs.count();
-        let output = OutputKind::decode_output(&name, &mut entry, &mut errs);
-        entry.finish(&mut errs, |k| output_keys.contains(k));
-        if let (Some(o), true) = (output, errs.count() == before) {
-            outputs.push(o);
-        }
-    }
+    let outputs = read_outputs(&mut errs, &sections.output);
     let listener_names: Vec<&str> = listeners.iter().map(|l| &*l.name).collect();
-    let routes: Vec<Rule> = routes_raw
-        .into_iter()
+    let routes: Vec<Rule> = (sections.routes.into_iter())
         .filter_map(|(i, span, raw)| {
             route::validate_route(&mut errs, i, span, raw, &output_index, &listener_names)
         })
@@ -299,6 +203,135 @@ fn read<'a>(text: &'a str, file: &'a str) -> Loaded<'a> {
         outputs,
         routes,
     }
+}
+
+/// Sorts the file's top-level tables out, reporting what is not one of them.
+fn sections<'t, 'i>(errs: &mut Errors<'_>, root: &'t Spanned<DeTable<'i>>) -> Sections<'t, 'i> {
+    let mut found = Sections {
+        daemon: daemon::RawDaemon::default(),
+        listen: Vec::new(),
+        output: Vec::new(),
+        routes: Vec::new(),
+    };
+    for (k, v) in root.get_ref().iter() {
+        let name = k.get_ref().as_ref();
+        match (name, v.get_ref()) {
+            ("daemon", _) => {
+                if let Some(d) = decode::<daemon::RawDaemon>(errs, "daemon", v) {
+                    found.daemon = d;
+                }
+            }
+            ("listen" | "output", DeValue::Table(t)) => {
+                for (ek, ev) in t.iter() {
+                    let ename = ek.get_ref().to_string();
+                    if !valid_name(&ename) {
+                        errs.at(
+                            ek.span(),
+                            format!("{name}.{ename}"),
+                            "names may use only letters, digits, '_' and '-'",
+                        );
+                    }
+                    let list = if name == "listen" {
+                        &mut found.listen
+                    } else {
+                        &mut found.output
+                    };
+                    list.push((ename, ev));
+                }
+            }
+            ("listen" | "output", _) => errs.at(
+                v.span(),
+                name,
+                format!("expected a table of named [{name}.NAME] entries"),
+            ),
+            ("route", DeValue::Array(a)) => {
+                for (i, rv) in a.iter().enumerate() {
+                    if let Some(r) = decode::<route::RawRoute>(errs, &format!("route[{i}]"), rv) {
+                        found.routes.push((i, rv.span(), r));
+                    }
+                }
+            }
+            ("route", _) => errs.at(
+                v.span(),
+                "route",
+                "expected [[route]] entries (an array of tables)",
+            ),
+            _ => errs.at(
+                k.span(),
+                name,
+                "unknown key (expected daemon, listen, output or route)",
+            ),
+        }
+    }
+    // Sorted by name: routes refer to outputs by index, and the order does not depend on the
+    // TOML map's.
+    found.listen.sort_by(|a, b| a.0.cmp(&b.0));
+    found.output.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// The listeners that validated; every problem of the others, and clashing endpoints, reported.
+fn read_listeners(
+    errs: &mut Errors<'_>,
+    entries: &[(String, &Spanned<DeValue<'_>>)],
+    root: &Spanned<DeTable<'_>>,
+) -> Vec<ListenerConfig> {
+    let listener_keys: BTreeSet<String> = (ListenerKind::NAMES.iter())
+        .flat_map(|k| ListenerKind::keys_of(k))
+        .collect();
+    let mut listeners = Vec::new();
+    // Every listener's endpoint, valid or not, for the clash check.
+    let mut endpoints = Vec::new();
+    for (name, value) in entries {
+        let Some(mut entry) = entry(errs, format!("listen.{name}"), value) else {
+            continue;
+        };
+        let before = errs.count();
+        let limits = Limits::decode(&mut entry, errs);
+        let kind = ListenerKind::decode(&mut entry, errs);
+        let endpoint = match &kind {
+            Some(k) => Some(k.endpoint()),
+            None => ListenerKind::endpoint_of(&mut Entry::new(
+                entry.path.clone(),
+                entry.kind.clone(),
+                value,
+            )),
+        };
+        endpoints.extend(endpoint.map(|e| (name.clone(), e)));
+        entry.finish(errs, |k| listener_keys.contains(k));
+        if let (Some(limits), Some(kind), true) = (limits, kind, errs.count() == before) {
+            listeners.push(ListenerConfig {
+                name: name.as_str().into(),
+                limits,
+                kind,
+            });
+        }
+    }
+    check_duplicate_endpoints(errs, &endpoints, root);
+    listeners
+}
+
+/// The outputs that validated; every problem of the others reported.
+fn read_outputs(
+    errs: &mut Errors<'_>,
+    entries: &[(String, &Spanned<DeValue<'_>>)],
+) -> Vec<OutputConfig> {
+    let output_keys: BTreeSet<String> = (OutputKind::NAMES.iter())
+        .flat_map(|k| OutputKind::keys_of(k))
+        .collect();
+    let mut outputs = Vec::new();
+    for (name, value) in entries {
+        let Some(mut entry) = entry(errs, format!("output.{name}"), value) else {
+            continue;
+        };
+        let before = errs.count();
+        let output = OutputKind::decode_output(name, &mut entry, errs);
+        entry.finish(errs, |k| output_keys.contains(k));
+        if let (Some(o), true) = (output, errs.count() == before) {
+            outputs.push(o);
+        }
+    }
+    outputs
 }
 
 /// An entry of `[listen]` or `[output]`, with its `kind` read.

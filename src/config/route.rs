@@ -114,8 +114,42 @@ pub(super) fn validate_route(
         .source
         .as_ref()
         .map(|s| cidr_list(errs, &format!("{p}.source"), s));
+    let to = targets(errs, &p, span, &raw.to, outputs);
+    if errs.list.len() > n_before {
+        return None;
+    }
+    let label = match &raw.name {
+        Some(n) if n.get_ref().is_empty() => {
+            errs.at(n.span(), format!("{p}.name"), "must not be empty");
+            return None;
+        }
+        Some(n) => Arc::from(n.get_ref().as_str()),
+        None => Arc::from(index.to_string()),
+    };
+    Some(Rule {
+        label,
+        selector,
+        listener,
+        hostname,
+        app_name,
+        message,
+        tls_peer,
+        source,
+        to,
+        stop: raw.stop.as_ref().is_some_and(|s| *s.get_ref()),
+    })
+}
+
+/// The outputs a route's `to` names, by index; each unknown name reported.
+fn targets(
+    errs: &mut Errors<'_>,
+    p: &str,
+    span: std::ops::Range<usize>,
+    given: &Option<Spanned<OneOrMany>>,
+    outputs: &HashMap<String, usize>,
+) -> Vec<usize> {
     let mut to = Vec::new();
-    match &raw.to {
+    match given {
         None => errs.at(
             span,
             format!("{p}.to"),
@@ -142,27 +176,5 @@ pub(super) fn validate_route(
             }
         }
     }
-    if errs.list.len() > n_before {
-        return None;
-    }
-    let label = match &raw.name {
-        Some(n) if n.get_ref().is_empty() => {
-            errs.at(n.span(), format!("{p}.name"), "must not be empty");
-            return None;
-        }
-        Some(n) => Arc::from(n.get_ref().as_str()),
-        None => Arc::from(index.to_string()),
-    };
-    Some(Rule {
-        label,
-        selector,
-        listener,
-        hostname,
-        app_name,
-        message,
-        tls_peer,
-        source,
-        to,
-        stop: raw.stop.as_ref().is_some_and(|s| *s.get_ref()),
-    })
+    to
 }

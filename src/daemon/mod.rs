@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::listen::{BoundSocket, ListenerConfig, Pipeline, Routing, StartContext};
 use crate::metrics::Metrics;
-use crate::output::{OutputConfig, OutputHandle};
+use crate::output::{OutputConfig, OutputHandle, OutputStart};
 use crate::route::RuleTable;
 use crate::systemd::Notifier;
 
@@ -38,45 +38,10 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
         watchdog_interval,
         metrics_listener,
     } = bound;
-    let mut d = Daemon {
-        pipeline: Arc::new(Pipeline::new(
-            Routing {
-                routes: RuleTable::new(Vec::new()),
-                outputs: Vec::new(),
-                route_metrics: Vec::new(),
-            },
-            metrics.clone(),
-        )),
-        metrics: metrics.clone(),
-        hangup: control.hangup().clone(),
-        shutdown: shutdown.clone(),
-        // Cut open connections and stop output retries once shutdown_timeout has passed.
-        hard_stop: CancellationToken::new(),
-        outputs: Vec::new(),
-        threads: Vec::new(),
-        listeners: Vec::new(),
-        stopping: Vec::new(),
-        config,
-    };
-    let mut outputs = Vec::new();
-    for o in d.config.outputs.clone() {
-        let handle = d.start_output(&o).map_err(|e| anyhow::anyhow!(e))?;
-        outputs.push((o, handle));
-    }
-    d.install(outputs);
-    for l in listeners {
-        d.spawn_listener(l)?;
-    }
+    let mut d = Daemon::new(config, metrics.clone(), control.hangup().clone(), &shutdown);
+    d.start(listeners)?;
     let exporter = match metrics_listener {
-        Some(l) => {
-            crate::listen::log_listening("metrics", "prometheus", l.local_addr());
-            let l = tokio::net::TcpListener::from_std(l).context("registering metrics socket")?;
-            Some(tokio::spawn(crate::exporter::serve(
-                l,
-                metrics.clone(),
-                shutdown.clone(),
-            )))
-        }
+        Some(l) => Some(serve_metrics(l, metrics.clone(), shutdown.clone())?),
         None => None,
     };
     // Every socket is bound and every output (with its disk queue) started: systemd may now
@@ -95,34 +60,15 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
         routes = d.config.routes.len(),
         "sluice started"
     );
-
     let stats = tokio::spawn(log_stats(
         metrics.clone(),
         d.config.daemon.stats_interval,
         shutdown.clone(),
     ));
-
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(req) = reload_rx.recv() => {
-                if let Some(n) = &notifier {
-                    n.notify(&format!(
-                        "RELOADING=1\nMONOTONIC_USEC={}",
-                        crate::sys::monotonic().as_micros()
-                    ));
-                }
-                let result = d.reload(req.config).await;
-                if let Some(n) = &notifier {
-                    n.notify("READY=1");
-                }
-                match &result {
-                    Ok(()) => tracing::info!(config = %d.config.origin, "configuration reloaded"),
-                    Err(e @ ReloadError::Partial(_)) => tracing::error!(error = %e, "configuration reloaded, but not every listener started"),
-                    Err(e) => tracing::error!(error = %e, "configuration reload failed; the running configuration stays"),
-                }
-                let _ = req.done.send(result);
-            }
+            Some(req) = reload_rx.recv() => d.apply_reload(req, notifier.as_deref()).await,
         }
     }
     if let Some(n) = &notifier {
@@ -135,6 +81,20 @@ pub async fn run(config: Config, bound: Bound, shutdown: CancellationToken) -> a
     }
     tracing::info!(counters = %metrics.summary(), "stopped");
     Ok(())
+}
+
+/// Starts the Prometheus endpoint on its bound socket.
+fn serve_metrics(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    crate::listen::log_listening("metrics", "prometheus", listener.local_addr());
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("registering metrics socket")?;
+    Ok(tokio::spawn(crate::exporter::serve(
+        listener, metrics, shutdown,
+    )))
 }
 
 /// Tells systemd every `interval` that the runtime still schedules tasks, until shutdown.
@@ -201,6 +161,71 @@ fn shares_resource(old: &OutputConfig, new: &OutputConfig, state_dir: &std::path
 }
 
 impl Daemon {
+    /// A daemon with no outputs or listeners yet, routing nowhere.
+    fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        hangup: Hangup,
+        shutdown: &CancellationToken,
+    ) -> Daemon {
+        let routing = Routing {
+            routes: RuleTable::new(Vec::new()),
+            outputs: Vec::new(),
+            route_metrics: Vec::new(),
+        };
+        Daemon {
+            pipeline: Arc::new(Pipeline::new(routing, metrics.clone())),
+            metrics,
+            hangup,
+            shutdown: shutdown.clone(),
+            // Cut open connections and stop output retries once shutdown_timeout has passed.
+            hard_stop: CancellationToken::new(),
+            outputs: Vec::new(),
+            threads: Vec::new(),
+            listeners: Vec::new(),
+            stopping: Vec::new(),
+            config,
+        }
+    }
+
+    /// Starts every output, then every listener on its bound socket.
+    fn start(&mut self, listeners: Vec<BoundListener>) -> anyhow::Result<()> {
+        let mut outputs = Vec::new();
+        for o in self.config.outputs.clone() {
+            let handle = self.start_output(&o).map_err(|e| anyhow::anyhow!(e))?;
+            outputs.push((o, handle));
+        }
+        self.install(outputs);
+        for l in listeners {
+            self.spawn_listener(l)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one reload request, telling systemd and the requester how it went.
+    async fn apply_reload(&mut self, req: reload::ReloadRequest, notifier: Option<&Notifier>) {
+        if let Some(n) = notifier {
+            n.notify(&format!(
+                "RELOADING=1\nMONOTONIC_USEC={}",
+                crate::sys::monotonic().as_micros()
+            ));
+        }
+        let result = self.reload(req.config).await;
+        if let Some(n) = notifier {
+            n.notify("READY=1");
+        }
+        match &result {
+            Ok(()) => tracing::info!(config = %self.config.origin, "configuration reloaded"),
+            Err(e @ ReloadError::Partial(_)) => {
+                tracing::error!(error = %e, "configuration reloaded, but not every listener started")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload failed; the running configuration stays")
+            }
+        }
+        let _ = req.done.send(result);
+    }
+
     fn start_output(&mut self, o: &OutputConfig) -> Result<OutputHandle, String> {
         // A changed output that keeps its name and kind owns the same files or disk queue
         // directory as the one it replaces: it takes over once that one has finished.
@@ -215,13 +240,13 @@ impl Daemon {
                 Some(self.threads.swap_remove(i).1)
             });
         let started = o
-            .start(
-                self.metrics.output(&o.name),
-                self.hard_stop.clone(),
-                &self.config.daemon.state_dir,
-                self.hangup.files.clone(),
+            .start(OutputStart {
+                metrics: self.metrics.output(&o.name),
+                give_up: self.hard_stop.clone(),
+                state_dir: &self.config.daemon.state_dir,
+                reopen: self.hangup.files.clone(),
                 predecessor,
-            )
+            })
             .map_err(|e| format!("starting output {}: {e:#}", o.name))?;
         self.threads.push((o.name.clone(), started.thread));
         Ok(started.handle)

@@ -1,7 +1,8 @@
-//! The listener kinds, as the config loader and the daemon see them: one enum with a variant
-//! per kind module, and the exhaustive matches that reach each kind's settings, environment
-//! checks, resources, socket and start. A new kind is a module and a variant here; the compiler
-//! then names every match that must handle it.
+//! The listener kinds, as the config loader and the daemon see them. Each kind is a module whose
+//! settings type implements [`ListenerKindSpec`]: how it reads its table, what it holds
+//! ([`Endpoint`]), what it checks on the machine, how it binds and starts. The `listener_kinds!`
+//! invocation below registers it with one line, and generates the [`ListenerKind`] enum and its
+//! exhaustive matches: a kind left out of any of them does not compile.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,23 +24,6 @@ pub struct ListenerConfig {
     pub limits: Limits,
     /// Kind-specific settings.
     pub kind: ListenerKind,
-}
-
-/// Listener kinds, each with its module's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ListenerKind {
-    /// UDP datagrams, one message each (RFC 5426).
-    Udp(udp::UdpSettings),
-    /// TCP with RFC 6587 framing detected per frame.
-    Tcp(tcp::TcpSettings),
-    /// TLS (RFC 5425), framed as TCP.
-    Tls(tls::TlsSettings),
-    /// A unix datagram socket, like /dev/log.
-    Unix(unix::UnixSettings),
-    /// A unix stream socket: what glibc's syslog(3) falls back to, syslog-ng's `unix-stream`.
-    UnixStream(unix_stream::UnixStreamSettings),
-    /// The kernel's log buffer, /dev/kmsg (for hosts without journald).
-    Kmsg(kmsg::KmsgConfig),
 }
 
 /// What a listener holds that no other may: two listeners with one endpoint cannot run side by
@@ -201,68 +185,245 @@ impl StartContext<'_> {
     }
 }
 
-impl ListenerKind {
-    /// Every kind's `kind = "..."` spelling, in the order messages list them.
-    pub const NAMES: [&'static str; 6] = [
-        udp::KIND,
-        tcp::KIND,
-        tls::KIND,
-        unix::KIND,
-        unix_stream::KIND,
-        kmsg::KIND,
-    ];
+/// What a listener kind's module provides, for its settings type.
+pub trait ListenerKindSpec: Sized + Clone + PartialEq + std::fmt::Debug {
+    /// Its `kind = "..."` spelling.
+    const KIND: &'static str;
 
+    /// Reads its keys from `[listen.NAME]` (the [`Limits`] every kind has are read apart).
+    /// Every problem is reported; `None` when there was one.
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Self>;
+
+    /// The endpoint a table gives, read from the keys that give it alone, for a listener whose
+    /// other settings may be invalid: two broken listeners on one port are still a clash.
+    fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint>;
+
+    /// What it binds or opens.
+    fn endpoint(&self) -> Endpoint;
+
+    /// The descriptors it may hold at once, for the descriptor budget.
+    fn descriptors(&self) -> ListenerDescriptors;
+
+    /// `--check-config`, the start and a reload: what needs the file system. Problems are
+    /// pushed as `KEY: what`, `key` being `listen.NAME`; TLS files go through `tls`.
+    fn check_environment(
+        &self,
+        key: &str,
+        problems: &mut Vec<String>,
+        tls: &mut crate::tls::FileCheck,
+    ) {
+        let _ = (key, problems, tls);
+    }
+
+    /// Binds the socket or opens the device. No runtime is needed, so this runs before
+    /// privileges are dropped.
+    fn bind(&self) -> anyhow::Result<BoundSocket>;
+
+    /// Makes a socket systemd passed for its endpoint its own; one of another family is an
+    /// error (the unit and the config disagree).
+    fn adopt(&self, name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket>;
+
+    /// Readies `socket`, held by a predecessor on the same endpoint, for these settings.
+    fn take_over(&self, name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
+        let _ = (name, socket);
+        Ok(())
+    }
+
+    /// Once a reload can no longer fail: what taking over could not do before.
+    fn complete_take_over(&self, name: &str, socket: &mut BoundSocket) {
+        let _ = (name, socket);
+    }
+
+    /// Starts serving `socket` (what [`ListenerKindSpec::bind`] gave); the task ends when
+    /// `ctx.stop` is cancelled and its connections are done.
+    fn start(
+        &self,
+        socket: BoundSocket,
+        ctx: StartContext<'_>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>>;
+}
+
+/// The error of a kind handed a socket its `bind` does not make.
+pub(super) fn wrong_socket(kind: &str, socket: &BoundSocket) -> anyhow::Error {
+    anyhow::anyhow!("{socket:?} is not a socket a {kind} listener serves")
+}
+
+/// A socket systemd passed, checked to be of the family the listener serves (IP or unix) and
+/// made non-blocking.
+pub(super) fn adopted(socket: socket2::Socket, ip: bool) -> anyhow::Result<socket2::Socket> {
+    let local = socket
+        .local_addr()
+        .context("getsockname on an inherited socket")?;
+    if (local.as_socket().is_some()) != ip {
+        anyhow::bail!(
+            "systemd passed a socket of another address family under its name ({local:?})"
+        );
+    }
+    socket
+        .set_nonblocking(true)
+        .context("making an inherited socket non-blocking")?;
+    Ok(socket)
+}
+
+/// Generates [`ListenerKind`], a variant per registered kind, and its dispatch to
+/// [`ListenerKindSpec`].
+macro_rules! listener_kinds {
+    ($($(#[$doc:meta])* $variant:ident($settings:ty),)+) => {
+        /// Listener kinds, each with its module's settings.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ListenerKind {
+            $($(#[$doc])* $variant($settings),)+
+        }
+
+        impl ListenerKind {
+            /// Every kind's `kind = "..."` spelling, in the order messages list them.
+            pub const NAMES: &'static [&'static str] =
+                &[$(<$settings as ListenerKindSpec>::KIND),+];
+
+            /// Reads the kind named by `entry.kind`; `Err` for an unknown kind.
+            fn decode_kind(
+                entry: &mut Entry<'_, '_>,
+                errs: &mut Errors<'_>,
+            ) -> Result<Option<ListenerKind>, ()> {
+                let kind = entry.kind.get_ref().clone();
+                $(if kind == <$settings as ListenerKindSpec>::KIND {
+                    return Ok(<$settings>::decode(entry, errs).map(ListenerKind::$variant));
+                })+
+                Err(())
+            }
+
+            /// The endpoint of the kind named by `entry.kind`, read alone.
+            fn decode_endpoint_of_kind(
+                entry: &mut Entry<'_, '_>,
+                errs: &mut Errors<'_>,
+            ) -> Option<Endpoint> {
+                let kind = entry.kind.get_ref().clone();
+                $(if kind == <$settings as ListenerKindSpec>::KIND {
+                    return <$settings>::decode_endpoint(entry, errs);
+                })+
+                None
+            }
+
+            /// Its `kind = "..."` spelling.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(ListenerKind::$variant(_) => <$settings as ListenerKindSpec>::KIND,)+
+                }
+            }
+
+            /// What the listener binds or opens.
+            pub fn endpoint(&self) -> Endpoint {
+                match self {
+                    $(ListenerKind::$variant(s) => s.endpoint(),)+
+                }
+            }
+
+            /// The descriptors it may hold at once.
+            pub fn descriptors(&self) -> ListenerDescriptors {
+                match self {
+                    $(ListenerKind::$variant(s) => s.descriptors(),)+
+                }
+            }
+
+            /// See [`ListenerKindSpec::check_environment`].
+            pub fn check_environment(
+                &self,
+                key: &str,
+                problems: &mut Vec<String>,
+                tls: &mut crate::tls::FileCheck,
+            ) {
+                match self {
+                    $(ListenerKind::$variant(s) => s.check_environment(key, problems, tls),)+
+                }
+            }
+
+            /// See [`ListenerKindSpec::bind`].
+            pub fn bind(&self) -> anyhow::Result<BoundSocket> {
+                match self {
+                    $(ListenerKind::$variant(s) => s.bind(),)+
+                }
+            }
+
+            /// See [`ListenerKindSpec::adopt`].
+            pub fn adopt(&self, name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
+                match self {
+                    $(ListenerKind::$variant(s) => s.adopt(name, socket),)+
+                }
+            }
+
+            /// See [`ListenerKindSpec::take_over`].
+            pub fn take_over(&self, name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
+                match self {
+                    $(ListenerKind::$variant(s) => s.take_over(name, socket),)+
+                }
+            }
+
+            /// See [`ListenerKindSpec::complete_take_over`].
+            pub fn complete_take_over(&self, name: &str, socket: &mut BoundSocket) {
+                match self {
+                    $(ListenerKind::$variant(s) => s.complete_take_over(name, socket),)+
+                }
+            }
+
+            /// See [`ListenerKindSpec::start`].
+            pub fn start(
+                &self,
+                socket: BoundSocket,
+                ctx: StartContext<'_>,
+            ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+                let name = ctx.config.name.clone();
+                match self {
+                    $(ListenerKind::$variant(s) => s.start(socket, ctx),)+
+                }
+                .with_context(|| format!("listener {name}"))
+            }
+        }
+    };
+}
+
+// The registry: one line per kind.
+listener_kinds! {
+    /// UDP datagrams, one message each (RFC 5426).
+    Udp(udp::UdpSettings),
+    /// TCP with RFC 6587 framing detected per frame.
+    Tcp(tcp::TcpSettings),
+    /// TLS (RFC 5425), framed as TCP.
+    Tls(tls::TlsSettings),
+    /// A unix datagram socket, like /dev/log.
+    Unix(unix::UnixSettings),
+    /// A unix stream socket: what glibc's syslog(3) falls back to, syslog-ng's `unix-stream`.
+    UnixStream(unix_stream::UnixStreamSettings),
+    /// The kernel's log buffer, /dev/kmsg (for hosts without journald).
+    Kmsg(kmsg::KmsgConfig),
+}
+
+impl ListenerKind {
     /// Reads the kind named by `entry.kind` from its table. `None` when the kind is unknown
     /// (reported) or its settings are not valid (each problem reported).
     pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<ListenerKind> {
-        let kind = entry.kind.get_ref().clone();
-        Some(match kind.as_str() {
-            udp::KIND => ListenerKind::Udp(udp::UdpSettings::decode(entry, errs)?),
-            tcp::KIND => ListenerKind::Tcp(tcp::TcpSettings::decode(entry, errs)?),
-            tls::KIND => ListenerKind::Tls(tls::TlsSettings::decode(entry, errs)?),
-            unix::KIND => ListenerKind::Unix(unix::UnixSettings::decode(entry, errs)?),
-            unix_stream::KIND => {
-                ListenerKind::UnixStream(unix_stream::UnixStreamSettings::decode(entry, errs)?)
-            }
-            kmsg::KIND => ListenerKind::Kmsg(kmsg::KmsgConfig::decode(entry, errs)?),
-            other => {
+        match ListenerKind::decode_kind(entry, errs) {
+            Ok(kind) => kind,
+            Err(()) => {
                 let names: Vec<String> = Self::NAMES.iter().map(|n| format!("{n:?}")).collect();
                 errs.at(
                     entry.kind.span(),
                     entry.key("kind"),
                     format!(
-                        "unknown listener kind {other:?}: expected {}",
+                        "unknown listener kind {:?}: expected {}",
+                        entry.kind.get_ref(),
                         crate::decode::or_list(&names)
                     ),
                 );
-                return None;
+                None
             }
-        })
+        }
     }
 
     /// The endpoint of a listener whose settings may not all be valid, read from its address
     /// or path alone: two broken listeners on one port are still reported as a clash.
     pub fn endpoint_of(entry: &mut Entry<'_, '_>) -> Option<Endpoint> {
-        use super::settings::{Network, SocketFile};
         // Problems were reported by the full read; this one only looks.
-        let mut quiet = Errors::new("", "");
-        let kind = entry.kind.get_ref().clone();
-        match kind.as_str() {
-            udp::KIND => Network::decode(entry, &mut quiet).map(|n| Endpoint::Udp(n.address)),
-            tcp::KIND | tls::KIND => {
-                Network::decode(entry, &mut quiet).map(|n| Endpoint::Tcp(n.address))
-            }
-            unix::KIND | unix_stream::KIND => {
-                SocketFile::decode(entry, &mut quiet).map(|s| Endpoint::Unix {
-                    path: s.path,
-                    stream: kind == unix_stream::KIND,
-                })
-            }
-            kmsg::KIND => {
-                kmsg::KmsgConfig::decode(entry, &mut quiet).map(|k| Endpoint::Kmsg(k.path))
-            }
-            _ => None,
-        }
+        ListenerKind::decode_endpoint_of_kind(entry, &mut Errors::new("", ""))
     }
 
     /// The keys kind `kind` reads, found by reading an empty table the way its decoder does.
@@ -272,216 +433,6 @@ impl ListenerKind {
         let _ = Limits::decode(&mut entry, &mut errs);
         let _ = ListenerKind::decode(&mut entry, &mut errs);
         entry.probed_keys()
-    }
-
-    /// `udp`, `tcp`, `tls`, `unix`, `unix_stream` or `kmsg`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ListenerKind::Udp(_) => udp::KIND,
-            ListenerKind::Tcp(_) => tcp::KIND,
-            ListenerKind::Tls(_) => tls::KIND,
-            ListenerKind::Unix(_) => unix::KIND,
-            ListenerKind::UnixStream(_) => unix_stream::KIND,
-            ListenerKind::Kmsg(_) => kmsg::KIND,
-        }
-    }
-
-    /// What the listener binds or opens.
-    pub fn endpoint(&self) -> Endpoint {
-        match self {
-            ListenerKind::Udp(s) => Endpoint::Udp(s.network.address),
-            ListenerKind::Tcp(s) => Endpoint::Tcp(s.network.address),
-            ListenerKind::Tls(s) => Endpoint::Tcp(s.network.address),
-            ListenerKind::Unix(s) => Endpoint::Unix {
-                path: s.socket.path.clone(),
-                stream: false,
-            },
-            ListenerKind::UnixStream(s) => Endpoint::Unix {
-                path: s.socket.path.clone(),
-                stream: true,
-            },
-            ListenerKind::Kmsg(s) => Endpoint::Kmsg(s.path.clone()),
-        }
-    }
-
-    /// The descriptors it may hold at once, for the descriptor budget.
-    pub fn descriptors(&self) -> ListenerDescriptors {
-        let (connections, sockets) = match self {
-            ListenerKind::Tcp(s) => (s.connections.max_connections, 1),
-            ListenerKind::Tls(s) => (s.connections.max_connections, 1),
-            ListenerKind::UnixStream(s) => (s.connections.max_connections, 1),
-            ListenerKind::Udp(s) => (0, s.sockets),
-            ListenerKind::Unix(_) | ListenerKind::Kmsg(_) => (0, 1),
-        };
-        ListenerDescriptors {
-            connections,
-            sockets,
-        }
-    }
-
-    /// The sender networks it accepts; `None` for all (and for kinds without senders).
-    pub fn allowed_sources(&self) -> Option<&[ipnet::IpNet]> {
-        match self {
-            ListenerKind::Udp(s) => s.network.allowed_sources.as_deref(),
-            ListenerKind::Tcp(s) => s.network.allowed_sources.as_deref(),
-            ListenerKind::Tls(s) => s.network.allowed_sources.as_deref(),
-            ListenerKind::Unix(_) | ListenerKind::UnixStream(_) | ListenerKind::Kmsg(_) => None,
-        }
-    }
-
-    /// `--check-config` and the daemon's start: what needs the file system. Problems are
-    /// pushed as `KEY: what`, `key` being `listen.NAME`; TLS files go through `tls`.
-    pub fn check_environment(
-        &self,
-        key: &str,
-        problems: &mut Vec<String>,
-        tls_files: &mut crate::tls::FileCheck,
-    ) {
-        match self {
-            ListenerKind::Udp(_) | ListenerKind::Tcp(_) => {}
-            ListenerKind::Tls(s) => s.check_environment(key, tls_files),
-            ListenerKind::Unix(s) => s.socket.check_environment(key, problems),
-            ListenerKind::UnixStream(s) => s.socket.check_environment(key, problems),
-            ListenerKind::Kmsg(s) => s.check_environment(key, problems),
-        }
-    }
-
-    /// Binds the socket or opens the device. No runtime is needed, so this runs before
-    /// privileges are dropped.
-    pub fn bind(&self) -> anyhow::Result<BoundSocket> {
-        Ok(match self {
-            ListenerKind::Udp(s) => BoundSocket::Udp(s.bind()?),
-            ListenerKind::Tcp(s) => BoundSocket::Tcp(super::stream::bind(s.network.address)?),
-            ListenerKind::Tls(s) => BoundSocket::Tcp(super::stream::bind(s.network.address)?),
-            ListenerKind::Unix(s) => BoundSocket::Unix(unix::bind(&s.socket.path, s.socket.mode)?),
-            ListenerKind::UnixStream(s) => {
-                BoundSocket::UnixStream(unix::bind_stream(&s.socket.path, s.socket.mode)?)
-            }
-            ListenerKind::Kmsg(s) => BoundSocket::Kmsg(kmsg::open(&s.path, s.read_existing)?),
-        })
-    }
-
-    /// Makes a socket systemd passed, of this listener's endpoint type and family, the
-    /// listener's. A socket of another family (a unix socket named after a UDP listener) is an
-    /// error: the unit and the config disagree.
-    pub fn adopt(&self, name: &str, s: socket2::Socket) -> anyhow::Result<BoundSocket> {
-        let local = s
-            .local_addr()
-            .context("getsockname on an inherited socket")?;
-        s.set_nonblocking(true)
-            .context("making an inherited socket non-blocking")?;
-        let ip = local.as_socket().is_some();
-        Ok(match self {
-            ListenerKind::Udp(u) if ip => {
-                let mut bound = vec![s.into()];
-                u.grow(&mut bound, name);
-                BoundSocket::Udp(bound)
-            }
-            ListenerKind::Tcp(_) | ListenerKind::Tls(_) if ip => BoundSocket::Tcp(s.into()),
-            ListenerKind::Unix(_) if local.is_unix() => BoundSocket::Unix(s.into()),
-            ListenerKind::UnixStream(_) if local.is_unix() => BoundSocket::UnixStream(s.into()),
-            ListenerKind::Udp(_)
-            | ListenerKind::Tcp(_)
-            | ListenerKind::Tls(_)
-            | ListenerKind::Unix(_)
-            | ListenerKind::UnixStream(_)
-            | ListenerKind::Kmsg(_) => anyhow::bail!(
-                "systemd passed a socket of another address family under its name ({local:?})"
-            ),
-        })
-    }
-
-    /// `socket`, held by this listener's predecessor on the same endpoint, readied for this
-    /// listener's settings: the receive buffer size and the socket file's mode applied anew.
-    pub fn take_over(&self, name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
-        let wrong = |socket: &BoundSocket| {
-            anyhow::anyhow!(
-                "the socket held for its endpoint ({socket:?}) is not one a {} listener serves",
-                self.name()
-            )
-        };
-        match self {
-            ListenerKind::Udp(u) => match socket {
-                BoundSocket::Udp(held) => {
-                    u.take_over(name, held);
-                    Ok(())
-                }
-                other => Err(wrong(other)),
-            },
-            ListenerKind::Unix(u) => match socket {
-                BoundSocket::Unix(_) => unix::set_mode(&u.socket.path, u.socket.mode),
-                other => Err(wrong(other)),
-            },
-            ListenerKind::UnixStream(u) => match socket {
-                BoundSocket::UnixStream(_) => unix::set_mode(&u.socket.path, u.socket.mode),
-                other => Err(wrong(other)),
-            },
-            ListenerKind::Tcp(_) | ListenerKind::Tls(_) => match socket {
-                BoundSocket::Tcp(_) => Ok(()),
-                other => Err(wrong(other)),
-            },
-            ListenerKind::Kmsg(_) => match socket {
-                BoundSocket::Kmsg(_) => Ok(()),
-                other => Err(wrong(other)),
-            },
-        }
-    }
-
-    /// Once a reload can no longer fail: a UDP listener that took over fewer sockets than it
-    /// wants adds them (a socket joining the port takes senders at once, and would lose what it
-    /// holds if the reload were abandoned).
-    pub fn complete_take_over(&self, name: &str, socket: &mut BoundSocket) {
-        match self {
-            ListenerKind::Udp(u) => {
-                if let BoundSocket::Udp(held) = socket {
-                    u.grow(held, name);
-                }
-            }
-            ListenerKind::Tcp(_)
-            | ListenerKind::Tls(_)
-            | ListenerKind::Unix(_)
-            | ListenerKind::UnixStream(_)
-            | ListenerKind::Kmsg(_) => {}
-        }
-    }
-
-    /// Starts serving `socket`; the task ends when `ctx.stop` is cancelled and its
-    /// connections are done.
-    pub fn start(
-        &self,
-        socket: BoundSocket,
-        ctx: StartContext<'_>,
-    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let name = ctx.config.name.clone();
-        let kind = self.name();
-        let wrong = |socket: BoundSocket| anyhow::anyhow!("{socket:?} was bound for kind {kind}");
-        let task = match self {
-            ListenerKind::Udp(s) => match socket {
-                BoundSocket::Udp(sockets) => s.start(sockets, ctx),
-                other => Err(wrong(other)),
-            },
-            ListenerKind::Tcp(s) => match socket {
-                BoundSocket::Tcp(l) => s.start(l, ctx),
-                other => Err(wrong(other)),
-            },
-            ListenerKind::Tls(s) => match socket {
-                BoundSocket::Tcp(l) => s.start(l, ctx),
-                other => Err(wrong(other)),
-            },
-            ListenerKind::Unix(s) => match socket {
-                BoundSocket::Unix(u) => s.start(u, ctx),
-                other => Err(wrong(other)),
-            },
-            ListenerKind::UnixStream(s) => match socket {
-                BoundSocket::UnixStream(l) => s.start(l, ctx),
-                other => Err(wrong(other)),
-            },
-            ListenerKind::Kmsg(s) => match socket {
-                BoundSocket::Kmsg(f) => s.start(f, ctx),
-                other => Err(wrong(other)),
-            },
-        };
-        task.with_context(|| format!("listener {name}"))
     }
 }
 

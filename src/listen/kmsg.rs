@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::kind::StartContext;
+use super::kind::{
+    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, wrong_socket,
+};
 use super::settings::RateLimit;
 use super::{Dispatcher, Pipeline, is_blank, ratelimit};
 use crate::decode::{Entry, Errors, Part, choice};
@@ -74,9 +76,10 @@ struct KmsgRaw {
 
 impl Part for KmsgRaw {}
 
-impl KmsgConfig {
-    /// Reads `[listen.NAME]` of kind `kmsg`.
-    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<KmsgConfig> {
+impl ListenerKindSpec for KmsgConfig {
+    const KIND: &'static str = KIND;
+
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<KmsgConfig> {
         let raw = entry.part::<KmsgRaw>(errs)?;
         let read_existing = choice(
             errs,
@@ -99,18 +102,59 @@ impl KmsgConfig {
         })
     }
 
+    fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint> {
+        KmsgConfig::decode(entry, errs).map(|k| Endpoint::Kmsg(k.path))
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::Kmsg(self.path.clone())
+    }
+
+    fn descriptors(&self) -> ListenerDescriptors {
+        ListenerDescriptors {
+            connections: 0,
+            sockets: 1,
+        }
+    }
+
+    /// Opens the device, positioned as `read_existing` says.
+    fn bind(&self) -> anyhow::Result<BoundSocket> {
+        Ok(BoundSocket::Kmsg(open(&self.path, self.read_existing)?))
+    }
+
+    /// Not a socket: systemd never passes one for it.
+    fn adopt(&self, _name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
+        anyhow::bail!("systemd passed a socket ({socket:?}) for the kernel log, which is not one")
+    }
+
+    /// Shares the read position: a listener taking over goes on where this one was.
+    fn take_over(&self, _name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
+        match socket {
+            BoundSocket::Kmsg(_) => Ok(()),
+            other => Err(wrong_socket(KIND, other)),
+        }
+    }
+
     /// `--check-config`: the device exists.
-    pub(super) fn check_environment(&self, key: &str, problems: &mut Vec<String>) {
+    fn check_environment(
+        &self,
+        key: &str,
+        problems: &mut Vec<String>,
+        _tls: &mut crate::tls::FileCheck,
+    ) {
         if let Err(e) = std::fs::metadata(&self.path) {
             problems.push(format!("{key}.path: {}: {e}", self.path.display()));
         }
     }
 
-    pub(super) fn start(
+    fn start(
         &self,
-        file: File,
+        socket: BoundSocket,
         ctx: StartContext<'_>,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let BoundSocket::Kmsg(file) = socket else {
+            return Err(wrong_socket(KIND, &socket));
+        };
         let name = ctx.config.name.clone();
         tracing::info!(listener = %name, kind = KIND, path = %self.path.display(), "reading");
         Ok(tokio::spawn(run(

@@ -14,8 +14,8 @@ pub mod unix;
 pub mod unix_stream;
 
 pub use kind::{
-    BoundSocket, Endpoint, ListenerConfig, ListenerDescriptors, ListenerKind, StartContext,
-    log_listening,
+    BoundSocket, Endpoint, ListenerConfig, ListenerDescriptors, ListenerKind, ListenerKindSpec,
+    StartContext, log_listening,
 };
 
 use std::net::SocketAddr;

@@ -14,7 +14,10 @@ use tokio_rustls::server::TlsStream;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::kind::{StartContext, log_listening};
+use super::kind::{
+    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, adopted,
+    log_listening, wrong_socket,
+};
 use super::settings::{ConnectionSettings, Network};
 use super::stream::StreamListener;
 use crate::decode::{Entry, Errors, NumOrStr, OneOrMany, Part, duration_opt, path_opt};
@@ -54,9 +57,10 @@ struct TlsRaw {
 
 impl Part for TlsRaw {}
 
-impl TlsSettings {
-    /// Reads `[listen.NAME]` of kind `tls`.
-    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<TlsSettings> {
+impl ListenerKindSpec for TlsSettings {
+    const KIND: &'static str = KIND;
+
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<TlsSettings> {
         let network = Network::decode(entry, errs);
         let connections = ConnectionSettings::decode(entry, errs, false);
         let raw = entry.part::<TlsRaw>(errs)?;
@@ -77,7 +81,42 @@ impl TlsSettings {
     }
 
     /// `--check-config`: the certificate, key, CA and CRL load, and are valid now.
-    pub(super) fn check_environment(&self, key: &str, files: &mut crate::tls::FileCheck) {
+    fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint> {
+        Network::decode(entry, errs).map(|n| Endpoint::Tcp(n.address))
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::Tcp(self.network.address)
+    }
+
+    fn descriptors(&self) -> ListenerDescriptors {
+        ListenerDescriptors {
+            connections: self.connections.max_connections,
+            sockets: 1,
+        }
+    }
+
+    fn bind(&self) -> anyhow::Result<BoundSocket> {
+        Ok(BoundSocket::Tcp(super::stream::bind(self.network.address)?))
+    }
+
+    fn adopt(&self, _name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
+        Ok(BoundSocket::Tcp(adopted(socket, true)?.into()))
+    }
+
+    fn take_over(&self, _name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
+        match socket {
+            BoundSocket::Tcp(_) => Ok(()),
+            other => Err(wrong_socket(KIND, other)),
+        }
+    }
+
+    fn check_environment(
+        &self,
+        key: &str,
+        _problems: &mut Vec<String>,
+        files: &mut crate::tls::FileCheck,
+    ) {
         let t = &self.tls;
         files.cert_and_key(&format!("{key}.cert_file"), &t.cert_file, &t.key_file);
         if let Some(ca) = &t.client_ca_file {
@@ -88,11 +127,14 @@ impl TlsSettings {
         }
     }
 
-    pub(super) fn start(
+    fn start(
         &self,
-        listener: std::net::TcpListener,
+        socket: BoundSocket,
         ctx: StartContext<'_>,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let BoundSocket::Tcp(listener) = socket else {
+            return Err(wrong_socket(KIND, &socket));
+        };
         let name = ctx.config.name.clone();
         log_listening(&name, KIND, listener.local_addr());
         let server =

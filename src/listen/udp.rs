@@ -12,7 +12,10 @@ use serde::Deserialize;
 use socket2::{Domain, Protocol, Socket, Type};
 use toml::Spanned;
 
-use super::kind::{StartContext, log_listening};
+use super::kind::{
+    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, adopted,
+    log_listening, wrong_socket,
+};
 use super::settings::Network;
 use crate::decode::{Entry, Errors, NumOrStr, Part, size_opt};
 
@@ -43,9 +46,10 @@ struct UdpRaw {
 
 impl Part for UdpRaw {}
 
-impl UdpSettings {
-    /// Reads `[listen.NAME]` of kind `udp`.
-    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UdpSettings> {
+impl ListenerKindSpec for UdpSettings {
+    const KIND: &'static str = KIND;
+
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UdpSettings> {
         let network = Network::decode(entry, errs);
         let raw = entry.part::<UdpRaw>(errs)?;
         let before = errs.count();
@@ -78,58 +82,80 @@ impl UdpSettings {
         })
     }
 
-    /// Binds the listener's sockets.
-    pub(super) fn bind(&self) -> anyhow::Result<Vec<std::net::UdpSocket>> {
-        bind(
+    fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint> {
+        Network::decode(entry, errs).map(|n| Endpoint::Udp(n.address))
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::Udp(self.network.address)
+    }
+
+    fn descriptors(&self) -> ListenerDescriptors {
+        ListenerDescriptors {
+            connections: 0,
+            sockets: self.sockets,
+        }
+    }
+
+    fn bind(&self) -> anyhow::Result<BoundSocket> {
+        let sockets = bind(
             self.network.address,
             self.receive_buffer_bytes,
             self.sockets,
-        )
+        )?;
+        Ok(BoundSocket::Udp(sockets))
     }
 
-    /// Adds sockets beside `bound` until there are `sockets`; where that fails (the first
-    /// socket lacks SO_REUSEPORT, or the port cannot be bound any more), says so and serves
-    /// with those there are.
-    pub(super) fn grow(&self, bound: &mut Vec<std::net::UdpSocket>, listener: &str) {
-        if let Err(e) = add_sockets(bound, self.sockets, self.receive_buffer_bytes) {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                listener,
-                sockets = self.sockets,
-                serving_with = bound.len(),
-                "could not bind every UDP socket asked for; serving with those bound (a socket systemd passes needs ReusePort=yes; after dropping privileges, a port below 1024 cannot be bound, and the kernel shares a port only among sockets of one user)"
-            );
-        }
+    /// A socket systemd passed, with more beside it if `sockets` asks for them.
+    fn adopt(&self, name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
+        let mut bound = vec![adopted(socket, true)?.into()];
+        self.grow(&mut bound, name);
+        Ok(BoundSocket::Udp(bound))
     }
 
     /// Sockets held by a predecessor, readied for these settings: the receive buffer applied
     /// anew. Where `sockets` shrank they are all kept (closing one would lose what it holds);
-    /// where it grew, [`UdpSettings::grow`] adds them once the reload can no longer fail.
-    pub(super) fn take_over(&self, listener: &str, held: &[std::net::UdpSocket]) {
-        for s in held {
+    /// where it grew, they are added once the reload can no longer fail.
+    fn take_over(&self, name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
+        let BoundSocket::Udp(held) = socket else {
+            return Err(wrong_socket(KIND, socket));
+        };
+        for s in held.iter() {
             if let Err(e) =
                 socket2::SockRef::from(s).set_recv_buffer_size(self.receive_buffer_bytes)
             {
-                tracing::warn!(listener, error = %e, "could not set SO_RCVBUF");
+                tracing::warn!(listener = name, error = %e, "could not set SO_RCVBUF");
             }
         }
         if self.sockets < held.len() {
             tracing::warn!(
-                listener,
+                listener = name,
                 sockets = self.sockets,
                 serving_with = held.len(),
                 "fewer sockets take effect at restart: closing one now would lose the datagrams it holds"
             );
         }
+        Ok(())
+    }
+
+    /// A socket joining the port takes senders at once, and would lose what it holds if the
+    /// reload were abandoned: added only now.
+    fn complete_take_over(&self, name: &str, socket: &mut BoundSocket) {
+        if let BoundSocket::Udp(held) = socket {
+            self.grow(held, name);
+        }
     }
 
     /// One task per socket, so the sockets are read on as many cores; the first also reports
     /// the kernel's drops of them all.
-    pub(super) fn start(
+    fn start(
         &self,
-        sockets: Vec<std::net::UdpSocket>,
+        socket: BoundSocket,
         ctx: StartContext<'_>,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let BoundSocket::Udp(sockets) = socket else {
+            return Err(wrong_socket(KIND, &socket));
+        };
         let name = &ctx.config.name;
         if let Some(first) = sockets.first() {
             log_listening(name, KIND, first.local_addr());
@@ -166,6 +192,23 @@ impl UdpSettings {
                 }
             }
         }))
+    }
+}
+
+impl UdpSettings {
+    /// Adds sockets beside `bound` until there are `sockets`; where that fails (the first
+    /// socket lacks SO_REUSEPORT, or the port cannot be bound any more), says so and serves
+    /// with those there are.
+    fn grow(&self, bound: &mut Vec<std::net::UdpSocket>, listener: &str) {
+        if let Err(e) = add_sockets(bound, self.sockets, self.receive_buffer_bytes) {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                listener,
+                sockets = self.sockets,
+                serving_with = bound.len(),
+                "could not bind every UDP socket asked for; serving with those bound (a socket systemd passes needs ReusePort=yes; after dropping privileges, a port below 1024 cannot be bound, and the kernel shares a port only among sockets of one user)"
+            );
+        }
     }
 }
 

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::kind::StartContext;
+use super::kind::{
+    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, adopted,
+    wrong_socket,
+};
 use super::settings::SocketFile;
 use crate::decode::{Entry, Errors};
 
@@ -22,19 +25,72 @@ pub struct UnixSettings {
     pub socket: SocketFile,
 }
 
-impl UnixSettings {
-    /// Reads `[listen.NAME]` of kind `unix`.
-    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UnixSettings> {
+impl ListenerKindSpec for UnixSettings {
+    const KIND: &'static str = KIND;
+
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UnixSettings> {
         Some(UnixSettings {
             socket: SocketFile::decode(entry, errs)?,
         })
     }
 
-    pub(super) fn start(
+    fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint> {
+        SocketFile::decode(entry, errs).map(|s| Endpoint::Unix {
+            path: s.path,
+            stream: false,
+        })
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::Unix {
+            path: self.socket.path.clone(),
+            stream: false,
+        }
+    }
+
+    fn descriptors(&self) -> ListenerDescriptors {
+        ListenerDescriptors {
+            connections: 0,
+            sockets: 1,
+        }
+    }
+
+    fn check_environment(
         &self,
-        socket: UnixDatagram,
+        key: &str,
+        problems: &mut Vec<String>,
+        _tls: &mut crate::tls::FileCheck,
+    ) {
+        self.socket.check_environment(key, problems);
+    }
+
+    fn bind(&self) -> anyhow::Result<BoundSocket> {
+        Ok(BoundSocket::Unix(bind(
+            &self.socket.path,
+            self.socket.mode,
+        )?))
+    }
+
+    fn adopt(&self, _name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
+        Ok(BoundSocket::Unix(adopted(socket, false)?.into()))
+    }
+
+    /// The socket file's mode applied anew.
+    fn take_over(&self, _name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
+        match socket {
+            BoundSocket::Unix(_) => set_mode(&self.socket.path, self.socket.mode),
+            other => Err(wrong_socket(KIND, other)),
+        }
+    }
+
+    fn start(
+        &self,
+        socket: BoundSocket,
         ctx: StartContext<'_>,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let BoundSocket::Unix(socket) = socket else {
+            return Err(wrong_socket(KIND, &socket));
+        };
         tracing::info!(listener = %ctx.config.name, kind = KIND, path = %self.socket.path.display(), "listening");
         let s = tokio::net::UnixDatagram::from_std(socket).context("registering unix socket")?;
         Ok(tokio::spawn(super::run_datagram(

@@ -1,7 +1,10 @@
 //! The `unix_stream` listener: a unix stream socket (glibc's syslog(3) falls back to one;
 //! syslog-ng's `unix-stream`), served by the stream server ([`super::stream`]).
 
-use super::kind::StartContext;
+use super::kind::{
+    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, adopted,
+    wrong_socket,
+};
 use super::settings::{ConnectionSettings, SocketFile};
 use super::stream::StreamListener;
 use crate::decode::{Entry, Errors};
@@ -18,9 +21,10 @@ pub struct UnixStreamSettings {
     pub connections: ConnectionSettings,
 }
 
-impl UnixStreamSettings {
-    /// Reads `[listen.NAME]` of kind `unix_stream`.
-    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UnixStreamSettings> {
+impl ListenerKindSpec for UnixStreamSettings {
+    const KIND: &'static str = KIND;
+
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UnixStreamSettings> {
         let socket = SocketFile::decode(entry, errs);
         // glibc's syslog(3) over a stream socket ends each message with a NUL.
         let connections = ConnectionSettings::decode(entry, errs, true);
@@ -30,11 +34,63 @@ impl UnixStreamSettings {
         })
     }
 
-    pub(super) fn start(
+    fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint> {
+        SocketFile::decode(entry, errs).map(|s| Endpoint::Unix {
+            path: s.path,
+            stream: true,
+        })
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::Unix {
+            path: self.socket.path.clone(),
+            stream: true,
+        }
+    }
+
+    fn descriptors(&self) -> ListenerDescriptors {
+        ListenerDescriptors {
+            connections: self.connections.max_connections,
+            sockets: 1,
+        }
+    }
+
+    fn check_environment(
         &self,
-        listener: std::os::unix::net::UnixListener,
+        key: &str,
+        problems: &mut Vec<String>,
+        _tls: &mut crate::tls::FileCheck,
+    ) {
+        self.socket.check_environment(key, problems);
+    }
+
+    fn bind(&self) -> anyhow::Result<BoundSocket> {
+        let listener = super::unix::bind_stream(&self.socket.path, self.socket.mode)?;
+        Ok(BoundSocket::UnixStream(listener))
+    }
+
+    fn adopt(&self, _name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
+        Ok(BoundSocket::UnixStream(adopted(socket, false)?.into()))
+    }
+
+    /// The socket file's mode applied anew.
+    fn take_over(&self, _name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
+        match socket {
+            BoundSocket::UnixStream(_) => {
+                super::unix::set_mode(&self.socket.path, self.socket.mode)
+            }
+            other => Err(wrong_socket(KIND, other)),
+        }
+    }
+
+    fn start(
+        &self,
+        socket: BoundSocket,
         ctx: StartContext<'_>,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let BoundSocket::UnixStream(listener) = socket else {
+            return Err(wrong_socket(KIND, &socket));
+        };
         tracing::info!(listener = %ctx.config.name, kind = KIND, path = %self.socket.path.display(), "listening");
         let listener = StreamListener::unix(listener)?;
         Ok(super::stream::serve(

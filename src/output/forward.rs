@@ -79,9 +79,13 @@ struct ForwardRaw {
 
 impl Part for ForwardRaw {}
 
-impl ForwardSettings {
-    /// Reads `[output.NAME]` of kind `forward`: destination and transport.
-    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<ForwardSettings> {
+impl crate::output::OutputKindSpec for ForwardSettings {
+    const KIND: &'static str = KIND;
+    const DEFAULT_FORMAT: Format = Format::Rfc5424;
+    const HAS_BACKLOG: bool = true;
+
+    /// Destination and transport.
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<ForwardSettings> {
         let raw = entry.part::<ForwardRaw>(errs)?;
         let before = errs.count();
         let addresses = raw.addresses(entry, errs);
@@ -115,8 +119,20 @@ impl ForwardSettings {
         })
     }
 
-    /// `--check-config`: the CA and the client certificate load and are valid now.
-    pub(super) fn check_environment(&self, key: &str, files: &mut crate::tls::FileCheck) {
+    fn descriptors(&self) -> crate::output::OutputDescriptors {
+        crate::output::OutputDescriptors {
+            files: 0,
+            connections: self.addresses.len(),
+        }
+    }
+
+    /// The CA and the client certificate load and are valid now.
+    fn check_environment(
+        &self,
+        key: &str,
+        _problems: &mut Vec<String>,
+        files: &mut crate::tls::FileCheck,
+    ) {
         if let ForwardProtocol::Tls(c) = &self.protocol {
             if let Some(ca) = &c.ca_file {
                 files.ca(&format!("{key}.ca_file"), ca);
@@ -125,6 +141,21 @@ impl ForwardSettings {
                 files.cert_and_key(&format!("{key}.cert_file"), cert, k);
             }
         }
+    }
+
+    fn start(
+        &self,
+        output: &OutputConfig,
+        ctx: crate::output::OutputStart<'_>,
+    ) -> anyhow::Result<RunningOutput> {
+        start(
+            output,
+            self,
+            ctx.metrics,
+            ctx.give_up,
+            ctx.state_dir,
+            ctx.predecessor,
+        )
     }
 }
 
@@ -273,7 +304,7 @@ const FORWARD_STAGING_EVENTS: usize = 8192;
 /// Starts a forward output's thread. Opening the disk queue happens here, so its errors reach
 /// the caller, unless a `predecessor` (the reload's older version, on the same disk queue) must
 /// finish first: then the thread opens it, and an error there drops and counts what arrives.
-pub(super) fn start(
+fn start(
     cfg: &OutputConfig,
     settings: &ForwardSettings,
     metrics: Arc<OutputMetrics>,

@@ -1,7 +1,8 @@
-//! The output kinds, as the config loader and the daemon see them: one enum with a variant per
-//! kind module, and the exhaustive matches that reach each kind's settings, environment checks,
-//! resources and start. A new kind is a module and a variant here; the compiler then names every
-//! match that must handle it.
+//! The output kinds, as the config loader and the daemon see them. Each kind is a module whose
+//! settings type implements [`OutputKindSpec`]: how it reads its table, its defaults, what it
+//! holds, what it checks on the machine and how it starts. The `output_kinds!` invocation below
+//! registers it with one line, and generates the [`OutputKind`] enum and its exhaustive
+//! matches: a kind left out of any of them does not compile.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::format::Format;
-use super::queue::QueueConfig;
+use super::queue::{QueueConfig, QueueKind};
 use super::{ReopenFiles, RunningOutput, file, forward, stdout};
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
@@ -28,17 +29,6 @@ pub struct OutputConfig {
     pub kind: OutputKind,
 }
 
-/// Output kinds, each with its module's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutputKind {
-    /// Standard output.
-    Stdout(stdout::StdoutSettings),
-    /// A file, its path possibly templated per event.
-    File(file::FileOutputConfig),
-    /// Another syslog receiver (a relay or a SIEM).
-    Forward(forward::ForwardSettings),
-}
-
 /// What an output writes to that its next version, after a reload, must not write to at the
 /// same time: the new version takes over once the old one has finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +40,161 @@ pub enum OutputResource {
 }
 
 /// The descriptors an output may hold at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutputDescriptors {
     /// Files it may keep open (`max_open_files`).
     pub files: usize,
     /// Connections to collectors.
     pub connections: usize,
+}
+
+/// What an output is started with, besides its configuration.
+pub struct OutputStart<'a> {
+    /// Its counters.
+    pub metrics: Arc<OutputMetrics>,
+    /// Cancelled when the shutdown deadline passes: outputs that retry stop retrying.
+    pub give_up: tokio_util::sync::CancellationToken,
+    /// `[daemon] state_dir`, where disk queues live.
+    pub state_dir: &'a Path,
+    /// SIGHUP's request to reopen files.
+    pub reopen: ReopenFiles,
+    /// The thread of the output this one replaces on a reload when both hold a resource: the
+    /// new thread takes over once it has finished, while events already queue.
+    pub predecessor: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What an output kind's module provides, for its settings type.
+pub trait OutputKindSpec: Sized + Clone + PartialEq + std::fmt::Debug {
+    /// Its `kind = "..."` spelling.
+    const KIND: &'static str;
+    /// The format lines are written in when `format` is not given.
+    const DEFAULT_FORMAT: Format = Format::Traditional;
+    /// Whether events wait in a backlog that can be on disk, bounded in bytes and drop the
+    /// oldest: kinds that deliver over a network.
+    const HAS_BACKLOG: bool = false;
+
+    /// Reads its keys from `[output.NAME]` (`format` and `queue` are read apart). Every
+    /// problem is reported; `None` when there was one.
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Self>;
+
+    /// The descriptors it may hold at once, for the descriptor budget.
+    fn descriptors(&self) -> OutputDescriptors {
+        OutputDescriptors::default()
+    }
+
+    /// Whether it writes files (see [`OutputResource::Files`]).
+    fn writes_files(&self) -> bool {
+        false
+    }
+
+    /// `--check-config`, the start and a reload: what needs the file system. Problems are
+    /// pushed as `KEY: what`, `key` being `output.NAME`; TLS files go through `tls`.
+    fn check_environment(
+        &self,
+        key: &str,
+        problems: &mut Vec<String>,
+        tls: &mut crate::tls::FileCheck,
+    ) {
+        let _ = (key, problems, tls);
+    }
+
+    /// Starts the output's thread and returns the handle to its queue.
+    fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput>;
+}
+
+/// Generates [`OutputKind`], a variant per registered kind, and its dispatch to
+/// [`OutputKindSpec`].
+macro_rules! output_kinds {
+    ($($(#[$doc:meta])* $variant:ident($settings:ty),)+) => {
+        /// Output kinds, each with its module's settings.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum OutputKind {
+            $($(#[$doc])* $variant($settings),)+
+        }
+
+        impl OutputKind {
+            /// Every kind's `kind = "..."` spelling, in the order messages list them.
+            pub const NAMES: &'static [&'static str] =
+                &[$(<$settings as OutputKindSpec>::KIND),+];
+
+            /// Reads the kind named by `entry.kind`; `Err` for an unknown kind.
+            fn decode_kind(
+                entry: &mut Entry<'_, '_>,
+                errs: &mut Errors<'_>,
+            ) -> Result<Option<OutputKind>, ()> {
+                let kind = entry.kind.get_ref().clone();
+                $(if kind == <$settings as OutputKindSpec>::KIND {
+                    return Ok(<$settings>::decode(entry, errs).map(OutputKind::$variant));
+                })+
+                Err(())
+            }
+
+            /// Its `kind = "..."` spelling.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(OutputKind::$variant(_) => <$settings as OutputKindSpec>::KIND,)+
+                }
+            }
+
+            /// The format lines are written in when `format` is not given.
+            pub fn default_format(&self) -> Format {
+                match self {
+                    $(OutputKind::$variant(_) => <$settings as OutputKindSpec>::DEFAULT_FORMAT,)+
+                }
+            }
+
+            /// Whether events wait in a backlog (disk queues, byte bounds, `drop_oldest`).
+            pub fn has_backlog(&self) -> bool {
+                match self {
+                    $(OutputKind::$variant(_) => <$settings as OutputKindSpec>::HAS_BACKLOG,)+
+                }
+            }
+
+            /// The descriptors it may hold at once.
+            pub fn descriptors(&self) -> OutputDescriptors {
+                match self {
+                    $(OutputKind::$variant(s) => s.descriptors(),)+
+                }
+            }
+
+            fn writes_files(&self) -> bool {
+                match self {
+                    $(OutputKind::$variant(s) => s.writes_files(),)+
+                }
+            }
+
+            fn check_kind_environment(
+                &self,
+                key: &str,
+                problems: &mut Vec<String>,
+                tls: &mut crate::tls::FileCheck,
+            ) {
+                match self {
+                    $(OutputKind::$variant(s) => s.check_environment(key, problems, tls),)+
+                }
+            }
+
+            fn start_kind(
+                &self,
+                output: &OutputConfig,
+                ctx: OutputStart<'_>,
+            ) -> anyhow::Result<RunningOutput> {
+                match self {
+                    $(OutputKind::$variant(s) => s.start(output, ctx),)+
+                }
+            }
+        }
+    };
+}
+
+// The registry: one line per kind.
+output_kinds! {
+    /// Standard output.
+    Stdout(stdout::StdoutSettings),
+    /// A file, its path possibly templated per event.
+    File(file::FileOutputConfig),
+    /// Another syslog receiver (a relay or a SIEM).
+    Forward(forward::ForwardSettings),
 }
 
 #[derive(Deserialize, Default)]
@@ -66,10 +205,7 @@ struct FormatPart {
 impl Part for FormatPart {}
 
 impl OutputKind {
-    /// Every kind's `kind = "..."` spelling, in the order messages list them.
-    pub const NAMES: [&'static str; 3] = [file::KIND, stdout::KIND, forward::KIND];
-
-    /// Reads `[output.NAME]` whose kind the loader found in `entry.kind`.
+    /// Reads `[output.NAME]`: `format`, `queue` and the kind named by `entry.kind`.
     pub fn decode_output(
         name: &str,
         entry: &mut Entry<'_, '_>,
@@ -105,24 +241,22 @@ impl OutputKind {
     }
 
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<OutputKind> {
-        let kind = entry.kind.get_ref().clone();
-        Some(match kind.as_str() {
-            stdout::KIND => OutputKind::Stdout(stdout::StdoutSettings::decode(entry, errs)?),
-            file::KIND => OutputKind::File(file::FileOutputConfig::decode(entry, errs)?),
-            forward::KIND => OutputKind::Forward(forward::ForwardSettings::decode(entry, errs)?),
-            other => {
+        match OutputKind::decode_kind(entry, errs) {
+            Ok(kind) => kind,
+            Err(()) => {
                 let names: Vec<String> = Self::NAMES.iter().map(|n| format!("{n:?}")).collect();
                 errs.at(
                     entry.kind.span(),
                     entry.key("kind"),
                     format!(
-                        "unknown output kind {other:?}: expected {}",
+                        "unknown output kind {:?}: expected {}",
+                        entry.kind.get_ref(),
                         crate::decode::or_list(&names)
                     ),
                 );
-                return None;
+                None
             }
-        })
+        }
     }
 
     /// The keys kind `kind` reads, found by reading an empty table the way its decoder does.
@@ -132,52 +266,16 @@ impl OutputKind {
         let _ = OutputKind::decode_output("probe", &mut entry, &mut errs);
         entry.probed_keys()
     }
-
-    /// The descriptors it may hold at once, for the descriptor budget.
-    pub fn descriptors(&self) -> OutputDescriptors {
-        let (files, connections) = match self {
-            OutputKind::Stdout(_) => (0, 0),
-            OutputKind::File(f) => (f.max_open_files, 0),
-            OutputKind::Forward(f) => (0, f.addresses.len()),
-        };
-        OutputDescriptors { files, connections }
-    }
-
-    /// The format lines are written in when `format` is not given.
-    pub fn default_format(&self) -> Format {
-        match self {
-            OutputKind::Stdout(_) | OutputKind::File(_) => Format::Traditional,
-            OutputKind::Forward(_) => Format::Rfc5424,
-        }
-    }
-
-    /// Whether events wait in a backlog that can be on disk, bounded in bytes and drop the
-    /// oldest: kinds that deliver over a network.
-    pub fn has_backlog(&self) -> bool {
-        match self {
-            OutputKind::Stdout(_) | OutputKind::File(_) => false,
-            OutputKind::Forward(_) => true,
-        }
-    }
-
-    /// `stdout`, `file` or `forward`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            OutputKind::Stdout(_) => stdout::KIND,
-            OutputKind::File(_) => file::KIND,
-            OutputKind::Forward(_) => forward::KIND,
-        }
-    }
 }
 
 impl OutputConfig {
     /// What this output writes to, for a reload's hand-over.
     pub fn resources(&self, state_dir: &Path) -> Vec<OutputResource> {
-        let mut held = match &self.kind {
-            OutputKind::Stdout(_) | OutputKind::Forward(_) => Vec::new(),
-            OutputKind::File(_) => vec![OutputResource::Files],
-        };
-        if let super::queue::QueueKind::Disk { .. } = self.queue.kind {
+        let mut held = Vec::new();
+        if self.kind.writes_files() {
+            held.push(OutputResource::Files);
+        }
+        if let QueueKind::Disk { .. } = self.queue.kind {
             held.push(OutputResource::DiskQueue(self.disk_queue_dir(state_dir)));
         }
         held
@@ -188,21 +286,17 @@ impl OutputConfig {
         state_dir.join(&*self.name)
     }
 
-    /// `--check-config` and the daemon's start: what needs the file system. Problems are pushed
-    /// as `KEY: what`; TLS files go through `tls`.
+    /// `--check-config`, the start and a reload: what needs the file system, the kind's and the
+    /// disk queue's. Problems are pushed as `KEY: what`; TLS files go through `tls`.
     pub fn check_environment(
         &self,
         state_dir: &Path,
         problems: &mut Vec<String>,
-        tls_files: &mut crate::tls::FileCheck,
+        tls: &mut crate::tls::FileCheck,
     ) {
         let key = format!("output.{}", self.name);
-        match &self.kind {
-            OutputKind::Stdout(_) => {}
-            OutputKind::File(f) => f.check_environment(&key, problems),
-            OutputKind::Forward(f) => f.check_environment(&key, tls_files),
-        }
-        if let super::queue::QueueKind::Disk { .. } = self.queue.kind {
+        self.kind.check_kind_environment(&key, problems, tls);
+        if let QueueKind::Disk { .. } = self.queue.kind {
             let dir = self.disk_queue_dir(state_dir);
             if let Err(e) = crate::sys::creatable_dir(&dir) {
                 problems.push(format!(
@@ -213,42 +307,8 @@ impl OutputConfig {
         }
     }
 
-    /// Starts the output's thread and returns the handle to its queue. `give_up` is cancelled
-    /// when the shutdown deadline passes: outputs that retry stop retrying. `predecessor` is
-    /// the thread of the output this one replaces on a reload when both hold a resource: the
-    /// new thread takes over once it has finished, while events already queue.
-    pub fn start(
-        &self,
-        metrics: Arc<OutputMetrics>,
-        give_up: tokio_util::sync::CancellationToken,
-        state_dir: &Path,
-        reopen: ReopenFiles,
-        predecessor: Option<std::thread::JoinHandle<()>>,
-    ) -> anyhow::Result<RunningOutput> {
-        match &self.kind {
-            OutputKind::Stdout(_) => super::start_sink(
-                self,
-                Box::new(stdout::StdoutSink::new(self.format, metrics.clone())),
-                stdout::FLUSH_INTERVAL,
-                metrics,
-                predecessor,
-            ),
-            OutputKind::File(f) => super::start_sink(
-                self,
-                Box::new(file::FileSink::new(
-                    self.name.clone(),
-                    f,
-                    self.format,
-                    metrics.clone(),
-                    reopen,
-                )?),
-                f.flush_interval,
-                metrics,
-                predecessor,
-            ),
-            OutputKind::Forward(f) => {
-                forward::start(self, f, metrics, give_up, state_dir, predecessor)
-            }
-        }
+    /// Starts the output's thread and returns the handle to its queue.
+    pub fn start(&self, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
+        self.kind.start_kind(self, ctx)
     }
 }

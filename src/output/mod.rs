@@ -17,7 +17,9 @@ mod kind;
 pub mod queue;
 pub mod stdout;
 
-pub use kind::{OutputConfig, OutputDescriptors, OutputKind, OutputResource};
+pub use kind::{
+    OutputConfig, OutputDescriptors, OutputKind, OutputKindSpec, OutputResource, OutputStart,
+};
 pub use queue::{QueueConfig, QueueKind, WhenFull};
 
 use std::sync::Arc;
@@ -159,7 +161,7 @@ pub struct RunningOutput {
 /// Starts the thread of an output without a backlog: `sink` writes what the queue hands it,
 /// flushing at least every `flush_interval`. With a `predecessor` (a reload's older version of
 /// the output, on the same files), the thread waits for it to finish first.
-fn start_sink(
+pub(crate) fn start_sink(
     cfg: &OutputConfig,
     sink: Box<dyn Sink>,
     flush_interval: Duration,

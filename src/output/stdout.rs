@@ -19,13 +19,30 @@ pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 #[derive(Debug, Clone, PartialEq)]
 pub struct StdoutSettings;
 
-impl StdoutSettings {
-    /// Reads `[output.NAME]` of kind `stdout`: it has no keys of its own.
-    pub fn decode(
+impl crate::output::OutputKindSpec for StdoutSettings {
+    const KIND: &'static str = KIND;
+
+    /// It has no keys of its own.
+    fn decode(
         _entry: &mut crate::decode::Entry<'_, '_>,
         _errs: &mut crate::decode::Errors<'_>,
     ) -> Option<StdoutSettings> {
         Some(StdoutSettings)
+    }
+
+    fn start(
+        &self,
+        output: &crate::output::OutputConfig,
+        ctx: crate::output::OutputStart<'_>,
+    ) -> anyhow::Result<crate::output::RunningOutput> {
+        let sink = StdoutSink::new(output.format, ctx.metrics.clone());
+        crate::output::start_sink(
+            output,
+            Box::new(sink),
+            FLUSH_INTERVAL,
+            ctx.metrics,
+            ctx.predecessor,
+        )
     }
 }
 

@@ -94,9 +94,10 @@ impl RawRotate {
     }
 }
 
-impl FileOutputConfig {
-    /// Reads `[output.NAME]` of kind `file`.
-    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<FileOutputConfig> {
+impl crate::output::OutputKindSpec for FileOutputConfig {
+    const KIND: &'static str = KIND;
+
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<FileOutputConfig> {
         let raw = entry.part::<FileRaw>(errs)?;
         let before = errs.count();
         let p = entry.path.clone();
@@ -184,9 +185,25 @@ impl FileOutputConfig {
         })
     }
 
-    /// `--check-config` and the daemon's start: the directory of the path's fixed part exists
-    /// or can be created, and a file can be created in it.
-    pub(in crate::output) fn check_environment(&self, key: &str, problems: &mut Vec<String>) {
+    fn descriptors(&self) -> crate::output::OutputDescriptors {
+        crate::output::OutputDescriptors {
+            files: self.max_open_files,
+            connections: 0,
+        }
+    }
+
+    fn writes_files(&self) -> bool {
+        true
+    }
+
+    /// The directory of the path's fixed part exists or can be created, and a file can be
+    /// created in it.
+    fn check_environment(
+        &self,
+        key: &str,
+        problems: &mut Vec<String>,
+        _tls: &mut crate::tls::FileCheck,
+    ) {
         let dir = self.path.static_dir();
         if let Err(e) = crate::sys::creatable_dir(&dir) {
             problems.push(format!(
@@ -194,6 +211,27 @@ impl FileOutputConfig {
                 dir.display()
             ));
         }
+    }
+
+    fn start(
+        &self,
+        output: &crate::output::OutputConfig,
+        ctx: crate::output::OutputStart<'_>,
+    ) -> anyhow::Result<crate::output::RunningOutput> {
+        let sink = super::FileSink::new(
+            output.name.clone(),
+            self,
+            output.format,
+            ctx.metrics.clone(),
+            ctx.reopen,
+        )?;
+        crate::output::start_sink(
+            output,
+            Box::new(sink),
+            self.flush_interval,
+            ctx.metrics,
+            ctx.predecessor,
+        )
     }
 }
 
