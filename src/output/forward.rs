@@ -1,11 +1,10 @@
 //! The `forward` output: messages to other syslog receivers over UDP, TCP or TLS (RFC 5426,
 //! 6587, 5425), octet-counted RFC 5424 by default, through a memory or disk backlog.
 //!
-//! One OS thread owns the backlog and the connection. It moves batches from the output's channel
-//! into the backlog (formatted for the wire, applying the queue's bounds and `when_full`), and
-//! sends from the head of the backlog. A record leaves the backlog only after it was written to
-//! the socket without error, so a broken connection means the batch is sent again: a collector
-//! may see duplicates, never gaps. The exception is plain TCP (and TLS) without acknowledgements:
+//! One OS thread owns the backlog and the connection ([`super::delivery`]). Records are formatted
+//! for the wire as they enter the backlog, and leave it only after they were written to the
+//! socket without error, so a broken connection means the batch is sent again: a collector may
+//! see duplicates, never gaps. The exception is plain TCP (and TLS) without acknowledgements:
 //! bytes the kernel accepted shortly before the connection broke can be lost without any error.
 //!
 //! Delivery: connect, handshake and write deadlines; TCP keepalive and TCP_USER_TIMEOUT, so a
@@ -16,25 +15,18 @@
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::backoff::Backoff;
 use crate::decode::{Entry, Errors, OneOrMany, Part, path_opt};
 use crate::event::Event;
-use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::Batch;
-use crate::output::backlog::{Backlog, DiskQueue};
+use crate::metrics::{self, OutputMetrics};
+use crate::output::delivery::{Attempt, Transport};
 use crate::output::format::Format;
-use crate::output::queue::{QueueConfig, QueueKind, WhenFull};
-use crate::output::{OutputConfig, OutputHandle, RunningOutput};
+use crate::output::{OutputConfig, RunningOutput};
 
 /// `kind = "forward"`.
 pub const KIND: &str = "forward";
@@ -148,9 +140,11 @@ impl crate::output::OutputKindSpec for ForwardSettings {
         output: &OutputConfig,
         ctx: crate::output::OutputStart<'_>,
     ) -> anyhow::Result<RunningOutput> {
-        start(
+        let (name, settings, format) = (output.name.clone(), self.clone(), output.format);
+        let metrics = ctx.metrics.clone();
+        crate::output::delivery::start(
             output,
-            self,
+            move || SyslogTransport::new(name, settings, format, metrics),
             ctx.metrics,
             ctx.give_up,
             ctx.state_dir,
@@ -297,90 +291,10 @@ impl ForwardRaw {
     }
 }
 
-/// Events a forward output's channel holds on their way into its backlog (the backlog is the
-/// queue that `max_events`, `max_size` and `when_full` describe).
-const FORWARD_STAGING_EVENTS: usize = 8192;
-
-/// Starts a forward output's thread. Opening the disk queue happens here, so its errors reach
-/// the caller, unless a `predecessor` (the reload's older version, on the same disk queue) must
-/// finish first: then the thread opens it, and an error there drops and counts what arrives.
-fn start(
-    cfg: &OutputConfig,
-    settings: &ForwardSettings,
-    metrics: Arc<OutputMetrics>,
-    give_up: CancellationToken,
-    state_dir: &std::path::Path,
-    predecessor: Option<std::thread::JoinHandle<()>>,
-) -> anyhow::Result<RunningOutput> {
-    let (tx, rx) = mpsc::channel();
-    let thread_name = format!("out-{}", cfg.name);
-    let new_worker = {
-        let (name, settings, queue, format) =
-            (cfg.name.clone(), settings.clone(), cfg.queue, cfg.format);
-        let (state_dir, metrics) = (state_dir.to_path_buf(), metrics.clone());
-        move || ForwardWorker::new(name, settings, queue, format, &state_dir, metrics, give_up)
-    };
-    let room = Arc::new(Semaphore::new(
-        cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
-    ));
-    let thread_room = room.clone();
-    let thread = match predecessor {
-        None => {
-            let worker = new_worker()?;
-            std::thread::Builder::new()
-                .name(thread_name)
-                .spawn(move || worker.run(rx, thread_room))?
-        }
-        Some(prev) => {
-            let name = cfg.name.clone();
-            let metrics = metrics.clone();
-            std::thread::Builder::new().name(thread_name).spawn(move || {
-                let _ = prev.join();
-                match new_worker() {
-                    Ok(worker) => worker.run(rx, thread_room),
-                    Err(e) => {
-                        tracing::error!(output = %name, error = format!("{e:#}"), "output could not take over after a reload; its events are dropped");
-                        metrics::add(&metrics.write_errors, 1);
-                        for batch in rx {
-                            metrics::add(&metrics.dropped_write_error, batch.len() as u64);
-                            thread_room.add_permits(batch.len());
-                        }
-                    }
-                }
-            })?
-        }
-    };
-    // The channel only stages: the backlog applies the policy, so senders wait here only when
-    // the backlog itself is full under `block`.
-    let staging = QueueConfig {
-        max_events: cfg.queue.max_events.min(FORWARD_STAGING_EVENTS),
-        when_full: WhenFull::Block,
-        ..cfg.queue
-    };
-    Ok(RunningOutput {
-        handle: OutputHandle {
-            tx,
-            room,
-            queue: staging,
-            metrics,
-        },
-        thread,
-    })
-}
-
 /// Connect, handshake and write deadlines: a collector that stops answering is noticed.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// With keepalive, a silent peer is declared dead after about this long.
 const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Wait after a round in which every collector failed, doubling while they keep failing.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-/// Longest wait between delivery rounds while every collector fails.
-const RETRY_MAX: Duration = Duration::from_secs(30);
-/// Wait after a failed disk queue sync, doubling while syncs keep failing (the loop would
-/// otherwise try again on every pass).
-const SYNC_RETRY_MIN: Duration = Duration::from_secs(1);
-/// Longest wait between disk queue syncs while they fail.
-const SYNC_RETRY_MAX: Duration = Duration::from_secs(30);
 /// While on a secondary collector, the primary is tried again this often.
 const PRIMARY_RETRY: Duration = Duration::from_secs(30);
 /// Records sent per write.
@@ -392,301 +306,71 @@ enum Conn {
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
-/// The output thread of a forward output.
-pub struct ForwardWorker {
+/// How a forward output sends: syslog over UDP, TCP or TLS to one of its collectors.
+struct SyslogTransport {
     name: Arc<str>,
     settings: ForwardSettings,
-    queue: QueueConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     format: Format,
-    backlog: Backlog,
     /// One slot per address.
     conns: Vec<Option<Conn>>,
     /// The address in use (failover) or next in turn (round robin).
     current: usize,
-    next_attempt: Instant,
     last_primary_try: Instant,
-    /// Paces delivery rounds (connects, writes, queue reads) that keep failing.
-    retry: Backoff,
-    /// Paces disk queue syncs that keep failing.
-    sync_retry: Backoff,
-    /// No sync attempt before this after a failed one.
-    sync_retry_at: Option<Instant>,
     metrics: Arc<OutputMetrics>,
-    /// Cancelled when `shutdown_timeout` has passed: stop retrying.
-    give_up: CancellationToken,
-    error_log: LogLimiter,
     scratch: Vec<u8>,
 }
 
-impl ForwardWorker {
-    /// Prepares the worker: loads TLS files and opens (recovering) a disk backlog under
-    /// `state_dir/<name>`.
-    pub fn new(
+impl SyslogTransport {
+    /// Loads the TLS files.
+    fn new(
         name: Arc<str>,
         settings: ForwardSettings,
-        queue: QueueConfig,
         format: Format,
-        state_dir: &std::path::Path,
         metrics: Arc<OutputMetrics>,
-        give_up: CancellationToken,
-    ) -> anyhow::Result<ForwardWorker> {
+    ) -> anyhow::Result<SyslogTransport> {
         let tls = match &settings.protocol {
             ForwardProtocol::Tls(c) => {
                 Some(crate::tls::client_config(c).map_err(|e| anyhow::anyhow!(e))?)
             }
-            _ => None,
+            ForwardProtocol::Udp | ForwardProtocol::Tcp => None,
         };
-        let backlog = match queue.kind {
-            QueueKind::Memory => Backlog::memory(),
-            QueueKind::Disk { sync } => {
-                let dir = state_dir.join(&*name);
-                let (q, recovery) = DiskQueue::open(&dir, sync)
-                    .map_err(|e| anyhow::anyhow!("opening disk queue {}: {e}", dir.display()))?;
-                if recovery.quarantined_bytes > 0 {
-                    tracing::warn!(output = %name, dir = %dir.display(), bytes = recovery.quarantined_bytes,
-                        "disk queue had a torn or corrupt tail: moved to .bad files, not replayed");
-                }
-                if recovery.records > 0 {
-                    tracing::info!(output = %name, records = recovery.records, "replaying disk queue backlog");
-                }
-                metrics::add(&metrics.quarantined_bytes, recovery.quarantined_bytes);
-                Backlog::Disk(q)
-            }
-        };
-        metrics
-            .queue_depth
-            .store(backlog.len(), std::sync::atomic::Ordering::Relaxed);
         let conns = settings.addresses.iter().map(|_| None).collect();
-        Ok(ForwardWorker {
+        Ok(SyslogTransport {
             name,
             settings,
-            queue,
             tls,
             format,
-            backlog,
             conns,
             current: 0,
-            next_attempt: Instant::now(),
             last_primary_try: Instant::now(),
-            retry: Backoff::new(RETRY_MIN, RETRY_MAX),
-            sync_retry: Backoff::new(SYNC_RETRY_MIN, SYNC_RETRY_MAX),
-            sync_retry_at: None,
             metrics,
-            give_up,
-            error_log: LogLimiter::new(Duration::from_secs(10)),
             scratch: Vec::new(),
         })
     }
+}
 
-    fn full(&self) -> bool {
-        self.backlog.len() >= self.queue.max_events as u64
-            || self
-                .queue
-                .max_bytes
-                .is_some_and(|m| self.backlog.bytes() >= m)
-    }
-
-    /// The thread's loop; returns when the channel is closed and the backlog is delivered,
-    /// persisted (disk) or given up (memory, after `shutdown_timeout`).
-    pub fn run(mut self, rx: mpsc::Receiver<Batch>, room: Arc<Semaphore>) {
-        let mut closed = false;
-        loop {
-            // Take in what the backlog has room for; under `block` the rest waits in the channel
-            // and its senders wait in turn.
-            while !(self.queue.when_full == WhenFull::Block && self.full()) {
-                match rx.try_recv() {
-                    Ok(batch) => {
-                        self.intake(&batch);
-                        room.add_permits(batch.len());
-                    }
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                }
+impl Transport for SyslogTransport {
+    fn encode(&self, ev: &Event, out: &mut Vec<u8>) {
+        match self.settings.protocol {
+            ForwardProtocol::Tcp | ForwardProtocol::Tls(_) if !self.settings.octet_counting => {
+                // LF framing: escaped, so an embedded LF cannot split the message.
+                self.format.write_line(ev, out);
             }
-            let delivered = if !self.backlog.is_empty() && Instant::now() >= self.next_attempt {
-                self.deliver_some()
-            } else {
-                false
-            };
-            self.maybe_sync();
-            self.publish_depth();
-            // The shutdown deadline also ends a worker whose senders are still blocked on it.
-            if (closed || self.give_up.is_cancelled()) && self.finished(delivered) {
-                break;
-            }
-            if !delivered {
-                // Nothing to send right now: wait for input or the next attempt.
-                let wait = if self.backlog.is_empty() {
-                    Duration::from_millis(500)
-                } else {
-                    self.next_attempt
-                        .saturating_duration_since(Instant::now())
-                        .clamp(Duration::from_millis(5), Duration::from_millis(200))
-                };
-                if closed || (self.queue.when_full == WhenFull::Block && self.full()) {
-                    std::thread::sleep(wait);
-                } else {
-                    match rx.recv_timeout(wait) {
-                        Ok(batch) => {
-                            self.intake(&batch);
-                            room.add_permits(batch.len());
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
-                    }
-                }
-            }
-        }
-        // Batches still staged in the channel never reached the backlog.
-        let mut staged = 0;
-        while let Ok(batch) = rx.try_recv() {
-            staged += batch.len() as u64;
-        }
-        if staged > 0 {
-            metrics::add(&self.metrics.undelivered_at_shutdown, staged);
-            tracing::error!(output = %self.name, lost = staged, "shutdown_timeout passed: staged events not queued");
-        }
-        self.close();
-        // Senders still waiting for room fail (and count their batch) instead of waiting forever.
-        room.close();
-    }
-
-    /// Whether a stopping worker is done: everything delivered, or a disk backlog that will be
-    /// replayed at the next start, or the shutdown deadline passed.
-    fn finished(&mut self, progressing: bool) -> bool {
-        if self.backlog.is_empty() {
-            return true;
-        }
-        match self.backlog {
-            // Keep delivering while the collector takes it; otherwise keep it for next time.
-            Backlog::Disk(_) => !progressing || self.give_up.is_cancelled(),
-            Backlog::Memory { .. } => {
-                if self.give_up.is_cancelled() {
-                    let lost = self.backlog.len();
-                    metrics::add(&self.metrics.undelivered_at_shutdown, lost);
-                    tracing::error!(output = %self.name, lost, "shutdown_timeout passed: memory queue not delivered");
-                    return true;
-                }
-                false
-            }
+            _ => self.format.write_verbatim(ev, out),
         }
     }
 
-    /// Syncs a disk backlog when due; after a failure, not again before the backoff has passed.
-    fn maybe_sync(&mut self) {
-        if self.sync_retry_at.is_some_and(|t| Instant::now() < t) {
-            return;
-        }
-        match self.backlog.maybe_sync() {
-            Ok(()) => {
-                self.sync_retry.succeed();
-                self.sync_retry_at = None;
-            }
-            Err(e) => {
-                let failure = self.sync_retry.fail();
-                if let Some(suppressed) = failure.log {
-                    tracing::error!(output = %self.name, error = %e, suppressed,
-                        retry_in_ms = failure.delay.as_millis() as u64, "disk queue sync failed");
-                }
-                self.sync_retry_at = Some(Instant::now() + failure.delay);
-            }
-        }
+    fn batch_records(&self) -> usize {
+        SEND_BATCH
     }
 
-    fn publish_depth(&self) {
-        self.metrics
-            .queue_depth
-            .store(self.backlog.len(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Formats a batch into the backlog, applying the overflow policy.
-    fn intake(&mut self, batch: &[Arc<Event>]) {
-        let mut records = Vec::with_capacity(batch.len());
-        for ev in batch {
-            let mut r = Vec::new();
-            match self.settings.protocol {
-                ForwardProtocol::Tcp | ForwardProtocol::Tls(_) if !self.settings.octet_counting => {
-                    // LF framing: escaped, so an embedded LF cannot split the message.
-                    self.format.write_line(ev, &mut r);
-                }
-                _ => self.format.write_verbatim(ev, &mut r),
-            }
-            records.push(r);
-        }
-        match self.queue.when_full {
-            WhenFull::Block => {}
-            WhenFull::DropNewest => {
-                let room =
-                    (self.queue.max_events as u64).saturating_sub(self.backlog.len()) as usize;
-                let mut keep = records.len().min(room);
-                if let Some(max) = self.queue.max_bytes {
-                    let mut bytes = self.backlog.bytes();
-                    keep = records[..keep]
-                        .iter()
-                        .take_while(|r| {
-                            bytes += r.len() as u64;
-                            bytes <= max
-                        })
-                        .count();
-                }
-                metrics::add(
-                    &self.metrics.dropped_queue_full,
-                    (records.len() - keep) as u64,
-                );
-                records.truncate(keep);
-            }
-            WhenFull::DropOldest => {
-                let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
-                let mut drop = (self.backlog.len() + records.len() as u64)
-                    .saturating_sub(self.queue.max_events as u64);
-                if let Some(max) = self.queue.max_bytes
-                    && self.backlog.bytes() + incoming > max
-                {
-                    // Make room by count of average records; exact enough for a byte bound.
-                    let avg = (self.backlog.bytes() / self.backlog.len().max(1)).max(1);
-                    drop = drop.max((self.backlog.bytes() + incoming - max).div_ceil(avg));
-                }
-                let drop = drop.min(self.backlog.len());
-                if drop > 0 {
-                    if let Err(e) = self.backlog.ack(drop as usize) {
-                        tracing::error!(output = %self.name, error = %e, "dropping oldest failed");
-                    }
-                    metrics::add(&self.metrics.dropped_oldest, drop);
-                }
-            }
-        }
-        let n = records.len() as u64;
-        if let Err(e) = self.backlog.push(records) {
-            metrics::add(&self.metrics.write_errors, 1);
-            metrics::add(&self.metrics.dropped_write_error, n);
-            if let Some(suppressed) = self.error_log.allow() {
-                tracing::error!(output = %self.name, error = %e, lost = n, suppressed, "queue write failed");
-            }
-        }
-    }
-
-    /// Sends up to [`SEND_BATCH`] records from the head; returns true if they were delivered.
-    fn deliver_some(&mut self) -> bool {
-        let records = match self.backlog.peek(SEND_BATCH) {
-            Ok(r) => r,
-            Err(e) => {
-                let failure = self.retry.fail();
-                if let Some(suppressed) = failure.log {
-                    tracing::error!(output = %self.name, error = %e, suppressed,
-                        retry_in_ms = failure.delay.as_millis() as u64, "reading the queue failed");
-                }
-                self.next_attempt = Instant::now() + failure.delay;
-                return false;
-            }
-        };
+    /// Tries each collector in turn (from the current one) until one takes the records.
+    fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
         self.scratch.clear();
         let datagram = matches!(self.settings.protocol, ForwardProtocol::Udp);
         if !datagram {
-            for r in &records {
+            for r in records {
                 if self.settings.octet_counting {
                     let _ = write!(self.scratch, "{} ", r.len());
                 }
@@ -694,22 +378,17 @@ impl ForwardWorker {
             }
         }
         self.maybe_return_to_primary();
-        let attempts = self.conns.len();
         let mut errors = Vec::new();
-        for _ in 0..attempts {
+        for _ in 0..self.conns.len() {
             let i = self.current;
-            match self.send_to(i, &records) {
+            match self.send_to(i, records) {
                 Ok(()) => {
-                    let n = records.len();
-                    if let Err(e) = self.backlog.ack(n) {
-                        tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
-                    }
-                    metrics::add(&self.metrics.written, n as u64);
-                    self.retry.succeed();
                     if self.settings.round_robin {
                         self.current = (i + 1) % self.conns.len();
                     }
-                    return true;
+                    return Attempt::Done {
+                        accepted: records.len(),
+                    };
                 }
                 Err(e) => {
                     self.conns[i] = None;
@@ -718,18 +397,23 @@ impl ForwardWorker {
                 }
             }
         }
-        // Every address failed: back off, with jitter so relays do not reconnect in step.
-        let failure = self.retry.fail();
-        if let Some(suppressed) = failure.log {
-            tracing::warn!(output = %self.name, errors = %errors.join("; "), pending = self.backlog.len(),
-                suppressed, retry_in_ms = failure.delay.as_millis() as u64, "forwarding failed; will retry");
+        Attempt::Failed {
+            error: format!("every collector failed: {}", errors.join("; ")),
+            retry_after: None,
         }
-        let jitter =
-            Duration::from_millis(u64::from(std::process::id() ^ self.scratch.len() as u32) % 100);
-        self.next_attempt = Instant::now() + failure.delay + jitter;
-        false
     }
 
+    fn close(&mut self) {
+        for c in self.conns.iter_mut() {
+            if let Some(Conn::Tls(mut s)) = c.take() {
+                s.conn.send_close_notify();
+                let _ = s.conn.complete_io(&mut s.sock);
+            }
+        }
+    }
+}
+
+impl SyslogTransport {
     /// In failover mode, a secondary in use gives way to the primary once it answers again.
     fn maybe_return_to_primary(&mut self) {
         if self.settings.round_robin
@@ -810,23 +494,6 @@ impl ForwardWorker {
                 Ok(Conn::Tls(Box::new(stream)))
             }
             _ => Ok(Conn::Tcp(tcp)),
-        }
-    }
-
-    fn close(&mut self) {
-        if let Err(e) = self.backlog.sync_now() {
-            tracing::error!(output = %self.name, error = %e, "disk queue sync failed");
-        }
-        if let Backlog::Disk(_) = self.backlog
-            && !self.backlog.is_empty()
-        {
-            tracing::info!(output = %self.name, records = self.backlog.len(), "disk queue keeps its backlog for the next start");
-        }
-        for c in self.conns.iter_mut() {
-            if let Some(Conn::Tls(mut s)) = c.take() {
-                s.conn.send_close_notify();
-                let _ = s.conn.complete_io(&mut s.sock);
-            }
         }
     }
 }

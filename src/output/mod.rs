@@ -10,6 +10,7 @@
 //! stdout pipe stalls only that output's queue, never the listeners of other outputs.
 
 pub mod backlog;
+pub mod delivery;
 pub mod file;
 pub mod format;
 pub mod forward;

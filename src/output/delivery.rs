@@ -1,0 +1,464 @@
+//! Delivery through a backlog: the output thread of every kind that sends over a network
+//! (`forward`, `http`). It moves batches from the output's channel into the backlog (encoded by
+//! the kind's [`Transport`], applying the queue's bounds and `when_full`), and sends from the
+//! head of the backlog. A record leaves the backlog only once the transport says the receiver
+//! took it (or refused it for good, counted), so a failed attempt means the records are sent
+//! again: a receiver may see duplicates, never gaps. Attempts that keep failing back off, with
+//! jitter, and are logged at a bounded rate.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::event::Event;
+use crate::metrics::{self, LogLimiter, OutputMetrics};
+use crate::output::backlog::{Backlog, DiskQueue};
+use crate::output::queue::{QueueConfig, QueueKind, WhenFull};
+use crate::output::{Batch, OutputConfig, OutputHandle, RunningOutput};
+
+/// Events an output's channel holds on their way into its backlog (the backlog is the queue
+/// that `max_events`, `max_size` and `when_full` describe).
+const STAGING_EVENTS: usize = 8192;
+/// Wait after a failed attempt, doubling while attempts keep failing.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between attempts while they fail.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Wait after a failed disk queue sync, doubling while syncs keep failing (the loop would
+/// otherwise try again on every pass).
+const SYNC_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between disk queue syncs while they fail.
+const SYNC_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How a kind sends records to its receiver.
+pub trait Transport: Send + 'static {
+    /// Encodes one event as a backlog record, as it will be sent.
+    fn encode(&self, event: &Event, out: &mut Vec<u8>);
+
+    /// Records taken from the head of the backlog per attempt.
+    fn batch_records(&self) -> usize;
+
+    /// Sends `records` (the head of the backlog, in order).
+    fn send(&mut self, records: &[Vec<u8>]) -> Attempt;
+
+    /// Releases connections at the end.
+    fn close(&mut self) {}
+}
+
+/// What became of an attempt.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Every record is done with: `accepted` by the receiver, the others refused for good
+    /// (counted and logged by the transport). They leave the backlog.
+    Done {
+        /// Records the receiver took.
+        accepted: usize,
+    },
+    /// Nothing left the backlog: try again after the backoff, or not before `retry_after`
+    /// (an HTTP Retry-After).
+    Failed {
+        /// Why, for the log.
+        error: String,
+        /// The receiver's own wait, if it gave one.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Starts a delivering output's thread. Opening the disk queue happens here, so its errors
+/// reach the caller, unless a `predecessor` (the reload's older version, on the same disk
+/// queue) must finish first: then the thread opens it, and an error there drops and counts
+/// what arrives.
+pub fn start<T: Transport>(
+    cfg: &OutputConfig,
+    transport: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    metrics: Arc<OutputMetrics>,
+    give_up: CancellationToken,
+    state_dir: &std::path::Path,
+    predecessor: Option<std::thread::JoinHandle<()>>,
+) -> anyhow::Result<RunningOutput> {
+    let (tx, rx) = mpsc::channel();
+    let thread_name = format!("out-{}", cfg.name);
+    let new_worker = {
+        let (name, queue) = (cfg.name.clone(), cfg.queue);
+        let (state_dir, metrics) = (state_dir.to_path_buf(), metrics.clone());
+        move || -> anyhow::Result<Worker<T>> {
+            let backlog = open_backlog(&name, &queue, &state_dir, &metrics)?;
+            Ok(Worker::new(
+                name,
+                transport()?,
+                queue,
+                backlog,
+                metrics,
+                give_up,
+            ))
+        }
+    };
+    let staged = cfg.queue.max_events.min(STAGING_EVENTS);
+    let room = Arc::new(Semaphore::new(staged));
+    let thread_room = room.clone();
+    let thread = match predecessor {
+        None => {
+            let worker = new_worker()?;
+            std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || worker.run(rx, thread_room))?
+        }
+        Some(prev) => {
+            let name = cfg.name.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new().name(thread_name).spawn(move || {
+                let _ = prev.join();
+                match new_worker() {
+                    Ok(worker) => worker.run(rx, thread_room),
+                    Err(e) => {
+                        tracing::error!(output = %name, error = format!("{e:#}"), "output could not take over after a reload; its events are dropped");
+                        metrics::add(&metrics.write_errors, 1);
+                        for batch in rx {
+                            metrics::add(&metrics.dropped_write_error, batch.len() as u64);
+                            thread_room.add_permits(batch.len());
+                        }
+                    }
+                }
+            })?
+        }
+    };
+    // The channel only stages: the backlog applies the policy, so senders wait here only when
+    // the backlog itself is full under `block`.
+    let staging = QueueConfig {
+        max_events: staged,
+        when_full: WhenFull::Block,
+        ..cfg.queue
+    };
+    Ok(RunningOutput {
+        handle: OutputHandle {
+            tx,
+            room,
+            queue: staging,
+            metrics,
+        },
+        thread,
+    })
+}
+
+/// The backlog of an output: in memory, or its disk queue under `state_dir/<name>`, recovered.
+fn open_backlog(
+    name: &str,
+    queue: &QueueConfig,
+    state_dir: &std::path::Path,
+    metrics: &OutputMetrics,
+) -> anyhow::Result<Backlog> {
+    let backlog = match queue.kind {
+        QueueKind::Memory => Backlog::memory(),
+        QueueKind::Disk { sync } => {
+            let dir = state_dir.join(name);
+            let (q, recovery) = DiskQueue::open(&dir, sync)
+                .map_err(|e| anyhow::anyhow!("opening disk queue {}: {e}", dir.display()))?;
+            if recovery.quarantined_bytes > 0 {
+                tracing::warn!(output = %name, dir = %dir.display(), bytes = recovery.quarantined_bytes,
+                    "disk queue had a torn or corrupt tail: moved to .bad files, not replayed");
+            }
+            if recovery.records > 0 {
+                tracing::info!(output = %name, records = recovery.records, "replaying disk queue backlog");
+            }
+            metrics::add(&metrics.quarantined_bytes, recovery.quarantined_bytes);
+            Backlog::Disk(q)
+        }
+    };
+    metrics
+        .queue_depth
+        .store(backlog.len(), std::sync::atomic::Ordering::Relaxed);
+    Ok(backlog)
+}
+
+/// The output thread of a delivering output.
+struct Worker<T> {
+    name: Arc<str>,
+    transport: T,
+    queue: QueueConfig,
+    backlog: Backlog,
+    next_attempt: Instant,
+    /// Paces attempts (and queue reads) that keep failing.
+    retry: Backoff,
+    /// Paces disk queue syncs that keep failing.
+    sync_retry: Backoff,
+    /// No sync attempt before this after a failed one.
+    sync_retry_at: Option<Instant>,
+    metrics: Arc<OutputMetrics>,
+    /// Cancelled when `shutdown_timeout` has passed: stop retrying.
+    give_up: CancellationToken,
+    error_log: LogLimiter,
+}
+
+impl<T: Transport> Worker<T> {
+    fn new(
+        name: Arc<str>,
+        transport: T,
+        queue: QueueConfig,
+        backlog: Backlog,
+        metrics: Arc<OutputMetrics>,
+        give_up: CancellationToken,
+    ) -> Worker<T> {
+        Worker {
+            name,
+            transport,
+            queue,
+            backlog,
+            next_attempt: Instant::now(),
+            retry: Backoff::new(RETRY_MIN, RETRY_MAX),
+            sync_retry: Backoff::new(SYNC_RETRY_MIN, SYNC_RETRY_MAX),
+            sync_retry_at: None,
+            metrics,
+            give_up,
+            error_log: LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.backlog.len() >= self.queue.max_events as u64
+            || self
+                .queue
+                .max_bytes
+                .is_some_and(|m| self.backlog.bytes() >= m)
+    }
+
+    /// The thread's loop; returns when the channel is closed and the backlog is delivered,
+    /// persisted (disk) or given up (memory, after `shutdown_timeout`).
+    fn run(mut self, rx: mpsc::Receiver<Batch>, room: Arc<Semaphore>) {
+        let mut closed = false;
+        loop {
+            // Take in what the backlog has room for; under `block` the rest waits in the channel
+            // and its senders wait in turn.
+            while !(self.queue.when_full == WhenFull::Block && self.full()) {
+                match rx.try_recv() {
+                    Ok(batch) => {
+                        self.intake(&batch);
+                        room.add_permits(batch.len());
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            let delivered = if !self.backlog.is_empty() && Instant::now() >= self.next_attempt {
+                self.deliver_some()
+            } else {
+                false
+            };
+            self.maybe_sync();
+            self.publish_depth();
+            // The shutdown deadline also ends a worker whose senders are still blocked on it.
+            if (closed || self.give_up.is_cancelled()) && self.finished(delivered) {
+                break;
+            }
+            if !delivered {
+                closed |= self.wait(&rx, &room, closed);
+            }
+        }
+        // Batches still staged in the channel never reached the backlog.
+        let mut staged = 0;
+        while let Ok(batch) = rx.try_recv() {
+            staged += batch.len() as u64;
+        }
+        if staged > 0 {
+            metrics::add(&self.metrics.undelivered_at_shutdown, staged);
+            tracing::error!(output = %self.name, lost = staged, "shutdown_timeout passed: staged events not queued");
+        }
+        self.close();
+        // Senders still waiting for room fail (and count their batch) instead of waiting forever.
+        room.close();
+    }
+
+    /// Nothing to send right now: waits for input or the next attempt. Returns whether the
+    /// channel closed.
+    fn wait(&mut self, rx: &mpsc::Receiver<Batch>, room: &Semaphore, closed: bool) -> bool {
+        let wait = if self.backlog.is_empty() {
+            Duration::from_millis(500)
+        } else {
+            self.next_attempt
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(5), Duration::from_millis(200))
+        };
+        if closed || (self.queue.when_full == WhenFull::Block && self.full()) {
+            std::thread::sleep(wait);
+            return false;
+        }
+        match rx.recv_timeout(wait) {
+            Ok(batch) => {
+                self.intake(&batch);
+                room.add_permits(batch.len());
+                false
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => true,
+        }
+    }
+
+    /// Whether a stopping worker is done: everything delivered, or a disk backlog that will be
+    /// replayed at the next start, or the shutdown deadline passed.
+    fn finished(&mut self, progressing: bool) -> bool {
+        if self.backlog.is_empty() {
+            return true;
+        }
+        match self.backlog {
+            // Keep delivering while the receiver takes it; otherwise keep it for next time.
+            Backlog::Disk(_) => !progressing || self.give_up.is_cancelled(),
+            Backlog::Memory { .. } => {
+                if self.give_up.is_cancelled() {
+                    let lost = self.backlog.len();
+                    metrics::add(&self.metrics.undelivered_at_shutdown, lost);
+                    tracing::error!(output = %self.name, lost, "shutdown_timeout passed: memory queue not delivered");
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Syncs a disk backlog when due; after a failure, not again before the backoff has passed.
+    fn maybe_sync(&mut self) {
+        if self.sync_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match self.backlog.maybe_sync() {
+            Ok(()) => {
+                self.sync_retry.succeed();
+                self.sync_retry_at = None;
+            }
+            Err(e) => {
+                let failure = self.sync_retry.fail();
+                if let Some(suppressed) = failure.log {
+                    tracing::error!(output = %self.name, error = %e, suppressed,
+                        retry_in_ms = failure.delay.as_millis() as u64, "disk queue sync failed");
+                }
+                self.sync_retry_at = Some(Instant::now() + failure.delay);
+            }
+        }
+    }
+
+    fn publish_depth(&self) {
+        self.metrics
+            .queue_depth
+            .store(self.backlog.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Encodes a batch into the backlog, applying the overflow policy.
+    fn intake(&mut self, batch: &[Arc<Event>]) {
+        let mut records = Vec::with_capacity(batch.len());
+        for ev in batch {
+            let mut r = Vec::new();
+            self.transport.encode(ev, &mut r);
+            records.push(r);
+        }
+        match self.queue.when_full {
+            WhenFull::Block => {}
+            WhenFull::DropNewest => self.drop_newest(&mut records),
+            WhenFull::DropOldest => self.drop_oldest(&records),
+        }
+        let n = records.len() as u64;
+        if let Err(e) = self.backlog.push(records) {
+            metrics::add(&self.metrics.write_errors, 1);
+            metrics::add(&self.metrics.dropped_write_error, n);
+            if let Some(suppressed) = self.error_log.allow() {
+                tracing::error!(output = %self.name, error = %e, lost = n, suppressed, "queue write failed");
+            }
+        }
+    }
+
+    /// Keeps of `records` what fits, counting the rest.
+    fn drop_newest(&self, records: &mut Vec<Vec<u8>>) {
+        let room = (self.queue.max_events as u64).saturating_sub(self.backlog.len()) as usize;
+        let mut keep = records.len().min(room);
+        if let Some(max) = self.queue.max_bytes {
+            let mut bytes = self.backlog.bytes();
+            keep = records[..keep]
+                .iter()
+                .take_while(|r| {
+                    bytes += r.len() as u64;
+                    bytes <= max
+                })
+                .count();
+        }
+        metrics::add(
+            &self.metrics.dropped_queue_full,
+            (records.len() - keep) as u64,
+        );
+        records.truncate(keep);
+    }
+
+    /// Makes room for `records` at the head of the backlog, counting what it drops.
+    fn drop_oldest(&mut self, records: &[Vec<u8>]) {
+        let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
+        let mut drop = (self.backlog.len() + records.len() as u64)
+            .saturating_sub(self.queue.max_events as u64);
+        if let Some(max) = self.queue.max_bytes
+            && self.backlog.bytes() + incoming > max
+        {
+            // Make room by count of average records; exact enough for a byte bound.
+            let avg = (self.backlog.bytes() / self.backlog.len().max(1)).max(1);
+            drop = drop.max((self.backlog.bytes() + incoming - max).div_ceil(avg));
+        }
+        let drop = drop.min(self.backlog.len());
+        if drop > 0 {
+            if let Err(e) = self.backlog.ack(drop as usize) {
+                tracing::error!(output = %self.name, error = %e, "dropping oldest failed");
+            }
+            metrics::add(&self.metrics.dropped_oldest, drop);
+        }
+    }
+
+    /// Sends records from the head; returns true if they left the backlog.
+    fn deliver_some(&mut self) -> bool {
+        let records = match self.backlog.peek(self.transport.batch_records()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.failed(&format!("reading the queue failed: {e}"), None);
+                return false;
+            }
+        };
+        match self.transport.send(&records) {
+            Attempt::Done { accepted } => {
+                if let Err(e) = self.backlog.ack(records.len()) {
+                    tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
+                }
+                metrics::add(&self.metrics.written, accepted as u64);
+                self.retry.succeed();
+                true
+            }
+            Attempt::Failed { error, retry_after } => {
+                self.failed(&error, retry_after);
+                false
+            }
+        }
+    }
+
+    /// Backs off after a failed attempt, with jitter so relays do not retry in step; the
+    /// receiver's own wait, if longer, wins.
+    fn failed(&mut self, error: &str, retry_after: Option<Duration>) {
+        let failure = self.retry.fail();
+        if let Some(suppressed) = failure.log {
+            tracing::warn!(output = %self.name, error, pending = self.backlog.len(),
+                suppressed, retry_in_ms = failure.delay.as_millis() as u64, "delivery failed; will retry");
+        }
+        let jitter =
+            Duration::from_millis(u64::from(std::process::id() ^ self.backlog.len() as u32) % 100);
+        let delay = (failure.delay + jitter).max(retry_after.unwrap_or_default());
+        self.next_attempt = Instant::now() + delay;
+    }
+
+    fn close(&mut self) {
+        if let Err(e) = self.backlog.sync_now() {
+            tracing::error!(output = %self.name, error = %e, "disk queue sync failed");
+        }
+        if let Backlog::Disk(_) = self.backlog
+            && !self.backlog.is_empty()
+        {
+            tracing::info!(output = %self.name, records = self.backlog.len(), "disk queue keeps its backlog for the next start");
+        }
+        self.transport.close();
+    }
+}
