@@ -30,7 +30,7 @@
 //! - [`limits`]: the descriptor limit, raised at start and checked against the configuration.
 
 #![deny(missing_docs)]
-// System calls live in `sys`; the modules allowed below still hold their own, each commented.
+// System calls live in `sys`, the one module allowed `unsafe` (see its documentation).
 #![deny(unsafe_code)]
 
 pub mod backoff;
@@ -46,11 +46,9 @@ pub mod listen;
 pub mod metrics;
 pub mod output;
 pub mod parse;
-#[allow(unsafe_code)] // setresuid, fork and the passwd lookups
 pub mod privileges;
 pub mod route;
 #[allow(unsafe_code)]
 pub mod sys;
-#[allow(unsafe_code)] // taking the descriptors systemd passed
 pub mod systemd;
 pub mod tls;

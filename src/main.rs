@@ -44,8 +44,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    // SAFETY: first thing in main, while the process has a single thread, and only here.
-    let activation = unsafe { sluice::systemd::Activation::take_from_env() };
+    let activation = sluice::systemd::Activation::take_from_env();
+    // SAFETY: first thing in main, while the process has a single thread.
+    unsafe { sluice::sys::process::remove_env_vars(&sluice::systemd::ENV_VARS) };
     let cli = Cli::parse();
     init_tracing();
     // The daemon and --check-config load alike: the same config is accepted or refused (78).
@@ -107,8 +108,9 @@ fn check_as_run_as(config: &Config) -> u8 {
             EXIT_CONFIG
         }
     };
+    let in_child = || sluice::privileges::check_as(run_as, report);
     // SAFETY: no thread has been started yet.
-    match unsafe { sluice::privileges::check_as(run_as, report) } {
+    match unsafe { sluice::sys::process::run_in_child(in_child) } {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sluice: checking as {run_as}: {e}");

@@ -4,13 +4,22 @@
 //! Both are a few lines over std and socket2, so no crate is pulled in for them; the
 //! `sd-notify` crate would cover only half and still leave matching inherited sockets to us.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::time::Duration;
 
-/// The first fd systemd passes (SD_LISTEN_FDS_START).
-const LISTEN_FDS_START: i32 = 3;
+/// The variables [`Activation::take_from_env`] reads, which the caller then removes (with
+/// [`crate::sys::process::remove_env_vars`]) so nothing this process might start inherits them,
+/// as sd_listen_fds(1) and sd_notify's unset do.
+pub const ENV_VARS: [&str; 6] = [
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
 
 /// What systemd handed this process: inherited sockets and where to report state.
 #[derive(Debug, Default)]
@@ -33,37 +42,36 @@ pub struct InheritedSocket {
 }
 
 impl Activation {
-    /// Takes the systemd variables from the environment and removes them, so nothing this
-    /// process might start inherits them (as sd_listen_fds(1) and sd_notify's unset do).
-    /// Sockets are taken only when `LISTEN_PID` is this process.
-    ///
-    /// # Safety
-    ///
-    /// Call while the process is single-threaded (removing environment variables is not
-    /// thread-safe), and at most once: the fds from 3 on become owned by the result.
-    pub unsafe fn take_from_env() -> Activation {
+    /// Reads the systemd variables ([`ENV_VARS`]) from the environment and takes the sockets
+    /// passed with them, when `LISTEN_PID` is this process. Only the first call in a process
+    /// gets sockets. The variables stay: removing them is not thread-safe, so the caller does it
+    /// while it can promise a single thread.
+    pub fn take_from_env() -> Activation {
         let var = |k: &str| std::env::var(k).ok();
         let pid = std::process::id();
-        let for_us = var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(pid);
         let mut sockets = Vec::new();
-        if for_us && let Some(n) = var("LISTEN_FDS").and_then(|n| n.parse::<i32>().ok()) {
-            let names: Vec<String> = var("LISTEN_FDNAMES")
-                .map(|s| s.split(':').map(str::to_string).collect())
-                .unwrap_or_default();
-            for i in 0..n.max(0) {
-                let fd = LISTEN_FDS_START + i;
-                // SAFETY: systemd passed fds LISTEN_FDS_START..+n to this pid, and this is the only
-                // place that takes them (the caller promises a single call).
-                let socket = socket2::Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
-                if let Err(e) = socket.set_cloexec(true) {
-                    tracing::warn!(fd, error = %e, "could not set close-on-exec on an inherited socket");
+        let names: Vec<String> = var("LISTEN_FDNAMES")
+            .map(|s| s.split(':').map(str::to_string).collect())
+            .unwrap_or_default();
+        for (i, fd) in crate::sys::fd::take_listen_fds().into_iter().enumerate() {
+            let fd = match fd {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let fd = crate::sys::fd::LISTEN_FDS_START + i as i32;
+                    tracing::warn!(fd, error = %e, "an inherited socket is not open; skipped");
+                    continue;
                 }
-                let name = names
-                    .get(i as usize)
-                    .filter(|n| !n.is_empty() && *n != "unknown")
-                    .cloned();
-                sockets.push(InheritedSocket { name, socket });
+            };
+            let socket = socket2::Socket::from(fd);
+            if let Err(e) = socket.set_cloexec(true) {
+                let fd = socket.as_raw_fd();
+                tracing::warn!(fd, error = %e, "could not set close-on-exec on an inherited socket");
             }
+            let name = names
+                .get(i)
+                .filter(|n| !n.is_empty() && *n != "unknown")
+                .cloned();
+            sockets.push(InheritedSocket { name, socket });
         }
         let notifier = var("NOTIFY_SOCKET").and_then(|p| match Notifier::new(&p) {
             Ok(n) => Some(n),
@@ -78,17 +86,6 @@ impl Activation {
             .and_then(|u| u.parse::<u64>().ok())
             .filter(|u| *u > 0 && watchdog_for_us)
             .map(|usec| Duration::from_micros(usec / 2));
-        for k in [
-            "LISTEN_PID",
-            "LISTEN_FDS",
-            "LISTEN_FDNAMES",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-        ] {
-            // SAFETY: the caller guarantees no other thread reads or writes the environment.
-            unsafe { std::env::remove_var(k) };
-        }
         Activation {
             sockets,
             notifier,

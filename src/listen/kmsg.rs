@@ -6,10 +6,8 @@
 //! counts every record the kernel overwrote, from the gaps in their sequence numbers, in
 //! `kernel_drops`.
 
-#![allow(unsafe_code)] // lseek on the device and registering it with the reactor
-
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +16,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::Utc;
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
 use serde::Deserialize;
@@ -203,12 +200,9 @@ pub fn open(path: &Path, read_existing: ReadExisting) -> anyhow::Result<File> {
             )
         })?;
     if !fifo && !reads_existing(read_existing, uptime()) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: lseek on a descriptor this function owns; no memory is passed.
-        if unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) } < 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("seeking to the end of {}", path.display()));
-        }
+        (&file)
+            .seek(SeekFrom::End(0))
+            .with_context(|| format!("seeking to the end of {}", path.display()))?;
     }
     Ok(file)
 }
@@ -252,12 +246,9 @@ pub async fn run(
     hard_stop: CancellationToken,
 ) {
     let name = settings.name.clone();
-    // SAFETY: a `File` owns its descriptor, which stays open and the same until it is dropped
-    // with the AsyncFd; nothing here reaches it but through the AsyncFd.
-    let fd = match unsafe { AsyncFd::register_with_interest(file, Interest::READABLE) } {
+    let fd = match crate::sys::fd::ReadyFile::new(file, Interest::READABLE) {
         Ok(fd) => fd,
         Err(e) => {
-            let e = std::io::Error::from(e);
             tracing::error!(listener = %name, path = %settings.path.display(), error = %e, "cannot watch the kernel log; listener stops");
             return;
         }

@@ -2,9 +2,8 @@
 //! sockets, and reading many datagrams per system call (recvmmsg). The loop around it is the
 //! shared datagram loop in [`super::run_datagram`].
 
-#![allow(unsafe_code)] // recvmmsg and the sockaddr it fills
-
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::unix::io::AsRawFd;
 
 use anyhow::Context;
@@ -291,7 +290,7 @@ fn bind_one(
             .set_reuse_port(true)
             .context("setting SO_REUSEPORT")?;
     }
-    if force_recv_buffer_size(&socket, receive_buffer_bytes).is_err()
+    if crate::sys::net::force_recv_buffer_size(socket.as_fd(), receive_buffer_bytes).is_err()
         && let Err(e) = socket.set_recv_buffer_size(receive_buffer_bytes)
     {
         tracing::warn!(%address, error = %e, "could not set SO_RCVBUF");
@@ -310,29 +309,8 @@ fn bind_one(
     Ok(socket.into())
 }
 
-/// SO_RCVBUFFORCE: like SO_RCVBUF but not capped by net.core.rmem_max; needs CAP_NET_ADMIN.
-fn force_recv_buffer_size(socket: &Socket, bytes: usize) -> std::io::Result<()> {
-    // The kernel doubles the value for its bookkeeping, as with SO_RCVBUF.
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket, and an option value that is a c_int of the length passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Datagrams asked of one recvmmsg(2) call.
-pub const DATAGRAMS_PER_CALL: usize = 32;
+pub const DATAGRAMS_PER_CALL: usize = crate::sys::net::MAX_DATAGRAMS_PER_CALL;
 
 /// Receives up to [`DATAGRAMS_PER_CALL`] datagrams with one system call, without waiting.
 /// `buf` holds one slot of `slot_bytes` per datagram; datagram `i` lands at `i * slot_bytes`,
@@ -345,70 +323,9 @@ pub fn recv_batch(
     got: &mut Vec<(usize, Option<SocketAddr>)>,
 ) -> std::io::Result<()> {
     got.clear();
-    let slots = (buf.len() / slot_bytes.max(1)).min(DATAGRAMS_PER_CALL);
-    // SAFETY (all three): plain C structs for which all-zero bytes are a valid value.
-    let mut addrs: [libc::sockaddr_storage; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
-    let mut iovs: [libc::iovec; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
-    for (i, slot) in buf.chunks_exact_mut(slot_bytes).take(slots).enumerate() {
-        iovs[i] = libc::iovec {
-            iov_base: slot.as_mut_ptr().cast(),
-            iov_len: slot.len(),
-        };
-        let h = &mut hdrs[i].msg_hdr;
-        h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_iov = &mut iovs[i];
-        h.msg_iovlen = 1;
-    }
-    let n = socket.try_io(tokio::io::Interest::READABLE, || {
-        // SAFETY: `hdrs` holds `slots` headers whose buffers and address fields point into
-        // `buf` and `addrs`, which outlive the call and are not otherwise borrowed meanwhile.
-        let rc = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                slots as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(rc as usize)
-        }
-    })?;
-    for (h, addr) in hdrs.iter().zip(&addrs).take(n) {
-        got.push((h.msg_len as usize, socket_addr(addr)));
-    }
-    Ok(())
-}
-
-/// The sender of a datagram, from the address recvmmsg filled in.
-fn socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match libc::c_int::from(a.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: ss_family says this storage holds a sockaddr_in, which it is large and
-            // aligned enough for.
-            let a = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+    socket.try_io(tokio::io::Interest::READABLE, || {
+        crate::sys::net::recv_datagrams(socket.as_fd(), buf, slot_bytes, got)
+    })
 }
 
 /// The inode of a socket, which names it in /proc/net/udp.

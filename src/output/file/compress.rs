@@ -15,8 +15,42 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use super::fs::{sync_dir, with_suffix};
-use super::rotate::{Compression, TEMP_SUFFIX};
 use crate::metrics::{self, LogLimiter, OutputMetrics};
+
+/// How rotated segments are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Kept plain.
+    None,
+    /// gzip (`.gz`), level 6 like gzip(1) and logrotate.
+    Gzip,
+    /// zstd (`.zst`), level 3, with a checksum.
+    Zstd,
+}
+
+impl Compression {
+    /// Parses a config name.
+    pub fn from_name(name: &str) -> Option<Compression> {
+        Some(match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "zstd" => Compression::Zstd,
+            _ => return None,
+        })
+    }
+
+    /// The file name suffix of a compressed segment (empty for none).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+        }
+    }
+}
+
+/// Suffix of a compressed segment still being written.
+pub const TEMP_SUFFIX: &str = ".tmp";
 
 /// How often compression failures may be logged.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);

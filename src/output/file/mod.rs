@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use compress::Compression;
 pub use fs::Perms;
-pub use rotate::{Compression, RotateConfig, SegmentNaming};
+pub use rotate::{RotateConfig, SegmentNaming};
 pub use settings::{DEFAULT_MAX_OPEN_FILES, FileOutputConfig, KIND};
 pub use template::PathTemplate;
 

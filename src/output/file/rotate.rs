@@ -2,8 +2,8 @@
 //!
 //! The output thread decides when a file is rotated (size or interval, whichever comes first)
 //! and does the renames itself: they are cheap, and doing them on one thread keeps segment
-//! numbers consistent. Compression happens on the [`Compressor`](super::compress::Compressor)
-//! thread. The active file is always plain, so `tail -f` and fail2ban keep working.
+//! numbers consistent. Compression happens on the [`Compressor`] thread. The active file is
+//! always plain, so `tail -f` and fail2ban keep working.
 //!
 //! Naming: `number` shifts `auth.log.1.gz` to `auth.log.2.gz` and so on (logrotate's default);
 //! `date` names a segment after the local date it was started (`auth.log-20261122.gz`, with the
@@ -20,46 +20,12 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Local, Offset, TimeZone};
 
-use super::compress::Compressor;
+use super::compress::{Compression, Compressor, TEMP_SUFFIX};
 use super::fs::{file_name_bytes, with_suffix};
 use crate::metrics::{self, OutputMetrics};
 
-/// How rotated segments are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Kept plain.
-    None,
-    /// gzip (`.gz`), level 6 like gzip(1) and logrotate.
-    Gzip,
-    /// zstd (`.zst`), level 3, with a checksum.
-    Zstd,
-}
-
-impl Compression {
-    /// Parses a config name.
-    pub fn from_name(name: &str) -> Option<Compression> {
-        Some(match name {
-            "none" => Compression::None,
-            "gzip" => Compression::Gzip,
-            "zstd" => Compression::Zstd,
-            _ => return None,
-        })
-    }
-
-    /// The file name suffix of a compressed segment (empty for none).
-    pub fn extension(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Gzip => ".gz",
-            Compression::Zstd => ".zst",
-        }
-    }
-}
-
 /// Every form a segment may take on disk, plain first.
 const SEGMENT_EXTENSIONS: [&str; 3] = ["", ".gz", ".zst"];
-/// Suffix of a compressed segment still being written.
-pub const TEMP_SUFFIX: &str = ".tmp";
 
 /// How rotated segments are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

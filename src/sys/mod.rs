@@ -1,6 +1,19 @@
-//! Small system calls that std does not wrap, each behind a safe function: clocks, the host
-//! name, the effective user, and whether a directory could take a new file. Other modules reach
-//! libc through here rather than with `unsafe` of their own.
+//! System calls that std does not wrap, each behind a safe function whose `// SAFETY:` comment
+//! states what makes it sound. This is the one module of the crate allowed `unsafe` code: the
+//! rest reaches libc, raw descriptors and the environment through here.
+//!
+//! Here: clocks, the host name, the effective user, the descriptor limit, and whether a
+//! directory could take a new file. In submodules:
+//! - [`users`]: dropping root (setgroups, setresgid, setresuid) and passwd/group lookups;
+//! - [`net`]: recvmmsg(2) for UDP and SO_RCVBUFFORCE;
+//! - [`fd`]: the sockets systemd passes, and files watched by the tokio reactor;
+//! - [`process`]: fork and environment changes, the two `unsafe fn`s, sound only while the
+//!   process is single-threaded, which only the `sluice` binary's `main` can promise.
+
+pub mod fd;
+pub mod net;
+pub mod process;
+pub mod users;
 
 use std::path::Path;
 use std::time::Duration;
