@@ -110,8 +110,18 @@ counters!(
         undelivered_at_shutdown,
         /// Events waiting in the output's backlog (forward outputs; a gauge).
         queue_depth,
-        /// Connections (re)established to a collector.
+        /// Connections (re)established to a collector or server.
         reconnects,
+        /// Delivery attempts that failed and will be retried after a backoff (outputs with a
+        /// backlog).
+        retries,
+        /// HTTP requests sent (`http` outputs).
+        requests,
+        /// Bytes of request bodies sent, after compression (`http` outputs).
+        bytes_sent,
+        /// Events the receiver refused for good (an HTTP 4xx other than 408, 413 and 429):
+        /// counted, logged, and not retried, so they never block the events after them.
+        rejected,
         /// Bytes of a disk queue's torn or corrupt tail moved aside at start.
         quarantined_bytes,
         /// Failed I/O operations (open, write, fsync, rotate, queue append), each attempt

@@ -51,10 +51,12 @@ pub trait Transport: Send + 'static {
 /// What became of an attempt.
 #[derive(Debug)]
 pub enum Attempt {
-    /// Every record is done with: `accepted` by the receiver, the others refused for good
-    /// (counted and logged by the transport). They leave the backlog.
+    /// The first `taken` records are done with: `accepted` by the receiver, the others
+    /// refused for good (counted and logged by the transport). They leave the backlog.
     Done {
-        /// Records the receiver took.
+        /// Records, from the head, that leave the backlog (at least one).
+        taken: usize,
+        /// Of those, the ones the receiver took.
         accepted: usize,
     },
     /// Nothing left the backlog: try again after the backoff, or not before `retry_after`
@@ -421,8 +423,8 @@ impl<T: Transport> Worker<T> {
             }
         };
         match self.transport.send(&records) {
-            Attempt::Done { accepted } => {
-                if let Err(e) = self.backlog.ack(records.len()) {
+            Attempt::Done { taken, accepted } => {
+                if let Err(e) = self.backlog.ack(taken.clamp(1, records.len())) {
                     tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
                 }
                 metrics::add(&self.metrics.written, accepted as u64);
@@ -439,6 +441,7 @@ impl<T: Transport> Worker<T> {
     /// Backs off after a failed attempt, with jitter so relays do not retry in step; the
     /// receiver's own wait, if longer, wins.
     fn failed(&mut self, error: &str, retry_after: Option<Duration>) {
+        metrics::add(&self.metrics.retries, 1);
         let failure = self.retry.fail();
         if let Some(suppressed) = failure.log {
             tracing::warn!(output = %self.name, error, pending = self.backlog.len(),

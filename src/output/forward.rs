@@ -21,7 +21,7 @@ use rustls::{ClientConnection, StreamOwned};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::decode::{Entry, Errors, OneOrMany, Part, path_opt};
+use crate::decode::{Entry, Errors, OneOrMany, Part};
 use crate::event::Event;
 use crate::metrics::{self, OutputMetrics};
 use crate::output::delivery::{Attempt, Transport};
@@ -62,11 +62,6 @@ struct ForwardRaw {
     mode: Option<Spanned<String>>,
     protocol: Option<Spanned<String>>,
     framing: Option<Spanned<String>>,
-    ca_file: Option<Spanned<String>>,
-    server_name: Option<Spanned<String>>,
-    fingerprints: Option<Spanned<OneOrMany>>,
-    cert_file: Option<Spanned<String>>,
-    key_file: Option<Spanned<String>>,
 }
 
 impl Part for ForwardRaw {}
@@ -126,12 +121,7 @@ impl crate::output::OutputKindSpec for ForwardSettings {
         files: &mut crate::tls::FileCheck,
     ) {
         if let ForwardProtocol::Tls(c) = &self.protocol {
-            if let Some(ca) = &c.ca_file {
-                files.ca(&format!("{key}.ca_file"), ca);
-            }
-            if let (Some(cert), Some(k)) = (&c.cert_file, &c.key_file) {
-                files.cert_and_key(&format!("{key}.cert_file"), cert, k);
-            }
+            crate::tls::ClientTlsPart::check_environment(c, key, files);
         }
     }
 
@@ -210,7 +200,7 @@ impl ForwardRaw {
     /// server name.
     fn protocol(
         &self,
-        entry: &Entry<'_, '_>,
+        entry: &mut Entry<'_, '_>,
         errs: &mut Errors<'_>,
         host: Option<String>,
     ) -> Option<ForwardProtocol> {
@@ -222,63 +212,18 @@ impl ForwardRaw {
             .protocol
             .as_ref()
             .map_or(entry.kind.span(), |v| v.span());
-        let tls_keys = [
-            ("ca_file", self.ca_file.as_ref().map(|v| v.span())),
-            ("server_name", self.server_name.as_ref().map(|v| v.span())),
-            ("fingerprints", self.fingerprints.as_ref().map(|v| v.span())),
-            ("cert_file", self.cert_file.as_ref().map(|v| v.span())),
-            ("key_file", self.key_file.as_ref().map(|v| v.span())),
-        ];
+        let tls = entry.part::<crate::tls::ClientTlsPart>(errs)?;
+        let on = protocol == "tls";
+        let why = if on {
+            "protocol = \"tls\"".to_string()
+        } else {
+            format!("protocol = \"tls\", not {protocol:?}")
+        };
+        let client = tls.settings(entry, errs, on, &why, proto_span.clone(), host);
         match protocol {
-            "udp" | "tcp" => {
-                for (key, span) in tls_keys {
-                    if let Some(span) = span {
-                        errs.at(
-                            span,
-                            entry.key(key),
-                            format!("only applies with protocol = \"tls\", not {protocol:?}"),
-                        );
-                    }
-                }
-                Some(if protocol == "udp" {
-                    ForwardProtocol::Udp
-                } else {
-                    ForwardProtocol::Tcp
-                })
-            }
-            "tls" => {
-                let fingerprints = self
-                    .fingerprints
-                    .as_ref()
-                    .map(|v| crate::tls::fingerprint_list(errs, &entry.key("fingerprints"), v))
-                    .unwrap_or_default();
-                if fingerprints.is_empty() && self.ca_file.is_none() {
-                    errs.at(proto_span.clone(), entry.key("ca_file"), "missing: protocol = \"tls\" needs ca_file (the collector's CA) or fingerprints (pinned certificates)");
-                }
-                if self.cert_file.is_some() != self.key_file.is_some() {
-                    errs.at(
-                        proto_span.clone(),
-                        entry.key("cert_file"),
-                        "cert_file and key_file go together (the client certificate and its key)",
-                    );
-                }
-                let server_name = match (&self.server_name, host) {
-                    (Some(v), _) => v.get_ref().clone(),
-                    (None, Some(h)) => h,
-                    (None, None) => return None,
-                };
-                if let Err(msg) = crate::tls::server_name(&server_name) {
-                    let span = self.server_name.as_ref().map_or(proto_span, |v| v.span());
-                    errs.at(span, entry.key("server_name"), msg);
-                }
-                Some(ForwardProtocol::Tls(crate::tls::ClientSettings {
-                    ca_file: path_opt(&self.ca_file),
-                    fingerprints,
-                    server_name,
-                    cert_file: path_opt(&self.cert_file),
-                    key_file: path_opt(&self.key_file),
-                }))
-            }
+            "udp" => Some(ForwardProtocol::Udp),
+            "tcp" => Some(ForwardProtocol::Tcp),
+            "tls" => client.map(ForwardProtocol::Tls),
             other => {
                 errs.at(
                     proto_span,
@@ -387,6 +332,7 @@ impl Transport for SyslogTransport {
                         self.current = (i + 1) % self.conns.len();
                     }
                     return Attempt::Done {
+                        taken: records.len(),
                         accepted: records.len(),
                     };
                 }

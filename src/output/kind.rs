@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::format::Format;
 use super::queue::{QueueConfig, QueueKind};
-use super::{ReopenFiles, RunningOutput, file, forward, stdout};
+use super::{ReopenFiles, RunningOutput, file, forward, http, stdout};
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
 
@@ -76,6 +76,13 @@ pub trait OutputKindSpec: Sized + Clone + PartialEq + std::fmt::Debug {
     /// Reads its keys from `[output.NAME]` (`format` and `queue` are read apart). Every
     /// problem is reported; `None` when there was one.
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Self>;
+
+    /// Whether it can write events in `format` (the output's `format` key); the error says
+    /// why not.
+    fn accepts_format(&self, format: Format) -> Result<(), String> {
+        let _ = format;
+        Ok(())
+    }
 
     /// The descriptors it may hold at once, for the descriptor budget.
     fn descriptors(&self) -> OutputDescriptors {
@@ -157,6 +164,12 @@ macro_rules! output_kinds {
                 }
             }
 
+            fn accepts_format(&self, format: Format) -> Result<(), String> {
+                match self {
+                    $(OutputKind::$variant(s) => s.accepts_format(format),)+
+                }
+            }
+
             fn writes_files(&self) -> bool {
                 match self {
                     $(OutputKind::$variant(s) => s.writes_files(),)+
@@ -195,6 +208,8 @@ output_kinds! {
     File(file::FileOutputConfig),
     /// Another syslog receiver (a relay or a SIEM).
     Forward(forward::ForwardSettings),
+    /// Any HTTP endpoint: batches as NDJSON, a JSON array or lines.
+    Http(http::HttpSettings),
 }
 
 #[derive(Deserialize, Default)]
@@ -217,7 +232,12 @@ impl OutputKind {
         let (default_format, backlog) = kind.as_ref().map_or((Format::Traditional, true), |k| {
             (k.default_format(), k.has_backlog())
         });
-        let format = entry.part::<FormatPart>(errs).and_then(|f| match &f.format {
+        let format_part = entry.part::<FormatPart>(errs);
+        let format_span = format_part
+            .as_ref()
+            .and_then(|f| f.format.as_ref())
+            .map(|v| v.span());
+        let format = format_part.and_then(|f| match &f.format {
             None => Some(default_format),
             Some(v) => Format::from_name(v.get_ref()).or_else(|| {
                 errs.at(
@@ -229,6 +249,12 @@ impl OutputKind {
             }),
         });
         let queue = QueueConfig::decode(entry, errs, backlog);
+        if let (Some(k), Some(f)) = (&kind, format)
+            && let Err(why) = k.accepts_format(f)
+        {
+            let span = format_span.unwrap_or_else(|| entry.kind.span());
+            errs.at(span, entry.key("format"), why);
+        }
         if errs.count() > before {
             return None;
         }

@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod file;
 pub mod format;
 pub mod forward;
+pub mod http;
 mod kind;
 pub mod queue;
 pub mod stdout;

@@ -392,3 +392,92 @@ pub fn fingerprint_list(
         })
         .collect()
 }
+
+/// The client TLS keys an output takes (`ca_file`, `fingerprints`, `server_name`, `cert_file`,
+/// `key_file`): one part, read the same by every kind that connects over TLS.
+#[derive(serde::Deserialize, Default)]
+pub struct ClientTlsPart {
+    ca_file: Option<toml::Spanned<String>>,
+    server_name: Option<toml::Spanned<String>>,
+    fingerprints: Option<toml::Spanned<crate::decode::OneOrMany>>,
+    cert_file: Option<toml::Spanned<String>>,
+    key_file: Option<toml::Spanned<String>>,
+}
+
+impl crate::decode::Part for ClientTlsPart {}
+
+impl ClientTlsPart {
+    /// The client settings when TLS is on (`why` says what turns it on, for messages, and
+    /// `why_span` where); the keys given are reported as having no effect when it is off.
+    /// `host` is the default server name.
+    pub fn settings(
+        &self,
+        entry: &crate::decode::Entry<'_, '_>,
+        errs: &mut crate::decode::Errors<'_>,
+        tls: bool,
+        why: &str,
+        why_span: std::ops::Range<usize>,
+        host: Option<String>,
+    ) -> Option<ClientSettings> {
+        use crate::decode::path_opt;
+        if !tls {
+            for (key, span) in [
+                ("ca_file", self.ca_file.as_ref().map(|v| v.span())),
+                ("server_name", self.server_name.as_ref().map(|v| v.span())),
+                ("fingerprints", self.fingerprints.as_ref().map(|v| v.span())),
+                ("cert_file", self.cert_file.as_ref().map(|v| v.span())),
+                ("key_file", self.key_file.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    errs.at(span, entry.key(key), format!("only applies with {why}"));
+                }
+            }
+            return None;
+        }
+        let fingerprints = self
+            .fingerprints
+            .as_ref()
+            .map(|v| fingerprint_list(errs, &entry.key("fingerprints"), v))
+            .unwrap_or_default();
+        if fingerprints.is_empty() && self.ca_file.is_none() {
+            errs.at(
+                why_span.clone(),
+                entry.key("ca_file"),
+                format!("missing: {why} needs ca_file (the server's CA) or fingerprints (pinned certificates)"),
+            );
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            errs.at(
+                why_span.clone(),
+                entry.key("cert_file"),
+                "cert_file and key_file go together (the client certificate and its key)",
+            );
+        }
+        let server_name = match (&self.server_name, host) {
+            (Some(v), _) => v.get_ref().clone(),
+            (None, Some(h)) => h,
+            (None, None) => return None,
+        };
+        if let Err(msg) = self::server_name(&server_name) {
+            let span = self.server_name.as_ref().map_or(why_span, |v| v.span());
+            errs.at(span, entry.key("server_name"), msg);
+        }
+        Some(ClientSettings {
+            ca_file: path_opt(&self.ca_file),
+            fingerprints,
+            server_name,
+            cert_file: path_opt(&self.cert_file),
+            key_file: path_opt(&self.key_file),
+        })
+    }
+
+    /// `--check-config`: the CA and the client certificate load and are valid now.
+    pub fn check_environment(settings: &ClientSettings, key: &str, files: &mut FileCheck) {
+        if let Some(ca) = &settings.ca_file {
+            files.ca(&format!("{key}.ca_file"), ca);
+        }
+        if let (Some(cert), Some(k)) = (&settings.cert_file, &settings.key_file) {
+            files.cert_and_key(&format!("{key}.cert_file"), cert, k);
+        }
+    }
+}
