@@ -133,8 +133,9 @@ impl Daemon {
         }
         let old = std::mem::replace(&mut self.config, new);
         self.install(outputs);
-        // Stop listeners that are gone or changed; their open connections finish on their own
-        // under the old routing, which lives until their last batch.
+        // Stop listeners that are gone or changed: they accept no more, and their open
+        // connections finish on their own (peer close or idle timeout), routed by the new
+        // rules from their next batch on.
         let (keep, retire): (Vec<_>, Vec<_>) = std::mem::take(&mut self.listeners)
             .into_iter()
             .partition(|r| self.config.listeners.contains(&r.config));
