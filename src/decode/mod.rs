@@ -177,6 +177,20 @@ impl<'t, 'i> Entry<'t, 'i> {
         errs.at(self.kind.span(), self.key(key), msg);
     }
 
+    /// Reports that `kind` names none of `names` (the kinds of the section, `what`).
+    pub fn unknown_kind(&self, errs: &mut Errors<'_>, what: &str, names: &[&str]) {
+        let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+        errs.at(
+            self.kind.span(),
+            self.key("kind"),
+            format!(
+                "unknown {what} kind {:?}: expected {}",
+                self.kind.get_ref(),
+                or_list(&names)
+            ),
+        );
+    }
+
     /// Reads part `R` of the table. A key of the wrong type is reported alone, in words, and
     /// the part is then `None` (every other key still checked); keys `R` does not name are left
     /// for other parts and for [`Entry::finish`].

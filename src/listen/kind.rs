@@ -404,16 +404,7 @@ impl ListenerKind {
         match ListenerKind::decode_kind(entry, errs) {
             Ok(kind) => kind,
             Err(()) => {
-                let names: Vec<String> = Self::NAMES.iter().map(|n| format!("{n:?}")).collect();
-                errs.at(
-                    entry.kind.span(),
-                    entry.key("kind"),
-                    format!(
-                        "unknown listener kind {:?}: expected {}",
-                        entry.kind.get_ref(),
-                        crate::decode::or_list(&names)
-                    ),
-                );
+                entry.unknown_kind(errs, "listener", Self::NAMES);
                 None
             }
         }

@@ -15,11 +15,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::kind::{
-    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, adopted,
-    log_listening, wrong_socket,
+    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, log_listening,
+    wrong_socket,
 };
-use super::settings::{ConnectionSettings, Network};
 use super::stream::StreamListener;
+use super::tcp::TcpSettings;
 use crate::decode::{Entry, Errors, NumOrStr, OneOrMany, Part, duration_opt, path_opt};
 use crate::event::TlsPeer;
 use crate::metrics::{self, ListenerMetrics, LogLimiter};
@@ -33,10 +33,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The settings of a `tls` listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsSettings {
-    /// Address and sender filter.
-    pub network: Network,
-    /// Limits and framing of each connection, as for TCP.
-    pub connections: ConnectionSettings,
+    /// Address, sender filter, and the limits and framing of each connection: a TCP
+    /// listener's, with a handshake first.
+    pub tcp: TcpSettings,
     /// A handshake not finished this long after connect is cut (hostile input C01).
     pub handshake_timeout: Duration,
     /// Certificates and client authentication.
@@ -61,8 +60,7 @@ impl ListenerKindSpec for TlsSettings {
     const KIND: &'static str = KIND;
 
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<TlsSettings> {
-        let network = Network::decode(entry, errs);
-        let connections = ConnectionSettings::decode(entry, errs, false);
+        let tcp = TcpSettings::decode(entry, errs);
         let raw = entry.part::<TlsRaw>(errs)?;
         let tls = raw.server_settings(entry, errs);
         let handshake_timeout = duration_opt(
@@ -73,44 +71,38 @@ impl ListenerKindSpec for TlsSettings {
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
         Some(TlsSettings {
-            network: network?,
-            connections: connections?,
+            tcp: tcp?,
             handshake_timeout,
             tls: tls?,
         })
     }
 
-    /// `--check-config`: the certificate, key, CA and CRL load, and are valid now.
+    // Where it listens and what it holds are the TCP listener's.
     fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint> {
-        Network::decode(entry, errs).map(|n| Endpoint::Tcp(n.address))
+        TcpSettings::decode_endpoint(entry, errs)
     }
 
     fn endpoint(&self) -> Endpoint {
-        Endpoint::Tcp(self.network.address)
+        self.tcp.endpoint()
     }
 
     fn descriptors(&self) -> ListenerDescriptors {
-        ListenerDescriptors {
-            connections: self.connections.max_connections,
-            sockets: 1,
-        }
+        self.tcp.descriptors()
     }
 
     fn bind(&self) -> anyhow::Result<BoundSocket> {
-        Ok(BoundSocket::Tcp(super::stream::bind(self.network.address)?))
+        self.tcp.bind()
     }
 
-    fn adopt(&self, _name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
-        Ok(BoundSocket::Tcp(adopted(socket, true)?.into()))
+    fn adopt(&self, name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
+        self.tcp.adopt(name, socket)
     }
 
-    fn take_over(&self, _name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
-        match socket {
-            BoundSocket::Tcp(_) => Ok(()),
-            other => Err(wrong_socket(KIND, other)),
-        }
+    fn take_over(&self, name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
+        self.tcp.take_over(name, socket)
     }
 
+    /// `--check-config`: the certificate, key, CA and CRL load, and are valid now.
     fn check_environment(
         &self,
         key: &str,
@@ -149,8 +141,8 @@ impl ListenerKindSpec for TlsSettings {
         ));
         Ok(super::stream::serve(
             listener,
-            &self.connections,
-            self.network.allowed_sources.clone(),
+            &self.tcp.connections,
+            self.tcp.network.allowed_sources.clone(),
             Some(server),
             ctx,
         ))

@@ -270,16 +270,7 @@ impl OutputKind {
         match OutputKind::decode_kind(entry, errs) {
             Ok(kind) => kind,
             Err(()) => {
-                let names: Vec<String> = Self::NAMES.iter().map(|n| format!("{n:?}")).collect();
-                errs.at(
-                    entry.kind.span(),
-                    entry.key("kind"),
-                    format!(
-                        "unknown output kind {:?}: expected {}",
-                        entry.kind.get_ref(),
-                        crate::decode::or_list(&names)
-                    ),
-                );
+                entry.unknown_kind(errs, "output", Self::NAMES);
                 None
             }
         }
