@@ -7,6 +7,8 @@ mod fail2ban;
 mod files;
 mod fuzz_corpus;
 mod hostile;
+mod http_output;
+mod http_server_selftest;
 mod ingest;
 mod interop;
 mod kmsg;
