@@ -15,6 +15,7 @@ pub mod file;
 pub mod format;
 pub mod forward;
 pub mod http;
+pub mod http_client;
 mod kind;
 pub mod queue;
 pub mod stdout;

@@ -1,0 +1,623 @@
+//! What the outputs that speak HTTP share (`http`, `elasticsearch`): the endpoint's settings
+//! (`url`, `compression`, `headers`, `auth`, TLS, `batch`, `timeout`), read as one part, and
+//! the client an output thread sends with: one keep-alive HTTP/1.1 connection (rustls for
+//! https) driven by a small single-threaded runtime the thread owns, reopened when it breaks.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Uri;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::decode::{Entry, Errors, NumOrStr, Part, choice, duration_opt, keys};
+use crate::metrics::{self, OutputMetrics};
+
+/// Default `batch.max_events`.
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 500;
+/// Default `batch.max_size`: most ingest APIs take a few MiB per request.
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 1 << 20;
+/// Default `timeout`: connect, send and answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `Retry-After` honoured: a server asking for more is asked again sooner.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Most answer body read (bulk answers list every item; a larger one is cut, not read whole).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where and how an output reaches an HTTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpEndpoint {
+    /// Where requests go (for `elasticsearch`, the base the API path is appended to).
+    pub url: Uri,
+    /// Gzip the body (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// Extra headers, as given.
+    pub headers: Vec<(String, String)>,
+    /// Credentials sent with every request, read from their files at start.
+    pub auth: Option<Auth>,
+    /// For `https` URLs: the server's trust and the client certificate.
+    pub tls: Option<crate::tls::ClientSettings>,
+    /// Most events per request.
+    pub batch_max_events: usize,
+    /// Most body bytes per request (before compression); a single larger event goes alone.
+    pub batch_max_bytes: u64,
+    /// Connect, send and answer must fit in this.
+    pub timeout: Duration,
+}
+
+/// Credentials, each from a file (so the config holds no secret).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// `Authorization: Basic`.
+    Basic {
+        /// The user name.
+        user: String,
+        /// The file holding the password.
+        password_file: PathBuf,
+    },
+    /// `Authorization: Bearer`.
+    Bearer {
+        /// The file holding the token.
+        token_file: PathBuf,
+    },
+    /// `Authorization: ApiKey` (Elasticsearch's encoded API key).
+    ApiKey {
+        /// The file holding the encoded key.
+        key_file: PathBuf,
+    },
+}
+
+#[derive(Deserialize, Default)]
+struct EndpointRaw {
+    url: Option<Spanned<String>>,
+    compression: Option<Spanned<String>>,
+    headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    auth: Option<AuthRaw>,
+    batch: Option<BatchRaw>,
+    timeout: Option<Spanned<NumOrStr>>,
+}
+
+impl Part for EndpointRaw {
+    const NESTED: &'static [crate::decode::Nested] = &[
+        ("auth", keys::fields::<AuthRaw>),
+        ("batch", keys::fields::<BatchRaw>),
+    ];
+}
+
+#[derive(Deserialize, Default)]
+struct AuthRaw {
+    kind: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+struct BatchRaw {
+    max_events: Option<Spanned<i64>>,
+    max_size: Option<Spanned<NumOrStr>>,
+}
+
+impl HttpEndpoint {
+    /// Reads the endpoint's keys, TLS ones included.
+    pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<HttpEndpoint> {
+        let raw = entry.part::<EndpointRaw>(errs)?;
+        let tls_part = entry.part::<crate::tls::ClientTlsPart>(errs)?;
+        let before = errs.count();
+        let url = raw.url(entry, errs);
+        let https = url
+            .as_ref()
+            .is_some_and(|u| u.scheme_str() == Some("https"));
+        let url_span = raw.url.as_ref().map_or(entry.kind.span(), |v| v.span());
+        let host = url
+            .as_ref()
+            .and_then(|u| u.host())
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string());
+        let tls = tls_part.settings(entry, errs, https, "an https url", url_span, host);
+        let gzip = choice(
+            errs,
+            &entry.key("compression"),
+            &raw.compression,
+            "compression",
+            &[("none", false), ("gzip", true)],
+            false,
+        );
+        let headers = raw.headers(entry, errs);
+        let auth = raw.auth.as_ref().and_then(|a| a.decode(entry, errs));
+        let (batch_max_events, batch_max_bytes) = raw.batch(entry, errs);
+        let timeout = match duration_opt(errs, &entry.key("timeout"), &raw.timeout) {
+            Some(d) if d.is_zero() => {
+                if let Some(v) = &raw.timeout {
+                    errs.at(v.span(), entry.key("timeout"), "must be more than 0");
+                }
+                DEFAULT_TIMEOUT
+            }
+            Some(d) => d,
+            None => DEFAULT_TIMEOUT,
+        };
+        (errs.count() == before).then_some(())?;
+        Some(HttpEndpoint {
+            url: url?,
+            gzip,
+            headers,
+            auth,
+            tls: if https { Some(tls?) } else { None },
+            batch_max_events,
+            batch_max_bytes,
+            timeout,
+        })
+    }
+
+    /// `--check-config`: the credential file is readable; for https, the CA and client
+    /// certificate load.
+    pub fn check_environment(
+        &self,
+        key: &str,
+        problems: &mut Vec<String>,
+        tls: &mut crate::tls::FileCheck,
+    ) {
+        if let Some(auth) = &self.auth {
+            let (file_key, path) = auth.file();
+            if let Err(e) = read_secret(path) {
+                problems.push(format!("{key}.auth.{file_key}: {e}"));
+            }
+        }
+        if let Some(c) = &self.tls {
+            crate::tls::ClientTlsPart::check_environment(c, key, tls);
+        }
+    }
+
+    /// How many records from the head make one request: at most `batch_max_events`, and as
+    /// many as fit `batch_max_bytes` counting `separator` bytes after each (at least one).
+    pub fn fitting(&self, records: &[Vec<u8>], separator: usize) -> usize {
+        let mut bytes = 0u64;
+        let n = records
+            .iter()
+            .take(self.batch_max_events)
+            .take_while(|r| {
+                bytes += (r.len() + separator) as u64;
+                bytes <= self.batch_max_bytes
+            })
+            .count();
+        n.max(1)
+    }
+}
+
+impl EndpointRaw {
+    /// The URL: `http` or `https`, with a host.
+    fn url(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Uri> {
+        let Some(v) = &self.url else {
+            entry.missing(
+                errs,
+                "url",
+                "missing: give the endpoint, like url = \"https://siem.example.net/ingest\"",
+            );
+            return None;
+        };
+        let bad = |errs: &mut Errors<'_>, why: &str| {
+            errs.at(
+                v.span(),
+                entry.key("url"),
+                format!("invalid url {:?}: {why}", v.get_ref()),
+            );
+            None
+        };
+        let uri: Uri = match v.get_ref().parse() {
+            Ok(u) => u,
+            Err(e) => return bad(errs, &e.to_string()),
+        };
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            Some(other) => return bad(errs, &format!("scheme {other:?} is not http or https")),
+            None => return bad(errs, "it needs a scheme, http:// or https://"),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return bad(errs, "it names no host");
+        }
+        Some(uri)
+    }
+
+    /// Header names and values that HTTP allows; `Host`, `Content-Length` and
+    /// `Content-Encoding` are the output's own.
+    fn headers(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> Vec<(String, String)> {
+        let Some(h) = &self.headers else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in h.get_ref() {
+            let key = entry.key(&format!("headers.{k}"));
+            match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                (Ok(n), Ok(_))
+                    if n == header::CONTENT_LENGTH
+                        || n == header::CONTENT_ENCODING
+                        || n == header::HOST =>
+                {
+                    errs.at(h.span(), key, "is set by sluice itself");
+                }
+                (Ok(_), Ok(_)) => out.push((k.clone(), v.clone())),
+                (Err(_), _) => errs.at(h.span(), key, "not a valid header name"),
+                (_, Err(_)) => errs.at(
+                    h.span(),
+                    key,
+                    "not a valid header value (control characters?)",
+                ),
+            }
+        }
+        out
+    }
+
+    /// `batch = { max_events, max_size }`.
+    fn batch(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> (usize, u64) {
+        let Some(b) = &self.batch else {
+            return (DEFAULT_BATCH_MAX_EVENTS, DEFAULT_BATCH_MAX_BYTES);
+        };
+        let events = crate::decode::positive(errs, &entry.key("batch.max_events"), &b.max_events)
+            .unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
+        let bytes = match crate::decode::size_opt(errs, &entry.key("batch.max_size"), &b.max_size)
+        {
+            Some(0) => {
+                if let Some(v) = &b.max_size {
+                    errs.at(v.span(), entry.key("batch.max_size"), "must be more than 0");
+                }
+                DEFAULT_BATCH_MAX_BYTES
+            }
+            Some(n) => n,
+            None => DEFAULT_BATCH_MAX_BYTES,
+        };
+        (events, bytes)
+    }
+}
+
+impl AuthRaw {
+    fn decode(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Auth> {
+        let key = |k: &str| entry.key(&format!("auth.{k}"));
+        let Some(kind) = &self.kind else {
+            errs.at(
+                entry.kind.span(),
+                key("kind"),
+                "missing: auth needs kind = \"basic\", \"bearer\" or \"api_key\"",
+            );
+            return None;
+        };
+        let kind_name = kind.get_ref().as_str();
+        let given = |errs: &mut Errors<'_>, name: &str, v: &Option<Spanned<String>>| {
+            if v.is_none() {
+                errs.at(
+                    kind.span(),
+                    key(name),
+                    format!("missing: auth kind = {kind_name:?} needs {name}"),
+                );
+            }
+            v.as_ref().map(|v| v.get_ref().clone())
+        };
+        let fields = [
+            ("user", &self.user),
+            ("password_file", &self.password_file),
+            ("token_file", &self.token_file),
+            ("key_file", &self.key_file),
+        ];
+        let used: &[&str] = match kind_name {
+            "basic" => &["user", "password_file"],
+            "bearer" => &["token_file"],
+            "api_key" => &["key_file"],
+            other => {
+                errs.at(
+                    kind.span(),
+                    key("kind"),
+                    format!(
+                        "unknown auth kind {other:?}: expected \"basic\", \"bearer\" or \"api_key\""
+                    ),
+                );
+                return None;
+            }
+        };
+        for (name, v) in fields {
+            if let Some(v) = v
+                && !used.contains(&name)
+            {
+                errs.at(
+                    v.span(),
+                    key(name),
+                    format!("has no effect with auth kind = {kind_name:?}"),
+                );
+            }
+        }
+        match kind_name {
+            "basic" => {
+                let user = given(errs, "user", &self.user);
+                let password_file = given(errs, "password_file", &self.password_file);
+                Some(Auth::Basic {
+                    user: user?,
+                    password_file: PathBuf::from(password_file?),
+                })
+            }
+            "bearer" => Some(Auth::Bearer {
+                token_file: PathBuf::from(given(errs, "token_file", &self.token_file)?),
+            }),
+            _ => Some(Auth::ApiKey {
+                key_file: PathBuf::from(given(errs, "key_file", &self.key_file)?),
+            }),
+        }
+    }
+}
+
+impl Auth {
+    /// The key and path of its secret file.
+    fn file(&self) -> (&'static str, &std::path::Path) {
+        match self {
+            Auth::Basic { password_file, .. } => ("password_file", password_file),
+            Auth::Bearer { token_file } => ("token_file", token_file),
+            Auth::ApiKey { key_file } => ("key_file", key_file),
+        }
+    }
+
+    /// The `Authorization` header value, the secret read from its file now.
+    fn header(&self) -> anyhow::Result<HeaderValue> {
+        use base64::Engine;
+        let (_, path) = self.file();
+        let secret = read_secret(path).map_err(|e| anyhow::anyhow!(e))?;
+        let value = match self {
+            Auth::Basic { user, .. } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+            ),
+            Auth::Bearer { .. } => format!("Bearer {secret}"),
+            Auth::ApiKey { .. } => format!("ApiKey {secret}"),
+        };
+        let mut v = HeaderValue::from_str(&value)
+            .map_err(|_| anyhow::anyhow!("{}: not usable in a header", path.display()))?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
+/// A secret file's content, without its trailing newline.
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    let s = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = s.strip_suffix('\n').unwrap_or(&s);
+    let s = s.strip_suffix('\r').unwrap_or(s);
+    if s.is_empty() {
+        return Err(format!("{}: empty", path.display()));
+    }
+    Ok(s.to_string())
+}
+
+/// A server's answer.
+pub struct Answer {
+    /// The status code.
+    pub status: hyper::StatusCode,
+    /// Its `Retry-After`, in seconds, bounded.
+    pub retry_after: Option<Duration>,
+    /// Its body (up to a bound).
+    pub body: Bytes,
+}
+
+/// Sends requests to one endpoint from an output thread.
+pub struct HttpClient {
+    endpoint: HttpEndpoint,
+    runtime: tokio::runtime::Runtime,
+    connection: Option<SendRequest<Full<Bytes>>>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// Content-Type, auth, Host and the configured headers, sent with every request.
+    headers: HeaderMap,
+    metrics: Arc<OutputMetrics>,
+}
+
+impl HttpClient {
+    /// A client for `endpoint` sending bodies of `content_type`; credentials are read now.
+    pub fn new(
+        endpoint: HttpEndpoint,
+        content_type: &'static str,
+        metrics: Arc<OutputMetrics>,
+    ) -> anyhow::Result<HttpClient> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let tls = match &endpoint.tls {
+            Some(c) => Some(tokio_rustls::TlsConnector::from(
+                crate::tls::client_config(c).map_err(|e| anyhow::anyhow!(e))?,
+            )),
+            None => None,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if endpoint.gzip {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        if let Some(auth) = &endpoint.auth {
+            headers.insert(header::AUTHORIZATION, auth.header()?);
+        }
+        for (k, v) in &endpoint.headers {
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes())?,
+                HeaderValue::from_str(v)?,
+            );
+        }
+        let host = match (endpoint.url.host(), endpoint.url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => anyhow::bail!("url {} names no host", endpoint.url),
+        };
+        headers.insert(header::HOST, HeaderValue::from_str(&host)?);
+        Ok(HttpClient {
+            endpoint,
+            runtime,
+            connection: None,
+            tls,
+            headers,
+            metrics,
+        })
+    }
+
+    /// The endpoint it sends to.
+    pub fn endpoint(&self) -> &HttpEndpoint {
+        &self.endpoint
+    }
+
+    /// Sends `body` (compressed if asked) to `path_and_query` and reads the answer, within
+    /// `timeout`. An error means no answer: the connection is dropped and reopened next time.
+    pub fn send(
+        &mut self,
+        method: hyper::Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, String> {
+        let body = if self.endpoint.gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            // Writing to a Vec cannot fail.
+            let _ = gz.write_all(&body);
+            gz.finish().unwrap_or_default()
+        } else {
+            body
+        };
+        metrics::add(&self.metrics.requests, 1);
+        metrics::add(&self.metrics.bytes_sent, body.len() as u64);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        *request.headers_mut() = self.headers.clone();
+        let timeout = self.endpoint.timeout;
+        let reused = self.connection.take();
+        let reconnected = reused.is_none();
+        let tls = self.tls.clone();
+        let url = self.endpoint.url.clone();
+        let result = self.runtime.block_on(async {
+            tokio::time::timeout(timeout, async {
+                let mut sender = match reused {
+                    Some(s) => s,
+                    None => connect(&url, tls).await?,
+                };
+                sender.ready().await.map_err(|e| e.to_string())?;
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(retry_after);
+                let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .map_err(|e| format!("reading the answer: {e}"))?;
+                Ok::<_, String>((sender, Answer {
+                    status,
+                    retry_after,
+                    body,
+                }))
+            })
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+        });
+        let (sender, answer) = result?;
+        if reconnected {
+            metrics::add(&self.metrics.reconnects, 1);
+        }
+        // Keep the connection while the server does.
+        self.connection = Some(sender).filter(|s| !s.is_closed());
+        Ok(answer)
+    }
+
+    /// Drops the connection.
+    pub fn close(&mut self) {
+        self.connection = None;
+    }
+}
+
+impl Answer {
+    /// The first bytes of the body, for the log.
+    pub fn excerpt(&self) -> String {
+        const ERROR_BODY_BYTES: usize = 512;
+        let end = self.body.len().min(ERROR_BODY_BYTES);
+        String::from_utf8_lossy(&self.body[..end]).into_owned()
+    }
+
+    /// Whether the whole request should be sent again later: 408, 429, 5xx.
+    pub fn retry_later(&self) -> bool {
+        matches!(self.status.as_u16(), 408 | 429 | 500..=599)
+    }
+}
+
+/// Opens a connection to the URL's host, with TLS for https.
+async fn connect(
+    url: &Uri,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Result<SendRequest<Full<Bytes>>, String> {
+    let host = url.host().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((bare, port))
+        .await
+        .map_err(|e| format!("connecting to {bare}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+                .map_err(|e| e.to_string())?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake with {bare}:{port}: {e}"))?;
+            handshake(hyper_util::rt::TokioIo::new(stream)).await
+        }
+        None => handshake(hyper_util::rt::TokioIo::new(tcp)).await,
+    }
+}
+
+/// HTTP/1.1 on an open stream; the connection is driven by a task on the output's runtime.
+async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is taken as "soon"), bounded.
+fn retry_after(v: &str) -> Option<Duration> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_and_bounded() {
+        assert_eq!(retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(" 100000 "), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn secrets_lose_their_trailing_newline_and_must_not_be_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        assert_eq!(read_secret(&p).unwrap(), "s3cret");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(read_secret(&p).is_err());
+    }
+}
