@@ -401,7 +401,7 @@ fn json_escape_str(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-fn json_opt(out: &mut Vec<u8>, v: Option<&str>) {
+pub(crate) fn json_opt(out: &mut Vec<u8>, v: Option<&str>) {
     match v {
         Some(s) => json_string(s.as_bytes(), out),
         None => out.extend_from_slice(b"null"),
@@ -465,12 +465,12 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-fn write_utc_micros(t: DateTime<Utc>, out: &mut Vec<u8>) {
+pub(crate) fn write_utc_micros(t: DateTime<Utc>, out: &mut Vec<u8>) {
     let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
 }
 
 /// SD as `{"id":{"param":"value", "repeated":["a","b"]}}`, or `null` when there is none.
-fn write_sd_json(sd: &StructuredData, out: &mut Vec<u8>) {
+pub(crate) fn write_sd_json(sd: &StructuredData, out: &mut Vec<u8>) {
     if sd.is_empty() {
         out.extend_from_slice(b"null");
         return;

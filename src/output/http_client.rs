@@ -233,7 +233,10 @@ impl EndpointRaw {
         let mut out = Vec::new();
         for (k, v) in h.get_ref() {
             let key = entry.key(&format!("headers.{k}"));
-            match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            match (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 (Ok(n), Ok(_))
                     if n == header::CONTENT_LENGTH
                         || n == header::CONTENT_ENCODING
@@ -260,8 +263,7 @@ impl EndpointRaw {
         };
         let events = crate::decode::positive(errs, &entry.key("batch.max_events"), &b.max_events)
             .unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
-        let bytes = match crate::decode::size_opt(errs, &entry.key("batch.max_size"), &b.max_size)
-        {
+        let bytes = match crate::decode::size_opt(errs, &entry.key("batch.max_size"), &b.max_size) {
             Some(0) => {
                 if let Some(v) = &b.max_size {
                     errs.at(v.span(), entry.key("batch.max_size"), "must be more than 0");
@@ -512,11 +514,14 @@ impl HttpClient {
                     .await
                     .map(|b| b.to_bytes())
                     .map_err(|e| format!("reading the answer: {e}"))?;
-                Ok::<_, String>((sender, Answer {
-                    status,
-                    retry_after,
-                    body,
-                }))
+                Ok::<_, String>((
+                    sender,
+                    Answer {
+                        status,
+                        retry_after,
+                        body,
+                    },
+                ))
             })
             .await
             .map_err(|_| format!("no answer within {timeout:?}"))?

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::format::Format;
 use super::queue::{QueueConfig, QueueKind};
-use super::{ReopenFiles, RunningOutput, file, forward, http, stdout};
+use super::{ReopenFiles, RunningOutput, elasticsearch, file, forward, http, stdout};
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
 
@@ -210,6 +210,8 @@ output_kinds! {
     Forward(forward::ForwardSettings),
     /// Any HTTP endpoint: batches as NDJSON, a JSON array or lines.
     Http(http::HttpSettings),
+    /// Elasticsearch or OpenSearch, through the bulk API.
+    Elasticsearch(elasticsearch::ElasticsearchSettings),
 }
 
 #[derive(Deserialize, Default)]

@@ -11,6 +11,7 @@
 
 pub mod backlog;
 pub mod delivery;
+pub mod elasticsearch;
 pub mod file;
 pub mod format;
 pub mod forward;

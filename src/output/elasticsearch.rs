@@ -1,0 +1,611 @@
+//! The `elasticsearch` output (OpenSearch too): events indexed with the `_bulk` API, through a
+//! memory or disk backlog ([`super::delivery`]).
+//!
+//! Each backlog record is one bulk action and its document, so a retried batch sends the same
+//! actions: with `id = "hash"` every document carries an id derived from it and goes in with
+//! `create`, and a 409 (the document is already there) counts as delivered, so a retry stores
+//! nothing twice. A data stream (the default target) takes only `create`.
+//!
+//! The bulk answer is read item by item (a 200 may still hold per-item errors):
+//! - 2xx, and 409 on `create`: stored;
+//! - 429 and 5xx: that item alone is sent again, after a backoff;
+//! - any other status (a mapping error, a 400): refused for good, counted in `rejected` and
+//!   logged with ES's reason; it never blocks the items after it.
+//!
+//! A whole-request 408, 429 or 5xx is retried, honouring `Retry-After`; a 413 halves the batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::http_client::{HttpClient, HttpEndpoint};
+use crate::decode::{Entry, Errors, Part, choice};
+use crate::event::Event;
+use crate::metrics::{self, LogLimiter, OutputMetrics};
+use crate::output::delivery::{Attempt, Transport};
+use crate::output::format::{Format, json_opt, json_string, write_sd_json, write_utc_micros};
+use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart, RunningOutput};
+
+/// `kind = "elasticsearch"`.
+pub const KIND: &str = "elasticsearch";
+/// The data stream written when neither `data_stream` nor `index` is given (Elastic's
+/// `logs-<dataset>-<namespace>` naming, which its default index template maps).
+pub const DEFAULT_DATA_STREAM: &str = "logs-syslog-default";
+
+/// The settings of an `elasticsearch` output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElasticsearchSettings {
+    /// The cluster (any node, or a load balancer); `/_bulk` is appended to its path.
+    pub endpoint: HttpEndpoint,
+    /// Where documents go.
+    pub target: Target,
+    /// Give each document an id derived from it (`create`; a 409 is a success).
+    pub hashed_ids: bool,
+    /// Elastic Common Schema field names instead of sluice's JSON event.
+    pub ecs: bool,
+}
+
+/// Where documents go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A data stream: append-only, `create` actions.
+    DataStream(String),
+    /// An index named from the event's date (UTC): `syslog-{year}.{month}.{day}`.
+    Index(Vec<Piece>),
+}
+
+/// A piece of an index name template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Text as given.
+    Text(String),
+    /// `{year}`, four digits.
+    Year,
+    /// `{month}`, two digits.
+    Month,
+    /// `{day}`, two digits.
+    Day,
+}
+
+#[derive(Deserialize, Default)]
+struct ElasticsearchRaw {
+    data_stream: Option<Spanned<String>>,
+    index: Option<Spanned<String>>,
+    id: Option<Spanned<String>>,
+    ecs: Option<Spanned<bool>>,
+}
+
+impl Part for ElasticsearchRaw {}
+
+impl OutputKindSpec for ElasticsearchSettings {
+    const KIND: &'static str = KIND;
+    const DEFAULT_FORMAT: Format = Format::Json;
+    const HAS_BACKLOG: bool = true;
+
+    fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<ElasticsearchSettings> {
+        let endpoint = HttpEndpoint::decode(entry, errs);
+        let raw = entry.part::<ElasticsearchRaw>(errs)?;
+        let target = raw.target(entry, errs);
+        let hashed_ids = choice(
+            errs,
+            &entry.key("id"),
+            &raw.id,
+            "id",
+            &[("none", false), ("hash", true)],
+            false,
+        );
+        Some(ElasticsearchSettings {
+            endpoint: endpoint?,
+            target: target?,
+            hashed_ids,
+            ecs: raw.ecs.as_ref().is_some_and(|v| *v.get_ref()),
+        })
+    }
+
+    /// Documents are JSON, whatever the output's `format` says: only `json` is accepted, so
+    /// the config does not promise what the output would not do.
+    fn accepts_format(&self, format: Format) -> Result<(), String> {
+        match format {
+            Format::Json => Ok(()),
+            _ => Err("documents are JSON: leave format out, or set it to \"json\"".into()),
+        }
+    }
+
+    fn descriptors(&self) -> OutputDescriptors {
+        OutputDescriptors {
+            files: 0,
+            connections: 1,
+        }
+    }
+
+    fn check_environment(
+        &self,
+        key: &str,
+        problems: &mut Vec<String>,
+        tls: &mut crate::tls::FileCheck,
+    ) {
+        self.endpoint.check_environment(key, problems, tls);
+    }
+
+    fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
+        let (name, settings) = (output.name.clone(), self.clone());
+        let metrics = ctx.metrics.clone();
+        crate::output::delivery::start(
+            output,
+            move || BulkTransport::new(name, settings, metrics),
+            ctx.metrics,
+            ctx.give_up,
+            ctx.state_dir,
+            ctx.predecessor,
+        )
+    }
+}
+
+impl ElasticsearchRaw {
+    /// `data_stream` or `index`, not both; the default data stream when neither is given.
+    fn target(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Target> {
+        match (&self.data_stream, &self.index) {
+            (Some(_), Some(i)) => {
+                errs.at(
+                    i.span(),
+                    entry.key("index"),
+                    "give either data_stream or index, not both",
+                );
+                None
+            }
+            (Some(d), None) => match index_name_problem(d.get_ref()) {
+                Some(why) => {
+                    errs.at(d.span(), entry.key("data_stream"), why);
+                    None
+                }
+                None => Some(Target::DataStream(d.get_ref().clone())),
+            },
+            (None, Some(i)) => match parse_index_template(i.get_ref()) {
+                Ok(pieces) => Some(Target::Index(pieces)),
+                Err(why) => {
+                    errs.at(i.span(), entry.key("index"), why);
+                    None
+                }
+            },
+            (None, None) => Some(Target::DataStream(DEFAULT_DATA_STREAM.to_string())),
+        }
+    }
+}
+
+/// Parses `syslog-{year}.{month}.{day}`; the text must make a valid index name.
+fn parse_index_template(s: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = s;
+    let mut sample = String::new();
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            pieces.push(Piece::Text(rest[..open].to_string()));
+            sample.push_str(&rest[..open]);
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("invalid index {s:?}: an unclosed {{"))?;
+        let field = &rest[open + 1..open + close];
+        pieces.push(match field {
+            "year" => Piece::Year,
+            "month" => Piece::Month,
+            "day" => Piece::Day,
+            other => {
+                return Err(format!(
+                    "invalid index {s:?}: unknown field {{{other}}}: use {{year}}, {{month}} or {{day}}"
+                ));
+            }
+        });
+        sample.push_str("2000");
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_string()));
+        sample.push_str(rest);
+    }
+    match index_name_problem(&sample) {
+        Some(why) => Err(format!("invalid index {s:?}: {why}")),
+        None => Ok(pieces),
+    }
+}
+
+/// Why Elasticsearch would refuse `name` as an index or data stream name, if it would.
+fn index_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 255 {
+        return Some("an index name has 1 to 255 bytes".into());
+    }
+    if name.starts_with(['-', '_', '+', '.']) {
+        return Some("an index name cannot start with -, _, + or .".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_uppercase() || "\\/*?\"<>| ,#:".contains(*c))
+    {
+        return Some(format!(
+            "an index name is lowercase and has none of \\ / * ? \" < > | , # : or spaces (found {c:?})"
+        ));
+    }
+    None
+}
+
+impl Target {
+    /// The index or data stream an event goes to.
+    fn name_for(&self, at: DateTime<Utc>) -> String {
+        match self {
+            Target::DataStream(d) => d.clone(),
+            Target::Index(pieces) => {
+                let mut s = String::new();
+                for p in pieces {
+                    match p {
+                        Piece::Text(t) => s.push_str(t),
+                        Piece::Year => s.push_str(&format!("{:04}", at.year())),
+                        Piece::Month => s.push_str(&format!("{:02}", at.month())),
+                        Piece::Day => s.push_str(&format!("{:02}", at.day())),
+                    }
+                }
+                s
+            }
+        }
+    }
+}
+
+/// The event's time: its own stamp, else when it was received.
+fn event_time(ev: &Event) -> DateTime<Utc> {
+    ev.parsed
+        .timestamp
+        .map_or(ev.received_at, |t| t.with_timezone(&Utc))
+}
+
+/// Writes `@timestamp`'s value: the message's stamp as it was given, else `received_at`.
+fn write_timestamp(ev: &Event, out: &mut Vec<u8>) {
+    out.push(b'"');
+    match ev.parsed.timestamp {
+        Some(t) => out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes()),
+        None => write_utc_micros(ev.received_at, out),
+    }
+    out.push(b'"');
+}
+
+/// The document of an event: sluice's JSON event with `@timestamp` first, or ECS fields.
+fn write_document(ev: &Event, ecs: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"@timestamp\":");
+    write_timestamp(ev, out);
+    if !ecs {
+        let start = out.len();
+        Format::Json.write_verbatim(ev, out);
+        // The event's own object, opened above: drop its `{`.
+        out[start] = b',';
+        return;
+    }
+    out.extend_from_slice(b",\"message\":");
+    json_string(ev.message(), out);
+    out.extend_from_slice(b",\"host\":{\"name\":");
+    json_opt(out, ev.hostname());
+    out.extend_from_slice(b"},\"log\":{\"syslog\":{\"facility\":{\"name\":\"");
+    out.extend_from_slice(ev.facility().name().as_bytes());
+    out.extend_from_slice(b"\"},\"severity\":{\"name\":\"");
+    out.extend_from_slice(ev.severity().name().as_bytes());
+    out.extend_from_slice(b"\"},\"appname\":");
+    json_opt(out, ev.app_name());
+    out.extend_from_slice(b",\"procid\":");
+    json_opt(out, ev.procid());
+    out.extend_from_slice(b",\"msgid\":");
+    json_opt(out, ev.msgid());
+    out.extend_from_slice(b",\"structured_data\":");
+    write_sd_json(&ev.parsed.structured_data, out);
+    out.extend_from_slice(b"}}}");
+}
+
+/// An id derived from a document: the first 128 bits of its SHA-256, in hex.
+fn document_id(doc: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, doc);
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The bulk answer, as much of it as the output reads.
+#[derive(Deserialize)]
+struct BulkAnswer {
+    errors: bool,
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// What became of the items of a batch so far, while some are being retried.
+struct Pending {
+    /// Records (from the head) the batch has.
+    len: usize,
+    /// Their digest, to know the head is still the same batch.
+    digest: Vec<u8>,
+    /// Items stored or refused for good.
+    done: Vec<bool>,
+    /// Items stored.
+    accepted: usize,
+}
+
+/// How an `elasticsearch` output sends.
+struct BulkTransport {
+    name: Arc<str>,
+    settings: ElasticsearchSettings,
+    client: HttpClient,
+    bulk_path: String,
+    pending: Option<Pending>,
+    metrics: Arc<OutputMetrics>,
+    reject_log: LogLimiter,
+}
+
+impl BulkTransport {
+    fn new(
+        name: Arc<str>,
+        settings: ElasticsearchSettings,
+        metrics: Arc<OutputMetrics>,
+    ) -> anyhow::Result<BulkTransport> {
+        let url = &settings.endpoint.url;
+        let base = url.path().trim_end_matches('/');
+        let bulk_path = match url.query() {
+            Some(q) => format!("{base}/_bulk?{q}"),
+            None => format!("{base}/_bulk"),
+        };
+        let client = HttpClient::new(
+            settings.endpoint.clone(),
+            "application/x-ndjson",
+            metrics.clone(),
+        )?;
+        Ok(BulkTransport {
+            name,
+            settings,
+            client,
+            bulk_path,
+            pending: None,
+            metrics,
+            reject_log: LogLimiter::new(Duration::from_secs(10)),
+        })
+    }
+
+    fn digest(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for r in records {
+            ctx.update(&(r.len() as u64).to_le_bytes());
+            ctx.update(r);
+        }
+        ctx.finish().as_ref().to_vec()
+    }
+
+    /// The batch being sent: the one already under way if the head is still it, else the
+    /// first `n` records.
+    fn batch(&mut self, records: &[Vec<u8>]) -> Pending {
+        if let Some(p) = self.pending.take()
+            && p.len <= records.len()
+            && Self::digest(&records[..p.len]) == p.digest
+        {
+            return p;
+        }
+        let n = self.settings.endpoint.fitting(records, 1);
+        Pending {
+            len: n,
+            digest: Self::digest(&records[..n]),
+            done: vec![false; n],
+            accepted: 0,
+        }
+    }
+
+    /// Items refused for good: counted and logged at a bounded rate.
+    fn refused(&mut self, n: usize, why: &str) {
+        metrics::add(&self.metrics.rejected, n as u64);
+        if let Some(suppressed) = self.reject_log.allow() {
+            tracing::error!(output = %self.name, items = n, reason = why, suppressed,
+                "Elasticsearch refused documents for good; they are counted in `rejected` and not sent again");
+        }
+    }
+
+    /// Applies the per-item answer to the items sent (`sent`, indices into the batch).
+    fn apply_items(&mut self, batch: &mut Pending, sent: &[usize], answer: &BulkAnswer) {
+        let mut refused = 0;
+        let mut first_reason = None;
+        for (&i, item) in sent.iter().zip(&answer.items) {
+            let Some((op, result)) = item.iter().next() else {
+                continue;
+            };
+            match result.status {
+                200..=299 => {
+                    batch.done[i] = true;
+                    batch.accepted += 1;
+                }
+                // Already there: a retried create of a document with its id.
+                409 if op == "create" => {
+                    batch.done[i] = true;
+                    batch.accepted += 1;
+                }
+                429 | 500..=599 => {}
+                status => {
+                    batch.done[i] = true;
+                    refused += 1;
+                    first_reason.get_or_insert_with(|| {
+                        let reason = result.error.as_ref().map_or(String::new(), |e| {
+                            format!(
+                                "{}: {}",
+                                e["type"].as_str().unwrap_or("?"),
+                                e["reason"].as_str().unwrap_or("?")
+                            )
+                        });
+                        format!("{status} {reason}")
+                    });
+                }
+            }
+        }
+        if refused > 0 {
+            self.refused(refused, first_reason.as_deref().unwrap_or(""));
+        }
+    }
+}
+
+impl Transport for BulkTransport {
+    /// The action line and the document, on two lines.
+    fn encode(&self, event: &Event, out: &mut Vec<u8>) {
+        let mut doc = Vec::with_capacity(512);
+        write_document(event, self.settings.ecs, &mut doc);
+        let create =
+            self.settings.hashed_ids || matches!(self.settings.target, Target::DataStream(_));
+        out.extend_from_slice(if create {
+            b"{\"create\":{\"_index\":"
+        } else {
+            b"{\"index\":{\"_index\":"
+        });
+        json_string(
+            self.settings.target.name_for(event_time(event)).as_bytes(),
+            out,
+        );
+        if self.settings.hashed_ids {
+            out.extend_from_slice(b",\"_id\":\"");
+            out.extend_from_slice(document_id(&doc).as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"}}\n");
+        out.extend_from_slice(&doc);
+    }
+
+    fn batch_records(&self) -> usize {
+        self.settings.endpoint.batch_max_events
+    }
+
+    fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
+        loop {
+            let mut batch = self.batch(records);
+            let sent: Vec<usize> = (0..batch.len).filter(|&i| !batch.done[i]).collect();
+            let mut body = Vec::new();
+            for &i in &sent {
+                body.extend_from_slice(&records[i]);
+                body.push(b'\n');
+            }
+            let answer = match self.client.send(hyper::Method::POST, &self.bulk_path, body) {
+                Ok(a) => a,
+                Err(error) => {
+                    self.pending = Some(batch);
+                    return Attempt::Failed {
+                        error,
+                        retry_after: None,
+                    };
+                }
+            };
+            match answer.status.as_u16() {
+                200..=299 => {}
+                // Halve until it fits (what was already stored may be sent again: ids make
+                // that harmless); one item that does not fit is refused.
+                413 if batch.len > 1 => {
+                    let half = batch.len / 2;
+                    self.pending = Some(Pending {
+                        len: half,
+                        digest: Self::digest(&records[..half]),
+                        done: vec![false; half],
+                        accepted: 0,
+                    });
+                    continue;
+                }
+                413 => {
+                    self.refused(1, "413 Payload Too Large");
+                    return Attempt::Done {
+                        taken: 1,
+                        accepted: batch.accepted,
+                    };
+                }
+                _ if answer.retry_later() => {
+                    self.pending = Some(batch);
+                    return Attempt::Failed {
+                        error: format!("{}: {}", answer.status, answer.excerpt()),
+                        retry_after: answer.retry_after,
+                    };
+                }
+                _ => {
+                    let why = format!("{}: {}", answer.status, answer.excerpt());
+                    self.refused(sent.len(), &why);
+                    return Attempt::Done {
+                        taken: batch.len,
+                        accepted: batch.accepted,
+                    };
+                }
+            }
+            let parsed: BulkAnswer = match serde_json::from_slice(&answer.body) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.pending = Some(batch);
+                    return Attempt::Failed {
+                        error: format!("unreadable bulk answer ({e}): {}", answer.excerpt()),
+                        retry_after: None,
+                    };
+                }
+            };
+            if parsed.items.len() != sent.len() {
+                self.pending = Some(batch);
+                return Attempt::Failed {
+                    error: format!(
+                        "the bulk answer lists {} items for {} actions",
+                        parsed.items.len(),
+                        sent.len()
+                    ),
+                    retry_after: None,
+                };
+            }
+            if parsed.errors {
+                self.apply_items(&mut batch, &sent, &parsed);
+            } else {
+                for &i in &sent {
+                    batch.done[i] = true;
+                }
+                batch.accepted += sent.len();
+            }
+            let left = batch.done.iter().filter(|d| !**d).count();
+            if left == 0 {
+                return Attempt::Done {
+                    taken: batch.len,
+                    accepted: batch.accepted,
+                };
+            }
+            self.pending = Some(batch);
+            return Attempt::Failed {
+                error: format!("{left} items answered 429 or 5xx; only those are sent again"),
+                retry_after: answer.retry_after,
+            };
+        }
+    }
+
+    fn close(&mut self) {
+        self.client.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_templates_name_the_day_in_utc() {
+        let t = Target::Index(parse_index_template("syslog-{year}.{month}.{day}").unwrap());
+        let at = DateTime::parse_from_rfc3339("2026-03-04T23:30:00-02:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(t.name_for(at), "syslog-2026.03.05");
+        assert!(parse_index_template("Syslog-{year}").is_err());
+        assert!(parse_index_template("syslog-{hour}").is_err());
+        assert!(parse_index_template("syslog-{year").is_err());
+        assert!(index_name_problem("logs-syslog-default").is_none());
+        assert!(index_name_problem("_x").is_some());
+    }
+
+    #[test]
+    fn ids_are_stable_and_differ_by_document() {
+        assert_eq!(document_id(b"{\"a\":1}"), document_id(b"{\"a\":1}"));
+        assert_ne!(document_id(b"{\"a\":1}"), document_id(b"{\"a\":2}"));
+        assert_eq!(document_id(b"x").len(), 32);
+    }
+}
