@@ -43,6 +43,9 @@ counters!(
         truncated,
         /// Empty lines or datagrams skipped.
         empty_frames,
+        /// LF-framed stream messages ended by a NUL instead of an LF (`nul_trailer`; Python's
+        /// SysLogHandler over TCP, glibc's syslog(3) over a unix stream socket).
+        nul_terminated,
         /// Connections closed for an invalid octet count.
         frame_len_invalid,
         /// Connections closed because a TLS ClientHello arrived on a plain port.

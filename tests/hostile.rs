@@ -436,24 +436,31 @@ fn hostile_b04_crlf_line_endings() {
 }
 
 #[test]
-fn hostile_b05_nul_trailer_when_configured_else_data() {
-    let d = TestDaemon::start(&json_config(&format!(
-        "max_message_size = {MAX}\nnul_trailer = true"
-    )));
-    let mut s = connect(d.addr("tcp"));
-    s.write_all(b"<13>a\0<13>b\0").unwrap();
-    drop(s);
-    assert_eq!(messages(&settle(&d)), vec!["a", "b"]);
-
+fn hostile_b05_nul_trailer_by_default_else_data() {
+    // By default a NUL ends an LF-framed message (NUL LF is one trailer); inside an
+    // octet-counted frame it is data.
     let d = daemon();
+    let mut s = connect(d.addr("tcp"));
+    s.write_all(b"<13>a\0<13>b\0\n<13>c\0<13>d\n7 <13>e\0f")
+        .unwrap();
+    drop(s);
+    assert_eq!(messages(&settle(&d)), vec!["a", "b", "c", "d", "e\0f"]);
+    let tcp = d.listener("tcp");
+    assert_eq!(count(&tcp.nul_terminated), 3);
+    assert_eq!(count(&tcp.empty_frames), 0);
+
+    let d = TestDaemon::start(&json_config(&format!(
+        "max_message_size = {MAX}\nnul_trailer = false"
+    )));
     let mut s = connect(d.addr("tcp"));
     s.write_all(b"<13>a\0b\n<13>c\0\n").unwrap();
     drop(s);
     assert_eq!(
         messages(&settle(&d)),
         vec!["a\0b", "c"],
-        "NUL is data; a NUL before LF is a trailer"
+        "with nul_trailer = false NUL is data; a NUL before LF is a trailer"
     );
+    assert_eq!(count(&d.listener("tcp").nul_terminated), 0);
 }
 
 #[test]
@@ -469,13 +476,26 @@ fn hostile_b06_space_before_next_frame() {
 fn hostile_b07_empty_lines_are_counted_not_emitted() {
     let d = daemon();
     let mut s = connect(d.addr("tcp"));
+    s.write_all(b"\n\n\n\0\0\r\n\0\0\n").unwrap();
+    drop(s);
+    assert!(settle(&d).is_empty());
+    assert_eq!(
+        count(&d.listener("tcp").empty_frames),
+        7,
+        "one per empty line (each NUL ends one, NUL LF is one trailer), not per byte"
+    );
+
+    let d = TestDaemon::start(&json_config(&format!(
+        "max_message_size = {MAX}\nnul_trailer = false"
+    )));
+    let mut s = connect(d.addr("tcp"));
     s.write_all(b"\n\n\n\0\0\0\n").unwrap();
     drop(s);
     assert!(settle(&d).is_empty());
     assert_eq!(
         count(&d.listener("tcp").empty_frames),
         4,
-        "one per empty line, not per byte"
+        "with nul_trailer = false, NUL-only lines end at LF"
     );
 }
 

@@ -17,6 +17,7 @@ mod logrotate;
 mod metrics;
 mod privileges;
 mod properties;
+mod python;
 mod relay;
 mod reload;
 mod rotation_t8;

@@ -171,6 +171,27 @@ fn s_client_with_a_permitted_name_is_served_and_tagged() {
 }
 
 #[test]
+fn nul_ends_a_message_on_tls_by_default() {
+    let pki = Pki::new();
+    pki.server();
+    let d = TestDaemon::start(&tls_config(&pki, ""));
+    let ca = pki.p("ca.pem");
+    let input = [&b"<13>one\0<13>two\0"[..], &octet("<13>three\0kept")].concat();
+    s_client(d.addr("tls"), &["-CAfile", &ca], &input);
+    let m = d.listener("tls");
+    wait_until("the connection to end", DEADLINE, || {
+        count(&m.connections) == 1 && count(&m.closed) == 1
+    });
+    wait_json(&d.path("out.json"), 3);
+    assert_eq!(
+        messages(&d.path("out.json")),
+        ["one", "two", "three\0kept"],
+        "an octet-counted frame keeps its NUL"
+    );
+    assert_eq!((count(&m.received), count(&m.nul_terminated)), (3, 2));
+}
+
+#[test]
 fn refused_clients_are_counted_and_others_still_served() {
     let pki = Pki::new();
     pki.server();

@@ -226,6 +226,37 @@ fn rate_limit_defaults_and_errors() {
 }
 
 #[test]
+fn tcp_and_tls_end_messages_at_nul_by_default_unless_nul_trailer_is_false() {
+    let base = "[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n";
+    let tls =
+        "kind = \"tls\"\naddress = \"127.0.0.1:2\"\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"";
+    let nul = |extra: &str| {
+        let c = Config::from_toml_str(
+            &format!(
+                "[listen.t]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\n{extra}\n[listen.s]\n{tls}\n{extra}\n{base}"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        c.listeners
+            .iter()
+            .map(|l| match &l.kind {
+                ListenerKind::Tcp(t) => t.connections.nul_trailer,
+                ListenerKind::Tls(t) => t.tcp.connections.nul_trailer,
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        nul(""),
+        [true, true],
+        "Python's SysLogHandler ends messages with NUL"
+    );
+    assert_eq!(nul("nul_trailer = false"), [false, false]);
+    assert_eq!(nul("nul_trailer = true"), [true, true]);
+}
+
+#[test]
 fn unix_stream_takes_connection_keys_and_ends_messages_at_nul_by_default() {
     let base = "[output.o]\nkind=\"stdout\"\n[[route]]\nto=\"o\"\n";
     let c = Config::from_toml_str(

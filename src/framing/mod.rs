@@ -6,8 +6,10 @@
 //! checked, and every call makes progress (hostile inputs A01-A16 and B01-B08, docs/TESTING.md).
 //!
 //! Framing is detected per frame (RFC 6587 §3.4): a frame that starts with a digit is octet-counted
-//! (`MSG-LEN SP SYSLOG-MSG`); anything else is a line ended by LF (or by NUL when
-//! [`FramerOptions::nul_trailer`] is set), with a trailing CR (and NUL) stripped.
+//! (`MSG-LEN SP SYSLOG-MSG`); anything else is a line ended by LF, or by NUL while
+//! [`FramerOptions::nul_trailer`] is set (the default: Python's `SysLogHandler` and glibc's
+//! syslog(3) end stream messages with a NUL and no LF), with a trailing CR stripped (and, with
+//! `nul_trailer` off, a trailing NUL). A NUL inside an octet-counted frame is always data.
 //!
 //! - An invalid MSG-LEN (leading `0`, more than 10 digits, overflow, not followed by exactly one SP)
 //!   is [`FrameError::FrameLenInvalid`]: the stream cannot be resynchronised safely, so the caller
@@ -15,8 +17,10 @@
 //! - A frame longer than `max_message_size` is delivered cut to that size (`truncated = true`) as
 //!   soon as that many bytes are there; the rest of it (the declared length, or up to the next LF)
 //!   is discarded exactly and counted in [`FramerStats::discarded_bytes`].
-//! - Empty lines and NUL/CR-only lines between frames count one [`FramerStats::empty_frames`] each;
-//!   one LF or CRLF right after an octet-counted frame is tolerated silently.
+//! - Empty lines and NUL/CR-only lines between frames count one [`FramerStats::empty_frames`] each
+//!   (with `nul_trailer`, every NUL ends a line);
+//!   one LF or CRLF right after an octet-counted frame, or right after a NUL that ended a line
+//!   (`msg NUL LF` is one frame, `NUL LF` one empty line), is tolerated silently.
 //!
 //! Known hazard (A16): an LF-framed message that starts with a digit (no PRI, e.g.
 //! `2024-01-01T00:00:00Z host app: msg`) is read as octet counting and normally fails with
@@ -37,7 +41,8 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 pub struct FramerOptions {
     /// Largest payload delivered per frame; longer frames are truncated. 0 is treated as 1.
     pub max_message_size: usize,
-    /// Also end non-transparent frames at NUL (RFC 6587 app-defined trailer, B05).
+    /// Also end non-transparent frames at NUL (RFC 6587 §3.4.2 names it as a trailer senders
+    /// use, B05). On by default; off, a NUL is data unless it comes right before the LF.
     pub nul_trailer: bool,
 }
 
@@ -45,7 +50,7 @@ impl Default for FramerOptions {
     fn default() -> Self {
         FramerOptions {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            nul_trailer: false,
+            nul_trailer: true,
         }
     }
 }
@@ -83,6 +88,9 @@ pub struct FramerStats {
     /// arrived, that the peer then closed the stream in: cut short by the peer like an
     /// `incomplete_at_eof` frame, but known only once the stream ends.
     pub oversize_cut_at_eof: u64,
+    /// Non-transparent frames whose trailer was a NUL rather than an LF (`nul_trailer`),
+    /// truncated ones included.
+    pub nul_terminated: u64,
 }
 
 /// A framing error after which the connection must be closed.
@@ -147,8 +155,9 @@ pub struct Framer {
     nul_trailer: bool,
     state: State,
     blank: Blank,
-    /// The last frame was octet-counted: one LF or CRLF after it is not an empty frame (A15).
-    after_octet: bool,
+    /// The last frame was octet-counted (A15), or a NUL ended the last (empty or not) line: one
+    /// LF or CRLF after it is not an empty frame.
+    lf_tolerated: bool,
     tls_checked: bool,
     /// `buf` holds the undecided start of a frame (partial header, TLS prefix, SP run).
     start_pending: bool,
@@ -164,7 +173,7 @@ impl Framer {
             nul_trailer: opts.nul_trailer,
             state: State::Idle,
             blank: Blank::None,
-            after_octet: false,
+            lf_tolerated: false,
             tls_checked: false,
             start_pending: false,
             failed: None,
@@ -241,7 +250,7 @@ impl Framer {
                     let left = remaining.saturating_sub(n);
                     if left == 0 {
                         self.state = State::Idle;
-                        self.after_octet = true;
+                        self.lf_tolerated = true;
                         Step::Continue
                     } else {
                         self.state = State::DiscardOctets { remaining: left };
@@ -250,6 +259,9 @@ impl Framer {
                 }
                 State::DiscardLine => match self.find_trailer(buf) {
                     Some(i) => {
+                        if buf.get(i) == Some(&0) {
+                            self.ended_by_nul();
+                        }
                         buf.advance(i.saturating_add(1));
                         self.add_discarded(i);
                         self.state = State::Idle;
@@ -323,6 +335,8 @@ impl Framer {
                 0 if self.nul_trailer => {
                     self.blank = Blank::Other;
                     self.end_blank_line();
+                    // NUL LF (or NUL CR LF) is one trailer.
+                    self.lf_tolerated = true;
                 }
                 b'\r' if self.blank == Blank::None => self.blank = Blank::Cr,
                 b'\r' | 0 => self.blank = Blank::Other,
@@ -335,11 +349,11 @@ impl Framer {
 
     /// A trailer ended an empty line: count it unless it is the LF/CRLF after an octet frame.
     fn end_blank_line(&mut self) {
-        if !(self.after_octet && self.blank != Blank::Other) {
+        if !(self.lf_tolerated && self.blank != Blank::Other) {
             self.add_empty();
         }
         self.blank = Blank::None;
-        self.after_octet = false;
+        self.lf_tolerated = false;
     }
 
     /// A frame start (or EOF) ended a run of skipped CR/NUL bytes without LF: one empty frame.
@@ -348,7 +362,7 @@ impl Framer {
             self.add_empty();
         }
         self.blank = Blank::None;
-        self.after_octet = false;
+        self.lf_tolerated = false;
     }
 
     fn octet_body(&mut self, buf: &mut BytesMut, len: usize, eof: bool) -> Step {
@@ -361,7 +375,7 @@ impl Framer {
                     remaining: len.saturating_sub(want),
                 }
             } else {
-                self.after_octet = true;
+                self.lf_tolerated = true;
                 State::Idle
             };
             return self.emit(data, truncated, Framing::OctetCounting, false);
@@ -402,6 +416,10 @@ impl Framer {
             return self.truncate_line(buf);
         }
         self.state = State::Idle;
+        if buf.get(end) == Some(&0) {
+            // `keep` > 0: a line starts with a byte that is not blank.
+            self.ended_by_nul();
+        }
         let data = buf.split_to(end.saturating_add(1)).freeze().slice(..keep);
         self.emit(data, false, Framing::NonTransparent, false)
     }
@@ -450,6 +468,12 @@ impl Framer {
             b"\0" | b"\0\r" => !self.nul_trailer,
             _ => false,
         }
+    }
+
+    /// A line (delivered whole, or the rest of a truncated one) ended at a NUL.
+    fn ended_by_nul(&mut self) {
+        self.stats.nul_terminated = self.stats.nul_terminated.saturating_add(1);
+        self.lf_tolerated = true;
     }
 
     fn add_empty(&mut self) {

@@ -9,7 +9,16 @@ struct Run {
     stats: FramerStats,
 }
 
+/// The default options (NUL ends a line) with `max`.
 fn opts(max: usize) -> FramerOptions {
+    FramerOptions {
+        max_message_size: max,
+        ..FramerOptions::default()
+    }
+}
+
+/// `nul_trailer = false`: only LF ends a line.
+fn lf_only(max: usize) -> FramerOptions {
     FramerOptions {
         max_message_size: max,
         nul_trailer: false,
@@ -439,16 +448,31 @@ fn hostile_b04_crlf() {
 
 #[test]
 fn hostile_b05_nul_trailer() {
-    let nul = FramerOptions {
-        max_message_size: 64,
-        nul_trailer: true,
-    };
-    let r = feed_all_ways(nul, b"<13>a\0<13>b\0", true);
-    assert_eq!(datas(&r), vec![b"<13>a", b"<13>b"]);
-    let r = feed_all_ways(opts(64), b"<13>a\0<13>b\0", true);
+    assert!(FramerOptions::default().nul_trailer, "on by default");
+    // Python's SysLogHandler over TCP: NUL and no LF.
+    let r = feed_all_ways(opts(64), b"<13>a\0<13>b\0<13>c", true);
+    assert_eq!(datas(&r), vec![b"<13>a", b"<13>b", b"<13>c"]);
+    assert_eq!((r.stats.nul_terminated, r.stats.empty_frames), (2, 0));
+    // NUL LF and NUL CR LF are one trailer; CR NUL loses its CR like CR LF.
+    let r = feed_all_ways(opts(64), b"<13>a\0\n<13>b\0\r\n<13>c\r\0\n<13>d\n", true);
+    assert_eq!(datas(&r), vec![b"<13>a", b"<13>b", b"<13>c", b"<13>d"]);
+    assert_eq!((r.stats.nul_terminated, r.stats.empty_frames), (3, 0));
+    // A NUL inside an octet-counted frame is data.
+    let r = feed_all_ways(opts(64), b"12 <13>a\0<13>b\n\0", true);
+    assert_eq!(datas(&r), vec![&b"<13>a\0<13>b\n"[..]]);
+    assert_eq!(r.frames[0].framing, Framing::OctetCounting);
+    assert_eq!((r.stats.nul_terminated, r.stats.empty_frames), (0, 1));
+    // A truncated line ended by NUL counts too, and the rest is discarded up to the NUL.
+    let r = feed_all_ways(opts(8), b"<13>abcdefgh\0<13>b\0", true);
+    assert_eq!(datas(&r), vec![&b"<13>abcd"[..], b"<13>b"]);
+    assert_eq!((r.stats.nul_terminated, r.stats.discarded_bytes), (2, 4));
+
+    // nul_trailer = false: NUL is data, and a NUL right before the LF is dropped.
+    let r = feed_all_ways(lf_only(64), b"<13>a\0<13>b\0", true);
     assert_eq!(datas(&r), vec![b"<13>a\0<13>b"]);
-    let r = feed_all_ways(opts(64), b"<13>hi\0\n<13>hi\r\n", true);
+    let r = feed_all_ways(lf_only(64), b"<13>hi\0\n<13>hi\r\n", true);
     assert_eq!(datas(&r), vec![b"<13>hi", b"<13>hi"]);
+    assert_eq!((r.stats.nul_terminated, r.stats.empty_frames), (0, 0));
 }
 
 #[test]
@@ -464,20 +488,26 @@ fn hostile_b06_space_before_frame() {
 
 #[test]
 fn hostile_b07_empty_lines_and_nul_only() {
-    for (input, n) in [
-        (&b"\n\n\n"[..], 3),
-        (b"\0\0\0\n", 1),
-        (b"\r\n\r\n", 2),
-        (b"\0\0", 1),
+    // (input, empty frames by default where every NUL ends a line, with nul_trailer = false)
+    for (input, n, lf_n) in [
+        (&b"\n\n\n"[..], 3, 3),
+        (b"\0\0\0\n", 3, 1),
+        (b"\r\n\r\n", 2, 2),
+        (b"\0\0", 2, 1),
+        (b"\0\r\n\r\n", 2, 2),
     ] {
         let r = feed_all_ways(opts(64), input, true);
         assert_eq!((r.frames.len(), r.stats.empty_frames), (0, n));
+        let r = feed_all_ways(lf_only(64), input, true);
+        assert_eq!((r.frames.len(), r.stats.empty_frames), (0, lf_n));
     }
-    let r = feed_all_ways(opts(64), b"<13>a\n\n\0\0\0\n<13>b\n", true);
-    assert_eq!(
-        (datas(&r), r.stats.empty_frames),
-        (vec![&b"<13>a"[..], b"<13>b"], 2)
-    );
+    for (o, n) in [(opts(64), 4), (lf_only(64), 2)] {
+        let r = feed_all_ways(o, b"<13>a\n\n\0\0\0\n<13>b\n", true);
+        assert_eq!(
+            (datas(&r), r.stats.empty_frames),
+            (vec![&b"<13>a"[..], b"<13>b"], n)
+        );
+    }
 }
 
 #[test]
@@ -555,8 +585,15 @@ fn hostile_c06_partial_frame_at_eof() {
 #[test]
 fn hostile_g03_embedded_nul_is_data() {
     let line = b"<167>Mar  6 16:57:54 172.20.245.8 test: msgnum:0 \0 test message";
-    let r = feed_all_ways(opts(1024), &[&line[..], b"\n"].concat(), true);
+    // In an octet-counted frame always, in an LF-framed one with nul_trailer = false.
+    let counted = [format!("{} ", line.len()).as_bytes(), &line[..]].concat();
+    let r = feed_all_ways(opts(1024), &counted, true);
     assert_eq!(datas(&r), vec![&line[..]]);
+    let r = feed_all_ways(lf_only(1024), &[&line[..], b"\n"].concat(), true);
+    assert_eq!(datas(&r), vec![&line[..]]);
+    // By default the NUL ends the line.
+    let r = feed_all_ways(opts(1024), &[&line[..], b"\n"].concat(), true);
+    assert_eq!(datas(&r), vec![&line[..49], &line[50..]]);
 }
 
 fn byte() -> impl Strategy<Value = u8> {
@@ -649,6 +686,10 @@ fn model(items: &[Item], max: usize, nul: bool) -> Model {
                     frames.push((content[..max].to_vec(), true));
                     stats.discarded_bytes += (content.len() - max) as u64;
                 }
+                // An LF right after a NUL trailer belongs to it.
+                tolerant = nul && *nul_end;
+                stats.nul_terminated += u64::from(tolerant);
+                continue;
             }
             Item::Blank(n) => {
                 out.extend(std::iter::repeat_n(b'\n', *n));

@@ -300,7 +300,10 @@ pub struct ConnectionSettings {
     pub idle_timeout: Option<Duration>,
     /// A frame that is not complete this long after it started closes the connection.
     pub frame_timeout: Option<Duration>,
-    /// Also end LF-framed messages at NUL (hostile input B05; glibc's stream syslog).
+    /// Also end LF-framed messages at NUL (hostile input B05); on unless `nul_trailer = false`.
+    /// Python's `SysLogHandler` over TCP and glibc's syslog(3) over a stream socket end each
+    /// message with a NUL and no LF, and a NUL has no place in a text line. Octet-counted
+    /// frames are not affected.
     pub nul_trailer: bool,
 }
 
@@ -315,11 +318,10 @@ struct ConnectionRaw {
 impl Part for ConnectionRaw {}
 
 impl ConnectionSettings {
-    /// Reads the connection keys; `nul_by_default` is the kind's `nul_trailer` default.
+    /// Reads the connection keys.
     pub(super) fn decode(
         entry: &mut Entry<'_, '_>,
         errs: &mut Errors<'_>,
-        nul_by_default: bool,
     ) -> Option<ConnectionSettings> {
         let raw = entry.part::<ConnectionRaw>(errs)?;
         let before = errs.count();
@@ -337,10 +339,7 @@ impl ConnectionSettings {
             max_connections,
             idle_timeout: enabled(idle, DEFAULT_IDLE_TIMEOUT),
             frame_timeout: enabled(frame, DEFAULT_FRAME_TIMEOUT),
-            nul_trailer: raw
-                .nul_trailer
-                .as_ref()
-                .map_or(nul_by_default, |v| *v.get_ref()),
+            nul_trailer: raw.nul_trailer.as_ref().is_none_or(|v| *v.get_ref()),
         })
     }
 }

@@ -505,6 +505,10 @@ impl<S: AsyncRead + Unpin> Connection<S> {
             &self.metrics.empty_frames,
             stats.empty_frames - reported.empty_frames,
         );
+        metrics::add(
+            &self.metrics.nul_terminated,
+            stats.nul_terminated - reported.nul_terminated,
+        );
         // An oversize frame cut by the peer was dispatched before the cut was known.
         metrics::add(
             &self.metrics.truncated_at_eof,

@@ -26,7 +26,7 @@ impl ListenerKindSpec for TcpSettings {
 
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<TcpSettings> {
         let network = Network::decode(entry, errs);
-        let connections = ConnectionSettings::decode(entry, errs, false);
+        let connections = ConnectionSettings::decode(entry, errs);
         Some(TcpSettings {
             network: network?,
             connections: connections?,

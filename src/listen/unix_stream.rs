@@ -27,7 +27,7 @@ impl ListenerKindSpec for UnixStreamSettings {
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<UnixStreamSettings> {
         let socket = SocketFile::decode(entry, errs);
         // glibc's syslog(3) over a stream socket ends each message with a NUL.
-        let connections = ConnectionSettings::decode(entry, errs, true);
+        let connections = ConnectionSettings::decode(entry, errs);
         Some(UnixStreamSettings {
             socket: socket?,
             connections: connections?,
