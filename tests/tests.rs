@@ -3,6 +3,8 @@
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
 mod cli;
+mod elasticsearch_output;
+mod es_server_selftest;
 mod fail2ban;
 mod files;
 mod fuzz_corpus;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod es_server;
 pub mod http_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
