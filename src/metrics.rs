@@ -125,6 +125,9 @@ counters!(
         /// Events the receiver refused for good (an HTTP 4xx other than 408, 413 and 429):
         /// counted, logged, and not retried, so they never block the events after them.
         rejected,
+        /// Labels a `loki` output moved to structured metadata because its label sets reached
+        /// `max_streams`.
+        labels_demoted,
         /// Bytes of a disk queue's torn or corrupt tail moved aside at start.
         quarantined_bytes,
         /// Failed I/O operations (open, write, fsync, rotate, queue append), each attempt

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::format::Format;
 use super::queue::{QueueConfig, QueueKind};
-use super::{ReopenFiles, RunningOutput, elasticsearch, file, forward, http, stdout};
+use super::{ReopenFiles, RunningOutput, elasticsearch, file, forward, http, loki, stdout};
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
 
@@ -212,6 +212,8 @@ output_kinds! {
     Http(http::HttpSettings),
     /// Elasticsearch or OpenSearch, through the bulk API.
     Elasticsearch(elasticsearch::ElasticsearchSettings),
+    /// Grafana Loki, through the push API.
+    Loki(loki::LokiSettings),
 }
 
 #[derive(Deserialize, Default)]

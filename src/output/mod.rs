@@ -18,6 +18,7 @@ pub mod forward;
 pub mod http;
 pub mod http_client;
 mod kind;
+pub mod loki;
 pub mod queue;
 pub mod stdout;
 
