@@ -125,6 +125,8 @@ counters!(
         /// Events the receiver refused for good (an HTTP 4xx other than 408, 413 and 429):
         /// counted, logged, and not retried, so they never block the events after them.
         rejected,
+        /// Refused events handed to the output's `dead_letter` output.
+        dead_lettered,
         /// Labels a `loki` output moved to structured metadata because its label sets reached
         /// `max_streams`.
         labels_demoted,

@@ -492,3 +492,62 @@ fn check_config_names_the_bad_key() {
         assert!(line.contains(choice), "{line}");
     }
 }
+
+#[test]
+fn refused_events_go_to_the_dead_letter_output_with_the_reason() {
+    let server = HttpServer::start(|_, n| {
+        if n == 0 {
+            Reply::json(400, ES_400)
+        } else {
+            Reply::ok()
+        }
+    });
+    let toml = ConfigBuilder::new()
+        .tcp("tcp", "")
+        .output(
+            "siem",
+            "http",
+            &format!(
+                "url = \"{}\"\nbatch = {{ max_events = 5 }}\ndead_letter = \"refused\"",
+                server.url("/ingest")
+            ),
+        )
+        .output(
+            "refused",
+            "file",
+            "path = \"{dir}/refused.log\"\nformat = \"rfc5424\"",
+        )
+        .route_to(&["siem"])
+        .build();
+    let d = TestDaemon::start(&toml);
+    send(&d, 20);
+    wait_until("every event written or rejected", DELIVERY, || {
+        counter(&d, "written") + counter(&d, "rejected") >= 20
+    });
+    assert_eq!(counter(&d, "rejected"), 5);
+    assert_eq!(counter(&d, "dead_lettered"), 5);
+    let lines = wait_lines(&d.dir.path().join("refused.log"), 5);
+    // Each refused event, as it was sent, with the output and the server's answer.
+    let refused: Vec<usize> = ndjson(&server.requests()[0].body)
+        .iter()
+        .map(msgnum)
+        .collect();
+    for (line, want) in lines.iter().zip(&refused) {
+        assert!(line.contains("sluice - DEADLETTER"), "{line}");
+        assert!(line.contains("output=\"siem\""), "{line}");
+        assert!(line.contains("reason=\"400 Bad Request"), "{line}");
+        assert!(line.contains(&format!("msgnum:{want:08}")), "{line}");
+    }
+}
+
+#[test]
+fn dead_letter_must_name_another_output_without_its_own() {
+    for (keys, want) in [
+        ("dead_letter = \"nosuch\"", "no output named \"nosuch\""),
+        ("dead_letter = \"siem\"", "cannot be the output itself"),
+    ] {
+        let (code, err) = config_error("http://127.0.0.1:9/x", keys, "output.siem.dead_letter");
+        assert_eq!(code, Some(78), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}

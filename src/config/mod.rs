@@ -190,6 +190,7 @@ fn read<'a>(text: &'a str, file: &'a str) -> Loaded<'a> {
         .map(|(i, (name, _))| (name.clone(), i))
         .collect();
     let outputs = read_outputs(&mut errs, &sections.output);
+    check_dead_letters(&mut errs, &outputs, &output_index, &root);
     let listener_names: Vec<&str> = listeners.iter().map(|l| &*l.name).collect();
     let routes: Vec<Rule> = (sections.routes.into_iter())
         .filter_map(|(i, span, raw)| {
@@ -503,6 +504,45 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A `dead_letter` names another declared output, one without a dead-letter output of its own
+/// (a refusal goes one hop, never in circles).
+fn check_dead_letters(
+    errs: &mut Errors<'_>,
+    outputs: &[OutputConfig],
+    declared: &HashMap<String, usize>,
+    root: &Spanned<DeTable<'_>>,
+) {
+    for o in outputs {
+        let Some(target) = o.kind.dead_letter() else {
+            continue;
+        };
+        let why = if target == &*o.name {
+            Some("cannot be the output itself".to_string())
+        } else if !declared.contains_key(target) {
+            let mut known: Vec<&str> = declared.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            Some(format!(
+                "no output named {target:?} (defined: {})",
+                known.join(", ")
+            ))
+        } else if outputs
+            .iter()
+            .any(|t| &*t.name == target && t.kind.dead_letter().is_some())
+        {
+            Some(format!(
+                "output {target:?} has a dead_letter of its own: refusals go one hop only"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let key = format!("output.{}.dead_letter", o.name);
+            let span = locate(root, &key).unwrap_or(0..0);
+            errs.at(span, key, why);
+        }
+    }
 }
 
 /// Two listeners on one endpoint cannot both run: the later one (by name) is reported, at the

@@ -154,6 +154,30 @@ struct Daemon {
     stopping: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// The outputs in the order they start: dead-letter outputs before those that hand them
+/// events (the config allows no chains).
+fn start_order(outputs: &[OutputConfig]) -> Vec<OutputConfig> {
+    let (plain, using): (Vec<_>, Vec<_>) = outputs
+        .iter()
+        .cloned()
+        .partition(|o| o.kind.dead_letter().is_none());
+    plain.into_iter().chain(using).collect()
+}
+
+/// `started` (in start order) back in `config`'s order, which the routes' indices use.
+fn config_order(
+    config: &[OutputConfig],
+    mut started: Vec<(OutputConfig, OutputHandle)>,
+) -> Vec<(OutputConfig, OutputHandle)> {
+    let mut ordered = Vec::with_capacity(started.len());
+    for o in config {
+        if let Some(i) = started.iter().position(|(c, _)| c.name == o.name) {
+            ordered.push(started.swap_remove(i));
+        }
+    }
+    ordered
+}
+
 /// Whether two versions of an output write to the same place: files, or a disk queue directory.
 fn shares_resource(old: &OutputConfig, new: &OutputConfig, state_dir: &std::path::Path) -> bool {
     let held = old.resources(state_dir);
@@ -191,10 +215,13 @@ impl Daemon {
     /// Starts every output, then every listener on its bound socket.
     fn start(&mut self, listeners: Vec<BoundListener>) -> anyhow::Result<()> {
         let mut outputs = Vec::new();
-        for o in self.config.outputs.clone() {
-            let handle = self.start_output(&o).map_err(|e| anyhow::anyhow!(e))?;
+        for o in start_order(&self.config.outputs.clone()) {
+            let handle = self
+                .start_output(&o, &outputs)
+                .map_err(|e| anyhow::anyhow!(e))?;
             outputs.push((o, handle));
         }
+        let outputs = config_order(&self.config.outputs, outputs);
         self.install(outputs);
         for l in listeners {
             self.spawn_listener(l)?;
@@ -226,7 +253,20 @@ impl Daemon {
         let _ = req.done.send(result);
     }
 
-    fn start_output(&mut self, o: &OutputConfig) -> Result<OutputHandle, String> {
+    /// Starts `o`; its dead-letter output, if it has one, is among `started`.
+    fn start_output(
+        &mut self,
+        o: &OutputConfig,
+        started: &[(OutputConfig, OutputHandle)],
+    ) -> Result<OutputHandle, String> {
+        let dead_letter = o.kind.dead_letter().and_then(|target| {
+            let (_, handle) = started.iter().find(|(c, _)| &*c.name == target)?;
+            Some(crate::output::delivery::DeadLetter {
+                output: o.name.clone(),
+                handle: handle.clone(),
+                metrics: self.metrics.output(&o.name),
+            })
+        });
         // A changed output that keeps its name and kind owns the same files or disk queue
         // directory as the one it replaces: it takes over once that one has finished.
         let predecessor = self
@@ -246,6 +286,7 @@ impl Daemon {
                 state_dir: &self.config.daemon.state_dir,
                 reopen: self.hangup.files.clone(),
                 predecessor,
+                dead_letter,
             })
             .map_err(|e| format!("starting output {}: {e:#}", o.name))?;
         self.threads.push((o.name.clone(), started.thread));

@@ -119,18 +119,29 @@ impl Daemon {
         // Outputs: unchanged ones keep their queue and files; changed and new ones start now.
         // On error, dropping `outputs` and `fresh` closes the queues just started (their
         // threads end) and the sockets just bound.
-        let mut outputs = Vec::new();
-        let mut started = 0;
-        for o in &new.outputs {
-            match self.outputs.iter().find(|(old, _)| old == o) {
-                Some((_, h)) => outputs.push((o.clone(), h.clone())),
-                None => {
-                    let h = self.start_output(o).map_err(ReloadError::Refused)?;
-                    started += 1;
-                    outputs.push((o.clone(), h));
+        // An output whose dead-letter output starts anew starts anew too, so that it hands its
+        // refusals to the new one (dead-letter outputs start first).
+        let mut outputs: Vec<(crate::output::OutputConfig, crate::output::OutputHandle)> =
+            Vec::new();
+        let mut restarted: Vec<Arc<str>> = Vec::new();
+        for o in super::start_order(&new.outputs) {
+            let target_restarted = o
+                .kind
+                .dead_letter()
+                .is_some_and(|t| restarted.iter().any(|r| &**r == t));
+            match self.outputs.iter().find(|(old, _)| *old == o) {
+                Some((_, h)) if !target_restarted => outputs.push((o, h.clone())),
+                _ => {
+                    let h = self
+                        .start_output(&o, &outputs)
+                        .map_err(ReloadError::Refused)?;
+                    restarted.push(o.name.clone());
+                    outputs.push((o, h));
                 }
             }
         }
+        let started = restarted.len();
+        let outputs = super::config_order(&new.outputs, outputs);
         let old = std::mem::replace(&mut self.config, new);
         self.install(outputs);
         // Stop listeners that are gone or changed: they accept no more, and their open

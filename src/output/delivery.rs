@@ -465,3 +465,73 @@ impl<T: Transport> Worker<T> {
         self.transport.close();
     }
 }
+
+/// Where an output hands the events a receiver refused for good (`dead_letter = "NAME"`):
+/// another output, typically a file. Each refused record becomes an event of its own, an
+/// RFC 5424 message from `sluice` with the output's name and the receiver's reason in
+/// structured data and the record (as it was sent) as its message. Handing over never waits:
+/// what the dead-letter output has no room for is counted there as dropped.
+#[derive(Clone)]
+pub struct DeadLetter {
+    /// The refusing output's name.
+    pub output: Arc<str>,
+    /// The dead-letter output's queue.
+    pub handle: OutputHandle,
+    /// The refusing output's counters (`dead_lettered`).
+    pub metrics: Arc<OutputMetrics>,
+}
+
+impl DeadLetter {
+    /// Hands over `records` refused for `reason`.
+    pub fn send(&self, records: &[&[u8]], reason: &str) {
+        let now = chrono::Utc::now();
+        let listener: Arc<str> = Arc::from("dead_letter");
+        let opts = crate::parse::ParseOptions::new(now, crate::parse::Zone::Local);
+        let host = crate::output::format::local_hostname();
+        let batch: Batch = records
+            .iter()
+            .map(|r| {
+                let mut raw = format!(
+                    "<11>1 {} {host} sluice - DEADLETTER [sluice@32473 output=\"{}\" reason=\"{}\"] ",
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    sd_escape(&self.output),
+                    sd_escape(reason),
+                )
+                .into_bytes();
+                raw.extend_from_slice(r);
+                let raw = bytes::Bytes::from(raw);
+                let parsed = crate::parse::parse(&raw, &opts);
+                Arc::new(Event {
+                    raw,
+                    received_at: now,
+                    source: None,
+                    listener: listener.clone(),
+                    tls_peer: None,
+                    truncated: false,
+                    parsed,
+                })
+            })
+            .collect();
+        let n = batch.len() as u64;
+        self.handle.try_send(batch);
+        metrics::add(&self.metrics.dead_lettered, n);
+    }
+}
+
+/// A structured-data parameter value: `"`, `\` and `]` escaped (RFC 5424 §6.3.3), and cut so
+/// a long reason stays readable.
+fn sd_escape(s: &str) -> String {
+    const MAX_REASON_CHARS: usize = 400;
+    let mut out = String::with_capacity(s.len().min(MAX_REASON_CHARS) + 8);
+    for c in s.chars().take(MAX_REASON_CHARS) {
+        match c {
+            '"' | '\\' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}

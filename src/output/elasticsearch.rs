@@ -25,7 +25,7 @@ use super::http_client::{HttpClient, HttpEndpoint};
 use crate::decode::{Entry, Errors, Part, choice};
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::delivery::{Attempt, Transport};
+use crate::output::delivery::{Attempt, DeadLetter, Transport};
 use crate::output::format::{Format, json_opt, json_string, write_sd_json, write_utc_micros};
 use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart, RunningOutput};
 
@@ -114,6 +114,10 @@ impl OutputKindSpec for ElasticsearchSettings {
         }
     }
 
+    fn dead_letter(&self) -> Option<&str> {
+        self.endpoint.dead_letter.as_deref()
+    }
+
     fn descriptors(&self) -> OutputDescriptors {
         OutputDescriptors {
             files: 0,
@@ -132,10 +136,10 @@ impl OutputKindSpec for ElasticsearchSettings {
 
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
         let (name, settings) = (output.name.clone(), self.clone());
-        let metrics = ctx.metrics.clone();
+        let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
         crate::output::delivery::start(
             output,
-            move || BulkTransport::new(name, settings, metrics),
+            move || BulkTransport::new(name, settings, metrics, dead_letter),
             ctx.metrics,
             ctx.give_up,
             ctx.state_dir,
@@ -342,6 +346,7 @@ struct BulkTransport {
     bulk_path: String,
     pending: Option<Pending>,
     metrics: Arc<OutputMetrics>,
+    dead_letter: Option<DeadLetter>,
     reject_log: LogLimiter,
 }
 
@@ -350,6 +355,7 @@ impl BulkTransport {
         name: Arc<str>,
         settings: ElasticsearchSettings,
         metrics: Arc<OutputMetrics>,
+        dead_letter: Option<DeadLetter>,
     ) -> anyhow::Result<BulkTransport> {
         let url = &settings.endpoint.url;
         let base = url.path().trim_end_matches('/');
@@ -369,6 +375,7 @@ impl BulkTransport {
             bulk_path,
             pending: None,
             metrics,
+            dead_letter,
             reject_log: LogLimiter::new(Duration::from_secs(10)),
         })
     }
@@ -400,9 +407,14 @@ impl BulkTransport {
         }
     }
 
-    /// Items refused for good: counted and logged at a bounded rate.
-    fn refused(&mut self, n: usize, why: &str) {
+    /// Items (`refused`, their records) refused for good: counted, logged at a bounded rate,
+    /// handed to the dead-letter output.
+    fn refused(&mut self, refused: &[&[u8]], why: &str) {
+        let n = refused.len();
         metrics::add(&self.metrics.rejected, n as u64);
+        if let Some(d) = &self.dead_letter {
+            d.send(refused, why);
+        }
         if let Some(suppressed) = self.reject_log.allow() {
             tracing::error!(output = %self.name, items = n, reason = why, suppressed,
                 "Elasticsearch refused documents for good; they are counted in `rejected` and not sent again");
@@ -410,8 +422,14 @@ impl BulkTransport {
     }
 
     /// Applies the per-item answer to the items sent (`sent`, indices into the batch).
-    fn apply_items(&mut self, batch: &mut Pending, sent: &[usize], answer: &BulkAnswer) {
-        let mut refused = 0;
+    fn apply_items(
+        &mut self,
+        records: &[Vec<u8>],
+        batch: &mut Pending,
+        sent: &[usize],
+        answer: &BulkAnswer,
+    ) {
+        let mut refused: Vec<&[u8]> = Vec::new();
         let mut first_reason = None;
         for (&i, item) in sent.iter().zip(&answer.items) {
             let Some((op, result)) = item.iter().next() else {
@@ -430,7 +448,7 @@ impl BulkTransport {
                 429 | 500..=599 => {}
                 status => {
                     batch.done[i] = true;
-                    refused += 1;
+                    refused.push(&records[i]);
                     first_reason.get_or_insert_with(|| {
                         let reason = result.error.as_ref().map_or(String::new(), |e| {
                             format!(
@@ -444,8 +462,8 @@ impl BulkTransport {
                 }
             }
         }
-        if refused > 0 {
-            self.refused(refused, first_reason.as_deref().unwrap_or(""));
+        if !refused.is_empty() {
+            self.refused(&refused, first_reason.as_deref().unwrap_or(""));
         }
     }
 }
@@ -513,7 +531,7 @@ impl Transport for BulkTransport {
                     continue;
                 }
                 413 => {
-                    self.refused(1, "413 Payload Too Large");
+                    self.refused(&[&records[0]], "413 Payload Too Large");
                     return Attempt::Done {
                         taken: 1,
                         accepted: batch.accepted,
@@ -528,7 +546,8 @@ impl Transport for BulkTransport {
                 }
                 _ => {
                     let why = format!("{}: {}", answer.status, answer.excerpt());
-                    self.refused(sent.len(), &why);
+                    let refused: Vec<&[u8]> = sent.iter().map(|&i| records[i].as_slice()).collect();
+                    self.refused(&refused, &why);
                     return Attempt::Done {
                         taken: batch.len,
                         accepted: batch.accepted,
@@ -557,7 +576,7 @@ impl Transport for BulkTransport {
                 };
             }
             if parsed.errors {
-                self.apply_items(&mut batch, &sent, &parsed);
+                self.apply_items(records, &mut batch, &sent, &parsed);
             } else {
                 for &i in &sent {
                     batch.done[i] = true;

@@ -22,7 +22,7 @@ use super::http_client::{HttpClient, HttpEndpoint};
 use crate::decode::{Entry, Errors, Part, choice};
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::delivery::{Attempt, Transport};
+use crate::output::delivery::{Attempt, DeadLetter, Transport};
 use crate::output::format::Format;
 use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart, RunningOutput};
 
@@ -108,6 +108,10 @@ impl OutputKindSpec for HttpSettings {
         }
     }
 
+    fn dead_letter(&self) -> Option<&str> {
+        self.endpoint.dead_letter.as_deref()
+    }
+
     fn descriptors(&self) -> OutputDescriptors {
         OutputDescriptors {
             files: 0,
@@ -126,10 +130,10 @@ impl OutputKindSpec for HttpSettings {
 
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
         let (name, settings, format) = (output.name.clone(), self.clone(), output.format);
-        let metrics = ctx.metrics.clone();
+        let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
         crate::output::delivery::start(
             output,
-            move || HttpTransport::new(name, settings, format, metrics),
+            move || HttpTransport::new(name, settings, format, metrics, dead_letter),
             ctx.metrics,
             ctx.give_up,
             ctx.state_dir,
@@ -145,6 +149,7 @@ struct HttpTransport {
     format: Format,
     client: HttpClient,
     metrics: Arc<OutputMetrics>,
+    dead_letter: Option<DeadLetter>,
     reject_log: LogLimiter,
 }
 
@@ -154,6 +159,7 @@ impl HttpTransport {
         settings: HttpSettings,
         format: Format,
         metrics: Arc<OutputMetrics>,
+        dead_letter: Option<DeadLetter>,
     ) -> anyhow::Result<HttpTransport> {
         let content_type = match settings.encoding {
             Encoding::Ndjson => "application/x-ndjson",
@@ -167,6 +173,7 @@ impl HttpTransport {
             format,
             client,
             metrics,
+            dead_letter,
             reject_log: LogLimiter::new(Duration::from_secs(10)),
         })
     }
@@ -195,9 +202,15 @@ impl HttpTransport {
         body
     }
 
-    /// `n` events refused for good: counted, logged at a bounded rate, done with.
-    fn refused(&mut self, n: usize, why: &str) -> Attempt {
+    /// `records` refused for good: counted, logged at a bounded rate, handed to the
+    /// dead-letter output, done with.
+    fn refused(&mut self, records: &[Vec<u8>], why: &str) -> Attempt {
+        let n = records.len();
         metrics::add(&self.metrics.rejected, n as u64);
+        if let Some(d) = &self.dead_letter {
+            let refused: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            d.send(&refused, why);
+        }
         if let Some(suppressed) = self.reject_log.allow() {
             tracing::error!(output = %self.name, events = n, answer = why, suppressed,
                 "the server refused events for good; they are counted in `rejected` and not sent again");
@@ -249,7 +262,7 @@ impl Transport for HttpTransport {
                 }
                 // Halve until it fits; one event that does not is refused.
                 413 if n > 1 => n /= 2,
-                413 => return self.refused(1, "413 Payload Too Large"),
+                413 => return self.refused(&records[..1], "413 Payload Too Large"),
                 _ if answer.retry_later() => {
                     return Attempt::Failed {
                         error: format!("{}: {}", answer.status, answer.excerpt()),
@@ -258,7 +271,7 @@ impl Transport for HttpTransport {
                 }
                 _ => {
                     let why = format!("{}: {}", answer.status, answer.excerpt());
-                    return self.refused(n, &why);
+                    return self.refused(&records[..n], &why);
                 }
             }
         }

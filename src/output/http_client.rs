@@ -49,6 +49,8 @@ pub struct HttpEndpoint {
     pub batch_max_bytes: u64,
     /// Connect, send and answer must fit in this.
     pub timeout: Duration,
+    /// The output that events refused for good are handed to, with the reason.
+    pub dead_letter: Option<String>,
 }
 
 /// Credentials, each from a file (so the config holds no secret).
@@ -81,6 +83,7 @@ struct EndpointRaw {
     auth: Option<AuthRaw>,
     batch: Option<BatchRaw>,
     timeout: Option<Spanned<NumOrStr>>,
+    dead_letter: Option<Spanned<String>>,
 }
 
 impl Part for EndpointRaw {
@@ -152,6 +155,7 @@ impl HttpEndpoint {
             batch_max_events,
             batch_max_bytes,
             timeout,
+            dead_letter: raw.dead_letter.as_ref().map(|d| d.get_ref().clone()),
         })
     }
 

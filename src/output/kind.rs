@@ -61,6 +61,8 @@ pub struct OutputStart<'a> {
     /// The thread of the output this one replaces on a reload when both hold a resource: the
     /// new thread takes over once it has finished, while events already queue.
     pub predecessor: Option<std::thread::JoinHandle<()>>,
+    /// Where events refused for good go, for kinds with `dead_letter`.
+    pub dead_letter: Option<super::delivery::DeadLetter>,
 }
 
 /// What an output kind's module provides, for its settings type.
@@ -87,6 +89,11 @@ pub trait OutputKindSpec: Sized + Clone + PartialEq + std::fmt::Debug {
     /// The descriptors it may hold at once, for the descriptor budget.
     fn descriptors(&self) -> OutputDescriptors {
         OutputDescriptors::default()
+    }
+
+    /// The output its events refused for good go to (`dead_letter`), if any.
+    fn dead_letter(&self) -> Option<&str> {
+        None
     }
 
     /// Whether it writes files (see [`OutputResource::Files`]).
@@ -167,6 +174,13 @@ macro_rules! output_kinds {
             fn accepts_format(&self, format: Format) -> Result<(), String> {
                 match self {
                     $(OutputKind::$variant(s) => s.accepts_format(format),)+
+                }
+            }
+
+            /// The output its events refused for good go to, if any.
+            pub fn dead_letter(&self) -> Option<&str> {
+                match self {
+                    $(OutputKind::$variant(s) => s.dead_letter(),)+
                 }
             }
 

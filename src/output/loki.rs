@@ -28,7 +28,7 @@ use super::http_client::{HttpClient, HttpEndpoint};
 use crate::decode::{Entry, Errors, OneOrMany, Part, choice, positive};
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::delivery::{Attempt, Transport};
+use crate::output::delivery::{Attempt, DeadLetter, Transport};
 use crate::output::format::Format;
 use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart, RunningOutput};
 
@@ -174,6 +174,10 @@ impl OutputKindSpec for LokiSettings {
         })
     }
 
+    fn dead_letter(&self) -> Option<&str> {
+        self.endpoint.dead_letter.as_deref()
+    }
+
     fn descriptors(&self) -> OutputDescriptors {
         OutputDescriptors {
             files: 0,
@@ -192,10 +196,10 @@ impl OutputKindSpec for LokiSettings {
 
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
         let (name, settings, format) = (output.name.clone(), self.clone(), output.format);
-        let metrics = ctx.metrics.clone();
+        let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
         crate::output::delivery::start(
             output,
-            move || LokiTransport::new(name, settings, format, metrics),
+            move || LokiTransport::new(name, settings, format, metrics, dead_letter),
             ctx.metrics,
             ctx.give_up,
             ctx.state_dir,
@@ -270,6 +274,7 @@ struct LokiTransport {
     /// Mutated while encoding (which takes `&self`); the output thread alone uses it.
     guard: RefCell<Guard>,
     metrics: Arc<OutputMetrics>,
+    dead_letter: Option<DeadLetter>,
     reject_log: LogLimiter,
 }
 
@@ -279,6 +284,7 @@ impl LokiTransport {
         settings: LokiSettings,
         format: Format,
         metrics: Arc<OutputMetrics>,
+        dead_letter: Option<DeadLetter>,
     ) -> anyhow::Result<LokiTransport> {
         let content_type = if settings.protobuf {
             "application/x-protobuf"
@@ -301,6 +307,7 @@ impl LokiTransport {
             push_path,
             guard: RefCell::new(Guard::default()),
             metrics,
+            dead_letter,
             reject_log: LogLimiter::new(Duration::from_secs(10)),
         })
     }
@@ -623,6 +630,12 @@ impl Transport for LokiTransport {
                 _ => {
                     let why = format!("{}: {}", answer.status, answer.excerpt());
                     self.refused(decoded.len().max(1), &why);
+                    // The whole push was refused: every entry goes to the dead letter (a 400
+                    // does not say which entries it ignored, so those are only counted).
+                    if let Some(d) = &self.dead_letter {
+                        let all: Vec<&[u8]> = records[..n].iter().map(Vec::as_slice).collect();
+                        d.send(&all, &why);
+                    }
                     return Attempt::Done {
                         taken: n,
                         accepted: 0,
