@@ -268,10 +268,7 @@ fn invalid_entries_are_ignored_the_rest_stored_and_counted_in_the_answer() {
             (&too_many, &[(newest, "a", &[]), (newest, "b", &[])]),
             // Does not parse.
             (r#"{host=unquoted}"#, &[(newest, "c", &[])]),
-            (
-                r#"{host="b"}"#,
-                &[(T0, "b, its own window", &[])],
-            ),
+            (r#"{host="b"}"#, &[(T0, "b, its own window", &[])]),
         ],
     );
     assert_eq!(status, 400, "{body}");
