@@ -16,6 +16,8 @@ mod interop;
 mod kmsg;
 mod limits;
 mod logrotate;
+mod loki_output;
+mod loki_server_selftest;
 mod metrics;
 mod privileges;
 mod properties;

@@ -4,6 +4,7 @@
 
 pub mod es_server;
 pub mod http_server;
+pub mod loki_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
