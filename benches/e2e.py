@@ -21,6 +21,11 @@ Cases (pick with --cases):
   latency   p99 from send to written line at half of sluice's tcp3164 wall throughput, to a
             named pipe and to a file (--latency-outputs), after a warm-up second
   rss       RSS every second for --rss-secs while the output (a pipe) drains slowly
+  es        N RFC 3164 messages over TCP, indexed into Elasticsearch's _bulk API: sluice's
+            `kind = "elasticsearch"`, rsyslog's omelasticsearch, syslog-ng's elasticsearch-http(),
+            each with its default batching, into benches/es_sink.py (a separate process that
+            counts action lines and answers every item 201 at once): documents per second and
+            per daemon CPU-second, until the sink has counted N (not in the default --cases)
 
 Wall msg/s runs from the first send to the last write (the output file's mtime); msg per
 CPU-second divides by the daemon's user+system time (/proc/PID/stat) over the same span.
@@ -45,6 +50,14 @@ PREFIX = os.environ.get("PEERS_PREFIX") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sluice-peers")
 RSYSLOG = os.environ.get("RSYSLOGD", os.path.join(PREFIX, "rsyslog-root/usr/sbin/rsyslogd"))
 RSYSLOG_MODS = os.path.join(os.path.dirname(os.path.dirname(RSYSLOG)), "lib/x86_64-linux-gnu/rsyslog")
+# The es case's syslog-ng: the one on PATH if it has elasticsearch-http() (syslog-ng-mod-http and
+# syslog-ng-scl installed), else the one .ci/install-test-tools unpacks (SYSLOG_NG_ROOT).
+TEST_TOOLS = os.path.join(os.environ.get("SLUICE_TEST_TOOLS") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sluice-test-tools"), "root")
+SYSLOG_NG_ROOT = os.environ.get("SYSLOG_NG_ROOT") or (
+    "/" if shutil.which("syslog-ng") and os.path.exists("/usr/lib/syslog-ng/3.38/libhttp.so")
+    else TEST_TOOLS)
+ES_SINK = os.path.join(ROOT, "benches/es_sink.py")
 SLUICE = os.environ.get("SLUICE", os.path.join(ROOT, "target/release/sluice"))
 LOADGEN = os.environ.get("LOADGEN", os.path.join(ROOT, "target/release/examples/loadgen"))
 TICK = os.sysconf("SC_CLK_TCK")
@@ -143,19 +156,77 @@ def sluice(work, port, proto, out):
 DAEMONS = {"sluice": sluice, "rsyslog": rsyslog, "syslog-ng": syslog_ng}
 
 
+# The es case: listen on TCP, every message to the bulk sink at `es_port` as a JSON document.
+
+def sluice_es(work, port, es_port):
+    conf = os.path.join(work, "sluice.toml")
+    with open(conf, "w") as f:
+        f.write(f'[daemon]\nstate_dir = "{work}"\n\n'
+                f'[listen.bench]\nkind = "tcp"\naddress = "127.0.0.1:{port}"\n\n'
+                f'[output.es]\nkind = "elasticsearch"\nurl = "http://127.0.0.1:{es_port}"\n'
+                f'index = "bench"\n\n[[route]]\nto = ["es"]\n')
+    return [SLUICE, "--config", conf], None
+
+
+def rsyslog_es(work, port, es_port):
+    # The usual fields, as in tests/es_interop.rs; batches as the main queue hands them over.
+    conf = os.path.join(work, "rsyslog.conf")
+    props = [("@timestamp", 'name="timereported" dateFormat="rfc3339"'), ("host", 'name="hostname"'),
+             ("severity", 'name="syslogseverity-text"'), ("facility", 'name="syslogfacility-text"'),
+             ("app-name", 'name="app-name"'), ("procid", 'name="procid"'), ("msgid", 'name="msgid"'),
+             ("structured-data", 'name="structured-data"'), ("message", 'name="msg"')]
+    template = "\n".join(f'  property(outname="{o}" {a} format="jsonf")' for o, a in props)
+    with open(conf, "w") as f:
+        f.write(f'global(workDirectory="{work}")\nmodule(load="imtcp" MaxSessions="{MAX_CONNS}")\n'
+                f'module(load="omelasticsearch")\n'
+                f'input(type="imtcp" port="{port}" address="127.0.0.1")\n'
+                f'template(name="es" type="list" option.jsonf="on") {{\n{template}\n}}\n'
+                f'action(type="omelasticsearch" server="127.0.0.1" serverport="{es_port}" '
+                f'searchIndex="bench" esVersion.major="8" bulkmode="on" template="es")\n')
+    return [RSYSLOG, "-n", "-f", conf, "-i", os.path.join(work, "rs.pid"), "-M", RSYSLOG_MODS], None
+
+
+def syslog_ng_es(work, port, es_port):
+    # elasticsearch-http() as shipped: batch-lines(100), workers(4), format-json --scope rfc5424.
+    conf = os.path.join(work, "syslog-ng.conf")
+    root = SYSLOG_NG_ROOT
+    scl = os.path.join(root, "usr/share/syslog-ng/include/scl/elasticsearch/elastic-http.conf")
+    with open(conf, "w") as f:
+        f.write(f'@version: 3.38\n@include "{scl}"\n'
+                'options { threaded(yes); use-dns(no); keep-hostname(yes); stats-freq(0); };\n'
+                f'source s {{ network(ip("127.0.0.1") transport("tcp") port({port}) '
+                f'max-connections({MAX_CONNS}) log-iw-size(100000)); }};\n'
+                f'destination d {{ elasticsearch-http(url("http://127.0.0.1:{es_port}/_bulk") '
+                'index("bench") type("")); };\nlog { source(s); destination(d); flags(flow-control); };\n')
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = ":".join(os.path.join(root, d) for d in (
+        "usr/lib/syslog-ng", "usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"))
+    return [os.path.join(root, "usr/sbin/syslog-ng"), "-F", "--no-caps", "-f", conf,
+            "-p", os.path.join(work, "sng.pid"), "-R", os.path.join(work, "sng.persist"),
+            "-c", os.path.join(work, "sng.ctl"),
+            f"--module-path={os.path.join(root, 'usr/lib/syslog-ng/3.38')}"], env
+
+
+ES_DAEMONS = {"sluice": sluice_es, "rsyslog": rsyslog_es, "syslog-ng": syslog_ng_es}
+
+
 class Daemon:
     """One daemon instance in its own temp dir, its output in `out`."""
 
-    def __init__(self, name, proto, port, rfc5424=False, out=None, stdout=None):
+    def __init__(self, name, proto, port, rfc5424=False, out=None, stdout=None, es_port=None):
         self.name, self.port = name, port
         self.work = tempfile.mkdtemp(prefix=f"e2e-{name}-")
         self.out = out or os.path.join(self.work, "out.log")
-        make = DAEMONS[name]
-        cmd = make(self.work, port, proto, self.out, rfc5424) if name == "syslog-ng" else \
-            make(self.work, port, proto, self.out)
+        env = None
+        if es_port is not None:
+            cmd, env = ES_DAEMONS[name](self.work, port, es_port)
+        elif name == "syslog-ng":
+            cmd = DAEMONS[name](self.work, port, proto, self.out, rfc5424)
+        else:
+            cmd = DAEMONS[name](self.work, port, proto, self.out)
         self.stderr = open(os.path.join(self.work, "stderr"), "w")
         self.proc = subprocess.Popen(cmd, stdout=stdout or subprocess.DEVNULL, stderr=self.stderr,
-                                     preexec_fn=raise_nofile)
+                                     preexec_fn=raise_nofile, env=env)
         self.proto = proto
 
     def wait_ready(self):
@@ -543,6 +614,91 @@ def case_rss(args, names):
     return res
 
 
+class EsSink:
+    """benches/es_sink.py in its own process: counts documents, answers every item at once."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, ES_SINK, "0"], stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def get(self, path="/_sink"):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("POST" if path.endswith("reset") else "GET", path, body=b"")
+            return json.loads(c.getresponse().read())
+        finally:
+            c.close()
+
+    def reset(self):
+        self.get("/_sink/reset")
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def case_es(args, names):
+    """Documents into the bulk sink: wall docs/s (first send to the last bulk request) and docs
+    per daemon CPU-second over the same span, median of --repeat runs with min..max."""
+    sink = EsSink()
+    runs = {name: [] for name in names}
+    try:
+        for _ in range(args.repeat):
+            for name in names:
+                r = es_run(args, name, sink)
+                runs[name].append(r)
+                print(f"  es {name:9s} {r['docs']:>8d}/{r['sent']} docs  {fmt_rate(r['msg_per_s']):>6s} docs/s  "
+                      f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} docs/cpu-s  "
+                      f"{r['docs_per_request']:.0f} docs/request  sink cpu {r['sink_cpu_s']:.2f}s", flush=True)
+    finally:
+        sink.stop()
+    res = {}
+    for name, rs in runs.items():
+        res[name] = dict(docs=min(r["docs"] for r in rs), sent=rs[0]["sent"], runs=len(rs),
+                         msg_per_s=statistics.median(r["msg_per_s"] for r in rs),
+                         msg_per_cpu_s=statistics.median(r["msg_per_cpu_s"] for r in rs),
+                         msg_per_cpu_s_range=(min(r["msg_per_cpu_s"] for r in rs),
+                                              max(r["msg_per_cpu_s"] for r in rs)),
+                         msg_per_s_range=(min(r["msg_per_s"] for r in rs), max(r["msg_per_s"] for r in rs)),
+                         docs_per_request=statistics.median(r["docs_per_request"] for r in rs))
+    return res
+
+
+def es_run(args, name, sink):
+    sink.reset()
+    d = Daemon(name, "tcp", next(PORTS), es_port=sink.port)
+    try:
+        d.wait_ready()
+        cpu0, sink_cpu0, t0 = d.cpu(), sink.cpu(), time.time()
+        sent = loadgen("--proto", "tcp", "--format", "3164", "--count", args.n, "--size", args.size,
+                       "--duration", args.timeout, f"127.0.0.1:{d.port}")
+        # Until the sink has every document, or it has counted nothing new for 3 s.
+        deadline, last, since = time.time() + args.timeout, -1, time.time()
+        while time.time() < deadline:
+            st = sink.get()
+            if st["docs"] >= sent["acked"]:
+                break
+            if st["docs"] != last:
+                last, since = st["docs"], time.time()
+            elif time.time() - since > 3:
+                break
+            time.sleep(0.02)
+        cpu, sink_cpu = d.cpu() - cpu0, sink.cpu() - sink_cpu0
+        st = sink.get()
+        d.stop()
+        wall = max(st["last"] - t0, 1e-6)
+        return dict(docs=st["docs"], sent=sent["acked"], wall_s=wall, cpu_s=cpu, sink_cpu_s=sink_cpu,
+                    msg_per_s=st["docs"] / wall, msg_per_cpu_s=st["docs"] / max(cpu, 1e-6),
+                    docs_per_request=st["docs"] / max(st["requests"], 1))
+    finally:
+        d.stop()
+        d.cleanup()
+
+
 def ratio(a, b):
     return a / b if b else float("inf")
 
@@ -608,6 +764,8 @@ def main():
         results["latency"] = case_latency(args, names, rate)
     if "rss" in cases:
         results["rss"] = case_rss(args, names)
+    if "es" in cases:
+        results["es"] = case_es(args, names)
 
     print("\nsummary (sluice / peer, same run):")
     for c in ("tcp3164", "tcp5424"):
@@ -617,6 +775,12 @@ def main():
             if s and peer in r:
                 print(f"  {c}: sluice/{peer} wall x{ratio(s['msg_per_s'], r[peer]['msg_per_s']):.2f}, "
                       f"per CPU-s x{ratio(s['msg_per_cpu_s'], r[peer]['msg_per_cpu_s']):.2f}")
+    r = results.get("es", {})
+    if "sluice" in r:
+        for peer in ("rsyslog", "syslog-ng"):
+            if peer in r:
+                print(f"  es: sluice/{peer} wall x{ratio(r['sluice']['msg_per_s'], r[peer]['msg_per_s']):.2f}, "
+                      f"per CPU-s x{ratio(r['sluice']['msg_per_cpu_s'], r[peer]['msg_per_cpu_s']):.2f}")
     for key in ("ladder", "capladder"):
         if "sluice" not in results.get(key, {}):
             continue

@@ -4,13 +4,16 @@
 # and rsyslog unpacked into a private prefix (the two packages conflict in Debian).
 set -eu
 PREFIX=${PEERS_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-peers}
-if ! command -v loggen >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq syslog-ng-core >/dev/null
+# syslog-ng-mod-http and syslog-ng-scl: elasticsearch-http() for the es case.
+if ! command -v loggen >/dev/null || [[ ! -f /usr/lib/syslog-ng/3.38/libhttp.so ]]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq syslog-ng-core \
+    syslog-ng-mod-http syslog-ng-scl >/dev/null
 fi
-if [[ ! -x $PREFIX/rsyslog-root/usr/sbin/rsyslogd ]]; then
+if [[ ! -x $PREFIX/rsyslog-root/usr/sbin/rsyslogd \
+      || ! -f $PREFIX/rsyslog-root/usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so ]]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libestr0 libfastjson4 liblognorm5 >/dev/null
   mkdir -p "$PREFIX" && cd "$PREFIX"
-  apt-get download rsyslog rsyslog-openssl >/dev/null 2>&1
+  apt-get download rsyslog rsyslog-openssl rsyslog-elasticsearch >/dev/null 2>&1
   for f in rsyslog*.deb; do dpkg -x "$f" "$PREFIX/rsyslog-root"; done
 fi
 echo "peers ready: $(command -v syslog-ng) $(command -v loggen) $PREFIX/rsyslog-root/usr/sbin/rsyslogd"

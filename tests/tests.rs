@@ -4,6 +4,7 @@
 mod checks;
 mod cli;
 mod elasticsearch_output;
+mod es_interop;
 mod es_server_selftest;
 mod fail2ban;
 mod files;

@@ -46,7 +46,9 @@
 //!   script ([`EsServer::set_requests`]) refuses a request with any [`Reply`] (`429` with
 //!   Retry-After, `500`, `503`, a response that never comes, a reset mid-body), or applies it
 //!   and then answers something else ([`Fate::ApplyThen`]: the answer of a stored batch lost).
-//! - `GET /` answers the cluster's info (version 8.x), as clients ask before their first bulk.
+//! - `GET /` answers the cluster's info (version 8.x), as clients ask before their first bulk;
+//!   `GET` or `HEAD` `/_cat/health` answers 200 (rsyslog's omelasticsearch asks with `HEAD`
+//!   before its first bulk, and suspends the action on anything else).
 //!   Every answer carries `X-elastic-product: Elasticsearch`.
 //! - Indices are created on first write. `_id`s not given are generated (20 characters).
 
@@ -755,10 +757,29 @@ impl Inner {
         }
     }
 
-    /// Anything but a bulk request: `GET /` answers the cluster's info, the rest 400 as
-    /// Elasticsearch answers an unknown endpoint.
+    /// Anything but a bulk request: `GET /` answers the cluster's info, `/_cat/health` the
+    /// health line, the rest 400 as Elasticsearch answers an unknown endpoint.
     fn not_bulk(&self, rec: &Recorded) -> Reply {
         let path = rec.path.split('?').next().unwrap_or("");
+        if path == "/_cat/health" && (rec.method == "GET" || rec.method == "HEAD") {
+            // A HEAD gets no body (the client would take it for the next answer's start).
+            let body = if rec.method == "HEAD" {
+                String::new()
+            } else {
+                format!(
+                    "{} 00:00:00 sluice-test green 1 1 0 0 0 0 0 0 - 100.0%\n",
+                    chrono::Utc::now().timestamp()
+                )
+            };
+            return Reply::Status {
+                code: 200,
+                headers: vec![
+                    ("content-type".into(), "text/plain; charset=UTF-8".into()),
+                    ("x-elastic-product".into(), "Elasticsearch".into()),
+                ],
+                body,
+            };
+        }
         if path == "/" && (rec.method == "GET" || rec.method == "HEAD") {
             return es_json(
                 200,
