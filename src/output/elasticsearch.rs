@@ -326,11 +326,22 @@ struct BulkItem {
     error: Option<serde_json::Value>,
 }
 
+/// Whether a bulk answer says no item failed: `"errors":false` among its first fields (ES
+/// writes `took` and `errors` before `items`).
+fn all_stored(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(128)];
+    match memchr::memmem::find(head, b"\"errors\":false") {
+        Some(at) => memchr::memmem::find(head, b"\"items\"").is_none_or(|items| at < items),
+        None => false,
+    }
+}
+
 /// What became of the items of a batch so far, while some are being retried.
 struct Pending {
     /// Records (from the head) the batch has.
     len: usize,
-    /// Their digest, to know the head is still the same batch.
+    /// Their digest, to know the head is still the same batch; taken only when the batch is
+    /// kept for another attempt (hashing every batch cost a seventh of the output's CPU).
     digest: Vec<u8>,
     /// Items stored or refused for good.
     done: Vec<bool>,
@@ -401,10 +412,18 @@ impl BulkTransport {
         let n = self.settings.endpoint.fitting(records, 1);
         Pending {
             len: n,
-            digest: Self::digest(&records[..n]),
+            digest: Vec::new(),
             done: vec![false; n],
             accepted: 0,
         }
+    }
+
+    /// Keeps `batch` for the next attempt, with the digest that recognises it then.
+    fn keep(&mut self, records: &[Vec<u8>], mut batch: Pending) {
+        if batch.digest.is_empty() {
+            batch.digest = Self::digest(&records[..batch.len]);
+        }
+        self.pending = Some(batch);
     }
 
     /// Items (`refused`, their records) refused for good: counted, logged at a bounded rate,
@@ -509,7 +528,7 @@ impl Transport for BulkTransport {
             let answer = match self.client.send(hyper::Method::POST, &self.bulk_path, body) {
                 Ok(a) => a,
                 Err(error) => {
-                    self.pending = Some(batch);
+                    self.keep(records, batch);
                     return Attempt::Failed {
                         error,
                         retry_after: None,
@@ -538,7 +557,7 @@ impl Transport for BulkTransport {
                     };
                 }
                 _ if answer.retry_later() => {
-                    self.pending = Some(batch);
+                    self.keep(records, batch);
                     return Attempt::Failed {
                         error: format!("{}: {}", answer.status, answer.excerpt()),
                         retry_after: answer.retry_after,
@@ -554,10 +573,17 @@ impl Transport for BulkTransport {
                     };
                 }
             }
+            // The common answer: nothing failed. Its items need not be read one by one.
+            if all_stored(&answer.body) {
+                return Attempt::Done {
+                    taken: batch.len,
+                    accepted: batch.accepted + sent.len(),
+                };
+            }
             let parsed: BulkAnswer = match serde_json::from_slice(&answer.body) {
                 Ok(a) => a,
                 Err(e) => {
-                    self.pending = Some(batch);
+                    self.keep(records, batch);
                     return Attempt::Failed {
                         error: format!("unreadable bulk answer ({e}): {}", answer.excerpt()),
                         retry_after: None,
@@ -565,7 +591,7 @@ impl Transport for BulkTransport {
                 }
             };
             if parsed.items.len() != sent.len() {
-                self.pending = Some(batch);
+                self.keep(records, batch);
                 return Attempt::Failed {
                     error: format!(
                         "the bulk answer lists {} items for {} actions",
@@ -590,7 +616,7 @@ impl Transport for BulkTransport {
                     accepted: batch.accepted,
                 };
             }
-            self.pending = Some(batch);
+            self.keep(records, batch);
             return Attempt::Failed {
                 error: format!("{left} items answered 429 or 5xx; only those are sent again"),
                 retry_after: answer.retry_after,
@@ -619,6 +645,17 @@ mod tests {
         assert!(parse_index_template("syslog-{year").is_err());
         assert!(index_name_problem("logs-syslog-default").is_none());
         assert!(index_name_problem("_x").is_some());
+    }
+
+    #[test]
+    fn an_answer_without_errors_is_recognised_without_reading_its_items() {
+        assert!(all_stored(
+            br#"{"took":3,"errors":false,"items":[{"create":{"status":201}}]}"#
+        ));
+        assert!(!all_stored(br#"{"took":3,"errors":true,"items":[]}"#));
+        assert!(!all_stored(
+            br#"{"items":[{"x":{"errors":false}}],"errors":true}"#
+        ));
     }
 
     #[test]
