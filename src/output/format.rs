@@ -465,8 +465,36 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+thread_local! {
+    /// `received_at`'s seconds, formatted, for the last second seen on this thread: every JSON
+    /// event and document writes one, and strftime per event showed in profiles (issue 15).
+    static UTC_SECONDS: std::cell::RefCell<(i64, Vec<u8>)> =
+        const { std::cell::RefCell::new((i64::MIN, Vec::new())) };
+}
+
+/// `%Y-%m-%dT%H:%M:%S%.6fZ`, the seconds from a per-thread cache.
 pub(crate) fn write_utc_micros(t: DateTime<Utc>, out: &mut Vec<u8>) {
-    let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+    let nanos = t.nanosecond();
+    if nanos >= 1_000_000_000 {
+        // A leap second: rare enough for chrono's own formatting.
+        let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+        return;
+    }
+    let secs = t.timestamp();
+    UTC_SECONDS.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            text.clear();
+            let _ = write!(text, "{}", t.format("%Y-%m-%dT%H:%M:%S"));
+            *cached = secs;
+        }
+        out.extend_from_slice(text);
+    });
+    let micros = nanos / 1000;
+    out.push(b'.');
+    for div in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push(b'0' + (micros / div % 10) as u8);
+    }
+    out.push(b'Z');
 }
 
 /// SD as `{"id":{"param":"value", "repeated":["a","b"]}}`, or `null` when there is none.
@@ -777,5 +805,28 @@ mod tests {
         assert!(l.ends_with(&format!("{}\n", "#001".repeat(max))));
         let j = line(Format::Json, &e);
         assert!(j.contains(&"\\u0001".repeat(max)));
+    }
+}
+
+#[cfg(test)]
+mod utc_micros_tests {
+    use super::*;
+
+    #[test]
+    fn cached_seconds_and_micros_match_chrono() {
+        for s in [
+            "2026-12-04T21:53:37.000001Z",
+            "2026-12-04T21:53:37.999999Z",
+            "2026-12-04T21:53:38.5Z",
+            "1999-01-01T00:00:00Z",
+        ] {
+            let t = DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+            let mut out = Vec::new();
+            write_utc_micros(t, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            );
+        }
     }
 }
