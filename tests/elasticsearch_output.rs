@@ -621,3 +621,28 @@ fn check_config_names_the_bad_key() {
     ));
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn a_store_outage_of_60_s_under_load_loses_nothing() {
+    let es = EsServer::start();
+    let d = daemon(&es, "id = \"hash\"\ntimeout = \"2s\"");
+    // 30,000 messages at 500 a second: the store is down for the last 58 s of the load.
+    let sender = paced_tcp(d.addr("tcp"), 30_000, 500);
+    wait_until("the first 1000 written", DELIVERY, || {
+        counter(&d, "written") >= 1000
+    });
+    es.down();
+    sender.join().unwrap();
+    assert!(
+        counter(&d, "queue_depth") > 20_000,
+        "the backlog held the outage"
+    );
+    es.up();
+    wait_until("every event written", Duration::from_secs(120), || {
+        counter(&d, "written") >= 30_000
+    });
+    wait_settled(&d);
+    assert_exactly_once(&stored(&es, DEFAULT_STREAM), 30_000);
+    assert!(counter(&d, "retries") >= 1);
+    assert_eq!(counter(&d, "rejected"), 0);
+}

@@ -551,3 +551,26 @@ fn dead_letter_must_name_another_output_without_its_own() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn a_server_outage_of_60_s_under_load_loses_nothing() {
+    let server = HttpServer::ok();
+    let d = daemon(&server, "timeout = \"2s\"");
+    // 30,000 messages at 500 a second: the server is down for the last 58 s of the load.
+    let sender = paced_tcp(d.addr("tcp"), 30_000, 500);
+    wait_written(&d, 1000);
+    server.down();
+    sender.join().unwrap();
+    assert!(
+        counter(&d, "queue_depth") > 20_000,
+        "the backlog held the outage"
+    );
+    server.up();
+    wait_until("every event written", Duration::from_secs(120), || {
+        counter(&d, "written") >= 30_000
+    });
+    // At least once: a request cut by the outage may have been stored before its answer.
+    let (missing, _) = tally(&stored_msgnums(&server), 30_000);
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    assert!(counter(&d, "retries") >= 1);
+}

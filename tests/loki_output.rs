@@ -638,3 +638,25 @@ fn check_config_names_the_bad_key() {
     let (code, err, _) = check_config(&pipeline("http://127.0.0.1:9", &good));
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn a_loki_outage_of_60_s_under_load_loses_nothing() {
+    let loki = LokiServer::start();
+    let d = daemon(&loki, "timeout = \"2s\"");
+    // 30,000 messages at 500 a second: Loki is down for the last 58 s of the load.
+    let sender = paced_tcp(d.addr("tcp"), 30_000, 500);
+    wait_written(&d, 1000);
+    loki.down();
+    sender.join().unwrap();
+    assert!(
+        counter(&d, "queue_depth") > 20_000,
+        "the backlog held the outage"
+    );
+    loki.up();
+    wait_until("every event written", Duration::from_secs(120), || {
+        counter(&d, "written") >= 30_000
+    });
+    wait_settled(&d);
+    assert_all_in_stream_order(&loki.streams(), 30_000);
+    assert!(counter(&d, "retries") >= 1);
+}

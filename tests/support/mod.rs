@@ -679,6 +679,29 @@ pub fn flood_tcp(
     (thread, sent)
 }
 
+/// Sends [`msgnum_line`] 0..`n` over one TCP connection from a thread, about `per_second` a
+/// second (a tenth of them every 100 ms): a steady load for a test that lasts `n /
+/// per_second` seconds.
+pub fn paced_tcp(addr: SocketAddr, n: usize, per_second: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let step = (per_second / 10).max(1);
+        let start = std::time::Instant::now();
+        let mut buf = Vec::new();
+        for (k, first) in (0..n).step_by(step).enumerate() {
+            buf.clear();
+            for i in first..(first + step).min(n) {
+                buf.extend_from_slice(msgnum_line(i).as_bytes());
+                buf.push(b'\n');
+            }
+            s.write_all(&buf).unwrap();
+            // Pacing the load, not waiting for a result.
+            let due = start + Duration::from_millis(100 * (k as u64 + 1));
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
+    })
+}
+
 /// Marks the message numbers in one file's (decompressed) `data` as seen, asserting that every
 /// line is whole, none was seen before, and they are in the order sent.
 pub fn mark_msgnums(name: &str, data: &[u8], seen: &mut [bool]) {
