@@ -107,6 +107,23 @@ impl Collector for MetricsCollector {
                 encode_family(&mut encoder, &format!("{scope}_{field}"), gauge, &samples)?;
             }
         }
+        let latencies = self.0.request_latencies();
+        if !latencies.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "output_request_seconds",
+                "how long the requests of outputs that send requests took",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (name, h) in latencies {
+                let (sum, count, buckets) = h.snapshot();
+                let labels: Labels = vec![("output".to_string(), name.to_string())];
+                m.encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        sum, count, &buckets, None,
+                    )?;
+            }
+        }
         // Single samples without labels: `sluice_unrouted_total N`, not `..._total{} N`.
         for (name, help, counter) in [
             ("unrouted", "events that matched no route", &self.0.unrouted),

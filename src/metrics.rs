@@ -178,6 +178,9 @@ pub struct Metrics {
     outputs: RwLock<BTreeMap<Arc<str>, Arc<OutputMetrics>>>,
     /// Per route, by label (`name`, else position).
     routes: RwLock<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
+    /// Request durations of the outputs that send requests (`http`, `elasticsearch`, `loki`),
+    /// by output name.
+    request_seconds: RwLock<BTreeMap<Arc<str>, Arc<LatencyHistogram>>>,
     /// Events that matched no route.
     pub unrouted: AtomicU64,
     /// Connections to the metrics endpoint closed unserved because it already served
@@ -205,6 +208,7 @@ impl Metrics {
                     .collect(),
             ),
             routes: RwLock::default(),
+            request_seconds: RwLock::default(),
             unrouted: AtomicU64::new(0),
             metrics_connections_refused: AtomicU64::new(0),
         }
@@ -228,6 +232,16 @@ impl Metrics {
     /// The counters of one output, registered on first use.
     pub fn output(&self, name: &str) -> Arc<OutputMetrics> {
         get_or_insert(&self.outputs, name)
+    }
+
+    /// The request-duration histogram of output `name`, created on first use.
+    pub fn request_seconds(&self, name: &str) -> Arc<LatencyHistogram> {
+        get_or_insert(&self.request_seconds, name)
+    }
+
+    /// Every request-duration histogram, by output name.
+    pub fn request_latencies(&self) -> Vec<(Arc<str>, Arc<LatencyHistogram>)> {
+        snapshot_map(&self.request_seconds)
     }
 
     /// Every listener's counters, by name.
@@ -346,5 +360,53 @@ impl LogLimiter {
                 Some(std::mem::take(&mut self.suppressed))
             }
         }
+    }
+}
+
+/// Upper bounds of the request-duration buckets, in seconds: from a fast local store to the
+/// default request timeout.
+pub const REQUEST_SECONDS_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How long requests took, in buckets (a Prometheus histogram): an output thread observes,
+/// the exporter reads.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Requests per bucket of [`REQUEST_SECONDS_BUCKETS`], and one for longer ones.
+    buckets: [AtomicU64; REQUEST_SECONDS_BUCKETS.len() + 1],
+    /// Requests observed.
+    count: AtomicU64,
+    /// Their total duration, in microseconds.
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Counts one request of `took`.
+    pub fn observe(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let i = REQUEST_SECONDS_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(REQUEST_SECONDS_BUCKETS.len());
+        add(&self.buckets[i], 1);
+        add(&self.count, 1);
+        add(&self.sum_micros, took.as_micros() as u64);
+    }
+
+    /// Sum in seconds, count, and each bucket's upper bound with its own (not cumulative)
+    /// count, the last one unbounded (`f64::MAX`, which the text encoder writes as `+Inf`).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        // The text encoder writes `+Inf` for `f64::MAX`, as for its own histograms.
+        let bounds = REQUEST_SECONDS_BUCKETS.iter().copied().chain([f64::MAX]);
+        let buckets = bounds
+            .zip(&self.buckets)
+            .map(|(b, c)| (b, get(c)))
+            .collect();
+        (
+            get(&self.sum_micros) as f64 / 1e6,
+            get(&self.count),
+            buckets,
+        )
     }
 }

@@ -574,3 +574,31 @@ fn a_server_outage_of_60_s_under_load_loses_nothing() {
     assert!(missing.is_empty(), "missing: {missing:?}");
     assert!(counter(&d, "retries") >= 1);
 }
+
+#[test]
+fn request_durations_are_a_histogram_on_the_metrics_endpoint() {
+    let server = HttpServer::ok();
+    let d = daemon(&server, "batch = { max_events = 10 }");
+    send(&d, 100);
+    wait_written(&d, 100);
+    let registry = sluice::exporter::registry(d.metrics.clone());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_output_request_seconds_count{output=\"siem\"} "))
+        .unwrap_or_else(|| panic!("no request histogram in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(count, counter(&d, "requests"));
+    assert!(
+        count >= 10,
+        "{count} requests for 100 events in batches of 10"
+    );
+    assert!(
+        text.contains("sluice_output_request_seconds_bucket{le=\"+Inf\",output=\"siem\"}")
+            || text.contains("sluice_output_request_seconds_bucket{output=\"siem\",le=\"+Inf\"}"),
+        "{text}"
+    );
+}

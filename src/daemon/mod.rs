@@ -287,6 +287,7 @@ impl Daemon {
                 reopen: self.hangup.files.clone(),
                 predecessor,
                 dead_letter,
+                all_metrics: self.metrics.clone(),
             })
             .map_err(|e| format!("starting output {}: {e:#}", o.name))?;
         self.threads.push((o.name.clone(), started.thread));

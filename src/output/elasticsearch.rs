@@ -137,9 +137,10 @@ impl OutputKindSpec for ElasticsearchSettings {
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
         let (name, settings) = (output.name.clone(), self.clone());
         let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
+        let latency = ctx.all_metrics.request_seconds(&output.name);
         crate::output::delivery::start(
             output,
-            move || BulkTransport::new(name, settings, metrics, dead_letter),
+            move || BulkTransport::new(name, settings, metrics, dead_letter, latency),
             ctx.metrics,
             ctx.give_up,
             ctx.state_dir,
@@ -367,6 +368,7 @@ impl BulkTransport {
         settings: ElasticsearchSettings,
         metrics: Arc<OutputMetrics>,
         dead_letter: Option<DeadLetter>,
+        latency: Arc<crate::metrics::LatencyHistogram>,
     ) -> anyhow::Result<BulkTransport> {
         let url = &settings.endpoint.url;
         let base = url.path().trim_end_matches('/');
@@ -378,6 +380,7 @@ impl BulkTransport {
             settings.endpoint.clone(),
             "application/x-ndjson",
             metrics.clone(),
+            latency,
         )?;
         Ok(BulkTransport {
             name,

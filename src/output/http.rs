@@ -131,9 +131,10 @@ impl OutputKindSpec for HttpSettings {
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
         let (name, settings, format) = (output.name.clone(), self.clone(), output.format);
         let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
+        let latency = ctx.all_metrics.request_seconds(&output.name);
         crate::output::delivery::start(
             output,
-            move || HttpTransport::new(name, settings, format, metrics, dead_letter),
+            move || HttpTransport::new(name, settings, format, metrics, dead_letter, latency),
             ctx.metrics,
             ctx.give_up,
             ctx.state_dir,
@@ -160,13 +161,19 @@ impl HttpTransport {
         format: Format,
         metrics: Arc<OutputMetrics>,
         dead_letter: Option<DeadLetter>,
+        latency: Arc<crate::metrics::LatencyHistogram>,
     ) -> anyhow::Result<HttpTransport> {
         let content_type = match settings.encoding {
             Encoding::Ndjson => "application/x-ndjson",
             Encoding::JsonArray => "application/json",
             Encoding::Lines => "text/plain; charset=utf-8",
         };
-        let client = HttpClient::new(settings.endpoint.clone(), content_type, metrics.clone())?;
+        let client = HttpClient::new(
+            settings.endpoint.clone(),
+            content_type,
+            metrics.clone(),
+            latency,
+        )?;
         Ok(HttpTransport {
             name,
             settings,

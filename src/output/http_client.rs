@@ -414,6 +414,7 @@ pub struct HttpClient {
     /// Content-Type, auth, Host and the configured headers, sent with every request.
     headers: HeaderMap,
     metrics: Arc<OutputMetrics>,
+    latency: Arc<crate::metrics::LatencyHistogram>,
 }
 
 impl HttpClient {
@@ -422,6 +423,7 @@ impl HttpClient {
         endpoint: HttpEndpoint,
         content_type: &'static str,
         metrics: Arc<OutputMetrics>,
+        latency: Arc<crate::metrics::LatencyHistogram>,
     ) -> anyhow::Result<HttpClient> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -459,6 +461,7 @@ impl HttpClient {
             tls,
             headers,
             metrics,
+            latency,
         })
     }
 
@@ -496,6 +499,7 @@ impl HttpClient {
         let reconnected = reused.is_none();
         let tls = self.tls.clone();
         let url = self.endpoint.url.clone();
+        let started = std::time::Instant::now();
         let result = self.runtime.block_on(async {
             tokio::time::timeout(timeout, async {
                 let mut sender = match reused {
@@ -531,6 +535,8 @@ impl HttpClient {
             .map_err(|_| format!("no answer within {timeout:?}"))?
         });
         let (sender, answer) = result?;
+        // Answered requests only: a timeout or a refused connection is counted as a retry.
+        self.latency.observe(started.elapsed());
         if reconnected {
             metrics::add(&self.metrics.reconnects, 1);
         }

@@ -63,6 +63,9 @@ pub struct OutputStart<'a> {
     pub predecessor: Option<std::thread::JoinHandle<()>>,
     /// Where events refused for good go, for kinds with `dead_letter`.
     pub dead_letter: Option<super::delivery::DeadLetter>,
+    /// Every counter of the daemon: kinds that send requests take their request-duration
+    /// histogram from it (the others show none).
+    pub all_metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What an output kind's module provides, for its settings type.

@@ -197,9 +197,10 @@ impl OutputKindSpec for LokiSettings {
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
         let (name, settings, format) = (output.name.clone(), self.clone(), output.format);
         let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
+        let latency = ctx.all_metrics.request_seconds(&output.name);
         crate::output::delivery::start(
             output,
-            move || LokiTransport::new(name, settings, format, metrics, dead_letter),
+            move || LokiTransport::new(name, settings, format, metrics, dead_letter, latency),
             ctx.metrics,
             ctx.give_up,
             ctx.state_dir,
@@ -285,6 +286,7 @@ impl LokiTransport {
         format: Format,
         metrics: Arc<OutputMetrics>,
         dead_letter: Option<DeadLetter>,
+        latency: Arc<crate::metrics::LatencyHistogram>,
     ) -> anyhow::Result<LokiTransport> {
         let content_type = if settings.protobuf {
             "application/x-protobuf"
@@ -296,7 +298,7 @@ impl LokiTransport {
         if settings.protobuf {
             endpoint.gzip = false;
         }
-        let client = HttpClient::new(endpoint, content_type, metrics.clone())?;
+        let client = HttpClient::new(endpoint, content_type, metrics.clone(), latency)?;
         let url = &settings.endpoint.url;
         let push_path = format!("{}/loki/api/v1/push", url.path().trim_end_matches('/'));
         Ok(LokiTransport {
