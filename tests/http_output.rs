@@ -602,3 +602,33 @@ fn request_durations_are_a_histogram_on_the_metrics_endpoint() {
         "{text}"
     );
 }
+
+#[test]
+fn a_partial_batch_waits_max_wait_for_more_events() {
+    let server = HttpServer::ok();
+    let d = daemon(&server, "batch = { max_events = 100, max_wait = \"1s\" }");
+    // Three small writes well within a second: one request when max_wait has passed.
+    let started = std::time::Instant::now();
+    for chunk in [0..4, 4..7, 7..10] {
+        send_lines(&d, chunk.map(msgnum_line));
+    }
+    wait_written(&d, 10);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "sent before max_wait"
+    );
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "one request for the partial batch"
+    );
+    assert_eq!(ndjson(&server.requests()[0].body).len(), 10);
+    // A full batch does not wait.
+    let full = std::time::Instant::now();
+    send_lines(&d, (10..110).map(msgnum_line));
+    wait_written(&d, 110);
+    assert!(
+        full.elapsed() < Duration::from_millis(900),
+        "a full batch waited"
+    );
+}

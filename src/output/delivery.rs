@@ -41,6 +41,12 @@ pub trait Transport: Send + 'static {
     /// Records taken from the head of the backlog per attempt.
     fn batch_records(&self) -> usize;
 
+    /// How long a partial batch may wait for more events before it is sent (`batch.max_wait`);
+    /// zero sends as soon as events are queued.
+    fn max_wait(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Sends `records` (the head of the backlog, in order).
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt;
 
@@ -192,6 +198,8 @@ struct Worker<T> {
     /// Cancelled when `shutdown_timeout` has passed: stop retrying.
     give_up: CancellationToken,
     error_log: LogLimiter,
+    /// When the head's partial batch started filling, for `max_wait`.
+    filling_since: Option<Instant>,
 }
 
 impl<T: Transport> Worker<T> {
@@ -215,6 +223,7 @@ impl<T: Transport> Worker<T> {
             metrics,
             give_up,
             error_log: LogLimiter::new(Duration::from_secs(10)),
+            filling_since: None,
         }
     }
 
@@ -246,7 +255,10 @@ impl<T: Transport> Worker<T> {
                     }
                 }
             }
-            let delivered = if !self.backlog.is_empty() && Instant::now() >= self.next_attempt {
+            let delivered = if !self.backlog.is_empty()
+                && Instant::now() >= self.next_attempt
+                && (closed || self.give_up.is_cancelled() || self.batch_ready())
+            {
                 self.deliver_some()
             } else {
                 false
@@ -281,8 +293,11 @@ impl<T: Transport> Worker<T> {
         let wait = if self.backlog.is_empty() {
             Duration::from_millis(500)
         } else {
-            self.next_attempt
-                .saturating_duration_since(Instant::now())
+            let due = match self.filling_since {
+                Some(t) => self.next_attempt.max(t + self.transport.max_wait()),
+                None => self.next_attempt,
+            };
+            due.saturating_duration_since(Instant::now())
                 .clamp(Duration::from_millis(5), Duration::from_millis(200))
         };
         if closed || (self.queue.when_full == WhenFull::Block && self.full()) {
@@ -348,8 +363,20 @@ impl<T: Transport> Worker<T> {
             .store(self.backlog.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether the head makes a batch worth sending: a full one, or one that has waited
+    /// `max_wait`.
+    fn batch_ready(&self) -> bool {
+        self.backlog.len() >= self.transport.batch_records() as u64
+            || self
+                .filling_since
+                .is_none_or(|t| t.elapsed() >= self.transport.max_wait())
+    }
+
     /// Encodes a batch into the backlog, applying the overflow policy.
     fn intake(&mut self, batch: &[Arc<Event>]) {
+        if self.backlog.is_empty() {
+            self.filling_since = Some(Instant::now());
+        }
         let mut records = Vec::with_capacity(batch.len());
         for ev in batch {
             let mut r = Vec::new();
@@ -426,6 +453,11 @@ impl<T: Transport> Worker<T> {
             Attempt::Done { taken, accepted } => {
                 if let Err(e) = self.backlog.ack(taken.clamp(1, records.len())) {
                     tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
+                }
+                // What is left has waited since then already; once empty, the next event starts
+                // a batch afresh.
+                if self.backlog.is_empty() {
+                    self.filling_since = None;
                 }
                 metrics::add(&self.metrics.written, accepted as u64);
                 self.retry.succeed();

@@ -519,6 +519,10 @@ impl Transport for BulkTransport {
         self.settings.endpoint.batch_max_events
     }
 
+    fn max_wait(&self) -> Duration {
+        self.settings.endpoint.batch_max_wait
+    }
+
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
         loop {
             let mut batch = self.batch(records);

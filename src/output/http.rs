@@ -240,6 +240,10 @@ impl Transport for HttpTransport {
         self.settings.endpoint.batch_max_events
     }
 
+    fn max_wait(&self) -> Duration {
+        self.settings.endpoint.batch_max_wait
+    }
+
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
         let mut n = self.settings.endpoint.fitting(records, 1);
         let path = self

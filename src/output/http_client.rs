@@ -47,6 +47,8 @@ pub struct HttpEndpoint {
     pub batch_max_events: usize,
     /// Most body bytes per request (before compression); a single larger event goes alone.
     pub batch_max_bytes: u64,
+    /// How long a partial batch waits for more events (0: sent as soon as queued).
+    pub batch_max_wait: Duration,
     /// Connect, send and answer must fit in this.
     pub timeout: Duration,
     /// The output that events refused for good are handed to, with the reason.
@@ -106,6 +108,7 @@ struct AuthRaw {
 struct BatchRaw {
     max_events: Option<Spanned<i64>>,
     max_size: Option<Spanned<NumOrStr>>,
+    max_wait: Option<Spanned<NumOrStr>>,
 }
 
 impl HttpEndpoint {
@@ -134,7 +137,7 @@ impl HttpEndpoint {
         );
         let headers = raw.headers(entry, errs);
         let auth = raw.auth.as_ref().and_then(|a| a.decode(entry, errs));
-        let (batch_max_events, batch_max_bytes) = raw.batch(entry, errs);
+        let (batch_max_events, batch_max_bytes, batch_max_wait) = raw.batch(entry, errs);
         let timeout = match duration_opt(errs, &entry.key("timeout"), &raw.timeout) {
             Some(d) if d.is_zero() => {
                 if let Some(v) = &raw.timeout {
@@ -154,6 +157,7 @@ impl HttpEndpoint {
             tls: if https { Some(tls?) } else { None },
             batch_max_events,
             batch_max_bytes,
+            batch_max_wait,
             timeout,
             dead_letter: raw.dead_letter.as_ref().map(|d| d.get_ref().clone()),
         })
@@ -260,11 +264,17 @@ impl EndpointRaw {
         out
     }
 
-    /// `batch = { max_events, max_size }`.
-    fn batch(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> (usize, u64) {
+    /// `batch = { max_events, max_size, max_wait }`.
+    fn batch(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> (usize, u64, Duration) {
         let Some(b) = &self.batch else {
-            return (DEFAULT_BATCH_MAX_EVENTS, DEFAULT_BATCH_MAX_BYTES);
+            return (
+                DEFAULT_BATCH_MAX_EVENTS,
+                DEFAULT_BATCH_MAX_BYTES,
+                Duration::ZERO,
+            );
         };
+        let wait =
+            duration_opt(errs, &entry.key("batch.max_wait"), &b.max_wait).unwrap_or(Duration::ZERO);
         let events = crate::decode::positive(errs, &entry.key("batch.max_events"), &b.max_events)
             .unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
         let bytes = match crate::decode::size_opt(errs, &entry.key("batch.max_size"), &b.max_size) {
@@ -277,7 +287,7 @@ impl EndpointRaw {
             Some(n) => n,
             None => DEFAULT_BATCH_MAX_BYTES,
         };
-        (events, bytes)
+        (events, bytes, wait)
     }
 }
 

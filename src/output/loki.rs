@@ -581,6 +581,10 @@ impl Transport for LokiTransport {
         self.settings.endpoint.batch_max_events
     }
 
+    fn max_wait(&self) -> Duration {
+        self.settings.endpoint.batch_max_wait
+    }
+
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
         let mut n = self.settings.endpoint.fitting(records, 0);
         loop {
