@@ -4,8 +4,6 @@
 //! stored against what was sent, and read the output's counters (`written`, `requests`,
 //! `rejected`, `retries`, `bytes_sent`, `queue_depth`) by name.
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::support::http_server::{HttpServer, Reply, tls_server_config};
@@ -37,12 +35,7 @@ fn daemon(server: &HttpServer, keys: &str) -> TestDaemon {
 
 /// A counter of the output `siem`, by name.
 fn counter(d: &TestDaemon, name: &str) -> u64 {
-    d.output("siem")
-        .snapshot()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("the output has no counter {name:?}"))
+    d.output_counter("siem", name)
 }
 
 /// Sends [`msgnum_line`] 0..`n` on one connection and waits until they are sent.
@@ -53,13 +46,7 @@ fn send(d: &TestDaemon, n: usize) {
 
 /// Sends `lines` (each with its LF) on one connection.
 fn send_lines(d: &TestDaemon, lines: impl IntoIterator<Item = String>) {
-    let mut s = TcpStream::connect(d.addr("tcp")).unwrap();
-    let mut buf = Vec::new();
-    for l in lines {
-        buf.extend_from_slice(l.as_bytes());
-        buf.push(b'\n');
-    }
-    s.write_all(&buf).unwrap();
+    send_lines_to(d.addr("tcp"), lines);
 }
 
 /// Waits until `written` reaches `n`.

@@ -48,12 +48,7 @@ fn daemon(loki: &LokiServer, keys: &str) -> TestDaemon {
 
 /// A counter of the output `loki`, by name.
 fn counter(d: &TestDaemon, name: &str) -> u64 {
-    d.output("loki")
-        .snapshot()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("the output has no counter {name:?}"))
+    d.output_counter("loki", name)
 }
 
 /// Waits until `written` reaches `n`.
@@ -86,13 +81,7 @@ fn host_line(i: usize, hosts: usize) -> String {
 
 /// Sends `lines` (each with its LF) on one connection.
 fn send_lines(d: &TestDaemon, lines: impl IntoIterator<Item = String>) {
-    let mut s = TcpStream::connect(d.addr("tcp")).unwrap();
-    let mut buf = Vec::new();
-    for l in lines {
-        buf.extend_from_slice(l.as_bytes());
-        buf.push(b'\n');
-    }
-    s.write_all(&buf).unwrap();
+    send_lines_to(d.addr("tcp"), lines);
 }
 
 /// Sends [`host_line`] 0..`n` over `hosts` hosts on one connection, from a thread.

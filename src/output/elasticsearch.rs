@@ -135,17 +135,8 @@ impl OutputKindSpec for ElasticsearchSettings {
     }
 
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
-        let (name, settings) = (output.name.clone(), self.clone());
-        let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
-        let latency = ctx.all_metrics.request_seconds(&output.name);
-        crate::output::delivery::start(
-            output,
-            move || BulkTransport::new(name, settings, metrics, dead_letter, latency),
-            ctx.metrics,
-            ctx.give_up,
-            ctx.state_dir,
-            ctx.predecessor,
-        )
+        let settings = self.clone();
+        super::http_client::start(output, ctx, move |p| BulkTransport::new(p, settings))
     }
 }
 
@@ -364,12 +355,15 @@ struct BulkTransport {
 
 impl BulkTransport {
     fn new(
-        name: Arc<str>,
+        parts: super::http_client::TransportParts,
         settings: ElasticsearchSettings,
-        metrics: Arc<OutputMetrics>,
-        dead_letter: Option<DeadLetter>,
-        latency: Arc<crate::metrics::LatencyHistogram>,
     ) -> anyhow::Result<BulkTransport> {
+        let super::http_client::TransportParts {
+            name,
+            metrics,
+            dead_letter,
+            latency,
+        } = parts;
         let url = &settings.endpoint.url;
         let base = url.path().trim_end_matches('/');
         let bulk_path = match url.query() {

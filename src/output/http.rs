@@ -129,17 +129,10 @@ impl OutputKindSpec for HttpSettings {
     }
 
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
-        let (name, settings, format) = (output.name.clone(), self.clone(), output.format);
-        let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
-        let latency = ctx.all_metrics.request_seconds(&output.name);
-        crate::output::delivery::start(
-            output,
-            move || HttpTransport::new(name, settings, format, metrics, dead_letter, latency),
-            ctx.metrics,
-            ctx.give_up,
-            ctx.state_dir,
-            ctx.predecessor,
-        )
+        let (settings, format) = (self.clone(), output.format);
+        super::http_client::start(output, ctx, move |p| {
+            HttpTransport::new(p, settings, format)
+        })
     }
 }
 
@@ -156,13 +149,16 @@ struct HttpTransport {
 
 impl HttpTransport {
     fn new(
-        name: Arc<str>,
+        parts: super::http_client::TransportParts,
         settings: HttpSettings,
         format: Format,
-        metrics: Arc<OutputMetrics>,
-        dead_letter: Option<DeadLetter>,
-        latency: Arc<crate::metrics::LatencyHistogram>,
     ) -> anyhow::Result<HttpTransport> {
+        let super::http_client::TransportParts {
+            name,
+            metrics,
+            dead_letter,
+            latency,
+        } = parts;
         let content_type = match settings.encoding {
             Encoding::Ndjson => "application/x-ndjson",
             Encoding::JsonArray => "application/json",

@@ -625,6 +625,41 @@ fn retry_after(v: &str) -> Option<Duration> {
         .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
 }
 
+/// What an HTTP output's transport is made with: the output's name and counters, its
+/// dead-letter output and its request-duration histogram.
+pub struct TransportParts {
+    /// The output's name.
+    pub name: Arc<str>,
+    /// Its counters.
+    pub metrics: Arc<OutputMetrics>,
+    /// Where refused events go, if anywhere.
+    pub dead_letter: Option<crate::output::delivery::DeadLetter>,
+    /// Its request durations.
+    pub latency: Arc<crate::metrics::LatencyHistogram>,
+}
+
+/// Starts an HTTP output's delivery thread; `transport` is made there, from the parts.
+pub fn start<T: crate::output::delivery::Transport>(
+    output: &crate::output::OutputConfig,
+    ctx: crate::output::OutputStart<'_>,
+    transport: impl FnOnce(TransportParts) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<crate::output::RunningOutput> {
+    let parts = TransportParts {
+        name: output.name.clone(),
+        metrics: ctx.metrics.clone(),
+        dead_letter: ctx.dead_letter.clone(),
+        latency: ctx.all_metrics.request_seconds(&output.name),
+    };
+    crate::output::delivery::start(
+        output,
+        move || transport(parts),
+        ctx.metrics,
+        ctx.give_up,
+        ctx.state_dir,
+        ctx.predecessor,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

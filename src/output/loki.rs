@@ -195,17 +195,10 @@ impl OutputKindSpec for LokiSettings {
     }
 
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
-        let (name, settings, format) = (output.name.clone(), self.clone(), output.format);
-        let (metrics, dead_letter) = (ctx.metrics.clone(), ctx.dead_letter.clone());
-        let latency = ctx.all_metrics.request_seconds(&output.name);
-        crate::output::delivery::start(
-            output,
-            move || LokiTransport::new(name, settings, format, metrics, dead_letter, latency),
-            ctx.metrics,
-            ctx.give_up,
-            ctx.state_dir,
-            ctx.predecessor,
-        )
+        let (settings, format) = (self.clone(), output.format);
+        super::http_client::start(output, ctx, move |p| {
+            LokiTransport::new(p, settings, format)
+        })
     }
 }
 
@@ -281,13 +274,16 @@ struct LokiTransport {
 
 impl LokiTransport {
     fn new(
-        name: Arc<str>,
+        parts: super::http_client::TransportParts,
         settings: LokiSettings,
         format: Format,
-        metrics: Arc<OutputMetrics>,
-        dead_letter: Option<DeadLetter>,
-        latency: Arc<crate::metrics::LatencyHistogram>,
     ) -> anyhow::Result<LokiTransport> {
+        let super::http_client::TransportParts {
+            name,
+            metrics,
+            dead_letter,
+            latency,
+        } = parts;
         let content_type = if settings.protobuf {
             "application/x-protobuf"
         } else {

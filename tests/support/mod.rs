@@ -107,6 +107,16 @@ impl TestDaemon {
         self.metrics.listener(name)
     }
 
+    /// The counter `name` of output `output`, by the name the metrics endpoint shows.
+    pub fn output_counter(&self, output: &str, name: &str) -> u64 {
+        self.output(output)
+            .snapshot()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("output {output} has no counter {name:?}"))
+    }
+
     pub fn output(&self, name: &str) -> Arc<OutputMetrics> {
         self.metrics.output(name)
     }
@@ -677,6 +687,17 @@ pub fn flood_tcp(
         }
     });
     (thread, sent)
+}
+
+/// Sends `lines` (each with its LF) on one TCP connection to `addr`.
+pub fn send_lines_to(addr: SocketAddr, lines: impl IntoIterator<Item = String>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut buf = Vec::new();
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
+        buf.push(b'\n');
+    }
+    s.write_all(&buf).unwrap();
 }
 
 /// Sends [`msgnum_line`] 0..`n` over one TCP connection from a thread, about `per_second` a
