@@ -27,7 +27,7 @@ use std::sync::Arc;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::decode::{Entry, Errors, decode, find_key_span};
+use crate::decode::{Entry, Errors, decode, find_key};
 use crate::listen::settings::Limits;
 use crate::listen::{ListenerConfig, ListenerKind};
 use crate::output::{OutputConfig, OutputKind};
@@ -477,26 +477,14 @@ fn locate(root: &Spanned<DeTable<'_>>, key: &str) -> Option<std::ops::Range<usiz
     }
     let mut path = inner;
     loop {
-        if let Some(span) = find_key_span(table, path) {
-            return find_value_span(table, path).or(Some(span));
+        if let Some((_, value)) = find_key(table, path) {
+            return Some(value.span());
         }
         match path.rsplit_once('.') {
             Some((parent, _)) => path = parent,
             None => return Some(name_key.span()),
         }
     }
-}
-
-/// The span of the value at a dotted path below `value`.
-fn find_value_span(value: &Spanned<DeValue<'_>>, path: &str) -> Option<std::ops::Range<usize>> {
-    let mut cur = value;
-    for part in path.split('.') {
-        let DeValue::Table(t) = cur.get_ref() else {
-            return None;
-        };
-        cur = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?.1;
-    }
-    Some(cur.span())
 }
 
 fn valid_name(name: &str) -> bool {

@@ -372,6 +372,15 @@ fn describe(v: &DeValue<'_>) -> String {
 
 /// The span of the key at a dotted path below `value`, for pointing at unknown keys.
 pub fn find_key_span(value: &Spanned<DeValue<'_>>, path: &str) -> Option<Range<usize>> {
+    find_key(value, path).map(|(key, _)| key)
+}
+
+/// The key at a dotted path below `value` (its span; for an array index, the element's) and
+/// the value it holds.
+pub fn find_key<'v, 'i>(
+    value: &'v Spanned<DeValue<'i>>,
+    path: &str,
+) -> Option<(Range<usize>, &'v Spanned<DeValue<'i>>)> {
     let mut cur = value;
     let mut found = None;
     for part in path.split('.') {
@@ -388,7 +397,7 @@ pub fn find_key_span(value: &Spanned<DeValue<'_>>, path: &str) -> Option<Range<u
             _ => return None,
         }
     }
-    found
+    Some((found?, cur))
 }
 
 /// A size or duration: an integer, or a string with a unit.

@@ -567,3 +567,44 @@ fn sd_escape(s: &str) -> String {
     }
     out
 }
+
+/// What a delivering output does with events its receiver refused for good: counts them in
+/// `rejected`, logs the receiver's reason at a bounded rate, and hands them to the dead-letter
+/// output when there is one.
+pub struct Refusals {
+    output: Arc<str>,
+    metrics: Arc<OutputMetrics>,
+    dead_letter: Option<DeadLetter>,
+    log: LogLimiter,
+}
+
+impl Refusals {
+    /// Refusals of `output`, counted in `metrics`.
+    pub fn new(
+        output: Arc<str>,
+        metrics: Arc<OutputMetrics>,
+        dead_letter: Option<DeadLetter>,
+    ) -> Refusals {
+        Refusals {
+            output,
+            metrics,
+            dead_letter,
+            log: LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// `count` events refused for `why`; `records` are the ones the receiver named (fewer when
+    /// it only said how many, as Loki's partial 400 does: those are counted, not handed on).
+    pub fn refuse(&mut self, count: usize, records: &[&[u8]], why: &str) {
+        metrics::add(&self.metrics.rejected, count as u64);
+        if let Some(d) = &self.dead_letter
+            && !records.is_empty()
+        {
+            d.send(records, why);
+        }
+        if let Some(suppressed) = self.log.allow() {
+            tracing::error!(output = %self.output, events = count, reason = why, suppressed,
+                "the receiver refused events for good; they are counted in `rejected` and not sent again");
+        }
+    }
+}

@@ -14,7 +14,6 @@
 //!
 //! A whole-request 408, 429 or 5xx is retried, honouring `Retry-After`; a 413 halves the batch.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
@@ -24,8 +23,7 @@ use toml::Spanned;
 use super::http_client::{HttpClient, HttpEndpoint};
 use crate::decode::{Entry, Errors, Part, choice};
 use crate::event::Event;
-use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::delivery::{Attempt, DeadLetter, Transport};
+use crate::output::delivery::{Attempt, Refusals, Transport};
 use crate::output::format::{Format, json_opt, json_string, write_sd_json, write_utc_micros};
 use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart, RunningOutput};
 
@@ -233,14 +231,16 @@ impl Target {
         match self {
             Target::DataStream(d) => d.clone(),
             Target::Index(pieces) => {
-                let mut s = String::new();
+                use std::fmt::Write;
+                let mut s = String::with_capacity(32);
                 for p in pieces {
-                    match p {
-                        Piece::Text(t) => s.push_str(t),
-                        Piece::Year => s.push_str(&format!("{:04}", at.year())),
-                        Piece::Month => s.push_str(&format!("{:02}", at.month())),
-                        Piece::Day => s.push_str(&format!("{:02}", at.day())),
-                    }
+                    // Writing to a String cannot fail.
+                    let _ = match p {
+                        Piece::Text(t) => s.write_str(t),
+                        Piece::Year => write!(s, "{:04}", at.year()),
+                        Piece::Month => write!(s, "{:02}", at.month()),
+                        Piece::Day => write!(s, "{:02}", at.day()),
+                    };
                 }
                 s
             }
@@ -298,10 +298,13 @@ fn write_document(ev: &Event, ecs: bool, out: &mut Vec<u8>) {
 /// An id derived from a document: the first 128 bits of its SHA-256, in hex.
 fn document_id(doc: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, doc);
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for b in &digest.as_ref()[..16] {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 /// The bulk answer, as much of it as the output reads.
@@ -343,14 +346,11 @@ struct Pending {
 
 /// How an `elasticsearch` output sends.
 struct BulkTransport {
-    name: Arc<str>,
     settings: ElasticsearchSettings,
     client: HttpClient,
     bulk_path: String,
     pending: Option<Pending>,
-    metrics: Arc<OutputMetrics>,
-    dead_letter: Option<DeadLetter>,
-    reject_log: LogLimiter,
+    refusals: Refusals,
 }
 
 impl BulkTransport {
@@ -358,33 +358,19 @@ impl BulkTransport {
         parts: super::http_client::TransportParts,
         settings: ElasticsearchSettings,
     ) -> anyhow::Result<BulkTransport> {
-        let super::http_client::TransportParts {
-            name,
-            metrics,
-            dead_letter,
-            latency,
-        } = parts;
         let url = &settings.endpoint.url;
         let base = url.path().trim_end_matches('/');
         let bulk_path = match url.query() {
             Some(q) => format!("{base}/_bulk?{q}"),
             None => format!("{base}/_bulk"),
         };
-        let client = HttpClient::new(
-            settings.endpoint.clone(),
-            "application/x-ndjson",
-            metrics.clone(),
-            latency,
-        )?;
+        let (client, refusals) = parts.split(settings.endpoint.clone(), "application/x-ndjson")?;
         Ok(BulkTransport {
-            name,
             settings,
             client,
             bulk_path,
             pending: None,
-            metrics,
-            dead_letter,
-            reject_log: LogLimiter::new(Duration::from_secs(10)),
+            refusals,
         })
     }
 
@@ -423,18 +409,9 @@ impl BulkTransport {
         self.pending = Some(batch);
     }
 
-    /// Items (`refused`, their records) refused for good: counted, logged at a bounded rate,
-    /// handed to the dead-letter output.
+    /// Items (`refused`, their records) refused for good.
     fn refused(&mut self, refused: &[&[u8]], why: &str) {
-        let n = refused.len();
-        metrics::add(&self.metrics.rejected, n as u64);
-        if let Some(d) = &self.dead_letter {
-            d.send(refused, why);
-        }
-        if let Some(suppressed) = self.reject_log.allow() {
-            tracing::error!(output = %self.name, items = n, reason = why, suppressed,
-                "Elasticsearch refused documents for good; they are counted in `rejected` and not sent again");
-        }
+        self.refusals.refuse(refused.len(), refused, why);
     }
 
     /// Applies the per-item answer to the items sent (`sent`, indices into the batch).

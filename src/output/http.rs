@@ -12,7 +12,6 @@
 //!   logged (at a bounded rate); they leave the backlog, so they never block the events after
 //!   them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,8 +20,7 @@ use toml::Spanned;
 use super::http_client::{HttpClient, HttpEndpoint};
 use crate::decode::{Entry, Errors, Part, choice};
 use crate::event::Event;
-use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::delivery::{Attempt, DeadLetter, Transport};
+use crate::output::delivery::{Attempt, Refusals, Transport};
 use crate::output::format::Format;
 use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart, RunningOutput};
 
@@ -138,13 +136,10 @@ impl OutputKindSpec for HttpSettings {
 
 /// How an `http` output sends.
 struct HttpTransport {
-    name: Arc<str>,
     settings: HttpSettings,
     format: Format,
     client: HttpClient,
-    metrics: Arc<OutputMetrics>,
-    dead_letter: Option<DeadLetter>,
-    reject_log: LogLimiter,
+    refusals: Refusals,
 }
 
 impl HttpTransport {
@@ -153,31 +148,17 @@ impl HttpTransport {
         settings: HttpSettings,
         format: Format,
     ) -> anyhow::Result<HttpTransport> {
-        let super::http_client::TransportParts {
-            name,
-            metrics,
-            dead_letter,
-            latency,
-        } = parts;
         let content_type = match settings.encoding {
             Encoding::Ndjson => "application/x-ndjson",
             Encoding::JsonArray => "application/json",
             Encoding::Lines => "text/plain; charset=utf-8",
         };
-        let client = HttpClient::new(
-            settings.endpoint.clone(),
-            content_type,
-            metrics.clone(),
-            latency,
-        )?;
+        let (client, refusals) = parts.split(settings.endpoint.clone(), content_type)?;
         Ok(HttpTransport {
-            name,
             settings,
             format,
             client,
-            metrics,
-            dead_letter,
-            reject_log: LogLimiter::new(Duration::from_secs(10)),
+            refusals,
         })
     }
 
@@ -208,18 +189,10 @@ impl HttpTransport {
     /// `records` refused for good: counted, logged at a bounded rate, handed to the
     /// dead-letter output, done with.
     fn refused(&mut self, records: &[Vec<u8>], why: &str) -> Attempt {
-        let n = records.len();
-        metrics::add(&self.metrics.rejected, n as u64);
-        if let Some(d) = &self.dead_letter {
-            let refused: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-            d.send(&refused, why);
-        }
-        if let Some(suppressed) = self.reject_log.allow() {
-            tracing::error!(output = %self.name, events = n, answer = why, suppressed,
-                "the server refused events for good; they are counted in `rejected` and not sent again");
-        }
+        let refused: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        self.refusals.refuse(records.len(), &refused, why);
         Attempt::Done {
-            taken: n,
+            taken: records.len(),
             accepted: 0,
         }
     }

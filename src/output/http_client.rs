@@ -638,6 +638,20 @@ pub struct TransportParts {
     pub latency: Arc<crate::metrics::LatencyHistogram>,
 }
 
+impl TransportParts {
+    /// The client for `endpoint` (sending `content_type`) and the output's refusals.
+    pub fn split(
+        self,
+        endpoint: HttpEndpoint,
+        content_type: &'static str,
+    ) -> anyhow::Result<(HttpClient, crate::output::delivery::Refusals)> {
+        let client = HttpClient::new(endpoint, content_type, self.metrics.clone(), self.latency)?;
+        let refusals =
+            crate::output::delivery::Refusals::new(self.name, self.metrics, self.dead_letter);
+        Ok((client, refusals))
+    }
+}
+
 /// Starts an HTTP output's delivery thread; `transport` is made there, from the parts.
 pub fn start<T: crate::output::delivery::Transport>(
     output: &crate::output::OutputConfig,

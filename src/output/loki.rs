@@ -27,8 +27,8 @@ use toml::Spanned;
 use super::http_client::{HttpClient, HttpEndpoint};
 use crate::decode::{Entry, Errors, OneOrMany, Part, choice, positive};
 use crate::event::Event;
-use crate::metrics::{self, LogLimiter, OutputMetrics};
-use crate::output::delivery::{Attempt, DeadLetter, Transport};
+use crate::metrics::{self, OutputMetrics};
+use crate::output::delivery::{Attempt, Refusals, Transport};
 use crate::output::format::Format;
 use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart, RunningOutput};
 
@@ -268,8 +268,7 @@ struct LokiTransport {
     /// Mutated while encoding (which takes `&self`); the output thread alone uses it.
     guard: RefCell<Guard>,
     metrics: Arc<OutputMetrics>,
-    dead_letter: Option<DeadLetter>,
-    reject_log: LogLimiter,
+    refusals: Refusals,
 }
 
 impl LokiTransport {
@@ -278,12 +277,7 @@ impl LokiTransport {
         settings: LokiSettings,
         format: Format,
     ) -> anyhow::Result<LokiTransport> {
-        let super::http_client::TransportParts {
-            name,
-            metrics,
-            dead_letter,
-            latency,
-        } = parts;
+        let (name, metrics) = (parts.name.clone(), parts.metrics.clone());
         let content_type = if settings.protobuf {
             "application/x-protobuf"
         } else {
@@ -294,7 +288,7 @@ impl LokiTransport {
         if settings.protobuf {
             endpoint.gzip = false;
         }
-        let client = HttpClient::new(endpoint, content_type, metrics.clone(), latency)?;
+        let (client, refusals) = parts.split(endpoint, content_type)?;
         let url = &settings.endpoint.url;
         let push_path = format!("{}/loki/api/v1/push", url.path().trim_end_matches('/'));
         Ok(LokiTransport {
@@ -305,8 +299,7 @@ impl LokiTransport {
             push_path,
             guard: RefCell::new(Guard::default()),
             metrics,
-            dead_letter,
-            reject_log: LogLimiter::new(Duration::from_secs(10)),
+            refusals,
         })
     }
 
@@ -328,10 +321,14 @@ impl LokiTransport {
                 labels.insert(FALLBACK_LABEL.0, FALLBACK_LABEL.1.to_string());
             }
             let wanted = selector(&labels);
-            if guard.streams.contains(&wanted) || guard.streams.len() < self.settings.max_streams {
-                for (name, v) in &labels {
-                    if let Some((_, f)) = Field::ALL.iter().find(|(n, _)| n == name) {
-                        guard.values.entry(*f).or_default().insert(v.clone());
+            if guard.streams.contains(&wanted) {
+                return (wanted, metadata);
+            }
+            if guard.streams.len() < self.settings.max_streams {
+                // A new label set: the only time its values can be new to the guard.
+                for (name, v) in labels {
+                    if let Some((_, f)) = Field::ALL.iter().find(|(n, _)| *n == name) {
+                        guard.values.entry(*f).or_default().insert(v);
                     }
                 }
                 guard.streams.insert(wanted.clone());
@@ -393,15 +390,6 @@ impl LokiTransport {
                 .unwrap_or_default()
         } else {
             json_push(&streams)
-        }
-    }
-
-    /// `n` entries refused for good: counted and logged at a bounded rate.
-    fn refused(&mut self, n: usize, why: &str) {
-        metrics::add(&self.metrics.rejected, n as u64);
-        if let Some(suppressed) = self.reject_log.allow() {
-            tracing::error!(output = %self.name, entries = n, answer = why, suppressed,
-                "Loki refused entries; they are counted in `rejected` and not sent again");
         }
     }
 }
@@ -584,13 +572,19 @@ impl Transport for LokiTransport {
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
         let mut n = self.settings.endpoint.fitting(records, 0);
         loop {
-            let decoded: Vec<Record> = records[..n]
-                .iter()
-                .filter_map(|r| serde_json::from_slice(r).ok())
-                .collect();
-            if decoded.len() < n {
-                // Not one of this output's records (a queue written by another version).
-                self.refused(n - decoded.len(), "unreadable backlog record");
+            let mut decoded = Vec::with_capacity(n);
+            let mut readable: Vec<&[u8]> = Vec::with_capacity(n);
+            let mut unreadable: Vec<&[u8]> = Vec::new();
+            for r in &records[..n] {
+                match serde_json::from_slice::<Record>(r) {
+                    Ok(d) => {
+                        decoded.push(d);
+                        readable.push(r);
+                    }
+                    // Not one of this output's records (a queue written by another version):
+                    // refused with the push it came in, whatever becomes of it.
+                    Err(_) => unreadable.push(r),
+                }
             }
             let body = self.body(&decoded);
             let answer = match self.client.send(hyper::Method::POST, &self.push_path, body) {
@@ -602,48 +596,40 @@ impl Transport for LokiTransport {
                     };
                 }
             };
-            let text = String::from_utf8_lossy(&answer.body).into_owned();
-            match answer.status.as_u16() {
-                200..=299 => {
-                    return Attempt::Done {
-                        taken: n,
-                        accepted: decoded.len(),
-                    };
+            let why = format!("{}: {}", answer.status, answer.excerpt());
+            let accepted = match answer.status.as_u16() {
+                200..=299 => decoded.len(),
+                413 if n > 1 => {
+                    n /= 2;
+                    continue;
                 }
-                413 if n > 1 => n /= 2,
                 _ if answer.retry_later() => {
                     return Attempt::Failed {
-                        error: format!("{}: {}", answer.status, answer.excerpt()),
+                        error: why,
                         retry_after: answer.retry_after,
                     };
                 }
-                // Loki stored the valid entries of the push and lists the others.
+                // Loki stored the valid entries of the push and says how many it ignored, not
+                // which: those are counted, not handed to the dead letter.
                 400 => {
+                    let text = String::from_utf8_lossy(&answer.body);
                     let ignored = ignored_count(&text)
                         .unwrap_or(decoded.len())
                         .min(decoded.len());
-                    let why = format!("{}: {}", answer.status, answer.excerpt());
-                    self.refused(ignored, &why);
-                    return Attempt::Done {
-                        taken: n,
-                        accepted: decoded.len() - ignored,
-                    };
+                    self.refusals.refuse(ignored, &[], &why);
+                    decoded.len() - ignored
                 }
+                // The whole push refused: every entry goes to the dead letter.
                 _ => {
-                    let why = format!("{}: {}", answer.status, answer.excerpt());
-                    self.refused(decoded.len().max(1), &why);
-                    // The whole push was refused: every entry goes to the dead letter (a 400
-                    // does not say which entries it ignored, so those are only counted).
-                    if let Some(d) = &self.dead_letter {
-                        let all: Vec<&[u8]> = records[..n].iter().map(Vec::as_slice).collect();
-                        d.send(&all, &why);
-                    }
-                    return Attempt::Done {
-                        taken: n,
-                        accepted: 0,
-                    };
+                    self.refusals.refuse(decoded.len(), &readable, &why);
+                    0
                 }
+            };
+            if !unreadable.is_empty() {
+                self.refusals
+                    .refuse(unreadable.len(), &unreadable, "unreadable backlog record");
             }
+            return Attempt::Done { taken: n, accepted };
         }
     }
 
