@@ -21,6 +21,14 @@ Cases (pick with --cases):
   latency   p99 from send to written line at half of sluice's tcp3164 wall throughput, to a
             named pipe and to a file (--latency-outputs), after a warm-up second
   rss       RSS every second for --rss-secs while the output (a pipe) drains slowly
+  mixed3164 a collector's mixed stream (benches/mixed.rs: 200 hosts, 30 programs, every facility
+            and severity, lognormal sizes, skewed and replayed stamps, device dialects) over 50
+            TCP connections, LF-framed RFC 3164, through a real rule set: Debian's files
+            (syslog, auth.log, kern.log, mail.log, user.log), network.log, a per-host file
+            template devices/HOST/PROGRAM.log and a forward of everything (RFC 5424,
+            octet-counted) to a collector on loopback. Every file is checked against the
+            generator's own count for every daemon.
+  mixed5424 the same in RFC 5424, octet-counted, a third with structured data
   es        N RFC 3164 messages over TCP, indexed into Elasticsearch's _bulk API: sluice's
             `kind = "elasticsearch"`, rsyslog's omelasticsearch, syslog-ng's elasticsearch-http(),
             each with its default batching, into benches/es_sink.py (a separate process that
@@ -699,6 +707,228 @@ def es_run(args, name, sink):
         d.cleanup()
 
 
+# --- the mixed cases: a collector's rule set, the same for each daemon ---
+# Files under `out`: syslog, auth.log, kern.log, mail.log, user.log, network.log and
+# devices/HOST/PROGRAM.log; everything is also forwarded, RFC 5424 octet-counted, to a collector
+# on `fwd_port`. benches/mixed.rs counts what each file must hold.
+
+MIXED_FILES = [("syslog", "*.*;auth,authpriv.none"), ("auth.log", "auth,authpriv.*"),
+               ("kern.log", "kern.*"), ("mail.log", "mail.*"), ("user.log", "user.*"),
+               ("network.log", "local6,local7.*")]
+MIXED_DEVICES = "*.*;local6,local7.none"
+# Open files each daemon may keep for the per-host template (the workload has about 830).
+MIXED_OPEN_FILES = 1000
+MIXED_CONNS = 50
+
+
+def sluice_mixed(work, port, out, fwd_port, rfc5424):
+    conf = os.path.join(work, "sluice.toml")
+    with open(conf, "w") as f:
+        f.write(f'[daemon]\nstate_dir = "{work}"\n\n'
+                f'[listen.bench]\nkind = "tcp"\naddress = "127.0.0.1:{port}"\n\n')
+        for i, (name, _) in enumerate(MIXED_FILES):
+            f.write(f'[output.f{i}]\nkind = "file"\npath = "{out}/{name}"\n\n')
+        f.write(f'[output.devices]\nkind = "file"\npath = "{out}/devices/{{hostname}}/{{app_name}}.log"\n'
+                f'max_open_files = {MIXED_OPEN_FILES}\n\n'
+                f'[output.fwd]\nkind = "forward"\naddress = "127.0.0.1:{fwd_port}"\n\n')
+        for i, (_, sel) in enumerate(MIXED_FILES):
+            f.write(f'[[route]]\nselector = "{sel}"\nto = ["f{i}"]\n\n')
+        f.write(f'[[route]]\nselector = "{MIXED_DEVICES}"\nto = ["devices"]\n\n[[route]]\nto = ["fwd"]\n')
+    return [SLUICE, "--config", conf], None
+
+
+def rsyslog_mixed(work, port, out, fwd_port, rfc5424):
+    conf = os.path.join(work, "rsyslog.conf")
+    with open(conf, "w") as f:
+        # Debian's rsyslog.conf writes the traditional format.
+        f.write(f'global(workDirectory="{work}")\n'
+                'module(load="builtin:omfile" template="RSYSLOG_TraditionalFileFormat")\n'
+                f'module(load="imtcp" MaxSessions="{MAX_CONNS}")\n'
+                f'input(type="imtcp" port="{port}" address="127.0.0.1")\n'
+                f'template(name="devices" type="string" string="{out}/devices/%HOSTNAME%/%PROGRAMNAME%.log")\n')
+        for name, sel in MIXED_FILES:
+            f.write(f'{sel} action(type="omfile" file="{out}/{name}")\n')
+        f.write(f'{MIXED_DEVICES} action(type="omfile" dynaFile="devices" '
+                f'dynaFileCacheSize="{MIXED_OPEN_FILES}" createDirs="on")\n'
+                f'*.* action(type="omfwd" target="127.0.0.1" port="{fwd_port}" protocol="tcp" '
+                'TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")\n')
+    return [RSYSLOG, "-n", "-f", conf, "-i", os.path.join(work, "rs.pid"), "-M", RSYSLOG_MODS], None
+
+
+def syslog_ng_mixed(work, port, out, fwd_port, rfc5424):
+    conf = os.path.join(work, "syslog-ng.conf")
+    driver = "syslog" if rfc5424 else "network"
+    facilities = {"*.*;auth,authpriv.none": "not facility(auth, authpriv)",
+                  "auth,authpriv.*": "facility(auth, authpriv)", "kern.*": "facility(kern)",
+                  "mail.*": "facility(mail)", "user.*": "facility(user)",
+                  "local6,local7.*": "facility(local6, local7)"}
+    with open(conf, "w") as f:
+        # A window of 1000 messages per connection (log-iw-size is shared by max-connections).
+        f.write('@version: 3.38\noptions { threaded(yes); use-dns(no); keep-hostname(yes); create-dirs(yes); '
+                f'log-fifo-size(100000); }};\nsource s {{ {driver}(ip("127.0.0.1") transport("tcp") port({port}) '
+                f'max-connections({MIXED_CONNS * 2}) log-iw-size({MIXED_CONNS * 2000})); }};\n')
+        for i, (name, sel) in enumerate(MIXED_FILES):
+            f.write(f'filter f{i} {{ {facilities[sel]}; }};\ndestination d{i} {{ file("{out}/{name}"); }};\n'
+                    f'log {{ source(s); filter(f{i}); destination(d{i}); flags(flow-control); }};\n')
+        f.write(f'filter fdev {{ not facility(local6, local7); }};\n'
+                f'destination ddev {{ file("{out}/devices/${{HOST}}/${{PROGRAM}}.log"); }};\n'
+                'log { source(s); filter(fdev); destination(ddev); flags(flow-control); };\n'
+                f'destination dfwd {{ syslog("127.0.0.1" transport("tcp") port({fwd_port})); }};\n'
+                'log { source(s); destination(dfwd); flags(flow-control); };\n')
+    return ["syslog-ng", "-F", "-f", conf, "-p", os.path.join(work, "sng.pid"),
+            "-R", os.path.join(work, "sng.persist"), "-c", os.path.join(work, "sng.ctl")], None
+
+
+MIXED_DAEMONS = {"sluice": sluice_mixed, "rsyslog": rsyslog_mixed, "syslog-ng": syslog_ng_mixed}
+
+
+class Collector:
+    """The forward target of the mixed cases: counts octet-counted frames (RFC 6587) on every
+    connection it accepts, and the time of the last one."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.frames, self.last = 0, 0.0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.read, args=(conn,), daemon=True).start()
+
+    def read(self, conn):
+        buf = b""
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                conn.close()
+                return
+            buf += data
+            pos, n = 0, 0
+            while True:
+                sp = buf.find(b" ", pos, pos + 12)
+                if sp < 0:
+                    break
+                end = sp + 1 + int(buf[pos:sp])
+                if end > len(buf):
+                    break
+                pos, n = end, n + 1
+            buf = buf[pos:]
+            with self.lock:
+                self.frames += n
+                self.last = time.time()
+
+    def reset(self):
+        with self.lock:
+            self.frames, self.last = 0, 0.0
+
+    def get(self):
+        with self.lock:
+            return self.frames, self.last
+
+    def stop(self):
+        self.sock.close()
+
+
+def files_under(root):
+    for d, _, names in os.walk(root):
+        for n in names:
+            yield os.path.join(d, n)
+
+
+def case_mixed(args, names, fmt):
+    """The mixed workload: wall msg/s (first send to the last line written or forwarded) and msg
+    per daemon CPU-second, median of --repeat runs with min..max; every file checked against the
+    generator's count."""
+    collector = Collector()
+    runs = {name: [] for name in names}
+    try:
+        for _ in range(args.repeat):
+            for name in names:
+                r = mixed_run(args, name, fmt, collector)
+                runs[name].append(r)
+                print(f"  mixed{fmt} {name:9s} {r['lines']:>8d} lines, {r['forwarded']}/{r['sent']} forwarded, "
+                      f"{r['files_wrong']} of {r['files']} files wrong  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
+                      f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
+                for w in r["wrong"][:5]:
+                    print(f"      {w}")
+    finally:
+        collector.stop()
+    res = {}
+    for name, rs in runs.items():
+        res[name] = dict(sent=rs[0]["sent"], runs=len(rs), files_wrong=max(r["files_wrong"] for r in rs),
+                         msg_per_s=statistics.median(r["msg_per_s"] for r in rs),
+                         msg_per_cpu_s=statistics.median(r["msg_per_cpu_s"] for r in rs),
+                         msg_per_cpu_s_range=(min(r["msg_per_cpu_s"] for r in rs),
+                                              max(r["msg_per_cpu_s"] for r in rs)),
+                         msg_per_s_range=(min(r["msg_per_s"] for r in rs), max(r["msg_per_s"] for r in rs)))
+    return res
+
+
+def mixed_run(args, name, fmt, collector):
+    collector.reset()
+    port = next(PORTS)
+    work = tempfile.mkdtemp(prefix=f"e2e-mixed-{name}-")
+    out = os.path.join(work, "out")
+    os.makedirs(out)
+    cmd, env = MIXED_DAEMONS[name](work, port, out, collector.port, fmt == "5424")
+    stderr = open(os.path.join(work, "stderr"), "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=raise_nofile, env=env)
+    d = Daemon.__new__(Daemon)
+    d.name, d.port, d.proc, d.proto, d.work, d.stderr = name, port, proc, "tcp", work, stderr
+    try:
+        d.wait_ready()
+        cpu0, t0 = d.cpu(), time.time()
+        sent = loadgen("--workload", "mixed", "--proto", "tcp", "--format", fmt, "--count", args.n,
+                       "--connections", MIXED_CONNS, f"127.0.0.1:{port}")
+        expected = sent["expected"]
+        # Until the collector has every message, or has counted nothing new for 3 s; then until
+        # the files stop growing for half a second.
+        deadline, last, since = time.time() + args.timeout, -1, time.time()
+        while time.time() < deadline:
+            n, _ = collector.get()
+            if n >= sent["sent"]:
+                break
+            if n != last:
+                last, since = n, time.time()
+            elif time.time() - since > 3:
+                break
+            time.sleep(0.02)
+        last, since = None, time.time()
+        while time.time() < deadline:
+            sizes = sum(os.path.getsize(p) for p in files_under(out))
+            if sizes != last:
+                last, since = sizes, time.time()
+            elif time.time() - since > 0.5:
+                break
+            time.sleep(0.05)
+        cpu = d.cpu() - cpu0
+        forwarded, fwd_last = collector.get()
+        end = max([fwd_last] + [os.stat(p).st_mtime for p in files_under(out)])
+        d.stop()
+        got = {os.path.relpath(p, out): count_lines(p) for p in files_under(out)}
+        got["forwarded"] = collector.get()[0]
+        wrong = [f"{k}: {got.get(k, 0)} lines, expected {v}" for k, v in sorted(expected.items())
+                 if got.get(k, 0) != v]
+        wrong += [f"{k}: {v} lines, expected none" for k, v in sorted(got.items()) if k not in expected]
+        lines = sum(v for k, v in got.items() if k != "forwarded")
+        wall = max(end - t0, 1e-6)
+        return dict(sent=sent["sent"], lines=lines, forwarded=forwarded, files=len(expected),
+                    files_wrong=len(wrong), wrong=wrong, wall_s=wall, cpu_s=cpu,
+                    msg_per_s=sent["sent"] / wall, msg_per_cpu_s=sent["sent"] / max(cpu, 1e-6))
+    finally:
+        d.stop()
+        d.cleanup()
+
+
 def ratio(a, b):
     return a / b if b else float("inf")
 
@@ -708,7 +938,7 @@ def main():
     p.add_argument("-n", type=int, default=1_000_000, help="messages per TCP throughput run")
     p.add_argument("--size", type=int, default=256, help="bytes per message")
     p.add_argument("--repeat", type=int, default=3, help="runs per daemon of each TCP and latency case (median)")
-    p.add_argument("--cases", default="tcp3164,tcp5424,udp,ladder,capladder,conns,latency,rss")
+    p.add_argument("--cases", default="tcp3164,tcp5424,mixed3164,mixed5424,udp,ladder,capladder,conns,latency,rss")
     p.add_argument("--daemons", default="sluice,rsyslog,syslog-ng")
     p.add_argument("--udp-rate", type=int, default=200_000)
     p.add_argument("--udp-secs", type=int, default=5)
@@ -764,11 +994,15 @@ def main():
         results["latency"] = case_latency(args, names, rate)
     if "rss" in cases:
         results["rss"] = case_rss(args, names)
+    if "mixed3164" in cases:
+        results["mixed3164"] = case_mixed(args, names, "3164")
+    if "mixed5424" in cases:
+        results["mixed5424"] = case_mixed(args, names, "5424")
     if "es" in cases:
         results["es"] = case_es(args, names)
 
     print("\nsummary (sluice / peer, same run):")
-    for c in ("tcp3164", "tcp5424"):
+    for c in ("tcp3164", "tcp5424", "mixed3164", "mixed5424"):
         r = results.get(c, {})
         s = r.get("sluice")
         for peer in ("rsyslog", "syslog-ng"):

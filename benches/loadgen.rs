@@ -24,11 +24,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 
+mod mixed;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Proto {
     Tcp,
     Udp,
     Tls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Uniform,
+    Mixed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,6 +94,15 @@ struct Args {
     /// first, and the target is the delay at a steady rate. Like wrk2's calibration period.
     #[arg(long, default_value_t = 1.0)]
     latency_warmup_secs: f64,
+    /// `uniform`: one template per connection (one host, program and PRI; `seq=` and `t=`).
+    /// `mixed`: a collector's day, built before sending (see benches/mixed.rs); streams only,
+    /// no rate limit; the summary adds `expected`, the lines each file of the e2e rule set
+    /// must hold.
+    #[arg(long, value_enum, default_value = "uniform")]
+    workload: Workload,
+    /// Seed of the mixed workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// `cargo bench` passes this; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -399,6 +416,69 @@ fn send_stream(
     Ok(())
 }
 
+/// Sends the mixed workload: one thread per connection writes its pre-built messages in
+/// [`WRITE_CHUNK_BYTES`] pieces, cut at message boundaries only by the receiver's framing.
+fn send_mixed(
+    args: &Args,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    connections: usize,
+) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        args.proto != Proto::Udp,
+        "--workload mixed sends over streams only"
+    );
+    let syntax = match args.format {
+        Format::Rfc3164 => mixed::Syntax::Rfc3164,
+        Format::Rfc5424 => mixed::Syntax::Rfc5424,
+    };
+    let work = mixed::build(
+        syntax,
+        args.count,
+        connections,
+        args.seed,
+        chrono::Utc::now(),
+    );
+    let mut streams = Vec::new();
+    for _ in 0..connections {
+        streams.push(connect(args, tls)?);
+    }
+    let start = Instant::now();
+    let threads: Vec<_> = streams
+        .into_iter()
+        .zip(work.per_conn)
+        .map(|(mut stream, bytes)| {
+            std::thread::spawn(move || -> std::io::Result<()> {
+                for chunk in bytes.chunks(WRITE_CHUNK_BYTES) {
+                    stream.write_all(chunk)?;
+                }
+                stream.finish();
+                Ok(())
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e.to_string()),
+            Err(_) => failures.push("sender thread panicked".into()),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent: u64 = work.counts.iter().sum();
+    anyhow::ensure!(failures.is_empty(), "sending failed: {failures:?}");
+    Ok(serde_json::json!({
+        "proto": format!("{:?}", args.proto).to_lowercase(),
+        "workload": "mixed",
+        "connections": connections,
+        "sent": sent,
+        "acked": sent,
+        "elapsed_s": elapsed,
+        "rate": sent as f64 / elapsed.max(1e-9),
+        "expected": work.expected,
+    }))
+}
+
 fn send_udp(args: &Args, share: Share, deadline: Instant, totals: &Totals) -> anyhow::Result<()> {
     let local: SocketAddr = if args.address.is_ipv4() {
         "0.0.0.0:0".parse()?
@@ -656,6 +736,10 @@ fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let connections = args.connections.max(1);
+    if args.workload == Workload::Mixed {
+        println!("{}", send_mixed(&args, &tls, connections)?);
+        return Ok(());
+    }
     let totals = Arc::new(Totals::default());
     let stop_tail = Arc::new(AtomicBool::new(false));
     let tailer = args.latency_file.clone().map(|p| {

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -24,7 +24,8 @@ use super::http_client::{HttpClient, HttpEndpoint};
 use crate::decode::{Entry, Errors, Part, choice};
 use crate::event::Event;
 use crate::output::delivery::{Attempt, Refusals, Transport};
-use crate::output::format::{Format, json_opt, json_string, write_sd_json, write_utc_micros};
+use crate::output::format::{Format, json_opt, json_string, write_sd_json};
+use crate::output::stamp;
 use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart, RunningOutput};
 
 /// `kind = "elasticsearch"`.
@@ -259,8 +260,8 @@ fn event_time(ev: &Event) -> DateTime<Utc> {
 fn write_timestamp(ev: &Event, out: &mut Vec<u8>) {
     out.push(b'"');
     match ev.parsed.timestamp {
-        Some(t) => out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes()),
-        None => write_utc_micros(ev.received_at, out),
+        Some(t) => stamp::write_rfc3339_auto(out, t),
+        None => stamp::write_utc_micros(out, ev.received_at),
     }
     out.push(b'"');
 }

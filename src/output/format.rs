@@ -10,9 +10,10 @@
 use std::io::Write as _;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Datelike, FixedOffset, Local, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, FixedOffset, Local};
 
 use crate::event::{Event, Protocol, StructuredData};
+use crate::output::stamp;
 use crate::parse::rfc5424;
 
 /// Output line formats.
@@ -66,18 +67,18 @@ impl Format {
     fn write_message(self, ev: &Event, out: &mut Vec<u8>, esc: Escape) {
         match self {
             Format::Traditional => {
-                write_time(out, event_time(ev), "%b %e %H:%M:%S");
+                stamp::write_bsd(out, event_time(ev));
                 out.push(b' ');
                 write_tail_3164(ev, out, esc);
             }
             Format::Precise => {
-                write_precise_time(out, event_time(ev));
+                stamp::write_precise(out, event_time(ev));
                 out.push(b' ');
                 write_tail_3164(ev, out, esc);
             }
             Format::Rfc3164 => {
                 write_pri(ev, out);
-                write_time(out, event_time(ev), "%b %e %H:%M:%S");
+                stamp::write_bsd(out, event_time(ev));
                 out.push(b' ');
                 write_tail_3164(ev, out, esc);
             }
@@ -101,51 +102,6 @@ fn event_time(ev: &Event) -> DateTime<FixedOffset> {
     ev.parsed
         .timestamp
         .unwrap_or_else(|| ev.received_at.with_timezone(&Local).fixed_offset())
-}
-
-/// The last stamp formatted on this thread. A busy output writes thousands of lines a second
-/// with the same stamp, and chrono's strftime cost more than the rest of a line (issue 8).
-/// Each output has its own thread, so each has its own cache and nothing is shared.
-struct StampCache {
-    secs: i64,
-    offset_secs: i32,
-    fmt: &'static str,
-    text: Vec<u8>,
-}
-
-thread_local! {
-    static STAMPS: std::cell::RefCell<StampCache> = const {
-        std::cell::RefCell::new(StampCache { secs: i64::MIN, offset_secs: 0, fmt: "", text: Vec::new() })
-    };
-}
-
-/// Writes `t` as `fmt`, which must not show anything finer than seconds (the text is reused for
-/// every stamp in the same second).
-fn write_time(out: &mut Vec<u8>, t: DateTime<FixedOffset>, fmt: &'static str) {
-    let (secs, offset_secs) = (t.timestamp(), t.offset().local_minus_utc());
-    STAMPS.with_borrow_mut(|c| {
-        if c.secs != secs || c.offset_secs != offset_secs || c.fmt != fmt {
-            c.text.clear();
-            let _ = write!(c.text, "{}", t.format(fmt));
-            (c.secs, c.offset_secs, c.fmt) = (secs, offset_secs, fmt);
-        }
-        out.extend_from_slice(&c.text);
-    });
-}
-
-/// `%Y-%m-%dT%H:%M:%S%.6f%:z` (rsyslog's RSYSLOG_FileFormat), the seconds from the cache.
-fn write_precise_time(out: &mut Vec<u8>, t: DateTime<FixedOffset>) {
-    if t.nanosecond() >= 1_000_000_000 {
-        // A leap second: rare enough for chrono's own formatting.
-        let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6f%:z"));
-        return;
-    }
-    write_time(out, t, "%Y-%m-%dT%H:%M:%S");
-    let _ = write!(out, ".{:06}", t.nanosecond() / 1000);
-    let secs = t.offset().local_minus_utc();
-    let mins = secs.unsigned_abs() / 60;
-    let sign = if secs < 0 { '-' } else { '+' };
-    let _ = write!(out, "{sign}{:02}:{:02}", mins / 60, mins % 60);
 }
 
 fn write_pri(ev: &Event, out: &mut Vec<u8>) {
@@ -246,7 +202,7 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
     };
     let _ = write!(out, "{version} ");
     match ev.parsed.timestamp {
-        Some(t) => write_rfc3339_micros(t, out),
+        Some(t) => stamp::write_rfc5424(out, t),
         None => out.push(b'-'),
     }
     out.push(b' ');
@@ -296,46 +252,6 @@ fn header_field(out: &mut Vec<u8>, value: Option<&str>, max: usize) {
             out.extend_from_slice(v.as_bytes());
         }
         _ => out.push(b'-'),
-    }
-}
-
-/// RFC 3339 as RFC 5424 needs it: fraction cut to microseconds (3 digits when they suffice),
-/// `Z` for UTC, the offset otherwise. A stamp RFC 5424 cannot hold (year beyond 0..=9999, or an
-/// offset with seconds, as old local mean times have) is written in UTC or as NILVALUE.
-pub fn write_rfc3339_micros(t: DateTime<FixedOffset>, out: &mut Vec<u8>) {
-    let t = if t.offset().local_minus_utc() % 60 == 0 {
-        t
-    } else {
-        t.with_timezone(&Utc).fixed_offset()
-    };
-    if !(0..=9999).contains(&t.year()) {
-        out.push(b'-');
-        return;
-    }
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
-    // A leap second is carried in the nanoseconds (>= 1e9); RFC 5424 has none.
-    let micros = t.nanosecond().min(999_999_999) / 1000;
-    if micros % 1000 == 0 && micros > 0 {
-        let _ = write!(out, ".{:03}", micros / 1000);
-    } else if micros > 0 {
-        let _ = write!(out, ".{micros:06}");
-    }
-    match t.offset().local_minus_utc() {
-        0 => out.push(b'Z'),
-        secs => {
-            let sign = if secs < 0 { '-' } else { '+' };
-            let mins = secs.unsigned_abs() / 60;
-            let _ = write!(out, "{sign}{:02}:{:02}", mins / 60, mins % 60);
-        }
     }
 }
 
@@ -410,7 +326,7 @@ pub(crate) fn json_opt(out: &mut Vec<u8>, v: Option<&str>) {
 
 fn write_json(ev: &Event, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"received_at\":\"");
-    write_utc_micros(ev.received_at, out);
+    stamp::write_utc_micros(out, ev.received_at);
     out.extend_from_slice(b"\",\"source\":");
     match ev.source {
         Some(a) => {
@@ -429,11 +345,9 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
     );
     match ev.parsed.timestamp {
         Some(t) => {
-            let _ = write!(
-                out,
-                "\"{}\"",
-                t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-            );
+            out.push(b'"');
+            stamp::write_rfc3339_auto(out, t);
+            out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
     }
@@ -463,38 +377,6 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"truncated\":true");
     }
     out.push(b'}');
-}
-
-thread_local! {
-    /// `received_at`'s seconds, formatted, for the last second seen on this thread: every JSON
-    /// event and document writes one, and strftime per event showed in profiles (issue 15).
-    static UTC_SECONDS: std::cell::RefCell<(i64, Vec<u8>)> =
-        const { std::cell::RefCell::new((i64::MIN, Vec::new())) };
-}
-
-/// `%Y-%m-%dT%H:%M:%S%.6fZ`, the seconds from a per-thread cache.
-pub(crate) fn write_utc_micros(t: DateTime<Utc>, out: &mut Vec<u8>) {
-    let nanos = t.nanosecond();
-    if nanos >= 1_000_000_000 {
-        // A leap second: rare enough for chrono's own formatting.
-        let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
-        return;
-    }
-    let secs = t.timestamp();
-    UTC_SECONDS.with_borrow_mut(|(cached, text)| {
-        if *cached != secs {
-            text.clear();
-            let _ = write!(text, "{}", t.format("%Y-%m-%dT%H:%M:%S"));
-            *cached = secs;
-        }
-        out.extend_from_slice(text);
-    });
-    let micros = nanos / 1000;
-    out.push(b'.');
-    for div in [100_000, 10_000, 1_000, 100, 10, 1] {
-        out.push(b'0' + (micros / div % 10) as u8);
-    }
-    out.push(b'Z');
 }
 
 /// SD as `{"id":{"param":"value", "repeated":["a","b"]}}`, or `null` when there is none.
@@ -546,6 +428,7 @@ mod tests {
     use super::*;
     use crate::event::{Facility, Parsed, Protocol, SdElement, Severity, Span};
     use bytes::Bytes;
+    use chrono::Utc;
 
     fn ev(raw: &str) -> Event {
         let mut parsed = Parsed::unparsed(raw.as_bytes());
@@ -617,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn cached_stamps_follow_the_second_and_the_offset() {
+    fn stamps_follow_the_second_and_the_offset() {
         let mut e = ev("x");
         for (stamp, traditional, precise) in [
             (
@@ -752,7 +635,7 @@ mod tests {
         );
         let stamp = |s: &str| {
             let mut out = Vec::new();
-            write_rfc3339_micros(s.parse().unwrap(), &mut out);
+            stamp::write_rfc5424(&mut out, s.parse().unwrap());
             String::from_utf8(out).unwrap()
         };
         assert_eq!(stamp("2003-10-11T22:14:15Z"), "2003-10-11T22:14:15Z");
@@ -767,13 +650,13 @@ mod tests {
         let lmt = chrono::FixedOffset::east_opt(3208).unwrap();
         let t = "1850-01-01T00:53:28Z".parse::<DateTime<Utc>>().unwrap();
         let mut out = Vec::new();
-        write_rfc3339_micros(t.with_timezone(&lmt), &mut out);
+        stamp::write_rfc5424(&mut out, t.with_timezone(&lmt));
         assert_eq!(out, b"1850-01-01T00:53:28Z", "offset with seconds: in UTC");
         let far = chrono::NaiveDate::from_ymd_opt(10_000, 1, 1)
             .unwrap()
             .and_hms_opt(0, 0, 0);
         let mut out = Vec::new();
-        write_rfc3339_micros(far.unwrap().and_utc().fixed_offset(), &mut out);
+        stamp::write_rfc5424(&mut out, far.unwrap().and_utc().fixed_offset());
         assert_eq!(out, b"-");
     }
 
@@ -805,28 +688,5 @@ mod tests {
         assert!(l.ends_with(&format!("{}\n", "#001".repeat(max))));
         let j = line(Format::Json, &e);
         assert!(j.contains(&"\\u0001".repeat(max)));
-    }
-}
-
-#[cfg(test)]
-mod utc_micros_tests {
-    use super::*;
-
-    #[test]
-    fn cached_seconds_and_micros_match_chrono() {
-        for s in [
-            "2026-12-04T21:53:37.000001Z",
-            "2026-12-04T21:53:37.999999Z",
-            "2026-12-04T21:53:38.5Z",
-            "1999-01-01T00:00:00Z",
-        ] {
-            let t = DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-            let mut out = Vec::new();
-            write_utc_micros(t, &mut out);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-            );
-        }
     }
 }

@@ -20,6 +20,7 @@ pub mod http_client;
 mod kind;
 pub mod loki;
 pub mod queue;
+pub mod stamp;
 pub mod stdout;
 
 pub use kind::{
