@@ -403,7 +403,7 @@ fn message_size(rng: &mut Rng) -> usize {
 fn fill(rng: &mut Rng, shape: &str, out: &mut Vec<u8>) {
     let mut rest = shape;
     while let Some(at) = rest.find('{') {
-        out.extend_from_slice(rest[..at].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..at]);
         let end = rest[at..].find('}').map_or(rest.len(), |e| at + e + 1);
         match &rest[at..end] {
             "{n}" => out.extend_from_slice(rng.below(100_000).to_string().as_bytes()),
