@@ -876,7 +876,7 @@ def case_mixed(args, names, fmt):
 def mixed_run(args, name, fmt, collector):
     collector.reset()
     port = next(PORTS)
-    work = tempfile.mkdtemp(prefix=f"e2e-mixed-{name}-")
+    work = tempfile.mkdtemp(prefix=f"e2e-mixed-{name}-", dir=args.work_dir)
     out = os.path.join(work, "out")
     os.makedirs(out)
     cmd, env = MIXED_DAEMONS[name](work, port, out, collector.port, fmt == "5424")
@@ -959,6 +959,9 @@ def main():
     p.add_argument("--rss-secs", type=int, default=15)
     p.add_argument("--rss-drain", type=int, default=1_000_000, help="bytes/s the slow output takes")
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--work-dir", help="where the mixed cases write their files (default: the system's temp dir); "
+                   "a tmpfs such as /dev/shm leaves out the file system's inode allocation, which on ext4 "
+                   "after earlier runs' deletions costs every daemon more than its own work")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--json", help="also write every figure to this file")
     args = p.parse_args()

@@ -437,6 +437,12 @@ impl Event {
         span.and_then(|s| std::str::from_utf8(s.slice(&self.raw)).ok())
     }
 
+    /// A header field's bytes (`self.parsed.hostname` and the like), as formats copy them: the
+    /// `&str` accessors below validate UTF-8 on every call, which a line format does not need.
+    pub fn span_bytes(&self, span: Option<Span>) -> Option<&[u8]> {
+        span.map(|s| s.slice(&self.raw))
+    }
+
     /// HOSTNAME, if present.
     pub fn hostname(&self) -> Option<&str> {
         self.field(self.parsed.hostname)

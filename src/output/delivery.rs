@@ -32,6 +32,9 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 const SYNC_RETRY_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between disk queue syncs while they fail.
 const SYNC_RETRY_MAX: Duration = Duration::from_secs(30);
+/// What a record may add to its frame (an RFC 5424 header for an RFC 3164 frame, a JSON
+/// document's keys); a record that needs more grows once.
+const RECORD_OVERHEAD_BYTES: usize = 256;
 
 /// How a kind sends records to its receiver.
 pub trait Transport: Send + 'static {
@@ -200,6 +203,8 @@ struct Worker<T> {
     error_log: LogLimiter,
     /// When the head's partial batch started filling, for `max_wait`.
     filling_since: Option<Instant>,
+    /// Records a disk backlog read for the attempt under way.
+    read_buf: Vec<Vec<u8>>,
 }
 
 impl<T: Transport> Worker<T> {
@@ -224,6 +229,7 @@ impl<T: Transport> Worker<T> {
             give_up,
             error_log: LogLimiter::new(Duration::from_secs(10)),
             filling_since: None,
+            read_buf: Vec::new(),
         }
     }
 
@@ -379,7 +385,8 @@ impl<T: Transport> Worker<T> {
         }
         let mut records = Vec::with_capacity(batch.len());
         for ev in batch {
-            let mut r = Vec::new();
+            // Room for the frame and what a format adds, so encoding does not regrow it.
+            let mut r = Vec::with_capacity(ev.raw.len() + RECORD_OVERHEAD_BYTES);
             self.transport.encode(ev, &mut r);
             records.push(r);
         }
@@ -442,16 +449,20 @@ impl<T: Transport> Worker<T> {
 
     /// Sends records from the head; returns true if they left the backlog.
     fn deliver_some(&mut self) -> bool {
-        let records = match self.backlog.peek(self.transport.batch_records()) {
+        let records = match self
+            .backlog
+            .peek(self.transport.batch_records(), &mut self.read_buf)
+        {
             Ok(r) => r,
             Err(e) => {
                 self.failed(&format!("reading the queue failed: {e}"), None);
                 return false;
             }
         };
-        match self.transport.send(&records) {
+        let peeked = records.len();
+        match self.transport.send(records) {
             Attempt::Done { taken, accepted } => {
-                if let Err(e) = self.backlog.ack(taken.clamp(1, records.len())) {
+                if let Err(e) = self.backlog.ack(taken.clamp(1, peeked)) {
                     tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
                 }
                 // What is left has waited since then already; once empty, the next event starts

@@ -105,8 +105,26 @@ fn event_time(ev: &Event) -> DateTime<FixedOffset> {
 }
 
 fn write_pri(ev: &Event, out: &mut Vec<u8>) {
-    let pri = u16::from(ev.facility().code()) * 8 + u16::from(ev.severity().code());
-    let _ = write!(out, "<{pri}>");
+    let pri = u32::from(ev.facility().code()) * 8 + u32::from(ev.severity().code());
+    out.push(b'<');
+    push_decimal(out, pri);
+    out.push(b'>');
+}
+
+/// `n` in decimal, without `fmt` (its machinery showed per record in profiles, issue 18).
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// This machine's host name, for events that carry none and came over a unix socket.
@@ -117,8 +135,8 @@ pub fn local_hostname() -> &'static str {
 
 /// HOSTNAME, or where the event came from when it has none (as rsyslog uses `fromhost`).
 fn write_host(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
-    match (ev.hostname(), ev.source) {
-        (Some(h), _) => esc(h.as_bytes(), out),
+    match (ev.span_bytes(ev.parsed.hostname), ev.source) {
+        (Some(h), _) => esc(h, out),
         (None, Some(addr)) => {
             let _ = write!(out, "{}", addr.ip());
         }
@@ -130,11 +148,11 @@ fn write_host(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
 fn write_tail_3164(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
     write_host(ev, out, esc);
     out.push(b' ');
-    if let Some(app) = ev.app_name() {
-        esc(app.as_bytes(), out);
-        if let Some(pid) = ev.procid() {
+    if let Some(app) = ev.span_bytes(ev.parsed.app_name) {
+        esc(app, out);
+        if let Some(pid) = ev.span_bytes(ev.parsed.procid) {
             out.push(b'[');
-            esc(pid.as_bytes(), out);
+            esc(pid, out);
             out.push(b']');
         }
         out.extend_from_slice(b": ");
@@ -200,7 +218,8 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
         Protocol::Rfc5424 if ev.parsed.version > 0 => ev.parsed.version,
         _ => 1,
     };
-    let _ = write!(out, "{version} ");
+    push_decimal(out, u32::from(version));
+    out.push(b' ');
     match ev.parsed.timestamp {
         Some(t) => stamp::write_rfc5424(out, t),
         None => out.push(b'-'),
@@ -208,17 +227,21 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
     out.push(b' ');
     match style {
         Style::File => write_host(ev, out, escape_line),
-        Style::Wire => header_field(out, ev.hostname(), rfc5424::MAX_HOSTNAME),
+        Style::Wire => header_field(
+            out,
+            ev.span_bytes(ev.parsed.hostname),
+            rfc5424::MAX_HOSTNAME,
+        ),
     }
     for (value, max) in [
-        (ev.app_name(), rfc5424::MAX_APP_NAME),
-        (ev.procid(), rfc5424::MAX_PROCID),
-        (ev.msgid(), rfc5424::MAX_MSGID),
+        (ev.span_bytes(ev.parsed.app_name), rfc5424::MAX_APP_NAME),
+        (ev.span_bytes(ev.parsed.procid), rfc5424::MAX_PROCID),
+        (ev.span_bytes(ev.parsed.msgid), rfc5424::MAX_MSGID),
     ] {
         out.push(b' ');
         match style {
             Style::File => match value {
-                Some(s) if !s.is_empty() => escape_line(s.as_bytes(), out),
+                Some(s) if !s.is_empty() => escape_line(s, out),
                 _ => out.push(b'-'),
             },
             Style::Wire => header_field(out, value, max),
@@ -246,10 +269,10 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A header field as RFC 5424 allows it (1 to `max` PRINTUSASCII), else NILVALUE.
-fn header_field(out: &mut Vec<u8>, value: Option<&str>, max: usize) {
+fn header_field(out: &mut Vec<u8>, value: Option<&[u8]>, max: usize) {
     match value {
-        Some(v) if (1..=max).contains(&v.len()) && v.bytes().all(|b| (33..=126).contains(&b)) => {
-            out.extend_from_slice(v.as_bytes());
+        Some(v) if (1..=max).contains(&v.len()) && v.iter().all(|b| (33..=126).contains(b)) => {
+            out.extend_from_slice(v);
         }
         _ => out.push(b'-'),
     }

@@ -317,7 +317,8 @@ impl Transport for SyslogTransport {
         if !datagram {
             for r in records {
                 if self.settings.octet_counting {
-                    let _ = write!(self.scratch, "{} ", r.len());
+                    crate::output::format::push_decimal(&mut self.scratch, r.len() as u32);
+                    self.scratch.push(b' ');
                 }
                 self.scratch.extend_from_slice(r);
             }

@@ -187,6 +187,14 @@ fn push_sanitized(value: &str, out: &mut String) -> bool {
         out.push('_');
         return true;
     }
+    // Host and program names are almost always plain ASCII with nothing to replace.
+    if value
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_control() && b != b'/' && b != b'\\')
+    {
+        out.push_str(value);
+        return false;
+    }
     let mut changed = false;
     for c in value.chars() {
         if c == '/' || c == '\\' || c.is_control() {

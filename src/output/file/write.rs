@@ -5,9 +5,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::Arc;
+
 use super::fs;
-use super::{Entry, FsyncPolicy, Handle, Io};
+use super::{Entry, FILE_BUFFER_BYTES, FsyncPolicy, Handle, Io};
+use crate::event::Event;
 use crate::metrics;
+use crate::output::format::Format;
 
 /// Lines kept per file while its writes fail; past this they are dropped and counted.
 const MAX_RETAINED_BYTES: usize = 1024 * 1024;
@@ -23,6 +27,28 @@ const ROTATE_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 const IDENTITY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Io {
+    /// Formats `run` into `e`'s buffer, writing it out whenever it fills; counts the run as
+    /// dropped if `max_files_per_day` refused the file.
+    pub(super) fn buffer_lines(
+        &mut self,
+        path: &Path,
+        e: &mut Entry,
+        run: &[Arc<Event>],
+        format: Format,
+    ) {
+        if e.refused {
+            metrics::add(&self.metrics.dropped_file_limit, run.len() as u64);
+            return;
+        }
+        for ev in run {
+            format.write_line(ev, &mut e.buf);
+            e.buffered_events += 1;
+            if e.buf.len() >= FILE_BUFFER_BYTES {
+                self.write_out(path, e);
+            }
+        }
+    }
+
     /// Writes the entry's buffer, opening, checking and rotating the file as needed. On failure
     /// the lines stay buffered for a retry after the output's backoff.
     pub(super) fn write_out(&mut self, path: &Path, e: &mut Entry) {
