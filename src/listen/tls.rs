@@ -144,8 +144,38 @@ impl ListenerKindSpec for TlsSettings {
             &self.tcp.connections,
             self.tcp.network.allowed_sources.clone(),
             Some(server),
+            super::stream::Speech::Syslog,
             ctx,
         ))
+    }
+}
+
+/// The TLS keys of a listener that speaks another protocol over TLS (`relp` with `tls = true`):
+/// the certificates, client authentication and `handshake_timeout`, as a `tls` listener has.
+pub(super) fn decode_server(
+    entry: &mut Entry<'_, '_>,
+    errs: &mut Errors<'_>,
+) -> Option<(ServerSettings, Duration)> {
+    let raw = entry.part::<TlsRaw>(errs)?;
+    let tls = raw.server_settings(entry, errs);
+    let handshake_timeout = duration_opt(
+        errs,
+        &entry.key("handshake_timeout"),
+        &raw.handshake_timeout,
+    )
+    .filter(|d| !d.is_zero())
+    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    Some((tls?, handshake_timeout))
+}
+
+/// `--check-config` for a listener's TLS files.
+pub(super) fn check_server_files(key: &str, t: &ServerSettings, files: &mut crate::tls::FileCheck) {
+    files.cert_and_key(&format!("{key}.cert_file"), &t.cert_file, &t.key_file);
+    if let Some(ca) = &t.client_ca_file {
+        files.ca(&format!("{key}.client_ca_file"), ca);
+    }
+    if let Some(crl) = &t.client_crl_file {
+        files.crl(&format!("{key}.client_crl_file"), crl);
     }
 }
 

@@ -20,12 +20,15 @@ pub mod http_client;
 mod kind;
 pub mod loki;
 pub mod queue;
+pub mod receipt;
+pub mod relp;
 pub mod stdout;
 
 pub use kind::{
     OutputConfig, OutputDescriptors, OutputKind, OutputKindSpec, OutputResource, OutputStart,
 };
 pub use queue::{QueueConfig, QueueKind, WhenFull};
+pub use receipt::{Receipt, ReceiptWait};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +63,15 @@ impl ReopenFiles {
 /// Events travelling together from a listener to an output.
 pub type Batch = Vec<Arc<Event>>;
 
+/// A batch in an output's channel, with the receipt of a listener that acknowledges its
+/// messages (RELP; see [`receipt`]). `None` for every other listener: no cost.
+pub struct Queued {
+    /// The events.
+    pub events: Batch,
+    /// Settled by the output once the events are safe (or dropped under its policy).
+    pub receipt: Option<Receipt>,
+}
+
 /// What an output thread does with batches. Implemented by [`file::FileSink`] and
 /// [`stdout::StdoutSink`].
 pub trait Sink: Send + 'static {
@@ -77,7 +89,7 @@ pub trait Sink: Send + 'static {
 /// dropped and the queue is drained.
 #[derive(Clone)]
 pub struct OutputHandle {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<Queued>,
     /// Free capacity in events; the output thread returns permits as it writes.
     room: Arc<Semaphore>,
     queue: QueueConfig,
@@ -87,29 +99,55 @@ pub struct OutputHandle {
 impl OutputHandle {
     /// Queues a batch under the configured policy: waits for room with `block`, drops what does
     /// not fit (counted) with `drop_newest`.
-    pub async fn send(&self, mut batch: Batch) {
+    pub async fn send(&self, batch: Batch) {
+        self.send_with(batch, None).await;
+    }
+
+    /// [`OutputHandle::send`] with a receipt the output settles once it holds the events
+    /// (see [`receipt`]).
+    pub async fn send_with(&self, mut batch: Batch, mut receipt: Option<Receipt>) {
         if self.queue.when_full == WhenFull::DropNewest {
-            self.try_send(batch);
+            self.try_send_with(batch, receipt);
             return;
         }
-        // A batch larger than the whole queue goes in pieces.
+        // A batch larger than the whole queue goes in pieces, each with its share of the receipt.
         while !batch.is_empty() {
             let take = batch.len().min(self.queue.max_events);
             let rest = batch.split_off(take);
+            let share = if rest.is_empty() {
+                receipt.take()
+            } else {
+                receipt.clone()
+            };
             match self.room.acquire_many(take as u32).await {
                 Ok(permit) => {
                     permit.forget();
-                    self.push(batch);
+                    self.push(batch, share);
                 }
-                Err(_) => self.count_dropped(batch.len()),
+                Err(_) => {
+                    // The output has stopped: the events are lost, and the receipt says so.
+                    self.count_dropped(batch.len());
+                    if let Some(r) = share {
+                        r.fail();
+                    }
+                }
             }
             batch = rest;
+        }
+        if let Some(r) = receipt {
+            r.keep();
         }
     }
 
     /// Queues what fits without waiting; the rest is dropped and counted. Returns how many were
     /// dropped.
-    pub fn try_send(&self, mut batch: Batch) -> usize {
+    pub fn try_send(&self, batch: Batch) -> usize {
+        self.try_send_with(batch, None)
+    }
+
+    /// [`OutputHandle::try_send`] with a receipt. Events dropped because the queue is full count
+    /// as kept for the receipt: dropping is the configured policy (see [`receipt`]).
+    fn try_send_with(&self, mut batch: Batch, receipt: Option<Receipt>) -> usize {
         let room = self.room.available_permits().min(batch.len());
         let dropped = batch.len() - room;
         if room > 0 {
@@ -117,24 +155,32 @@ impl OutputHandle {
                 Ok(permit) => {
                     permit.forget();
                     batch.truncate(room);
-                    self.push(batch);
+                    self.push(batch, receipt);
                 }
                 Err(_) => {
                     // Raced with another sender; nothing was queued.
                     self.count_dropped(batch.len());
+                    if let Some(r) = receipt {
+                        r.keep();
+                    }
                     return batch.len();
                 }
             }
+        } else if let Some(r) = receipt {
+            r.keep();
         }
         self.count_dropped(dropped);
         dropped
     }
 
-    fn push(&self, batch: Batch) {
-        let n = batch.len();
+    fn push(&self, events: Batch, receipt: Option<Receipt>) {
+        let n = events.len();
         metrics::add(&self.metrics.queued, n as u64);
-        if self.tx.send(batch).is_err() {
+        if let Err(mpsc::SendError(q)) = self.tx.send(Queued { events, receipt }) {
             self.count_dropped(n);
+            if let Some(r) = q.receipt {
+                r.fail();
+            }
         }
     }
 
@@ -200,23 +246,26 @@ pub(crate) fn start_sink(
 /// sync) when every sender is gone.
 fn run_sink(
     mut sink: Box<dyn Sink>,
-    rx: mpsc::Receiver<Batch>,
+    rx: mpsc::Receiver<Queued>,
     room: Arc<Semaphore>,
     flush_interval: Duration,
 ) {
     let mut last_flush = Instant::now();
     let mut last_tick = Instant::now();
     // A channel has no peek: a batch taken while checking for idleness waits here.
-    let mut pending: Option<Batch> = None;
+    let mut pending: Option<Queued> = None;
+    // Receipts of batches written but not yet flushed out of the sink's buffers.
+    let mut receipts: Vec<Receipt> = Vec::new();
     loop {
         let next = match pending.take() {
             Some(b) => Ok(b),
             None => rx.recv_timeout(flush_interval),
         };
         match next {
-            Ok(batch) => {
-                sink.write_batch(&batch);
-                room.add_permits(batch.len());
+            Ok(Queued { events, receipt }) => {
+                sink.write_batch(&events);
+                room.add_permits(events.len());
+                receipts.extend(receipt);
                 // Flush when the queue is momentarily empty (low latency when idle) or when the
                 // interval has passed (bounded latency under sustained load).
                 let idle = match rx.try_recv() {
@@ -226,9 +275,11 @@ fn run_sink(
                     }
                     Err(_) => true,
                 };
-                if idle || last_flush.elapsed() >= flush_interval {
+                // A listener waiting for a receipt is answered once the lines are written out.
+                if idle || !receipts.is_empty() || last_flush.elapsed() >= flush_interval {
                     sink.flush();
                     last_flush = Instant::now();
+                    receipt::keep_all(&mut receipts);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -240,5 +291,6 @@ fn run_sink(
         }
     }
     sink.close();
+    receipt::keep_all(&mut receipts);
     room.close();
 }

@@ -1,0 +1,517 @@
+//! RELP with its real peer, rsyslog's omrelp and imrelp (Debian's rsyslog-relp and librelp0,
+//! installed by .ci/install-test-tools), both ways, with a kill -9 of the receiver mid-stream;
+//! and the `relp` listener's answers and hostile input on raw sockets.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::interop::{Rsyslog, pki};
+use crate::support::*;
+
+/// Messages sent each way.
+const N: usize = 100_000;
+/// librelp's default window: at most this many messages can be written by the receiver and
+/// not yet acknowledged when it is killed, so at most this many are sent twice per kill.
+const WINDOW: usize = 128;
+/// How long a whole run may take.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A port free right now (bound, then released) for a receiver that must come back on it.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How often each message number of 0..`n` appears in `path` (lines holding `msgnum:NNNNNNNN`).
+fn tally(path: &Path, n: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; n];
+    let data = std::fs::read(path).unwrap_or_default();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(at) = line.windows(7).position(|w| w == b"msgnum:") else {
+            continue;
+        };
+        let digits = line.get(at + 7..at + 15).unwrap_or_default();
+        if let Some(i) = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<usize>().ok())
+            .filter(|&i| i < n)
+        {
+            counts[i] += 1;
+        }
+    }
+    counts
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|d| d.iter().filter(|&&b| b == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Waits until every number of 0..`n` is in `path`; returns the count per number.
+fn wait_all(path: &Path, n: usize, started: Instant) -> Vec<u32> {
+    loop {
+        let counts = tally(path, n);
+        let missing = counts.iter().filter(|&&c| c == 0).count();
+        if missing == 0 {
+            return counts;
+        }
+        assert!(
+            started.elapsed() < RUN_DEADLINE,
+            "after {RUN_DEADLINE:?}, {missing} of {n} messages missing, first {:?}",
+            counts.iter().position(|&c| c == 0)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn duplicates(counts: &[u32]) -> usize {
+    counts.iter().map(|&c| c.saturating_sub(1) as usize).sum()
+}
+
+/// rsyslog taking plain syslog on imtcp (its port written to `imtcp.port`) and relaying each
+/// message with omrelp to 127.0.0.1:`port`; `omrelp_extra` adds action parameters (TLS).
+fn rsyslog_relay_config(dir: &Path, port: u16, module_extra: &str, omrelp_extra: &str) -> String {
+    format!(
+        r#"
+global(workDirectory="{dir}")
+module(load="imtcp")
+module(load="omrelp" {module_extra})
+template(name="seq" type="string" string="<%PRI%>%TIMESTAMP% %HOSTNAME% %syslogtag%%msg%")
+input(type="imtcp" port="0" listenPortFileName="{dir}/imtcp.port" ruleset="relay")
+ruleset(name="relay") {{
+  action(type="omrelp" target="127.0.0.1" port="{port}" template="seq"
+         action.resumeRetryCount="-1" action.resumeInterval="1"
+         queue.type="LinkedList" queue.size="200000" {omrelp_extra})
+}}
+"#,
+        dir = dir.display(),
+    )
+}
+
+/// Starts rsyslog with `config` in `dir` and returns it with its imtcp address.
+fn start_relay(dir: &Path, config: &str) -> (Rsyslog, SocketAddr) {
+    let port_file = dir.join("imtcp.port");
+    let _ = std::fs::remove_file(&port_file);
+    let r = Rsyslog::start(dir, config);
+    wait_until("rsyslog's imtcp port", DEADLINE, || {
+        std::fs::read_to_string(&port_file).is_ok_and(|p| p.trim().parse::<u16>().is_ok())
+    });
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (r, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn relp_listener_config(port: u16, keys: &str) -> String {
+    ConfigBuilder::new()
+        .listener(
+            "relp",
+            "relp",
+            &format!("address = \"127.0.0.1:{port}\"\n{keys}"),
+        )
+        .file("out", "out.log", "raw", "")
+        .route_to(&["out"])
+        .build()
+}
+
+#[test]
+fn omrelp_to_sluice_100k_with_kill_9_of_sluice() {
+    // rsyslog relays 100,000 numbered messages with omrelp to a sluice `relp` listener writing
+    // a file; sluice is killed with SIGKILL mid-stream and started again on the same port.
+    // Oracle: every number is in the file (sluice acknowledged only what its file output had
+    // written, so rsyslog resent the rest), and duplicates are at most one window.
+    let port = free_port();
+    let (dir, mut sluice) = Proc::start_toml(&relp_listener_config(port, ""), 1);
+    let rdir = tempfile::tempdir().unwrap();
+    let (_rsyslog, imtcp) = start_relay(
+        rdir.path(),
+        &rsyslog_relay_config(rdir.path(), port, "", ""),
+    );
+    let out = dir.path().join("out.log");
+    let started = Instant::now();
+    let (flood, _) = flood_tcp(imtcp, N, 1000);
+    wait_until("a third of the messages written", RUN_DEADLINE, || {
+        lines_in(&out) >= N / 3
+    });
+    sluice.signal(libc::SIGKILL);
+    sluice.wait();
+    let at_kill = lines_in(&out);
+    let _sluice = Proc::start(Some(&dir.path().join("sluice.toml")), 1);
+    flood.join().unwrap();
+    let counts = wait_all(&out, N, started);
+    let dups = duplicates(&counts);
+    eprintln!(
+        "omrelp -> sluice: {N} messages in {:?}, killed at {at_kill} written, {dups} duplicates",
+        started.elapsed()
+    );
+    assert!(
+        dups <= WINDOW,
+        "{dups} duplicates, more than one window ({WINDOW})"
+    );
+}
+
+fn imrelp_config(dir: &Path, port: u16, input_extra: &str) -> String {
+    format!(
+        r#"
+global(workDirectory="{dir}")
+main_queue(queue.type="Direct")
+module(load="imrelp")
+template(name="msgonly" type="string" string="%msg%\n")
+input(type="imrelp" port="{port}" ruleset="out" {input_extra})
+ruleset(name="out" queue.type="Direct") {{
+  action(type="omfile" file="{dir}/rsyslog.out" template="msgonly")
+}}
+"#,
+        dir = dir.display(),
+    )
+}
+
+/// Waits until something accepts connections on `port`.
+fn wait_port(port: u16) {
+    wait_until("the receiver to listen", DEADLINE, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+#[test]
+fn sluice_to_imrelp_100k_with_kill_9_of_rsyslog() {
+    // sluice takes 100,000 numbered messages over TCP and sends them with its `relp` output to
+    // rsyslog's imrelp, which writes them to a file (direct queues: written before the answer).
+    // rsyslog is killed with SIGKILL mid-stream and started again.
+    // Oracle: every number arrives (a record leaves sluice's backlog only on `200 OK`; the
+    // window not confirmed is resent on the new session), duplicates at most one window.
+    let port = free_port();
+    let rdir = tempfile::tempdir().unwrap();
+    let config = imrelp_config(rdir.path(), port, "");
+    let mut rsyslog = Rsyslog::start(rdir.path(), &config);
+    wait_port(port);
+    let d = TestDaemon::start(
+        &ConfigBuilder::new()
+            .tcp("tcp", "")
+            .output("relp", "relp", &format!("address = \"127.0.0.1:{port}\""))
+            .route_to(&["relp"])
+            .build(),
+    );
+    let out = rdir.path().join("rsyslog.out");
+    let started = Instant::now();
+    let (flood, _) = flood_tcp(d.addr("tcp"), N, 1000);
+    wait_until("a third of the messages written", RUN_DEADLINE, || {
+        lines_in(&out) >= N / 3
+    });
+    let _ = rsyslog.0.kill();
+    let _ = rsyslog.0.wait();
+    let at_kill = lines_in(&out);
+    eprintln!("killed after {:?}", started.elapsed());
+    drop(rsyslog);
+    let _rsyslog = Rsyslog::start(rdir.path(), &config);
+    flood.join().unwrap();
+    let counts = wait_all(&out, N, started);
+    let dups = duplicates(&counts);
+    eprintln!(
+        "sluice -> imrelp: {N} messages in {:?}, killed at {at_kill} written, {dups} duplicates",
+        started.elapsed()
+    );
+    assert!(
+        dups <= WINDOW,
+        "{dups} duplicates, more than one window ({WINDOW})"
+    );
+    assert!(d.output_counter("relp", "reconnects") >= 2);
+    d.wait_written("relp", N as u64);
+}
+
+#[test]
+fn omrelp_over_tls_to_sluice() {
+    // rsyslog's omrelp with tls="on" (librelp's TLS, checking sluice's certificate by name)
+    // to a `relp` listener with `tls = true`.
+    let dir = tempfile::tempdir().unwrap();
+    let d_ = dir.path();
+    pki(d_, &["rsyslog"]);
+    let p = |f: &str| d_.join(f).display().to_string();
+    let port = free_port();
+    let d = TestDaemon::start(&relp_listener_config(
+        port,
+        &format!(
+            "tls = true\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            p("server.pem"),
+            p("server.key")
+        ),
+    ));
+    let (_rsyslog, imtcp) = start_relay(
+        d_,
+        &rsyslog_relay_config(
+            d_,
+            port,
+            "",
+            &format!(
+                r#"tls="on" tls.caCert="{}" tls.myCert="{}" tls.myPrivKey="{}" tls.authMode="name" tls.permittedPeer=["localhost"]"#,
+                p("ca.pem"),
+                p("rsyslog.pem"),
+                p("rsyslog.key")
+            ),
+        ),
+    );
+    const M: usize = 1000;
+    let (flood, _) = flood_tcp(imtcp, M, 100);
+    flood.join().unwrap();
+    let counts = wait_all(&d.path("out.log"), M, Instant::now());
+    assert_eq!(duplicates(&counts), 0);
+    let m = d.listener("relp");
+    assert!(count(&m.tls_handshakes) >= 1);
+    assert_eq!(count(&m.relp_acked), M as u64);
+}
+
+/// A raw RELP client.
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let s = connect(addr);
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Client { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    fn open(&mut self) {
+        self.send(b"1 open 30 relp_version=0\ncommands=syslog\n");
+        let (txnr, data) = self.answer(DEADLINE).expect("an answer to open");
+        assert_eq!(txnr, 1);
+        assert!(data.starts_with("200 OK\n"), "{data:?}");
+        assert!(data.contains("commands=syslog"), "{data:?}");
+    }
+
+    /// The next `rsp` (txnr and data), or `None` if none comes within `wait`.
+    fn answer(&mut self, wait: Duration) -> Option<(u32, String)> {
+        let start = Instant::now();
+        loop {
+            if let Some(nl) = self.frame_end() {
+                let frame: Vec<u8> = self.buf.drain(..=nl).collect();
+                let text = String::from_utf8(frame).unwrap();
+                let mut parts = text.splitn(4, ' ');
+                let txnr = parts.next().unwrap().parse().unwrap();
+                assert_eq!(parts.next(), Some("rsp"), "{text:?}");
+                let _len = parts.next();
+                let data = parts
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches('\n')
+                    .to_string();
+                return Some((txnr, data));
+            }
+            if start.elapsed() >= wait {
+                return None;
+            }
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Where the first complete frame in `buf` ends (its LF trailer), by its DATALEN.
+    fn frame_end(&self) -> Option<usize> {
+        let text = &self.buf;
+        let sp1 = text.iter().position(|&b| b == b' ')?;
+        let sp2 = sp1 + 1 + text[sp1 + 1..].iter().position(|&b| b == b' ')?;
+        let rest = &text[sp2 + 1..];
+        let end = rest.iter().position(|&b| b == b' ' || b == b'\n')?;
+        let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+        let trailer = sp2 + 1 + end + if len == 0 { 0 } else { 1 + len };
+        (text.len() > trailer).then_some(trailer)
+    }
+}
+
+fn syslog_frame(txnr: u32, msg: &str) -> Vec<u8> {
+    format!("{txnr} syslog {} {msg}\n", msg.len()).into_bytes()
+}
+
+fn relp_daemon(keys: &str) -> TestDaemon {
+    TestDaemon::start(
+        &ConfigBuilder::new()
+            .listener(
+                "relp",
+                "relp",
+                &format!("address = \"127.0.0.1:0\"\n{keys}"),
+            )
+            .file("out", "out.log", "raw", "")
+            .route_to(&["out"])
+            .build(),
+    )
+}
+
+#[test]
+fn relp_listener_answers_each_message_in_order_once_written() {
+    let d = relp_daemon("");
+    let mut c = Client::connect(d.addr("relp"));
+    c.open();
+    let mut batch = Vec::new();
+    for i in 0..5u32 {
+        batch.extend(syslog_frame(i + 2, &format!("<13>1 - h app - - - msg {i}")));
+    }
+    c.send(&batch);
+    for i in 0..5u32 {
+        assert_eq!(
+            c.answer(DEADLINE),
+            Some((i + 2, "200 OK".to_string())),
+            "answer {i}"
+        );
+    }
+    // Answered means written: the lines are in the file already.
+    assert_eq!(lines(&d.path("out.log")).len(), 5);
+    c.send(b"7 close 0\n");
+    assert_eq!(c.answer(DEADLINE), Some((7, "200 OK".to_string())));
+    wait_closed(&mut c.s, DEADLINE);
+    let m = d.listener("relp");
+    assert_eq!(count(&m.relp_acked), 5);
+    assert_eq!(count(&m.received), 5);
+}
+
+#[test]
+fn relp_acks_stop_while_a_blocking_output_is_full() {
+    // An output whose collector is down and whose queue holds 10 events under `block`: the
+    // listener answers what the queue took, then nothing, and the sender's window fills.
+    let dead = free_port();
+    let d = TestDaemon::start(
+        &ConfigBuilder::new()
+            .listener("relp", "relp", "address = \"127.0.0.1:0\"")
+            .output(
+                "fwd",
+                "forward",
+                &format!(
+                    "address = \"127.0.0.1:{dead}\"\nqueue = {{ max_events = 10, when_full = \"block\" }}"
+                ),
+            )
+            .route_to(&["fwd"])
+            .build(),
+    );
+    let mut c = Client::connect(d.addr("relp"));
+    c.open();
+    for i in 0..40u32 {
+        c.send(&syslog_frame(
+            i + 2,
+            &format!("<13>1 - h app - - - msg {i}"),
+        ));
+    }
+    let mut acked = 0;
+    while let Some((_, data)) = c.answer(Duration::from_secs(2)) {
+        assert_eq!(data, "200 OK");
+        acked += 1;
+    }
+    assert!(
+        acked < 40,
+        "all 40 answered though the queue holds 10 and its collector is down"
+    );
+    assert_eq!(count(&d.listener("relp").relp_acked), acked);
+    // The collector comes up: the queue drains, and the rest are answered, in order.
+    let collector = TcpListener::bind(("127.0.0.1", dead)).unwrap();
+    std::thread::spawn(move || {
+        for s in collector.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            });
+        }
+    });
+    for i in acked..40 {
+        assert_eq!(
+            c.answer(DEADLINE),
+            Some((i as u32 + 2, "200 OK".to_string()))
+        );
+    }
+}
+
+/// Sends `bytes` after `open` (when `open_first`) and checks the connection is closed and
+/// counted in `counter`.
+fn closed_for(
+    keys: &str,
+    open_first: bool,
+    bytes: &[u8],
+    counter: fn(&sluice::metrics::ListenerMetrics) -> &std::sync::atomic::AtomicU64,
+) {
+    let d = relp_daemon(keys);
+    let mut c = Client::connect(d.addr("relp"));
+    if open_first {
+        c.open();
+    }
+    c.send(bytes);
+    wait_closed(&mut c.s, DEADLINE);
+    let m = d.listener("relp");
+    wait_until("the fault counted", DEADLINE, || count(counter(&m)) == 1);
+    wait_until("the connection closed", DEADLINE, || count(&m.closed) == 1);
+}
+
+#[test]
+fn relp_hostile_bad_txnr() {
+    closed_for("", true, b"x2 syslog 3 abc\n", |m| &m.relp_frame_invalid);
+    closed_for("", false, b"1234567890 open 1 a\n", |m| {
+        &m.relp_frame_invalid
+    });
+}
+
+#[test]
+fn relp_hostile_txnr_out_of_sequence() {
+    closed_for("", true, &syslog_frame(5, "<13>x"), |m| {
+        &m.relp_session_errors
+    });
+}
+
+#[test]
+fn relp_hostile_bad_datalen() {
+    closed_for("", true, b"2 syslog 3x abc\n", |m| &m.relp_frame_invalid);
+    closed_for("", true, b"2 syslog 3 abcdef\n", |m| &m.relp_frame_invalid);
+}
+
+#[test]
+fn relp_hostile_command_before_open() {
+    closed_for("", false, &syslog_frame(1, "<13>hello"), |m| {
+        &m.relp_session_errors
+    });
+}
+
+#[test]
+fn relp_hostile_oversize() {
+    // Refused at its DATALEN, before any of the 999,999 bytes arrive.
+    closed_for("max_message_size = 8192", true, b"2 syslog 999999 ", |m| {
+        &m.relp_oversize
+    });
+}
+
+#[test]
+fn relp_hostile_slowloris() {
+    closed_for(
+        "frame_timeout = \"1s\"",
+        true,
+        b"2 syslog 100 <13>slow",
+        |m| &m.frame_timeouts,
+    );
+    closed_for("idle_timeout = \"1s\"", true, b"", |m| &m.idle_timeouts);
+}
+
+#[test]
+fn relp_messages_before_a_fault_are_answered_and_kept() {
+    let d = relp_daemon("");
+    let mut c = Client::connect(d.addr("relp"));
+    c.open();
+    let mut bytes = syslog_frame(2, "<13>1 - h app - - - kept");
+    bytes.extend_from_slice(b"3 syslog x\n");
+    c.send(&bytes);
+    assert_eq!(c.answer(DEADLINE), Some((2, "200 OK".to_string())));
+    wait_closed(&mut c.s, DEADLINE);
+    assert_eq!(lines(&d.path("out.log")).len(), 1);
+}
