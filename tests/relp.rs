@@ -515,3 +515,148 @@ fn relp_messages_before_a_fault_are_answered_and_kept() {
     wait_closed(&mut c.s, DEADLINE);
     assert_eq!(lines(&d.path("out.log")).len(), 1);
 }
+
+#[test]
+fn sluice_relp_output_to_sluice_relp_listener_over_tls() {
+    // Both ends sluice: the output's TLS client keys as forward's, the listener's as tls's.
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path(), &["relay"]);
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let collector = relp_daemon(&format!(
+        "tls = true\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_auth = \"ca\"\nclient_ca_file = \"{}\"",
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem")
+    ));
+    let relay = TestDaemon::start(
+        &ConfigBuilder::new()
+            .tcp("tcp", "")
+            .output(
+                "relp",
+                "relp",
+                &format!(
+                    "address = \"{}\"\ntls = true\nca_file = \"{}\"\nserver_name = \"localhost\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nwindow = 16",
+                    collector.addr("relp"),
+                    p("ca.pem"),
+                    p("relay.pem"),
+                    p("relay.key")
+                ),
+            )
+            .route_to(&["relp"])
+            .build(),
+    );
+    const M: usize = 5000;
+    send_lines_to(relay.addr("tcp"), (0..M).map(msgnum_line));
+    let counts = wait_all(&collector.path("out.log"), M, Instant::now());
+    assert_eq!(duplicates(&counts), 0);
+    relay.wait_written("relp", M as u64);
+    assert_eq!(count(&collector.listener("relp").relp_acked), M as u64);
+    assert_eq!(count(&collector.listener("relp").tls_handshakes), 1);
+}
+
+/// A RELP receiver on a raw socket that answers `500 error` to the first `refuse` messages it
+/// is sent and `200 OK` to the rest; returns what it answered `200 OK`, in order.
+fn refusing_receiver(refuse: usize) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept2 = kept.clone();
+    std::thread::spawn(move || {
+        let mut refused = 0;
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let mut c = Client { s, buf: Vec::new() };
+            c.s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            // Frames from the sender: `txnr command datalen data`.
+            loop {
+                let Some(end) = c.frame_end() else {
+                    let mut chunk = [0u8; 4096];
+                    match c.s.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                    continue;
+                };
+                let frame: Vec<u8> = c.buf.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&frame).into_owned();
+                let mut parts = text.splitn(4, ' ');
+                let txnr = parts.next().unwrap().to_string();
+                let command = parts.next().unwrap().to_string();
+                let data = parts
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_end_matches('\n')
+                    .to_string();
+                let answer = match command.as_str() {
+                    "open" => "200 OK\nrelp_version=0\ncommands=syslog".to_string(),
+                    "syslog" if refused < refuse => {
+                        refused += 1;
+                        "500 error".to_string()
+                    }
+                    "syslog" => {
+                        kept2.lock().unwrap().push(data);
+                        "200 OK".to_string()
+                    }
+                    _ => "200 OK".to_string(),
+                };
+                let rsp = format!("{txnr} rsp {} {answer}\n", answer.len());
+                if c.s.write_all(rsp.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (addr, kept)
+}
+
+#[test]
+fn relp_output_retries_what_the_receiver_answers_500() {
+    // A `500 error` is "not now": the record stays at the head of the backlog and is sent again
+    // after the backoff, on a new session; nothing is lost, and nothing is dead-lettered. What
+    // was pipelined after the refused record is sent again with it (the receiver may have
+    // taken it: duplicates, at most one window).
+    let (addr, kept) = refusing_receiver(2);
+    let d = TestDaemon::start(
+        &ConfigBuilder::new()
+            .tcp("tcp", "")
+            .output(
+                "relp",
+                "relp",
+                &format!("address = \"{addr}\"\nformat = \"raw\""),
+            )
+            .route_to(&["relp"])
+            .build(),
+    );
+    send_lines_to(d.addr("tcp"), (0..10).map(msgnum_line));
+    d.wait_written("relp", 10);
+    let kept = kept.lock().unwrap().clone();
+    let want: Vec<String> = (0..10).map(msgnum_line).collect();
+    // The last session took everything from the refused record on, in order.
+    assert!(kept.ends_with(&want), "{kept:?}");
+    assert!(kept.len() - want.len() <= 10, "{kept:?}");
+    assert!(d.output_counter("relp", "retries") >= 1);
+    assert_eq!(d.output_counter("relp", "rejected"), 0);
+}
+
+#[test]
+fn relp_config_errors_name_their_keys() {
+    let (code, err, _) =
+        check_config("[listen.r]\nkind = \"relp\"\naddress = \"127.0.0.1:2514\"\ntls = true\n");
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("listen.r.cert_file"), "{err}");
+    let (code, err, _) = check_config(
+        "[listen.r]\nkind = \"relp\"\naddress = \"127.0.0.1:2514\"\ncert_file = \"/x.pem\"\n",
+    );
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("listen.r.cert_file"), "{err}");
+    let (code, err, _) = check_config(
+        "[output.o]\nkind = \"relp\"\naddress = \"nohost\"\nwindow = 0\nca_file = \"/x.pem\"\n",
+    );
+    assert_eq!(code, Some(78), "{err}");
+    for key in ["output.o.address", "output.o.window", "output.o.ca_file"] {
+        assert!(err.contains(key), "{key} not in {err}");
+    }
+}

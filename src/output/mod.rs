@@ -83,6 +83,11 @@ pub trait Sink: Send + 'static {
     fn close(&mut self);
     /// Periodic housekeeping while idle (close idle files and the like).
     fn tick(&mut self) {}
+    /// Whether lines are still buffered after a flush (a write failed and will be retried):
+    /// receipts wait until they are written.
+    fn pending(&self) -> bool {
+        false
+    }
 }
 
 /// The sending side of an output's queue. Cheap to clone; the output stops once every clone is
@@ -222,13 +227,14 @@ pub(crate) fn start_sink(
     let (tx, rx) = mpsc::channel();
     let room = Arc::new(Semaphore::new(cfg.queue.max_events));
     let thread_room = room.clone();
+    let thread_metrics = metrics.clone();
     let thread = std::thread::Builder::new()
         .name(format!("out-{}", cfg.name))
         .spawn(move || {
             if let Some(prev) = predecessor {
                 let _ = prev.join();
             }
-            run_sink(sink, rx, thread_room, flush_interval)
+            run_sink(sink, rx, thread_room, flush_interval, &thread_metrics)
         })?;
     Ok(RunningOutput {
         handle: OutputHandle {
@@ -249,13 +255,13 @@ fn run_sink(
     rx: mpsc::Receiver<Queued>,
     room: Arc<Semaphore>,
     flush_interval: Duration,
+    metrics: &OutputMetrics,
 ) {
+    let mut receipts = Receipts::default();
     let mut last_flush = Instant::now();
     let mut last_tick = Instant::now();
     // A channel has no peek: a batch taken while checking for idleness waits here.
     let mut pending: Option<Queued> = None;
-    // Receipts of batches written but not yet flushed out of the sink's buffers.
-    let mut receipts: Vec<Receipt> = Vec::new();
     loop {
         let next = match pending.take() {
             Some(b) => Ok(b),
@@ -265,7 +271,7 @@ fn run_sink(
             Ok(Queued { events, receipt }) => {
                 sink.write_batch(&events);
                 room.add_permits(events.len());
-                receipts.extend(receipt);
+                receipts.hold(receipt, metrics);
                 // Flush when the queue is momentarily empty (low latency when idle) or when the
                 // interval has passed (bounded latency under sustained load).
                 let idle = match rx.try_recv() {
@@ -276,10 +282,10 @@ fn run_sink(
                     Err(_) => true,
                 };
                 // A listener waiting for a receipt is answered once the lines are written out.
-                if idle || !receipts.is_empty() || last_flush.elapsed() >= flush_interval {
+                if idle || receipts.waiting() || last_flush.elapsed() >= flush_interval {
                     sink.flush();
                     last_flush = Instant::now();
-                    receipt::keep_all(&mut receipts);
+                    receipts.settle(&*sink, metrics);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -288,9 +294,49 @@ fn run_sink(
         if last_tick.elapsed() >= flush_interval {
             sink.tick();
             last_tick = Instant::now();
+            receipts.settle(&*sink, metrics);
         }
     }
     sink.close();
-    receipt::keep_all(&mut receipts);
+    receipts.settle(&*sink, metrics);
     room.close();
+}
+
+/// Receipts of batches a sink has taken but not yet written out.
+#[derive(Default)]
+struct Receipts {
+    held: Vec<Receipt>,
+    /// `dropped_write_error` when the first of them was taken.
+    dropped_at_hold: u64,
+}
+
+impl Receipts {
+    fn hold(&mut self, receipt: Option<Receipt>, metrics: &OutputMetrics) {
+        if let Some(r) = receipt {
+            if self.held.is_empty() {
+                self.dropped_at_hold = metrics::get(&metrics.dropped_write_error);
+            }
+            self.held.push(r);
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// After a flush: fails the receipts if lines were dropped since they were taken (perhaps
+    /// theirs), keeps them once nothing is left unwritten, and otherwise holds them for the
+    /// sink's retry.
+    fn settle(&mut self, sink: &dyn Sink, metrics: &OutputMetrics) {
+        if self.held.is_empty() {
+            return;
+        }
+        if metrics::get(&metrics.dropped_write_error) != self.dropped_at_hold {
+            for r in self.held.drain(..) {
+                r.fail();
+            }
+        } else if !sink.pending() {
+            receipt::keep_all(&mut self.held);
+        }
+    }
 }

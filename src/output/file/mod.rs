@@ -374,6 +374,10 @@ impl Sink for FileSink {
         }
     }
 
+    fn pending(&self) -> bool {
+        self.files.values().any(|e| !e.buf.is_empty())
+    }
+
     fn close(&mut self) {
         self.check_reopen();
         let paths: Vec<PathBuf> = self.files.keys().cloned().collect();
