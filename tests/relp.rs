@@ -18,6 +18,18 @@ const WINDOW: usize = 128;
 /// How long a whole run may take.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Fails, naming the install script, unless rsyslog-relp is unpacked.
+fn need_relp_modules() {
+    let dir = tools_root().join("usr/lib/x86_64-linux-gnu/rsyslog");
+    for m in ["omrelp.so", "imrelp.so"] {
+        assert!(
+            dir.join(m).exists(),
+            "{m} not found in {}: run .ci/install-test-tools (rsyslog-relp)",
+            dir.display()
+        );
+    }
+}
+
 /// A port free right now (bound, then released) for a receiver that must come back on it.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -96,6 +108,7 @@ ruleset(name="relay") {{
 
 /// Starts rsyslog with `config` in `dir` and returns it with its imtcp address.
 fn start_relay(dir: &Path, config: &str) -> (Rsyslog, SocketAddr) {
+    need_relp_modules();
     let port_file = dir.join("imtcp.port");
     let _ = std::fs::remove_file(&port_file);
     let r = Rsyslog::start(dir, config);
@@ -191,6 +204,7 @@ fn sluice_to_imrelp_100k_with_kill_9_of_rsyslog() {
     let port = free_port();
     let rdir = tempfile::tempdir().unwrap();
     let config = imrelp_config(rdir.path(), port, "");
+    need_relp_modules();
     let mut rsyslog = Rsyslog::start(rdir.path(), &config);
     wait_port(port);
     let d = TestDaemon::start(
@@ -457,7 +471,7 @@ fn closed_for(
 }
 
 #[test]
-fn relp_hostile_bad_txnr() {
+fn relp_hostile_k01_bad_txnr() {
     closed_for("", true, b"x2 syslog 3 abc\n", |m| &m.relp_frame_invalid);
     closed_for("", false, b"1234567890 open 1 a\n", |m| {
         &m.relp_frame_invalid
@@ -465,27 +479,27 @@ fn relp_hostile_bad_txnr() {
 }
 
 #[test]
-fn relp_hostile_txnr_out_of_sequence() {
+fn relp_hostile_k02_txnr_out_of_sequence() {
     closed_for("", true, &syslog_frame(5, "<13>x"), |m| {
         &m.relp_session_errors
     });
 }
 
 #[test]
-fn relp_hostile_bad_datalen() {
+fn relp_hostile_k03_bad_datalen() {
     closed_for("", true, b"2 syslog 3x abc\n", |m| &m.relp_frame_invalid);
     closed_for("", true, b"2 syslog 3 abcdef\n", |m| &m.relp_frame_invalid);
 }
 
 #[test]
-fn relp_hostile_command_before_open() {
+fn relp_hostile_k04_command_before_open() {
     closed_for("", false, &syslog_frame(1, "<13>hello"), |m| {
         &m.relp_session_errors
     });
 }
 
 #[test]
-fn relp_hostile_oversize() {
+fn relp_hostile_k05_oversize() {
     // Refused at its DATALEN, before any of the 999,999 bytes arrive.
     closed_for("max_message_size = 8192", true, b"2 syslog 999999 ", |m| {
         &m.relp_oversize
@@ -493,7 +507,7 @@ fn relp_hostile_oversize() {
 }
 
 #[test]
-fn relp_hostile_slowloris() {
+fn relp_hostile_k06_slowloris() {
     closed_for(
         "frame_timeout = \"1s\"",
         true,

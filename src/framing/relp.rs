@@ -495,7 +495,7 @@ mod tests {
         /// data lies inside what it took and respects the limit; an error or `None` is stable
         /// when more bytes arrive after a complete frame.
         #[test]
-        fn hostile_input_never_panics(buf in hostile(), max in 0usize..64) {
+        fn hostile_k07_input_never_panics(buf in hostile(), max in 0usize..64) {
             let mut at = 0;
             let mut session = Session::new();
             while at < buf.len() {
