@@ -74,13 +74,8 @@ impl ListenerKindSpec for RelpSettings {
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<RelpSettings> {
         let tcp = TcpSettings::decode(entry, errs);
         let raw = entry.part::<RelpRaw>(errs)?;
-        // Without `tls = true` the certificate keys are not read, so each one given is
-        // reported as not valid here.
-        let tls = if raw.tls.as_ref().is_some_and(|t| *t.get_ref()) {
-            Some(super::tls::decode_server(entry, errs)?)
-        } else {
-            None
-        };
+        let on = raw.tls.as_ref().is_some_and(|t| *t.get_ref());
+        let tls = super::tls::decode_server(entry, errs, on)?;
         Some(RelpSettings { tcp: tcp?, tls })
     }
 
