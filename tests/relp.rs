@@ -677,3 +677,50 @@ fn relp_config_errors_name_their_keys() {
         assert!(err.contains(key), "{key} not in {err}");
     }
 }
+
+#[test]
+fn relp_answers_wait_for_a_failing_file_and_are_500_when_its_lines_are_dropped() {
+    // A file output on /dev/full (every write fails with ENOSPC): the line is kept for a retry,
+    // so the message is not answered (and the session reads nothing more meanwhile); once
+    // other senders bring more than the 1 MiB a file may retain, the kept lines are dropped
+    // (`dropped_write_error`) and the answers are `500 error`.
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.log");
+    std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+    // Sessions whose lines are still kept for a retry at the stop wait for their answer until
+    // the shutdown deadline: a short one.
+    let d = TestDaemon::start(
+        &(String::from("[daemon]\nshutdown_timeout = \"1s\"\n")
+            + &ConfigBuilder::new()
+                .listener("relp", "relp", "address = \"127.0.0.1:0\"")
+                .output(
+                    "full",
+                    "file",
+                    &format!("path = \"{}\"\nformat = \"raw\"", full.display()),
+                )
+                .route_to(&["full"])
+                .build()),
+    );
+    let mut c = Client::connect(d.addr("relp"));
+    c.open();
+    c.send(&syslog_frame(2, "<13>1 - h app - - - first"));
+    assert_eq!(
+        c.answer(Duration::from_millis(1500)),
+        None,
+        "answered before written"
+    );
+    // Each session waits for its own answer before reading on: 20 senders of 60 KiB each.
+    let big = format!("<13>1 - h app - - - {}", "x".repeat(60 * 1024));
+    let _others: Vec<Client> = (0..20)
+        .map(|_| {
+            let mut other = Client::connect(d.addr("relp"));
+            other.open();
+            other.send(&syslog_frame(2, &big));
+            other
+        })
+        .collect();
+    assert_eq!(c.answer(DEADLINE), Some((2, "500 error".to_string())));
+    assert!(count(&d.listener("relp").relp_refused) >= 1);
+    assert_eq!(count(&d.listener("relp").relp_acked), 0);
+    assert!(d.output_counter("full", "dropped_write_error") >= 1);
+}
