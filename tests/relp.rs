@@ -724,3 +724,69 @@ fn relp_answers_wait_for_a_failing_file_and_are_500_when_its_lines_are_dropped()
     assert_eq!(count(&d.listener("relp").relp_acked), 0);
     assert!(d.output_counter("full", "dropped_write_error") >= 1);
 }
+
+#[test]
+fn relp_answers_for_a_disk_queue_survive_kill_9() {
+    // A relp listener feeding a forward output whose collector is down, through a disk queue:
+    // every message answered `200 OK` is on disk, so after a kill -9 and a restart with the
+    // collector up, every one of them is delivered.
+    let collector_port = free_port();
+    let port = free_port();
+    let config = ConfigBuilder::new()
+        .listener("relp", "relp", &format!("address = \"127.0.0.1:{port}\""))
+        .output(
+            "fwd",
+            "forward",
+            &format!(
+                "address = \"127.0.0.1:{collector_port}\"\nframing = \"lf\"\nqueue = {{ kind = \"disk\" }}"
+            ),
+        )
+        .route_to(&["fwd"])
+        .build();
+    let (dir, mut p) = Proc::start_toml(
+        &format!("[daemon]\nstate_dir = \"{{dir}}/state\"\n{config}"),
+        1,
+    );
+    let mut c = Client::connect(p.addr("relp"));
+    c.open();
+    const M: usize = 1000;
+    for chunk in 0..M / 100 {
+        let mut frames = Vec::new();
+        for i in chunk * 100..(chunk + 1) * 100 {
+            frames.extend(syslog_frame(i as u32 + 2, &msgnum_line(i)));
+        }
+        c.send(&frames);
+        for i in chunk * 100..(chunk + 1) * 100 {
+            assert_eq!(
+                c.answer(DEADLINE),
+                Some((i as u32 + 2, "200 OK".to_string()))
+            );
+        }
+    }
+    p.signal(libc::SIGKILL);
+    p.wait();
+    let collector = TcpListener::bind(("127.0.0.1", collector_port)).unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for s in collector.incoming() {
+            let Ok(mut s) = s else { return };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        return;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+        }
+    });
+    let _p = Proc::start(Some(&dir.path().join("sluice.toml")), 1);
+    let file = dir.path().join("collected");
+    wait_until("every answered message delivered", DEADLINE, || {
+        std::fs::write(&file, &*got.lock().unwrap()).unwrap();
+        tally(&file, M).iter().all(|&c| c > 0)
+    });
+}
