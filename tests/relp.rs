@@ -790,3 +790,30 @@ fn relp_answers_for_a_disk_queue_survive_kill_9() {
         tally(&file, M).iter().all(|&c| c > 0)
     });
 }
+
+#[test]
+fn relp_session_ends_with_serverclose_at_stop() {
+    // At SIGTERM a RELP session does not hold the stop for `shutdown_timeout` (rsyslog keeps its
+    // session open for ever): what was read is answered, then `serverclose`, and the sender
+    // resends the rest to the next sluice.
+    let mut d = relp_daemon("");
+    let mut c = Client::connect(d.addr("relp"));
+    c.open();
+    c.send(&syslog_frame(2, "<13>1 - h app - - - before the stop"));
+    assert_eq!(c.answer(DEADLINE), Some((2, "200 OK".to_string())));
+    let started = Instant::now();
+    d.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stop waited {:?} (shutdown_timeout is 10 s)",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    c.s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = c.s.read_to_end(&mut rest);
+    let mut all = c.buf.clone();
+    all.extend_from_slice(&rest);
+    assert_eq!(all, b"0 serverclose 0\n");
+    assert_eq!(lines(&d.path("out.log")).len(), 1);
+    assert_eq!(count(&d.listener("relp").shutdown_cut), 0);
+}

@@ -242,6 +242,12 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connecti
                 return End::Cut;
             }
             r = conn.stream.read_buf(&mut buf) => r,
+            // Stopping (shutdown or a reload that replaces the listener): what was read is
+            // answered; the rest the sender resends to whoever listens next.
+            _ = conn.stop.cancelled() => {
+                server_close(&mut conn.stream).await;
+                return End::Stopped;
+            }
             _ = sleep_until_opt(deadline) => {
                 server_close(&mut conn.stream).await;
                 return if frame_deadline { End::FrameTimeout } else { End::Idle };

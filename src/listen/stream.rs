@@ -279,6 +279,7 @@ impl StreamServer {
             );
             let metrics = metrics.clone();
             let hard_stop = self.hard_stop.clone();
+            let stop = self.shutdown.clone();
             let fault_log = fault_log.clone();
             let span = tracing::debug_span!("conn", listener = %self.settings.name, %peer);
             tracker.spawn(
@@ -291,6 +292,7 @@ impl StreamServer {
                         dispatcher,
                         metrics: metrics.clone(),
                         hard_stop,
+                        stop,
                         fault_log,
                     };
                     match (accepted, tls) {
@@ -330,6 +332,9 @@ pub(super) struct Connection<S> {
     pub(super) dispatcher: Dispatcher,
     pub(super) metrics: Arc<ListenerMetrics>,
     pub(super) hard_stop: CancellationToken,
+    /// The listener is stopping: a RELP session says `serverclose` and ends (its sender resends
+    /// what was not answered); a syslog connection reads on until its peer closes.
+    pub(super) stop: CancellationToken,
     pub(super) fault_log: Arc<std::sync::Mutex<metrics::LogLimiter>>,
 }
 
@@ -343,6 +348,7 @@ impl Connection<()> {
             dispatcher: self.dispatcher,
             metrics: self.metrics,
             hard_stop: self.hard_stop,
+            stop: self.stop,
             fault_log: self.fault_log,
         }
     }
@@ -354,6 +360,8 @@ pub(super) enum End {
     Framing(FrameError),
     /// A RELP connection broke the protocol (counted by its reason).
     Relp(super::relp::Fault),
+    /// A RELP session ended with `serverclose` because the listener stops.
+    Stopped,
     Idle,
     FrameTimeout,
     Cut,
@@ -370,6 +378,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let m = &self.metrics;
         match end {
             End::Eof => tracing::debug!("peer closed"),
+            End::Stopped => tracing::debug!("listener stopping: session closed"),
             End::Framing(e) => {
                 match e {
                     FrameError::FrameLenInvalid => metrics::add(&m.frame_len_invalid, 1),
