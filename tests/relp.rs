@@ -817,3 +817,50 @@ fn relp_session_ends_with_serverclose_at_stop() {
     assert_eq!(lines(&d.path("out.log")).len(), 1);
     assert_eq!(count(&d.listener("relp").shutdown_cut), 0);
 }
+
+#[test]
+fn sluice_to_imrelp_over_tls() {
+    // sluice's relp output with tls = true to imrelp with tls="on" (librelp's TLS), each side
+    // checking the other's certificate.
+    need_relp_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let d_ = dir.path();
+    pki(d_, &["relay"]);
+    let p = |f: &str| d_.join(f).display().to_string();
+    let port = free_port();
+    let _rsyslog = Rsyslog::start(
+        d_,
+        &imrelp_config(
+            d_,
+            port,
+            &format!(
+                r#"tls="on" tls.caCert="{}" tls.myCert="{}" tls.myPrivKey="{}" tls.authMode="name" tls.permittedPeer=["relay.example.net"]"#,
+                p("ca.pem"),
+                p("server.pem"),
+                p("server.key")
+            ),
+        ),
+    );
+    wait_port(port);
+    let d = TestDaemon::start(
+        &ConfigBuilder::new()
+            .tcp("tcp", "")
+            .output(
+                "relp",
+                "relp",
+                &format!(
+                    "address = \"127.0.0.1:{port}\"\ntls = true\nca_file = \"{}\"\nserver_name = \"localhost\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+                    p("ca.pem"),
+                    p("relay.pem"),
+                    p("relay.key")
+                ),
+            )
+            .route_to(&["relp"])
+            .build(),
+    );
+    const M: usize = 1000;
+    send_lines_to(d.addr("tcp"), (0..M).map(msgnum_line));
+    let counts = wait_all(&d_.join("rsyslog.out"), M, Instant::now());
+    assert_eq!(duplicates(&counts), 0);
+    d.wait_written("relp", M as u64);
+}
