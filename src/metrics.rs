@@ -51,7 +51,8 @@ counters!(
         /// RELP connections closed for a frame that is not RELP: a bad transaction number,
         /// command, DATALEN or trailer.
         relp_frame_invalid,
-        /// RELP connections closed for a frame whose DATALEN is over `max_message_size`.
+        /// RELP messages whose DATALEN was over `max_message_size`: kept cut to it and flagged
+        /// `truncated`, the rest discarded as it arrived (the session goes on).
         relp_oversize,
         /// RELP connections closed for a command out of place: before `open`, after `close`, a
         /// transaction number out of sequence, an `open` without a usable `relp_version`.

@@ -499,11 +499,42 @@ fn relp_hostile_k04_command_before_open() {
 }
 
 #[test]
-fn relp_hostile_k05_oversize() {
-    // Refused at its DATALEN, before any of the 999,999 bytes arrive.
-    closed_for("max_message_size = 8192", true, b"2 syslog 999999 ", |m| {
-        &m.relp_oversize
-    });
+fn relp_hostile_k05_oversize_is_cut_flagged_and_the_rest_skipped() {
+    // As the tcp listener does: the first `max_message_size` bytes are kept and flagged, the
+    // rest is discarded exactly as it arrives (never buffered), and the session goes on; closing
+    // would only make the sender resend the message for ever.
+    let d = relp_daemon("max_message_size = 1024\nframe_timeout = \"1s\"");
+    let mut c = Client::connect(d.addr("relp"));
+    c.open();
+    let head = "<13>1 - h app - - - ";
+    let body = format!("{head}{}", "x".repeat(5000 - head.len()));
+    let mut bytes = format!("2 syslog 5000 {body}\n").into_bytes();
+    bytes.extend(syslog_frame(3, "<13>1 - h app - - - next"));
+    c.send(&bytes);
+    assert_eq!(c.answer(DEADLINE), Some((2, "200 OK".to_string())));
+    assert_eq!(c.answer(DEADLINE), Some((3, "200 OK".to_string())));
+    let got = lines(&d.path("out.log"));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], body[..1024]);
+    assert_eq!(got[1], "<13>1 - h app - - - next");
+    let m = d.listener("relp");
+    assert_eq!((count(&m.relp_oversize), count(&m.truncated)), (1, 1));
+    // A DATALEN of 999,999 whose bytes never come: the start is kept and answered, then the
+    // frame timeout closes the session (nothing allocated from the declared length).
+    let mut more = b"4 syslog 999999 ".to_vec();
+    more.extend(std::iter::repeat_n(b'y', 2000));
+    c.send(&more);
+    assert_eq!(c.answer(DEADLINE), Some((4, "200 OK".to_string())));
+    wait_closed(&mut c.s, DEADLINE);
+    assert_eq!(count(&m.frame_timeouts), 1);
+    assert_eq!(count(&m.relp_oversize), 2);
+    // A cut message whose trailer is not LF: closed, counted.
+    closed_for(
+        "max_message_size = 1024",
+        true,
+        format!("2 syslog 2000 {}X", "z".repeat(2000)).as_bytes(),
+        |m| &m.relp_frame_invalid,
+    );
 }
 
 #[test]

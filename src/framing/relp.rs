@@ -123,10 +123,22 @@ fn number(buf: &[u8], at: usize, ends: &[u8]) -> Result<Option<(u32, usize)>, ()
     }
 }
 
-/// Parses the frame at the start of `buf`, whose DATA may hold at most `max_data` bytes.
-/// Returns the frame and the bytes it took (always at least one), `Ok(None)` if `buf` holds only
-/// the start of a valid frame, or the error that makes it invalid.
-pub fn parse_frame(buf: &[u8], max_data: usize) -> Result<Option<(Frame, usize)>, RelpError> {
+/// A frame's header: what comes before its DATA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Transaction number.
+    pub txnr: u32,
+    /// Command.
+    pub command: Command,
+    /// Declared DATA length.
+    pub datalen: usize,
+    /// Where DATA starts in the buffer (for DATALEN 0, where the LF trailer is).
+    pub data_start: usize,
+}
+
+/// Parses the header at the start of `buf`, whatever its DATALEN: `Ok(None)` while incomplete.
+/// Lets a receiver keep the start of a frame longer than it takes and skip the rest.
+pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, RelpError> {
     let Some((txnr, sp)) = number(buf, 0, b" ").map_err(|()| RelpError::BadTxnr)? else {
         return Ok(None);
     };
@@ -150,20 +162,42 @@ pub fn parse_frame(buf: &[u8], max_data: usize) -> Result<Option<(Frame, usize)>
         return Ok(None);
     };
     let datalen = datalen as usize;
-    if datalen > max_data {
-        return Err(RelpError::Oversize { datalen });
-    }
     // `0 LF`, or `N SP DATA LF` with N > 0.
-    let data = match (datalen, buf[end]) {
-        (0, b'\n') => return Ok(Some((frame(txnr, command, end..end), end + 1))),
+    let data_start = match (datalen, buf[end]) {
+        (0, b'\n') => end,
         (0, _) | (_, b'\n') => return Err(RelpError::BadDatalen),
-        _ => end + 1..end + 1 + datalen,
+        _ => end + 1,
     };
+    Ok(Some(Header {
+        txnr,
+        command,
+        datalen,
+        data_start,
+    }))
+}
+
+/// Parses the frame at the start of `buf`, whose DATA may hold at most `max_data` bytes.
+/// Returns the frame and the bytes it took (always at least one), `Ok(None)` if `buf` holds only
+/// the start of a valid frame, or the error that makes it invalid.
+pub fn parse_frame(buf: &[u8], max_data: usize) -> Result<Option<(Frame, usize)>, RelpError> {
+    let Some(h) = parse_header(buf)? else {
+        return Ok(None);
+    };
+    if h.datalen > max_data {
+        return Err(RelpError::Oversize { datalen: h.datalen });
+    }
+    if h.datalen == 0 {
+        return Ok(Some((
+            frame(h.txnr, h.command, h.data_start..h.data_start),
+            h.data_start + 1,
+        )));
+    }
+    let data = h.data_start..h.data_start + h.datalen;
     match buf.get(data.end) {
         None => Ok(None),
         Some(b'\n') => {
             let taken = data.end + 1;
-            Ok(Some((frame(txnr, command, data), taken)))
+            Ok(Some((frame(h.txnr, h.command, data), taken)))
         }
         Some(_) => Err(RelpError::BadTrailer),
     }
@@ -392,6 +426,23 @@ mod tests {
             Err(RelpError::Oversize { datalen: 1025 })
         );
         assert!(matches!(one(b"1 syslog 1024 "), Ok(None)));
+    }
+
+    #[test]
+    fn header_of_an_oversize_frame() {
+        let h = parse_header(b"7 syslog 999999 abc").unwrap().unwrap();
+        assert_eq!(
+            h,
+            Header {
+                txnr: 7,
+                command: Command::Syslog,
+                datalen: 999_999,
+                data_start: 16
+            }
+        );
+        assert_eq!(parse_header(b"7 syslog 99"), Ok(None));
+        let h = parse_header(b"8 close 0\n").unwrap().unwrap();
+        assert_eq!((h.datalen, h.data_start), (0, 9));
     }
 
     #[test]

@@ -10,15 +10,17 @@
 //! `when_full = "block"` the answers stop and the sender's window fills. When an output could
 //! not keep a message the answer is `500 error`, and the sender resends it.
 //!
-//! A frame that is not RELP (bad TXNR, command, DATALEN or trailer), a DATALEN over
-//! `max_message_size`, and a command out of place (before `open`, after `close`, out of
-//! sequence) close the connection, counted; the answers due for the messages before it are
-//! written first, so the sender does not resend them. Idle and slow connections meet the tcp
-//! listener's `idle_timeout` and `frame_timeout`.
+//! A frame that is not RELP (bad TXNR, command, DATALEN or trailer) and a command out of place
+//! (before `open`, after `close`, out of sequence) close the connection, counted; the answers
+//! due for the messages before it are written first, so the sender does not resend them. A
+//! message whose DATALEN is over `max_message_size` is kept cut to it and flagged `truncated`,
+//! as the tcp listener does, and the rest of it is discarded as it arrives (counted in
+//! `relp_oversize`): closing would only make the sender resend it for ever. Idle and slow
+//! connections meet the tcp listener's `idle_timeout` and `frame_timeout`.
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use chrono::Utc;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -37,7 +39,7 @@ use super::tcp::TcpSettings;
 use super::tls::TlsServer;
 use crate::decode::{Entry, Errors, Part};
 use crate::framing::relp::{
-    Command, RelpError, Session, SessionError, offer, parse_frame, write_frame,
+    Command, Frame, RelpError, Session, SessionError, offer, parse_frame, parse_header, write_frame,
 };
 use crate::metrics::{self, ListenerMetrics};
 use crate::output::Receipt;
@@ -156,6 +158,8 @@ impl ListenerKindSpec for RelpSettings {
 pub enum Fault {
     /// Not a RELP frame.
     Frame(RelpError),
+    /// A command other than `syslog` (an `open`) longer than the receiver takes.
+    Oversize,
     /// A frame, but not one the session allows now.
     Session(SessionError),
 }
@@ -164,8 +168,7 @@ impl Fault {
     /// Adds it to its counter.
     pub(super) fn count(&self, m: &ListenerMetrics) {
         let counter = match self {
-            Fault::Frame(RelpError::Oversize { .. }) => &m.relp_oversize,
-            Fault::Frame(_) => &m.relp_frame_invalid,
+            Fault::Frame(_) | Fault::Oversize => &m.relp_frame_invalid,
             Fault::Session(_) => &m.relp_session_errors,
         };
         metrics::add(counter, 1);
@@ -176,6 +179,7 @@ impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Fault::Frame(e) => e.fmt(f),
+            Fault::Oversize => f.write_str("RELP command other than syslog over the size limit"),
             Fault::Session(e) => e.fmt(f),
         }
     }
@@ -216,6 +220,8 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connecti
     let mut frame_started: Option<Instant> = None;
     let mut answers: Vec<Answer> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
+    // Bytes still to discard of a message cut to `max_message_size`, then its trailer.
+    let mut skip: Option<usize> = None;
     let limit = conn.settings.rate_limit.clone().map(|l| {
         let bucket = l.bucket(conn.peer.0.map(|a| a.ip()));
         (l, bucket)
@@ -270,17 +276,62 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connecti
         let mut fault = None;
         let mut completed = 0;
         loop {
-            let (frame, taken) = match parse_frame(&buf, max_data) {
-                Ok(Some(f)) => f,
+            // The rest of a message cut to `max_message_size` is discarded as it arrives, then
+            // its LF trailer; nothing of it is buffered.
+            if let Some(left) = skip {
+                let n = left.min(buf.len());
+                buf.advance(n);
+                if left > n {
+                    skip = Some(left - n);
+                    break;
+                }
+                match buf.first() {
+                    None => {
+                        skip = Some(0);
+                        break;
+                    }
+                    Some(b'\n') => {
+                        buf.advance(1);
+                        skip = None;
+                    }
+                    Some(_) => {
+                        fault = Some(Fault::Frame(RelpError::BadTrailer));
+                        break;
+                    }
+                }
+            }
+            let (frame, bytes, cut) = match parse_frame(&buf, max_data) {
+                Ok(Some((frame, taken))) => (frame, buf.split_to(taken).freeze(), None),
                 Ok(None) => break,
+                Err(RelpError::Oversize { .. }) => {
+                    // A message longer than the limit is kept cut to it and flagged, as the tcp
+                    // listener does (closing would make the sender resend it for ever).
+                    let header = match parse_header(&buf) {
+                        Ok(Some(h)) if h.command == Command::Syslog => h,
+                        _ => {
+                            fault = Some(Fault::Oversize);
+                            break;
+                        }
+                    };
+                    let keep = conn.settings.max_message_size;
+                    if buf.len() < header.data_start + keep {
+                        break;
+                    }
+                    let bytes = buf.split_to(header.data_start + keep).freeze();
+                    let frame = Frame {
+                        txnr: header.txnr,
+                        command: header.command,
+                        data: header.data_start..header.data_start + keep,
+                    };
+                    (frame, bytes, Some(header.datalen - keep))
+                }
                 Err(e) => {
                     fault = Some(Fault::Frame(e));
                     break;
                 }
             };
             completed += 1;
-            let bytes = buf.split_to(taken).freeze();
-            let data = bytes.slice(frame.data.clone());
+            let mut data = bytes.slice(frame.data.clone());
             if let Err(e) = session.accept(&frame, &data) {
                 fault = Some(Fault::Session(e));
                 break;
@@ -294,6 +345,14 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connecti
                     break;
                 }
                 Command::Syslog => {
+                    // Cut: the rest is being skipped, or (a limit under the smallest frame
+                    // taken whole) is cut here.
+                    let truncated = cut.is_some() || data.len() > conn.settings.max_message_size;
+                    if truncated {
+                        data.truncate(conn.settings.max_message_size);
+                        metrics::add(&conn.metrics.relp_oversize, 1);
+                    }
+                    skip = cut;
                     let admitted = match &limit {
                         Some((limiter, bucket)) => {
                             limiter.admit_in(bucket, conn.peer.0.map(|a| a.ip()))
@@ -303,7 +362,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connecti
                     // One rate limited is counted there, and answered `200 OK`: dropping it is
                     // the configured policy, and a resend would meet the same limit.
                     if admitted {
-                        conn.dispatcher.push(data, false, conn.peer.0, now);
+                        conn.dispatcher.push(data, truncated, conn.peer.0, now);
                     }
                     answers.push(Answer::Syslog(frame.txnr));
                 }
@@ -359,7 +418,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connecti
         // Time spent waiting for our own outputs is not the sender's delay.
         let held = held_since.elapsed();
         last_data += held;
-        frame_started = match (buf.is_empty(), completed) {
+        frame_started = match (buf.is_empty() && skip.is_none(), completed) {
             (true, _) => None,
             (false, 0) => Some(frame_started.map_or(last_data, |t| t + held)),
             (false, _) => Some(last_data),
