@@ -1,7 +1,7 @@
 //! sluice: a syslog receiver and router daemon.
 //!
-//! It takes RFC 5424 and RFC 3164 messages over UDP, TCP, TLS and local unix sockets, and the
-//! kernel's log (/dev/kmsg), parses them,
+//! It takes RFC 5424 and RFC 3164 messages over UDP, TCP, TLS, RELP and local unix sockets, and
+//! the kernel's log (/dev/kmsg), parses them,
 //! matches them against an ordered rule table, and writes them to files or stdout. Nothing read
 //! from a socket is dropped silently: malformed messages are kept with a flag, and every drop is
 //! counted.
@@ -12,14 +12,15 @@
 //!
 //! - [`config`]: TOML text to a validated [`config::Config`], every error with its line;
 //!   [`decode`] is how it and every kind read their tables.
-//! - [`listen`]: UDP, TCP, TLS and unix sockets, and /dev/kmsg; each task frames, parses and
-//!   routes inline.
-//! - [`framing`]: RFC 6587 octet counting and LF framing, a pure state machine.
+//! - [`listen`]: UDP, TCP, TLS, RELP and unix sockets, and /dev/kmsg; each task frames, parses
+//!   and routes inline.
+//! - [`framing`]: RFC 6587 octet counting and LF framing, a pure state machine; RELP frames.
 //! - [`parse`]: RFC 5424 (strict) and RFC 3164 (tolerant) into an [`event::Event`]; kernel
 //!   records rewritten as RFC 5424.
 //! - [`event`]: the one type that flows through.
 //! - [`route`]: the rule table and the syslog.conf selector language.
-//! - [`output`]: bounded queues, and the file and stdout outputs with their line formats.
+//! - [`output`]: bounded queues, the receipts an acknowledging listener waits on, and the
+//!   outputs (file, stdout, forward, http, elasticsearch, loki, relp) with their formats.
 //! - [`explain`]: `--explain`, one message through the rule table, in words.
 //! - [`metrics`]: counters per listener and output; [`exporter`] serves them to Prometheus.
 //! - [`daemon`]: `bind` every socket, then `run` until shutdown and drain.

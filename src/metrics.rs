@@ -48,6 +48,19 @@ counters!(
         nul_terminated,
         /// Connections closed for an invalid octet count.
         frame_len_invalid,
+        /// RELP connections closed for a frame that is not RELP: a bad transaction number,
+        /// command, DATALEN or trailer.
+        relp_frame_invalid,
+        /// RELP messages whose DATALEN was over `max_message_size`: kept cut to it and flagged
+        /// `truncated`, the rest discarded as it arrived (the session goes on).
+        relp_oversize,
+        /// RELP connections closed for a command out of place: before `open`, after `close`, a
+        /// transaction number out of sequence, an `open` without a usable `relp_version`.
+        relp_session_errors,
+        /// RELP messages answered `200 OK` (every output they were routed to holds them).
+        relp_acked,
+        /// RELP messages answered `500 error` (an output could not keep them; the sender resends).
+        relp_refused,
         /// Connections closed because a TLS ClientHello arrived on a plain port.
         tls_on_plain_port,
         /// Octet-counted frames cut short by the peer closing (kept, flagged truncated), oversize

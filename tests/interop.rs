@@ -19,10 +19,10 @@ fn rsyslog_root() -> PathBuf {
 }
 
 /// rsyslogd in the foreground with `config`, killed on drop.
-struct Rsyslog(Child);
+pub(crate) struct Rsyslog(pub(crate) Child);
 
 impl Rsyslog {
-    fn start(dir: &Path, config: &str) -> Rsyslog {
+    pub(crate) fn start(dir: &Path, config: &str) -> Rsyslog {
         let root = rsyslog_root();
         let conf = dir.join("rsyslog.conf");
         std::fs::write(&conf, config).unwrap();
@@ -51,7 +51,7 @@ impl Drop for Rsyslog {
 }
 
 /// CA, a server certificate for `localhost` and client certificates, as PEM files in `dir`.
-fn pki(dir: &Path, clients: &[&str]) {
+pub(crate) fn pki(dir: &Path, clients: &[&str]) {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, "interop CA");

@@ -25,6 +25,7 @@ mod properties;
 mod python;
 mod relay;
 mod reload;
+mod relp;
 mod rotation_t8;
 mod routing;
 mod support;

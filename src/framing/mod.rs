@@ -26,6 +26,8 @@
 //! `2024-01-01T00:00:00Z host app: msg`) is read as octet counting and normally fails with
 //! `FrameLenInvalid`, closing the connection. Senders must send a PRI.
 
+pub mod relp;
+
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
 

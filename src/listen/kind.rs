@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::settings::Limits;
-use super::{Pipeline, kmsg, tcp, tls, udp, unix, unix_stream};
+use super::{Pipeline, kmsg, relp, tcp, tls, udp, unix, unix_stream};
 use crate::decode::{Entry, Errors};
 
 /// One `[listen.NAME]`.
@@ -395,6 +395,8 @@ listener_kinds! {
     UnixStream(unix_stream::UnixStreamSettings),
     /// The kernel's log buffer, /dev/kmsg (for hosts without journald).
     Kmsg(kmsg::KmsgConfig),
+    /// RELP, each message acknowledged once the outputs hold it; over TCP or TLS.
+    Relp(relp::RelpSettings),
 }
 
 impl ListenerKind {

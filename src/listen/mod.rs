@@ -5,6 +5,7 @@
 mod kind;
 pub mod kmsg;
 pub mod ratelimit;
+pub mod relp;
 pub mod settings;
 pub mod stream;
 pub mod tcp;
@@ -237,6 +238,31 @@ impl Dispatcher {
                 _ = cut.cancelled() => out.count_undelivered(n),
             }
         }
+    }
+
+    /// [`Dispatcher::flush_or_cut`] with a receipt: each output the pending batches go to gets a
+    /// share and settles it once it holds them (see [`crate::output::receipt`]). A batch cut at
+    /// `hard_stop` fails its share.
+    pub async fn flush_with_receipt(
+        &mut self,
+        cut: &tokio_util::sync::CancellationToken,
+        receipt: crate::output::Receipt,
+    ) {
+        self.publish_counts();
+        if let Some(routing) = self.routing.take() {
+            for (batch, out) in self.batches.iter_mut().zip(&routing.outputs) {
+                if batch.is_empty() {
+                    continue;
+                }
+                let batch = std::mem::take(batch);
+                let n = batch.len() as u64;
+                tokio::select! {
+                    _ = out.send_with(batch, Some(receipt.clone())) => {}
+                    _ = cut.cancelled() => out.count_undelivered(n),
+                }
+            }
+        }
+        receipt.keep();
     }
 
     /// [`Dispatcher::flush_or_cut`] when `wait`, else [`Dispatcher::flush_nowait`].

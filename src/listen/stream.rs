@@ -11,7 +11,7 @@ use anyhow::Context;
 use bytes::BytesMut;
 use chrono::Utc;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -35,11 +35,11 @@ pub const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(50);
 pub const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
 /// Bytes asked of each read once a connection is busy; frames are sliced out of this buffer
 /// without copying.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+pub(super) const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Bytes asked of a connection's first read. The chunk doubles after each read that fills it, up
 /// to [`READ_CHUNK_BYTES`], so an idle or quiet connection holds a few KiB, not 64 (mimalloc
 /// commits what it hands out: 1,000 idle connections cost 74 KiB each with 64 KiB buffers).
-const INITIAL_READ_CHUNK_BYTES: usize = 2 * 1024;
+pub(super) const INITIAL_READ_CHUNK_BYTES: usize = 2 * 1024;
 
 /// Binds a non-blocking TCP listening socket with SO_REUSEADDR (restarts do not wait out
 /// TIME_WAIT).
@@ -85,6 +85,17 @@ pub struct StreamSettings {
     pub timezone: crate::parse::Zone,
     /// Per-source buckets, shared by the connections of one address; `None` does not limit.
     pub rate_limit: Option<Arc<SourceLimiter>>,
+    /// What is spoken on each connection.
+    pub protocol: Speech,
+}
+
+/// What a stream listener's connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speech {
+    /// Syslog frames, RFC 6587 framing detected per frame (`tcp`, `tls`, `unix_stream`).
+    Syslog,
+    /// RELP sessions, each message acknowledged ([`super::relp`]).
+    Relp,
 }
 
 /// A listening stream socket: TCP (`tcp`, `tls`) or unix (`unix_stream`).
@@ -156,7 +167,7 @@ impl StdListener {
 
 /// Who is at the other end: an IP sender, or a local process on a unix socket.
 #[derive(Debug, Clone, Copy)]
-struct Peer(Option<SocketAddr>);
+pub(super) struct Peer(pub(super) Option<SocketAddr>);
 
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -268,6 +279,7 @@ impl StreamServer {
             );
             let metrics = metrics.clone();
             let hard_stop = self.hard_stop.clone();
+            let stop = self.shutdown.clone();
             let fault_log = fault_log.clone();
             let span = tracing::debug_span!("conn", listener = %self.settings.name, %peer);
             tracker.spawn(
@@ -280,6 +292,7 @@ impl StreamServer {
                         dispatcher,
                         metrics: metrics.clone(),
                         hard_stop,
+                        stop,
                         fault_log,
                     };
                     match (accepted, tls) {
@@ -310,14 +323,19 @@ impl StreamServer {
     }
 }
 
-struct Connection<S> {
-    stream: S,
-    peer: Peer,
-    settings: StreamSettings,
-    dispatcher: Dispatcher,
-    metrics: Arc<ListenerMetrics>,
-    hard_stop: CancellationToken,
-    fault_log: Arc<std::sync::Mutex<metrics::LogLimiter>>,
+/// One connection's state: shared by the syslog loop here and the RELP loop in
+/// [`super::relp`].
+pub(super) struct Connection<S> {
+    pub(super) stream: S,
+    pub(super) peer: Peer,
+    pub(super) settings: StreamSettings,
+    pub(super) dispatcher: Dispatcher,
+    pub(super) metrics: Arc<ListenerMetrics>,
+    pub(super) hard_stop: CancellationToken,
+    /// The listener is stopping: a RELP session says `serverclose` and ends (its sender resends
+    /// what was not answered); a syslog connection reads on until its peer closes.
+    pub(super) stop: CancellationToken,
+    pub(super) fault_log: Arc<std::sync::Mutex<metrics::LogLimiter>>,
 }
 
 impl Connection<()> {
@@ -330,28 +348,37 @@ impl Connection<()> {
             dispatcher: self.dispatcher,
             metrics: self.metrics,
             hard_stop: self.hard_stop,
+            stop: self.stop,
             fault_log: self.fault_log,
         }
     }
 }
 
 /// Why a connection ended.
-enum End {
+pub(super) enum End {
     Eof,
     Framing(FrameError),
+    /// A RELP connection broke the protocol (counted by its reason).
+    Relp(super::relp::Fault),
+    /// A RELP session ended with `serverclose` because the listener stops.
+    Stopped,
     Idle,
     FrameTimeout,
     Cut,
     ReadError(std::io::Error),
 }
 
-impl<S: AsyncRead + Unpin> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn run(mut self) {
-        let end = self.serve().await;
+        let end = match self.settings.protocol {
+            Speech::Syslog => self.serve().await,
+            Speech::Relp => super::relp::serve(&mut self).await,
+        };
         self.dispatcher.flush_or_cut(&self.hard_stop).await;
         let m = &self.metrics;
         match end {
             End::Eof => tracing::debug!("peer closed"),
+            End::Stopped => tracing::debug!("listener stopping: session closed"),
             End::Framing(e) => {
                 match e {
                     FrameError::FrameLenInvalid => metrics::add(&m.frame_len_invalid, 1),
@@ -360,6 +387,13 @@ impl<S: AsyncRead + Unpin> Connection<S> {
                 let allowed = self.fault_log.lock().ok().and_then(|mut l| l.allow());
                 if let Some(suppressed) = allowed {
                     tracing::warn!(peer = %self.peer, reason = %e, suppressed, "closing connection");
+                }
+            }
+            End::Relp(fault) => {
+                fault.count(m);
+                let allowed = self.fault_log.lock().ok().and_then(|mut l| l.allow());
+                if let Some(suppressed) = allowed {
+                    tracing::warn!(peer = %self.peer, reason = %fault, suppressed, "closing RELP connection");
                 }
             }
             End::Idle => {
@@ -519,7 +553,7 @@ impl<S: AsyncRead + Unpin> Connection<S> {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+pub(super) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
@@ -548,6 +582,7 @@ pub(super) fn serve(
     connections: &crate::listen::settings::ConnectionSettings,
     allowed_sources: Option<Vec<ipnet::IpNet>>,
     tls: Option<TlsServer>,
+    protocol: Speech,
     ctx: super::kind::StartContext<'_>,
 ) -> tokio::task::JoinHandle<()> {
     let limits = &ctx.config.limits;
@@ -564,6 +599,7 @@ pub(super) fn serve(
             tls,
             timezone: limits.timezone,
             rate_limit: ctx.rate_limiter(),
+            protocol,
         },
         pipeline: ctx.pipeline,
         shutdown: ctx.stop,

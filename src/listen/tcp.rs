@@ -78,6 +78,7 @@ impl ListenerKindSpec for TcpSettings {
             &self.connections,
             self.network.allowed_sources.clone(),
             None,
+            super::stream::Speech::Syslog,
             ctx,
         ))
     }

@@ -144,8 +144,73 @@ impl ListenerKindSpec for TlsSettings {
             &self.tcp.connections,
             self.tcp.network.allowed_sources.clone(),
             Some(server),
+            super::stream::Speech::Syslog,
             ctx,
         ))
+    }
+}
+
+/// The TLS keys of a listener that speaks another protocol over TLS (`relp` with `tls = true`):
+/// the certificates, client authentication and `handshake_timeout`, as a `tls` listener has.
+/// With `on` false, each of them given is reported as having no effect. The outer `None`: a
+/// problem was reported; `Some(None)`: TLS is off.
+#[allow(clippy::option_option)]
+pub(super) fn decode_server(
+    entry: &mut Entry<'_, '_>,
+    errs: &mut Errors<'_>,
+    on: bool,
+) -> Option<Option<(ServerSettings, Duration)>> {
+    let raw = entry.part::<TlsRaw>(errs)?;
+    if !on {
+        let given = [
+            (
+                "handshake_timeout",
+                raw.handshake_timeout.as_ref().map(|v| v.span()),
+            ),
+            ("cert_file", raw.cert_file.as_ref().map(|v| v.span())),
+            ("key_file", raw.key_file.as_ref().map(|v| v.span())),
+            ("client_auth", raw.client_auth.as_ref().map(|v| v.span())),
+            (
+                "client_ca_file",
+                raw.client_ca_file.as_ref().map(|v| v.span()),
+            ),
+            (
+                "client_crl_file",
+                raw.client_crl_file.as_ref().map(|v| v.span()),
+            ),
+            (
+                "permitted_peers",
+                raw.permitted_peers.as_ref().map(|v| v.span()),
+            ),
+            ("fingerprints", raw.fingerprints.as_ref().map(|v| v.span())),
+        ];
+        let before = errs.count();
+        for (key, span) in given {
+            if let Some(span) = span {
+                errs.at(span, entry.key(key), "has no effect without tls = true");
+            }
+        }
+        return (errs.count() == before).then_some(None);
+    }
+    let tls = raw.server_settings(entry, errs);
+    let handshake_timeout = duration_opt(
+        errs,
+        &entry.key("handshake_timeout"),
+        &raw.handshake_timeout,
+    )
+    .filter(|d| !d.is_zero())
+    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    Some(Some((tls?, handshake_timeout)))
+}
+
+/// `--check-config` for a listener's TLS files.
+pub(super) fn check_server_files(key: &str, t: &ServerSettings, files: &mut crate::tls::FileCheck) {
+    files.cert_and_key(&format!("{key}.cert_file"), &t.cert_file, &t.key_file);
+    if let Some(ca) = &t.client_ca_file {
+        files.ca(&format!("{key}.client_ca_file"), ca);
+    }
+    if let Some(crl) = &t.client_crl_file {
+        files.crl(&format!("{key}.client_crl_file"), crl);
     }
 }
 

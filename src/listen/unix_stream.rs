@@ -98,6 +98,7 @@ impl ListenerKindSpec for UnixStreamSettings {
             &self.connections,
             None,
             None,
+            super::stream::Speech::Syslog,
             ctx,
         ))
     }

@@ -18,7 +18,7 @@ use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
 use crate::output::backlog::{Backlog, DiskQueue};
 use crate::output::queue::{QueueConfig, QueueKind, WhenFull};
-use crate::output::{Batch, OutputConfig, OutputHandle, RunningOutput};
+use crate::output::{Batch, OutputConfig, OutputHandle, Queued, RunningOutput};
 
 /// Events an output's channel holds on their way into its backlog (the backlog is the queue
 /// that `max_events`, `max_size` and `when_full` describe).
@@ -127,9 +127,10 @@ pub fn start<T: Transport>(
                     Err(e) => {
                         tracing::error!(output = %name, error = format!("{e:#}"), "output could not take over after a reload; its events are dropped");
                         metrics::add(&metrics.write_errors, 1);
-                        for batch in rx {
-                            metrics::add(&metrics.dropped_write_error, batch.len() as u64);
-                            thread_room.add_permits(batch.len());
+                        // Their receipts, dropped unsettled, fail.
+                        for q in rx {
+                            metrics::add(&metrics.dropped_write_error, q.events.len() as u64);
+                            thread_room.add_permits(q.events.len());
                         }
                     }
                 }
@@ -243,16 +244,16 @@ impl<T: Transport> Worker<T> {
 
     /// The thread's loop; returns when the channel is closed and the backlog is delivered,
     /// persisted (disk) or given up (memory, after `shutdown_timeout`).
-    fn run(mut self, rx: mpsc::Receiver<Batch>, room: Arc<Semaphore>) {
+    fn run(mut self, rx: mpsc::Receiver<Queued>, room: Arc<Semaphore>) {
         let mut closed = false;
         loop {
             // Take in what the backlog has room for; under `block` the rest waits in the channel
             // and its senders wait in turn.
             while !(self.queue.when_full == WhenFull::Block && self.full()) {
                 match rx.try_recv() {
-                    Ok(batch) => {
-                        self.intake(&batch);
-                        room.add_permits(batch.len());
+                    Ok(q) => {
+                        room.add_permits(q.events.len());
+                        self.intake(q);
                     }
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
@@ -279,10 +280,10 @@ impl<T: Transport> Worker<T> {
                 closed |= self.wait(&rx, &room, closed);
             }
         }
-        // Batches still staged in the channel never reached the backlog.
+        // Batches still staged in the channel never reached the backlog (their receipts fail).
         let mut staged = 0;
-        while let Ok(batch) = rx.try_recv() {
-            staged += batch.len() as u64;
+        while let Ok(q) = rx.try_recv() {
+            staged += q.events.len() as u64;
         }
         if staged > 0 {
             metrics::add(&self.metrics.undelivered_at_shutdown, staged);
@@ -295,7 +296,7 @@ impl<T: Transport> Worker<T> {
 
     /// Nothing to send right now: waits for input or the next attempt. Returns whether the
     /// channel closed.
-    fn wait(&mut self, rx: &mpsc::Receiver<Batch>, room: &Semaphore, closed: bool) -> bool {
+    fn wait(&mut self, rx: &mpsc::Receiver<Queued>, room: &Semaphore, closed: bool) -> bool {
         let wait = if self.backlog.is_empty() {
             Duration::from_millis(500)
         } else {
@@ -311,9 +312,9 @@ impl<T: Transport> Worker<T> {
             return false;
         }
         match rx.recv_timeout(wait) {
-            Ok(batch) => {
-                self.intake(&batch);
-                room.add_permits(batch.len());
+            Ok(q) => {
+                room.add_permits(q.events.len());
+                self.intake(q);
                 false
             }
             Err(mpsc::RecvTimeoutError::Timeout) => false,
@@ -378,13 +379,19 @@ impl<T: Transport> Worker<T> {
                 .is_none_or(|t| t.elapsed() >= self.transport.max_wait())
     }
 
-    /// Encodes a batch into the backlog, applying the overflow policy.
-    fn intake(&mut self, batch: &[Arc<Event>]) {
+    /// Encodes a batch into the backlog, applying the overflow policy, and settles its receipt:
+    /// kept once appended (a disk backlog: written, and synced under `sync = "every_batch"`) or
+    /// dropped under the policy, failed if the backlog could not take it.
+    fn intake(&mut self, q: Queued) {
+        let Queued {
+            events: batch,
+            receipt,
+        } = q;
         if self.backlog.is_empty() {
             self.filling_since = Some(Instant::now());
         }
         let mut records = Vec::with_capacity(batch.len());
-        for ev in batch {
+        for ev in &batch {
             // Room for the frame and what a format adds, so encoding does not regrow it.
             let mut r = Vec::with_capacity(ev.raw.len() + RECORD_OVERHEAD_BYTES);
             self.transport.encode(ev, &mut r);
@@ -396,11 +403,21 @@ impl<T: Transport> Worker<T> {
             WhenFull::DropOldest => self.drop_oldest(&records),
         }
         let n = records.len() as u64;
-        if let Err(e) = self.backlog.push(records) {
-            metrics::add(&self.metrics.write_errors, 1);
-            metrics::add(&self.metrics.dropped_write_error, n);
-            if let Some(suppressed) = self.error_log.allow() {
-                tracing::error!(output = %self.name, error = %e, lost = n, suppressed, "queue write failed");
+        match self.backlog.push(records) {
+            Ok(()) => {
+                if let Some(r) = receipt {
+                    r.keep();
+                }
+            }
+            Err(e) => {
+                metrics::add(&self.metrics.write_errors, 1);
+                metrics::add(&self.metrics.dropped_write_error, n);
+                if let Some(suppressed) = self.error_log.allow() {
+                    tracing::error!(output = %self.name, error = %e, lost = n, suppressed, "queue write failed");
+                }
+                if let Some(r) = receipt {
+                    r.fail();
+                }
             }
         }
     }

@@ -173,18 +173,12 @@ impl ForwardRaw {
         let mut addresses = Vec::new();
         let mut first_host = None;
         for a in list {
-            match a.rsplit_once(':') {
-                Some((host, port))
-                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) =>
-                {
-                    first_host.get_or_insert_with(|| {
-                        host.trim_start_matches('[')
-                            .trim_end_matches(']')
-                            .to_string()
-                    });
+            match host_of(&a) {
+                Some(host) => {
+                    first_host.get_or_insert(host);
                     addresses.push(a);
                 }
-                _ => errs.at(
+                None => errs.at(
                     span.clone(),
                     entry.key(key),
                     format!(
@@ -236,8 +230,21 @@ impl ForwardRaw {
     }
 }
 
+/// The host of a `host:port` collector address (brackets of an IPv6 address removed); `None`
+/// if it is not one.
+pub(crate) fn host_of(address: &str) -> Option<String> {
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Some(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
 /// Connect, handshake and write deadlines: a collector that stops answering is noticed.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// With keepalive, a silent peer is declared dead after about this long.
 const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// While on a secondary collector, the primary is tried again this often.
@@ -477,7 +484,7 @@ fn still_open(conn: &mut Conn) -> bool {
 }
 
 /// Deadlines and dead-peer detection on a forward connection.
-fn tune(tcp: &TcpStream) -> std::io::Result<()> {
+pub(crate) fn tune(tcp: &TcpStream) -> std::io::Result<()> {
     tcp.set_nodelay(true)?;
     tcp.set_write_timeout(Some(IO_TIMEOUT))?;
     tcp.set_read_timeout(Some(IO_TIMEOUT))?;

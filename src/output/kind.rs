@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::format::Format;
 use super::queue::{QueueConfig, QueueKind};
-use super::{ReopenFiles, RunningOutput, elasticsearch, file, forward, http, loki, stdout};
+use super::{ReopenFiles, RunningOutput, elasticsearch, file, forward, http, loki, relp, stdout};
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
 
@@ -231,6 +231,8 @@ output_kinds! {
     Elasticsearch(elasticsearch::ElasticsearchSettings),
     /// Grafana Loki, through the push API.
     Loki(loki::LokiSettings),
+    /// A RELP receiver (rsyslog's imrelp): each message acknowledged before it leaves the backlog.
+    Relp(relp::RelpOutputSettings),
 }
 
 #[derive(Deserialize, Default)]

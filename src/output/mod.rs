@@ -20,6 +20,8 @@ pub mod http_client;
 mod kind;
 pub mod loki;
 pub mod queue;
+pub mod receipt;
+pub mod relp;
 pub mod stamp;
 pub mod stdout;
 
@@ -27,6 +29,7 @@ pub use kind::{
     OutputConfig, OutputDescriptors, OutputKind, OutputKindSpec, OutputResource, OutputStart,
 };
 pub use queue::{QueueConfig, QueueKind, WhenFull};
+pub use receipt::{Receipt, ReceiptWait};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +64,15 @@ impl ReopenFiles {
 /// Events travelling together from a listener to an output.
 pub type Batch = Vec<Arc<Event>>;
 
+/// A batch in an output's channel, with the receipt of a listener that acknowledges its
+/// messages (RELP; see [`receipt`]). `None` for every other listener: no cost.
+pub struct Queued {
+    /// The events.
+    pub events: Batch,
+    /// Settled by the output once the events are safe (or dropped under its policy).
+    pub receipt: Option<Receipt>,
+}
+
 /// What an output thread does with batches. Implemented by [`file::FileSink`] and
 /// [`stdout::StdoutSink`].
 pub trait Sink: Send + 'static {
@@ -72,13 +84,18 @@ pub trait Sink: Send + 'static {
     fn close(&mut self);
     /// Periodic housekeeping while idle (close idle files and the like).
     fn tick(&mut self) {}
+    /// Whether lines are still buffered after a flush (a write failed and will be retried):
+    /// receipts wait until they are written.
+    fn pending(&self) -> bool {
+        false
+    }
 }
 
 /// The sending side of an output's queue. Cheap to clone; the output stops once every clone is
 /// dropped and the queue is drained.
 #[derive(Clone)]
 pub struct OutputHandle {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<Queued>,
     /// Free capacity in events; the output thread returns permits as it writes.
     room: Arc<Semaphore>,
     queue: QueueConfig,
@@ -88,29 +105,55 @@ pub struct OutputHandle {
 impl OutputHandle {
     /// Queues a batch under the configured policy: waits for room with `block`, drops what does
     /// not fit (counted) with `drop_newest`.
-    pub async fn send(&self, mut batch: Batch) {
+    pub async fn send(&self, batch: Batch) {
+        self.send_with(batch, None).await;
+    }
+
+    /// [`OutputHandle::send`] with a receipt the output settles once it holds the events
+    /// (see [`receipt`]).
+    pub async fn send_with(&self, mut batch: Batch, mut receipt: Option<Receipt>) {
         if self.queue.when_full == WhenFull::DropNewest {
-            self.try_send(batch);
+            self.try_send_with(batch, receipt);
             return;
         }
-        // A batch larger than the whole queue goes in pieces.
+        // A batch larger than the whole queue goes in pieces, each with its share of the receipt.
         while !batch.is_empty() {
             let take = batch.len().min(self.queue.max_events);
             let rest = batch.split_off(take);
+            let share = if rest.is_empty() {
+                receipt.take()
+            } else {
+                receipt.clone()
+            };
             match self.room.acquire_many(take as u32).await {
                 Ok(permit) => {
                     permit.forget();
-                    self.push(batch);
+                    self.push(batch, share);
                 }
-                Err(_) => self.count_dropped(batch.len()),
+                Err(_) => {
+                    // The output has stopped: the events are lost, and the receipt says so.
+                    self.count_dropped(batch.len());
+                    if let Some(r) = share {
+                        r.fail();
+                    }
+                }
             }
             batch = rest;
+        }
+        if let Some(r) = receipt {
+            r.keep();
         }
     }
 
     /// Queues what fits without waiting; the rest is dropped and counted. Returns how many were
     /// dropped.
-    pub fn try_send(&self, mut batch: Batch) -> usize {
+    pub fn try_send(&self, batch: Batch) -> usize {
+        self.try_send_with(batch, None)
+    }
+
+    /// [`OutputHandle::try_send`] with a receipt. Events dropped because the queue is full count
+    /// as kept for the receipt: dropping is the configured policy (see [`receipt`]).
+    fn try_send_with(&self, mut batch: Batch, receipt: Option<Receipt>) -> usize {
         let room = self.room.available_permits().min(batch.len());
         let dropped = batch.len() - room;
         if room > 0 {
@@ -118,24 +161,32 @@ impl OutputHandle {
                 Ok(permit) => {
                     permit.forget();
                     batch.truncate(room);
-                    self.push(batch);
+                    self.push(batch, receipt);
                 }
                 Err(_) => {
                     // Raced with another sender; nothing was queued.
                     self.count_dropped(batch.len());
+                    if let Some(r) = receipt {
+                        r.keep();
+                    }
                     return batch.len();
                 }
             }
+        } else if let Some(r) = receipt {
+            r.keep();
         }
         self.count_dropped(dropped);
         dropped
     }
 
-    fn push(&self, batch: Batch) {
-        let n = batch.len();
+    fn push(&self, events: Batch, receipt: Option<Receipt>) {
+        let n = events.len();
         metrics::add(&self.metrics.queued, n as u64);
-        if self.tx.send(batch).is_err() {
+        if let Err(mpsc::SendError(q)) = self.tx.send(Queued { events, receipt }) {
             self.count_dropped(n);
+            if let Some(r) = q.receipt {
+                r.fail();
+            }
         }
     }
 
@@ -177,13 +228,14 @@ pub(crate) fn start_sink(
     let (tx, rx) = mpsc::channel();
     let room = Arc::new(Semaphore::new(cfg.queue.max_events));
     let thread_room = room.clone();
+    let thread_metrics = metrics.clone();
     let thread = std::thread::Builder::new()
         .name(format!("out-{}", cfg.name))
         .spawn(move || {
             if let Some(prev) = predecessor {
                 let _ = prev.join();
             }
-            run_sink(sink, rx, thread_room, flush_interval)
+            run_sink(sink, rx, thread_room, flush_interval, &thread_metrics)
         })?;
     Ok(RunningOutput {
         handle: OutputHandle {
@@ -201,23 +253,26 @@ pub(crate) fn start_sink(
 /// sync) when every sender is gone.
 fn run_sink(
     mut sink: Box<dyn Sink>,
-    rx: mpsc::Receiver<Batch>,
+    rx: mpsc::Receiver<Queued>,
     room: Arc<Semaphore>,
     flush_interval: Duration,
+    metrics: &OutputMetrics,
 ) {
+    let mut receipts = Receipts::default();
     let mut last_flush = Instant::now();
     let mut last_tick = Instant::now();
     // A channel has no peek: a batch taken while checking for idleness waits here.
-    let mut pending: Option<Batch> = None;
+    let mut pending: Option<Queued> = None;
     loop {
         let next = match pending.take() {
             Some(b) => Ok(b),
             None => rx.recv_timeout(flush_interval),
         };
         match next {
-            Ok(batch) => {
-                sink.write_batch(&batch);
-                room.add_permits(batch.len());
+            Ok(Queued { events, receipt }) => {
+                sink.write_batch(&events);
+                room.add_permits(events.len());
+                receipts.hold(receipt, metrics);
                 // Flush when the queue is momentarily empty (low latency when idle) or when the
                 // interval has passed (bounded latency under sustained load).
                 let idle = match rx.try_recv() {
@@ -227,9 +282,11 @@ fn run_sink(
                     }
                     Err(_) => true,
                 };
-                if idle || last_flush.elapsed() >= flush_interval {
+                // A listener waiting for a receipt is answered once the lines are written out.
+                if idle || receipts.waiting() || last_flush.elapsed() >= flush_interval {
                     sink.flush();
                     last_flush = Instant::now();
+                    receipts.settle(&*sink, metrics);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -238,8 +295,49 @@ fn run_sink(
         if last_tick.elapsed() >= flush_interval {
             sink.tick();
             last_tick = Instant::now();
+            receipts.settle(&*sink, metrics);
         }
     }
     sink.close();
+    receipts.settle(&*sink, metrics);
     room.close();
+}
+
+/// Receipts of batches a sink has taken but not yet written out.
+#[derive(Default)]
+struct Receipts {
+    held: Vec<Receipt>,
+    /// `dropped_write_error` when the first of them was taken.
+    dropped_at_hold: u64,
+}
+
+impl Receipts {
+    fn hold(&mut self, receipt: Option<Receipt>, metrics: &OutputMetrics) {
+        if let Some(r) = receipt {
+            if self.held.is_empty() {
+                self.dropped_at_hold = metrics::get(&metrics.dropped_write_error);
+            }
+            self.held.push(r);
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// After a flush: fails the receipts if lines were dropped since they were taken (perhaps
+    /// theirs), keeps them once nothing is left unwritten, and otherwise holds them for the
+    /// sink's retry.
+    fn settle(&mut self, sink: &dyn Sink, metrics: &OutputMetrics) {
+        if self.held.is_empty() {
+            return;
+        }
+        if metrics::get(&metrics.dropped_write_error) != self.dropped_at_hold {
+            for r in self.held.drain(..) {
+                r.fail();
+            }
+        } else if !sink.pending() {
+            receipt::keep_all(&mut self.held);
+        }
+    }
 }

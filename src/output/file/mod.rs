@@ -368,6 +368,10 @@ impl Sink for FileSink {
         }
     }
 
+    fn pending(&self) -> bool {
+        self.files.values().any(|e| !e.buf.is_empty())
+    }
+
     fn close(&mut self) {
         self.check_reopen();
         let paths: Vec<String> = self.files.keys().cloned().collect();
