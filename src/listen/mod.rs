@@ -7,6 +7,7 @@ pub mod kmsg;
 pub mod ratelimit;
 pub mod settings;
 pub mod stream;
+pub mod tail;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
