@@ -29,4 +29,5 @@ mod rotation_t8;
 mod routing;
 mod support;
 mod systemd;
+mod tail;
 mod tls;

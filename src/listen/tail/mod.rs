@@ -668,6 +668,7 @@ impl Follower {
             &mut watched,
             dispatcher,
         );
+        tracing::info!(listener = %self.name, files = self.files.len(), first_run = self.first_run, "first scan done");
         let mut next_scan = Instant::now() + self.settings.scan_interval;
         let mut next_save = Instant::now() + self.settings.checkpoint_interval;
         let mut rescan = false;
