@@ -65,7 +65,10 @@ fn count_seqs(text: &[u8], counts: &mut HashMap<usize, usize>) {
 
 fn delivered(dir: &Path) -> HashMap<usize, usize> {
     let mut counts = HashMap::new();
-    count_seqs(&std::fs::read(dir.join("out.log")).unwrap_or_default(), &mut counts);
+    count_seqs(
+        &std::fs::read(dir.join("out.log")).unwrap_or_default(),
+        &mut counts,
+    );
     counts
 }
 
@@ -209,7 +212,10 @@ scan_interval = "500ms""#,
         assert_eq!(e["listener"], "app");
     }
     assert_eq!(open_fds(p.pid(), "new.log").len(), 1);
-    assert!(open_fds(p.pid(), ".gz").is_empty(), "compressed files are never opened");
+    assert!(
+        open_fds(p.pid(), ".gz").is_empty(),
+        "compressed files are never opened"
+    );
 
     std::fs::remove_file(logs.join("new.log")).unwrap();
     wait_until("the deleted file's descriptor closed", DEADLINE, || {
@@ -457,7 +463,8 @@ fn a_million_lines_over_twenty_rotations_lose_and_double_nothing() {
         ),
     );
     let per_file = N / (ROTATIONS + 1) + 1;
-    let mut f = std::io::BufWriter::new(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+    let mut f =
+        std::io::BufWriter::new(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
     let started = Instant::now();
     for i in 0..N {
         writeln!(f, "{}", seq_line(i)).unwrap();
@@ -474,7 +481,10 @@ fn a_million_lines_over_twenty_rotations_lose_and_double_nothing() {
     }
     f.flush().unwrap();
     drop(f);
-    eprintln!("wrote {N} lines with {ROTATIONS} rotations in {:?}", started.elapsed());
+    eprintln!(
+        "wrote {N} lines with {ROTATIONS} rotations in {:?}",
+        started.elapsed()
+    );
     wait_delivered(dir.path(), N, DEADLINE * 8);
     std::thread::sleep(Duration::from_millis(500));
     assert_exactly_once(&delivered(dir.path()), N);
@@ -565,7 +575,11 @@ fn positions_survive_a_restart_and_a_corrupt_positions_file_is_set_aside() {
     assert!(p.wait().success());
 
     let positions = dir.path().join("state/tail/app.positions");
-    assert!(std::fs::read_to_string(&positions).unwrap().starts_with("sluice-tail-positions 1\n"));
+    assert!(
+        std::fs::read_to_string(&positions)
+            .unwrap()
+            .starts_with("sluice-tail-positions 1\n")
+    );
     std::fs::write(&positions, "garbage\n").unwrap();
     let config = dir.path().join("sluice.toml");
     let p = Proc::start(Some(&config), 0);
@@ -604,4 +618,49 @@ kind = "stdout"
     ] {
         assert!(stderr.contains(&want), "{want:?} not in:\n{stderr}");
     }
+}
+
+/// A reload that changes a tail listener restarts it; the new one goes on from the positions
+/// the old one saved as it stopped: nothing lost, nothing read twice.
+#[test]
+fn a_changed_listener_goes_on_from_its_positions_after_a_reload() {
+    let toml = |app: &str| {
+        format!(
+            r#"
+[daemon]
+state_dir = "{{dir}}/state"
+
+[listen.app]
+kind = "tail"
+paths = ["{{dir}}/app.log"]
+start_at = "beginning"
+app_name = "{app}"
+
+[output.out]
+kind = "file"
+path = "{{dir}}/out.log"
+format = "raw"
+
+[[route]]
+to = ["out"]
+"#
+        )
+    };
+    let d = TestDaemon::start(&toml("before"));
+    let log = d.path("app.log");
+    std::fs::write(&log, "").unwrap();
+    append_reopening(&log, 0, 1000, 100, Duration::ZERO);
+    wait_delivered(d.dir.path(), 1000, DEADLINE);
+    d.reload(&toml("after")).unwrap();
+    append_reopening(&log, 1000, 2000, 100, Duration::ZERO);
+    let counts = wait_delivered(d.dir.path(), 2000, DEADLINE);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_exactly_once(&delivered(d.dir.path()), 2000);
+    assert_eq!(counts.len(), 2000);
+    let out = std::fs::read_to_string(d.path("out.log")).unwrap();
+    assert!(
+        out.contains(" after - - - seq=00001999"),
+        "{}",
+        &out[out.len() - 200..]
+    );
 }
