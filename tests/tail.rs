@@ -558,7 +558,7 @@ fn positions_survive_a_restart_and_a_corrupt_positions_file_is_set_aside() {
     std::fs::write(&log, "").unwrap();
     let toml = tail_config(
         dir.path(),
-        &format!("paths = [\"{}\"]", log.display()),
+        &format!("paths = [\"{}/*.log\"]", logs.display()),
         "raw",
     );
     let mut p = start(dir.path(), &toml);
@@ -568,9 +568,13 @@ fn positions_survive_a_restart_and_a_corrupt_positions_file_is_set_aside() {
     assert!(p.wait().success());
     // Written while sluice is down: read at the next start, from the saved position.
     append_reopening(&log, 100, 200, 100, Duration::ZERO);
+    // Created while it is down, after its first run: read from its beginning.
+    let other = logs.join("other.log");
+    std::fs::write(&other, "").unwrap();
+    append_reopening(&other, 200, 250, 50, Duration::ZERO);
     let mut p = start(dir.path(), &toml);
-    let counts = wait_delivered(dir.path(), 200, DEADLINE);
-    assert_exactly_once(&counts, 200);
+    let counts = wait_delivered(dir.path(), 250, DEADLINE);
+    assert_exactly_once(&counts, 250);
     p.signal(libc::SIGTERM);
     assert!(p.wait().success());
 

@@ -1,18 +1,20 @@
 //! Cutting a file's bytes into lines: a pure state machine over what has been read, with the
-//! file offset of every line's end, so positions can be checkpointed at line boundaries.
+//! file offset of every line's end, so positions can be checkpointed at line boundaries. One
+//! buffer is reused for every read: lines are ranges into it, valid until the next read.
 
-use bytes::{Bytes, BytesMut};
+use std::ops::Range;
 
-/// One line of a file, without its LF (nor a CR before it).
+/// One line of a file, without its LF (nor a CR before it): where it is in the splitter's
+/// buffer ([`LineSplitter::bytes`]) and in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
-    /// The line's bytes, at most `max_line_bytes`.
-    pub bytes: Bytes,
+    /// Its bytes in the splitter's buffer, at most `max_line_bytes`.
+    pub range: Range<usize>,
     /// The line was longer than `max_line_bytes` and was cut; its rest is skipped.
     pub truncated: bool,
     /// File offset of the line's first byte.
     pub start: u64,
-    /// File offset just past the line's LF (where the next line starts).
+    /// File offset of the byte after it: past its LF, or past what was kept of a cut line.
     pub end: u64,
 }
 
@@ -20,8 +22,10 @@ pub struct Line {
 #[derive(Debug)]
 pub struct LineSplitter {
     max_line_bytes: usize,
-    /// Bytes read and not yet part of a line: the unfinished last line.
-    buf: BytesMut,
+    /// Bytes read: `buf[..consumed]` were given out (or skipped), the rest is the unfinished
+    /// line.
+    buf: Vec<u8>,
+    consumed: usize,
     /// File offset of `buf[0]`.
     buf_start: u64,
     /// A line was cut: its bytes up to the next LF are skipped (they were past the limit).
@@ -33,7 +37,8 @@ impl LineSplitter {
     pub fn new(max_line_bytes: usize, offset: u64) -> LineSplitter {
         LineSplitter {
             max_line_bytes: max_line_bytes.max(1),
-            buf: BytesMut::new(),
+            buf: Vec::new(),
+            consumed: 0,
             buf_start: offset,
             skipping: false,
         }
@@ -42,17 +47,28 @@ impl LineSplitter {
     /// File offset of the first byte not yet given out as part of a line (the unfinished line's
     /// start, or where a skipped rest ends).
     pub fn consumed_to(&self) -> u64 {
-        self.buf_start
+        self.buf_start + self.consumed as u64
     }
 
     /// Bytes held for the unfinished line.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.consumed
+    }
+
+    /// The bytes of `line`, given out since the last [`LineSplitter::space`].
+    pub fn bytes(&self, line: &Line) -> &[u8] {
+        self.buf.get(line.range.clone()).unwrap_or_default()
     }
 
     /// A buffer of `want` writable bytes at the end, for the next read; the caller writes into
-    /// it and calls [`LineSplitter::filled`] with what it read.
+    /// it and calls [`LineSplitter::filled`] with what it read. Lines given out before are
+    /// forgotten.
     pub fn space(&mut self, want: usize) -> &mut [u8] {
+        if self.consumed > 0 {
+            self.buf.drain(..self.consumed);
+            self.buf_start += self.consumed as u64;
+            self.consumed = 0;
+        }
         let len = self.buf.len();
         self.buf.resize(len + want, 0);
         &mut self.buf[len..]
@@ -68,101 +84,90 @@ impl LineSplitter {
 
     /// Appends `bytes` (what was read) and pushes the lines they complete.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Line>) {
-        self.buf.extend_from_slice(bytes);
+        let space = self.space(bytes.len());
+        space.copy_from_slice(bytes);
         self.split(out);
     }
 
+    fn offset(&self, i: usize) -> u64 {
+        self.buf_start + i as u64
+    }
+
     fn split(&mut self, out: &mut Vec<Line>) {
-        let mut scanned = 0;
         loop {
-            match memchr::memchr(b'\n', &self.buf[scanned..]) {
+            let rest = &self.buf[self.consumed..];
+            match memchr::memchr(b'\n', rest) {
                 Some(i) => {
-                    let lf = scanned + i;
+                    let lf = self.consumed + i;
                     if self.skipping {
                         self.skipping = false;
-                        let _ = self.buf.split_to(lf + 1);
-                        self.buf_start += lf as u64 + 1;
-                        scanned = 0;
+                        self.consumed = lf + 1;
                         continue;
                     }
-                    if lf > self.max_line_bytes {
-                        // Longer than allowed: keep the start, flagged, and skip to the LF.
+                    if i > self.max_line_bytes {
                         self.cut(out);
-                        scanned = 0;
                         continue;
                     }
-                    let mut line = self.buf.split_to(lf + 1);
-                    let start = self.buf_start;
-                    self.buf_start += lf as u64 + 1;
-                    line.truncate(lf);
-                    if line.last() == Some(&b'\r') {
-                        line.truncate(lf - 1);
-                    }
+                    let end = if i > 0 && self.buf[lf - 1] == b'\r' {
+                        lf - 1
+                    } else {
+                        lf
+                    };
                     out.push(Line {
-                        bytes: line.freeze(),
+                        range: self.consumed..end,
                         truncated: false,
-                        start,
-                        end: self.buf_start,
+                        start: self.offset(self.consumed),
+                        end: self.offset(lf + 1),
                     });
-                    scanned = 0;
+                    self.consumed = lf + 1;
                 }
-                None => {
-                    if self.skipping {
-                        self.buf_start += self.buf.len() as u64;
-                        self.buf.clear();
-                    } else if self.buf.len() > self.max_line_bytes {
-                        self.cut(out);
-                        continue;
-                    }
+                None if self.skipping => {
+                    self.consumed = self.buf.len();
                     return;
                 }
+                None if rest.len() > self.max_line_bytes => self.cut(out),
+                None => return,
             }
         }
     }
 
-    /// Gives out the first `max_line_bytes` of the buffer as a truncated line; the rest of that
-    /// line, up to its LF, is skipped.
+    /// Gives out the next `max_line_bytes` as a truncated line; the rest of that line, up to
+    /// its LF, is skipped.
     fn cut(&mut self, out: &mut Vec<Line>) {
-        let start = self.buf_start;
-        let line = self.buf.split_to(self.max_line_bytes).freeze();
-        self.buf_start += line.len() as u64;
-        self.skipping = true;
+        let from = self.consumed;
+        let to = from + self.max_line_bytes;
         out.push(Line {
-            bytes: line,
+            range: from..to,
             truncated: true,
-            start,
-            end: self.buf_start,
+            start: self.offset(from),
+            end: self.offset(to),
         });
-        // Everything before the LF (if any is buffered) is skipped by the caller's loop.
-        match memchr::memchr(b'\n', &self.buf) {
-            Some(i) => {
-                let _ = self.buf.split_to(i + 1);
-                self.buf_start += i as u64 + 1;
-                self.skipping = false;
-            }
-            None => {
-                self.buf_start += self.buf.len() as u64;
-                self.buf.clear();
-            }
-        }
+        self.consumed = to;
+        self.skipping = true;
     }
 
-    /// The file was truncated or is being let go: the unfinished line (if any) as a line of its
-    /// own, and the splitter restarted at `offset`.
-    pub fn finish(&mut self, offset: u64) -> Option<Line> {
-        let line = (!self.buf.is_empty()).then(|| {
-            let bytes = self.buf.split().freeze();
-            Line {
-                start: self.buf_start,
-                end: self.buf_start + bytes.len() as u64,
-                bytes,
-                truncated: false,
-            }
-        });
+    /// The unfinished line, if any, given out as a line of its own (the file was truncated or is
+    /// being let go). Its bytes stay readable until [`LineSplitter::reset`].
+    pub fn rest(&mut self) -> Option<Line> {
+        if self.buffered() == 0 || self.skipping {
+            return None;
+        }
+        let line = Line {
+            range: self.consumed..self.buf.len(),
+            truncated: false,
+            start: self.offset(self.consumed),
+            end: self.offset(self.buf.len()),
+        };
+        self.consumed = self.buf.len();
+        Some(line)
+    }
+
+    /// Starts again at file offset `offset`, with nothing held.
+    pub fn reset(&mut self, offset: u64) {
         self.buf.clear();
+        self.consumed = 0;
         self.buf_start = offset;
         self.skipping = false;
-        line
     }
 }
 
@@ -171,20 +176,20 @@ mod tests {
     use super::*;
 
     fn lines(s: &mut LineSplitter, chunks: &[&[u8]]) -> Vec<(String, bool, u64, u64)> {
-        let mut out = Vec::new();
+        let mut got = Vec::new();
         for c in chunks {
+            let mut out = Vec::new();
             s.push(c, &mut out);
-        }
-        out.into_iter()
-            .map(|l| {
+            got.extend(out.iter().map(|l| {
                 (
-                    String::from_utf8_lossy(&l.bytes).into_owned(),
+                    String::from_utf8_lossy(s.bytes(l)).into_owned(),
                     l.truncated,
                     l.start,
                     l.end,
                 )
-            })
-            .collect()
+            }));
+        }
+        got
     }
 
     #[test]
@@ -197,9 +202,12 @@ mod tests {
         );
         assert_eq!(s.consumed_to(), 18);
         assert_eq!(s.buffered(), 1);
-        let last = s.finish(0).unwrap();
-        assert_eq!((&last.bytes[..], last.start, last.end), (&b"f"[..], 18, 19));
+        let last = s.rest().unwrap();
+        assert_eq!((s.bytes(&last), last.start, last.end), (&b"f"[..], 18, 19));
+        assert_eq!(s.consumed_to(), 19);
+        s.reset(0);
         assert_eq!(s.consumed_to(), 0);
+        assert!(s.rest().is_none());
     }
 
     #[test]
@@ -218,6 +226,11 @@ mod tests {
             vec![("abc".into(), true, 0, 3), ("xy".into(), false, 7, 10)]
         );
         assert_eq!(s.consumed_to(), 10);
+        // While the rest is skipped, nothing is held for it.
+        let mut s = LineSplitter::new(3, 0);
+        lines(&mut s, &[b"abcdef"]);
+        assert_eq!((s.buffered(), s.consumed_to()), (0, 6));
+        assert!(s.rest().is_none());
     }
 
     #[test]
@@ -228,7 +241,15 @@ mod tests {
         space[..3].copy_from_slice(b"a\nb");
         s.filled(8, 3, &mut out);
         assert_eq!(out.len(), 1);
+        assert_eq!(s.bytes(&out[0]), b"a");
         assert_eq!(s.buffered(), 1);
         assert_eq!(s.consumed_to(), 2);
+        // The next read keeps the unfinished line and forgets the given-out ones.
+        let space = s.space(4);
+        space[..2].copy_from_slice(b"c\n");
+        out.clear();
+        s.filled(4, 2, &mut out);
+        assert_eq!(s.bytes(&out[0]), b"bc");
+        assert_eq!((out[0].start, out[0].end), (2, 5));
     }
 }

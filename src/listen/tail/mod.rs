@@ -668,6 +668,12 @@ impl Follower {
             &mut watched,
             dispatcher,
         );
+        if self.first_run {
+            // From now on this is not the first run: files that appear while sluice is
+            // stopped are read from their beginning at the next start, not skipped.
+            self.handed_on();
+            self.save();
+        }
         tracing::info!(listener = %self.name, files = self.files.len(), first_run = self.first_run, "first scan done");
         let mut next_scan = Instant::now() + self.settings.scan_interval;
         let mut next_save = Instant::now() + self.settings.checkpoint_interval;
@@ -945,15 +951,7 @@ impl Follower {
                     "deleted file still not read to its end after close_deleted_after: let go");
             }
             // Its last line without an LF, and a record held for more lines, go now.
-            let end = f.pos;
-            if let Some(line) = f.lines.finish(end) {
-                self.line_buf.push(line);
-            }
-            self.dispatch_lines(&mut f, dispatcher, now);
-            if let Some(j) = &mut f.joiner {
-                j.flush(&mut self.records);
-            }
-            self.emit_records(dispatcher);
+            self.finish_file(&mut f, dispatcher, now);
             tracing::info!(listener = %self.name, path = %f.path.display(), deleted, "file let go");
             self.dirty = true;
         }
@@ -972,14 +970,8 @@ impl Follower {
                 metrics::add(&self.metrics.file_truncations, 1);
                 tracing::info!(listener = %self.name, path = %f.path.display(), was = f.pos, size,
                     "file truncated (copytruncate): reading it from the beginning");
-                if let Some(line) = f.lines.finish(0) {
-                    self.line_buf.push(line);
-                }
-                self.dispatch_lines(f, dispatcher, now);
-                if let Some(j) = &mut f.joiner {
-                    j.flush(&mut self.records);
-                }
-                self.emit_records(dispatcher);
+                self.finish_file(f, dispatcher, now);
+                f.lines.reset(0);
                 f.pos = 0;
                 f.fingerprint = None;
                 self.dirty = true;
@@ -1007,25 +999,44 @@ impl Follower {
             f.pos += n as u64;
             total += n;
             metrics::add(&self.metrics.bytes, n as u64);
-            self.dispatch_lines(f, dispatcher, now);
-            self.emit_records(dispatcher);
+            self.take_lines(f, dispatcher, now);
         }
         self.files = files;
         total
     }
 
-    /// Lines in `line_buf` (of file `f`) to records, through its joiner if it has one.
-    fn dispatch_lines(&mut self, f: &mut Followed, _dispatcher: &mut Dispatcher, now: Instant) {
+    /// The lines in `line_buf` (of file `f`) become events, through its joiner if it has one.
+    fn take_lines(&mut self, f: &mut Followed, dispatcher: &mut Dispatcher, now: Instant) {
+        let mut lines = std::mem::take(&mut self.line_buf);
+        let received_at = Utc::now();
         match &mut f.joiner {
             Some(j) => {
-                for line in self.line_buf.drain(..) {
-                    j.push(line, now, &mut self.records);
+                for line in &lines {
+                    j.push(f.lines.bytes(line), line, now, &mut self.records);
+                }
+                self.emit_records(dispatcher);
+            }
+            None => {
+                for line in &lines {
+                    self.emit(f.lines.bytes(line), line.truncated, dispatcher, received_at);
                 }
             }
-            None => self
-                .records
-                .extend(self.line_buf.drain(..).map(Record::from)),
         }
+        lines.clear();
+        self.line_buf = lines;
+    }
+
+    /// File `f` is let go or was truncated: its unfinished last line and the record its joiner
+    /// holds become events.
+    fn finish_file(&mut self, f: &mut Followed, dispatcher: &mut Dispatcher, now: Instant) {
+        if let Some(line) = f.lines.rest() {
+            self.line_buf.push(line);
+        }
+        self.take_lines(f, dispatcher, now);
+        if let Some(j) = &mut f.joiner {
+            j.flush(&mut self.records);
+        }
+        self.emit_records(dispatcher);
     }
 
     /// Records held past their timeout go.
@@ -1046,29 +1057,37 @@ impl Follower {
         let received_at = Utc::now();
         let mut records = std::mem::take(&mut self.records);
         for r in records.drain(..) {
-            self.emit(r, dispatcher, received_at);
+            self.emit(&r.bytes, r.truncated, dispatcher, received_at);
         }
         self.records = records;
     }
 
-    fn emit(&mut self, r: Record, dispatcher: &mut Dispatcher, received_at: DateTime<Utc>) {
-        if is_blank(&r.bytes) {
+    /// One line or record as an event.
+    fn emit(
+        &mut self,
+        line: &[u8],
+        truncated: bool,
+        dispatcher: &mut Dispatcher,
+        received_at: DateTime<Utc>,
+    ) {
+        if is_blank(line) {
             metrics::add(&self.metrics.empty_frames, 1);
             return;
         }
         if self.settings.parse == ParseMode::Syslog {
-            dispatcher.push(r.bytes, r.truncated, None, received_at);
+            let frame = copy_frame(&mut self.chunk, &[], line);
+            dispatcher.push(frame, truncated, None, received_at);
             return;
         }
         let (frame, parsed) = plain_event(
             &self.prefix,
-            &r.bytes,
+            line,
             self.settings.parse,
             &mut self.chunk,
             self.settings.facility,
             self.settings.severity,
         );
-        dispatcher.push_parsed(frame, parsed, r.truncated, None, received_at);
+        dispatcher.push_parsed(frame, parsed, truncated, None, received_at);
     }
 
     /// The events of this round reached the outputs' queues: their positions may be saved.
@@ -1125,12 +1144,7 @@ fn plain_event(
     severity: Severity,
 ) -> (Bytes, Parsed) {
     let len = prefix.len() + line.len();
-    if chunk.capacity() - chunk.len() < len {
-        *chunk = BytesMut::with_capacity(FRAME_CHUNK_BYTES.max(len));
-    }
-    chunk.extend_from_slice(prefix);
-    chunk.extend_from_slice(line);
-    let frame = chunk.split().freeze();
+    let frame = copy_frame(chunk, prefix, line);
     let mut parsed = Parsed::new(Protocol::Rfc5424, facility, severity, len);
     parsed.version = 1;
     // `<PRI>1 - HOST APP - - - `: the host after the fourth byte past `>`.
@@ -1150,6 +1164,19 @@ fn plain_event(
         }
     }
     (frame, parsed)
+}
+
+/// `prefix` + `line` copied into `chunk` and split off it. A full chunk is reused once every
+/// frame cut from it has been dropped (written by the outputs), else another is allocated: no
+/// allocation per line, and few fresh pages.
+fn copy_frame(chunk: &mut BytesMut, prefix: &[u8], line: &[u8]) -> Bytes {
+    let len = prefix.len() + line.len();
+    if chunk.capacity() - chunk.len() < len {
+        chunk.reserve(FRAME_CHUNK_BYTES.max(len));
+    }
+    chunk.extend_from_slice(prefix);
+    chunk.extend_from_slice(line);
+    chunk.split().freeze()
 }
 
 /// The HOSTNAME and APP-NAME spans of a [`plain_prefix`] (`None` for a NIL host).

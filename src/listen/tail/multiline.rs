@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use regex::bytes::Regex;
 
 use super::lines::Line;
@@ -48,22 +47,12 @@ impl PartialEq for MultilineConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The lines, joined by LF.
-    pub bytes: Bytes,
+    pub bytes: Vec<u8>,
     /// A line in it was cut to `max_line_bytes`, or the record was cut at `max_lines` or
     /// `max_bytes`.
     pub truncated: bool,
     /// File offset just past its last line.
     pub end: u64,
-}
-
-impl From<Line> for Record {
-    fn from(l: Line) -> Record {
-        Record {
-            bytes: l.bytes,
-            truncated: l.truncated,
-            end: l.end,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -97,18 +86,18 @@ impl Joiner {
         self.pending.as_ref().map(|p| p.start)
     }
 
-    /// Takes `line`, read at `now`; pushes the record it ends, if any.
-    pub fn push(&mut self, line: Line, now: Instant, out: &mut Vec<Record>) {
+    /// Takes `line` (its `bytes`), read at `now`; pushes the record it ends, if any.
+    pub fn push(&mut self, bytes: &[u8], line: &Line, now: Instant, out: &mut Vec<Record>) {
         let continues = match &self.config.rule {
-            Rule::Start(re) => !re.is_match(&line.bytes),
-            Rule::Continue(re) => re.is_match(&line.bytes),
+            Rule::Start(re) => !re.is_match(bytes),
+            Rule::Continue(re) => re.is_match(bytes),
         };
         if continues && let Some(p) = &mut self.pending {
             let fits = p.lines < self.config.max_lines
-                && p.bytes.len() + 1 + line.bytes.len() <= self.config.max_bytes;
+                && p.bytes.len() + 1 + bytes.len() <= self.config.max_bytes;
             if fits {
                 p.bytes.push(b'\n');
-                p.bytes.extend_from_slice(&line.bytes);
+                p.bytes.extend_from_slice(bytes);
                 p.lines += 1;
                 p.truncated |= line.truncated;
                 p.end = line.end;
@@ -119,11 +108,11 @@ impl Joiner {
             p.truncated = true;
         }
         self.flush(out);
-        let mut bytes = Vec::with_capacity(line.bytes.len().max(256));
-        bytes.extend_from_slice(&line.bytes[..line.bytes.len().min(self.config.max_bytes)]);
+        let mut held = Vec::with_capacity(bytes.len().max(256));
+        held.extend_from_slice(&bytes[..bytes.len().min(self.config.max_bytes)]);
         self.pending = Some(Pending {
-            truncated: line.truncated || line.bytes.len() > self.config.max_bytes,
-            bytes,
+            truncated: line.truncated || bytes.len() > self.config.max_bytes,
+            bytes: held,
             lines: 1,
             start: line.start,
             end: line.end,
@@ -151,7 +140,7 @@ impl Joiner {
     pub fn flush(&mut self, out: &mut Vec<Record>) {
         if let Some(p) = self.pending.take() {
             out.push(Record {
-                bytes: Bytes::from(p.bytes),
+                bytes: p.bytes,
                 truncated: p.truncated,
                 end: p.end,
             });
@@ -179,13 +168,13 @@ mod tests {
         for l in text.split_inclusive('\n') {
             let body = l.trim_end_matches('\n');
             let line = Line {
-                bytes: Bytes::copy_from_slice(body.as_bytes()),
+                range: 0..0,
                 truncated: false,
                 start: at,
                 end: at + l.len() as u64,
             };
             at += l.len() as u64;
-            j.push(line, now, &mut out);
+            j.push(body.as_bytes(), &line, now, &mut out);
         }
         out.into_iter()
             .map(|r| String::from_utf8(r.bytes.to_vec()).unwrap())
@@ -246,12 +235,12 @@ Caused by: java.io.IOException: disk\n\
         let now = Instant::now();
         for (i, l) in ["S1", "c", "c", "c", "c", "S2"].iter().enumerate() {
             let line = Line {
-                bytes: Bytes::copy_from_slice(l.as_bytes()),
+                range: 0..0,
                 truncated: false,
                 start: i as u64 * 10,
                 end: i as u64 * 10 + 10,
             };
-            j.push(line, now, &mut out);
+            j.push(l.as_bytes(), &line, now, &mut out);
         }
         assert_eq!(out.len(), 2);
         assert_eq!(&out[0].bytes[..], b"S1\nc\nc");
