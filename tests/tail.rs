@@ -668,3 +668,92 @@ to = ["out"]
         &out[out.len() - 200..]
     );
 }
+
+/// A metric's value from the Prometheus endpoint at `addr`.
+fn scrape(addr: std::net::SocketAddr, series: &str) -> u64 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Under `when_full = "block"` a full output pauses reading: the file is the buffer. Nothing is
+/// read ahead into memory (`bytes_behind` stays high), and once the output drains every line
+/// comes, in order.
+#[test]
+fn a_full_block_output_pauses_reading_and_loses_nothing() {
+    use std::io::BufRead;
+    const N: usize = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let mut text = String::new();
+    for i in 0..N {
+        text.push_str(&seq_line(i));
+        text.push('\n');
+    }
+    std::fs::write(&log, &text).unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state_dir = "{d}/state"
+metrics_address = "127.0.0.1:0"
+
+[listen.app]
+kind = "tail"
+paths = ["{d}/app.log"]
+start_at = "beginning"
+
+[output.o]
+kind = "stdout"
+format = "raw"
+queue = {{ max_events = 100, when_full = "block" }}
+
+[[route]]
+to = ["o"]
+"#,
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    // stdout is a pipe nobody reads yet: the output blocks once it is full.
+    let mut p = Proc::start(Some(&config), 1);
+    let metrics = p.addr("metrics");
+    let behind = r#"sluice_listener_bytes_behind{listener="app"}"#;
+    let received = r#"sluice_listener_received_total{listener="app"}"#;
+    wait_until("reading to start", DEADLINE, || {
+        scrape(metrics, received) > 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (got, left) = (scrape(metrics, received), scrape(metrics, behind));
+    assert!(
+        got < N as u64 / 10,
+        "{got} lines read while the output was full"
+    );
+    assert!(left > text.len() as u64 / 2, "only {left} bytes behind");
+    assert_eq!(
+        scrape(metrics, r#"sluice_listener_files_open{listener="app"}"#),
+        1
+    );
+
+    let stdout = p.child.stdout.take().unwrap();
+    let lines: Vec<String> = std::io::BufReader::new(stdout)
+        .lines()
+        .take(N)
+        .map(Result::unwrap)
+        .collect();
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.ends_with(&seq_line(i)), "line {i}: {l}");
+    }
+    wait_until("nothing behind", DEADLINE, || scrape(metrics, behind) == 0);
+}
