@@ -757,3 +757,76 @@ to = ["o"]
     }
     wait_until("nothing behind", DEADLINE, || scrape(metrics, behind) == 0);
 }
+
+/// `parse = "json"` keeps a JSON object line as an object in the JSON format, and flags a line
+/// that is not one; `parse = "syslog"` reads a line's own syslog fields.
+#[test]
+fn json_and_syslog_lines_are_parsed_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(
+        logs.join("app.json"),
+        "{\"level\":\"warn\",\"msg\":\"disk\",\"free\":3}\nnot json\n",
+    )
+    .unwrap();
+    std::fs::write(
+        logs.join("relay.log"),
+        "<34>1 2026-03-14T09:30:00Z gw su - ID47 - 'su root' failed\n",
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+[daemon]
+state_dir = "{d}/state"
+
+[listen.json]
+kind = "tail"
+paths = ["{d}/logs/*.json"]
+start_at = "beginning"
+parse = "json"
+
+[listen.relay]
+kind = "tail"
+paths = ["{d}/logs/*.log"]
+start_at = "beginning"
+parse = "syslog"
+
+[output.out]
+kind = "file"
+path = "{d}/out.log"
+format = "json"
+
+[[route]]
+to = ["out"]
+"#,
+        d = dir.path().display()
+    );
+    let _p = start(dir.path(), &config);
+    let events = wait_json(&dir.path().join("out.log"), 3);
+    let by_msg = |m: &str| {
+        events
+            .iter()
+            .find(|e| e["message"].as_str().unwrap().contains(m))
+            .unwrap_or_else(|| panic!("no {m:?} in {events:?}"))
+    };
+    let json = by_msg("disk");
+    assert_eq!(json["fields"]["free"], 3, "{json}");
+    assert_eq!(json["fields"]["level"], "warn");
+    assert!(json.get("parse_error").is_none());
+    let bad = by_msg("not json");
+    assert!(bad.get("fields").is_none());
+    assert!(
+        bad["parse_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid_json"),
+        "{bad}"
+    );
+    let relay = by_msg("su root");
+    assert_eq!(relay["hostname"], "gw");
+    assert_eq!(relay["app_name"], "su");
+    assert_eq!(relay["facility"], "auth");
+    assert_eq!(relay["severity"], "crit");
+    assert_eq!(relay["message"], "'su root' failed");
+}
