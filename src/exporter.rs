@@ -36,6 +36,8 @@ pub const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Output fields that are levels, not totals.
 const OUTPUT_GAUGES: [&str; 2] = ["queue_depth", "files_open"];
+/// Listener fields that are levels, not totals (`tail` listeners).
+const LISTENER_GAUGES: [&str; 2] = ["files_open", "bytes_behind"];
 
 #[derive(Debug)]
 struct MetricsCollector(Arc<Metrics>);
@@ -103,7 +105,8 @@ impl Collector for MetricsCollector {
                     .iter()
                     .map(|(n, snap)| (vec![(scope.to_string(), n.to_string())], snap[i].1))
                     .collect();
-                let gauge = *scope == "output" && OUTPUT_GAUGES.contains(field);
+                let gauge = (*scope == "output" && OUTPUT_GAUGES.contains(field))
+                    || (*scope == "listener" && LISTENER_GAUGES.contains(field));
                 encode_family(&mut encoder, &format!("{scope}_{field}"), gauge, &samples)?;
             }
         }

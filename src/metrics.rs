@@ -107,6 +107,15 @@ counters!(
         /// Datagrams the kernel dropped because the socket buffer was full (from /proc/net/udp);
         /// for kmsg, records the kernel overwrote before they were read (sequence gaps).
         kernel_drops,
+        /// Files a `tail` listener is following now (a gauge).
+        files_open,
+        /// Bytes its files hold beyond what it has read, summed over them (a gauge).
+        bytes_behind,
+        /// Files found shorter than the position read (truncated in place: copytruncate), each
+        /// read again from the start.
+        file_truncations,
+        /// Bytes of deleted files let go by `close_deleted_after` before they were read.
+        bytes_unread_at_close,
     }
 );
 
@@ -332,6 +341,12 @@ pub fn add(counter: &AtomicU64, n: u64) {
     if n > 0 {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// Sets a gauge.
+#[inline]
+pub fn set(gauge: &AtomicU64, n: u64) {
+    gauge.store(n, Ordering::Relaxed);
 }
 
 /// Reads a counter.

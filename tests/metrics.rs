@@ -122,9 +122,19 @@ fn metrics_endpoint_serves_every_counter_per_listener_and_output() {
     );
     // Every field of every counter set is exposed.
     for field in sluice::metrics::ListenerMetrics::default().snapshot() {
-        let name = format!("sluice_listener_{}_total{{listener=\"udp\"}}", field.0);
+        // The tail listener's levels are gauges.
+        let gauge = ["files_open", "bytes_behind"].contains(&field.0);
+        let name = format!(
+            "sluice_listener_{}{}{{listener=\"udp\"}}",
+            field.0,
+            if gauge { "" } else { "_total" }
+        );
         assert!(sample(&text, &name).is_some(), "{name} missing");
     }
+    assert!(
+        text.contains("# TYPE sluice_listener_bytes_behind gauge"),
+        "{text}"
+    );
     for field in sluice::metrics::OutputMetrics::default().snapshot() {
         let gauge = ["queue_depth", "files_open"].contains(&field.0);
         let name = format!(

@@ -30,4 +30,5 @@ mod rotation_t8;
 mod routing;
 mod support;
 mod systemd;
+mod tail;
 mod tls;

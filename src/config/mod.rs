@@ -547,6 +547,7 @@ fn check_duplicate_endpoints(
         let key = match mine {
             crate::listen::Endpoint::Udp(_) | crate::listen::Endpoint::Tcp(_) => "address",
             crate::listen::Endpoint::Unix { .. } | crate::listen::Endpoint::Kmsg(_) => "path",
+            crate::listen::Endpoint::Files(_) => "paths",
         };
         let key = format!("listen.{name}.{key}");
         let span = locate(root, &key).unwrap_or(0..0);

@@ -21,7 +21,7 @@ pub(super) fn take_inherited(
             && s.socket.local_addr().is_ok_and(|a| match &endpoint {
                 Endpoint::Udp(want) | Endpoint::Tcp(want) => serves(&s.socket, &a, *want),
                 Endpoint::Unix { path, .. } => a.as_pathname() == Some(path.as_path()),
-                Endpoint::Kmsg(_) => false,
+                Endpoint::Kmsg(_) | Endpoint::Files(_) => false,
             })
     };
     // By endpoint first: FileDescriptorName= names every socket of a unit alike.

@@ -321,6 +321,7 @@ impl Daemon {
                 stop: stop.clone(),
                 hard_stop: self.hard_stop.clone(),
                 hangup: self.hangup.subscribe(),
+                state_dir: &self.config.daemon.state_dir,
             },
         )?;
         self.listeners.push(RunningListener {

@@ -289,6 +289,8 @@ pub enum ParseErrorKind {
     MissingSpace,
     /// An RFC 5424 MSG that starts with a BOM is not UTF-8 after it (§6.4: MSG-UTF8).
     InvalidUtf8,
+    /// A `tail` listener with `parse = "json"` read a line that is not one JSON object.
+    InvalidJson,
 }
 
 impl ParseErrorKind {
@@ -302,6 +304,7 @@ impl ParseErrorKind {
             ParseErrorKind::SdInvalid => "sd_invalid",
             ParseErrorKind::MissingSpace => "missing_space",
             ParseErrorKind::InvalidUtf8 => "invalid_utf8",
+            ParseErrorKind::InvalidJson => "invalid_json",
         }
     }
 }
@@ -320,6 +323,9 @@ impl ParseFlags {
     pub const SD_NOT_UTF8: ParseFlags = ParseFlags(2);
     /// A Cisco IOS stamp carried `*` (clock not synchronised) or `.` (clock not authoritative).
     pub const CLOCK_UNSYNCED: ParseFlags = ParseFlags(4);
+    /// MSG is one JSON object (checked by a `tail` listener with `parse = "json"`): the JSON
+    /// output writes it as an object, `fields`, beside `message`.
+    pub const MSG_JSON: ParseFlags = ParseFlags(8);
 
     /// True when every flag in `other` is set.
     pub fn contains(self, other: ParseFlags) -> bool {

@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::settings::Limits;
-use super::{Pipeline, kmsg, relp, tcp, tls, udp, unix, unix_stream};
+use super::{Pipeline, kmsg, relp, tail, tcp, tls, udp, unix, unix_stream};
 use crate::decode::{Entry, Errors};
 
 /// One `[listen.NAME]`.
@@ -44,6 +44,9 @@ pub enum Endpoint {
     },
     /// A kernel log device.
     Kmsg(PathBuf),
+    /// Files a `tail` listener follows, by its globs. Two listeners may follow the same files
+    /// (each keeps its own positions): never a clash.
+    Files(Vec<String>),
 }
 
 impl Endpoint {
@@ -66,7 +69,7 @@ impl Endpoint {
         match self {
             Endpoint::Udp(_) | Endpoint::Unix { stream: false, .. } => Some(socket2::Type::DGRAM),
             Endpoint::Tcp(_) | Endpoint::Unix { stream: true, .. } => Some(socket2::Type::STREAM),
-            Endpoint::Kmsg(_) => None,
+            Endpoint::Kmsg(_) | Endpoint::Files(_) => None,
         }
     }
 }
@@ -78,6 +81,7 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Tcp(a) => write!(f, "tcp {a}"),
             Endpoint::Unix { path, .. } => write!(f, "unix {}", path.display()),
             Endpoint::Kmsg(p) => write!(f, "kmsg {}", p.display()),
+            Endpoint::Files(globs) => write!(f, "files {}", globs.join(", ")),
         }
     }
 }
@@ -95,6 +99,8 @@ pub enum BoundSocket {
     UnixStream(std::os::unix::net::UnixListener),
     /// The kernel log (/dev/kmsg), opened.
     Kmsg(std::fs::File),
+    /// Nothing: a `tail` listener opens its files itself, on its own thread.
+    Files,
 }
 
 impl BoundSocket {
@@ -111,6 +117,7 @@ impl BoundSocket {
             BoundSocket::UnixStream(s) => BoundSocket::UnixStream(s.try_clone()?),
             // Shares the read position: a listener taking over goes on where this one was.
             BoundSocket::Kmsg(f) => BoundSocket::Kmsg(f.try_clone()?),
+            BoundSocket::Files => BoundSocket::Files,
         })
     }
 
@@ -119,7 +126,10 @@ impl BoundSocket {
         match self {
             BoundSocket::Udp(s) => s.first()?.local_addr().ok(),
             BoundSocket::Tcp(s) => s.local_addr().ok(),
-            BoundSocket::Unix(_) | BoundSocket::UnixStream(_) | BoundSocket::Kmsg(_) => None,
+            BoundSocket::Unix(_)
+            | BoundSocket::UnixStream(_)
+            | BoundSocket::Kmsg(_)
+            | BoundSocket::Files => None,
         }
     }
 
@@ -129,7 +139,10 @@ impl BoundSocket {
         match self {
             BoundSocket::Udp(_) => self.local_addr().map(Endpoint::Udp),
             BoundSocket::Tcp(_) => self.local_addr().map(Endpoint::Tcp),
-            BoundSocket::Unix(_) | BoundSocket::UnixStream(_) | BoundSocket::Kmsg(_) => None,
+            BoundSocket::Unix(_)
+            | BoundSocket::UnixStream(_)
+            | BoundSocket::Kmsg(_)
+            | BoundSocket::Files => None,
         }
     }
 }
@@ -155,6 +168,8 @@ pub struct StartContext<'a> {
     pub hard_stop: CancellationToken,
     /// Changes on each SIGHUP (TLS certificates are reloaded then).
     pub hangup: tokio::sync::watch::Receiver<u64>,
+    /// `[daemon] state_dir`, where a `tail` listener keeps its positions.
+    pub state_dir: &'a std::path::Path,
 }
 
 impl StartContext<'_> {
@@ -397,6 +412,8 @@ listener_kinds! {
     Kmsg(kmsg::KmsgConfig),
     /// RELP, each message acknowledged once the outputs hold it; over TCP or TLS.
     Relp(relp::RelpSettings),
+    /// Lines appended to files, followed across rotation (`paths` globs).
+    Tail(tail::TailSettings),
 }
 
 impl ListenerKind {

@@ -8,6 +8,7 @@ pub mod ratelimit;
 pub mod relp;
 pub mod settings;
 pub mod stream;
+pub mod tail;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

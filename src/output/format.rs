@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, FixedOffset, Local};
 
-use crate::event::{Event, Protocol, StructuredData};
+use crate::event::{Event, ParseFlags, Protocol, StructuredData};
 use crate::output::stamp;
 use crate::parse::rfc5424;
 
@@ -392,6 +392,11 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"fingerprint\":");
         json_string(peer.fingerprint.as_bytes(), out);
         out.push(b'}');
+    }
+    // Checked to be one JSON object when read, and not cut: written as it is.
+    if ev.parsed.flags.contains(ParseFlags::MSG_JSON) && !ev.truncated {
+        out.extend_from_slice(b",\"fields\":");
+        out.extend_from_slice(ev.message());
     }
     if let Some(e) = ev.parsed.parse_error {
         let _ = write!(out, ",\"parse_error\":\"{e}\"");

@@ -7,10 +7,12 @@
 //! - [`users`]: dropping root (setgroups, setresgid, setresuid) and passwd/group lookups;
 //! - [`net`]: recvmmsg(2) for UDP and SO_RCVBUFFORCE;
 //! - [`fd`]: the sockets systemd passes, and files watched by the tokio reactor;
+//! - [`inotify`]: directory watches that wake the tail listener;
 //! - [`process`]: fork and environment changes, the two `unsafe fn`s, sound only while the
 //!   process is single-threaded, which only the `sluice` binary's `main` can promise.
 
 pub mod fd;
+pub mod inotify;
 pub mod net;
 pub mod process;
 pub mod users;
