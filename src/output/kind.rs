@@ -12,7 +12,10 @@ use toml::Spanned;
 
 use super::format::Format;
 use super::queue::{QueueConfig, QueueKind};
-use super::{ReopenFiles, RunningOutput, elasticsearch, file, forward, http, loki, stdout};
+use super::{
+    ReopenFiles, RunningOutput, alertmanager, elasticsearch, file, forward, http, loki, stdout,
+    webhook,
+};
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
 
@@ -231,6 +234,10 @@ output_kinds! {
     Elasticsearch(elasticsearch::ElasticsearchSettings),
     /// Grafana Loki, through the push API.
     Loki(loki::LokiSettings),
+    /// Prometheus Alertmanager, through `/api/v2/alerts`: alert events as alerts.
+    Alertmanager(alertmanager::AlertmanagerSettings),
+    /// A generic JSON webhook: alert events as alerts.
+    Webhook(webhook::WebhookSettings),
 }
 
 #[derive(Deserialize, Default)]
