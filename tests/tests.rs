@@ -1,5 +1,6 @@
 //! sluice's integration tests: one binary (link time), modules mirroring the product surface.
 
+mod alert;
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
 mod cli;

@@ -1,0 +1,275 @@
+//! `[[alert]]` rules end to end, the way a user runs them: the real daemon on 127.0.0.1, syslog
+//! over TCP, alerts to a real Prometheus Alertmanager (Debian's `prometheus-alertmanager`,
+//! unpacked by .ci/install-test-tools and started here on free ports, clustering off) and to a
+//! `webhook` output, checked through Alertmanager's own `GET /api/v2/alerts`, through the
+//! notifications Alertmanager sends its receiver, and through the webhook's bodies.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::http_server::HttpServer;
+use crate::support::{TestDaemon, send_lines_to, tools_root, wait_until};
+
+/// An Alertmanager process, killed when dropped.
+struct Alertmanager {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound, read and released: Alertmanager takes no port 0).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager routing every alert to `receiver` (a webhook), resolved ones too,
+    /// grouped by alertname with short waits so the test does not wait minutes.
+    fn start(receiver: &str) -> Alertmanager {
+        let bin = tools_root().join("usr/bin/prometheus-alertmanager");
+        assert!(
+            bin.exists(),
+            "{} not found: run .ci/install-test-tools",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: test\n  group_by: ['alertname', 'hostname']\n  \
+                 group_wait: 100ms\n  group_interval: 200ms\n  repeat_interval: 1h\n\
+                 receivers:\n  - name: test\n    webhook_configs:\n      - url: {receiver}\n        \
+                 send_resolved: true\n"
+            ),
+        )
+        .unwrap();
+        let addr = free_addr();
+        let child = Command::new(&bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let am = Alertmanager {
+            child,
+            addr,
+            _dir: dir,
+        };
+        wait_until("Alertmanager to answer", Duration::from_secs(30), || {
+            get(am.addr, "/api/v2/status").is_some_and(|(code, _)| code == 200)
+        });
+        am
+    }
+
+    /// `GET /api/v2/alerts`: the alerts Alertmanager holds as active (resolved ones are left
+    /// out by its API).
+    fn alerts(&self) -> Vec<Value> {
+        match get(self.addr, "/api/v2/alerts") {
+            Some((200, body)) => serde_json::from_slice::<Vec<Value>>(&body).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET (no chunked answer, the server closes): status and body.
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf[head_end + 4..].to_vec()))
+}
+
+fn label<'a>(alert: &'a Value, name: &str) -> Option<&'a str> {
+    alert["labels"][name].as_str()
+}
+
+/// Every alert in the bodies of a receiver's requests: Alertmanager's notifications and the
+/// webhook output's posts share the `{"alerts": [...]}` shape.
+fn received_alerts(server: &HttpServer) -> Vec<Value> {
+    server
+        .requests()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .flat_map(|v| v["alerts"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn config(am: SocketAddr, hook: &str, dir: &Path) -> String {
+    format!(
+        r#"
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.file]
+kind = "file"
+path = "{dir}/all.log"
+
+[output.am]
+kind = "alertmanager"
+url = "http://{am}"
+
+[output.hook]
+kind = "webhook"
+url = "{hook}"
+
+[[route]]
+to = ["file"]
+
+[[alert]]
+name = "ssh_fail_burst"
+kind = "rate"
+selector = "auth,authpriv.*"
+message = "Failed password"
+by = ["hostname"]
+window = "1s"
+above = 5
+for = "0s"
+resend_interval = "1s"
+to = ["am", "hook"]
+"#,
+        dir = dir.display()
+    )
+}
+
+#[test]
+fn a_burst_fires_in_alertmanager_and_resolves() {
+    // Alertmanager's own receiver, and the webhook output's.
+    let am_receiver = HttpServer::ok();
+    let hook = HttpServer::ok();
+    let am = Alertmanager::start(&am_receiver.url("/am"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(&config(am.addr, &hook.url("/hook"), dir.path()));
+    let lines: Vec<String> = (0..60)
+        .map(|i| {
+            format!("<38>1 2026-03-01T00:00:00Z web1 sshd {i} - - Failed password for root from 10.0.0.{i} port 22 ssh2")
+        })
+        .chain((0..60).map(|i| format!("<38>1 2026-03-01T00:00:00Z web2 sshd {i} - - Accepted password for bob")))
+        .collect();
+    send_lines_to(d.addr("tcp"), lines);
+
+    // Alertmanager holds the alert as active, labelled as Prometheus' ruler labels them.
+    let mut active = Vec::new();
+    wait_until(
+        "the alert active in Alertmanager",
+        Duration::from_secs(20),
+        || {
+            active = am
+                .alerts()
+                .into_iter()
+                .filter(|a| label(a, "alertname") == Some("ssh_fail_burst"))
+                .collect();
+            !active.is_empty()
+        },
+    );
+    assert_eq!(active.len(), 1, "{active:#?}");
+    let a = &active[0];
+    assert_eq!(label(a, "hostname"), Some("web1"), "{a:#?}");
+    assert_eq!(label(a, "severity"), Some("warning"), "{a:#?}");
+    assert_eq!(a["status"]["state"], "active", "{a:#?}");
+    let description = a["annotations"]["description"].as_str().unwrap_or_default();
+    assert!(
+        description.starts_with("rate above threshold for hostname=web1: value ")
+            && description.ends_with("(expected at most 5)"),
+        "{description}"
+    );
+    assert!(
+        a["generatorURL"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/alert/ssh_fail_burst")),
+        "{a:#?}"
+    );
+    // The healthy host raised nothing.
+    assert!(
+        am.alerts()
+            .iter()
+            .all(|a| label(a, "hostname") != Some("web2"))
+    );
+
+    // No more failures: the next window clears it; Alertmanager drops it from its active
+    // alerts and notifies its receiver of the resolution.
+    wait_until(
+        "the alert resolved in Alertmanager",
+        Duration::from_secs(20),
+        || {
+            am.alerts()
+                .iter()
+                .all(|a| label(a, "alertname") != Some("ssh_fail_burst"))
+        },
+    );
+    wait_until(
+        "Alertmanager's resolved notification",
+        Duration::from_secs(20),
+        || {
+            received_alerts(&am_receiver)
+                .iter()
+                .any(|a| a["status"] == "resolved" && label(a, "hostname") == Some("web1"))
+        },
+    );
+    let notified = received_alerts(&am_receiver);
+    assert!(
+        notified
+            .iter()
+            .any(|a| a["status"] == "firing" && label(a, "alertname") == Some("ssh_fail_burst")),
+        "{notified:#?}"
+    );
+
+    // The webhook output got the firing once and the resolution once (no re-sends).
+    wait_until("the webhook's resolution", Duration::from_secs(10), || {
+        received_alerts(&hook)
+            .iter()
+            .any(|a| a["status"] == "resolved")
+    });
+    let hooked = received_alerts(&hook);
+    let states: Vec<&str> = hooked.iter().filter_map(|a| a["status"].as_str()).collect();
+    assert_eq!(states, ["firing", "resolved"], "{hooked:#?}");
+    assert_eq!(label(&hooked[0], "hostname"), Some("web1"));
+    assert_eq!(hooked[0]["startsAt"], hooked[1]["startsAt"]);
+    let requests = hook.requests();
+    assert_eq!(requests[0].path, "/hook");
+    assert_eq!(requests[0].header("content-type"), Some("application/json"));
+    let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body["version"], "1");
+    assert_eq!(body["source"], "sluice");
+
+    // The rule's counters.
+    let m = d.metrics.alert("ssh_fail_burst");
+    assert_eq!(sluice::metrics::get(&m.events), 60);
+    assert_eq!(sluice::metrics::get(&m.fired), 1);
+    assert_eq!(sluice::metrics::get(&m.resolved), 1);
+    assert_eq!(sluice::metrics::get(&m.firing), 0);
+    assert_eq!(
+        sluice::metrics::get(&d.metrics.alert_feed.dropped_queue_full),
+        0
+    );
+    // Alertmanager was sent the alert and its re-sends at /api/v2/alerts, all accepted.
+    assert_eq!(d.output_counter("am", "rejected"), 0);
+    assert!(d.output_counter("am", "written") >= 2);
+}
