@@ -273,3 +273,193 @@ fn a_burst_fires_in_alertmanager_and_resolves() {
     assert_eq!(d.output_counter("am", "rejected"), 0);
     assert!(d.output_counter("am", "written") >= 2);
 }
+
+/// With `[daemon] alert_listener`, firings and resolutions enter the pipeline as events of that
+/// listener, which a route writes to a file; the rule's counters reach /metrics.
+#[test]
+fn alert_events_are_routed_from_the_internal_listener_and_counted() {
+    let d = TestDaemon::start(
+        r#"
+[daemon]
+alert_listener = "alerts"
+
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.all]
+kind = "file"
+path = "{dir}/all.log"
+format = "raw"
+
+[output.alerts]
+kind = "file"
+path = "{dir}/alerts.log"
+format = "raw"
+
+[[route]]
+listener = "alerts"
+to = ["alerts"]
+stop = true
+
+[[route]]
+to = ["all"]
+
+[[alert]]
+name = "burst"
+kind = "rate"
+window = "1s"
+above = 5
+"#,
+    );
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!("<14>1 2026-03-01T00:00:00Z h1 app - - - message {i}"))
+        .collect();
+    send_lines_to(d.addr("tcp"), lines);
+    let alerts = d.path("alerts.log");
+    wait_until(
+        "a firing and its resolution routed",
+        Duration::from_secs(15),
+        || crate::support::lines(&alerts).len() >= 2,
+    );
+    let got = crate::support::lines(&alerts);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got[0].contains(" sluice - ALERT [alert@32473 alertname=\"burst\" state=\"firing\""),
+        "{}",
+        got[0]
+    );
+    assert!(got[1].contains("state=\"resolved\""), "{}", got[1]);
+    // The alert events fed no rule, and nothing went to the other route.
+    crate::support::wait_lines(&d.path("all.log"), 20);
+    assert_eq!(crate::support::lines(&d.path("all.log")).len(), 20);
+    let m = d.metrics.alert("burst");
+    assert_eq!(sluice::metrics::get(&m.events), 20);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(
+        &mut text,
+        &sluice::exporter::registry(d.metrics.clone()),
+    )
+    .unwrap();
+    for line in [
+        "sluice_alert_events_total{alert=\"burst\"} 20",
+        "sluice_alert_fired_total{alert=\"burst\"} 1",
+        "sluice_alert_resolved_total{alert=\"burst\"} 1",
+        "sluice_alert_firing{alert=\"burst\"} 0",
+        "sluice_alert_groups_refused_total{alert=\"burst\"} 0",
+        "sluice_alert_feed_dropped_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+}
+
+const EXPLAINED: &str = r#"
+[listen.udp]
+kind = "udp"
+address = "127.0.0.1:5514"
+
+[output.f]
+kind = "file"
+path = "/tmp/sluice-explain-unused.log"
+
+[[route]]
+to = ["f"]
+
+[[alert]]
+name = "ssh_fail_burst"
+kind = "rate"
+selector = "auth,authpriv.*"
+message = "Failed password"
+above = 100
+
+[[alert]]
+name = "error_ratio"
+kind = "ratio"
+selector = "*.err"
+above = 0.1
+
+[[alert]]
+name = "kernel_only"
+kind = "rate"
+selector = "kern.*"
+above = 1
+"#;
+
+#[test]
+fn explain_lists_the_alert_rules_a_message_feeds() {
+    let (code, out, err) = crate::support::explain_with(
+        EXPLAINED,
+        &[
+            "--explain",
+            "<38>1 2026-03-01T00:00:00Z web1 sshd - - - Failed password for root",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for want in [
+        "alert \"ssh_fail_burst\": counted\n",
+        "alert \"error_ratio\": counted in the total only\n",
+        "alert \"kernel_only\": not fed: selector \"kern.*\" does not select auth.info\n",
+        "alerts: ssh_fail_burst, error_ratio\n",
+    ] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+}
+
+/// `--learn-baseline` reads log files and writes a baseline a `kind = "baseline"` rule loads;
+/// a missing baseline is a config error at its key.
+#[test]
+fn learn_baseline_writes_what_a_rule_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("messages");
+    let mut text = String::new();
+    for i in 0..600 {
+        // RFC 3164 lines as a syslog file holds them: 10 minutes, one a second, 5% err.
+        let pri = if i % 20 == 0 { 11 } else { 14 };
+        text.push_str(&format!(
+            "<{pri}>Mar  1 00:{:02}:{:02} web1 app[{}]: served /item/{} in {} ms\n",
+            i / 60,
+            i % 60,
+            1000 + i,
+            i * 7,
+            i % 90
+        ));
+    }
+    std::fs::write(&log, text).unwrap();
+    let out = dir.path().join("baseline.json");
+    let run = crate::support::sluice()
+        .args([
+            "--learn-baseline",
+            log.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let b: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(b["events"], 600);
+    assert_eq!(b["errors"], 30);
+    assert_eq!(b["span_seconds"], 599.0);
+    assert_eq!(
+        b["patterns"][0],
+        serde_json::json!(["served /item/<N> in <N> ms", 600])
+    );
+    let rule = |path: &str| {
+        format!(
+            "{EXPLAINED}\n[[alert]]\nname = \"vs_baseline\"\nkind = \"baseline\"\nbaseline = \"{path}\"\n"
+        )
+    };
+    let (code, err, _) = crate::support::check_config(&rule(out.to_str().unwrap()));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err, _) = crate::support::check_config(&rule("/nonexistent/baseline.json"));
+    assert_eq!(code, Some(78));
+    assert!(
+        err.contains(":35:12: alert[3].baseline: cannot read /nonexistent/baseline.json"),
+        "{err}"
+    );
+}

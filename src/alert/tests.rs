@@ -562,3 +562,54 @@ by = ["planet"]
         );
     }
 }
+
+#[test]
+fn baseline_rule_applies_the_reference_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.json");
+    super::baseline::Baseline {
+        events: 6000,
+        errors: 60,
+        span_seconds: 3600.0,
+        events_per_minute: 100.0,
+        error_ratio: 0.01,
+        patterns: Vec::new(),
+    }
+    .save(&path)
+    .unwrap();
+    let (mut e, _) = engine(&format!(
+        "[[alert]]\nname = \"vs\"\nkind = \"baseline\"\nbaseline = \"{}\"\n",
+        path.display()
+    ));
+    let ok = event(14, "a", "x");
+    let err = event(11, "a", "y");
+    e.advance(t0());
+    // Minute 0: 150/min, 1% errors: within 0.5x-2x and under 2x the error ratio.
+    feed(&mut e, &ok, t0(), 60, 148);
+    feed(&mut e, &err, t0(), 60, 2);
+    // Minute 1: 250/min: above 2x. Minute 3: 40/min: below 0.5x. Minute 5: 100/min with 5%
+    // errors: above 2x the error ratio. Minutes 2 and 4: normal.
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(1), 60, 250);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(2), 60, 100);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(3), 60, 40);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(4), 60, 100);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(5), 60, 95);
+    feed(&mut e, &err, t0() + TimeDelta::minutes(5), 60, 5);
+    e.advance(t0() + TimeDelta::minutes(6));
+    let got: Vec<(AlertState, String)> = e
+        .take_notices()
+        .into_iter()
+        .filter(|n| !n.resend)
+        .map(|n| (n.state, n.summary))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (AlertState::Firing, "rate above baseline".to_string()),
+            (AlertState::Resolved, "rate above baseline".to_string()),
+            (AlertState::Firing, "rate below baseline".to_string()),
+            (AlertState::Resolved, "rate below baseline".to_string()),
+            (AlertState::Firing, "error ratio above baseline".to_string()),
+        ]
+    );
+}
