@@ -21,6 +21,9 @@ Cases (pick with --cases):
   latency   p99 from send to written line at half of sluice's tcp3164 wall throughput, to a
             named pipe and to a file (--latency-outputs), after a warm-up second
   rss       RSS every second for --rss-secs while the output (a pipe) drains slowly
+  alerts    tcp3164 into sluice alone, without and with --alert-rules [[alert]] rules (a mix of
+            rate, ratio, zscore and new_pattern rules, most fed every message), alternating
+            runs: the throughput cost of alerting (median of --repeat runs, and the spread)
   es        N RFC 3164 messages over TCP, indexed into Elasticsearch's _bulk API: sluice's
             `kind = "elasticsearch"`, rsyslog's omelasticsearch, syslog-ng's elasticsearch-http(),
             each with its default batching, into benches/es_sink.py (a separate process that
@@ -70,6 +73,21 @@ BASE_PORT = 17514
 UDP_SOCKETS = 1
 # --udp-senders: sending threads (source ports) for UDP; 0 picks by rate.
 UDP_SENDERS = 0
+# The alerts case: how many of ALERT_RULES sluice's config carries (0 outside that case).
+ALERTS_ON = 0
+# Alert rules as users write them; all but the last four are fed every message of the bench.
+ALERT_RULES = [
+    'name = "volume"\nkind = "zscore"\nby = ["hostname"]',
+    'name = "errors"\nkind = "zscore"\nseries = "ratio"\nselector = "*.err"\nby = ["hostname"]',
+    'name = "error_ratio"\nkind = "ratio"\nselector = "*.err"\nabove = 0.1',
+    'name = "new_log_pattern"\nkind = "new_pattern"',
+    'name = "flood"\nkind = "rate"\nby = ["hostname", "app_name"]\nabove = 100000000',
+    'name = "silent"\nkind = "rate"\nby = ["hostname"]\nbelow = 1',
+    'name = "ssh_fail_burst"\nkind = "rate"\nselector = "auth,authpriv.*"\nmessage = "Failed password"\nby = ["hostname"]\nabove = 100',
+    'name = "kernel"\nkind = "rate"\nselector = "kern.*"\nabove = 10',
+    'name = "critical"\nkind = "rate"\nselector = "*.crit"\nabove = 0',
+    'name = "oom"\nkind = "rate"\nmessage = "Out of memory"\nabove = 0',
+]
 
 
 def cpu_seconds(pid):
@@ -150,6 +168,8 @@ def sluice(work, port, proto, out):
         f.write(f'[daemon]\nstate_dir = "{work}"\n\n'
                 f'[listen.bench]\nkind = "{proto}"\naddress = "127.0.0.1:{port}"\n{extra}\n'
                 f'{output}\n[[route]]\nto = ["out"]\n')
+        for rule in ALERT_RULES[:ALERTS_ON]:
+            f.write(f'\n[[alert]]\n{rule}\n')
     return [SLUICE, "--config", conf]
 
 
@@ -699,6 +719,32 @@ def es_run(args, name, sink):
         d.cleanup()
 
 
+def case_alerts(args):
+    """sluice's tcp3164 throughput without and with --alert-rules rules, runs alternating."""
+    global ALERTS_ON
+    runs = {0: [], args.alert_rules: []}
+    for _ in range(args.repeat):
+        for n in runs:
+            ALERTS_ON = n
+            try:
+                r = tcp_run(args, "sluice", "3164")
+            finally:
+                ALERTS_ON = 0
+            runs[n].append(r)
+            print(f"  alerts={n:<3d} {r['lines']:>8d}/{r['sent']} lines  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
+                  f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
+    res = {}
+    for n, rs in runs.items():
+        rates = [r["msg_per_s"] for r in rs]
+        res[str(n)] = dict(msg_per_s=statistics.median(rates), min=min(rates), max=max(rates),
+                           msg_per_cpu_s=statistics.median(r["msg_per_cpu_s"] for r in rs),
+                           lines=min(r["lines"] for r in rs), sent=rs[0]["sent"])
+    base, on = res["0"], res[str(args.alert_rules)]
+    res["drop"] = 1 - on["msg_per_s"] / base["msg_per_s"]
+    res["cpu_drop"] = 1 - on["msg_per_cpu_s"] / base["msg_per_cpu_s"]
+    return res
+
+
 def ratio(a, b):
     return a / b if b else float("inf")
 
@@ -728,6 +774,7 @@ def main():
     p.add_argument("--latency-rate", type=int, default=0, help="default: half of sluice's tcp3164 msg/s")
     p.add_argument("--rss-secs", type=int, default=15)
     p.add_argument("--rss-drain", type=int, default=1_000_000, help="bytes/s the slow output takes")
+    p.add_argument("--alert-rules", type=int, default=10, help=f"[[alert]] rules in the alerts case (at most {len(ALERT_RULES)})")
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--json", help="also write every figure to this file")
@@ -766,6 +813,8 @@ def main():
         results["rss"] = case_rss(args, names)
     if "es" in cases:
         results["es"] = case_es(args, names)
+    if "alerts" in cases:
+        results["alerts"] = case_alerts(args)
 
     print("\nsummary (sluice / peer, same run):")
     for c in ("tcp3164", "tcp5424"):
@@ -798,6 +847,13 @@ def main():
                 s, b = lad["sluice"]["best"], lad[peer]["best"]
                 print(f"  {label}: sluice {best('sluice')}, {peer} {best(peer)}"
                       + (f", x{s / b:.2f}" if b else ""))
+    a = results.get("alerts")
+    if a:
+        base, on = a["0"], a[str(args.alert_rules)]
+        print(f"  alerts: {args.alert_rules} rules cost {a['drop'] * 100:.1f}% of wall msg/s "
+              f"({fmt_rate(base['msg_per_s'])} -> {fmt_rate(on['msg_per_s'])}; runs {fmt_rate(base['min'])}-"
+              f"{fmt_rate(base['max'])} vs {fmt_rate(on['min'])}-{fmt_rate(on['max'])}), "
+              f"{a['cpu_drop'] * 100:.1f}% of msg per CPU-s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -228,6 +228,13 @@ impl Engine {
     /// are judged first).
     pub fn observe(&mut self, ev: &Event, now: DateTime<Utc>) {
         self.advance(now);
+        self.count(ev, now);
+    }
+
+    /// [`observe`](Self::observe) for a caller that has already called
+    /// [`advance`](Self::advance) with this `now`: a batch received at one instant is advanced
+    /// once, not once per event.
+    pub fn count(&mut self, ev: &Event, now: DateTime<Utc>) {
         for (i, st) in self.rules.iter_mut().enumerate() {
             st.observe(i, ev, now, &mut self.notices);
         }
@@ -750,24 +757,25 @@ fn judge(rule: &AlertRule, g: &mut Group, start: DateTime<Utc>) -> Option<Judgem
         } => {
             let per_minute = count * 60.0 / rule.window.as_secs_f64();
             let expected_rate = baseline.events_per_minute;
-            if whole && expected_rate > 0.0 {
-                if per_minute > 2.0 * expected_rate || per_minute < 0.5 * expected_rate {
-                    return Some(Judgement {
-                        value: per_minute,
-                        expected: format!(
-                            "{}–{} events/min (0.5×–2× the baseline's {})",
-                            fmt_value(0.5 * expected_rate),
-                            fmt_value(2.0 * expected_rate),
-                            fmt_value(expected_rate)
-                        ),
-                        summary: if per_minute > 2.0 * expected_rate {
-                            "rate above baseline".into()
-                        } else {
-                            "rate below baseline".into()
-                        },
-                        severity: None,
-                    });
-                }
+            if whole
+                && expected_rate > 0.0
+                && (per_minute > 2.0 * expected_rate || per_minute < 0.5 * expected_rate)
+            {
+                return Some(Judgement {
+                    value: per_minute,
+                    expected: format!(
+                        "{}–{} events/min (0.5×–2× the baseline's {})",
+                        fmt_value(0.5 * expected_rate),
+                        fmt_value(2.0 * expected_rate),
+                        fmt_value(expected_rate)
+                    ),
+                    summary: if per_minute > 2.0 * expected_rate {
+                        "rate above baseline".into()
+                    } else {
+                        "rate below baseline".into()
+                    },
+                    severity: None,
+                });
             }
             if g.count >= *min_events && g.count > 0 {
                 let ratio = g.total as f64 / count;

@@ -290,7 +290,8 @@ fn ten_thousand_messages_from_twenty_templates_are_twenty_patterns() {
         rng ^= rng << 17;
         rng
     };
-    let templates: [fn(&mut dyn FnMut() -> u64) -> String; 20] = [
+    type Template = fn(&mut dyn FnMut() -> u64) -> String;
+    let templates: [Template; 20] = [
         |r| {
             format!(
                 "Accepted password for user{} from {}.{}.{}.{} port {} ssh2",

@@ -162,8 +162,9 @@ impl Sink for AlertSink {
     fn write_batch(&mut self, batch: &[Arc<Event>]) {
         let now = Utc::now();
         let engine = self.engine();
+        engine.advance(now);
         for ev in batch {
-            engine.observe(ev, now);
+            engine.count(ev, now);
         }
         self.dispatch();
     }
