@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::pattern::{PatternTable, mask};
+use super::pattern::{PatternTable, mask_into};
 use super::{AlertKind, AlertRule, Direction, MIN_HISTORY, Series};
 use crate::event::{Event, Severity};
 use crate::metrics::{self, AlertMetrics};
@@ -159,7 +159,11 @@ struct RuleState {
     rule: Arc<AlertRule>,
     metrics: Arc<AlertMetrics>,
     window_start: Option<DateTime<Utc>>,
-    groups: HashMap<Vec<String>, Group>,
+    /// By the group's `by` values, each followed by a NUL.
+    groups: HashMap<String, Group>,
+    /// Reused for each event's group key and template: no allocation per event.
+    key_buf: String,
+    template_buf: Vec<u8>,
     /// New-pattern rules: the templates seen.
     patterns: Option<PatternTable>,
     /// New-pattern rules: alerts open now, by template, with when they fired.
@@ -212,6 +216,8 @@ impl Engine {
                     metrics,
                     window_start: None,
                     groups: HashMap::new(),
+                    key_buf: String::new(),
+                    template_buf: Vec::new(),
                     patterns,
                     open_patterns: HashMap::new(),
                     patterns_changed: false,
@@ -307,9 +313,10 @@ impl RuleState {
             if !counted {
                 return;
             }
-            let template = mask(ev.message());
+            mask_into(ev.message(), &mut self.template_buf);
+            let template = &self.template_buf;
             let evicted = table.evicted;
-            let new = table.observe(&template);
+            let new = table.observe(template);
             self.patterns_changed = true;
             metrics::add(&self.metrics.patterns_evicted, table.evicted - evicted);
             self.metrics
@@ -325,8 +332,8 @@ impl RuleState {
                 metrics::add(&self.metrics.groups_refused, 1);
                 return;
             }
-            let text = String::from_utf8_lossy(&template).into_owned();
-            self.open_patterns.insert(template, now);
+            let text = String::from_utf8_lossy(template).into_owned();
+            self.open_patterns.insert(template.clone(), now);
             metrics::add(&self.metrics.fired, 1);
             self.metrics
                 .firing
@@ -346,24 +353,30 @@ impl RuleState {
             });
             return;
         }
-        let key: Vec<String> = rule.by.iter().map(|f| f.value(ev)).collect();
-        let g = match self.groups.get_mut(&key) {
+        self.key_buf.clear();
+        for f in &rule.by {
+            f.write_value(ev, &mut self.key_buf);
+            self.key_buf.push('\0');
+        }
+        let key = &self.key_buf;
+        // Looked up by reference first: the key is copied only for a new group.
+        if !self.groups.contains_key(key.as_str()) && self.groups.len() >= rule.max_groups {
+            metrics::add(&self.metrics.groups_refused, 1);
+            return;
+        }
+        let g = match self.groups.get_mut(key.as_str()) {
             Some(g) => g,
             None => {
-                if self.groups.len() >= rule.max_groups {
-                    metrics::add(&self.metrics.groups_refused, 1);
-                    return;
-                }
                 let labels = rule
                     .by
                     .iter()
-                    .zip(&key)
-                    .map(|(f, v)| (f.name().to_string(), v.clone()))
+                    .zip(key.split('\0'))
+                    .map(|(f, v)| (f.name().to_string(), v.to_string()))
                     .collect();
                 self.metrics
                     .groups
                     .store(self.groups.len() as u64 + 1, Ordering::Relaxed);
-                self.groups.entry(key).or_insert(Group {
+                self.groups.entry(key.clone()).or_insert(Group {
                     labels,
                     count: 0,
                     total: 0,
@@ -471,9 +484,8 @@ impl RuleState {
         };
         let mut forgotten = Vec::new();
         // Judged in a stable order, so notices come out the same way each run.
-        let mut keys: Vec<&Vec<String>> = self.groups.keys().collect();
+        let mut keys: Vec<String> = self.groups.keys().cloned().collect();
         keys.sort();
-        let keys: Vec<Vec<String>> = keys.into_iter().cloned().collect();
         for key in keys {
             let Some(g) = self.groups.get_mut(&key) else {
                 continue;

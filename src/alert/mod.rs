@@ -193,14 +193,27 @@ impl GroupField {
 
     /// Its value in `ev` (`""` when absent).
     pub fn value(self, ev: &Event) -> String {
+        let mut s = String::new();
+        self.write_value(ev, &mut s);
+        s
+    }
+
+    /// Appends its value in `ev` to `out` (nothing when absent), without allocating for the
+    /// text fields.
+    pub fn write_value(self, ev: &Event, out: &mut String) {
+        use std::fmt::Write as _;
         match self {
-            GroupField::Hostname => ev.hostname().unwrap_or_default().to_string(),
-            GroupField::AppName => ev.app_name().unwrap_or_default().to_string(),
-            GroupField::MsgId => ev.msgid().unwrap_or_default().to_string(),
-            GroupField::Facility => ev.facility().name().to_string(),
-            GroupField::Severity => ev.severity().name().to_string(),
-            GroupField::Listener => ev.listener.to_string(),
-            GroupField::Source => ev.source.map(|s| s.ip().to_string()).unwrap_or_default(),
+            GroupField::Hostname => out.push_str(ev.hostname().unwrap_or_default()),
+            GroupField::AppName => out.push_str(ev.app_name().unwrap_or_default()),
+            GroupField::MsgId => out.push_str(ev.msgid().unwrap_or_default()),
+            GroupField::Facility => out.push_str(ev.facility().name()),
+            GroupField::Severity => out.push_str(ev.severity().name()),
+            GroupField::Listener => out.push_str(&ev.listener),
+            GroupField::Source => {
+                if let Some(s) = ev.source {
+                    let _ = write!(out, "{}", s.ip());
+                }
+            }
         }
     }
 }

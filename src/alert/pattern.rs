@@ -30,8 +30,16 @@ fn is_word(b: u8) -> bool {
 /// The template of `msg`: its variable values masked (see the module documentation). At most
 /// [`MAX_TEMPLATE_BYTES`] of the message are read.
 pub fn mask(msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    mask_into(msg, &mut out);
+    out
+}
+
+/// [`mask`] into `out` (cleared first), so a caller can reuse one buffer.
+pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let msg = &msg[..msg.len().min(MAX_TEMPLATE_BYTES)];
-    let mut out = Vec::with_capacity(msg.len());
+    out.reserve(msg.len());
     let mut i = 0;
     while i < msg.len() {
         let b = msg[i];
@@ -64,7 +72,6 @@ pub fn mask(msg: &[u8]) -> Vec<u8> {
         out.push(b);
         i += 1;
     }
-    out
 }
 
 /// A value at the start of `s` that masks as a whole: its length and tag.
