@@ -23,7 +23,9 @@ Cases (pick with --cases):
   rss       RSS every second for --rss-secs while the output (a pipe) drains slowly
   alerts    tcp3164 into sluice alone, without and with --alert-rules [[alert]] rules (a mix of
             rate, ratio, zscore and new_pattern rules, most fed every message), alternating
-            runs: the throughput cost of alerting (median of --repeat runs, and the spread)
+            runs: the throughput cost of alerting (median of --repeat runs, and the spread);
+            then paced at each of --alert-rates: the share of messages the alert engine's
+            queue dropped (never slowing the listener, they go unjudged)
   es        N RFC 3164 messages over TCP, indexed into Elasticsearch's _bulk API: sluice's
             `kind = "elasticsearch"`, rsyslog's omelasticsearch, syslog-ng's elasticsearch-http(),
             each with its default batching, into benches/es_sink.py (a separate process that
@@ -37,6 +39,7 @@ It needs only this repository and the peers benches/peers-setup.sh installs.
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -343,21 +346,26 @@ def case_tcp(args, names, fmt):
     return res
 
 
-def tcp_run(args, name, fmt):
+def tcp_run(args, name, fmt, rate=0):
     d = Daemon(name, "tcp", next(PORTS), rfc5424=(fmt == "5424"))
     try:
         d.wait_ready()
         cpu0, t0 = d.cpu(), time.time()
         sent = loadgen("--proto", "tcp", "--format", fmt, "--count", args.n, "--size", args.size,
-                       "--duration", args.timeout, f"127.0.0.1:{d.port}")
+                       "--duration", args.timeout, "--rate", rate, f"127.0.0.1:{d.port}")
         d.wait_output(sent["acked"] - 1, args.timeout)
         cpu = d.cpu() - cpu0
         end = os.stat(d.out).st_mtime if os.path.exists(d.out) else time.time()
         d.stop()
         lines = count_lines(d.out)
         wall = max(end - t0, 1e-6)
-        return dict(lines=lines, sent=sent["acked"], wall_s=wall, cpu_s=cpu,
-                    msg_per_s=lines / wall, msg_per_cpu_s=lines / max(cpu, 1e-6))
+        res = dict(lines=lines, sent=sent["acked"], wall_s=wall, cpu_s=cpu,
+                   msg_per_s=lines / wall, msg_per_cpu_s=lines / max(cpu, 1e-6))
+        # sluice logs its final counters at the stop: what the alert engine's queue dropped.
+        dropped = re.findall(r"alert_feed_dropped=(\d+)", open(d.stderr.name).read())
+        if dropped:
+            res["alert_feed_dropped"] = int(dropped[-1])
+        return res
     finally:
         d.stop()
         d.cleanup()
@@ -742,6 +750,19 @@ def case_alerts(args):
     base, on = res["0"], res[str(args.alert_rules)]
     res["drop"] = 1 - on["msg_per_s"] / base["msg_per_s"]
     res["cpu_drop"] = 1 - on["msg_per_cpu_s"] / base["msg_per_cpu_s"]
+    on["feed_dropped"] = statistics.median(r.get("alert_feed_dropped", 0) / r["sent"] for r in runs[args.alert_rules])
+    # Paced: the share of messages the engine's queue dropped at each offered rate.
+    res["paced"] = []
+    ALERTS_ON = args.alert_rules
+    try:
+        for rate in args.alert_rates:
+            r = tcp_run(args, "sluice", "3164", rate=rate)
+            share = r.get("alert_feed_dropped", 0) / max(r["sent"], 1)
+            res["paced"].append(dict(rate=rate, feed_dropped=share, msg_per_s=r["msg_per_s"]))
+            print(f"  alerts={args.alert_rules} paced at {fmt_rate(rate)}/s: {fmt_rate(r['msg_per_s'])} msg/s written, "
+                  f"{share * 100:.2f}% not judged (engine queue full)", flush=True)
+    finally:
+        ALERTS_ON = 0
     return res
 
 
@@ -775,6 +796,9 @@ def main():
     p.add_argument("--rss-secs", type=int, default=15)
     p.add_argument("--rss-drain", type=int, default=1_000_000, help="bytes/s the slow output takes")
     p.add_argument("--alert-rules", type=int, default=10, help=f"[[alert]] rules in the alerts case (at most {len(ALERT_RULES)})")
+    p.add_argument("--alert-rates", default="250000,500000,750000",
+                   type=lambda s: [int(x) for x in s.split(",") if x],
+                   help="paced rates at which the alerts case measures what the engine's queue drops")
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--json", help="also write every figure to this file")
@@ -853,7 +877,10 @@ def main():
         print(f"  alerts: {args.alert_rules} rules cost {a['drop'] * 100:.1f}% of wall msg/s "
               f"({fmt_rate(base['msg_per_s'])} -> {fmt_rate(on['msg_per_s'])}; runs {fmt_rate(base['min'])}-"
               f"{fmt_rate(base['max'])} vs {fmt_rate(on['min'])}-{fmt_rate(on['max'])}), "
-              f"{a['cpu_drop'] * 100:.1f}% of msg per CPU-s")
+              f"{a['cpu_drop'] * 100:.1f}% of msg per CPU-s; flat out, the engine's queue dropped "
+              f"{on['feed_dropped'] * 100:.1f}% (not judged)")
+        for p in a["paced"]:
+            print(f"  alerts paced at {fmt_rate(p['rate'])}/s: {p['feed_dropped'] * 100:.2f}% not judged")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -294,7 +294,8 @@ impl Metrics {
         snapshot_map(&self.outputs)
     }
 
-    /// One line per listener and output with its non-zero counters, plus `unrouted`, for logs.
+    /// One line per listener, output, route and alert rule with its non-zero counters, plus
+    /// `unrouted` (and the alert engine's queue), for logs.
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let mut add = |kind: &str, name: &str, snap: Vec<(&'static str, u64)>| {
@@ -320,6 +321,17 @@ impl Metrics {
         }
         for (n, m) in self.routes() {
             add("route", &n, m.snapshot());
+        }
+        let alerts = self.alerts();
+        for (n, m) in &alerts {
+            add("alert", n, m.snapshot());
+        }
+        if !alerts.is_empty() {
+            s.push_str(&format!(
+                "alert_feed_queued={} alert_feed_dropped={}; ",
+                self.alert_feed.queued.load(Ordering::Relaxed),
+                self.alert_feed.dropped_queue_full.load(Ordering::Relaxed)
+            ));
         }
         s.push_str(&format!(
             "unrouted={}",

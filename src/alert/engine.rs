@@ -154,6 +154,23 @@ struct Sent {
     severity: String,
 }
 
+impl Group {
+    /// Counts one event: into `count` when the rule's matchers took it, into `total` when the
+    /// total selector did (ratios) or when it is an error (baseline rules).
+    fn add(&mut self, kind: &AlertKind, ev: &Event, counted: bool, in_total: bool) {
+        if counted {
+            self.count += 1;
+        }
+        let total = match kind {
+            AlertKind::Baseline { .. } => counted && ev.severity() <= Severity::Err,
+            _ => in_total,
+        };
+        if total {
+            self.total += 1;
+        }
+    }
+}
+
 /// One rule's state.
 struct RuleState {
     rule: Arc<AlertRule>,
@@ -164,6 +181,8 @@ struct RuleState {
     /// Reused for each event's group key and template: no allocation per event.
     key_buf: String,
     template_buf: Vec<u8>,
+    /// Events counted since the counter was last published (per batch, not per event).
+    events_unpublished: u64,
     /// New-pattern rules: the templates seen.
     patterns: Option<PatternTable>,
     /// New-pattern rules: alerts open now, by template, with when they fired.
@@ -218,6 +237,7 @@ impl Engine {
                     groups: HashMap::new(),
                     key_buf: String::new(),
                     template_buf: Vec::new(),
+                    events_unpublished: 0,
                     patterns,
                     open_patterns: HashMap::new(),
                     patterns_changed: false,
@@ -251,6 +271,14 @@ impl Engine {
     pub fn advance(&mut self, now: DateTime<Utc>) {
         for (i, st) in self.rules.iter_mut().enumerate() {
             st.advance(i, now, &mut self.notices);
+        }
+    }
+
+    /// Adds the events counted since the last call to the rules' `events` counters (done at
+    /// every [`advance`](Self::advance) too).
+    pub fn publish(&mut self) {
+        for st in &mut self.rules {
+            st.publish();
         }
     }
 
@@ -307,7 +335,7 @@ impl RuleState {
             return;
         }
         if counted {
-            metrics::add(&self.metrics.events, 1);
+            self.events_unpublished += 1;
         }
         if let Some(table) = &mut self.patterns {
             if !counted {
@@ -318,10 +346,12 @@ impl RuleState {
             let evicted = table.evicted;
             let new = table.observe(template);
             self.patterns_changed = true;
-            metrics::add(&self.metrics.patterns_evicted, table.evicted - evicted);
-            self.metrics
-                .patterns
-                .store(table.len() as u64, Ordering::Relaxed);
+            if table.evicted > evicted || new {
+                metrics::add(&self.metrics.patterns_evicted, table.evicted - evicted);
+                self.metrics
+                    .patterns
+                    .store(table.len() as u64, Ordering::Relaxed);
+            }
             let AlertKind::NewPattern { warmup_events, .. } = rule.kind else {
                 return;
             };
@@ -359,54 +389,47 @@ impl RuleState {
             self.key_buf.push('\0');
         }
         let key = &self.key_buf;
-        // Looked up by reference first: the key is copied only for a new group.
-        if !self.groups.contains_key(key.as_str()) && self.groups.len() >= rule.max_groups {
+        // Looked up by reference: the key is copied only for a new group.
+        if let Some(g) = self.groups.get_mut(key.as_str()) {
+            g.add(&rule.kind, ev, counted, in_total);
+            return;
+        }
+        if self.groups.len() >= rule.max_groups {
             metrics::add(&self.metrics.groups_refused, 1);
             return;
         }
-        let g = match self.groups.get_mut(key.as_str()) {
-            Some(g) => g,
-            None => {
-                let labels = rule
-                    .by
-                    .iter()
-                    .zip(key.split('\0'))
-                    .map(|(f, v)| (f.name().to_string(), v.to_string()))
-                    .collect();
-                self.metrics
-                    .groups
-                    .store(self.groups.len() as u64 + 1, Ordering::Relaxed);
-                self.groups.entry(key.clone()).or_insert(Group {
-                    labels,
-                    count: 0,
-                    total: 0,
-                    born: now,
-                    history: VecDeque::new(),
-                    anomalous_run: 0,
-                    idle_windows: 0,
-                    pending_since: None,
-                    firing: None,
-                })
-            }
-        };
-        if counted {
-            g.count += 1;
-        }
-        match rule.kind {
-            AlertKind::Baseline { .. } => {
-                if counted && ev.severity() <= Severity::Err {
-                    g.total += 1;
-                }
-            }
-            _ => {
-                if in_total {
-                    g.total += 1;
-                }
-            }
-        }
+        let labels = rule
+            .by
+            .iter()
+            .zip(key.split('\0'))
+            .map(|(f, v)| (f.name().to_string(), v.to_string()))
+            .collect();
+        self.metrics
+            .groups
+            .store(self.groups.len() as u64 + 1, Ordering::Relaxed);
+        let g = self.groups.entry(key.clone()).or_insert(Group {
+            labels,
+            count: 0,
+            total: 0,
+            born: now,
+            history: VecDeque::new(),
+            anomalous_run: 0,
+            idle_windows: 0,
+            pending_since: None,
+            firing: None,
+        });
+        g.add(&rule.kind, ev, counted, in_total);
+    }
+
+    fn publish(&mut self) {
+        metrics::add(
+            &self.metrics.events,
+            std::mem::take(&mut self.events_unpublished),
+        );
     }
 
     fn advance(&mut self, index: usize, now: DateTime<Utc>, out: &mut Vec<Notice>) {
+        self.publish();
         let window = span(self.rule.window);
         let Some(mut start) = self.window_start else {
             self.window_start = Some(now);

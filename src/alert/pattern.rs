@@ -51,7 +51,11 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
             i += close + 2;
             continue;
         }
-        if token_start && let Some((len, tag)) = value_at(&msg[i..]) {
+        // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
+        if token_start
+            && (b.is_ascii_hexdigit() || b == b':')
+            && let Some((len, tag)) = value_at(&msg[i..])
+        {
             out.extend_from_slice(tag);
             i += len;
             continue;
@@ -69,8 +73,21 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
             i = j;
             continue;
         }
-        out.push(b);
-        i += 1;
+        // Copy the run of bytes up to the next one that may start something to mask, at once.
+        let mut j = i + 1;
+        while j < msg.len() {
+            let c = msg[j];
+            let starts = c.is_ascii_digit()
+                || c == b'"'
+                || c == b'\''
+                || ((c.is_ascii_hexdigit() || c == b':') && !is_word(msg[j - 1]));
+            if starts {
+                break;
+            }
+            j += 1;
+        }
+        out.extend_from_slice(&msg[i..j]);
+        i = j;
     }
 }
 

@@ -166,6 +166,7 @@ impl Sink for AlertSink {
         for ev in batch {
             engine.count(ev, now);
         }
+        engine.publish();
         self.dispatch();
     }
 
