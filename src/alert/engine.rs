@@ -261,8 +261,9 @@ impl Engine {
     /// [`advance`](Self::advance) with this `now`: a batch received at one instant is advanced
     /// once, not once per event.
     pub fn count(&mut self, ev: &Event, now: DateTime<Utc>) {
+        let fields = super::HeaderFields::of(ev);
         for (i, st) in self.rules.iter_mut().enumerate() {
-            st.observe(i, ev, now, &mut self.notices);
+            st.observe(i, &fields, ev, now, &mut self.notices);
         }
     }
 
@@ -327,7 +328,14 @@ impl Engine {
 }
 
 impl RuleState {
-    fn observe(&mut self, index: usize, ev: &Event, now: DateTime<Utc>, out: &mut Vec<Notice>) {
+    fn observe(
+        &mut self,
+        index: usize,
+        fields: &super::HeaderFields<'_>,
+        ev: &Event,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notice>,
+    ) {
         let rule = &*self.rule;
         let counted = rule.matchers.check(ev).is_ok();
         let in_total = rule.total.as_ref().is_some_and(|t| t.check(ev).is_ok());
@@ -385,7 +393,7 @@ impl RuleState {
         }
         self.key_buf.clear();
         for f in &rule.by {
-            f.write_value(ev, &mut self.key_buf);
+            f.write_value(fields, &mut self.key_buf);
             self.key_buf.push('\0');
         }
         let key = &self.key_buf;

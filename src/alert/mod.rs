@@ -194,18 +194,19 @@ impl GroupField {
     /// Its value in `ev` (`""` when absent).
     pub fn value(self, ev: &Event) -> String {
         let mut s = String::new();
-        self.write_value(ev, &mut s);
+        self.write_value(&HeaderFields::of(ev), &mut s);
         s
     }
 
-    /// Appends its value in `ev` to `out` (nothing when absent), without allocating for the
-    /// text fields.
-    pub fn write_value(self, ev: &Event, out: &mut String) {
+    /// Appends its value to `out` (nothing when absent), without allocating for the text
+    /// fields.
+    pub fn write_value(self, f: &HeaderFields<'_>, out: &mut String) {
         use std::fmt::Write as _;
+        let ev = f.ev;
         match self {
-            GroupField::Hostname => out.push_str(ev.hostname().unwrap_or_default()),
-            GroupField::AppName => out.push_str(ev.app_name().unwrap_or_default()),
-            GroupField::MsgId => out.push_str(ev.msgid().unwrap_or_default()),
+            GroupField::Hostname => out.push_str(f.hostname),
+            GroupField::AppName => out.push_str(f.app_name),
+            GroupField::MsgId => out.push_str(f.msgid),
             GroupField::Facility => out.push_str(ev.facility().name()),
             GroupField::Severity => out.push_str(ev.severity().name()),
             GroupField::Listener => out.push_str(&ev.listener),
@@ -214,6 +215,27 @@ impl GroupField {
                     let _ = write!(out, "{}", s.ip());
                 }
             }
+        }
+    }
+}
+
+/// An event's header text fields, read (and checked as UTF-8) once for every rule that groups
+/// by them, rather than once per rule.
+pub struct HeaderFields<'a> {
+    ev: &'a Event,
+    hostname: &'a str,
+    app_name: &'a str,
+    msgid: &'a str,
+}
+
+impl<'a> HeaderFields<'a> {
+    /// The fields of `ev` (`""` when absent).
+    pub fn of(ev: &'a Event) -> HeaderFields<'a> {
+        HeaderFields {
+            ev,
+            hostname: ev.hostname().unwrap_or_default(),
+            app_name: ev.app_name().unwrap_or_default(),
+            msgid: ev.msgid().unwrap_or_default(),
         }
     }
 }
