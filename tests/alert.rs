@@ -463,3 +463,89 @@ fn learn_baseline_writes_what_a_rule_loads() {
         "{err}"
     );
 }
+
+/// A reload replaces the engine: the new one waits for the old one to save its pattern table,
+/// loads it (so templates learnt before the reload do not alert again), and judges the new
+/// rules; the stop ends both.
+#[test]
+fn a_reload_hands_the_engine_over() {
+    let config = |above: u32| {
+        format!(
+            r#"
+[daemon]
+state_dir = "{{dir}}"
+alert_listener = "alerts"
+
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.alerts]
+kind = "file"
+path = "{{dir}}/alerts.log"
+format = "raw"
+
+[[route]]
+listener = "alerts"
+to = ["alerts"]
+
+[[alert]]
+name = "patterns"
+kind = "new_pattern"
+warmup_events = 10
+window = "1s"
+
+[[alert]]
+name = "burst"
+kind = "rate"
+window = "1s"
+above = {above}
+"#
+        )
+    };
+    let mut d = TestDaemon::start(&config(1000));
+    let line = |i: usize| format!("<14>1 2026-03-01T00:00:00Z h1 app - - - job {i} done");
+    send_lines_to(d.addr("tcp"), (0..20).map(line));
+    let m = d.metrics.alert("patterns");
+    wait_until("20 events judged", Duration::from_secs(10), || {
+        sluice::metrics::get(&m.events) >= 20
+    });
+    d.reload(&config(5)).unwrap();
+    // After the reload, a new template first: it alerts only if the new engine loaded the old
+    // one's table (warm, 20 events seen); then the known template, which must not alert, and
+    // enough messages for the lower threshold to fire.
+    send_lines_to(
+        d.addr("tcp"),
+        std::iter::once("<14>1 2026-03-01T00:00:00Z h1 app - - - disk 3 failed".to_string())
+            .chain((20..40).map(line)),
+    );
+    let alerts = d.path("alerts.log");
+    wait_until(
+        "the alerts after the reload",
+        Duration::from_secs(15),
+        || {
+            let got = crate::support::lines(&alerts);
+            got.iter()
+                .any(|l| l.contains("alertname=\"burst\" state=\"firing\""))
+                && got
+                    .iter()
+                    .any(|l| l.contains("alertname=\"patterns\" state=\"firing\""))
+        },
+    );
+    let got = crate::support::lines(&alerts);
+    let patterns: Vec<&String> = got
+        .iter()
+        .filter(|l| l.contains("alertname=\"patterns\" state=\"firing\""))
+        .collect();
+    assert_eq!(patterns.len(), 1, "{got:#?}");
+    assert!(
+        patterns[0].contains("label.pattern=\"disk <N> failed\""),
+        "{got:#?}"
+    );
+    assert_eq!(sluice::metrics::get(&m.fired), 1);
+    d.stop();
+    // The table was saved at the stop.
+    let saved = std::fs::read_to_string(d.path("alert-patterns.patterns")).unwrap();
+    assert!(saved.contains("\tjob <N> done\n"), "{saved}");
+    assert!(saved.contains("\tdisk <N> failed\n"), "{saved}");
+}
