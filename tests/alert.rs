@@ -549,3 +549,64 @@ above = {above}
     assert!(saved.contains("\tjob <N> done\n"), "{saved}");
     assert!(saved.contains("\tdisk <N> failed\n"), "{saved}");
 }
+
+/// A webhook that fails is retried with a backoff until it takes the alert; nothing is lost.
+#[test]
+fn a_failing_webhook_is_retried() {
+    use crate::support::http_server::Reply;
+    let hook = HttpServer::start(|_, n| {
+        if n < 2 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let d = TestDaemon::start(&format!(
+        r#"
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.file]
+kind = "file"
+path = "{{dir}}/all.log"
+
+[output.hook]
+kind = "webhook"
+url = "{}"
+
+[[route]]
+to = ["file"]
+
+[[alert]]
+name = "burst"
+kind = "rate"
+window = "1s"
+above = 5
+to = ["hook"]
+"#,
+        hook.url("/hook")
+    ));
+    send_lines_to(
+        d.addr("tcp"),
+        (0..20).map(|i| format!("<14>1 2026-03-01T00:00:00Z h1 app - - - message {i}")),
+    );
+    wait_until(
+        "the firing and resolution delivered",
+        Duration::from_secs(20),
+        || {
+            let delivered: Vec<Value> = hook
+                .requests()
+                .iter()
+                .filter(|r| r.stored())
+                .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+                .flat_map(|v| v["alerts"].as_array().cloned().unwrap_or_default())
+                .collect();
+            delivered.iter().any(|a| a["status"] == "firing")
+                && delivered.iter().any(|a| a["status"] == "resolved")
+        },
+    );
+    assert_eq!(hook.answered(503), 2);
+    assert!(d.output_counter("hook", "retries") >= 2);
+    assert_eq!(d.output_counter("hook", "rejected"), 0);
+}
