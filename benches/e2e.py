@@ -29,6 +29,11 @@ Cases (pick with --cases):
             octet-counted) to a collector on loopback. Every file is checked against the
             generator's own count for every daemon.
   mixed5424 the same in RFC 5424, octet-counted, a third with structured data
+  alerts    tcp3164 into sluice alone, without and with --alert-rules [[alert]] rules (a mix of
+            rate, ratio, zscore and new_pattern rules, most fed every message), alternating
+            runs: the throughput cost of alerting (median of --repeat runs, and the spread);
+            then paced at each of --alert-rates: the share of messages the alert engine's
+            queue dropped (never slowing the listener, they go unjudged)
   es        N RFC 3164 messages over TCP, indexed into Elasticsearch's _bulk API: sluice's
             `kind = "elasticsearch"`, rsyslog's omelasticsearch, syslog-ng's elasticsearch-http(),
             each with its default batching, into benches/es_sink.py (a separate process that
@@ -42,6 +47,7 @@ It needs only this repository and the peers benches/peers-setup.sh installs.
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -78,6 +84,21 @@ BASE_PORT = 17514
 UDP_SOCKETS = 1
 # --udp-senders: sending threads (source ports) for UDP; 0 picks by rate.
 UDP_SENDERS = 0
+# The alerts case: how many of ALERT_RULES sluice's config carries (0 outside that case).
+ALERTS_ON = 0
+# Alert rules as users write them; all but the last four are fed every message of the bench.
+ALERT_RULES = [
+    'name = "volume"\nkind = "zscore"\nby = ["hostname"]',
+    'name = "errors"\nkind = "zscore"\nseries = "ratio"\nselector = "*.err"\nby = ["hostname"]',
+    'name = "error_ratio"\nkind = "ratio"\nselector = "*.err"\nabove = 0.1',
+    'name = "new_log_pattern"\nkind = "new_pattern"',
+    'name = "flood"\nkind = "rate"\nby = ["hostname", "app_name"]\nabove = 100000000',
+    'name = "silent"\nkind = "rate"\nby = ["hostname"]\nbelow = 1',
+    'name = "ssh_fail_burst"\nkind = "rate"\nselector = "auth,authpriv.*"\nmessage = "Failed password"\nby = ["hostname"]\nabove = 100',
+    'name = "kernel"\nkind = "rate"\nselector = "kern.*"\nabove = 10',
+    'name = "critical"\nkind = "rate"\nselector = "*.crit"\nabove = 0',
+    'name = "oom"\nkind = "rate"\nmessage = "Out of memory"\nabove = 0',
+]
 
 
 def cpu_seconds(pid):
@@ -158,6 +179,8 @@ def sluice(work, port, proto, out):
         f.write(f'[daemon]\nstate_dir = "{work}"\n\n'
                 f'[listen.bench]\nkind = "{proto}"\naddress = "127.0.0.1:{port}"\n{extra}\n'
                 f'{output}\n[[route]]\nto = ["out"]\n')
+        for rule in ALERT_RULES[:ALERTS_ON]:
+            f.write(f'\n[[alert]]\n{rule}\n')
     return [SLUICE, "--config", conf]
 
 
@@ -331,21 +354,26 @@ def case_tcp(args, names, fmt):
     return res
 
 
-def tcp_run(args, name, fmt):
+def tcp_run(args, name, fmt, rate=0):
     d = Daemon(name, "tcp", next(PORTS), rfc5424=(fmt == "5424"))
     try:
         d.wait_ready()
         cpu0, t0 = d.cpu(), time.time()
         sent = loadgen("--proto", "tcp", "--format", fmt, "--count", args.n, "--size", args.size,
-                       "--duration", args.timeout, f"127.0.0.1:{d.port}")
+                       "--duration", args.timeout, "--rate", rate, f"127.0.0.1:{d.port}")
         d.wait_output(sent["acked"] - 1, args.timeout)
         cpu = d.cpu() - cpu0
         end = os.stat(d.out).st_mtime if os.path.exists(d.out) else time.time()
         d.stop()
         lines = count_lines(d.out)
         wall = max(end - t0, 1e-6)
-        return dict(lines=lines, sent=sent["acked"], wall_s=wall, cpu_s=cpu,
-                    msg_per_s=lines / wall, msg_per_cpu_s=lines / max(cpu, 1e-6))
+        res = dict(lines=lines, sent=sent["acked"], wall_s=wall, cpu_s=cpu,
+                   msg_per_s=lines / wall, msg_per_cpu_s=lines / max(cpu, 1e-6))
+        # sluice logs its final counters at the stop: what the alert engine's queue dropped.
+        dropped = re.findall(r"alert_feed_dropped=(\d+)", open(d.stderr.name).read())
+        if dropped:
+            res["alert_feed_dropped"] = int(dropped[-1])
+        return res
     finally:
         d.stop()
         d.cleanup()
@@ -929,6 +957,45 @@ def mixed_run(args, name, fmt, collector):
         d.cleanup()
 
 
+def case_alerts(args):
+    """sluice's tcp3164 throughput without and with --alert-rules rules, runs alternating."""
+    global ALERTS_ON
+    runs = {0: [], args.alert_rules: []}
+    for _ in range(args.repeat):
+        for n in runs:
+            ALERTS_ON = n
+            try:
+                r = tcp_run(args, "sluice", "3164")
+            finally:
+                ALERTS_ON = 0
+            runs[n].append(r)
+            print(f"  alerts={n:<3d} {r['lines']:>8d}/{r['sent']} lines  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
+                  f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
+    res = {}
+    for n, rs in runs.items():
+        rates = [r["msg_per_s"] for r in rs]
+        res[str(n)] = dict(msg_per_s=statistics.median(rates), min=min(rates), max=max(rates),
+                           msg_per_cpu_s=statistics.median(r["msg_per_cpu_s"] for r in rs),
+                           lines=min(r["lines"] for r in rs), sent=rs[0]["sent"])
+    base, on = res["0"], res[str(args.alert_rules)]
+    res["drop"] = 1 - on["msg_per_s"] / base["msg_per_s"]
+    res["cpu_drop"] = 1 - on["msg_per_cpu_s"] / base["msg_per_cpu_s"]
+    on["feed_dropped"] = statistics.median(r.get("alert_feed_dropped", 0) / r["sent"] for r in runs[args.alert_rules])
+    # Paced: the share of messages the engine's queue dropped at each offered rate.
+    res["paced"] = []
+    ALERTS_ON = args.alert_rules
+    try:
+        for rate in args.alert_rates:
+            r = tcp_run(args, "sluice", "3164", rate=rate)
+            share = r.get("alert_feed_dropped", 0) / max(r["sent"], 1)
+            res["paced"].append(dict(rate=rate, feed_dropped=share, msg_per_s=r["msg_per_s"]))
+            print(f"  alerts={args.alert_rules} paced at {fmt_rate(rate)}/s: {fmt_rate(r['msg_per_s'])} msg/s written, "
+                  f"{share * 100:.2f}% not judged (engine queue full)", flush=True)
+    finally:
+        ALERTS_ON = 0
+    return res
+
+
 def ratio(a, b):
     return a / b if b else float("inf")
 
@@ -958,6 +1025,10 @@ def main():
     p.add_argument("--latency-rate", type=int, default=0, help="default: half of sluice's tcp3164 msg/s")
     p.add_argument("--rss-secs", type=int, default=15)
     p.add_argument("--rss-drain", type=int, default=1_000_000, help="bytes/s the slow output takes")
+    p.add_argument("--alert-rules", type=int, default=10, help=f"[[alert]] rules in the alerts case (at most {len(ALERT_RULES)})")
+    p.add_argument("--alert-rates", default="250000,500000,750000",
+                   type=lambda s: [int(x) for x in s.split(",") if x],
+                   help="paced rates at which the alerts case measures what the engine's queue drops")
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--work-dir", help="where the mixed cases write their files (default: the system's temp dir); "
                    "a tmpfs such as /dev/shm leaves out the file system's inode allocation, which on ext4 "
@@ -1003,6 +1074,8 @@ def main():
         results["mixed5424"] = case_mixed(args, names, "5424")
     if "es" in cases:
         results["es"] = case_es(args, names)
+    if "alerts" in cases:
+        results["alerts"] = case_alerts(args)
 
     print("\nsummary (sluice / peer, same run):")
     for c in ("tcp3164", "tcp5424", "mixed3164", "mixed5424"):
@@ -1035,6 +1108,16 @@ def main():
                 s, b = lad["sluice"]["best"], lad[peer]["best"]
                 print(f"  {label}: sluice {best('sluice')}, {peer} {best(peer)}"
                       + (f", x{s / b:.2f}" if b else ""))
+    a = results.get("alerts")
+    if a:
+        base, on = a["0"], a[str(args.alert_rules)]
+        print(f"  alerts: {args.alert_rules} rules cost {a['drop'] * 100:.1f}% of wall msg/s "
+              f"({fmt_rate(base['msg_per_s'])} -> {fmt_rate(on['msg_per_s'])}; runs {fmt_rate(base['min'])}-"
+              f"{fmt_rate(base['max'])} vs {fmt_rate(on['min'])}-{fmt_rate(on['max'])}), "
+              f"{a['cpu_drop'] * 100:.1f}% of msg per CPU-s; flat out, the engine's queue dropped "
+              f"{on['feed_dropped'] * 100:.1f}% (not judged)")
+        for p in a["paced"]:
+            print(f"  alerts paced at {fmt_rate(p['rate'])}/s: {p['feed_dropped'] * 100:.2f}% not judged")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

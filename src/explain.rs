@@ -1,6 +1,7 @@
 //! `sluice --check-config --explain`: what the running daemon would do with one message, as
 //! text. Parses the sample as a listener would (cut to its `max_message_size`, received now, from
-//! an unknown sender), then asks [`RuleTable::explain`] rule by rule. Pure apart from the clock.
+//! an unknown sender), then asks [`RuleTable::explain`] rule by rule, and each `[[alert]]` rule
+//! whether the message feeds it. Pure apart from the clock.
 
 use std::fmt::Write as _;
 
@@ -85,5 +86,36 @@ pub fn explain(config: &Config, listener: &ListenerConfig, sample: &[u8]) -> Str
     } else {
         let _ = writeln!(out, "outputs: {}", names(&reached));
     }
+    explain_alerts(config, &ev, &mut out);
     out
+}
+
+/// One line per `[[alert]]` rule: whether the message feeds it (counted, or only in a ratio's
+/// total) and, if not, the first matcher it failed; then the rules it feeds.
+fn explain_alerts(config: &Config, ev: &Event, out: &mut String) {
+    if config.alerts.is_empty() {
+        return;
+    }
+    let mut fed = Vec::new();
+    for a in &config.alerts {
+        let verdict = match a.matchers.check(ev) {
+            Ok(()) => {
+                fed.push(&*a.name);
+                "counted".to_string()
+            }
+            Err(why) => match a.total.as_ref().map(|t| t.check(ev)) {
+                Some(Ok(())) => {
+                    fed.push(&*a.name);
+                    "counted in the total only".to_string()
+                }
+                _ => format!("not fed: {}", a.matchers.explain_mismatch(why, ev)),
+            },
+        };
+        let _ = writeln!(out, "alert {:?}: {verdict}", &*a.name);
+    }
+    if fed.is_empty() {
+        out.push_str("alerts: none\n");
+    } else {
+        let _ = writeln!(out, "alerts: {}", fed.join(", "));
+    }
 }

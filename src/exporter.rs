@@ -38,6 +38,8 @@ pub const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const OUTPUT_GAUGES: [&str; 2] = ["queue_depth", "files_open"];
 /// Listener fields that are levels, not totals (`tail` listeners).
 const LISTENER_GAUGES: [&str; 2] = ["files_open", "bytes_behind"];
+/// Alert rule fields that are levels, not totals.
+const ALERT_GAUGES: [&str; 3] = ["firing", "groups", "patterns"];
 
 #[derive(Debug)]
 struct MetricsCollector(Arc<Metrics>);
@@ -95,6 +97,14 @@ impl Collector for MetricsCollector {
                     .map(|(n, m)| (n.clone(), m.snapshot()))
                     .collect(),
             ),
+            (
+                "alert",
+                self.0
+                    .alerts()
+                    .iter()
+                    .map(|(n, m)| (n.clone(), m.snapshot()))
+                    .collect(),
+            ),
         ];
         for (scope, rows) in &scopes {
             let Some((_, first)) = rows.first() else {
@@ -106,7 +116,8 @@ impl Collector for MetricsCollector {
                     .map(|(n, snap)| (vec![(scope.to_string(), n.to_string())], snap[i].1))
                     .collect();
                 let gauge = (*scope == "output" && OUTPUT_GAUGES.contains(field))
-                    || (*scope == "listener" && LISTENER_GAUGES.contains(field));
+                    || (*scope == "listener" && LISTENER_GAUGES.contains(field))
+                    || (*scope == "alert" && ALERT_GAUGES.contains(field));
                 encode_family(&mut encoder, &format!("{scope}_{field}"), gauge, &samples)?;
             }
         }
@@ -130,6 +141,16 @@ impl Collector for MetricsCollector {
         // Single samples without labels: `sluice_unrouted_total N`, not `..._total{} N`.
         for (name, help, counter) in [
             ("unrouted", "events that matched no route", &self.0.unrouted),
+            (
+                "alert_feed_queued",
+                "events handed to the alert engine's queue",
+                &self.0.alert_feed.queued,
+            ),
+            (
+                "alert_feed_dropped",
+                "events the alert engine's full queue dropped",
+                &self.0.alert_feed.dropped_queue_full,
+            ),
             (
                 "metrics_connections_refused",
                 "connections to this endpoint closed unserved: too many were open",

@@ -19,6 +19,7 @@
 //!   records rewritten as RFC 5424.
 //! - [`event`]: the one type that flows through.
 //! - [`route`]: the rule table and the syslog.conf selector language.
+//! - [`alert`]: `[[alert]]` rules judged on the stream, on the alert engine's thread.
 //! - [`output`]: bounded queues, the receipts an acknowledging listener waits on, and the
 //!   outputs (file, stdout, forward, http, elasticsearch, loki, relp) with their formats.
 //! - [`explain`]: `--explain`, one message through the rule table, in words.
@@ -34,6 +35,7 @@
 // System calls live in `sys`, the one module allowed `unsafe` (see its documentation).
 #![deny(unsafe_code)]
 
+pub mod alert;
 pub mod backoff;
 pub mod config;
 pub mod daemon;

@@ -41,6 +41,16 @@ struct Cli {
     /// With --explain: the listener the message arrives on (default: the first by name).
     #[arg(long, value_name = "NAME", requires = "explain")]
     listener: Option<String>,
+
+    /// Read log files (one message per line, any format sluice parses), write the baseline of
+    /// their traffic (events per minute, error ratio, message templates) as JSON to --output,
+    /// and exit. A `kind = "baseline"` alert rule compares the stream against it.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["check_config", "config"])]
+    learn_baseline: Vec<PathBuf>,
+
+    /// With --learn-baseline: where the baseline is written.
+    #[arg(long, short = 'o', value_name = "PATH", requires = "learn_baseline")]
+    output: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +59,9 @@ fn main() -> ExitCode {
     unsafe { sluice::sys::process::remove_env_vars(&sluice::systemd::ENV_VARS) };
     let cli = Cli::parse();
     init_tracing();
+    if !cli.learn_baseline.is_empty() {
+        return learn_baseline(&cli.learn_baseline, cli.output.as_deref());
+    }
     // The daemon and --check-config load alike: the same config is accepted or refused (78).
     let config = match load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -120,6 +133,34 @@ fn check_as_run_as(config: &Config) -> u8 {
 }
 
 /// Prints the explanation of each sample (`-`: each line of stdin).
+/// `--learn-baseline FILE... --output PATH`.
+fn learn_baseline(files: &[PathBuf], output: Option<&std::path::Path>) -> ExitCode {
+    let Some(output) = output else {
+        eprintln!("--learn-baseline needs --output PATH: where to write the baseline");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let learnt =
+        sluice::alert::baseline::Baseline::learn(files).and_then(|b| b.save(output).map(|()| b));
+    match learnt {
+        Ok(b) => {
+            println!(
+                "baseline written to {}: {} events over {:.0} s, {:.2} events/min, error ratio {:.4}, {} patterns",
+                output.display(),
+                b.events,
+                b.span_seconds,
+                b.events_per_minute,
+                b.error_ratio,
+                b.patterns.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice --learn-baseline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn explain(config: &Config, sample: &str, listener: Option<&str>) -> ExitCode {
     let found = match listener {
         Some(n) => config.listeners.iter().find(|l| &*l.name == n),

@@ -190,6 +190,30 @@ counters!(
     }
 );
 
+counters!(
+    /// Counters of one alert rule (`[[alert]]`), by its `name`.
+    AlertMetrics {
+        /// Events the rule counted (its selector and matchers matched).
+        events,
+        /// Alerts of the rule firing now, one per group (a gauge).
+        firing,
+        /// Times an alert of the rule started firing.
+        fired,
+        /// Times an alert of the rule was resolved.
+        resolved,
+        /// Groups the rule keeps state for now (a gauge).
+        groups,
+        /// Events of a new group refused because the rule already kept `max_groups`.
+        groups_refused,
+        /// Templates a `new_pattern` rule remembers (a gauge).
+        patterns,
+        /// Templates forgotten to stay within `max_patterns`.
+        patterns_evicted,
+        /// Firing and resolution events an output's queue had no room for.
+        notices_dropped,
+    }
+);
+
 /// All counters of a running daemon.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -203,6 +227,10 @@ pub struct Metrics {
     /// Request durations of the outputs that send requests (`http`, `elasticsearch`, `loki`),
     /// by output name.
     request_seconds: RwLock<BTreeMap<Arc<str>, Arc<LatencyHistogram>>>,
+    /// Per alert rule, by name.
+    alerts: RwLock<BTreeMap<Arc<str>, Arc<AlertMetrics>>>,
+    /// The alert engine's queue: events handed to it, and those dropped because it was full.
+    pub alert_feed: Arc<OutputMetrics>,
     /// Events that matched no route.
     pub unrouted: AtomicU64,
     /// Connections to the metrics endpoint closed unserved because it already served
@@ -230,6 +258,8 @@ impl Metrics {
                     .collect(),
             ),
             routes: RwLock::default(),
+            alerts: RwLock::default(),
+            alert_feed: Arc::default(),
             request_seconds: RwLock::default(),
             unrouted: AtomicU64::new(0),
             metrics_connections_refused: AtomicU64::new(0),
@@ -244,6 +274,16 @@ impl Metrics {
     /// Every route's counters, by label.
     pub fn routes(&self) -> Vec<(Arc<str>, Arc<RouteMetrics>)> {
         snapshot_map(&self.routes)
+    }
+
+    /// The counters of one alert rule, registered on first use.
+    pub fn alert(&self, name: &str) -> Arc<AlertMetrics> {
+        get_or_insert(&self.alerts, name)
+    }
+
+    /// Every alert rule's counters, by name.
+    pub fn alerts(&self) -> Vec<(Arc<str>, Arc<AlertMetrics>)> {
+        snapshot_map(&self.alerts)
     }
 
     /// The counters of one listener, registered on first use.
@@ -276,7 +316,8 @@ impl Metrics {
         snapshot_map(&self.outputs)
     }
 
-    /// One line per listener and output with its non-zero counters, plus `unrouted`, for logs.
+    /// One line per listener, output, route and alert rule with its non-zero counters, plus
+    /// `unrouted` (and the alert engine's queue), for logs.
     pub fn summary(&self) -> String {
         let mut s = String::new();
         let mut add = |kind: &str, name: &str, snap: Vec<(&'static str, u64)>| {
@@ -302,6 +343,17 @@ impl Metrics {
         }
         for (n, m) in self.routes() {
             add("route", &n, m.snapshot());
+        }
+        let alerts = self.alerts();
+        for (n, m) in &alerts {
+            add("alert", n, m.snapshot());
+        }
+        if !alerts.is_empty() {
+            s.push_str(&format!(
+                "alert_feed_queued={} alert_feed_dropped={}; ",
+                self.alert_feed.queued.load(Ordering::Relaxed),
+                self.alert_feed.dropped_queue_full.load(Ordering::Relaxed)
+            ));
         }
         s.push_str(&format!(
             "unrouted={}",

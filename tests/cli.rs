@@ -715,6 +715,7 @@ fn undocumented_keys(page: &str, known: &[String]) -> Vec<String> {
                 Some(("listen", t)) => ("LISTENERS", t.trim_start_matches("*.")),
                 Some(("output", t)) => ("OUTPUTS", t.trim_start_matches("*.")),
                 Some(("route", t)) => ("ROUTES", t),
+                Some(("alert", t)) => ("ALERTS", t),
                 _ => return true,
             };
             !tags.iter().any(|(s, w)| s == section && w == tail)

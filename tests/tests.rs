@@ -1,5 +1,7 @@
 //! sluice's integration tests: one binary (link time), modules mirroring the product surface.
 
+mod alert;
+mod alert_anomalies;
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
 mod cli;

@@ -30,6 +30,9 @@ pub struct DaemonConfig {
     pub run_as: Option<crate::privileges::RunAs>,
     /// Where to serve Prometheus metrics at `/metrics`; `None` serves none.
     pub metrics_address: Option<SocketAddr>,
+    /// The internal listener alert events enter the pipeline on, so routes can name it;
+    /// `None`: they go only to their rules' `to` outputs.
+    pub alert_listener: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -41,6 +44,7 @@ pub(super) struct RawDaemon {
     group: Option<Spanned<NumOrStr>>,
     supplementary_groups: Option<Spanned<Vec<NumOrStr>>>,
     metrics_address: Option<Spanned<String>>,
+    alert_listener: Option<Spanned<String>>,
 }
 
 impl RawDaemon {
@@ -68,6 +72,20 @@ impl RawDaemon {
                         )
                     })
                     .ok()
+            }),
+            alert_listener: self.alert_listener.as_ref().and_then(|v| {
+                let n = v.get_ref();
+                let ok = !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !ok {
+                    errs.at(
+                        v.span(),
+                        "daemon.alert_listener",
+                        "names may use only letters, digits, '_' and '-'",
+                    );
+                }
+                ok.then(|| n.clone())
             }),
         }
     }

@@ -12,7 +12,7 @@
 //! configs.
 
 mod daemon;
-mod route;
+pub(crate) mod route;
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +65,8 @@ pub struct Config {
     pub outputs: Vec<OutputConfig>,
     /// `[[route]]` in order, compiled.
     pub routes: Vec<Rule>,
+    /// `[[alert]]` in order.
+    pub alerts: Vec<Arc<crate::alert::AlertRule>>,
     /// The text it was read from, to place problems found later at their keys.
     text: Arc<str>,
 }
@@ -85,6 +87,7 @@ struct Loaded<'a> {
     listeners: Vec<ListenerConfig>,
     outputs: Vec<OutputConfig>,
     routes: Vec<Rule>,
+    alerts: Vec<Arc<crate::alert::AlertRule>>,
 }
 
 impl Config {
@@ -152,6 +155,9 @@ pub fn known_keys() -> Vec<String> {
     for f in crate::decode::keys::fields::<route::RawRoute>() {
         keys.insert(format!("route.{f}"));
     }
+    for f in crate::alert::known_keys() {
+        keys.insert(format!("alert.{f}"));
+    }
     keys.into_iter().collect()
 }
 
@@ -162,6 +168,7 @@ struct Sections<'t, 'i> {
     listen: Vec<(String, &'t Spanned<DeValue<'i>>)>,
     output: Vec<(String, &'t Spanned<DeValue<'i>>)>,
     routes: Vec<(usize, std::ops::Range<usize>, route::RawRoute)>,
+    alerts: Option<&'t Spanned<DeValue<'i>>>,
 }
 
 /// Reads and validates the text: the parts that validated, and every error.
@@ -178,6 +185,7 @@ fn read<'a>(text: &'a str, file: &'a str) -> Loaded<'a> {
                 listeners: Vec::new(),
                 outputs: Vec::new(),
                 routes: Vec::new(),
+                alerts: Vec::new(),
             };
         }
     };
@@ -191,18 +199,44 @@ fn read<'a>(text: &'a str, file: &'a str) -> Loaded<'a> {
         .collect();
     let outputs = read_outputs(&mut errs, &sections.output);
     check_dead_letters(&mut errs, &outputs, &output_index, &root);
-    let listener_names: Vec<&str> = listeners.iter().map(|l| &*l.name).collect();
+    let mut listener_names: Vec<&str> = listeners.iter().map(|l| &*l.name).collect();
+    // Routes may name the internal listener alert events enter on.
+    if let Some(name) = &daemon.alert_listener {
+        if listener_names.contains(&name.as_str()) {
+            let span = locate(&root, "daemon.alert_listener").unwrap_or(0..0);
+            errs.at(
+                span,
+                "daemon.alert_listener",
+                format!("[listen.{name}] already has this name"),
+            );
+        } else {
+            listener_names.push(name);
+        }
+    }
     let routes: Vec<Rule> = (sections.routes.into_iter())
         .filter_map(|(i, span, raw)| {
             route::validate_route(&mut errs, i, span, raw, &output_index, &listener_names)
         })
         .collect();
+    let alerts = sections.alerts.map_or_else(Vec::new, |v| {
+        crate::alert::decode_rules(
+            &mut errs,
+            v,
+            &output_index,
+            &listener_names,
+            &daemon.state_dir,
+        )
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+    });
     Loaded {
         errs,
         daemon,
         listeners,
         outputs,
         routes,
+        alerts,
     }
 }
 
@@ -213,6 +247,7 @@ fn sections<'t, 'i>(errs: &mut Errors<'_>, root: &'t Spanned<DeTable<'i>>) -> Se
         listen: Vec::new(),
         output: Vec::new(),
         routes: Vec::new(),
+        alerts: None,
     };
     for (k, v) in root.get_ref().iter() {
         let name = k.get_ref().as_ref();
@@ -257,10 +292,11 @@ fn sections<'t, 'i>(errs: &mut Errors<'_>, root: &'t Spanned<DeTable<'i>>) -> Se
                 "route",
                 "expected [[route]] entries (an array of tables)",
             ),
+            ("alert", _) => found.alerts = Some(v),
             _ => errs.at(
                 k.span(),
                 name,
-                "unknown key (expected daemon, listen, output or route)",
+                "unknown key (expected daemon, listen, output, route or alert)",
             ),
         }
     }
@@ -383,6 +419,7 @@ fn finish(
         listeners,
         outputs,
         routes,
+        alerts,
     } = loaded;
     if listeners.is_empty() && errs.list.is_empty() {
         errs.at(
@@ -403,6 +440,7 @@ fn finish(
                 listeners,
                 outputs,
                 routes,
+                alerts,
                 text: text.into(),
             },
             check.warnings,

@@ -66,17 +66,28 @@ fn matcher(
     }
 }
 
-pub(super) fn validate_route(
+/// The matcher keys `[[route]]` and `[[alert]]` share, as read.
+pub(crate) struct RawMatchers<'r> {
+    pub selector: &'r Option<Spanned<String>>,
+    pub listener: &'r Option<Spanned<OneOrMany>>,
+    pub hostname: &'r Option<Spanned<toml::Value>>,
+    pub app_name: &'r Option<Spanned<toml::Value>>,
+    pub message: &'r Option<Spanned<toml::Value>>,
+    pub tls_peer: &'r Option<Spanned<toml::Value>>,
+    pub source: &'r Option<Spanned<OneOrMany>>,
+}
+
+/// Compiles the matcher keys of the entry at key path `p` (`route[0]`, `alert[2]`) into a
+/// [`Rule`] labelled `label`, with no targets; `None` when a key was reported.
+pub(crate) fn compile_matchers(
     errs: &mut Errors<'_>,
-    index: usize,
-    span: std::ops::Range<usize>,
-    raw: RawRoute,
-    outputs: &HashMap<String, usize>,
+    p: &str,
+    label: Arc<str>,
+    raw: RawMatchers<'_>,
     listeners: &[&str],
 ) -> Option<Rule> {
-    let p = format!("route[{index}]");
     let n_before = errs.list.len();
-    let selector = match &raw.selector {
+    let selector = match raw.selector {
         None => None,
         Some(s) => match Selector::parse(s.get_ref()) {
             Ok(sel) => Some(sel),
@@ -106,26 +117,17 @@ pub(super) fn validate_route(
         }
         names.into_iter().map(Arc::<str>::from).collect::<Vec<_>>()
     });
-    let hostname = matcher(errs, &format!("{p}.hostname"), &raw.hostname, false);
-    let app_name = matcher(errs, &format!("{p}.app_name"), &raw.app_name, false);
-    let message = matcher(errs, &format!("{p}.message"), &raw.message, true);
-    let tls_peer = matcher(errs, &format!("{p}.tls_peer"), &raw.tls_peer, false);
+    let hostname = matcher(errs, &format!("{p}.hostname"), raw.hostname, false);
+    let app_name = matcher(errs, &format!("{p}.app_name"), raw.app_name, false);
+    let message = matcher(errs, &format!("{p}.message"), raw.message, true);
+    let tls_peer = matcher(errs, &format!("{p}.tls_peer"), raw.tls_peer, false);
     let source = raw
         .source
         .as_ref()
         .map(|s| cidr_list(errs, &format!("{p}.source"), s));
-    let to = targets(errs, &p, span, &raw.to, outputs);
     if errs.list.len() > n_before {
         return None;
     }
-    let label = match &raw.name {
-        Some(n) if n.get_ref().is_empty() => {
-            errs.at(n.span(), format!("{p}.name"), "must not be empty");
-            return None;
-        }
-        Some(n) => Arc::from(n.get_ref().as_str()),
-        None => Arc::from(index.to_string()),
-    };
     Some(Rule {
         label,
         selector,
@@ -135,13 +137,56 @@ pub(super) fn validate_route(
         message,
         tls_peer,
         source,
-        to,
-        stop: raw.stop.as_ref().is_some_and(|s| *s.get_ref()),
+        to: Vec::new(),
+        stop: false,
     })
 }
 
-/// The outputs a route's `to` names, by index; each unknown name reported.
-fn targets(
+pub(super) fn validate_route(
+    errs: &mut Errors<'_>,
+    index: usize,
+    span: std::ops::Range<usize>,
+    raw: RawRoute,
+    outputs: &HashMap<String, usize>,
+    listeners: &[&str],
+) -> Option<Rule> {
+    let p = format!("route[{index}]");
+    let n_before = errs.list.len();
+    let label = match &raw.name {
+        Some(n) if n.get_ref().is_empty() => {
+            errs.at(n.span(), format!("{p}.name"), "must not be empty");
+            None
+        }
+        Some(n) => Some(Arc::from(n.get_ref().as_str())),
+        None => Some(Arc::from(index.to_string())),
+    };
+    let rule = compile_matchers(
+        errs,
+        &p,
+        label.clone().unwrap_or_else(|| Arc::from("")),
+        RawMatchers {
+            selector: &raw.selector,
+            listener: &raw.listener,
+            hostname: &raw.hostname,
+            app_name: &raw.app_name,
+            message: &raw.message,
+            tls_peer: &raw.tls_peer,
+            source: &raw.source,
+        },
+        listeners,
+    );
+    let to = targets(errs, &p, span, &raw.to, outputs);
+    if errs.list.len() > n_before {
+        return None;
+    }
+    let mut rule = rule?;
+    rule.to = to;
+    rule.stop = raw.stop.as_ref().is_some_and(|s| *s.get_ref());
+    Some(rule)
+}
+
+/// The outputs a route's (or alert's) `to` names, by index; each unknown name reported.
+pub(crate) fn targets(
     errs: &mut Errors<'_>,
     p: &str,
     span: std::ops::Range<usize>,

@@ -196,6 +196,7 @@ impl Daemon {
             routes: RuleTable::new(Vec::new()),
             outputs: Vec::new(),
             route_metrics: Vec::new(),
+            alerts: None,
         };
         Daemon {
             pipeline: Arc::new(Pipeline::new(routing, metrics.clone())),
@@ -296,14 +297,70 @@ impl Daemon {
 
     /// Makes `outputs` (in config order) and the current config's routes the routing.
     fn install(&mut self, outputs: Vec<(OutputConfig, OutputHandle)>) {
+        let alerts = self.start_alerts(&outputs);
         self.pipeline.replace(Routing {
             routes: RuleTable::new(self.config.routes.clone()),
             outputs: outputs.iter().map(|(_, h)| h.clone()).collect(),
             route_metrics: (self.config.routes.iter())
                 .map(|r| self.metrics.route(&r.label))
                 .collect(),
+            alerts,
         });
         self.outputs = outputs;
+    }
+
+    /// Starts the alert engine for the current config's `[[alert]]` rules, if any, sending
+    /// to `outputs` (in config order). A running engine (a reload's) hands over: the new one
+    /// starts once the old one, released with the old routing, has saved its pattern tables.
+    fn start_alerts(
+        &mut self,
+        outputs: &[(OutputConfig, OutputHandle)],
+    ) -> Option<crate::alert::feed::AlertFeed> {
+        use crate::alert::thread::{EngineStart, Injector, Target};
+        const ENGINE: &str = "@alert-engine";
+        let predecessor = self
+            .threads
+            .iter()
+            .rposition(|(n, _)| &**n == ENGINE)
+            .map(|i| self.threads.swap_remove(i).1);
+        if self.config.alerts.is_empty() {
+            if let Some(p) = predecessor {
+                // Joined at the stop, with the outputs.
+                self.threads.push((ENGINE.into(), p));
+            }
+            return None;
+        }
+        let targets = (self.config.alerts.iter())
+            .map(|a| {
+                (a.to.iter())
+                    .filter_map(|&i| outputs.get(i))
+                    .map(|(c, h)| Target {
+                        handle: h.clone(),
+                        alertmanager: matches!(c.kind, crate::output::OutputKind::Alertmanager(_)),
+                    })
+                    .collect()
+            })
+            .collect();
+        let inject = (self.config.daemon.alert_listener.as_ref()).map(|name| Injector {
+            pipeline: Arc::downgrade(&self.pipeline),
+            listener: name.as_str().into(),
+        });
+        match crate::alert::thread::start(EngineStart {
+            rules: self.config.alerts.clone(),
+            targets,
+            inject,
+            metrics: self.metrics.clone(),
+            predecessor,
+        }) {
+            Ok((feed, thread)) => {
+                self.threads.push((ENGINE.into(), thread));
+                Some(feed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "alert rules not started: the engine's thread could not be created");
+                None
+            }
+        }
     }
 
     fn spawn_listener(&mut self, l: BoundListener) -> anyhow::Result<()> {

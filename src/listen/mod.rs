@@ -44,6 +44,8 @@ pub struct Routing {
     pub outputs: Vec<OutputHandle>,
     /// Each rule's counters, in rule order.
     pub route_metrics: Vec<Arc<crate::metrics::RouteMetrics>>,
+    /// The alert engine's feed, when `[[alert]]` rules are configured.
+    pub alerts: Option<crate::alert::feed::AlertFeed>,
 }
 
 /// What every listener shares: the current routing and the counters.
@@ -86,6 +88,10 @@ pub struct Dispatcher {
     route_buf: Vec<usize>,
     /// Matches per rule of `routing` since the last flush.
     route_hits: Vec<u64>,
+    /// Events for the alert engine, handed on at the flush.
+    alert_batch: Batch,
+    /// False for the alert engine's own listener: its events do not feed the rules again.
+    feeds_alerts: bool,
     /// Counts accumulated since the last flush, added to the shared atomics once per flush.
     received: u64,
     parse_errors: u64,
@@ -107,6 +113,8 @@ impl Dispatcher {
             batches: Vec::new(),
             route_buf: Vec::new(),
             route_hits: Vec::new(),
+            alert_batch: Vec::new(),
+            feeds_alerts: true,
             received: 0,
             parse_errors: 0,
             truncated: 0,
@@ -117,6 +125,11 @@ impl Dispatcher {
     /// Tags every later event with the connection's TLS peer.
     pub fn set_tls_peer(&mut self, peer: Option<TlsPeer>) {
         self.tls_peer = peer.map(Arc::new);
+    }
+
+    /// Events of this dispatcher feed no alert rule (the alert engine's own events).
+    pub fn feed_no_alerts(&mut self) {
+        self.feeds_alerts = false;
     }
 
     /// This listener's counters.
@@ -175,16 +188,23 @@ impl Dispatcher {
                 self.routing.insert(r)
             }
         };
+        let feed = self.feeds_alerts && routing.alerts.as_ref().is_some_and(|a| a.wants(&ev));
         if !routing
             .routes
             .route_counting(&ev, &mut self.route_buf, &mut self.route_hits)
         {
             self.unrouted += 1;
+            if feed {
+                self.alert_batch.push(Arc::new(ev));
+            }
             return;
         }
         // The last output takes the event itself: cloning it there and dropping ours was two
         // locked instructions per event, the costliest lines of this function (issue 8).
         let ev = Arc::new(ev);
+        if feed {
+            self.alert_batch.push(ev.clone());
+        }
         if let Some((&last, others)) = self.route_buf.split_last() {
             for &o in others {
                 if let Some(b) = self.batches.get_mut(o) {
@@ -199,7 +219,19 @@ impl Dispatcher {
 
     /// Number of events waiting in pending batches.
     pub fn pending(&self) -> usize {
-        self.batches.iter().map(Vec::len).sum()
+        self.batches.iter().map(Vec::len).sum::<usize>() + self.alert_batch.len()
+    }
+
+    /// Hands the alert batch to the engine (never waiting), or drops it when the routing it
+    /// was gathered under has no rules any more.
+    fn flush_alerts(&mut self, routing: &Routing) {
+        if self.alert_batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.alert_batch);
+        if let Some(feed) = &routing.alerts {
+            feed.send(batch);
+        }
     }
 
     fn publish_counts(&mut self) {
@@ -228,6 +260,7 @@ impl Dispatcher {
         let Some(routing) = self.routing.take() else {
             return;
         };
+        self.flush_alerts(&routing);
         for (batch, out) in self.batches.iter_mut().zip(&routing.outputs) {
             if batch.is_empty() {
                 continue;
@@ -282,6 +315,7 @@ impl Dispatcher {
         let Some(routing) = self.routing.take() else {
             return;
         };
+        self.flush_alerts(&routing);
         for (batch, out) in self.batches.iter_mut().zip(&routing.outputs) {
             if !batch.is_empty() {
                 out.try_send(std::mem::take(batch));

@@ -12,7 +12,10 @@ use toml::Spanned;
 
 use super::format::Format;
 use super::queue::{QueueConfig, QueueKind};
-use super::{ReopenFiles, RunningOutput, elasticsearch, file, forward, http, loki, relp, stdout};
+use super::{
+    ReopenFiles, RunningOutput, alertmanager, elasticsearch, file, forward, http, loki, relp,
+    stdout, webhook,
+};
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
 
@@ -233,6 +236,10 @@ output_kinds! {
     Loki(loki::LokiSettings),
     /// A RELP receiver (rsyslog's imrelp): each message acknowledged before it leaves the backlog.
     Relp(relp::RelpOutputSettings),
+    /// Prometheus Alertmanager, through `/api/v2/alerts`: alert events as alerts.
+    Alertmanager(alertmanager::AlertmanagerSettings),
+    /// A generic JSON webhook: alert events as alerts.
+    Webhook(webhook::WebhookSettings),
 }
 
 #[derive(Deserialize, Default)]

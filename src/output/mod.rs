@@ -9,6 +9,8 @@
 //! Each output runs on its own OS thread, not on the async runtime, so a slow disk or a blocked
 //! stdout pipe stalls only that output's queue, never the listeners of other outputs.
 
+pub mod alert_post;
+pub mod alertmanager;
 pub mod backlog;
 pub mod delivery;
 pub mod elasticsearch;
@@ -24,6 +26,7 @@ pub mod receipt;
 pub mod relp;
 pub mod stamp;
 pub mod stdout;
+pub mod webhook;
 
 pub use kind::{
     OutputConfig, OutputDescriptors, OutputKind, OutputKindSpec, OutputResource, OutputStart,
@@ -225,12 +228,32 @@ pub(crate) fn start_sink(
     metrics: Arc<OutputMetrics>,
     predecessor: Option<std::thread::JoinHandle<()>>,
 ) -> anyhow::Result<RunningOutput> {
+    start_sink_thread(
+        format!("out-{}", cfg.name),
+        cfg.queue,
+        sink,
+        flush_interval,
+        metrics,
+        predecessor,
+    )
+}
+
+/// [`start_sink`] for a thread that is not an `[output]` (the alert engine): named
+/// `thread_name`, behind a queue of `queue`.
+pub(crate) fn start_sink_thread(
+    thread_name: String,
+    queue: QueueConfig,
+    sink: Box<dyn Sink>,
+    flush_interval: Duration,
+    metrics: Arc<OutputMetrics>,
+    predecessor: Option<std::thread::JoinHandle<()>>,
+) -> anyhow::Result<RunningOutput> {
     let (tx, rx) = mpsc::channel();
-    let room = Arc::new(Semaphore::new(cfg.queue.max_events));
+    let room = Arc::new(Semaphore::new(queue.max_events));
     let thread_room = room.clone();
     let thread_metrics = metrics.clone();
     let thread = std::thread::Builder::new()
-        .name(format!("out-{}", cfg.name))
+        .name(thread_name)
         .spawn(move || {
             if let Some(prev) = predecessor {
                 let _ = prev.join();
@@ -241,7 +264,7 @@ pub(crate) fn start_sink(
         handle: OutputHandle {
             tx,
             room,
-            queue: cfg.queue,
+            queue,
             metrics,
         },
         thread,

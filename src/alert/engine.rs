@@ -1,0 +1,843 @@
+//! The rules' state, and the decisions: counted per window and group, judged when a window
+//! ends, with `for`, de-duplication, resolution and re-sending.
+//!
+//! Time is whatever the caller says: every call takes `now`. The engine's thread passes the
+//! wall clock; tests pass a simulated one, so an hour of traffic is judged in milliseconds.
+//!
+//! Windows are tumbling: a rule's first window starts at the first call, and each following
+//! one where the last ended. When `now` passes a window's end, each group's count over it is
+//! judged, and the counts start again. A group is a distinct set of `by` values; a group with
+//! no events for [`FORGET_WINDOWS`] windows (or `history`, if longer) is forgotten, resolving
+//! its alert if one was firing.
+//!
+//! Memory: per rule, at most `max_groups` groups, each holding its counts, its alert state and,
+//! for z-score rules, `history` values (8 bytes each); per new-pattern rule, at most
+//! `max_patterns` templates of at most [`super::pattern::MAX_TEMPLATE_BYTES`] bytes each.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::pattern::{PatternTable, mask_into};
+use super::{AlertKind, AlertRule, Direction, MIN_HISTORY, Series};
+use crate::event::{Event, Severity};
+use crate::metrics::{self, AlertMetrics};
+
+/// Windows without events after which a group is forgotten (at least; z-score rules keep a
+/// group for `history` windows).
+pub const FORGET_WINDOWS: u64 = 60;
+/// Windows judged one by one when the clock jumps (a suspended machine); beyond, the empty
+/// windows between are skipped.
+const MAX_CATCH_UP: u32 = 1000;
+
+/// Whether a notice opens or closes an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    /// The condition holds (held for `for`).
+    Firing,
+    /// The condition cleared.
+    Resolved,
+}
+
+impl AlertState {
+    /// `firing` or `resolved`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// A firing, a re-send of one, or a resolution: what becomes an alert event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    /// The rule's index.
+    pub rule: usize,
+    /// The rule's name.
+    pub alertname: Arc<str>,
+    /// Firing or resolved.
+    pub state: AlertState,
+    /// A re-send of a firing alert (only Alertmanager wants those).
+    pub resend: bool,
+    /// The group's labels (`by` fields and values; `pattern` for new patterns).
+    pub labels: Vec<(String, String)>,
+    /// `severity` label.
+    pub severity: String,
+    /// What happened, in a few words (`rate spike`, `new pattern`).
+    pub summary: String,
+    /// The value judged.
+    pub value: f64,
+    /// What was expected instead, in words.
+    pub expected: String,
+    /// When the alert started firing.
+    pub starts_at: DateTime<Utc>,
+    /// When it ends: the resolution time, or, while firing, when a receiver may consider it
+    /// resolved if no re-send came.
+    pub ends_at: DateTime<Utc>,
+}
+
+impl Notice {
+    /// The description annotation: what, the value and the expected value.
+    pub fn description(&self) -> String {
+        let group: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let of = if group.is_empty() {
+            String::new()
+        } else {
+            format!(" for {}", group.join(", "))
+        };
+        format!(
+            "{}{of}: value {} (expected {})",
+            self.summary,
+            fmt_value(self.value),
+            self.expected
+        )
+    }
+}
+
+/// A value for people: whole numbers without decimals, others with up to 4.
+pub fn fmt_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// What a closed window's value means for a group: `Some` when the condition holds.
+struct Judgement {
+    value: f64,
+    expected: String,
+    summary: String,
+    severity: Option<String>,
+}
+
+#[derive(Debug)]
+struct Group {
+    labels: Vec<(String, String)>,
+    /// Events counted in the current window (the rule's matchers).
+    count: u64,
+    /// Events of the total selector in the current window (ratios), or errors among `count`
+    /// (baseline rules).
+    total: u64,
+    /// When the group was first seen: its first window is partial, and not judged on drops.
+    born: DateTime<Utc>,
+    history: VecDeque<f64>,
+    /// Windows in a row judged anomalous (z-score rules), kept out of the history.
+    anomalous_run: usize,
+    idle_windows: u64,
+    pending_since: Option<DateTime<Utc>>,
+    firing: Option<Firing>,
+}
+
+#[derive(Debug, Clone)]
+struct Firing {
+    started: DateTime<Utc>,
+    last_sent: DateTime<Utc>,
+    last: Sent,
+}
+
+/// The judgement an alert fired (or was last re-sent) with.
+#[derive(Debug, Clone)]
+struct Sent {
+    value: f64,
+    expected: String,
+    summary: String,
+    severity: String,
+}
+
+impl Group {
+    /// Counts one event: into `count` when the rule's matchers took it, into `total` when the
+    /// total selector did (ratios) or when it is an error (baseline rules).
+    fn add(&mut self, kind: &AlertKind, ev: &Event, counted: bool, in_total: bool) {
+        if counted {
+            self.count += 1;
+        }
+        let total = match kind {
+            AlertKind::Baseline { .. } => counted && ev.severity() <= Severity::Err,
+            _ => in_total,
+        };
+        if total {
+            self.total += 1;
+        }
+    }
+}
+
+/// One rule's state.
+struct RuleState {
+    rule: Arc<AlertRule>,
+    metrics: Arc<AlertMetrics>,
+    window_start: Option<DateTime<Utc>>,
+    /// By the group's `by` values, each followed by a NUL.
+    groups: HashMap<String, Group>,
+    /// Reused for each event's group key and template: no allocation per event.
+    key_buf: String,
+    template_buf: Vec<u8>,
+    /// Events counted since the counter was last published (per batch, not per event).
+    events_unpublished: u64,
+    /// New-pattern rules: the templates seen.
+    patterns: Option<PatternTable>,
+    /// New-pattern rules: alerts open now, by template, with when they fired.
+    open_patterns: HashMap<Vec<u8>, DateTime<Utc>>,
+    patterns_changed: bool,
+}
+
+/// Every rule's state.
+pub struct Engine {
+    rules: Vec<RuleState>,
+    notices: Vec<Notice>,
+}
+
+fn span(d: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+impl Engine {
+    /// An engine for `rules`, counting into `metrics` (one per rule, in order). New-pattern
+    /// rules load the table saved in their state file, if any: a restart does not alert again
+    /// on what was seen before.
+    pub fn new(rules: &[Arc<AlertRule>], metrics: Vec<Arc<AlertMetrics>>) -> Engine {
+        let rules = rules
+            .iter()
+            .zip(metrics.into_iter().chain(std::iter::repeat_with(Arc::default)))
+            .map(|(rule, metrics)| {
+                let patterns = match &rule.kind {
+                    AlertKind::NewPattern {
+                        max_patterns,
+                        state_file,
+                        ..
+                    } => Some(
+                        state_file
+                            .as_ref()
+                            .and_then(|f| match PatternTable::load(f, *max_patterns) {
+                                Ok(t) => Some(t),
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                                Err(e) => {
+                                    tracing::warn!(alert = %rule.name, file = %f.display(), error = %e,
+                                        "alert: cannot read the saved patterns; starting empty");
+                                    None
+                                }
+                            })
+                            .unwrap_or_else(|| PatternTable::new(*max_patterns)),
+                    ),
+                    _ => None,
+                };
+                RuleState {
+                    rule: rule.clone(),
+                    metrics,
+                    window_start: None,
+                    groups: HashMap::new(),
+                    key_buf: String::new(),
+                    template_buf: Vec::new(),
+                    events_unpublished: 0,
+                    patterns,
+                    open_patterns: HashMap::new(),
+                    patterns_changed: false,
+                }
+            })
+            .collect();
+        Engine {
+            rules,
+            notices: Vec::new(),
+        }
+    }
+
+    /// Counts `ev` into every rule it feeds, at time `now` (windows that ended before `now`
+    /// are judged first).
+    pub fn observe(&mut self, ev: &Event, now: DateTime<Utc>) {
+        self.advance(now);
+        self.count(ev, now);
+    }
+
+    /// [`observe`](Self::observe) for a caller that has already called
+    /// [`advance`](Self::advance) with this `now`: a batch received at one instant is advanced
+    /// once, not once per event.
+    pub fn count(&mut self, ev: &Event, now: DateTime<Utc>) {
+        let fields = super::HeaderFields::of(ev);
+        for (i, st) in self.rules.iter_mut().enumerate() {
+            st.observe(i, &fields, ev, now, &mut self.notices);
+        }
+    }
+
+    /// Judges every window that ended by `now`, resolves what cleared, re-sends what still
+    /// fires.
+    pub fn advance(&mut self, now: DateTime<Utc>) {
+        for (i, st) in self.rules.iter_mut().enumerate() {
+            st.advance(i, now, &mut self.notices);
+        }
+    }
+
+    /// Adds the events counted since the last call to the rules' `events` counters (done at
+    /// every [`advance`](Self::advance) too).
+    pub fn publish(&mut self) {
+        for st in &mut self.rules {
+            st.publish();
+        }
+    }
+
+    /// The notices produced since the last call, in order.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Writes each new-pattern rule's table to its state file, if it changed.
+    pub fn save(&mut self) {
+        for st in &mut self.rules {
+            let (
+                Some(table),
+                AlertKind::NewPattern {
+                    state_file: Some(f),
+                    ..
+                },
+            ) = (&st.patterns, &st.rule.kind)
+            else {
+                continue;
+            };
+            if !st.patterns_changed {
+                continue;
+            }
+            match table.save(f) {
+                Ok(()) => st.patterns_changed = false,
+                Err(e) => {
+                    tracing::warn!(alert = %st.rule.name, file = %f.display(), error = %e,
+                        "alert: cannot save the patterns")
+                }
+            }
+        }
+    }
+
+    /// Templates a new-pattern rule holds (tests, `--learn-baseline`).
+    pub fn patterns(&self, rule: usize) -> Option<&PatternTable> {
+        self.rules.get(rule)?.patterns.as_ref()
+    }
+
+    /// Alerts firing now, per rule.
+    pub fn firing(&self, rule: usize) -> usize {
+        self.rules.get(rule).map_or(0, |st| {
+            st.groups.values().filter(|g| g.firing.is_some()).count() + st.open_patterns.len()
+        })
+    }
+}
+
+impl RuleState {
+    fn observe(
+        &mut self,
+        index: usize,
+        fields: &super::HeaderFields<'_>,
+        ev: &Event,
+        now: DateTime<Utc>,
+        out: &mut Vec<Notice>,
+    ) {
+        let rule = &*self.rule;
+        let counted = rule.matchers.check(ev).is_ok();
+        let in_total = rule.total.as_ref().is_some_and(|t| t.check(ev).is_ok());
+        if !counted && !in_total {
+            return;
+        }
+        if counted {
+            self.events_unpublished += 1;
+        }
+        if let Some(table) = &mut self.patterns {
+            if !counted {
+                return;
+            }
+            mask_into(ev.message(), &mut self.template_buf);
+            let template = &self.template_buf;
+            let evicted = table.evicted;
+            let new = table.observe(template);
+            self.patterns_changed = true;
+            if table.evicted > evicted || new {
+                metrics::add(&self.metrics.patterns_evicted, table.evicted - evicted);
+                self.metrics
+                    .patterns
+                    .store(table.len() as u64, Ordering::Relaxed);
+            }
+            let AlertKind::NewPattern { warmup_events, .. } = rule.kind else {
+                return;
+            };
+            if !new || table.events <= warmup_events {
+                return;
+            }
+            if self.open_patterns.len() >= rule.max_groups {
+                metrics::add(&self.metrics.groups_refused, 1);
+                return;
+            }
+            let text = String::from_utf8_lossy(template).into_owned();
+            self.open_patterns.insert(template.clone(), now);
+            metrics::add(&self.metrics.fired, 1);
+            self.metrics
+                .firing
+                .store(self.open_patterns.len() as u64, Ordering::Relaxed);
+            out.push(Notice {
+                rule: index,
+                alertname: rule.name.clone(),
+                state: AlertState::Firing,
+                resend: false,
+                labels: vec![("pattern".into(), text)],
+                severity: rule.severity.clone().unwrap_or_else(|| "warning".into()),
+                summary: "new pattern".into(),
+                value: 1.0,
+                expected: format!("one of {} known patterns", table.len() - 1),
+                starts_at: now,
+                ends_at: now + span(rule.window),
+            });
+            return;
+        }
+        self.key_buf.clear();
+        for f in &rule.by {
+            f.write_value(fields, &mut self.key_buf);
+            self.key_buf.push('\0');
+        }
+        let key = &self.key_buf;
+        // Looked up by reference: the key is copied only for a new group.
+        if let Some(g) = self.groups.get_mut(key.as_str()) {
+            g.add(&rule.kind, ev, counted, in_total);
+            return;
+        }
+        if self.groups.len() >= rule.max_groups {
+            metrics::add(&self.metrics.groups_refused, 1);
+            return;
+        }
+        let labels = rule
+            .by
+            .iter()
+            .zip(key.split('\0'))
+            .map(|(f, v)| (f.name().to_string(), v.to_string()))
+            .collect();
+        self.metrics
+            .groups
+            .store(self.groups.len() as u64 + 1, Ordering::Relaxed);
+        let g = self.groups.entry(key.clone()).or_insert(Group {
+            labels,
+            count: 0,
+            total: 0,
+            born: now,
+            history: VecDeque::new(),
+            anomalous_run: 0,
+            idle_windows: 0,
+            pending_since: None,
+            firing: None,
+        });
+        g.add(&rule.kind, ev, counted, in_total);
+    }
+
+    fn publish(&mut self) {
+        metrics::add(
+            &self.metrics.events,
+            std::mem::take(&mut self.events_unpublished),
+        );
+    }
+
+    fn advance(&mut self, index: usize, now: DateTime<Utc>, out: &mut Vec<Notice>) {
+        self.publish();
+        let window = span(self.rule.window);
+        let Some(mut start) = self.window_start else {
+            self.window_start = Some(now);
+            return;
+        };
+        let mut judged = 0;
+        while now >= start + window {
+            let end = start + window;
+            self.close_window(index, start, end, out);
+            start = end;
+            judged += 1;
+            if judged >= MAX_CATCH_UP {
+                // Skip the rest: whole windows from where the clock is now.
+                let behind = (now - start).num_milliseconds() / window.num_milliseconds().max(1);
+                start += window * (behind as i32);
+                break;
+            }
+        }
+        self.window_start = Some(start);
+        self.expire_patterns(index, now, out);
+        self.resend(index, now, out);
+    }
+
+    /// New-pattern alerts are resolved one window after they fired.
+    fn expire_patterns(&mut self, index: usize, now: DateTime<Utc>, out: &mut Vec<Notice>) {
+        if self.open_patterns.is_empty() {
+            return;
+        }
+        let rule = self.rule.clone();
+        let window = span(rule.window);
+        let mut closed: Vec<(Vec<u8>, DateTime<Utc>)> = self
+            .open_patterns
+            .iter()
+            .filter(|(_, at)| **at + window <= now)
+            .map(|(t, at)| (t.clone(), *at))
+            .collect();
+        closed.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        for (t, at) in closed {
+            self.open_patterns.remove(&t);
+            metrics::add(&self.metrics.resolved, 1);
+            out.push(Notice {
+                rule: index,
+                alertname: rule.name.clone(),
+                state: AlertState::Resolved,
+                resend: false,
+                labels: vec![("pattern".into(), String::from_utf8_lossy(&t).into_owned())],
+                severity: rule.severity.clone().unwrap_or_else(|| "warning".into()),
+                summary: "new pattern".into(),
+                value: 1.0,
+                expected: "a known pattern".into(),
+                starts_at: at,
+                ends_at: at + window,
+            });
+        }
+        self.metrics
+            .firing
+            .store(self.open_patterns.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Judges every group over the window `[start, end)`.
+    fn close_window(
+        &mut self,
+        index: usize,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        out: &mut Vec<Notice>,
+    ) {
+        let rule = self.rule.clone();
+        if self.patterns.is_some() {
+            return;
+        }
+        let forget = match rule.kind {
+            AlertKind::Zscore { history, .. } => FORGET_WINDOWS.max(history as u64),
+            _ => FORGET_WINDOWS,
+        };
+        let mut forgotten = Vec::new();
+        // Judged in a stable order, so notices come out the same way each run.
+        let mut keys: Vec<String> = self.groups.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let Some(g) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            let judgement = judge(&rule, g, start);
+            if g.count == 0 && g.total == 0 {
+                g.idle_windows += 1;
+            } else {
+                g.idle_windows = 0;
+            }
+            g.count = 0;
+            g.total = 0;
+            let gone = g.idle_windows >= forget;
+            match judgement {
+                Some(j) if !gone => {
+                    let since = *g.pending_since.get_or_insert(end);
+                    if g.firing.is_none() && end - since >= span(rule.hold) {
+                        let severity = j.severity.clone().unwrap_or_else(|| {
+                            rule.severity.clone().unwrap_or_else(|| "warning".into())
+                        });
+                        let last = Sent {
+                            value: j.value,
+                            expected: j.expected,
+                            summary: j.summary,
+                            severity,
+                        };
+                        g.firing = Some(Firing {
+                            started: end,
+                            last_sent: end,
+                            last: last.clone(),
+                        });
+                        metrics::add(&self.metrics.fired, 1);
+                        out.push(notice(
+                            index,
+                            &rule,
+                            &g.labels,
+                            AlertState::Firing,
+                            false,
+                            &last,
+                            end,
+                            firing_ends(&rule, end),
+                        ));
+                    } else if let Some(f) = &mut g.firing {
+                        // Still firing: the next re-send carries the latest value.
+                        f.last.value = j.value;
+                        f.last.expected = j.expected;
+                    }
+                }
+                _ => {
+                    g.pending_since = None;
+                    if let Some(f) = g.firing.take() {
+                        metrics::add(&self.metrics.resolved, 1);
+                        out.push(notice(
+                            index,
+                            &rule,
+                            &g.labels,
+                            AlertState::Resolved,
+                            false,
+                            &f.last,
+                            f.started,
+                            end,
+                        ));
+                    }
+                }
+            }
+            if gone {
+                forgotten.push(key);
+            }
+        }
+        for k in forgotten {
+            self.groups.remove(&k);
+        }
+        self.metrics
+            .groups
+            .store(self.groups.len() as u64, Ordering::Relaxed);
+        self.metrics.firing.store(
+            self.groups.values().filter(|g| g.firing.is_some()).count() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Firing alerts sent again once `resend_interval` has passed since the last send.
+    fn resend(&mut self, index: usize, now: DateTime<Utc>, out: &mut Vec<Notice>) {
+        let rule = self.rule.clone();
+        let every = span(rule.resend);
+        let mut due: Vec<&mut Group> = self
+            .groups
+            .values_mut()
+            .filter(|g| {
+                g.firing
+                    .as_ref()
+                    .is_some_and(|f| now - f.last_sent >= every)
+            })
+            .collect();
+        due.sort_by(|a, b| a.labels.cmp(&b.labels));
+        for g in due {
+            let Some(f) = &mut g.firing else { continue };
+            f.last_sent = now;
+            out.push(notice(
+                index,
+                &rule,
+                &g.labels,
+                AlertState::Firing,
+                true,
+                &f.last,
+                f.started,
+                firing_ends(&rule, now),
+            ));
+        }
+    }
+}
+
+/// When a firing alert sent at `at` expires at a receiver that hears nothing more: four
+/// re-send intervals (or windows) later, as Prometheus does.
+fn firing_ends(rule: &AlertRule, at: DateTime<Utc>) -> DateTime<Utc> {
+    at + span(rule.resend.max(rule.window)) * 4
+}
+
+#[allow(clippy::too_many_arguments)]
+fn notice(
+    index: usize,
+    rule: &AlertRule,
+    labels: &[(String, String)],
+    state: AlertState,
+    resend: bool,
+    j: &Sent,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+) -> Notice {
+    Notice {
+        rule: index,
+        alertname: rule.name.clone(),
+        state,
+        resend,
+        labels: labels.to_vec(),
+        severity: j.severity.clone(),
+        summary: j.summary.clone(),
+        value: j.value,
+        expected: j.expected.clone(),
+        starts_at,
+        ends_at,
+    }
+}
+
+/// Mean and (population) standard deviation.
+fn mean_std(values: &VecDeque<f64>) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// Whether the group's window starting at `start` meets the rule's condition; keeps the
+/// z-score history.
+fn judge(rule: &AlertRule, g: &mut Group, start: DateTime<Utc>) -> Option<Judgement> {
+    // A group born during this window has a partial count: not a drop.
+    let whole = g.born <= start;
+    let count = g.count as f64;
+    let plain = |value: f64, above: Option<f64>, below: Option<f64>, what: &str| {
+        if let Some(a) = above
+            && value > a
+        {
+            return Some(Judgement {
+                value,
+                expected: format!("at most {}", fmt_value(a)),
+                summary: format!("{what} above threshold"),
+                severity: None,
+            });
+        }
+        if let Some(b) = below
+            && value < b
+            && whole
+        {
+            return Some(Judgement {
+                value,
+                expected: format!("at least {}", fmt_value(b)),
+                summary: format!("{what} below threshold"),
+                severity: None,
+            });
+        }
+        None
+    };
+    match &rule.kind {
+        AlertKind::Rate { above, below } => plain(count, *above, *below, "rate"),
+        AlertKind::Ratio {
+            above,
+            below,
+            min_events,
+        } => {
+            if g.total < *min_events || g.total == 0 {
+                return None;
+            }
+            plain(count / g.total as f64, *above, *below, "ratio")
+        }
+        AlertKind::Zscore {
+            series,
+            threshold,
+            history,
+            min_events,
+            direction,
+        } => {
+            let value = match series {
+                Series::Rate => count,
+                Series::Ratio => {
+                    if g.total < *min_events || g.total == 0 {
+                        return None;
+                    }
+                    count / g.total as f64
+                }
+            };
+            if !whole {
+                return None;
+            }
+            let mut verdict = None;
+            if g.history.len() >= MIN_HISTORY {
+                let (mean, std) = mean_std(&g.history);
+                // A rate judged only when this window or the past had enough events: a
+                // silent source is a drop to judge, unlike the reference detector, which
+                // skips every window with fewer than min_events.
+                let enough = *series == Series::Ratio
+                    || value >= *min_events as f64
+                    || mean >= *min_events as f64;
+                let z = if std > 0.0 {
+                    (value - mean) / std
+                } else if value > 2.0 * mean && value > 0.0 {
+                    // Where the past never varied (errors where there were none), twice the
+                    // mean is the spike.
+                    f64::INFINITY
+                } else if value < mean / 2.0 {
+                    f64::NEG_INFINITY
+                } else {
+                    0.0
+                };
+                let up = z > *threshold && *direction != Direction::Below;
+                let down = z < -*threshold && *direction != Direction::Above;
+                if enough && (up || down) {
+                    let what = match series {
+                        Series::Rate => "rate",
+                        Series::Ratio => "error",
+                    };
+                    let critical = z.abs() > 1.5 * threshold;
+                    verdict = Some(Judgement {
+                        value,
+                        expected: format!(
+                            "{} ± {} (|z| {} > {})",
+                            fmt_value(mean),
+                            fmt_value(std),
+                            if z.is_finite() {
+                                fmt_value((z.abs() * 100.0).round() / 100.0)
+                            } else {
+                                "inf".into()
+                            },
+                            fmt_value(*threshold)
+                        ),
+                        summary: format!("{what} {}", if up { "spike" } else { "drop" }),
+                        severity: Some(if critical { "critical" } else { "warning" }.into()),
+                    });
+                }
+            }
+            // An anomaly is kept out of the history, so one spike does not widen the
+            // deviation enough to hide the next anomaly (the reference detector takes every
+            // value in); once anomalies have lasted a quarter of the history, they are taken
+            // in, so a lasting change of level becomes the new normal.
+            if verdict.is_some() && g.anomalous_run < (*history / 4).max(1) {
+                g.anomalous_run += 1;
+            } else {
+                if verdict.is_none() {
+                    g.anomalous_run = 0;
+                }
+                g.history.push_back(value);
+                while g.history.len() > *history {
+                    g.history.pop_front();
+                }
+            }
+            verdict
+        }
+        AlertKind::Baseline {
+            baseline,
+            min_events,
+            ..
+        } => {
+            let per_minute = count * 60.0 / rule.window.as_secs_f64();
+            let expected_rate = baseline.events_per_minute;
+            if whole
+                && expected_rate > 0.0
+                && (per_minute > 2.0 * expected_rate || per_minute < 0.5 * expected_rate)
+            {
+                return Some(Judgement {
+                    value: per_minute,
+                    expected: format!(
+                        "{}–{} events/min (0.5×–2× the baseline's {})",
+                        fmt_value(0.5 * expected_rate),
+                        fmt_value(2.0 * expected_rate),
+                        fmt_value(expected_rate)
+                    ),
+                    summary: if per_minute > 2.0 * expected_rate {
+                        "rate above baseline".into()
+                    } else {
+                        "rate below baseline".into()
+                    },
+                    severity: None,
+                });
+            }
+            if g.count >= *min_events && g.count > 0 {
+                let ratio = g.total as f64 / count;
+                let limit = 2.0 * baseline.error_ratio;
+                if ratio > limit {
+                    return Some(Judgement {
+                        value: ratio,
+                        expected: format!(
+                            "at most {} (2× the baseline's error ratio {})",
+                            fmt_value(limit),
+                            fmt_value(baseline.error_ratio)
+                        ),
+                        summary: "error ratio above baseline".into(),
+                        severity: None,
+                    });
+                }
+            }
+            None
+        }
+        AlertKind::NewPattern { .. } => None,
+    }
+}

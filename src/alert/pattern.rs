@@ -1,0 +1,511 @@
+//! Message templates for `kind = "new_pattern"`: [`mask`] turns a message into its template (a
+//! pure function over bytes), and [`PatternTable`] remembers the templates seen, bounded, with
+//! a count each, and can be saved to and loaded from a file.
+//!
+//! Masking, token by token (a token starts where the previous byte is not a letter, digit,
+//! `_`, `.`, `-` or `:`):
+//! - a quoted value `"..."` or `'...'` (closed on the same message) becomes `"<*>"`;
+//! - a UUID becomes `<UUID>`, `0x` hex becomes `<HEX>`, a run of 8 or more hex digits holding
+//!   both a digit and a letter (a hash, a container id) becomes `<HEX>`;
+//! - an IPv4 address (with an optional `:port`) becomes `<IP>`, an IPv6 address (hex groups
+//!   with two or more `:`, or `::`) becomes `<IP>`;
+//! - every other run of digits, wherever it is (`user42`, `3.14`), becomes `<N>`.
+//!
+//! Plain masking rather than a Drain-style miner: on the syslog traffic sluice sees, the
+//! variable parts are these values, which masking removes exactly, while Drain also merges
+//! templates that differ in one word (`session opened` and `session closed`), which is the
+//! difference `new_pattern` is meant to report.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+/// Bytes of a template kept: longer messages are cut (their tail rarely decides the template).
+pub const MAX_TEMPLATE_BYTES: usize = 512;
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':')
+}
+
+/// The template of `msg`: its variable values masked (see the module documentation). At most
+/// [`MAX_TEMPLATE_BYTES`] of the message are read.
+pub fn mask(msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    mask_into(msg, &mut out);
+    out
+}
+
+/// [`mask`] into `out` (cleared first), so a caller can reuse one buffer.
+pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let msg = &msg[..msg.len().min(MAX_TEMPLATE_BYTES)];
+    out.reserve(msg.len());
+    let mut i = 0;
+    while i < msg.len() {
+        let b = msg[i];
+        let token_start = i == 0 || !is_word(msg[i - 1]);
+        if (b == b'"' || b == b'\'')
+            && let Some(close) = msg[i + 1..].iter().position(|&c| c == b)
+        {
+            out.extend_from_slice(&[b, b'<', b'*', b'>', b]);
+            i += close + 2;
+            continue;
+        }
+        // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
+        if token_start
+            && (b.is_ascii_hexdigit() || b == b':')
+            && let Some((len, tag)) = value_at(&msg[i..])
+        {
+            out.extend_from_slice(tag);
+            i += len;
+            continue;
+        }
+        if b.is_ascii_digit() {
+            // Digits, with decimal points between them.
+            let mut j = i;
+            while j < msg.len()
+                && (msg[j].is_ascii_digit()
+                    || (msg[j] == b'.' && msg.get(j + 1).is_some_and(u8::is_ascii_digit)))
+            {
+                j += 1;
+            }
+            out.extend_from_slice(b"<N>");
+            i = j;
+            continue;
+        }
+        // Copy the run of bytes up to the next one that may start something to mask, at once.
+        let mut j = i + 1;
+        while j < msg.len() {
+            let c = msg[j];
+            let starts = c.is_ascii_digit()
+                || c == b'"'
+                || c == b'\''
+                || ((c.is_ascii_hexdigit() || c == b':') && !is_word(msg[j - 1]));
+            if starts {
+                break;
+            }
+            j += 1;
+        }
+        out.extend_from_slice(&msg[i..j]);
+        i = j;
+    }
+}
+
+/// A value at the start of `s` that masks as a whole: its length and tag.
+fn value_at(s: &[u8]) -> Option<(usize, &'static [u8])> {
+    // The token: up to the next byte that cannot be part of a value.
+    let end = s
+        .iter()
+        .position(|&b| !(b.is_ascii_hexdigit() || matches!(b, b'-' | b'.' | b':' | b'x' | b'X')))
+        .unwrap_or(s.len());
+    let tok = &s[..end];
+    // A token glued to letters beyond hex (`0xfoo`, `deadbeefzz`) is a word, not a value.
+    let glued = s
+        .get(end)
+        .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    if glued {
+        return None;
+    }
+    if let Some(n) = uuid_len(tok) {
+        return Some((n, b"<UUID>"));
+    }
+    if (tok.starts_with(b"0x") || tok.starts_with(b"0X")) && tok.len() > 2 {
+        let n = 2 + tok[2..]
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        if n > 2 && !tok.get(n).is_some_and(u8::is_ascii_alphanumeric) {
+            return Some((n, b"<HEX>"));
+        }
+    }
+    if let Some(n) = ipv4_len(tok) {
+        return Some((n, b"<IP>"));
+    }
+    if let Some(n) = ipv6_len(tok) {
+        return Some((n, b"<IP>"));
+    }
+    let hex = tok.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let word_ends = !tok.get(hex).is_some_and(|b| b.is_ascii_alphanumeric());
+    if hex >= 8
+        && word_ends
+        && tok[..hex].iter().any(u8::is_ascii_digit)
+        && tok[..hex].iter().any(u8::is_ascii_alphabetic)
+    {
+        return Some((hex, b"<HEX>"));
+    }
+    None
+}
+
+/// 8-4-4-4-12 hex digits.
+fn uuid_len(s: &[u8]) -> Option<usize> {
+    if s.len() < 36 {
+        return None;
+    }
+    let ok = s[..36].iter().enumerate().all(|(i, b)| match i {
+        8 | 13 | 18 | 23 => *b == b'-',
+        _ => b.is_ascii_hexdigit(),
+    });
+    ok.then_some(36)
+}
+
+/// Four dotted decimal octets, and an optional `:port`.
+fn ipv4_len(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    for part in 0..4 {
+        let digits = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 3 {
+            return None;
+        }
+        i += digits;
+        if part < 3 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    if s.get(i) == Some(&b':') {
+        let port = s[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if port > 0 {
+            i += 1 + port;
+        }
+    }
+    Some(i)
+}
+
+/// Hex groups and colons: at least two colons, or `::`, and at least one hex digit.
+fn ipv6_len(s: &[u8]) -> Option<usize> {
+    let n = s
+        .iter()
+        .take_while(|b| b.is_ascii_hexdigit() || **b == b':')
+        .count();
+    let tok = &s[..n];
+    let colons = tok.iter().filter(|b| **b == b':').count();
+    let groups_ok = tok.split(|b| *b == b':').all(|g| g.len() <= 4);
+    let has_hex = tok.iter().any(u8::is_ascii_hexdigit);
+    // A time (12:34:56) is two colons too: it is variable, so masking it is right either way.
+    (groups_ok && has_hex && (colons >= 2 || memchr::memmem::find(tok, b"::").is_some()))
+        .then_some(n)
+}
+
+/// The templates seen, with a count and a last-use stamp each, bounded: when full, the least
+/// recently seen template is forgotten (and would alert again if it came back).
+///
+/// Looked up by a 64-bit keyed hash of the template (SipHash with this table's random keys):
+/// one hash per message and no comparison of template bytes. Two templates taken for one
+/// would need a collision of that hash, about one chance in 10^11 for 10,000 templates, and
+/// the keys are secret, so a sender cannot aim for one.
+#[derive(Debug, Clone)]
+pub struct PatternTable {
+    entries: HashMap<u64, PatternEntry, BuildHasherDefault<Prehashed>>,
+    keys: RandomState,
+    max: usize,
+    /// Use clock: bumped at every lookup, so the smallest stamp is the least recently seen.
+    clock: u64,
+    /// Events looked up since the table was created (or as loaded).
+    pub events: u64,
+    /// Templates forgotten to stay within the bound.
+    pub evicted: u64,
+}
+
+#[derive(Debug, Clone)]
+struct PatternEntry {
+    count: u64,
+    last: u64,
+    text: Box<[u8]>,
+}
+
+/// The hasher of a map whose keys are hashes already.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with it; anything else is folded in, not dropped.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl PatternTable {
+    /// An empty table holding at most `max` templates.
+    pub fn new(max: usize) -> PatternTable {
+        PatternTable {
+            entries: HashMap::default(),
+            keys: RandomState::new(),
+            max: max.max(1),
+            clock: 0,
+            events: 0,
+            evicted: 0,
+        }
+    }
+
+    /// Templates held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn key(&self, template: &[u8]) -> u64 {
+        self.keys.hash_one(template)
+    }
+
+    /// How often `template` was seen (0: never, or forgotten).
+    pub fn count(&self, template: &[u8]) -> u64 {
+        self.entries.get(&self.key(template)).map_or(0, |e| e.count)
+    }
+
+    /// Counts one sight of `template`; true when it was not in the table.
+    pub fn observe(&mut self, template: &[u8]) -> bool {
+        self.clock += 1;
+        self.events += 1;
+        let key = self.key(template);
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.count += 1;
+            e.last = self.clock;
+            return false;
+        }
+        self.insert(key, template.into(), 1);
+        true
+    }
+
+    fn insert(&mut self, key: u64, text: Box<[u8]>, count: u64) {
+        if self.entries.len() >= self.max {
+            // Evicting is a scan; it happens only once the table is full of distinct
+            // templates, which a well-masked stream reaches rarely.
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last)
+                .map(|(k, _)| *k)
+            {
+                self.entries.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
+        self.entries.insert(
+            key,
+            PatternEntry {
+                count,
+                last: self.clock,
+                text,
+            },
+        );
+    }
+
+    /// Every template with its count, most frequent first.
+    pub fn frequencies(&self) -> Vec<(&[u8], u64)> {
+        let mut v: Vec<(&[u8], u64)> = self.entries.values().map(|e| (&*e.text, e.count)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v
+    }
+
+    /// Writes the table: a header line `events N`, then `COUNT<TAB>TEMPLATE` per line, the
+    /// template's backslashes, tabs and line ends escaped. Written to a temporary file and
+    /// renamed, so a crash leaves the old file or the new one.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            writeln!(f, "events {}", self.events)?;
+            for (t, count) in self.frequencies() {
+                write!(f, "{count}\t")?;
+                f.write_all(&escape(t))?;
+                f.write_all(b"\n")?;
+            }
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads a table [`save`](Self::save) wrote, keeping at most `max` templates (the most
+    /// frequent). Lines that do not parse are skipped.
+    pub fn load(path: &Path, max: usize) -> std::io::Result<PatternTable> {
+        let f = std::io::BufReader::new(std::fs::File::open(path)?);
+        let mut table = PatternTable::new(max);
+        for line in f.split(b'\n') {
+            let line = line?;
+            if let Some(n) = line.strip_prefix(b"events ") {
+                table.events = std::str::from_utf8(n)
+                    .ok()
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0);
+                continue;
+            }
+            let Some(tab) = line.iter().position(|b| *b == b'\t') else {
+                continue;
+            };
+            let Some(count) = std::str::from_utf8(&line[..tab])
+                .ok()
+                .and_then(|c| c.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if table.entries.len() >= table.max {
+                break;
+            }
+            let text = unescape(&line[tab + 1..]);
+            let key = table.key(&text);
+            table.clock += 1;
+            table.insert(key, text.into(), count);
+        }
+        // The file lists the most frequent first: they are the last to be forgotten.
+        let n = table.clock;
+        for e in table.entries.values_mut() {
+            e.last = n + 1 - e.last;
+        }
+        Ok(table)
+    }
+}
+
+fn escape(t: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len());
+    for &b in t {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+fn unescape(t: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len());
+    let mut it = t.iter();
+    while let Some(&b) = it.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match it.next() {
+            Some(b't') => out.push(b'\t'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(&o) => out.push(o),
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn m(s: &str) -> String {
+        String::from_utf8(mask(s.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn masks_each_kind_of_value() {
+        assert_eq!(
+            m("Accepted password for root from 10.0.0.7 port 52144 ssh2"),
+            "Accepted password for root from <IP> port <N> ssh<N>"
+        );
+        assert_eq!(
+            m("request 6f1c2a9e-03b4-4c1d-9e2f-0a1b2c3d4e5f took 12.5 ms"),
+            "request <UUID> took <N> ms"
+        );
+        assert_eq!(m("fault at 0xdeadBEEF in mod"), "fault at <HEX> in mod");
+        assert_eq!(m("peer 2001:db8::8a2e:370:7334 up"), "peer <IP> up");
+        assert_eq!(m("peer fe80::1 up"), "peer <IP> up");
+        assert_eq!(
+            m("connect to 192.168.1.20:8080 failed"),
+            "connect to <IP> failed"
+        );
+        assert_eq!(m(r#"user "alice" not found"#), r#"user "<*>" not found"#);
+        assert_eq!(m("file 'a b.txt' missing"), "file '<*>' missing");
+        assert_eq!(m("image sha 3f9a0c1bd2e4 pulled"), "image sha <HEX> pulled");
+        // Words stay words: hex letters alone, or glued to other letters, are not values.
+        assert_eq!(m("deadbeef cafe added"), "deadbeef cafe added");
+        assert_eq!(m("0xfoo and abc123xyz"), "<N>xfoo and abc<N>xyz");
+        // An unclosed quote is kept.
+        assert_eq!(m("it's 5"), "it's <N>");
+    }
+
+    #[test]
+    fn table_is_bounded_lru_with_counts() {
+        let mut t = PatternTable::new(2);
+        assert!(t.observe(b"a"));
+        assert!(t.observe(b"b"));
+        assert!(!t.observe(b"a"));
+        // "b" is the least recently seen: it goes.
+        assert!(t.observe(b"c"));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.count(b"a"), 2);
+        assert_eq!(t.count(b"b"), 0);
+        assert_eq!(t.evicted, 1);
+        assert_eq!(t.events, 4);
+    }
+
+    #[test]
+    fn table_saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        let mut t = PatternTable::new(10);
+        for tpl in [&b"a\tb"[..], b"c\\d\ne", b"c\\d\ne", b"plain"] {
+            t.observe(tpl);
+        }
+        t.save(&path).unwrap();
+        let back = PatternTable::load(&path, 10).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back.events, 4);
+        assert_eq!(back.count(b"c\\d\ne"), 2);
+        assert_eq!(back.count(b"a\tb"), 1);
+        // Loaded with a smaller bound: the most frequent are kept.
+        let small = PatternTable::load(&path, 1).unwrap();
+        assert_eq!(small.len(), 1);
+        assert_eq!(small.count(b"c\\d\ne"), 2);
+        // After a load, the most frequent is the last to be forgotten.
+        let mut back = PatternTable::load(&path, 3).unwrap();
+        assert!(back.observe(b"new"));
+        assert_eq!(back.count(b"c\\d\ne"), 2);
+        assert_eq!(back.len(), 3);
+    }
+
+    proptest! {
+        /// Masking never panics, and masking a template again changes nothing but what
+        /// masking itself introduced (`<N>`, `<IP>` ... hold no digits): a fixed point.
+        #[test]
+        fn mask_is_total_and_idempotent(msg in proptest::collection::vec(any::<u8>(), 0..150)) {
+            let once = mask(&msg);
+            prop_assert_eq!(mask(&once), once.clone());
+            prop_assert!(!once.iter().any(u8::is_ascii_digit));
+        }
+
+        /// The values masking removes do not change the template.
+        #[test]
+        fn values_do_not_change_the_template(
+            a in 0u32..u32::MAX, b in any::<[u8; 4]>(), c in any::<u128>(), d in any::<[u16; 8]>(),
+            q in "[a-zA-Z0-9 ._-]{0,20}",
+        ) {
+            let ip4 = format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]);
+            let uuid = format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", c >> 96, (c >> 80) & 0xffff,
+                (c >> 64) & 0xffff, (c >> 48) & 0xffff, c & 0xffff_ffff_ffff);
+            let ip6 = std::net::Ipv6Addr::from(d).to_string();
+            let msg = format!("job {a} from {ip4} id {uuid} peer {ip6} at 0x{a:x} user \"{q}\" done");
+            prop_assert_eq!(
+                m(&msg),
+                "job <N> from <IP> id <UUID> peer <IP> at <HEX> user \"<*>\" done"
+            );
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! The rules in simulated time: events are fed with the clock the test chooses, so windows,
+//! `for`, re-sends and resolutions are exact. And the `[[alert]]` config, errors included.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::engine::{AlertState, Engine, Notice};
+use super::pattern::mask;
+use crate::config::Config;
+use crate::event::Event;
+use crate::parse::{ParseOptions, Zone, parse};
+
+const BASE: &str = r#"
+[listen.udp]
+kind = "udp"
+address = "127.0.0.1:5514"
+
+[output.am]
+kind = "alertmanager"
+url = "http://127.0.0.1:9093"
+
+[output.hook]
+kind = "webhook"
+url = "http://127.0.0.1:9000/hook"
+
+[[route]]
+to = ["hook"]
+"#;
+
+fn config(alerts: &str) -> Result<Config, Vec<String>> {
+    Config::from_toml_str(&format!("{BASE}{alerts}"), "t.toml")
+        .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+}
+
+fn engine(alerts: &str) -> (Engine, Vec<Arc<crate::metrics::AlertMetrics>>) {
+    let c = config(alerts).unwrap_or_else(|e| panic!("{e:#?}"));
+    let metrics: Vec<_> = c.alerts.iter().map(|_| Arc::default()).collect();
+    (Engine::new(&c.alerts, metrics.clone()), metrics)
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn event(pri: u8, host: &str, msg: &str) -> Event {
+    let raw = bytes::Bytes::from(format!(
+        "<{pri}>1 2026-03-01T00:00:00Z {host} app - - - {msg}"
+    ));
+    let now = t0();
+    Event {
+        parsed: parse(&raw, &ParseOptions::new(now, Zone::Local)),
+        raw,
+        received_at: now,
+        source: None,
+        listener: "udp".into(),
+        tls_peer: None,
+        truncated: false,
+    }
+}
+
+/// Feeds `n` events spread evenly over `[start, start + secs)`.
+fn feed(e: &mut Engine, ev: &Event, start: DateTime<Utc>, secs: i64, n: usize) {
+    for i in 0..n {
+        let at = start + TimeDelta::milliseconds(secs * 1000 * i as i64 / n.max(1) as i64);
+        e.observe(ev, at);
+    }
+}
+
+fn states(ns: &[Notice]) -> Vec<(AlertState, bool)> {
+    ns.iter().map(|n| (n.state, n.resend)).collect()
+}
+
+#[test]
+fn rate_fires_after_for_once_and_resolves() {
+    let (mut e, m) = engine(
+        r#"
+[[alert]]
+name = "ssh_fail_burst"
+kind = "rate"
+selector = "auth,authpriv.*"
+message = "Failed password"
+by = ["hostname"]
+window = "1m"
+above = 100
+for = "2m"
+to = ["am", "hook"]
+"#,
+    );
+    let fail = event(4 * 8 + 5, "web1", "Failed password for root from 10.0.0.1");
+    let other = event(4 * 8 + 5, "web1", "Accepted password for root");
+    e.advance(t0());
+    // Minute 0: 50 failures (fine). Minutes 1..5: 150 each (above).
+    feed(&mut e, &fail, t0(), 60, 50);
+    feed(&mut e, &other, t0(), 60, 500);
+    for minute in 1..5 {
+        feed(&mut e, &fail, t0() + TimeDelta::minutes(minute), 60, 150);
+    }
+    e.advance(t0() + TimeDelta::minutes(5));
+    let ns = e.take_notices();
+    // Condition first held at the end of minute 1 (t=2m); for 2m: fires at t=4m. One firing,
+    // then a re-send one resend_interval (1m) later, at t=5m.
+    assert_eq!(
+        states(&ns),
+        vec![(AlertState::Firing, false), (AlertState::Firing, true)],
+        "{ns:#?}"
+    );
+    assert_eq!(ns[0].starts_at, t0() + TimeDelta::minutes(4));
+    assert_eq!(ns[0].labels, vec![("hostname".into(), "web1".into())]);
+    assert_eq!(ns[0].value, 150.0);
+    assert_eq!(ns[0].expected, "at most 100");
+    // endsAt four re-send intervals ahead, so Alertmanager keeps it while re-sent.
+    assert_eq!(ns[0].ends_at, t0() + TimeDelta::minutes(8));
+    assert_eq!(ns[1].ends_at, t0() + TimeDelta::minutes(9));
+    assert_eq!(e.firing(0), 1);
+    assert_eq!(crate::metrics::get(&m[0].fired), 1);
+    assert_eq!(crate::metrics::get(&m[0].events), 50 + 4 * 150);
+    // Minute 5: quiet again: resolved at its end.
+    feed(&mut e, &fail, t0() + TimeDelta::minutes(5), 60, 10);
+    e.advance(t0() + TimeDelta::minutes(6));
+    let ns = e.take_notices();
+    assert_eq!(states(&ns), vec![(AlertState::Resolved, false)], "{ns:#?}");
+    assert_eq!(ns[0].starts_at, t0() + TimeDelta::minutes(4));
+    assert_eq!(ns[0].ends_at, t0() + TimeDelta::minutes(6));
+    assert_eq!(e.firing(0), 0);
+    assert_eq!(crate::metrics::get(&m[0].resolved), 1);
+}
+
+#[test]
+fn groups_are_bounded_and_refusals_counted() {
+    let (mut e, m) = engine(
+        r#"
+[[alert]]
+name = "per_host"
+kind = "rate"
+by = ["hostname"]
+above = 5
+max_groups = 3
+"#,
+    );
+    e.advance(t0());
+    for h in 0..5 {
+        let ev = event(14, &format!("h{h}"), "x");
+        feed(&mut e, &ev, t0(), 60, 10);
+    }
+    e.advance(t0() + TimeDelta::minutes(1));
+    let ns = e.take_notices();
+    assert_eq!(ns.len(), 3, "{ns:#?}");
+    assert_eq!(crate::metrics::get(&m[0].groups_refused), 20);
+    assert_eq!(crate::metrics::get(&m[0].groups), 3);
+}
+
+#[test]
+fn rate_below_finds_a_silent_host() {
+    let (mut e, _) = engine(
+        r#"
+[[alert]]
+name = "host_silent"
+kind = "rate"
+by = ["hostname"]
+below = 1
+"#,
+    );
+    let a = event(14, "a", "tick");
+    let b = event(14, "b", "tick");
+    e.advance(t0());
+    for minute in 0..3 {
+        feed(&mut e, &a, t0() + TimeDelta::minutes(minute), 60, 30);
+        feed(&mut e, &b, t0() + TimeDelta::minutes(minute), 60, 30);
+    }
+    // b falls silent in minute 3.
+    feed(&mut e, &a, t0() + TimeDelta::minutes(3), 60, 30);
+    e.advance(t0() + TimeDelta::minutes(4));
+    let ns = e.take_notices();
+    assert_eq!(ns.len(), 1, "{ns:#?}");
+    assert_eq!(ns[0].labels, vec![("hostname".into(), "b".into())]);
+    assert_eq!(ns[0].summary, "rate below threshold");
+    assert_eq!(ns[0].value, 0.0);
+}
+
+#[test]
+fn ratio_counts_matched_over_total() {
+    let (mut e, _) = engine(
+        r#"
+[[alert]]
+name = "error_ratio"
+kind = "ratio"
+selector = "*.err"
+total_selector = "*.*"
+above = 0.2
+min_events = 10
+"#,
+    );
+    let ok = event(14, "a", "fine");
+    let err = event(11, "a", "broken");
+    e.advance(t0());
+    feed(&mut e, &ok, t0(), 60, 90);
+    feed(&mut e, &err, t0(), 60, 10);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(1), 60, 70);
+    feed(&mut e, &err, t0() + TimeDelta::minutes(1), 60, 30);
+    e.advance(t0() + TimeDelta::minutes(2));
+    let ns = e.take_notices();
+    assert_eq!(ns.len(), 1, "{ns:#?}");
+    assert_eq!(ns[0].value, 0.3);
+    assert_eq!(ns[0].starts_at, t0() + TimeDelta::minutes(2));
+}
+
+#[test]
+fn zscore_flags_spikes_and_drops_like_the_reference() {
+    let (mut e, _) = engine(
+        r#"
+[[alert]]
+name = "volume"
+kind = "zscore"
+window = "1m"
+threshold = 3.0
+"#,
+    );
+    let ev = event(14, "a", "x");
+    e.advance(t0());
+    // Ten minutes of 100 ± 5, then a spike of 300, then back, then a drop to 0.
+    let counts = [
+        100, 95, 105, 100, 98, 102, 97, 103, 100, 99, 300, 101, 100, 0, 100,
+    ];
+    for (minute, n) in counts.iter().enumerate() {
+        feed(
+            &mut e,
+            &ev,
+            t0() + TimeDelta::minutes(minute as i64),
+            60,
+            *n,
+        );
+    }
+    e.advance(t0() + TimeDelta::minutes(counts.len() as i64));
+    let ns = e.take_notices();
+    let got: Vec<(AlertState, &str, &str)> = ns
+        .iter()
+        .filter(|n| !n.resend)
+        .map(|n| (n.state, n.summary.as_str(), n.severity.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (AlertState::Firing, "rate spike", "critical"),
+            (AlertState::Resolved, "rate spike", "critical"),
+            (AlertState::Firing, "rate drop", "critical"),
+            (AlertState::Resolved, "rate drop", "critical"),
+        ],
+        "{ns:#?}"
+    );
+    assert_eq!(ns[0].starts_at, t0() + TimeDelta::minutes(11));
+}
+
+#[test]
+fn zscore_on_errors_where_there_were_none() {
+    let (mut e, _) = engine(
+        r#"
+[[alert]]
+name = "errors"
+kind = "zscore"
+series = "ratio"
+selector = "*.err"
+"#,
+    );
+    let ok = event(14, "a", "x");
+    let err = event(11, "a", "y");
+    e.advance(t0());
+    for minute in 0..6 {
+        feed(&mut e, &ok, t0() + TimeDelta::minutes(minute), 60, 100);
+    }
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(6), 60, 90);
+    feed(&mut e, &err, t0() + TimeDelta::minutes(6), 60, 10);
+    e.advance(t0() + TimeDelta::minutes(7));
+    let ns = e.take_notices();
+    assert_eq!(ns.len(), 1, "{ns:#?}");
+    assert_eq!(ns[0].summary, "error spike");
+    assert_eq!(ns[0].value, 0.1);
+}
+
+/// The new-pattern detector is not fooled by numbers, ids and addresses: 10,000 messages from
+/// 20 templates with random values give exactly 20 patterns.
+#[test]
+fn ten_thousand_messages_from_twenty_templates_are_twenty_patterns() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    type Template = fn(&mut dyn FnMut() -> u64) -> String;
+    let templates: [Template; 20] = [
+        |r| {
+            format!(
+                "Accepted password for user{} from {}.{}.{}.{} port {} ssh2",
+                r() % 1000,
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 65536
+            )
+        },
+        |r| {
+            format!(
+                "Failed password for invalid user admin from 10.{}.{}.{} port {}",
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 65536
+            )
+        },
+        |r| {
+            format!(
+                "session {} opened for user root by (uid={})",
+                r() % 100000,
+                r() % 1000
+            )
+        },
+        |r| {
+            format!(
+                "request id={:08x}-{:04x}-{:04x}-{:04x}-{:012x} completed in {} ms",
+                r() as u32,
+                r() as u16,
+                r() as u16,
+                r() as u16,
+                r() & 0xffff_ffff_ffff,
+                r() % 5000
+            )
+        },
+        |r| {
+            format!(
+                "segfault at 0x{:x} ip 0x{:x} sp 0x{:x} error 4",
+                r(),
+                r(),
+                r()
+            )
+        },
+        |r| {
+            format!(
+                "GET /api/items/{} HTTP/1.1 {} {}",
+                r() % 100000,
+                200 + r() % 300,
+                r() % 100000
+            )
+        },
+        |r| {
+            format!(
+                "connection from [{:x}:{:x}::{:x}]:{} closed",
+                r() as u16,
+                r() as u16,
+                r() as u16,
+                r() % 65536
+            )
+        },
+        |r| {
+            format!(
+                "user \"{}\" not found",
+                ["alice", "bob", "carol x", "d'angelo"][(r() % 4) as usize]
+            )
+        },
+        |r| {
+            format!(
+                "disk /dev/nvme{}n1 usage at {}.{}%",
+                r() % 4,
+                r() % 100,
+                r() % 10
+            )
+        },
+        |r| {
+            format!(
+                "kernel: eth0: link up, {} Mbps, full duplex",
+                [100, 1000, 10000][(r() % 3) as usize]
+            )
+        },
+        |r| {
+            format!(
+                "cron job '{}' finished with status {}",
+                ["backup", "rotate logs", "sync"][(r() % 3) as usize],
+                r() % 3
+            )
+        },
+        |r| {
+            format!(
+                "container {:012x} started",
+                r() & 0xffff_ffff_ffff | 0xa0_0000_0000
+            )
+        },
+        |r| {
+            format!(
+                "DHCPACK on 192.168.{}.{} to {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 256
+            )
+        },
+        |r| {
+            format!(
+                "temperature {}.{} C above threshold {} C",
+                r() % 100,
+                r() % 10,
+                r() % 100
+            )
+        },
+        |r| format!("queue depth {} exceeds {}", r() % 1_000_000, r() % 1000),
+        |r| format!("backup of volume vol-{} took {}s", r() % 10000, r() % 10000),
+        |r| {
+            format!(
+                "login failure for '{}' from {}.{}.{}.{}:{}",
+                ["x", "y y"][(r() % 2) as usize],
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 256,
+                r() % 65536
+            )
+        },
+        |r| {
+            format!(
+                "retrying in {} seconds (attempt {} of {})",
+                r() % 60,
+                r() % 10,
+                r() % 10
+            )
+        },
+        |r| {
+            format!(
+                "checksum mismatch: expected {:016x} got {:016x}",
+                r() | 1,
+                r() | 1
+            )
+        },
+        |r| format!("worker {} exited with code {}", r() % 64, r() % 256),
+    ];
+    let mut table = super::pattern::PatternTable::new(1000);
+    for i in 0..10_000 {
+        let msg = templates[i % 20](&mut next);
+        table.observe(&mask(msg.as_bytes()));
+    }
+    let patterns: Vec<String> = table
+        .frequencies()
+        .iter()
+        .map(|(t, _)| String::from_utf8_lossy(t).into_owned())
+        .collect();
+    assert_eq!(table.len(), 20, "{patterns:#?}");
+}
+
+#[test]
+fn new_pattern_learns_during_warmup_then_alerts_once_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!(
+        r#"
+[daemon]
+state_dir = "{}"
+
+[[alert]]
+name = "new_log_pattern"
+kind = "new_pattern"
+selector = "*.*"
+warmup_events = 100
+window = "5m"
+to = ["am"]
+"#,
+        dir.path().display()
+    );
+    // [daemon] must come before the base's tables in TOML: put the rule text first.
+    let text = format!("{rules}{BASE}");
+    let c = Config::from_toml_str(&text, "t.toml").unwrap();
+    let mut e = Engine::new(&c.alerts, vec![Arc::default()]);
+    for i in 0..100 {
+        e.observe(&event(14, "a", &format!("template {} seen", i % 7)), t0());
+        e.observe(&event(14, "a", &format!("other {i}")), t0());
+    }
+    assert!(e.take_notices().is_empty());
+    // After the warm-up: a new template alerts, once; its values do not make it new again.
+    e.observe(
+        &event(14, "a", "disk 3 failed"),
+        t0() + TimeDelta::minutes(1),
+    );
+    e.observe(
+        &event(14, "a", "disk 4 failed"),
+        t0() + TimeDelta::minutes(1),
+    );
+    e.observe(
+        &event(14, "a", "template 9 seen"),
+        t0() + TimeDelta::minutes(1),
+    );
+    let ns = e.take_notices();
+    assert_eq!(ns.len(), 1, "{ns:#?}");
+    assert_eq!(
+        ns[0].labels,
+        vec![("pattern".into(), "disk <N> failed".into())]
+    );
+    // Resolved one window after it fired.
+    e.advance(t0() + TimeDelta::minutes(7));
+    let ns = e.take_notices();
+    assert_eq!(states(&ns), vec![(AlertState::Resolved, false)]);
+    e.save();
+    // A restart loads the table: nothing known alerts again, the warm-up is over.
+    let mut e = Engine::new(&c.alerts, vec![Arc::default()]);
+    assert_eq!(e.patterns(0).unwrap().len(), 3);
+    e.observe(
+        &event(14, "a", "disk 7 failed"),
+        t0() + TimeDelta::minutes(8),
+    );
+    e.observe(
+        &event(14, "a", "fan 2 stopped"),
+        t0() + TimeDelta::minutes(8),
+    );
+    let ns = e.take_notices();
+    assert_eq!(ns.len(), 1, "{ns:#?}");
+    assert_eq!(ns[0].labels[0].1, "fan <N> stopped");
+}
+
+#[test]
+fn config_errors_name_key_and_line() {
+    let errs = config(
+        r#"
+[[alert]]
+name = "a"
+kind = "rate"
+above = 1
+colour = "red"
+
+[[alert]]
+name = "b"
+kind = "sometimes"
+
+[[alert]]
+name = "c"
+kind = "rate"
+above = 1
+to = ["nowhere"]
+
+[[alert]]
+name = "d"
+kind = "rate"
+threshold = 2.0
+by = ["planet"]
+"#,
+    )
+    .unwrap_err();
+    let want = [
+        "t.toml:21:1: alert[0].colour: unknown key",
+        "t.toml:25:8: alert[1].kind: unknown alert kind \"sometimes\"",
+        "t.toml:31:6: alert[2].to: no output named \"nowhere\"",
+        "t.toml:33:1: alert[3].above: missing",
+        "t.toml:36:1: alert[3].threshold: not valid for kind = \"rate\"",
+        "t.toml:37:6: alert[3].by: unknown field \"planet\"",
+    ];
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    for (got, want) in errs.iter().zip(want) {
+        assert!(
+            got.starts_with(want),
+            "{got}\n  does not start with\n{want}"
+        );
+    }
+}
+
+#[test]
+fn baseline_rule_applies_the_reference_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.json");
+    super::baseline::Baseline {
+        events: 6000,
+        errors: 60,
+        span_seconds: 3600.0,
+        events_per_minute: 100.0,
+        error_ratio: 0.01,
+        patterns: Vec::new(),
+    }
+    .save(&path)
+    .unwrap();
+    let (mut e, _) = engine(&format!(
+        "[[alert]]\nname = \"vs\"\nkind = \"baseline\"\nbaseline = \"{}\"\n",
+        path.display()
+    ));
+    let ok = event(14, "a", "x");
+    let err = event(11, "a", "y");
+    e.advance(t0());
+    // Minute 0: 150/min, 1% errors: within 0.5x-2x and under 2x the error ratio.
+    feed(&mut e, &ok, t0(), 60, 148);
+    feed(&mut e, &err, t0(), 60, 2);
+    // Minute 1: 250/min: above 2x. Minute 3: 40/min: below 0.5x. Minute 5: 100/min with 5%
+    // errors: above 2x the error ratio. Minutes 2 and 4: normal.
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(1), 60, 250);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(2), 60, 100);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(3), 60, 40);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(4), 60, 100);
+    feed(&mut e, &ok, t0() + TimeDelta::minutes(5), 60, 95);
+    feed(&mut e, &err, t0() + TimeDelta::minutes(5), 60, 5);
+    e.advance(t0() + TimeDelta::minutes(6));
+    let got: Vec<(AlertState, String)> = e
+        .take_notices()
+        .into_iter()
+        .filter(|n| !n.resend)
+        .map(|n| (n.state, n.summary))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (AlertState::Firing, "rate above baseline".to_string()),
+            (AlertState::Resolved, "rate above baseline".to_string()),
+            (AlertState::Firing, "rate below baseline".to_string()),
+            (AlertState::Resolved, "rate below baseline".to_string()),
+            (AlertState::Firing, "error ratio above baseline".to_string()),
+        ]
+    );
+}

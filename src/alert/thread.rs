@@ -1,0 +1,187 @@
+//! The alert engine's thread, `alert-engine`: it owns every rule's state ([`Engine`]), takes
+//! batches of events from its queue ([`super::feed`]), judges the windows as they end (every
+//! second at least, busy or idle) and turns each firing, re-send and resolution into an
+//! alert event ([`super::notice`]) for the rule's `to` outputs (without waiting: an output
+//! without room drops and counts it, in its `dropped_queue_full` and the rule's
+//! `notices_dropped`) and, with `[daemon] alert_listener`, into the pipeline as if read by that
+//! listener, so routes can write or forward it. Re-sends go to `alertmanager` outputs only,
+//! which expire alerts that are not re-sent.
+//!
+//! It runs on the output threads' loop ([`crate::output::Sink`]), as one more sink.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::AlertRule;
+use super::engine::Engine;
+use super::feed::{ALERT_QUEUE_EVENTS, AlertFeed};
+use super::notice::to_event;
+use crate::event::Event;
+use crate::listen::{Dispatcher, Pipeline};
+use crate::metrics::{self, AlertMetrics, Metrics};
+use crate::output::{OutputHandle, QueueConfig, Sink, WhenFull};
+use crate::parse::Zone;
+
+/// How often the engine judges windows and re-sends when no event comes.
+const TICK: Duration = Duration::from_secs(1);
+/// How often changed pattern tables are saved (and at the stop).
+const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// The listener name alert events carry when no `alert_listener` injects them.
+const ENGINE_LISTENER: &str = "alert-engine";
+
+/// An output a rule's notices go to.
+#[derive(Clone)]
+pub struct Target {
+    /// Its queue.
+    pub handle: OutputHandle,
+    /// Whether it is an `alertmanager` output (the one kind that takes re-sends).
+    pub alertmanager: bool,
+}
+
+/// Where alert events enter the pipeline: `[daemon] alert_listener`.
+pub struct Injector {
+    /// The pipeline (weak: it holds the engine's queue, and the engine must not keep it).
+    pub pipeline: Weak<Pipeline>,
+    /// The listener name the events carry.
+    pub listener: Arc<str>,
+}
+
+/// What the engine is started with.
+pub struct EngineStart {
+    /// The rules, in config order.
+    pub rules: Vec<Arc<AlertRule>>,
+    /// Per rule, its `to` outputs.
+    pub targets: Vec<Vec<Target>>,
+    /// The internal listener, if any.
+    pub inject: Option<Injector>,
+    /// Every counter (the rules' and the feed's).
+    pub metrics: Arc<Metrics>,
+    /// The engine this one replaces on a reload: the new one starts once it has saved its
+    /// pattern tables.
+    pub predecessor: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the engine's thread: the feed for dispatchers, and the thread to join at the stop.
+pub fn start(s: EngineStart) -> anyhow::Result<(AlertFeed, std::thread::JoinHandle<()>)> {
+    let mut checks = Vec::new();
+    for r in &s.rules {
+        checks.push(r.matchers.clone());
+        checks.extend(r.total.clone());
+    }
+    let rule_metrics: Vec<Arc<AlertMetrics>> =
+        s.rules.iter().map(|r| s.metrics.alert(&r.name)).collect();
+    let listener: Arc<str> = s
+        .inject
+        .as_ref()
+        .map_or_else(|| Arc::from(ENGINE_LISTENER), |i| i.listener.clone());
+    let sink = AlertSink {
+        rules: s.rules,
+        rule_metrics,
+        engine: None,
+        targets: s.targets,
+        inject: s.inject,
+        listener,
+        host: crate::sys::hostname().unwrap_or_default(),
+        last_save: Instant::now(),
+    };
+    let queue = QueueConfig {
+        max_events: ALERT_QUEUE_EVENTS,
+        when_full: WhenFull::DropNewest,
+        ..QueueConfig::default()
+    };
+    let running = crate::output::start_sink_thread(
+        "alert-engine".into(),
+        queue,
+        Box::new(sink),
+        TICK,
+        s.metrics.alert_feed.clone(),
+        s.predecessor,
+    )?;
+    Ok((AlertFeed::new(checks, running.handle), running.thread))
+}
+
+struct AlertSink {
+    rules: Vec<Arc<AlertRule>>,
+    rule_metrics: Vec<Arc<AlertMetrics>>,
+    /// Made at the first batch or tick, on the thread, after the predecessor has saved.
+    engine: Option<Engine>,
+    targets: Vec<Vec<Target>>,
+    inject: Option<Injector>,
+    listener: Arc<str>,
+    host: String,
+    last_save: Instant,
+}
+
+impl AlertSink {
+    fn engine(&mut self) -> &mut Engine {
+        let (rules, metrics) = (&self.rules, &self.rule_metrics);
+        self.engine
+            .get_or_insert_with(|| Engine::new(rules, metrics.clone()))
+    }
+
+    /// Sends the engine's notices to their outputs and the internal listener.
+    fn dispatch(&mut self) {
+        let notices = self.engine().take_notices();
+        if notices.is_empty() {
+            return;
+        }
+        let now = Utc::now();
+        let mut injected: Vec<Arc<Event>> = Vec::new();
+        for n in notices {
+            let ev = Arc::new(to_event(&n, &self.host, self.listener.clone(), now));
+            for t in self.targets.get(n.rule).into_iter().flatten() {
+                if n.resend && !t.alertmanager {
+                    continue;
+                }
+                if t.handle.try_send(vec![ev.clone()]) > 0
+                    && let Some(m) = self.rule_metrics.get(n.rule)
+                {
+                    metrics::add(&m.notices_dropped, 1);
+                }
+            }
+            if !n.resend {
+                injected.push(ev);
+            }
+        }
+        let Some(inject) = &self.inject else { return };
+        let Some(pipeline) = inject.pipeline.upgrade() else {
+            return;
+        };
+        let mut d = Dispatcher::new(pipeline, inject.listener.clone(), Zone::Local);
+        d.feed_no_alerts();
+        for ev in injected {
+            d.push_parsed(ev.raw.clone(), ev.parsed.clone(), false, None, now);
+        }
+        d.flush_nowait();
+    }
+}
+
+impl Sink for AlertSink {
+    fn write_batch(&mut self, batch: &[Arc<Event>]) {
+        let now = Utc::now();
+        let engine = self.engine();
+        engine.advance(now);
+        for ev in batch {
+            engine.count(ev, now);
+        }
+        engine.publish();
+        self.dispatch();
+    }
+
+    fn flush(&mut self) {}
+
+    fn tick(&mut self) {
+        self.engine().advance(Utc::now());
+        self.dispatch();
+        if self.last_save.elapsed() >= SAVE_INTERVAL {
+            self.engine().save();
+            self.last_save = Instant::now();
+        }
+    }
+
+    fn close(&mut self) {
+        self.engine().save();
+    }
+}
