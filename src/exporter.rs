@@ -37,7 +37,7 @@ pub const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Output fields that are levels, not totals.
 const OUTPUT_GAUGES: [&str; 2] = ["queue_depth", "files_open"];
 /// Listener fields that are levels, not totals (`tail` listeners).
-const LISTENER_GAUGES: [&str; 2] = ["files_open", "bytes_behind"];
+const LISTENER_GAUGES: [&str; 3] = ["files_open", "bytes_behind", "files_waiting"];
 /// Alert rule fields that are levels, not totals.
 const ALERT_GAUGES: [&str; 3] = ["firing", "groups", "patterns"];
 

@@ -111,6 +111,11 @@ counters!(
         files_open,
         /// Bytes its files hold beyond what it has read, summed over them (a gauge).
         bytes_behind,
+        /// Files its globs match that wait for a slot under `max_open_files` (a gauge).
+        files_waiting,
+        /// Files closed at their end, unchanged for a scan, to give their slot to a waiting
+        /// file (reopened later where they stopped).
+        files_parked,
         /// Files found shorter than the position read (truncated in place: copytruncate), each
         /// read again from the start.
         file_truncations,

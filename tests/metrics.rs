@@ -123,7 +123,7 @@ fn metrics_endpoint_serves_every_counter_per_listener_and_output() {
     // Every field of every counter set is exposed.
     for field in sluice::metrics::ListenerMetrics::default().snapshot() {
         // The tail listener's levels are gauges.
-        let gauge = ["files_open", "bytes_behind"].contains(&field.0);
+        let gauge = ["files_open", "bytes_behind", "files_waiting"].contains(&field.0);
         let name = format!(
             "sluice_listener_{}{}{{listener=\"udp\"}}",
             field.0,

@@ -663,7 +663,10 @@ to = ["out"]
     assert_eq!(counts.len(), 2000);
     let out = std::fs::read_to_string(d.path("out.log")).unwrap();
     assert!(
-        out.contains(" after - - - seq=00001999"),
+        out.contains(&format!(
+            " after - - [file@32473 path=\"{}\"] seq=00001999",
+            log.display()
+        )),
         "{}",
         &out[out.len() - 200..]
     );
@@ -829,4 +832,176 @@ to = ["out"]
     assert_eq!(relay["facility"], "auth");
     assert_eq!(relay["severity"], "crit");
     assert_eq!(relay["message"], "'su root' failed");
+    // A syslog line's own SD is kept, and the file's element is added to it.
+    assert_eq!(
+        relay["structured_data"]["file@32473"]["path"],
+        logs.join("relay.log").display().to_string(),
+        "{relay}"
+    );
+}
+
+/// The path of each line's file is on its event as `[file@32473 path="..."]`: two files of
+/// one listener told apart in the JSON format, and in the frame a `raw` output writes.
+#[test]
+fn each_event_names_its_file_in_structured_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    // A name that needs SD escaping (`]`) and one that does not.
+    let (a, b) = (logs.join("access.log"), logs.join("err]or.log"));
+    std::fs::write(&a, "GET /a 200\nGET /b 404\n").unwrap();
+    std::fs::write(&b, "upstream timed out\n").unwrap();
+    let config = format!(
+        r#"
+[daemon]
+state_dir = "{d}/state"
+
+[listen.web]
+kind = "tail"
+paths = ["{d}/logs/*.log"]
+start_at = "beginning"
+
+[output.json]
+kind = "file"
+path = "{d}/out.json"
+format = "json"
+
+[output.raw]
+kind = "file"
+path = "{d}/out.raw"
+format = "raw"
+
+[[route]]
+to = ["json", "raw"]
+"#,
+        d = dir.path().display()
+    );
+    let _p = start(dir.path(), &config);
+    let events = wait_json(&dir.path().join("out.json"), 3);
+    let mut got: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            let path = &e["structured_data"]["file@32473"]["path"];
+            (
+                e["message"].as_str().unwrap().to_string(),
+                path.as_str()
+                    .unwrap_or_else(|| panic!("no path in {e}"))
+                    .to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let name = |p: &Path| p.display().to_string();
+    assert_eq!(
+        got,
+        [
+            ("GET /a 200".to_string(), name(&a)),
+            ("GET /b 404".to_string(), name(&a)),
+            ("upstream timed out".to_string(), name(&b)),
+        ]
+    );
+    wait_lines(&dir.path().join("out.raw"), 3);
+    let raw = std::fs::read_to_string(dir.path().join("out.raw")).unwrap();
+    let escaped = name(&b).replace(']', "\\]");
+    assert!(
+        raw.contains(&format!(
+            " web - - [file@32473 path=\"{escaped}\"] upstream timed out\n"
+        )),
+        "{raw}"
+    );
+}
+
+/// With more matching files than `max_open_files`, the others wait (`files_waiting`), and a
+/// file read to its end and unchanged for a scan gives its slot to one of them: every line of
+/// every file comes exactly once, and sluice never holds more than `max_open_files` of them.
+/// A file that gave up its slot goes on from its position when its turn comes again.
+#[test]
+fn max_open_files_rotates_through_waiting_files() {
+    const FILES: usize = 5;
+    const PER_FILE: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = |k: usize| logs.join(format!("app{k}.log"));
+    for k in 0..FILES {
+        let mut text = String::new();
+        for i in k * PER_FILE..(k + 1) * PER_FILE {
+            text.push_str(&seq_line(i));
+            text.push('\n');
+        }
+        std::fs::write(log(k), text).unwrap();
+    }
+    let config = format!(
+        r#"
+[daemon]
+state_dir = "{d}/state"
+metrics_address = "127.0.0.1:0"
+
+[listen.app]
+kind = "tail"
+paths = ["{d}/logs/*.log"]
+start_at = "beginning"
+max_open_files = 2
+scan_interval = "200ms"
+
+[output.out]
+kind = "file"
+path = "{d}/out.log"
+format = "raw"
+
+[[route]]
+to = ["out"]
+"#,
+        d = dir.path().display()
+    );
+    let config_path = dir.path().join("sluice.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let p = Proc::start(Some(&config_path), 1);
+    let metrics = p.addr("metrics");
+    let gauge = |name: &str| {
+        scrape(
+            metrics,
+            &format!("sluice_listener_{name}{{listener=\"app\"}}"),
+        )
+    };
+    // Sampled as often as the poll allows while the files are read: never more than 2 open.
+    let logs_dir = logs.display().to_string();
+    let most_open = std::cell::Cell::new(0);
+    let sample = || {
+        let open = open_fds(p.pid(), &logs_dir).len();
+        most_open.set(most_open.get().max(open));
+    };
+    wait_until("every line of the 5 files", Duration::from_secs(30), || {
+        sample();
+        delivered(dir.path()).len() >= FILES * PER_FILE
+    });
+    let most = most_open.get();
+    assert!(most <= 2, "{most} of the files open at once");
+    assert_eq!(gauge("files_open"), 2);
+    assert_eq!(gauge("files_waiting"), (FILES - 2) as u64);
+    assert!(
+        gauge("files_parked_total") >= (FILES - 2) as u64,
+        "3 files had to give up their slots"
+    );
+
+    // Lines added to every file later come too, each once, read from where each stopped.
+    for k in 0..FILES {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log(k))
+            .unwrap();
+        let i = FILES * PER_FILE + k;
+        f.write_all(format!("{}\n", seq_line(i)).as_bytes())
+            .unwrap();
+    }
+    let n = FILES * PER_FILE + FILES;
+    wait_until("the added lines", Duration::from_secs(30), || {
+        sample();
+        delivered(dir.path()).len() >= n
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    sample();
+    let most = most_open.get();
+    assert!(most <= 2, "{most} of the files open at once");
+    assert_exactly_once(&delivered(dir.path()), n);
 }

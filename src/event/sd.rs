@@ -4,6 +4,7 @@
 //! `[meta sequenceId="123"]`.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Bytes of text (SD-ID, PARAM-NAME, PARAM-VALUE) that one element with one param may hold
 /// without allocating: `meta`, `sequenceId` and a 32-bit counter fit.
@@ -24,6 +25,9 @@ enum Repr {
     Many { text: Vec<u8>, entries: Vec<Entry> },
     /// One element with one param, its text inline: id, name and value lengths in `lens`.
     One { text: [u8; INLINE], lens: [u8; 3] },
+    /// As `Many`, shared: the same SD on every event of a source (a `tail` listener's file
+    /// element) costs a reference count per event, not a copy.
+    Shared(Arc<(Vec<u8>, Vec<Entry>)>),
 }
 
 impl Default for Repr {
@@ -87,24 +91,47 @@ impl StructuredData {
         }
     }
 
+    /// The same SD in a form whose clones share one copy of its text: for SD that
+    /// many events carry unchanged.
+    pub fn shared(self) -> StructuredData {
+        let repr = match self.repr {
+            Repr::Many { text, entries } => Repr::Shared(Arc::new((text, entries))),
+            other => other,
+        };
+        StructuredData { repr }
+    }
+
+    /// The text and entries of a `Many` or `Shared` SD.
+    fn parts(&self) -> Option<(&[u8], &[Entry])> {
+        match &self.repr {
+            Repr::Many { text, entries } => Some((text, entries)),
+            Repr::Shared(shared) => Some((&shared.0, &shared.1)),
+            Repr::One { .. } => None,
+        }
+    }
+
     /// True when the message has no SD (NILVALUE).
     pub fn is_empty(&self) -> bool {
-        match &self.repr {
-            Repr::Many { entries, .. } => entries.is_empty(),
-            Repr::One { .. } => false,
+        match self.parts() {
+            Some((_, entries)) => entries.is_empty(),
+            None => false,
         }
     }
 
     /// Number of SD-ELEMENTs.
     pub fn len(&self) -> usize {
-        match &self.repr {
-            Repr::Many { entries, .. } => entries.iter().filter(|e| e.is_element()).count(),
-            Repr::One { .. } => 1,
+        match self.parts() {
+            Some((_, entries)) => entries.iter().filter(|e| e.is_element()).count(),
+            None => 1,
         }
     }
 
-    /// The buffers to append to; an inline element is moved into them first.
+    /// The buffers to append to; an inline or shared SD is copied into them first.
     fn many(&mut self) -> (&mut Vec<u8>, &mut Vec<Entry>) {
+        if let Repr::Shared(shared) = &self.repr {
+            let (text, entries) = (**shared).clone();
+            self.repr = Repr::Many { text, entries };
+        }
         if let Repr::One { .. } = self.repr {
             let elements = self.to_elements();
             self.repr = Repr::default();
@@ -117,7 +144,7 @@ impl StructuredData {
         }
         match &mut self.repr {
             Repr::Many { text, entries } => (text, entries),
-            Repr::One { .. } => unreachable!("converted above"),
+            Repr::One { .. } | Repr::Shared(_) => unreachable!("converted above"),
         }
     }
 
@@ -145,8 +172,8 @@ impl StructuredData {
     /// The elements in message order.
     pub fn elements(&self) -> impl ExactSizeIterator<Item = SdElementRef<'_>> {
         let (many, one) = match &self.repr {
-            Repr::Many { text, entries } => (Some((text.as_slice(), entries.as_slice())), None),
             Repr::One { text, lens } => (None, Some(inline(text, *lens))),
+            Repr::Many { .. } | Repr::Shared(_) => (self.parts(), None),
         };
         let many = many.into_iter().flat_map(|(text, entries)| {
             entries
@@ -401,5 +428,22 @@ mod tests {
             .flat_map(|e| e.params().collect::<Vec<_>>())
             .collect();
         assert_eq!(params, [("sequenceId", "4294967295"), ("sysUpTime", "37")]);
+    }
+
+    #[test]
+    fn a_shared_sd_reads_as_its_source_and_copies_on_write() {
+        let mut sd = StructuredData::default();
+        sd.push_element("file@32473");
+        sd.push_param("path", &format!("/var/log/{}.log", "x".repeat(40)));
+        let shared = sd.clone().shared();
+        assert!(matches!(shared.repr, Repr::Shared(_)));
+        let copy = shared.clone();
+        assert_eq!(copy, sd);
+        assert_eq!((copy.len(), copy.is_empty()), (1, false));
+        let mut grown = copy.clone();
+        grown.push_element("origin");
+        grown.push_param("ip", "192.0.2.1");
+        assert_eq!(grown.len(), 2);
+        assert_eq!(shared, sd, "the shared copy is untouched");
     }
 }

@@ -146,11 +146,17 @@ impl Dispatcher {
         source: Option<SocketAddr>,
         received_at: DateTime<Utc>,
     ) {
+        let parsed = self.parse(&frame, received_at);
+        self.push_parsed(frame, parsed, truncated, source, received_at);
+    }
+
+    /// Parses `frame` as [`Dispatcher::push`] would, for a listener that adds to the result
+    /// before [`Dispatcher::push_parsed`] (a `tail` listener's file element).
+    pub fn parse(&mut self, frame: &[u8], received_at: DateTime<Utc>) -> crate::event::Parsed {
         if self.opts.received_at().timestamp() != received_at.timestamp() {
             self.opts = ParseOptions::new(received_at, self.opts.zone());
         }
-        let parsed = parse(&frame, &self.opts);
-        self.push_parsed(frame, parsed, truncated, source, received_at);
+        parse(frame, &self.opts)
     }
 
     /// [`Dispatcher::push`] for a frame the listener parsed itself (kmsg records).

@@ -14,6 +14,12 @@
 //! once read to its end and unchanged for a `scan_interval`; deleted: once read to its end, or
 //! after `close_deleted_after` at the latest). A file that shrinks was truncated in place
 //! (copytruncate): it is read again from 0, and counted.
+//!
+//! At most `max_open_files` are held open; further matches wait, and at each scan a file read
+//! to its end and unchanged since the scan before is closed (parked) to give its slot to the
+//! one that waited longest, its position kept to go on from when its turn comes again.
+//! Each event names its file in a `[file@32473 path="..."]` SD element, built once per file
+//! ([`FileTag`]) and shared by its events.
 
 pub mod checkpoint;
 pub mod discovery;
@@ -47,6 +53,7 @@ use crate::decode::{
 };
 use crate::event::{
     Facility, ParseError, ParseErrorKind, ParseFlags, Parsed, Protocol, Severity, Span,
+    StructuredData,
 };
 use crate::metrics::{self, ListenerMetrics};
 use crate::output::format::local_hostname;
@@ -61,6 +68,13 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CLOSE_DELETED_AFTER: Duration = Duration::from_secs(300);
 /// Default `max_open_files`.
 pub const DEFAULT_MAX_OPEN_FILES: usize = 1024;
+/// SD-ID of the element naming the file a line was read from, `[file@32473 path="..."]`.
+/// RFC 5424 §7.2.2: an ID of our own takes the `@` form with an enterprise number; sluice has
+/// none registered and, as for its `sluice@32473` and `alert@32473` elements, uses 32473, the
+/// number IANA reserves for documentation (RFC 5612), so it never clashes with a vendor's.
+pub const FILE_SD_ID: &str = "file@32473";
+/// PARAM-NAME of the file's path in [`FILE_SD_ID`].
+pub const FILE_SD_PATH: &str = "path";
 /// Default `multiline.max_lines`.
 pub const DEFAULT_MULTILINE_MAX_LINES: usize = 500;
 /// Default `multiline.max_bytes`.
@@ -498,6 +512,8 @@ impl ListenerKindSpec for TailSettings {
             prefix: plain_prefix(self.facility, self.severity, local_hostname(), &app_name),
             files: Vec::new(),
             known: HashMap::new(),
+            parked: HashMap::new(),
+            waiting: Vec::new(),
             first_run: false,
             metrics,
             chunk: BytesMut::new(),
@@ -524,15 +540,55 @@ impl ListenerKindSpec for TailSettings {
     }
 }
 
-/// `<PRI>1 - HOSTNAME APP-NAME - - - `: what a plain line is put after, so the event is an RFC
-/// 5424 message (a `raw` output writes it as one).
+/// `<PRI>1 - HOSTNAME APP-NAME - - `: the start of what a plain line is put after, so the event
+/// is an RFC 5424 message (a `raw` output writes it as one); each file's [`FileTag`] adds its
+/// SD element.
 fn plain_prefix(facility: Facility, severity: Severity, host: &str, app: &str) -> Vec<u8> {
     let pri = u16::from(facility.code()) * 8 + u16::from(severity.code());
     // RFC 5424 HOSTNAME: 1 to 255 printable ASCII characters, else NIL.
     let printable =
         !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| (33..=126).contains(&b));
     let host = if printable { host } else { "-" };
-    format!("<{pri}>1 - {host} {app} - - - ").into_bytes()
+    format!("<{pri}>1 - {host} {app} - - ").into_bytes()
+}
+
+/// What every event of one file carries: its frame prefix, ending in the file's SD element
+/// (`[file@32473 path="..."] `), and that element as parsed SD, shared by the events (built
+/// once per file, not per line).
+struct FileTag {
+    prefix: Vec<u8>,
+    sd: StructuredData,
+    /// The path as the SD holds it (lossy UTF-8: PARAM-VALUE is UTF-8).
+    path: String,
+}
+
+impl FileTag {
+    fn new(base: &[u8], path: &Path) -> FileTag {
+        let text = path.to_string_lossy().into_owned();
+        let mut prefix = Vec::with_capacity(base.len() + text.len() + 24);
+        prefix.extend_from_slice(base);
+        prefix.extend_from_slice(b"[");
+        prefix.extend_from_slice(FILE_SD_ID.as_bytes());
+        prefix.extend_from_slice(b" ");
+        prefix.extend_from_slice(FILE_SD_PATH.as_bytes());
+        prefix.extend_from_slice(b"=\"");
+        // RFC 5424 §6.3.3: `"`, `\` and `]` are escaped in a PARAM-VALUE.
+        for b in text.bytes() {
+            if matches!(b, b'"' | b'\\' | b']') {
+                prefix.push(b'\\');
+            }
+            prefix.push(b);
+        }
+        prefix.extend_from_slice(b"\"] ");
+        let mut sd = StructuredData::default();
+        sd.push_element(FILE_SD_ID);
+        sd.push_param(FILE_SD_PATH, &text);
+        FileTag {
+            prefix,
+            sd: sd.shared(),
+            path: text,
+        }
+    }
 }
 
 /// One positions file is one listener's at a time: a listener restarted by a reload waits for
@@ -551,6 +607,8 @@ struct Followed {
     id: FileId,
     /// The name it was last found under.
     path: PathBuf,
+    /// Its events' prefix and SD, naming `path`.
+    tag: FileTag,
     file: File,
     /// Offset of the next byte to read.
     pos: u64,
@@ -565,6 +623,9 @@ struct Followed {
     idle_at: Option<u64>,
     /// When it was seen deleted.
     deleted_at: Option<Instant>,
+    /// Found by the scan and read to its end at this size: at the next scan, if it is still
+    /// that size, it may give its slot to a file waiting for one (`max_open_files`).
+    quiet_at: Option<u64>,
     /// Its first bytes, once [`checkpoint::FINGERPRINT_BYTES`] of them exist.
     fingerprint: Option<Fingerprint>,
 }
@@ -612,8 +673,14 @@ struct Follower {
     positions_path: PathBuf,
     prefix: Vec<u8>,
     files: Vec<Followed>,
-    /// Saved positions of files not found yet.
+    /// Saved positions of files not open: not found yet, or waiting for a slot.
     known: HashMap<FileId, Position>,
+    /// Files closed at their end to give their slot to a waiting file, and when: the longest
+    /// closed is opened first.
+    parked: HashMap<FileId, Instant>,
+    /// Files the last scan found that wait for a slot (`max_open_files`), their positions in
+    /// `known` (saved with the open files').
+    waiting: Vec<FileId>,
     /// There was no positions file: `start_at = "end"` applies to the files found first.
     first_run: bool,
     metrics: Arc<ListenerMetrics>,
@@ -757,6 +824,7 @@ impl Follower {
             self.save();
         }
         metrics::set(&self.metrics.files_open, 0);
+        metrics::set(&self.metrics.files_waiting, 0);
         tracing::info!(listener = %self.name, "tail listener stopped; positions saved");
     }
 
@@ -796,7 +864,8 @@ impl Follower {
         for f in &mut self.files {
             f.matched = false;
         }
-        let mut waiting = 0usize;
+        let mut waiting: Vec<(Option<Instant>, FileId, PathBuf)> = Vec::new();
+        let mut found: Vec<FileId> = Vec::new();
         for path in paths {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
@@ -805,13 +874,20 @@ impl Follower {
                 dev: meta.dev(),
                 ino: meta.ino(),
             };
+            found.push(id);
             if let Some(f) = self.files.iter_mut().find(|f| f.id == id) {
                 f.matched = true;
-                f.path = path;
+                if f.path != path {
+                    f.tag = FileTag::new(&self.prefix, &path);
+                    f.path = path;
+                }
                 continue;
             }
             if self.files.len() >= self.settings.max_open_files {
-                waiting += 1;
+                if first && self.first_run && self.settings.start_at == StartAt::End {
+                    self.start_waiting_at_end(id, &path, meta.len());
+                }
+                waiting.push((self.parked.get(&id).copied(), id, path));
                 continue;
             }
             self.open(path, first, true);
@@ -820,14 +896,106 @@ impl Follower {
             // A file renamed while sluice was down (rotated away) is still read to its end.
             self.find_renamed(&dirs);
         }
-        if waiting > 0
+        // Files that closed their handle for a waiting file and are no longer found by name
+        // (rotated away) are looked for by inode, to be read to their end.
+        let vanished = self.parked.keys().filter(|id| !found.contains(id)).count();
+        // Parked now, they wait behind the others.
+        let now = Instant::now();
+        for (id, path) in self.park_quiet(waiting.len() + vanished, now) {
+            waiting.push((Some(now), id, path));
+        }
+        if vanished > 0 {
+            self.find_renamed(&dirs);
+        }
+        // The files that waited longest first: never opened, then those parked longest ago.
+        waiting.sort_by_key(|w| w.0);
+        self.waiting.clear();
+        for (_, id, path) in waiting {
+            if self.files.len() < self.settings.max_open_files {
+                self.open(path, first, true);
+            }
+            if !self.files.iter().any(|f| f.id == id) {
+                self.waiting.push(id);
+            }
+        }
+        // Parked files neither found nor reopened are gone (deleted, or renamed out of the
+        // globs' directories): nothing to resume.
+        let (known, waiting) = (&mut self.known, &self.waiting);
+        self.parked.retain(|id, _| {
+            let keep = waiting.contains(id);
+            if !keep {
+                known.remove(id);
+            }
+            keep
+        });
+        if !self.waiting.is_empty()
             && let Some(suppressed) = self.log.allow()
         {
-            tracing::warn!(listener = %self.name, waiting, max_open_files = self.settings.max_open_files, suppressed,
-                "more files match than max_open_files: the others wait for a slot");
+            tracing::warn!(listener = %self.name, waiting = self.waiting.len(), max_open_files = self.settings.max_open_files, suppressed,
+                "more files match than max_open_files: the others wait for a file read to its end to give up its slot");
         }
         self.let_go(dispatcher);
         metrics::set(&self.metrics.files_open, self.files.len() as u64);
+        metrics::set(&self.metrics.files_waiting, self.waiting.len() as u64);
+    }
+
+    /// A file found at the first start with `start_at = "end"` that must wait for a slot:
+    /// its position is its end now, as if it had been opened.
+    fn start_waiting_at_end(&mut self, id: FileId, path: &Path, size: u64) {
+        if self.known.contains_key(&id) {
+            return;
+        }
+        let Ok(file) = File::open(path) else { return };
+        self.known.insert(
+            id,
+            Position {
+                id,
+                offset: size,
+                fingerprint: fingerprint_of(&file, size.min(checkpoint::FINGERPRINT_BYTES)),
+                path: path.to_path_buf(),
+            },
+        );
+    }
+
+    /// Closes up to `want` files that are found by name, read to their end and unchanged
+    /// since the last scan, with no record held by their joiner, so that files waiting for a
+    /// slot can be read. Their positions stay in `known` (and in the positions file): reopened,
+    /// they go on where they stopped. A file that keeps growing keeps its slot.
+    fn park_quiet(&mut self, want: usize, now: Instant) -> Vec<(FileId, PathBuf)> {
+        let mut parked = Vec::new();
+        let mut i = 0;
+        while i < self.files.len() {
+            let f = &mut self.files[i];
+            let size = match f.file.metadata() {
+                Ok(m) if f.matched => m.len(),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let quiet = f.pos >= size && f.quiet_at == Some(size);
+            let idle = f.joiner.as_ref().is_none_or(|j| j.held_from().is_none());
+            if parked.len() >= want || !quiet || !idle {
+                f.quiet_at = (f.pos >= size).then_some(size);
+                i += 1;
+                continue;
+            }
+            let mut f = self.files.remove(i);
+            let position = Position {
+                id: f.id,
+                // A last line without an LF is read again when the file is reopened.
+                offset: f.delivered(),
+                fingerprint: f.fingerprint(size),
+                path: f.path.clone(),
+            };
+            self.known.insert(f.id, position);
+            self.parked.insert(f.id, now);
+            metrics::add(&self.metrics.files_parked, 1);
+            tracing::debug!(listener = %self.name, path = %f.path.display(), "file read to its end: its slot goes to a waiting file");
+            parked.push((f.id, f.path));
+            self.dirty = true;
+        }
+        parked
     }
 
     /// Opens `path` and decides where reading starts.
@@ -866,10 +1034,14 @@ impl Follower {
             _ if first && self.first_run && self.settings.start_at == StartAt::End => size,
             _ => 0,
         };
-        tracing::info!(listener = %self.name, path = %path.display(), offset = pos, "following file");
+        if self.parked.remove(&id).is_some() {
+            // Its turn again after giving its slot to a waiting file: routine, not news.
+            tracing::debug!(listener = %self.name, path = %path.display(), offset = pos, "following file again");
+        } else {
+            tracing::info!(listener = %self.name, path = %path.display(), offset = pos, "following file");
+        }
         self.files.push(Followed {
             id,
-            path,
             file,
             pos,
             size,
@@ -878,7 +1050,10 @@ impl Follower {
             matched,
             idle_at: None,
             deleted_at: None,
+            quiet_at: None,
             fingerprint: None,
+            tag: FileTag::new(&self.prefix, &path),
+            path,
         });
         self.dirty = true;
     }
@@ -1014,11 +1189,17 @@ impl Follower {
                 for line in &lines {
                     j.push(f.lines.bytes(line), line, now, &mut self.records);
                 }
-                self.emit_records(dispatcher);
+                self.emit_records(&f.tag, dispatcher);
             }
             None => {
                 for line in &lines {
-                    self.emit(f.lines.bytes(line), line.truncated, dispatcher, received_at);
+                    self.emit(
+                        &f.tag,
+                        f.lines.bytes(line),
+                        line.truncated,
+                        dispatcher,
+                        received_at,
+                    );
                 }
             }
         }
@@ -1036,35 +1217,39 @@ impl Follower {
         if let Some(j) = &mut f.joiner {
             j.flush(&mut self.records);
         }
-        self.emit_records(dispatcher);
+        self.emit_records(&f.tag, dispatcher);
     }
 
     /// Records held past their timeout go.
     fn poll_joiners(&mut self, dispatcher: &mut Dispatcher, now: Instant) {
-        for f in &mut self.files {
+        // Out of `self` meanwhile, so each file's records go out with its tag.
+        let mut files = std::mem::take(&mut self.files);
+        for f in &mut files {
             if let Some(j) = &mut f.joiner {
                 j.poll(now, &mut self.records);
+                self.emit_records(&f.tag, dispatcher);
             }
         }
-        self.emit_records(dispatcher);
+        self.files = files;
     }
 
-    /// Turns `records` into events.
-    fn emit_records(&mut self, dispatcher: &mut Dispatcher) {
+    /// Turns `records` (of the file `tag` names) into events.
+    fn emit_records(&mut self, tag: &FileTag, dispatcher: &mut Dispatcher) {
         if self.records.is_empty() {
             return;
         }
         let received_at = Utc::now();
         let mut records = std::mem::take(&mut self.records);
         for r in records.drain(..) {
-            self.emit(&r.bytes, r.truncated, dispatcher, received_at);
+            self.emit(tag, &r.bytes, r.truncated, dispatcher, received_at);
         }
         self.records = records;
     }
 
-    /// One line or record as an event.
+    /// One line or record of the file `tag` names as an event.
     fn emit(
         &mut self,
+        tag: &FileTag,
         line: &[u8],
         truncated: bool,
         dispatcher: &mut Dispatcher,
@@ -1075,12 +1260,18 @@ impl Follower {
             return;
         }
         if self.settings.parse == ParseMode::Syslog {
+            // The frame is the sender's message as written; the file's element is added to
+            // its parsed SD (the JSON and RFC 5424 formats show it, `raw` writes the line).
             let frame = copy_frame(&mut self.chunk, &[], line);
-            dispatcher.push(frame, truncated, None, received_at);
+            let mut parsed = dispatcher.parse(&frame, received_at);
+            parsed.structured_data.push_element(FILE_SD_ID);
+            parsed.structured_data.push_param(FILE_SD_PATH, &tag.path);
+            dispatcher.push_parsed(frame, parsed, truncated, None, received_at);
             return;
         }
         let (frame, parsed) = plain_event(
-            &self.prefix,
+            &tag.prefix,
+            &tag.sd,
             line,
             self.settings.parse,
             &mut self.chunk,
@@ -1102,6 +1293,12 @@ impl Follower {
                 path: f.path.clone(),
             });
         }
+        saved.extend(
+            self.waiting
+                .iter()
+                .filter_map(|id| self.known.get(id))
+                .cloned(),
+        );
         if saved != self.saved {
             self.saved = saved;
             self.dirty = true;
@@ -1117,6 +1314,7 @@ impl Follower {
             .sum();
         metrics::set(&self.metrics.bytes_behind, behind);
         metrics::set(&self.metrics.files_open, self.files.len() as u64);
+        metrics::set(&self.metrics.files_waiting, self.waiting.len() as u64);
     }
 
     fn save(&mut self) {
@@ -1133,10 +1331,11 @@ impl Follower {
     }
 }
 
-/// A plain (or JSON) line as an event: the frame is `prefix` + the line (copied into `chunk`),
-/// its fields set without parsing.
+/// A plain (or JSON) line as an event: the frame is `prefix` (ending in the SD element that
+/// `sd` holds parsed) + the line (copied into `chunk`), its fields set without parsing.
 fn plain_event(
     prefix: &[u8],
+    sd: &StructuredData,
     line: &[u8],
     mode: ParseMode,
     chunk: &mut BytesMut,
@@ -1151,6 +1350,7 @@ fn plain_event(
     let fields = prefix_fields(prefix);
     parsed.hostname = fields.0;
     parsed.app_name = fields.1;
+    parsed.structured_data = sd.clone();
     parsed.message = Span::new(prefix.len(), len);
     parsed.msg_utf8 = std::str::from_utf8(line).is_ok();
     if mode == ParseMode::Json {
@@ -1208,11 +1408,18 @@ mod tests {
 
     #[test]
     fn a_plain_line_is_an_rfc5424_event_with_the_listener_fields() {
-        let prefix = plain_prefix(Facility::Local1, Severity::Info, "web1", "nginx");
-        assert_eq!(prefix, b"<142>1 - web1 nginx - - - ");
+        let base = plain_prefix(Facility::Local1, Severity::Info, "web1", "nginx");
+        assert_eq!(base, b"<142>1 - web1 nginx - - ");
+        let tag = FileTag::new(&base, Path::new("/var/log/a b/x\"y]z\\.log"));
+        assert_eq!(
+            tag.prefix,
+            br#"<142>1 - web1 nginx - - [file@32473 path="/var/log/a b/x\"y\]z\\.log"] "#
+        );
+        let (prefix, sd) = (&tag.prefix, &tag.sd);
         let mut chunk = BytesMut::new();
         let (frame, p) = plain_event(
-            &prefix,
+            prefix,
+            sd,
             b"GET / 200",
             ParseMode::Plain,
             &mut chunk,
@@ -1230,9 +1437,18 @@ mod tests {
         assert_eq!(parsed.app_name, p.app_name);
         assert_eq!(parsed.message, p.message);
         assert_eq!((parsed.facility, parsed.severity), (p.facility, p.severity));
+        // The file's element, escaped in the frame, reads back as the path.
+        assert_eq!(parsed.structured_data, p.structured_data);
+        let elements = p.structured_data.to_elements();
+        assert_eq!(elements[0].id, "file@32473");
+        assert_eq!(
+            elements[0].params,
+            [("path".to_string(), "/var/log/a b/x\"y]z\\.log".to_string())]
+        );
 
         let (_, p) = plain_event(
-            &prefix,
+            prefix,
+            sd,
             b"caf\xe9",
             ParseMode::Plain,
             &mut chunk,
@@ -1241,7 +1457,8 @@ mod tests {
         );
         assert!(!p.msg_utf8, "invalid UTF-8 is kept and flagged");
         let (_, p) = plain_event(
-            &prefix,
+            prefix,
+            sd,
             br#"{"a":1}"#,
             ParseMode::Json,
             &mut chunk,
@@ -1250,7 +1467,8 @@ mod tests {
         );
         assert!(p.flags.contains(ParseFlags::MSG_JSON));
         let (_, p) = plain_event(
-            &prefix,
+            prefix,
+            sd,
             br#"{"a":"#,
             ParseMode::Json,
             &mut chunk,
@@ -1259,7 +1477,8 @@ mod tests {
         );
         assert_eq!(p.parse_error.unwrap().kind, ParseErrorKind::InvalidJson);
         let (_, p) = plain_event(
-            &prefix,
+            prefix,
+            sd,
             b"[1]",
             ParseMode::Json,
             &mut chunk,
