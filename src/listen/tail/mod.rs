@@ -557,6 +557,8 @@ fn plain_prefix(facility: Facility, severity: Severity, host: &str, app: &str) -
 /// once per file, not per line).
 struct FileTag {
     prefix: Vec<u8>,
+    /// The HOSTNAME and APP-NAME spans of `prefix`, found once rather than per line.
+    fields: (Option<Span>, Option<Span>),
     sd: StructuredData,
     /// The path as the SD holds it (lossy UTF-8: PARAM-VALUE is UTF-8).
     path: String,
@@ -584,6 +586,7 @@ impl FileTag {
         sd.push_element(FILE_SD_ID);
         sd.push_param(FILE_SD_PATH, &text);
         FileTag {
+            fields: prefix_fields(base),
             prefix,
             sd: sd.shared(),
             path: text,
@@ -1270,8 +1273,7 @@ impl Follower {
             return;
         }
         let (frame, parsed) = plain_event(
-            &tag.prefix,
-            &tag.sd,
+            tag,
             line,
             self.settings.parse,
             &mut self.chunk,
@@ -1331,26 +1333,24 @@ impl Follower {
     }
 }
 
-/// A plain (or JSON) line as an event: the frame is `prefix` (ending in the SD element that
-/// `sd` holds parsed) + the line (copied into `chunk`), its fields set without parsing.
+/// A plain (or JSON) line as an event: the frame is the tag's prefix (ending in the SD element
+/// its `sd` holds parsed) + the line (copied into `chunk`), its fields set without parsing.
 fn plain_event(
-    prefix: &[u8],
-    sd: &StructuredData,
+    tag: &FileTag,
     line: &[u8],
     mode: ParseMode,
     chunk: &mut BytesMut,
     facility: Facility,
     severity: Severity,
 ) -> (Bytes, Parsed) {
+    let prefix = &tag.prefix;
     let len = prefix.len() + line.len();
     let frame = copy_frame(chunk, prefix, line);
     let mut parsed = Parsed::new(Protocol::Rfc5424, facility, severity, len);
     parsed.version = 1;
     // `<PRI>1 - HOST APP - - - `: the host after the fourth byte past `>`.
-    let fields = prefix_fields(prefix);
-    parsed.hostname = fields.0;
-    parsed.app_name = fields.1;
-    parsed.structured_data = sd.clone();
+    (parsed.hostname, parsed.app_name) = tag.fields;
+    parsed.structured_data = tag.sd.clone();
     parsed.message = Span::new(prefix.len(), len);
     parsed.msg_utf8 = std::str::from_utf8(line).is_ok();
     if mode == ParseMode::Json {
@@ -1415,11 +1415,9 @@ mod tests {
             tag.prefix,
             br#"<142>1 - web1 nginx - - [file@32473 path="/var/log/a b/x\"y\]z\\.log"] "#
         );
-        let (prefix, sd) = (&tag.prefix, &tag.sd);
         let mut chunk = BytesMut::new();
         let (frame, p) = plain_event(
-            prefix,
-            sd,
+            &tag,
             b"GET / 200",
             ParseMode::Plain,
             &mut chunk,
@@ -1447,8 +1445,7 @@ mod tests {
         );
 
         let (_, p) = plain_event(
-            prefix,
-            sd,
+            &tag,
             b"caf\xe9",
             ParseMode::Plain,
             &mut chunk,
@@ -1457,8 +1454,7 @@ mod tests {
         );
         assert!(!p.msg_utf8, "invalid UTF-8 is kept and flagged");
         let (_, p) = plain_event(
-            prefix,
-            sd,
+            &tag,
             br#"{"a":1}"#,
             ParseMode::Json,
             &mut chunk,
@@ -1467,8 +1463,7 @@ mod tests {
         );
         assert!(p.flags.contains(ParseFlags::MSG_JSON));
         let (_, p) = plain_event(
-            prefix,
-            sd,
+            &tag,
             br#"{"a":"#,
             ParseMode::Json,
             &mut chunk,
@@ -1477,8 +1472,7 @@ mod tests {
         );
         assert_eq!(p.parse_error.unwrap().kind, ParseErrorKind::InvalidJson);
         let (_, p) = plain_event(
-            prefix,
-            sd,
+            &tag,
             b"[1]",
             ParseMode::Json,
             &mut chunk,
