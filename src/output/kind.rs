@@ -12,7 +12,9 @@ use toml::Spanned;
 
 use super::format::Format;
 use super::queue::{QueueConfig, QueueKind};
-use super::{ReopenFiles, RunningOutput, elasticsearch, file, forward, http, loki, relp, stdout};
+use super::{
+    ReopenFiles, RunningOutput, elasticsearch, file, forward, http, kafka, loki, relp, stdout,
+};
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
 
@@ -233,6 +235,9 @@ output_kinds! {
     Loki(loki::LokiSettings),
     /// A RELP receiver (rsyslog's imrelp): each message acknowledged before it leaves the backlog.
     Relp(relp::RelpOutputSettings),
+    /// A Kafka topic: each message acknowledged by every in-sync replica before it leaves the
+    /// backlog.
+    Kafka(kafka::KafkaSettings),
 }
 
 #[derive(Deserialize, Default)]
