@@ -488,3 +488,85 @@ fn kafka_config_errors_name_the_key_and_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn kafka_every_compression_is_read_back_by_kafka_python() {
+    const N: usize = 2_000;
+    let broker = Tansu::start();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("syslog-{codec}");
+        broker.create_topic(&topic, PARTITIONS);
+        let state = tempfile::tempdir().unwrap();
+        let text = config(
+            &broker.address(),
+            &format!("compression = \"{codec}\""),
+            state.path().to_str().unwrap(),
+        )
+        .replace("topic = \"syslog\"", &format!("topic = \"{topic}\""));
+        let d = TestDaemon::start(&text);
+        send(&d, 0..N);
+        wait_acked(&d, N as u64);
+        assert_eq!(check_topic(&broker.consume(&topic), N), 0, "{codec}");
+    }
+}
+
+#[test]
+fn kafka_topic_template_takes_the_facility() {
+    let broker = Tansu::start();
+    broker.create_topic("syslog-user", 1);
+    broker.create_topic("syslog-auth", 1);
+    let state = tempfile::tempdir().unwrap();
+    let text = config(
+        &broker.address(),
+        "format = \"rfc5424\"",
+        state.path().to_str().unwrap(),
+    )
+    .replace("topic = \"syslog\"", "topic = \"syslog-{facility}\"");
+    let d = TestDaemon::start(&text);
+    // PRI 13 is user.notice, 34 auth.crit.
+    send_lines_to(
+        d.addr("tcp"),
+        (0..100).map(|i| {
+            let pri = if i % 2 == 0 { 13 } else { 34 };
+            format!(
+                "<{pri}>Nov 22 10:00:00 host{} app: msgnum:{i:08}",
+                i % HOSTS
+            )
+        }),
+    );
+    wait_acked(&d, 100);
+    let user = broker.consume("syslog-user");
+    let auth = broker.consume("syslog-auth");
+    assert_eq!((user.len(), auth.len()), (50, 50));
+    assert!(
+        user.iter()
+            .all(|c| c.msgnum() % 2 == 0 && c.value.starts_with("<13>1 "))
+    );
+    assert!(
+        auth.iter()
+            .all(|c| c.msgnum() % 2 == 1 && c.value.starts_with("<34>1 "))
+    );
+}
+
+#[test]
+fn kafka_two_relays_into_one_topic_keep_each_host_in_order() {
+    // Scale-out: two stateless relays, each taking some hosts, one topic.
+    const N: usize = 40_000;
+    let broker = Tansu::start();
+    broker.create_topic("syslog", PARTITIONS);
+    let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestDaemon::start(&config(&broker.address(), "", sa.path().to_str().unwrap()));
+    let b = TestDaemon::start(&config(&broker.address(), "", sb.path().to_str().unwrap()));
+    let (aa, ba) = (a.addr("tcp"), b.addr("tcp"));
+    let ta = std::thread::spawn(move || {
+        send_lines_to(aa, (0..N).filter(|i| i % HOSTS < 2).map(host_line))
+    });
+    let tb = std::thread::spawn(move || {
+        send_lines_to(ba, (0..N).filter(|i| i % HOSTS >= 2).map(host_line))
+    });
+    ta.join().unwrap();
+    tb.join().unwrap();
+    wait_acked(&a, (N / 2) as u64);
+    wait_acked(&b, (N / 2) as u64);
+    assert_eq!(check_topic(&broker.consume("syslog"), N), 0);
+}
