@@ -570,3 +570,32 @@ fn kafka_two_relays_into_one_topic_keep_each_host_in_order() {
     wait_acked(&b, (N / 2) as u64);
     assert_eq!(check_topic(&broker.consume("syslog"), N), 0);
 }
+
+#[test]
+fn kafka_missing_topic_is_retried_until_it_is_created() {
+    // sluice does not create topics: until the operator does, attempts fail and back off, and
+    // nothing leaves the backlog. Keyless messages then spread over the partitions.
+    const N: usize = 1_000;
+    let broker = Tansu::start();
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(&config(
+        &broker.address(),
+        "key = \"none\"",
+        state.path().to_str().unwrap(),
+    ));
+    send(&d, 0..N);
+    wait_until("retries while the topic is missing", DELIVERY, || {
+        counter(&d, "retries") >= 2
+    });
+    assert_eq!(counter(&d, "written"), 0);
+    assert_eq!(counter(&d, "queue_depth"), N as u64);
+    broker.create_topic("syslog", PARTITIONS);
+    wait_acked(&d, N as u64);
+    let consumed = broker.consume("syslog");
+    assert!(consumed.iter().all(|c| c.key.is_empty()), "no key");
+    let mut seen = vec![0u32; N];
+    for c in &consumed {
+        seen[c.msgnum()] += 1;
+    }
+    assert!(seen.iter().all(|&c| c == 1), "each message once");
+}
