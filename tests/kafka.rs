@@ -487,6 +487,18 @@ fn kafka_config_errors_name_the_key_and_line() {
         stderr.contains("output.k.brokers") && stderr.contains("output.k.topic"),
         "{stderr}"
     );
+    // --check-config reads the SASL password file.
+    let (code, stderr, path) = check_config(
+        "[output.k]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"t\"\n\
+         sasl = { mechanism = \"scram-sha-512\", user = \"u\", password_file = \"/nonexistent/pw\" }\n\
+         [[route]]\nto = [\"k\"]\n",
+    );
+    assert_eq!(code, Some(78));
+    assert!(
+        stderr.contains(&format!("{path}:5:"))
+            && stderr.contains("output.k.sasl.password_file: /nonexistent/pw"),
+        "{stderr}"
+    );
 }
 
 #[test]
