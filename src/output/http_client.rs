@@ -396,7 +396,7 @@ impl Auth {
 }
 
 /// A secret file's content, without its trailing newline.
-fn read_secret(path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn read_secret(path: &std::path::Path) -> Result<String, String> {
     let s = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let s = s.strip_suffix('\n').unwrap_or(&s);
     let s = s.strip_suffix('\r').unwrap_or(s);
