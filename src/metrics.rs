@@ -149,6 +149,10 @@ counters!(
         requests,
         /// Bytes of request bodies sent, after compression (`http` outputs).
         bytes_sent,
+        /// Messages sent in produce requests, retries included (`kafka` outputs).
+        produced,
+        /// Messages sent and not yet acknowledged (`kafka` outputs; a gauge).
+        in_flight,
         /// Events the receiver refused for good (an HTTP 4xx other than 408, 413 and 429):
         /// counted, logged, and not retried, so they never block the events after them.
         rejected,

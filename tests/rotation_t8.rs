@@ -64,8 +64,15 @@ to = ["all"]
             !name.ends_with(".tmp"),
             "{name}: a temporary archive left behind"
         );
+        let text = read_gunzipped(&path);
         if name.ends_with(".gz") {
             gz += 1;
+            // Cut by size: a segment holds at most `size` plus the write that crossed it.
+            assert!(
+                text.len() <= 8 * 1024 * 1024,
+                "{name}: {} bytes in a 4 MiB segment",
+                text.len()
+            );
             let st = std::process::Command::new("gzip")
                 .arg("-t")
                 .arg(&path)
@@ -75,10 +82,11 @@ to = ["all"]
         } else if name.starts_with("moved-") {
             moved += 1;
         }
-        mark_msgnums(&name, &read_gunzipped(&path), &mut seen);
+        mark_msgnums(&name, &text, &mut seen);
     }
     assert_all_seen(&seen);
     assert_eq!(moved, MOVES, "every move was of a live file");
-    // ~110 MB of lines in 4 MiB segments.
-    assert!(gz >= 10, "only {gz} rotated segments");
+    // ~110 MB of lines: some of it rotated by size. How much depends on where the moves fell
+    // (a move takes the live file whatever its size), so only that rotation happened is sure.
+    assert!(gz >= 1, "no rotated segment");
 }

@@ -16,6 +16,7 @@ mod http_output;
 mod http_server_selftest;
 mod ingest;
 mod interop;
+mod kafka;
 mod kmsg;
 mod limits;
 mod logrotate;

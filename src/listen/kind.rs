@@ -280,6 +280,41 @@ pub(super) fn adopted(socket: socket2::Socket, ip: bool) -> anyhow::Result<socke
     Ok(socket)
 }
 
+/// The socket methods of a [`ListenerKindSpec`] for a kind that listens exactly as `tcp` does,
+/// through its `tcp: TcpSettings` field (tls, relp): where it listens, what it holds, binding,
+/// adopting from systemd and taking over on reload are the TCP listener's.
+macro_rules! tcp_socket_methods {
+    () => {
+        fn decode_endpoint(
+            entry: &mut crate::decode::Entry<'_, '_>,
+            errs: &mut crate::decode::Errors<'_>,
+        ) -> Option<super::Endpoint> {
+            super::tcp::TcpSettings::decode_endpoint(entry, errs)
+        }
+
+        fn endpoint(&self) -> super::Endpoint {
+            self.tcp.endpoint()
+        }
+
+        fn descriptors(&self) -> super::kind::ListenerDescriptors {
+            self.tcp.descriptors()
+        }
+
+        fn bind(&self) -> anyhow::Result<super::BoundSocket> {
+            self.tcp.bind()
+        }
+
+        fn adopt(&self, name: &str, socket: socket2::Socket) -> anyhow::Result<super::BoundSocket> {
+            self.tcp.adopt(name, socket)
+        }
+
+        fn take_over(&self, name: &str, socket: &mut super::BoundSocket) -> anyhow::Result<()> {
+            self.tcp.take_over(name, socket)
+        }
+    };
+}
+pub(super) use tcp_socket_methods;
+
 /// Generates [`ListenerKind`], a variant per registered kind, and its dispatch to
 /// [`ListenerKindSpec`].
 macro_rules! listener_kinds {

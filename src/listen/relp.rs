@@ -27,10 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use toml::Spanned;
 
-use super::kind::{
-    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, log_listening,
-    wrong_socket,
-};
+use super::kind::{BoundSocket, ListenerKindSpec, StartContext, log_listening, wrong_socket};
 use super::stream::{
     Connection, End, INITIAL_READ_CHUNK_BYTES, READ_CHUNK_BYTES, Speech, StreamListener,
     sleep_until_opt,
@@ -81,29 +78,7 @@ impl ListenerKindSpec for RelpSettings {
         Some(RelpSettings { tcp: tcp?, tls })
     }
 
-    fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint> {
-        TcpSettings::decode_endpoint(entry, errs)
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        self.tcp.endpoint()
-    }
-
-    fn descriptors(&self) -> ListenerDescriptors {
-        self.tcp.descriptors()
-    }
-
-    fn bind(&self) -> anyhow::Result<BoundSocket> {
-        self.tcp.bind()
-    }
-
-    fn adopt(&self, name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
-        self.tcp.adopt(name, socket)
-    }
-
-    fn take_over(&self, name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
-        self.tcp.take_over(name, socket)
-    }
+    super::kind::tcp_socket_methods!();
 
     fn check_environment(
         &self,

@@ -40,6 +40,9 @@ pub(super) const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// to [`READ_CHUNK_BYTES`], so an idle or quiet connection holds a few KiB, not 64 (mimalloc
 /// commits what it hands out: 1,000 idle connections cost 74 KiB each with 64 KiB buffers).
 pub(super) const INITIAL_READ_CHUNK_BYTES: usize = 2 * 1024;
+/// Pending events (summed over the outputs they go to) past which a connection hands them over
+/// even while more data is waiting to be read.
+const HANDOVER_EVENTS: usize = 1024;
 
 /// Binds a non-blocking TCP listening socket with SO_REUSEADDR (restarts do not wait out
 /// TIME_WAIT).
@@ -434,26 +437,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             (l, bucket)
         });
         loop {
-            // While a frame is under way its completion deadline applies (slowloris, C03);
-            // between frames the idle timeout does (C02).
-            let (deadline, frame_deadline) = match (
-                frame_started,
-                self.settings.frame_timeout,
-                self.settings.idle_timeout,
-            ) {
-                (Some(t), Some(ft), _) => (Some(t + ft), true),
-                (_, _, Some(it)) => (Some(last_data + it), false),
-                _ => (None, false),
-            };
             if buf.capacity() - buf.len() < read_chunk / 4 {
                 buf.reserve(read_chunk);
             }
             let room = buf.capacity() - buf.len();
-            let read = tokio::select! {
-                _ = self.hard_stop.cancelled() => return End::Cut,
-                r = self.stream.read_buf(&mut buf) => r,
-                _ = sleep_until_opt(deadline) => {
-                    return if frame_deadline { End::FrameTimeout } else { End::Idle };
+            // While the sender keeps the socket full, read on before handing events over: one
+            // hand-over per burst instead of per read, so the output threads are woken far less
+            // often (on a collector's many connections that waking was sluice's largest kernel
+            // cost, issue 18). What is read and not yet handed over stays below
+            // `HANDOVER_EVENTS` plus one read.
+            let pending = self.dispatcher.pending();
+            let ready = if pending > 0 && pending < HANDOVER_EVENTS {
+                tokio::select! {
+                    biased;
+                    r = self.stream.read_buf(&mut buf) => Some(r),
+                    _ = std::future::ready(()) => None,
+                }
+            } else {
+                None
+            };
+            let read = match ready {
+                Some(r) => r,
+                None => {
+                    if pending > 0 {
+                        let held = self.hand_over().await;
+                        // Time spent held back by our own outputs is not the sender's delay: it
+                        // must not count towards the idle or frame deadlines.
+                        last_data += held;
+                        frame_started = frame_started.map(|t| t + held);
+                    }
+                    // While a frame is under way its completion deadline applies (slowloris,
+                    // C03); between frames the idle timeout does (C02).
+                    let (deadline, frame_deadline) = match (
+                        frame_started,
+                        self.settings.frame_timeout,
+                        self.settings.idle_timeout,
+                    ) {
+                        (Some(t), Some(ft), _) => (Some(t + ft), true),
+                        (_, _, Some(it)) => (Some(last_data + it), false),
+                        _ => (None, false),
+                    };
+                    tokio::select! {
+                        _ = self.hard_stop.cancelled() => return End::Cut,
+                        r = self.stream.read_buf(&mut buf) => r,
+                        _ = sleep_until_opt(deadline) => {
+                            return if frame_deadline { End::FrameTimeout } else { End::Idle };
+                        }
+                    }
                 }
             };
             let n = match read {
@@ -476,26 +506,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Ok(n) => n,
                     Err(e) => return End::Framing(e),
                 };
-            // Back-pressure: this waits while a `block` output is full, and meanwhile the socket
-            // is not read, so the sender's TCP window closes.
-            let flush_started = Instant::now();
-            self.dispatcher.flush_or_cut(&self.hard_stop).await;
+            // What is pending is handed over by `run` when this returns.
             if eof {
                 return End::Eof;
             }
-            // Time spent held back by our own outputs is not the sender's delay: it must not
-            // count towards the idle or frame deadlines.
-            let held = flush_started.elapsed();
-            last_data += held;
             // The deadline runs from when the frame now pending began: a read that completed a
             // frame and ended inside the next one starts a new frame, so a steady stream whose
             // reads all end mid-frame is never mistaken for a slow one.
             frame_started = match (framer.in_frame(), completed) {
                 (false, _) => None,
-                (true, 0) => Some(frame_started.map_or(last_data, |t| t + held)),
+                (true, 0) => Some(frame_started.unwrap_or(last_data)),
                 (true, _) => Some(last_data),
             };
         }
+    }
+
+    /// Hands the pending events to the outputs; back-pressure: this waits while a `block`
+    /// output is full, and meanwhile the socket is not read, so the sender's TCP window closes.
+    /// Returns how long that took.
+    async fn hand_over(&mut self) -> std::time::Duration {
+        let started = Instant::now();
+        self.dispatcher.flush_or_cut(&self.hard_stop).await;
+        started.elapsed()
     }
 
     /// Frames and dispatches everything complete in `buf` (everything at all when `eof`);

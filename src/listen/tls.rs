@@ -14,10 +14,7 @@ use tokio_rustls::server::TlsStream;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::kind::{
-    BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, log_listening,
-    wrong_socket,
-};
+use super::kind::{BoundSocket, ListenerKindSpec, StartContext, log_listening, wrong_socket};
 use super::stream::StreamListener;
 use super::tcp::TcpSettings;
 use crate::decode::{Entry, Errors, NumOrStr, OneOrMany, Part, duration_opt, path_opt};
@@ -77,30 +74,7 @@ impl ListenerKindSpec for TlsSettings {
         })
     }
 
-    // Where it listens and what it holds are the TCP listener's.
-    fn decode_endpoint(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<Endpoint> {
-        TcpSettings::decode_endpoint(entry, errs)
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        self.tcp.endpoint()
-    }
-
-    fn descriptors(&self) -> ListenerDescriptors {
-        self.tcp.descriptors()
-    }
-
-    fn bind(&self) -> anyhow::Result<BoundSocket> {
-        self.tcp.bind()
-    }
-
-    fn adopt(&self, name: &str, socket: socket2::Socket) -> anyhow::Result<BoundSocket> {
-        self.tcp.adopt(name, socket)
-    }
-
-    fn take_over(&self, name: &str, socket: &mut BoundSocket) -> anyhow::Result<()> {
-        self.tcp.take_over(name, socket)
-    }
+    super::kind::tcp_socket_methods!();
 
     /// `--check-config`: the certificate, key, CA and CRL load, and are valid now.
     fn check_environment(

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::delivery::{Attempt, Refusals, Transport};
-use super::http_client::{HttpClient, HttpEndpoint, TransportParts};
+use super::http_client::{BodyShape, HttpClient, HttpEndpoint, TransportParts};
 use crate::alert::notice::AlertFields;
 use crate::event::Event;
 
@@ -48,34 +48,6 @@ impl AlertPost {
             refusals,
         })
     }
-
-    fn body(&self, records: &[Vec<u8>]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 64);
-        if self.shape == Shape::Webhook {
-            body.extend_from_slice(br#"{"version":"1","source":"sluice","alerts":"#);
-        }
-        body.push(b'[');
-        for (i, r) in records.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(r);
-        }
-        body.push(b']');
-        if self.shape == Shape::Webhook {
-            body.push(b'}');
-        }
-        body
-    }
-
-    fn refused(&mut self, records: &[Vec<u8>], why: &str) -> Attempt {
-        let refused: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        self.refusals.refuse(records.len(), &refused, why);
-        Attempt::Done {
-            taken: records.len(),
-            accepted: 0,
-        }
-    }
 }
 
 impl Transport for AlertPost {
@@ -98,39 +70,22 @@ impl Transport for AlertPost {
     }
 
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
-        let mut n = self.endpoint.fitting(records, 1);
-        loop {
-            let body = self.body(&records[..n]);
-            let answer = match self.client.send(hyper::Method::POST, &self.path, body) {
-                Ok(a) => a,
-                Err(error) => {
-                    return Attempt::Failed {
-                        error,
-                        retry_after: None,
-                    };
-                }
-            };
-            match answer.status.as_u16() {
-                200..=299 => {
-                    return Attempt::Done {
-                        taken: n,
-                        accepted: n,
-                    };
-                }
-                413 if n > 1 => n /= 2,
-                413 => return self.refused(&records[..1], "413 Payload Too Large"),
-                _ if answer.retry_later() => {
-                    return Attempt::Failed {
-                        error: format!("{}: {}", answer.status, answer.excerpt()),
-                        retry_after: answer.retry_after,
-                    };
-                }
-                _ => {
-                    let why = format!("{}: {}", answer.status, answer.excerpt());
-                    return self.refused(&records[..n], &why);
-                }
-            }
-        }
+        let shape = match self.shape {
+            Shape::Alertmanager => BodyShape::JSON_ARRAY,
+            // The alerts in an object that says what sent them.
+            Shape::Webhook => BodyShape {
+                open: br#"{"version":"1","source":"sluice","alerts":["#,
+                close: b"]}",
+                ..BodyShape::JSON_ARRAY
+            },
+        };
+        self.client.send_records(
+            hyper::Method::POST,
+            &self.path,
+            records,
+            shape,
+            &mut self.refusals,
+        )
     }
 
     fn close(&mut self) {

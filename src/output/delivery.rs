@@ -621,6 +621,16 @@ impl Refusals {
         }
     }
 
+    /// Every one of `records` refused for `why`: the attempt is done, nothing accepted.
+    pub fn refuse_all(&mut self, records: &[Vec<u8>], why: &str) -> Attempt {
+        let refused: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        self.refuse(records.len(), &refused, why);
+        Attempt::Done {
+            taken: records.len(),
+            accepted: 0,
+        }
+    }
+
     /// `count` events refused for `why`; `records` are the ones the receiver named (fewer when
     /// it only said how many, as Loki's partial 400 does: those are counted, not handed on).
     pub fn refuse(&mut self, count: usize, records: &[&[u8]], why: &str) {

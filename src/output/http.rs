@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::http_client::{HttpClient, HttpEndpoint};
+use super::http_client::{BodyShape, HttpClient, HttpEndpoint};
 use crate::decode::{Entry, Errors, Part, choice};
 use crate::event::Event;
 use crate::output::delivery::{Attempt, Refusals, Transport};
@@ -161,41 +161,6 @@ impl HttpTransport {
             refusals,
         })
     }
-
-    /// The request body for `records`.
-    fn body(&self, records: &[Vec<u8>]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
-        match self.settings.encoding {
-            Encoding::Ndjson | Encoding::Lines => {
-                for r in records {
-                    body.extend_from_slice(r);
-                    body.push(b'\n');
-                }
-            }
-            Encoding::JsonArray => {
-                body.push(b'[');
-                for (i, r) in records.iter().enumerate() {
-                    if i > 0 {
-                        body.push(b',');
-                    }
-                    body.extend_from_slice(r);
-                }
-                body.push(b']');
-            }
-        }
-        body
-    }
-
-    /// `records` refused for good: counted, logged at a bounded rate, handed to the
-    /// dead-letter output, done with.
-    fn refused(&mut self, records: &[Vec<u8>], why: &str) -> Attempt {
-        let refused: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        self.refusals.refuse(records.len(), &refused, why);
-        Attempt::Done {
-            taken: records.len(),
-            accepted: 0,
-        }
-    }
 }
 
 impl Transport for HttpTransport {
@@ -214,7 +179,6 @@ impl Transport for HttpTransport {
     }
 
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
-        let mut n = self.settings.endpoint.fitting(records, 1);
         let path = self
             .settings
             .endpoint
@@ -222,39 +186,17 @@ impl Transport for HttpTransport {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        loop {
-            let body = self.body(&records[..n]);
-            let answer = match self.client.send(self.settings.method.clone(), &path, body) {
-                Ok(a) => a,
-                Err(error) => {
-                    return Attempt::Failed {
-                        error,
-                        retry_after: None,
-                    };
-                }
-            };
-            match answer.status.as_u16() {
-                200..=299 => {
-                    return Attempt::Done {
-                        taken: n,
-                        accepted: n,
-                    };
-                }
-                // Halve until it fits; one event that does not is refused.
-                413 if n > 1 => n /= 2,
-                413 => return self.refused(&records[..1], "413 Payload Too Large"),
-                _ if answer.retry_later() => {
-                    return Attempt::Failed {
-                        error: format!("{}: {}", answer.status, answer.excerpt()),
-                        retry_after: answer.retry_after,
-                    };
-                }
-                _ => {
-                    let why = format!("{}: {}", answer.status, answer.excerpt());
-                    return self.refused(&records[..n], &why);
-                }
-            }
-        }
+        let shape = match self.settings.encoding {
+            Encoding::Ndjson | Encoding::Lines => BodyShape::LINES,
+            Encoding::JsonArray => BodyShape::JSON_ARRAY,
+        };
+        self.client.send_records(
+            self.settings.method.clone(),
+            &path,
+            records,
+            shape,
+            &mut self.refusals,
+        )
     }
 
     fn close(&mut self) {

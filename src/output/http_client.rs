@@ -18,6 +18,7 @@ use toml::Spanned;
 
 use crate::decode::{Entry, Errors, NumOrStr, Part, choice, duration_opt, keys};
 use crate::metrics::{self, OutputMetrics};
+use crate::output::delivery::{Attempt, Refusals};
 
 /// Default `batch.max_events`.
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 500;
@@ -395,7 +396,7 @@ impl Auth {
 }
 
 /// A secret file's content, without its trailing newline.
-fn read_secret(path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn read_secret(path: &std::path::Path) -> Result<String, String> {
     let s = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let s = s.strip_suffix('\n').unwrap_or(&s);
     let s = s.strip_suffix('\r').unwrap_or(s);
@@ -478,6 +479,55 @@ impl HttpClient {
     /// The endpoint it sends to.
     pub fn endpoint(&self) -> &HttpEndpoint {
         &self.endpoint
+    }
+
+    /// Sends the records that fit the endpoint's batch bounds as one body of `shape`, for an
+    /// output whose receiver takes or refuses a request whole: 2xx takes them; 413 halves the
+    /// batch until it fits, and one record that still does not is refused; 429, 5xx and 408
+    /// are tried again later (honouring Retry-After); any other answer refuses what was sent.
+    pub fn send_records(
+        &mut self,
+        method: hyper::Method,
+        path_and_query: &str,
+        records: &[Vec<u8>],
+        shape: BodyShape,
+        refusals: &mut Refusals,
+    ) -> Attempt {
+        let mut n = self
+            .endpoint
+            .fitting(records, shape.separator.len() + shape.terminator.len());
+        loop {
+            let body = shape.join(&records[..n]);
+            let answer = match self.send(method.clone(), path_and_query, body) {
+                Ok(a) => a,
+                Err(error) => {
+                    return Attempt::Failed {
+                        error,
+                        retry_after: None,
+                    };
+                }
+            };
+            match answer.status.as_u16() {
+                200..=299 => {
+                    return Attempt::Done {
+                        taken: n,
+                        accepted: n,
+                    };
+                }
+                413 if n > 1 => n /= 2,
+                413 => return refusals.refuse_all(&records[..1], "413 Payload Too Large"),
+                _ if answer.retry_later() => {
+                    return Attempt::Failed {
+                        error: format!("{}: {}", answer.status, answer.excerpt()),
+                        retry_after: answer.retry_after,
+                    };
+                }
+                _ => {
+                    let why = format!("{}: {}", answer.status, answer.excerpt());
+                    return refusals.refuse_all(&records[..n], &why);
+                }
+            }
+        }
     }
 
     /// Sends `body` (compressed if asked) to `path_and_query` and reads the answer, within
@@ -672,6 +722,56 @@ pub fn start<T: crate::output::delivery::Transport>(
         ctx.state_dir,
         ctx.predecessor,
     )
+}
+
+/// How records are joined into one request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyShape {
+    /// Before the first record.
+    pub open: &'static [u8],
+    /// Between two records.
+    pub separator: &'static [u8],
+    /// After each record.
+    pub terminator: &'static [u8],
+    /// After the last record.
+    pub close: &'static [u8],
+}
+
+impl BodyShape {
+    /// One record per line (NDJSON, plain lines).
+    pub const LINES: BodyShape = BodyShape {
+        open: b"",
+        separator: b"",
+        terminator: b"\n",
+        close: b"",
+    };
+    /// A JSON array of the records.
+    pub const JSON_ARRAY: BodyShape = BodyShape {
+        open: b"[",
+        separator: b",",
+        terminator: b"",
+        close: b"]",
+    };
+
+    /// The body for `records`.
+    pub fn join(&self, records: &[Vec<u8>]) -> Vec<u8> {
+        let per_record = self.separator.len() + self.terminator.len();
+        let mut body = Vec::with_capacity(
+            self.open.len()
+                + records.iter().map(|r| r.len() + per_record).sum::<usize>()
+                + self.close.len(),
+        );
+        body.extend_from_slice(self.open);
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                body.extend_from_slice(self.separator);
+            }
+            body.extend_from_slice(r);
+            body.extend_from_slice(self.terminator);
+        }
+        body.extend_from_slice(self.close);
+        body
+    }
 }
 
 #[cfg(test)]

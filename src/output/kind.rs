@@ -13,8 +13,8 @@ use toml::Spanned;
 use super::format::Format;
 use super::queue::{QueueConfig, QueueKind};
 use super::{
-    ReopenFiles, RunningOutput, alertmanager, elasticsearch, file, forward, http, loki, relp,
-    stdout, webhook,
+    ReopenFiles, RunningOutput, alertmanager, elasticsearch, file, forward, http, kafka, loki,
+    relp, stdout, webhook,
 };
 use crate::decode::{Entry, Errors, Part};
 use crate::metrics::OutputMetrics;
@@ -240,6 +240,9 @@ output_kinds! {
     Alertmanager(alertmanager::AlertmanagerSettings),
     /// A generic JSON webhook: alert events as alerts.
     Webhook(webhook::WebhookSettings),
+    /// A Kafka topic: each message acknowledged by every in-sync replica before it leaves the
+    /// backlog.
+    Kafka(kafka::KafkaSettings),
 }
 
 #[derive(Deserialize, Default)]

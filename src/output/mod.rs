@@ -19,6 +19,7 @@ pub mod format;
 pub mod forward;
 pub mod http;
 pub mod http_client;
+pub mod kafka;
 mod kind;
 pub mod loki;
 pub mod queue;
