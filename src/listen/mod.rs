@@ -444,11 +444,23 @@ pub async fn run_datagram(
         dispatcher.flush(flow_control, &hard_stop).await;
     }
     dispatcher.flush(flow_control, &hard_stop).await;
-    if let Some(n) = udp::kernel_drops(&drop_inodes) {
-        m.kernel_drops
-            .store(n, std::sync::atomic::Ordering::Relaxed);
+    // The last word on drops: /proc/net/udp is read in pieces while other sockets come and go,
+    // so a read can miss this socket's line; try again rather than leave the last tick's
+    // count, which would show read + dropped short of what was sent.
+    for _ in 0..FINAL_KERNEL_DROPS_TRIES {
+        if let Some(n) = udp::kernel_drops(&drop_inodes) {
+            m.kernel_drops
+                .store(n, std::sync::atomic::Ordering::Relaxed);
+            break;
+        }
+        if drop_inodes.is_empty() {
+            break;
+        }
     }
 }
+
+/// Reads of /proc/net/udp at a datagram listener's stop before its last drop count is given up.
+const FINAL_KERNEL_DROPS_TRIES: usize = 20;
 
 /// Settings of one datagram listener.
 #[derive(Debug, Clone)]
