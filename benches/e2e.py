@@ -84,6 +84,8 @@ BASE_PORT = 17514
 UDP_SOCKETS = 1
 # --udp-senders: sending threads (source ports) for UDP; 0 picks by rate.
 UDP_SENDERS = 0
+# --work-dir: where every case's daemon writes (None: the system's temp dir).
+WORK_DIR = None
 # The alerts case: how many of ALERT_RULES sluice's config carries (0 outside that case).
 ALERTS_ON = 0
 # Alert rules as users write them; all but the last four are fed every message of the bench.
@@ -246,7 +248,7 @@ class Daemon:
 
     def __init__(self, name, proto, port, rfc5424=False, out=None, stdout=None, es_port=None):
         self.name, self.port = name, port
-        self.work = tempfile.mkdtemp(prefix=f"e2e-{name}-")
+        self.work = tempfile.mkdtemp(prefix=f"e2e-{name}-", dir=WORK_DIR)
         self.out = out or os.path.join(self.work, "out.log")
         env = None
         if es_port is not None:
@@ -1030,14 +1032,14 @@ def main():
                    type=lambda s: [int(x) for x in s.split(",") if x],
                    help="paced rates at which the alerts case measures what the engine's queue drops")
     p.add_argument("--timeout", type=float, default=120)
-    p.add_argument("--work-dir", help="where the mixed cases write their files (default: the system's temp dir); "
+    p.add_argument("--work-dir", help="where every case's daemon writes its files (default: the system's temp dir); "
                    "a tmpfs such as /dev/shm leaves out the file system's inode allocation, which on ext4 "
                    "after earlier runs' deletions costs every daemon more than its own work")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--json", help="also write every figure to this file")
     args = p.parse_args()
-    global UDP_SOCKETS, UDP_SENDERS
-    UDP_SOCKETS, UDP_SENDERS = args.udp_sockets, args.udp_senders
+    global UDP_SOCKETS, UDP_SENDERS, WORK_DIR
+    UDP_SOCKETS, UDP_SENDERS, WORK_DIR = args.udp_sockets, args.udp_senders, args.work_dir
     raise_nofile()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "sluice", "--example", "loadgen"], cwd=ROOT,
