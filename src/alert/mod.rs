@@ -628,14 +628,7 @@ fn positive_duration(
     key: &str,
     v: &Option<Spanned<NumOrStr>>,
 ) -> Option<Duration> {
-    let d = duration_opt(errs, &format!("{p}.{key}"), v)?;
-    if d.is_zero() {
-        if let Some(v) = v {
-            errs.at(v.span(), format!("{p}.{key}"), "must be more than 0");
-        }
-        return None;
-    }
-    Some(d)
+    crate::decode::positive_duration(errs, &format!("{p}.{key}"), v)
 }
 
 fn count(

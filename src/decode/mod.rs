@@ -560,6 +560,22 @@ pub fn duration_opt(
     r.map_err(|m| errs.at(v.span(), key, m)).ok()
 }
 
+/// A duration that must be more than zero, reported at its key when invalid or zero.
+pub fn positive_duration(
+    errs: &mut Errors<'_>,
+    key: &str,
+    v: &Option<Spanned<NumOrStr>>,
+) -> Option<Duration> {
+    let d = duration_opt(errs, key, v)?;
+    if d.is_zero() {
+        if let Some(v) = v {
+            errs.at(v.span(), key, "must be more than 0");
+        }
+        return None;
+    }
+    Some(d)
+}
+
 /// A positive integer, reported at its key when not.
 pub fn positive(errs: &mut Errors<'_>, key: &str, v: &Option<Spanned<i64>>) -> Option<usize> {
     let v = v.as_ref()?;

@@ -62,11 +62,11 @@ impl Transport for AlertPost {
     }
 
     fn batch_records(&self) -> usize {
-        self.endpoint.batch_max_events
+        self.endpoint.batch.max_events
     }
 
     fn max_wait(&self) -> Duration {
-        self.endpoint.batch_max_wait
+        self.endpoint.batch.max_wait
     }
 
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {

@@ -10,10 +10,13 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use toml::Spanned;
 
 use crate::backoff::Backoff;
+use crate::decode::{Entry, Errors, NumOrStr, duration_opt};
 use crate::event::Event;
 use crate::metrics::{self, LogLimiter, OutputMetrics};
 use crate::output::backlog::{Backlog, DiskQueue};
@@ -35,6 +38,75 @@ const SYNC_RETRY_MAX: Duration = Duration::from_secs(30);
 /// What a record may add to its frame (an RFC 5424 header for an RFC 3164 frame, a JSON
 /// document's keys); a record that needs more grows once.
 const RECORD_OVERHEAD_BYTES: usize = 256;
+
+/// `batch = { max_events, max_size, max_wait }`, as every batching output reads it.
+#[derive(Deserialize, Default)]
+pub(crate) struct BatchRaw {
+    max_events: Option<Spanned<i64>>,
+    max_size: Option<Spanned<NumOrStr>>,
+    max_wait: Option<Spanned<NumOrStr>>,
+}
+
+/// An output's batch bounds: events and bytes per attempt, and how long a partial batch waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Records per attempt at most.
+    pub max_events: usize,
+    /// Bytes per attempt at most (one record that is larger goes alone).
+    pub max_bytes: u64,
+    /// How long a partial batch waits for more.
+    pub max_wait: Duration,
+}
+
+impl BatchLimits {
+    /// Reads `batch` (absent keys take `defaults`'); a size of 0 is refused.
+    pub(crate) fn decode(
+        raw: Option<&BatchRaw>,
+        entry: &Entry<'_, '_>,
+        errs: &mut Errors<'_>,
+        defaults: BatchLimits,
+    ) -> BatchLimits {
+        let Some(b) = raw else {
+            return defaults;
+        };
+        let max_wait = duration_opt(errs, &entry.key("batch.max_wait"), &b.max_wait)
+            .unwrap_or(defaults.max_wait);
+        let max_events =
+            crate::decode::positive(errs, &entry.key("batch.max_events"), &b.max_events)
+                .unwrap_or(defaults.max_events);
+        let max_bytes =
+            match crate::decode::size_opt(errs, &entry.key("batch.max_size"), &b.max_size) {
+                Some(0) => {
+                    if let Some(v) = &b.max_size {
+                        errs.at(v.span(), entry.key("batch.max_size"), "must be more than 0");
+                    }
+                    defaults.max_bytes
+                }
+                Some(n) => n,
+                None => defaults.max_bytes,
+            };
+        BatchLimits {
+            max_events,
+            max_bytes,
+            max_wait,
+        }
+    }
+
+    /// How many records from the head make one attempt: at most `max_events`, and as many as
+    /// fit `max_bytes` counting `separator` bytes after each (at least one).
+    pub fn fitting(&self, records: &[Vec<u8>], separator: usize) -> usize {
+        let mut bytes = 0u64;
+        records
+            .iter()
+            .take(self.max_events)
+            .take_while(|r| {
+                bytes += (r.len() + separator) as u64;
+                bytes <= self.max_bytes
+            })
+            .count()
+            .max(1)
+    }
+}
 
 /// How a kind sends records to its receiver.
 pub trait Transport: Send + 'static {

@@ -393,7 +393,7 @@ impl BulkTransport {
         {
             return p;
         }
-        let n = self.settings.endpoint.fitting(records, 1);
+        let n = self.settings.endpoint.batch.fitting(records, 1);
         Pending {
             len: n,
             digest: Vec::new(),
@@ -488,11 +488,11 @@ impl Transport for BulkTransport {
     }
 
     fn batch_records(&self) -> usize {
-        self.settings.endpoint.batch_max_events
+        self.settings.endpoint.batch.max_events
     }
 
     fn max_wait(&self) -> Duration {
-        self.settings.endpoint.batch_max_wait
+        self.settings.endpoint.batch.max_wait
     }
 
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {

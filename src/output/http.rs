@@ -171,11 +171,11 @@ impl Transport for HttpTransport {
     }
 
     fn batch_records(&self) -> usize {
-        self.settings.endpoint.batch_max_events
+        self.settings.endpoint.batch.max_events
     }
 
     fn max_wait(&self) -> Duration {
-        self.settings.endpoint.batch_max_wait
+        self.settings.endpoint.batch.max_wait
     }
 
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {

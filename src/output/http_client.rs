@@ -16,9 +16,9 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::decode::{Entry, Errors, NumOrStr, Part, choice, duration_opt, keys};
+use crate::decode::{Entry, Errors, NumOrStr, Part, choice, keys};
 use crate::metrics::{self, OutputMetrics};
-use crate::output::delivery::{Attempt, Refusals};
+use crate::output::delivery::{Attempt, BatchLimits, BatchRaw, Refusals};
 
 /// Default `batch.max_events`.
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 500;
@@ -44,12 +44,9 @@ pub struct HttpEndpoint {
     pub auth: Option<Auth>,
     /// For `https` URLs: the server's trust and the client certificate.
     pub tls: Option<crate::tls::ClientSettings>,
-    /// Most events per request.
-    pub batch_max_events: usize,
-    /// Most body bytes per request (before compression); a single larger event goes alone.
-    pub batch_max_bytes: u64,
-    /// How long a partial batch waits for more events (0: sent as soon as queued).
-    pub batch_max_wait: Duration,
+    /// Events and body bytes (before compression) per request, and how long a partial batch
+    /// waits for more (0: sent as soon as queued).
+    pub batch: BatchLimits,
     /// Connect, send and answer must fit in this.
     pub timeout: Duration,
     /// The output that events refused for good are handed to, with the reason.
@@ -105,13 +102,6 @@ struct AuthRaw {
     key_file: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize, Default)]
-struct BatchRaw {
-    max_events: Option<Spanned<i64>>,
-    max_size: Option<Spanned<NumOrStr>>,
-    max_wait: Option<Spanned<NumOrStr>>,
-}
-
 impl HttpEndpoint {
     /// Reads the endpoint's keys, TLS ones included.
     pub fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<HttpEndpoint> {
@@ -138,17 +128,18 @@ impl HttpEndpoint {
         );
         let headers = raw.headers(entry, errs);
         let auth = raw.auth.as_ref().and_then(|a| a.decode(entry, errs));
-        let (batch_max_events, batch_max_bytes, batch_max_wait) = raw.batch(entry, errs);
-        let timeout = match duration_opt(errs, &entry.key("timeout"), &raw.timeout) {
-            Some(d) if d.is_zero() => {
-                if let Some(v) = &raw.timeout {
-                    errs.at(v.span(), entry.key("timeout"), "must be more than 0");
-                }
-                DEFAULT_TIMEOUT
-            }
-            Some(d) => d,
-            None => DEFAULT_TIMEOUT,
-        };
+        let batch = BatchLimits::decode(
+            raw.batch.as_ref(),
+            entry,
+            errs,
+            BatchLimits {
+                max_events: DEFAULT_BATCH_MAX_EVENTS,
+                max_bytes: DEFAULT_BATCH_MAX_BYTES,
+                max_wait: Duration::ZERO,
+            },
+        );
+        let timeout = crate::decode::positive_duration(errs, &entry.key("timeout"), &raw.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
         (errs.count() == before).then_some(())?;
         Some(HttpEndpoint {
             url: url?,
@@ -156,9 +147,7 @@ impl HttpEndpoint {
             headers,
             auth,
             tls: if https { Some(tls?) } else { None },
-            batch_max_events,
-            batch_max_bytes,
-            batch_max_wait,
+            batch,
             timeout,
             dead_letter: raw.dead_letter.as_ref().map(|d| d.get_ref().clone()),
         })
@@ -181,21 +170,6 @@ impl HttpEndpoint {
         if let Some(c) = &self.tls {
             crate::tls::ClientTlsPart::check_environment(c, key, tls);
         }
-    }
-
-    /// How many records from the head make one request: at most `batch_max_events`, and as
-    /// many as fit `batch_max_bytes` counting `separator` bytes after each (at least one).
-    pub fn fitting(&self, records: &[Vec<u8>], separator: usize) -> usize {
-        let mut bytes = 0u64;
-        let n = records
-            .iter()
-            .take(self.batch_max_events)
-            .take_while(|r| {
-                bytes += (r.len() + separator) as u64;
-                bytes <= self.batch_max_bytes
-            })
-            .count();
-        n.max(1)
     }
 }
 
@@ -263,32 +237,6 @@ impl EndpointRaw {
             }
         }
         out
-    }
-
-    /// `batch = { max_events, max_size, max_wait }`.
-    fn batch(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> (usize, u64, Duration) {
-        let Some(b) = &self.batch else {
-            return (
-                DEFAULT_BATCH_MAX_EVENTS,
-                DEFAULT_BATCH_MAX_BYTES,
-                Duration::ZERO,
-            );
-        };
-        let wait =
-            duration_opt(errs, &entry.key("batch.max_wait"), &b.max_wait).unwrap_or(Duration::ZERO);
-        let events = crate::decode::positive(errs, &entry.key("batch.max_events"), &b.max_events)
-            .unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
-        let bytes = match crate::decode::size_opt(errs, &entry.key("batch.max_size"), &b.max_size) {
-            Some(0) => {
-                if let Some(v) = &b.max_size {
-                    errs.at(v.span(), entry.key("batch.max_size"), "must be more than 0");
-                }
-                DEFAULT_BATCH_MAX_BYTES
-            }
-            Some(n) => n,
-            None => DEFAULT_BATCH_MAX_BYTES,
-        };
-        (events, bytes, wait)
     }
 }
 
@@ -495,6 +443,7 @@ impl HttpClient {
     ) -> Attempt {
         let mut n = self
             .endpoint
+            .batch
             .fitting(records, shape.separator.len() + shape.terminator.len());
         loop {
             let body = shape.join(&records[..n]);

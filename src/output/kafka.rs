@@ -34,10 +34,10 @@ use rskafka::record::Record;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::decode::{Entry, Errors, NumOrStr, OneOrMany, Part, choice, duration_opt, keys};
+use crate::decode::{Entry, Errors, NumOrStr, OneOrMany, Part, choice, keys};
 use crate::event::Event;
 use crate::metrics::{self, OutputMetrics};
-use crate::output::delivery::{Attempt, DeadLetter, Refusals, Transport};
+use crate::output::delivery::{Attempt, BatchLimits, BatchRaw, DeadLetter, Refusals, Transport};
 use crate::output::file::template::PathTemplate;
 use crate::output::format::{Format, local_hostname};
 use crate::output::forward::host_of;
@@ -70,12 +70,9 @@ pub struct KafkaSettings {
     pub key: KeyField,
     /// Compression of produced batches.
     pub compression: CompressionKind,
-    /// Messages in flight per attempt.
-    pub batch_max_events: usize,
-    /// Bytes of values per attempt.
-    pub batch_max_bytes: u64,
-    /// How long a partial batch waits for more (linger).
-    pub linger: Duration,
+    /// Messages in flight and bytes of values per attempt, and how long a partial batch waits
+    /// for more (linger).
+    pub batch: BatchLimits,
     /// How long a request may go unanswered.
     pub timeout: Duration,
     /// With `tls = true`: the trust and client certificate.
@@ -158,13 +155,6 @@ impl Part for KafkaRaw {
 }
 
 #[derive(Deserialize, Default)]
-struct BatchRaw {
-    max_events: Option<Spanned<i64>>,
-    max_size: Option<Spanned<NumOrStr>>,
-    max_wait: Option<Spanned<NumOrStr>>,
-}
-
-#[derive(Deserialize, Default)]
 struct SaslRaw {
     mechanism: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
@@ -221,17 +211,18 @@ impl OutputKindSpec for KafkaSettings {
             ],
             CompressionKind::None,
         );
-        let (batch_max_events, batch_max_bytes, linger) = raw.batch(entry, errs);
-        let timeout = match duration_opt(errs, &entry.key("timeout"), &raw.timeout) {
-            Some(d) if d.is_zero() => {
-                if let Some(v) = &raw.timeout {
-                    errs.at(v.span(), entry.key("timeout"), "must be more than 0");
-                }
-                DEFAULT_TIMEOUT
-            }
-            Some(d) => d,
-            None => DEFAULT_TIMEOUT,
-        };
+        let batch = BatchLimits::decode(
+            raw.batch.as_ref(),
+            entry,
+            errs,
+            BatchLimits {
+                max_events: DEFAULT_BATCH_MAX_EVENTS,
+                max_bytes: DEFAULT_BATCH_MAX_BYTES,
+                max_wait: DEFAULT_LINGER,
+            },
+        );
+        let timeout = crate::decode::positive_duration(errs, &entry.key("timeout"), &raw.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
         let sasl = raw.sasl.as_ref().and_then(|s| s.decode(entry, errs));
         let on = raw.tls.as_ref().is_some_and(|t| *t.get_ref());
         let why_span = raw.tls.as_ref().map_or(entry.kind.span(), |t| t.span());
@@ -264,9 +255,7 @@ impl OutputKindSpec for KafkaSettings {
             topic: topic?,
             key,
             compression,
-            batch_max_events,
-            batch_max_bytes,
-            linger,
+            batch,
             timeout,
             tls: if on { Some(tls?) } else { None },
             sasl,
@@ -402,32 +391,6 @@ impl KafkaRaw {
             return bad(errs, format!("longer than {MAX_TOPIC_CHARS} characters"));
         }
         Some(template)
-    }
-
-    /// `batch = { max_events, max_size, max_wait }`.
-    fn batch(&self, entry: &Entry<'_, '_>, errs: &mut Errors<'_>) -> (usize, u64, Duration) {
-        let Some(b) = &self.batch else {
-            return (
-                DEFAULT_BATCH_MAX_EVENTS,
-                DEFAULT_BATCH_MAX_BYTES,
-                DEFAULT_LINGER,
-            );
-        };
-        let wait =
-            duration_opt(errs, &entry.key("batch.max_wait"), &b.max_wait).unwrap_or(DEFAULT_LINGER);
-        let events = crate::decode::positive(errs, &entry.key("batch.max_events"), &b.max_events)
-            .unwrap_or(DEFAULT_BATCH_MAX_EVENTS);
-        let bytes = match crate::decode::size_opt(errs, &entry.key("batch.max_size"), &b.max_size) {
-            Some(0) => {
-                if let Some(v) = &b.max_size {
-                    errs.at(v.span(), entry.key("batch.max_size"), "must be more than 0");
-                }
-                DEFAULT_BATCH_MAX_BYTES
-            }
-            Some(n) => n,
-            None => DEFAULT_BATCH_MAX_BYTES,
-        };
-        (events, bytes, wait)
     }
 }
 
@@ -708,21 +671,6 @@ impl KafkaTransport {
         Ok(())
     }
 
-    /// How many records from the head make one attempt: at most `batch.max_events` and as
-    /// many as fit `batch.max_size` (at least one).
-    fn fitting(&self, records: &[Vec<u8>]) -> usize {
-        let mut bytes = 0u64;
-        records
-            .iter()
-            .take(self.settings.batch_max_events)
-            .take_while(|r| {
-                bytes += r.len() as u64;
-                bytes <= self.settings.batch_max_bytes
-            })
-            .count()
-            .max(1)
-    }
-
     /// The partition client of `topic`/`partition`, made (and its leader found) if needed.
     fn producer(&mut self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, String> {
         if let Some(p) = self.producers.get(&(topic.to_string(), partition)) {
@@ -857,11 +805,11 @@ impl Transport for KafkaTransport {
     }
 
     fn batch_records(&self) -> usize {
-        self.settings.batch_max_events
+        self.settings.batch.max_events
     }
 
     fn max_wait(&self) -> Duration {
-        self.settings.linger
+        self.settings.batch.max_wait
     }
 
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
@@ -871,7 +819,7 @@ impl Transport for KafkaTransport {
                 retry_after: None,
             };
         }
-        let records = &records[..self.fitting(records)];
+        let records = &records[..self.settings.batch.fitting(records, 0)];
         let now = chrono::Utc::now();
         // Group by (topic, partition), keeping each group in backlog order.
         let mut groups: Vec<((String, i32), Vec<usize>)> = Vec::new();

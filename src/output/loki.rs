@@ -562,15 +562,15 @@ impl Transport for LokiTransport {
     }
 
     fn batch_records(&self) -> usize {
-        self.settings.endpoint.batch_max_events
+        self.settings.endpoint.batch.max_events
     }
 
     fn max_wait(&self) -> Duration {
-        self.settings.endpoint.batch_max_wait
+        self.settings.endpoint.batch.max_wait
     }
 
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
-        let mut n = self.settings.endpoint.fitting(records, 0);
+        let mut n = self.settings.endpoint.batch.fitting(records, 0);
         loop {
             let mut decoded = Vec::with_capacity(n);
             let mut readable: Vec<&[u8]> = Vec::with_capacity(n);

@@ -48,9 +48,7 @@ use super::kind::{
     BoundSocket, Endpoint, ListenerDescriptors, ListenerKindSpec, StartContext, wrong_socket,
 };
 use super::{Dispatcher, is_blank};
-use crate::decode::{
-    Entry, Errors, NumOrStr, OneOrMany, Part, choice, duration_opt, keys, positive, size_opt,
-};
+use crate::decode::{Entry, Errors, NumOrStr, OneOrMany, Part, choice, keys, positive, size_opt};
 use crate::event::{
     Facility, ParseError, ParseErrorKind, ParseFlags, Parsed, Protocol, Severity, Span,
     StructuredData,
@@ -206,16 +204,9 @@ fn interval(
     v: &Option<Spanned<NumOrStr>>,
     default: Duration,
 ) -> Option<Duration> {
-    match duration_opt(errs, key, v) {
-        None if v.is_some() => None,
+    match v {
         None => Some(default),
-        Some(d) if d.is_zero() => {
-            if let Some(v) = v {
-                errs.at(v.span(), key, "must be more than 0");
-            }
-            None
-        }
-        Some(d) => Some(d),
+        Some(_) => crate::decode::positive_duration(errs, key, v),
     }
 }
 
