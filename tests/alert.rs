@@ -5,7 +5,7 @@
 //! notifications Alertmanager sends its receiver, and through the webhook's bodies.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::http_server::HttpServer;
-use crate::support::{TestDaemon, send_lines_to, tools_root, wait_until};
+use crate::support::{TestDaemon, free_tcp_port, send_lines_to, tools_root, wait_until};
 
 /// An Alertmanager process, killed when dropped.
 struct Alertmanager {
@@ -27,14 +27,6 @@ impl Drop for Alertmanager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A free port on 127.0.0.1 (bound, read and released: Alertmanager takes no port 0).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 impl Alertmanager {
@@ -59,7 +51,7 @@ impl Alertmanager {
             ),
         )
         .unwrap();
-        let addr = free_addr();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let child = Command::new(&bin)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(

@@ -24,17 +24,12 @@ const DEFAULT_STREAM: &str = "logs-syslog-default";
 /// A TCP listener `tcp` whose every message goes to the elasticsearch output `es` at `url`,
 /// with extra `keys` (TOML lines); state under `{dir}/state`.
 fn config(url: &str, keys: &str) -> String {
-    let daemon = "[daemon]\nstate_dir = \"{dir}/state\"\nshutdown_timeout = \"2s\"\n\n";
-    format!("{daemon}{}", pipeline(url, keys))
+    store_config("es", "elasticsearch", url, keys)
 }
 
 /// [`config`] without its `[daemon]` table.
 fn pipeline(url: &str, keys: &str) -> String {
-    ConfigBuilder::new()
-        .tcp("tcp", "")
-        .output("es", "elasticsearch", &format!("url = \"{url}\"\n{keys}"))
-        .route_to(&["es"])
-        .build()
+    store_pipeline("es", "elasticsearch", url, keys)
 }
 
 /// A daemon sending to `es` with `keys`.
@@ -60,9 +55,7 @@ fn send_lines(d: &TestDaemon, lines: impl IntoIterator<Item = String>) {
 
 /// Waits until `written` reaches `n`.
 fn wait_written(d: &TestDaemon, n: u64) {
-    wait_until(&format!("{n} events written"), DELIVERY, || {
-        counter(d, "written") >= n
-    });
+    wait_output_written(d, "es", n, DELIVERY);
 }
 
 /// Waits until the backlog is empty and no more requests are going out.

@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -379,20 +379,11 @@ action(type="omelasticsearch" server="127.0.0.1" serverport="{es_port}" searchIn
     (peer, port)
 }
 
-/// A port free a moment ago (syslog-ng cannot report the one it binds).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// syslog-ng from the unpacked prefix (its libraries by LD_LIBRARY_PATH, its modules by
 /// --module-path, the SCL block by absolute path), nothing of the host's touched. It listens
 /// for RFC 3164 on the first port and RFC 5424 (`flags(syslog-protocol)`) on the second.
 fn syslog_ng(root: &Path, dir: &Path, es_url: &str) -> (Peer, u16, u16) {
-    let (p3164, p5424) = (free_port(), free_port());
+    let (p3164, p5424) = (free_tcp_port(), free_tcp_port());
     let conf = dir.join("syslog-ng.conf");
     std::fs::write(
         &conf,

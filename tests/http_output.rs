@@ -15,17 +15,12 @@ const DELIVERY: Duration = Duration::from_secs(40);
 /// A TCP listener `tcp` whose every message goes to the http output `siem` at `url`, with
 /// extra `keys` (TOML lines); state under `{dir}/state`.
 fn config(url: &str, keys: &str) -> String {
-    let daemon = "[daemon]\nstate_dir = \"{dir}/state\"\nshutdown_timeout = \"2s\"\n\n";
-    format!("{daemon}{}", pipeline(url, keys))
+    store_config("siem", "http", url, keys)
 }
 
 /// [`config`] without its `[daemon]` table.
 fn pipeline(url: &str, keys: &str) -> String {
-    ConfigBuilder::new()
-        .tcp("tcp", "")
-        .output("siem", "http", &format!("url = \"{url}\"\n{keys}"))
-        .route_to(&["siem"])
-        .build()
+    store_pipeline("siem", "http", url, keys)
 }
 
 /// A daemon sending to `server`'s `/ingest` with `keys`.
@@ -51,9 +46,7 @@ fn send_lines(d: &TestDaemon, lines: impl IntoIterator<Item = String>) {
 
 /// Waits until `written` reaches `n`.
 fn wait_written(d: &TestDaemon, n: u64) {
-    wait_until(&format!("{n} events written"), DELIVERY, || {
-        counter(d, "written") >= n
-    });
+    wait_output_written(d, "siem", n, DELIVERY);
 }
 
 /// The events of an NDJSON body: one JSON object per line.

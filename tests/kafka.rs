@@ -46,15 +46,6 @@ fn python_with_kafka() -> String {
     panic!("no python3 imports kafka: run .ci/install-test-tools (python3-kafka)");
 }
 
-/// A port free right now, for a broker that must come back on it.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A tansu broker on 127.0.0.1:`port`, storing in memory; killed on drop.
 struct Tansu {
     port: u16,
@@ -65,7 +56,7 @@ struct Tansu {
 impl Tansu {
     fn start() -> Tansu {
         let mut t = Tansu {
-            port: free_port(),
+            port: free_tcp_port(),
             child: None,
             log: tempfile::NamedTempFile::new().unwrap(),
         };

@@ -28,17 +28,12 @@ const DEFAULT_LABELS: [&str; 5] = ["hostname", "app_name", "facility", "severity
 /// A TCP listener `tcp` whose every message goes to the loki output `loki` at `url`, with
 /// extra `keys` (TOML lines); state under `{dir}/state`.
 fn config(url: &str, keys: &str) -> String {
-    let daemon = "[daemon]\nstate_dir = \"{dir}/state\"\nshutdown_timeout = \"2s\"\n\n";
-    format!("{daemon}{}", pipeline(url, keys))
+    store_config("loki", "loki", url, keys)
 }
 
 /// [`config`] without its `[daemon]` table.
 fn pipeline(url: &str, keys: &str) -> String {
-    ConfigBuilder::new()
-        .tcp("tcp", "")
-        .output("loki", "loki", &format!("url = \"{url}\"\n{keys}"))
-        .route_to(&["loki"])
-        .build()
+    store_pipeline("loki", "loki", url, keys)
 }
 
 /// A daemon sending to `loki` with `keys`.
@@ -53,9 +48,7 @@ fn counter(d: &TestDaemon, name: &str) -> u64 {
 
 /// Waits until `written` reaches `n`.
 fn wait_written(d: &TestDaemon, n: u64) {
-    wait_until(&format!("{n} events written"), DELIVERY, || {
-        counter(d, "written") >= n
-    });
+    wait_output_written(d, "loki", n, DELIVERY);
 }
 
 /// Waits until the backlog is empty.

@@ -30,15 +30,6 @@ fn need_relp_modules() {
     }
 }
 
-/// A port free right now (bound, then released) for a receiver that must come back on it.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// How often each message number of 0..`n` appears in `path` (lines holding `msgnum:NNNNNNNN`).
 fn tally(path: &Path, n: usize) -> Vec<u32> {
     let mut counts = vec![0u32; n];
@@ -141,7 +132,7 @@ fn omrelp_to_sluice_100k_with_kill_9_of_sluice() {
     // a file; sluice is killed with SIGKILL mid-stream and started again on the same port.
     // Oracle: every number is in the file (sluice acknowledged only what its file output had
     // written, so rsyslog resent the rest), and duplicates are at most one window.
-    let port = free_port();
+    let port = free_tcp_port();
     let (dir, mut sluice) = Proc::start_toml(&relp_listener_config(port, ""), 1);
     let rdir = tempfile::tempdir().unwrap();
     let (_rsyslog, imtcp) = start_relay(
@@ -201,7 +192,7 @@ fn sluice_to_imrelp_100k_with_kill_9_of_rsyslog() {
     // rsyslog is killed with SIGKILL mid-stream and started again.
     // Oracle: every number arrives (a record leaves sluice's backlog only on `200 OK`; the
     // window not confirmed is resent on the new session), duplicates at most one window.
-    let port = free_port();
+    let port = free_tcp_port();
     let rdir = tempfile::tempdir().unwrap();
     let config = imrelp_config(rdir.path(), port, "");
     need_relp_modules();
@@ -249,7 +240,7 @@ fn omrelp_over_tls_to_sluice() {
     let d_ = dir.path();
     pki(d_, &["rsyslog"]);
     let p = |f: &str| d_.join(f).display().to_string();
-    let port = free_port();
+    let port = free_tcp_port();
     let d = TestDaemon::start(&relp_listener_config(
         port,
         &format!(
@@ -400,7 +391,7 @@ fn relp_listener_answers_each_message_in_order_once_written() {
 fn relp_acks_stop_while_a_blocking_output_is_full() {
     // An output whose collector is down and whose queue holds 10 events under `block`: the
     // listener answers what the queue took, then nothing, and the sender's window fills.
-    let dead = free_port();
+    let dead = free_tcp_port();
     let d = TestDaemon::start(
         &ConfigBuilder::new()
             .listener("relp", "relp", "address = \"127.0.0.1:0\"")
@@ -526,6 +517,10 @@ fn relp_hostile_k05_oversize_is_cut_flagged_and_the_rest_skipped() {
     c.send(&more);
     assert_eq!(c.answer(DEADLINE), Some((4, "200 OK".to_string())));
     wait_closed(&mut c.s, DEADLINE);
+    // The session is counted as it ends, which the client may see first.
+    wait_until("the frame timeout counted", DEADLINE, || {
+        count(&m.frame_timeouts) >= 1
+    });
     assert_eq!(count(&m.frame_timeouts), 1);
     assert_eq!(count(&m.relp_oversize), 2);
     // A cut message whose trailer is not LF: closed, counted.
@@ -761,8 +756,8 @@ fn relp_answers_for_a_disk_queue_survive_kill_9() {
     // A relp listener feeding a forward output whose collector is down, through a disk queue:
     // every message answered `200 OK` is on disk, so after a kill -9 and a restart with the
     // collector up, every one of them is delivered.
-    let collector_port = free_port();
-    let port = free_port();
+    let collector_port = free_tcp_port();
+    let port = free_tcp_port();
     let config = ConfigBuilder::new()
         .listener("relp", "relp", &format!("address = \"127.0.0.1:{port}\""))
         .output(
@@ -858,7 +853,7 @@ fn sluice_to_imrelp_over_tls() {
     let d_ = dir.path();
     pki(d_, &["relay"]);
     let p = |f: &str| d_.join(f).display().to_string();
-    let port = free_port();
+    let port = free_tcp_port();
     let _rsyslog = Rsyslog::start(
         d_,
         &imrelp_config(

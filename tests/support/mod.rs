@@ -20,6 +20,39 @@ use tokio_util::sync::CancellationToken;
 /// Default deadline for a condition to become true.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
+/// A TCP port on 127.0.0.1 free a moment ago (bound, read and released), for a peer that
+/// cannot report the port it binds or must come back on the same one.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The store outputs' tests: a TCP listener `tcp` whose every message goes to output `name` of
+/// `kind` at `url`, with extra `keys` (TOML lines), without a `[daemon]` table.
+pub fn store_pipeline(name: &str, kind: &str, url: &str, keys: &str) -> String {
+    ConfigBuilder::new()
+        .tcp("tcp", "")
+        .output(name, kind, &format!("url = \"{url}\"\n{keys}"))
+        .route_to(&[name])
+        .build()
+}
+
+/// [`store_pipeline`] with its state under `{dir}/state` and a 2 s shutdown.
+pub fn store_config(name: &str, kind: &str, url: &str, keys: &str) -> String {
+    let daemon = "[daemon]\nstate_dir = \"{dir}/state\"\nshutdown_timeout = \"2s\"\n\n";
+    format!("{daemon}{}", store_pipeline(name, kind, url, keys))
+}
+
+/// Waits until output `name`'s `written` counter reaches `n`.
+pub fn wait_output_written(d: &TestDaemon, name: &str, n: u64, deadline: Duration) {
+    wait_until(&format!("{n} events written"), deadline, || {
+        d.output_counter(name, "written") >= n
+    });
+}
+
 /// Polls `cond` until it holds or `deadline` passes; panics with `what` on timeout.
 pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
