@@ -262,6 +262,26 @@ impl Dispatcher {
     /// `cut` fires (the shutdown deadline): what could not be handed over is counted as
     /// undelivered by its output.
     pub async fn flush_or_cut(&mut self, cut: &tokio_util::sync::CancellationToken) {
+        self.hand_over(cut, None).await;
+    }
+
+    /// [`Dispatcher::flush_or_cut`] with a receipt: each output the pending batches go to gets a
+    /// share and settles it once it holds them (see [`crate::output::receipt`]). A batch cut at
+    /// `hard_stop` fails its share.
+    pub async fn flush_with_receipt(
+        &mut self,
+        cut: &tokio_util::sync::CancellationToken,
+        receipt: crate::output::Receipt,
+    ) {
+        self.hand_over(cut, Some(&receipt)).await;
+        receipt.keep();
+    }
+
+    async fn hand_over(
+        &mut self,
+        cut: &tokio_util::sync::CancellationToken,
+        receipt: Option<&crate::output::Receipt>,
+    ) {
         self.publish_counts();
         let Some(routing) = self.routing.take() else {
             return;
@@ -274,35 +294,10 @@ impl Dispatcher {
             let batch = std::mem::take(batch);
             let n = batch.len() as u64;
             tokio::select! {
-                _ = out.send(batch) => {}
+                _ = out.send_with(batch, receipt.cloned()) => {}
                 _ = cut.cancelled() => out.count_undelivered(n),
             }
         }
-    }
-
-    /// [`Dispatcher::flush_or_cut`] with a receipt: each output the pending batches go to gets a
-    /// share and settles it once it holds them (see [`crate::output::receipt`]). A batch cut at
-    /// `hard_stop` fails its share.
-    pub async fn flush_with_receipt(
-        &mut self,
-        cut: &tokio_util::sync::CancellationToken,
-        receipt: crate::output::Receipt,
-    ) {
-        self.publish_counts();
-        if let Some(routing) = self.routing.take() {
-            for (batch, out) in self.batches.iter_mut().zip(&routing.outputs) {
-                if batch.is_empty() {
-                    continue;
-                }
-                let batch = std::mem::take(batch);
-                let n = batch.len() as u64;
-                tokio::select! {
-                    _ = out.send_with(batch, Some(receipt.clone())) => {}
-                    _ = cut.cancelled() => out.count_undelivered(n),
-                }
-            }
-        }
-        receipt.keep();
     }
 
     /// [`Dispatcher::flush_or_cut`] when `wait`, else [`Dispatcher::flush_nowait`].
