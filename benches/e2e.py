@@ -112,6 +112,27 @@ def cpu_seconds(pid):
         return 0.0
 
 
+def cpu_split(pid):
+    """(user s, system s, context switches) of every thread of `pid` so far: where a daemon's
+    CPU goes (its own code, or the kernel's copies and wake-ups) and how often its threads
+    slept and were woken."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        switches = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            switches += int(line.split()[1])
+            except FileNotFoundError:
+                pass
+        return int(fields[11]) / TICK, int(fields[12]) / TICK, switches
+    except FileNotFoundError:
+        return 0.0, 0.0, 0
+
+
 def rss_bytes(pid):
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE
@@ -887,7 +908,8 @@ def case_mixed(args, names, fmt):
                 runs[name].append(r)
                 print(f"  mixed{fmt} {name:9s} {r['lines']:>8d} lines, {r['forwarded']}/{r['sent']} forwarded, "
                       f"{r['files_wrong']} of {r['files']} files wrong  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
-                      f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
+                      f"cpu {r['cpu_s']:.2f}s (user {r['user_s']:.2f}s, sys {r['sys_s']:.2f}s, "
+                      f"{r['switches']} context switches)  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
                 for w in r["wrong"][:5]:
                     print(f"      {w}")
     finally:
@@ -917,6 +939,7 @@ def mixed_run(args, name, fmt, collector):
     try:
         d.wait_ready()
         cpu0, t0 = d.cpu(), time.time()
+        split0 = cpu_split(proc.pid)
         sent = loadgen("--workload", "mixed", "--proto", "tcp", "--format", fmt, "--count", args.n,
                        "--connections", MIXED_CONNS, f"127.0.0.1:{port}")
         expected = sent["expected"]
@@ -941,6 +964,7 @@ def mixed_run(args, name, fmt, collector):
                 break
             time.sleep(0.05)
         cpu = d.cpu() - cpu0
+        user_s, sys_s, switches = (b - a for a, b in zip(split0, cpu_split(proc.pid)))
         forwarded, fwd_last = collector.get()
         end = max([fwd_last] + [os.stat(p).st_mtime for p in files_under(out)])
         d.stop()
@@ -953,6 +977,7 @@ def mixed_run(args, name, fmt, collector):
         wall = max(end - t0, 1e-6)
         return dict(sent=sent["sent"], lines=lines, forwarded=forwarded, files=len(expected),
                     files_wrong=len(wrong), wrong=wrong, wall_s=wall, cpu_s=cpu,
+                    user_s=user_s, sys_s=sys_s, switches=switches,
                     msg_per_s=sent["sent"] / wall, msg_per_cpu_s=sent["sent"] / max(cpu, 1e-6))
     finally:
         d.stop()

@@ -57,6 +57,8 @@ fn main() -> ExitCode {
     let activation = sluice::systemd::Activation::take_from_env();
     // SAFETY: first thing in main, while the process has a single thread.
     unsafe { sluice::sys::process::remove_env_vars(&sluice::systemd::ENV_VARS) };
+    // Before the allocator's arenas fill: see the function. Best effort (an old kernel lacks it).
+    let _ = sluice::sys::disable_transparent_huge_pages();
     let cli = Cli::parse();
     init_tracing();
     if !cli.learn_baseline.is_empty() {
