@@ -113,6 +113,11 @@ pub trait Transport: Send + 'static {
     /// Encodes one event as a backlog record, as it will be sent.
     fn encode(&self, event: &Event, out: &mut Vec<u8>);
 
+    /// Bytes a record may add to its event's frame, so that encoding does not regrow it.
+    fn record_overhead(&self) -> usize {
+        RECORD_OVERHEAD_BYTES
+    }
+
     /// Records per batch: a backlog holding this many makes a batch worth sending.
     fn batch_records(&self) -> usize;
 
@@ -484,7 +489,7 @@ impl<T: Transport> Worker<T> {
         let mut records = Vec::with_capacity(batch.len());
         for ev in &batch {
             // Room for the frame and what a format adds, so encoding does not regrow it.
-            let mut r = Vec::with_capacity(ev.raw.len() + RECORD_OVERHEAD_BYTES);
+            let mut r = Vec::with_capacity(ev.raw.len() + self.transport.record_overhead());
             self.transport.encode(ev, &mut r);
             records.push(r);
         }

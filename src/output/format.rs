@@ -308,14 +308,19 @@ fn write_sd_5424(sd: &StructuredData, out: &mut Vec<u8>, style: Style) {
 pub fn json_string(bytes: &[u8], out: &mut Vec<u8>) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    // Valid UTF-8 is the rule: checked whole (word at a time for ASCII), not walked in chunks.
-    match std::str::from_utf8(bytes) {
-        Ok(s) => json_escape_str(s, out),
-        Err(_) => {
-            for chunk in bytes.utf8_chunks() {
-                json_escape_str(chunk.valid(), out);
-                if !chunk.invalid().is_empty() {
-                    out.extend_from_slice("\u{FFFD}".as_bytes());
+    let start = out.len();
+    // ASCII is the rule: escaped in one pass that notices any other byte. Only then is the
+    // text checked as UTF-8 (and written again).
+    if json_escape(bytes, out) {
+        match std::str::from_utf8(bytes) {
+            Ok(_) => {}
+            Err(_) => {
+                out.truncate(start);
+                for chunk in bytes.utf8_chunks() {
+                    json_escape(chunk.valid().as_bytes(), out);
+                    if !chunk.invalid().is_empty() {
+                        out.extend_from_slice("\u{FFFD}".as_bytes());
+                    }
                 }
             }
         }
@@ -340,10 +345,11 @@ fn may_need_escape(w: u64) -> bool {
     (control | quote | backslash | del_or_high) & HIGHS != 0
 }
 
-fn json_escape_str(s: &str, out: &mut Vec<u8>) {
-    let bytes = s.as_bytes();
+/// Escapes `bytes` (UTF-8 bytes above 0x7f pass as they are); returns whether it met any.
+fn json_escape(bytes: &[u8], out: &mut Vec<u8>) -> bool {
     let mut start = 0;
     let mut i = 0;
+    let mut high = false;
     while i < bytes.len() {
         // Whole words with nothing to escape are skipped (most messages are such).
         while let Some(word) = bytes.get(i..i + 8) {
@@ -363,6 +369,11 @@ fn json_escape_str(s: &str, out: &mut Vec<u8>) {
                 b'\r' => b"\\r",
                 b'\t' => b"\\t",
                 0..=0x1f | 0x7f => b"",
+                0x80.. => {
+                    high = true;
+                    i += 1;
+                    continue;
+                }
                 _ => {
                     i += 1;
                     continue;
@@ -379,6 +390,7 @@ fn json_escape_str(s: &str, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&bytes[start..]);
+    high
 }
 
 /// Writes a socket address as `Display` does (`1.2.3.4:514`, `[::1]:514`), IPv4 without the
