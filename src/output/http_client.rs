@@ -849,6 +849,12 @@ impl<S> Window<S> {
         }
         while slots.len() < max && at < records.len() {
             let len = limits.fitting(&records[at..], separator);
+            // A partial batch behind others waits for more, as `max_wait` asks; the head's own
+            // waiting is the delivery thread's.
+            let partial = at + len == records.len() && len < limits.max_events;
+            if partial && !slots.is_empty() && limits.max_wait > Duration::ZERO {
+                break;
+            }
             slots.push(Slot {
                 start: at,
                 len,
@@ -1195,6 +1201,26 @@ mod tests {
         // Dropped from the head meanwhile (drop_oldest): everything is owed again.
         let slots = w.plan(&records[5..], &TEN, 2, 1, |_| None);
         assert!(slots.iter().all(|s| s.state.is_none()));
+    }
+
+    #[test]
+    fn a_partial_batch_behind_full_ones_waits_when_max_wait_is_set() {
+        let records = recs(25);
+        let mut w: Window<Option<usize>> = Window::default();
+        let lens = |w: &mut Window<Option<usize>>, limits: &BatchLimits| {
+            w.plan(&records, limits, 4, 1, |_| None)
+                .iter()
+                .map(|s| s.len)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lens(&mut w, &TEN), [10, 10, 5]);
+        let waiting = BatchLimits {
+            max_wait: Duration::from_millis(50),
+            ..TEN
+        };
+        assert_eq!(lens(&mut w, &waiting), [10, 10]);
+        // Alone at the head, it goes: the delivery thread has let it wait already.
+        assert_eq!(w.plan(&records[..5], &waiting, 4, 1, |_| None).len(), 1);
     }
 
     #[test]
