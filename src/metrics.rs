@@ -145,14 +145,19 @@ counters!(
         /// Delivery attempts that failed and will be retried after a backoff (outputs with a
         /// backlog).
         retries,
-        /// HTTP requests sent (`http` outputs).
+        /// HTTP requests sent on a connection (`http`, `elasticsearch`, `loki` outputs; a
+        /// connection refused sends none).
         requests,
         /// Bytes of request bodies sent, after compression (`http` outputs).
         bytes_sent,
         /// Messages sent in produce requests, retries included (`kafka` outputs).
         produced,
-        /// Messages sent and not yet acknowledged (`kafka` outputs; a gauge).
+        /// Events sent and not yet acknowledged (`kafka`, `http`, `elasticsearch`, `loki`
+        /// outputs; a gauge).
         in_flight,
+        /// Requests sent and not yet answered (`http`, `elasticsearch`, `loki` outputs; a gauge,
+        /// at most `max_in_flight`).
+        requests_in_flight,
         /// Events the receiver refused for good (an HTTP 4xx other than 408, 413 and 429):
         /// counted, logged, and not retried, so they never block the events after them.
         rejected,

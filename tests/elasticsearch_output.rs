@@ -626,3 +626,150 @@ fn a_store_outage_of_60_s_under_load_loses_nothing() {
     assert!(counter(&d, "retries") >= 1);
     assert_eq!(counter(&d, "rejected"), 0);
 }
+
+/// The output's keys for the in-flight tests: hashed ids, 3 requests in flight of 20 events.
+const IN_FLIGHT: &str = "id = \"hash\"\nmax_in_flight = 3\nbatch = { max_events = 20 }";
+
+/// With the server holding every request, answers the newest held request first each time
+/// every request the daemon sent (`sent()`, its `requests` counter) has arrived and is held or
+/// answered, until `done()`. Returns how many times a request was answered while an older one
+/// was still held, and the most requests the daemon had in flight at such a time.
+fn answer_newest_first(
+    es: &EsServer,
+    sent: impl Fn() -> usize,
+    in_flight: impl Fn() -> usize,
+    done: impl Fn() -> bool,
+) -> (usize, usize) {
+    let (mut overtaken, mut most) = (0, 0);
+    wait_until("every document stored", DELIVERY, || {
+        let held = es.http().held();
+        if let Some(&newest) = held.last()
+            && es.http().received() == sent()
+            && es.http().active() == held.len()
+        {
+            most = most.max(in_flight());
+            if held.len() > 1 {
+                overtaken += 1;
+            }
+            es.http().release(newest);
+        }
+        done()
+    });
+    (overtaken, most)
+}
+
+#[test]
+fn requests_in_flight_are_bounded_and_answered_in_any_order() {
+    const N: usize = 600;
+    let es = EsServer::start();
+    es.http().hold(true);
+    let d = daemon(&es, IN_FLIGHT);
+    send(&d, N);
+    let (overtaken, most) = answer_newest_first(
+        &es,
+        || counter(&d, "requests") as usize,
+        || counter(&d, "requests_in_flight") as usize,
+        || es.doc_count() >= N,
+    );
+    wait_written(&d, N as u64);
+    wait_settled(&d);
+    assert_exactly_once(&stored(&es, DEFAULT_STREAM), N);
+    // Nothing failed, so nothing was sent twice.
+    assert!(sent_counts(&es).values().all(|&c| c == 1));
+    assert_eq!(es.items_answered(409), 0);
+    let peak = es.http().peak_concurrent();
+    assert!((2..=3).contains(&peak), "{peak} requests at once");
+    assert!((2..=3).contains(&most), "requests_in_flight was {most}");
+    assert!(overtaken > 0, "no request was answered before an older one");
+    assert_eq!(counter(&d, "requests_in_flight"), 0);
+    assert_eq!(counter(&d, "in_flight"), 0);
+}
+
+#[test]
+fn a_request_refused_for_now_is_sent_again_alone_while_later_ones_were_taken() {
+    const N: usize = 200;
+    let es = EsServer::start();
+    es.down();
+    // The request carrying the oldest events is answered 503 once; the two in flight beside
+    // it are stored.
+    let refused = std::sync::atomic::AtomicBool::new(false);
+    es.set_requests(move |rec, _| {
+        let oldest = rec.complete && String::from_utf8_lossy(&rec.body).contains("msgnum:00000000");
+        if oldest && !refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Fate::Refuse(unavailable())
+        } else {
+            Fate::Apply
+        }
+    });
+    let d = daemon(&es, IN_FLIGHT);
+    send(&d, N);
+    wait_until("every event queued", DEADLINE, || {
+        counter(&d, "queue_depth") == N as u64
+    });
+    es.http().hold(true);
+    es.up();
+    answer_newest_first(
+        &es,
+        || counter(&d, "requests") as usize,
+        || counter(&d, "requests_in_flight") as usize,
+        || es.doc_count() >= N,
+    );
+    wait_written(&d, N as u64);
+    wait_settled(&d);
+    assert_exactly_once(&stored(&es, DEFAULT_STREAM), N);
+    // Only the refused request's 20 events went twice: the stored ones after it were carried,
+    // not sent again (no 409).
+    for (n, c) in sent_counts(&es) {
+        assert_eq!(c, if n < 20 { 2 } else { 1 }, "msgnum {n}");
+    }
+    assert_eq!(es.items_answered(409), 0);
+    assert_eq!(es.http().answered(503), 1);
+}
+
+#[test]
+fn a_kill_with_requests_in_flight_loses_nothing_from_the_disk_queue() {
+    const N: usize = 100;
+    let es = EsServer::start();
+    es.down();
+    let toml = format!(
+        "[daemon]\nstate_dir = \"{{dir}}/state\"\nmetrics_address = \"127.0.0.1:0\"\n\n{}",
+        pipeline(
+            &es.url(),
+            &format!("{IN_FLIGHT}\nqueue = {{ kind = \"disk\", fsync = \"every_batch\" }}")
+        )
+    );
+    let (dir, p) = Proc::start_toml(&toml, 2);
+    send_lines_to(p.addr("tcp"), (0..N).map(msgnum_line));
+    let metrics = p.addr("metrics");
+    let series = |name: &str| format!("sluice_output_{name}{{output=\"es\"}}");
+    wait_until("every event in the disk queue", DEADLINE, || {
+        scrape(metrics, &series("queue_depth")) == N as u64
+    });
+    // The store comes back holding its answers: a window of three requests goes out.
+    es.http().hold(true);
+    es.up();
+    wait_until("three requests held", DELIVERY, || {
+        es.http().held().len() == 3
+    });
+    assert_eq!(scrape(metrics, &series("requests_in_flight")), 3);
+    assert_eq!(scrape(metrics, &series("in_flight")), 60);
+    // The newest is stored and answered; the two before it are not when sluice dies.
+    let held = es.http().held();
+    es.http().release(held[2]);
+    wait_until("the newest request stored", DEADLINE, || {
+        es.doc_count() == 20
+    });
+    p.signal(libc::SIGKILL);
+    drop(p);
+    // Its held requests die with their connections, unapplied.
+    es.down();
+    es.http().hold(false);
+    es.up();
+    assert_eq!(es.doc_count(), 20);
+
+    let _p = Proc::start(Some(&dir.path().join("sluice.toml")), 2);
+    wait_until("every document stored", DELIVERY, || es.doc_count() >= N);
+    assert_exactly_once(&stored(&es, DEFAULT_STREAM), N);
+    // The batch stored before the kill was sent again, and its 409s counted as stored.
+    assert_eq!(es.items_answered(409), 20);
+}

@@ -141,12 +141,13 @@ fn an_outage_of_503s_loses_nothing_and_retry_after_is_honoured() {
         0..5 => Reply::json(503, r#"{"error":"unavailable"}"#),
         _ => Reply::ok(),
     });
-    let d = daemon(&server, "");
+    // One request in flight, so each request's wait after the one before shows.
+    let d = daemon(&server, "max_in_flight = 1");
     send(&d, 20_000);
     wait_written(&d, 20_000);
     let (missing, _) = tally(&stored_msgnums(&server), 20_000);
     assert!(missing.is_empty(), "lost, first ones: {missing:?}");
-    assert!(counter(&d, "retries") >= 5, "one per failed attempt");
+    assert!(counter(&d, "retries") >= 5, "one per failed request");
     assert_eq!(server.answered(503), 5);
     // One request in flight: the one after a Retry-After: 1 waited the second.
     let reqs = server.requests();

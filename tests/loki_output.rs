@@ -217,6 +217,8 @@ fn fifty_hosts(encoding: &str) -> LokiServer {
     assert_eq!((counter(&d, "rejected"), counter(&d, "retries")), (0, 0));
     assert!(counter(&d, "requests") >= loki.pushes().len() as u64);
     assert_eq!(counter(&d, "labels_demoted"), 0);
+    // One push in flight at a time: two pushes of a stream never race each other.
+    assert_eq!(loki.http().peak_concurrent(), 1);
     loki
 }
 
@@ -605,6 +607,10 @@ fn check_config_names_the_bad_key() {
     for choice in ["protobuf", "json"] {
         assert!(line.contains(choice), "{line}");
     }
+
+    let (code, line) = config_error("max_in_flight = 4", "output.loki.max_in_flight");
+    assert_eq!(code, Some(78));
+    assert!(line.contains("in order"), "{line}");
 
     let (code, line) = config_error("timestamp = \"sent\"", "output.loki.timestamp");
     assert_eq!(code, Some(78));

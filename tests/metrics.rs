@@ -136,7 +136,13 @@ fn metrics_endpoint_serves_every_counter_per_listener_and_output() {
         "{text}"
     );
     for field in sluice::metrics::OutputMetrics::default().snapshot() {
-        let gauge = ["queue_depth", "files_open", "in_flight"].contains(&field.0);
+        let gauge = [
+            "queue_depth",
+            "files_open",
+            "in_flight",
+            "requests_in_flight",
+        ]
+        .contains(&field.0);
         let name = format!(
             "sluice_output_{}{}{{output=\"f\"}}",
             field.0,

@@ -672,22 +672,6 @@ to = ["out"]
     );
 }
 
-/// A metric's value from the Prometheus endpoint at `addr`.
-fn scrape(addr: std::net::SocketAddr, series: &str) -> u64 {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Under `when_full = "block"` a full output pauses reading: the file is the buffer. Nothing is
 /// read ahead into memory (`bytes_behind` stays high), and once the output drains every line
 /// comes, in order.

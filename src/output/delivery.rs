@@ -113,8 +113,19 @@ pub trait Transport: Send + 'static {
     /// Encodes one event as a backlog record, as it will be sent.
     fn encode(&self, event: &Event, out: &mut Vec<u8>);
 
-    /// Records taken from the head of the backlog per attempt.
+    /// Bytes a record may add to its event's frame, so that encoding does not regrow it.
+    fn record_overhead(&self) -> usize {
+        RECORD_OVERHEAD_BYTES
+    }
+
+    /// Records per batch: a backlog holding this many makes a batch worth sending.
     fn batch_records(&self) -> usize;
+
+    /// Records lent to one attempt from the head of the backlog: a transport with several
+    /// requests in flight cuts them into batches and sends those at once.
+    fn window_records(&self) -> usize {
+        self.batch_records()
+    }
 
     /// How long a partial batch may wait for more events before it is sent (`batch.max_wait`);
     /// zero sends as soon as events are queued.
@@ -139,6 +150,19 @@ pub enum Attempt {
         taken: usize,
         /// Of those, the ones the receiver took.
         accepted: usize,
+    },
+    /// The first `taken` records are done with, as for `Done`, but records after them failed
+    /// and are kept: they are tried again after the backoff (a request of several in flight
+    /// was refused for now while the ones before it were taken).
+    Partial {
+        /// Records, from the head, that leave the backlog (at least one).
+        taken: usize,
+        /// Of those, the ones the receiver took.
+        accepted: usize,
+        /// Why the rest failed, for the log.
+        error: String,
+        /// The receiver's own wait, if it gave one.
+        retry_after: Option<Duration>,
     },
     /// Nothing left the backlog: try again after the backoff, or not before `retry_after`
     /// (an HTTP Retry-After).
@@ -465,7 +489,7 @@ impl<T: Transport> Worker<T> {
         let mut records = Vec::with_capacity(batch.len());
         for ev in &batch {
             // Room for the frame and what a format adds, so encoding does not regrow it.
-            let mut r = Vec::with_capacity(ev.raw.len() + RECORD_OVERHEAD_BYTES);
+            let mut r = Vec::with_capacity(ev.raw.len() + self.transport.record_overhead());
             self.transport.encode(ev, &mut r);
             records.push(r);
         }
@@ -536,11 +560,11 @@ impl<T: Transport> Worker<T> {
         }
     }
 
-    /// Sends records from the head; returns true if they left the backlog.
+    /// Sends records from the head; returns true if some left the backlog.
     fn deliver_some(&mut self) -> bool {
         let records = match self
             .backlog
-            .peek(self.transport.batch_records(), &mut self.read_buf)
+            .peek(self.transport.window_records(), &mut self.read_buf)
         {
             Ok(r) => r,
             Err(e) => {
@@ -551,16 +575,18 @@ impl<T: Transport> Worker<T> {
         let peeked = records.len();
         match self.transport.send(records) {
             Attempt::Done { taken, accepted } => {
-                if let Err(e) = self.backlog.ack(taken.clamp(1, peeked)) {
-                    tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
-                }
-                // What is left has waited since then already; once empty, the next event starts
-                // a batch afresh.
-                if self.backlog.is_empty() {
-                    self.filling_since = None;
-                }
-                metrics::add(&self.metrics.written, accepted as u64);
+                self.taken(taken.clamp(1, peeked), accepted);
                 self.retry.succeed();
+                true
+            }
+            Attempt::Partial {
+                taken,
+                accepted,
+                error,
+                retry_after,
+            } => {
+                self.taken(taken.clamp(1, peeked), accepted);
+                self.failed(&error, retry_after);
                 true
             }
             Attempt::Failed { error, retry_after } => {
@@ -568,6 +594,19 @@ impl<T: Transport> Worker<T> {
                 false
             }
         }
+    }
+
+    /// `taken` records from the head are done with, `accepted` of them by the receiver.
+    fn taken(&mut self, taken: usize, accepted: usize) {
+        if let Err(e) = self.backlog.ack(taken) {
+            tracing::error!(output = %self.name, error = %e, "acknowledging the queue failed");
+        }
+        // What is left has waited since then already; once empty, the next event starts a
+        // batch afresh.
+        if self.backlog.is_empty() {
+            self.filling_since = None;
+        }
+        metrics::add(&self.metrics.written, accepted as u64);
     }
 
     /// Backs off after a failed attempt, with jitter so relays do not retry in step; the

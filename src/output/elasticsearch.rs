@@ -20,7 +20,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::http_client::{HttpClient, HttpEndpoint};
+use super::http_client::{Failure, HttpClient, HttpEndpoint, SlotState, Window, split_slots};
 use crate::decode::{Entry, Errors, Part, choice};
 use crate::event::Event;
 use crate::output::delivery::{Attempt, Refusals, Transport};
@@ -85,7 +85,11 @@ impl OutputKindSpec for ElasticsearchSettings {
     const HAS_BACKLOG: bool = true;
 
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<ElasticsearchSettings> {
-        let endpoint = HttpEndpoint::decode(entry, errs);
+        let mut endpoint = HttpEndpoint::decode(entry, errs);
+        let max_in_flight = super::http_client::decode_max_in_flight(entry, errs);
+        if let Some(e) = &mut endpoint {
+            e.max_in_flight = max_in_flight;
+        }
         let raw = entry.part::<ElasticsearchRaw>(errs)?;
         let target = raw.target(entry, errs);
         let hashed_ids = choice(
@@ -120,7 +124,7 @@ impl OutputKindSpec for ElasticsearchSettings {
     fn descriptors(&self) -> OutputDescriptors {
         OutputDescriptors {
             files: 0,
-            connections: 1,
+            connections: self.endpoint.max_in_flight,
         }
     }
 
@@ -334,15 +338,37 @@ fn all_stored(body: &[u8]) -> bool {
 
 /// What became of the items of a batch so far, while some are being retried.
 struct Pending {
-    /// Records (from the head) the batch has.
-    len: usize,
-    /// Their digest, to know the head is still the same batch; taken only when the batch is
-    /// kept for another attempt (hashing every batch cost a seventh of the output's CPU).
-    digest: Vec<u8>,
     /// Items stored or refused for good.
     done: Vec<bool>,
     /// Items stored.
     accepted: usize,
+}
+
+impl Pending {
+    fn new(len: usize) -> Pending {
+        Pending {
+            done: vec![false; len],
+            accepted: 0,
+        }
+    }
+}
+
+impl SlotState for Pending {
+    fn settled(&self) -> Option<usize> {
+        self.done.iter().all(|d| *d).then_some(self.accepted)
+    }
+
+    fn untouched(&self) -> bool {
+        !self.done.iter().any(|d| *d)
+    }
+}
+
+/// What an answer made of a batch.
+enum Outcome {
+    /// Each item sent is stored, refused, or waits for another attempt (a failure said so).
+    Applied,
+    /// 413: send it again in halves.
+    Split,
 }
 
 /// How an `elasticsearch` output sends.
@@ -350,7 +376,8 @@ struct BulkTransport {
     settings: ElasticsearchSettings,
     client: HttpClient,
     bulk_path: String,
-    pending: Option<Pending>,
+    /// The batches sent and not all settled (some items to send again), with those after them.
+    window: Window<Pending>,
     refusals: Refusals,
 }
 
@@ -370,44 +397,9 @@ impl BulkTransport {
             settings,
             client,
             bulk_path,
-            pending: None,
+            window: Window::default(),
             refusals,
         })
-    }
-
-    fn digest(records: &[Vec<u8>]) -> Vec<u8> {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for r in records {
-            ctx.update(&(r.len() as u64).to_le_bytes());
-            ctx.update(r);
-        }
-        ctx.finish().as_ref().to_vec()
-    }
-
-    /// The batch being sent: the one already under way if the head is still it, else the
-    /// first `n` records.
-    fn batch(&mut self, records: &[Vec<u8>]) -> Pending {
-        if let Some(p) = self.pending.take()
-            && p.len <= records.len()
-            && Self::digest(&records[..p.len]) == p.digest
-        {
-            return p;
-        }
-        let n = self.settings.endpoint.batch.fitting(records, 1);
-        Pending {
-            len: n,
-            digest: Vec::new(),
-            done: vec![false; n],
-            accepted: 0,
-        }
-    }
-
-    /// Keeps `batch` for the next attempt, with the digest that recognises it then.
-    fn keep(&mut self, records: &[Vec<u8>], mut batch: Pending) {
-        if batch.digest.is_empty() {
-            batch.digest = Self::digest(&records[..batch.len]);
-        }
-        self.pending = Some(batch);
     }
 
     /// Items (`refused`, their records) refused for good.
@@ -460,147 +452,209 @@ impl BulkTransport {
             self.refused(&refused, first_reason.as_deref().unwrap_or(""));
         }
     }
+
+    /// Applies the answer to a bulk request of `sent` (indices into `records`, the batch's).
+    fn apply(
+        &mut self,
+        records: &[Vec<u8>],
+        batch: &mut Pending,
+        sent: &[usize],
+        answer: Result<super::http_client::Answer, String>,
+        failure: &mut Failure,
+    ) -> Outcome {
+        let answer = match answer {
+            Ok(a) => a,
+            Err(error) => {
+                failure.add(error, None);
+                return Outcome::Applied;
+            }
+        };
+        match answer.status.as_u16() {
+            200..=299 => {}
+            // Halve until it fits (what was already stored may be sent again: ids make that
+            // harmless); one item that does not fit is refused.
+            413 if records.len() > 1 => return Outcome::Split,
+            413 => {
+                self.refused(&[&records[0]], "413 Payload Too Large");
+                batch.done[0] = true;
+                return Outcome::Applied;
+            }
+            _ if answer.retry_later() => {
+                failure.add(
+                    format!("{}: {}", answer.status, answer.excerpt()),
+                    answer.retry_after,
+                );
+                return Outcome::Applied;
+            }
+            _ => {
+                let why = format!("{}: {}", answer.status, answer.excerpt());
+                let refused: Vec<&[u8]> = sent.iter().map(|&i| records[i].as_slice()).collect();
+                self.refused(&refused, &why);
+                for &i in sent {
+                    batch.done[i] = true;
+                }
+                return Outcome::Applied;
+            }
+        }
+        // The common answer: nothing failed. Its items need not be read one by one.
+        if all_stored(&answer.body) {
+            for &i in sent {
+                batch.done[i] = true;
+            }
+            batch.accepted += sent.len();
+            return Outcome::Applied;
+        }
+        let parsed: BulkAnswer = match serde_json::from_slice(&answer.body) {
+            Ok(a) => a,
+            Err(e) => {
+                failure.add(
+                    format!("unreadable bulk answer ({e}): {}", answer.excerpt()),
+                    None,
+                );
+                return Outcome::Applied;
+            }
+        };
+        if parsed.items.len() != sent.len() {
+            failure.add(
+                format!(
+                    "the bulk answer lists {} items for {} actions",
+                    parsed.items.len(),
+                    sent.len()
+                ),
+                None,
+            );
+            return Outcome::Applied;
+        }
+        if parsed.errors {
+            self.apply_items(records, batch, sent, &parsed);
+        } else {
+            for &i in sent {
+                batch.done[i] = true;
+            }
+            batch.accepted += sent.len();
+        }
+        let left = batch.done.iter().filter(|d| !**d).count();
+        if left > 0 {
+            failure.add(
+                format!("{left} items answered 429 or 5xx; only those are sent again"),
+                answer.retry_after,
+            );
+        }
+        Outcome::Applied
+    }
 }
 
 impl Transport for BulkTransport {
-    /// The action line and the document, on two lines.
+    /// The action line and the document, on two lines. Without ids the document is written
+    /// in place; with them it is written first (its id is its digest) and the action line put
+    /// before it.
     fn encode(&self, event: &Event, out: &mut Vec<u8>) {
-        let mut doc = Vec::with_capacity(512);
-        write_document(event, self.settings.ecs, &mut doc);
         let create =
             self.settings.hashed_ids || matches!(self.settings.target, Target::DataStream(_));
+        let start = out.len();
+        if self.settings.hashed_ids {
+            write_document(event, self.settings.ecs, out);
+        }
+        let doc_end = out.len();
         out.extend_from_slice(if create {
             b"{\"create\":{\"_index\":"
         } else {
             b"{\"index\":{\"_index\":"
         });
-        json_string(
-            self.settings.target.name_for(event_time(event)).as_bytes(),
-            out,
-        );
+        // A name without a date needs no String per event.
+        match &self.settings.target {
+            Target::DataStream(name) => json_string(name.as_bytes(), out),
+            Target::Index(pieces) => match pieces.as_slice() {
+                [Piece::Text(name)] => json_string(name.as_bytes(), out),
+                _ => json_string(
+                    self.settings.target.name_for(event_time(event)).as_bytes(),
+                    out,
+                ),
+            },
+        }
         if self.settings.hashed_ids {
             out.extend_from_slice(b",\"_id\":\"");
-            out.extend_from_slice(document_id(&doc).as_bytes());
+            out.extend_from_slice(document_id(&out[start..doc_end]).as_bytes());
             out.push(b'"');
         }
         out.extend_from_slice(b"}}\n");
-        out.extend_from_slice(&doc);
+        if self.settings.hashed_ids {
+            // The action line first: the document moves behind it.
+            out[start..].rotate_left(doc_end - start);
+        } else {
+            write_document(event, self.settings.ecs, out);
+        }
+    }
+
+    /// The action line, the JSON event's field names and its stamps (about 400 bytes over the
+    /// frame; the default 256 made every record grow once, a realloc per document).
+    fn record_overhead(&self) -> usize {
+        640
     }
 
     fn batch_records(&self) -> usize {
         self.settings.endpoint.batch.max_events
     }
 
+    fn window_records(&self) -> usize {
+        self.settings.endpoint.batch.max_events * self.settings.endpoint.max_in_flight
+    }
+
     fn max_wait(&self) -> Duration {
         self.settings.endpoint.batch.max_wait
     }
 
+    /// Up to `max_in_flight` bulk requests at once; each batch's items are settled from its
+    /// answer, and the backlog releases batches in order only.
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
+        let (limits, max) = (
+            self.settings.endpoint.batch,
+            self.settings.endpoint.max_in_flight,
+        );
         loop {
-            let mut batch = self.batch(records);
-            let sent: Vec<usize> = (0..batch.len).filter(|&i| !batch.done[i]).collect();
-            // Sized once: growing it in steps cost the kernel fresh pages (7.5% in a profile).
-            let mut body = Vec::with_capacity(sent.iter().map(|&i| records[i].len() + 1).sum());
-            for &i in &sent {
-                body.extend_from_slice(&records[i]);
-                body.push(b'\n');
-            }
-            let answer = match self.client.send(hyper::Method::POST, &self.bulk_path, body) {
-                Ok(a) => a,
-                Err(error) => {
-                    self.keep(records, batch);
-                    return Attempt::Failed {
-                        error,
-                        retry_after: None,
-                    };
+            let mut slots = self.window.plan(records, &limits, max, 1, Pending::new);
+            let mut owed = Vec::with_capacity(max);
+            let mut bodies = Vec::with_capacity(max);
+            for (k, slot) in slots.iter().enumerate() {
+                if owed.len() == max {
+                    break;
                 }
-            };
-            match answer.status.as_u16() {
-                200..=299 => {}
-                // Halve until it fits (what was already stored may be sent again: ids make
-                // that harmless); one item that does not fit is refused.
-                413 if batch.len > 1 => {
-                    let half = batch.len / 2;
-                    self.pending = Some(Pending {
-                        len: half,
-                        digest: Self::digest(&records[..half]),
-                        done: vec![false; half],
-                        accepted: 0,
-                    });
+                let batch = slot.records(records);
+                let sent: Vec<usize> = (0..batch.len()).filter(|&i| !slot.state.done[i]).collect();
+                if sent.is_empty() {
                     continue;
                 }
-                413 => {
-                    self.refused(&[&records[0]], "413 Payload Too Large");
-                    return Attempt::Done {
-                        taken: 1,
-                        accepted: batch.accepted,
-                    };
-                }
-                _ if answer.retry_later() => {
-                    self.keep(records, batch);
-                    return Attempt::Failed {
-                        error: format!("{}: {}", answer.status, answer.excerpt()),
-                        retry_after: answer.retry_after,
-                    };
-                }
-                _ => {
-                    let why = format!("{}: {}", answer.status, answer.excerpt());
-                    let refused: Vec<&[u8]> = sent.iter().map(|&i| records[i].as_slice()).collect();
-                    self.refused(&refused, &why);
-                    return Attempt::Done {
-                        taken: batch.len,
-                        accepted: batch.accepted,
-                    };
-                }
-            }
-            // The common answer: nothing failed. Its items need not be read one by one.
-            if all_stored(&answer.body) {
-                return Attempt::Done {
-                    taken: batch.len,
-                    accepted: batch.accepted + sent.len(),
-                };
-            }
-            let parsed: BulkAnswer = match serde_json::from_slice(&answer.body) {
-                Ok(a) => a,
-                Err(e) => {
-                    self.keep(records, batch);
-                    return Attempt::Failed {
-                        error: format!("unreadable bulk answer ({e}): {}", answer.excerpt()),
-                        retry_after: None,
-                    };
-                }
-            };
-            if parsed.items.len() != sent.len() {
-                self.keep(records, batch);
-                return Attempt::Failed {
-                    error: format!(
-                        "the bulk answer lists {} items for {} actions",
-                        parsed.items.len(),
-                        sent.len()
-                    ),
-                    retry_after: None,
-                };
-            }
-            if parsed.errors {
-                self.apply_items(records, &mut batch, &sent, &parsed);
-            } else {
+                // Sized once: growing it in steps cost the kernel fresh pages (7.5% in a
+                // profile).
+                let mut body = Vec::with_capacity(sent.iter().map(|&i| batch[i].len() + 1).sum());
                 for &i in &sent {
-                    batch.done[i] = true;
+                    body.extend_from_slice(&batch[i]);
+                    body.push(b'\n');
                 }
-                batch.accepted += sent.len();
+                bodies.push((body, sent.len()));
+                owed.push((k, sent));
             }
-            let left = batch.done.iter().filter(|d| !**d).count();
-            if left == 0 {
-                return Attempt::Done {
-                    taken: batch.len,
-                    accepted: batch.accepted,
-                };
+            let answers = self
+                .client
+                .send_all(&hyper::Method::POST, &self.bulk_path, bodies);
+            let mut failure = Failure::default();
+            let mut splits = Vec::new();
+            for ((k, sent), answer) in owed.into_iter().zip(answers) {
+                let slot = &mut slots[k];
+                let batch = slot.records(records);
+                if let Outcome::Split =
+                    self.apply(batch, &mut slot.state, &sent, answer, &mut failure)
+                {
+                    splits.push(k);
+                }
             }
-            self.keep(records, batch);
-            return Attempt::Failed {
-                error: format!("{left} items answered 429 or 5xx; only those are sent again"),
-                retry_after: answer.retry_after,
-            };
+            split_slots(&mut slots, &splits, Pending::new);
+            let settled = self
+                .window
+                .settle(records, slots, failure, self.client.metrics());
+            if let Some(attempt) = settled {
+                return attempt;
+            }
         }
     }
 

@@ -63,7 +63,11 @@ impl OutputKindSpec for HttpSettings {
     const HAS_BACKLOG: bool = true;
 
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<HttpSettings> {
-        let endpoint = HttpEndpoint::decode(entry, errs);
+        let mut endpoint = HttpEndpoint::decode(entry, errs);
+        let max_in_flight = super::http_client::decode_max_in_flight(entry, errs);
+        if let Some(e) = &mut endpoint {
+            e.max_in_flight = max_in_flight;
+        }
         let raw = entry.part::<HttpRaw>(errs)?;
         let method = choice(
             errs,
@@ -113,7 +117,7 @@ impl OutputKindSpec for HttpSettings {
     fn descriptors(&self) -> OutputDescriptors {
         OutputDescriptors {
             files: 0,
-            connections: 1,
+            connections: self.endpoint.max_in_flight,
         }
     }
 
@@ -172,6 +176,10 @@ impl Transport for HttpTransport {
 
     fn batch_records(&self) -> usize {
         self.settings.endpoint.batch.max_events
+    }
+
+    fn window_records(&self) -> usize {
+        self.settings.endpoint.batch.max_events * self.settings.endpoint.max_in_flight
     }
 
     fn max_wait(&self) -> Duration {

@@ -28,6 +28,11 @@ pub const DEFAULT_BATCH_MAX_BYTES: u64 = 1 << 20;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest `Retry-After` honoured: a server asking for more is asked again sooner.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Default `max_in_flight` of the outputs that take it (`http`, `elasticsearch`): enough to
+/// hide a store's answer time behind the next requests, few enough not to crowd it.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// Most `max_in_flight`: each request in flight holds a connection of its own.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 64;
 /// Most answer body read (bulk answers list every item; a larger one is cut, not read whole).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
@@ -51,6 +56,9 @@ pub struct HttpEndpoint {
     pub timeout: Duration,
     /// The output that events refused for good are handed to, with the reason.
     pub dead_letter: Option<String>,
+    /// Requests sent at once at most, each on its own connection (`max_in_flight`; 1 for the
+    /// kinds that do not take the key).
+    pub max_in_flight: usize,
 }
 
 /// Credentials, each from a file (so the config holds no secret).
@@ -84,6 +92,46 @@ struct EndpointRaw {
     batch: Option<BatchRaw>,
     timeout: Option<Spanned<NumOrStr>>,
     dead_letter: Option<Spanned<String>>,
+}
+
+/// `max_in_flight`, read only by the kinds whose requests may be answered in any order.
+#[derive(Deserialize, Default)]
+struct InFlightRaw {
+    max_in_flight: Option<Spanned<i64>>,
+}
+
+impl Part for InFlightRaw {}
+
+/// Reads `max_in_flight` (1 to [`MAX_IN_FLIGHT_LIMIT`], default [`DEFAULT_MAX_IN_FLIGHT`]).
+pub fn decode_max_in_flight(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> usize {
+    let Some(raw) = entry.part::<InFlightRaw>(errs) else {
+        return DEFAULT_MAX_IN_FLIGHT;
+    };
+    let key = entry.key("max_in_flight");
+    match crate::decode::positive(errs, &key, &raw.max_in_flight) {
+        Some(n) if n > MAX_IN_FLIGHT_LIMIT => {
+            if let Some(v) = &raw.max_in_flight {
+                errs.at(
+                    v.span(),
+                    key,
+                    format!("must be at most {MAX_IN_FLIGHT_LIMIT} (a connection per request)"),
+                );
+            }
+            DEFAULT_MAX_IN_FLIGHT
+        }
+        Some(n) => n,
+        None => DEFAULT_MAX_IN_FLIGHT,
+    }
+}
+
+/// For a kind that keeps one request in flight: `max_in_flight` given is an error saying `why`.
+pub fn refuse_max_in_flight(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>, why: &str) {
+    if let Some(InFlightRaw {
+        max_in_flight: Some(v),
+    }) = entry.part::<InFlightRaw>(errs)
+    {
+        errs.at(v.span(), entry.key("max_in_flight"), why);
+    }
 }
 
 impl Part for EndpointRaw {
@@ -150,6 +198,7 @@ impl HttpEndpoint {
             batch,
             timeout,
             dead_letter: raw.dead_letter.as_ref().map(|d| d.get_ref().clone()),
+            max_in_flight: 1,
         })
     }
 
@@ -368,12 +417,15 @@ pub struct Answer {
 pub struct HttpClient {
     endpoint: HttpEndpoint,
     runtime: tokio::runtime::Runtime,
-    connection: Option<SendRequest<Full<Bytes>>>,
+    /// Open keep-alive connections not carrying a request (at most `max_in_flight`).
+    idle: Vec<SendRequest<Full<Bytes>>>,
     tls: Option<tokio_rustls::TlsConnector>,
     /// Content-Type, auth, Host and the configured headers, sent with every request.
     headers: HeaderMap,
     metrics: Arc<OutputMetrics>,
     latency: Arc<crate::metrics::LatencyHistogram>,
+    /// The batches of `send_records` kept for the next attempt: `Some(accepted)` once done.
+    window: Window<Option<usize>>,
 }
 
 impl HttpClient {
@@ -416,12 +468,18 @@ impl HttpClient {
         Ok(HttpClient {
             endpoint,
             runtime,
-            connection: None,
+            idle: Vec::new(),
             tls,
             headers,
             metrics,
             latency,
+            window: Window::default(),
         })
+    }
+
+    /// The output's counters.
+    pub fn metrics(&self) -> &OutputMetrics {
+        &self.metrics
     }
 
     /// The endpoint it sends to.
@@ -429,10 +487,12 @@ impl HttpClient {
         &self.endpoint
     }
 
-    /// Sends the records that fit the endpoint's batch bounds as one body of `shape`, for an
-    /// output whose receiver takes or refuses a request whole: 2xx takes them; 413 halves the
-    /// batch until it fits, and one record that still does not is refused; 429, 5xx and 408
-    /// are tried again later (honouring Retry-After); any other answer refuses what was sent.
+    /// Sends the head of `records` as up to `max_in_flight` bodies of `shape` at once (each
+    /// within the endpoint's batch bounds), for an output whose receiver takes or refuses a
+    /// request whole: 2xx takes one; 413 halves it until it fits, and one record that still
+    /// does not is refused; 429, 5xx and 408 are tried again later (honouring Retry-After);
+    /// any other answer refuses what was sent. Only the batches up to the first one not yet
+    /// taken leave the backlog; those after it that were taken are remembered, not sent again.
     pub fn send_records(
         &mut self,
         method: hyper::Method,
@@ -441,40 +501,58 @@ impl HttpClient {
         shape: BodyShape,
         refusals: &mut Refusals,
     ) -> Attempt {
-        let mut n = self
-            .endpoint
-            .batch
-            .fitting(records, shape.separator.len() + shape.terminator.len());
+        let (limits, max) = (self.endpoint.batch, self.endpoint.max_in_flight);
+        let per_record = shape.separator.len() + shape.terminator.len();
         loop {
-            let body = shape.join(&records[..n]);
-            let answer = match self.send(method.clone(), path_and_query, body) {
-                Ok(a) => a,
-                Err(error) => {
-                    return Attempt::Failed {
-                        error,
-                        retry_after: None,
-                    };
+            let mut slots = self
+                .window
+                .plan(records, &limits, max, per_record, |_| None);
+            let owed: Vec<usize> = (0..slots.len())
+                .filter(|&k| slots[k].state.is_none())
+                .take(max)
+                .collect();
+            let bodies = owed
+                .iter()
+                .map(|&k| {
+                    let r = slots[k].records(records);
+                    (shape.join(r), r.len())
+                })
+                .collect();
+            let answers = self.send_all(&method, path_and_query, bodies);
+            let mut failure = Failure::default();
+            let mut splits = Vec::new();
+            for (&k, answer) in owed.iter().zip(answers) {
+                let slot = &mut slots[k];
+                let sent = slot.records(records);
+                let answer = match answer {
+                    Ok(a) => a,
+                    Err(error) => {
+                        failure.add(error, None);
+                        continue;
+                    }
+                };
+                match answer.status.as_u16() {
+                    200..=299 => slot.state = Some(sent.len()),
+                    413 if sent.len() > 1 => splits.push(k),
+                    413 => {
+                        refusals.refuse_all(sent, "413 Payload Too Large");
+                        slot.state = Some(0);
+                    }
+                    _ if answer.retry_later() => failure.add(
+                        format!("{}: {}", answer.status, answer.excerpt()),
+                        answer.retry_after,
+                    ),
+                    _ => {
+                        let why = format!("{}: {}", answer.status, answer.excerpt());
+                        refusals.refuse_all(sent, &why);
+                        slot.state = Some(0);
+                    }
                 }
-            };
-            match answer.status.as_u16() {
-                200..=299 => {
-                    return Attempt::Done {
-                        taken: n,
-                        accepted: n,
-                    };
-                }
-                413 if n > 1 => n /= 2,
-                413 => return refusals.refuse_all(&records[..1], "413 Payload Too Large"),
-                _ if answer.retry_later() => {
-                    return Attempt::Failed {
-                        error: format!("{}: {}", answer.status, answer.excerpt()),
-                        retry_after: answer.retry_after,
-                    };
-                }
-                _ => {
-                    let why = format!("{}: {}", answer.status, answer.excerpt());
-                    return refusals.refuse_all(&records[..n], &why);
-                }
+            }
+            split_slots(&mut slots, &splits, |_| None);
+            let settled = self.window.settle(records, slots, failure, &self.metrics);
+            if let Some(attempt) = settled {
+                return attempt;
             }
         }
     }
@@ -486,78 +564,381 @@ impl HttpClient {
         method: hyper::Method,
         path_and_query: &str,
         body: Vec<u8>,
+        events: usize,
     ) -> Result<Answer, String> {
-        let body = if self.endpoint.gzip {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            // Writing to a Vec cannot fail.
-            let _ = gz.write_all(&body);
-            gz.finish().unwrap_or_default()
-        } else {
-            body
-        };
-        metrics::add(&self.metrics.requests, 1);
-        metrics::add(&self.metrics.bytes_sent, body.len() as u64);
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        *request.headers_mut() = self.headers.clone();
-        let timeout = self.endpoint.timeout;
-        let reused = self.connection.take();
-        let reconnected = reused.is_none();
-        let tls = self.tls.clone();
-        let url = self.endpoint.url.clone();
-        let started = std::time::Instant::now();
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(timeout, async {
-                let mut sender = match reused {
-                    Some(s) => s,
-                    None => connect(&url, tls).await?,
-                };
-                sender.ready().await.map_err(|e| e.to_string())?;
-                let response = sender
-                    .send_request(request)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status();
-                let retry_after = response
-                    .headers()
-                    .get(header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(retry_after);
-                let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .map_err(|e| format!("reading the answer: {e}"))?;
-                Ok::<_, String>((
-                    sender,
-                    Answer {
-                        status,
-                        retry_after,
-                        body,
-                    },
-                ))
-            })
-            .await
-            .map_err(|_| format!("no answer within {timeout:?}"))?
-        });
-        let (sender, answer) = result?;
-        // Answered requests only: a timeout or a refused connection is counted as a retry.
-        self.latency.observe(started.elapsed());
-        if reconnected {
-            metrics::add(&self.metrics.reconnects, 1);
-        }
-        // Keep the connection while the server does.
-        self.connection = Some(sender).filter(|s| !s.is_closed());
-        Ok(answer)
+        self.send_all(&method, path_and_query, vec![(body, events)])
+            .pop()
+            .unwrap_or_else(|| Err("no request was sent".into()))
     }
 
-    /// Drops the connection.
-    pub fn close(&mut self) {
-        self.connection = None;
+    /// Sends every body (with the number of events it carries) at once, each on a connection
+    /// of its own (kept open ones first), and returns the answers in the order of the bodies,
+    /// whatever order they came in. A body's error means no answer: its connection is dropped.
+    pub fn send_all(
+        &mut self,
+        method: &hyper::Method,
+        path_and_query: &str,
+        bodies: Vec<(Vec<u8>, usize)>,
+    ) -> Vec<Result<Answer, String>> {
+        let mut results: Vec<Option<Result<Answer, String>>> = Vec::with_capacity(bodies.len());
+        let mut requests = Vec::with_capacity(bodies.len());
+        let mut events = 0;
+        for (i, (body, n)) in bodies.into_iter().enumerate() {
+            let body = self.compress(body);
+            let len = body.len();
+            match hyper::Request::builder()
+                .method(method.clone())
+                .uri(path_and_query)
+                .body(Full::new(Bytes::from(body)))
+            {
+                Ok(mut request) => {
+                    *request.headers_mut() = self.headers.clone();
+                    requests.push((i, request, len));
+                    events += n;
+                }
+                Err(e) => results.push(Some(Err(e.to_string()))),
+            }
+            results.resize_with(i + 1, || None);
+        }
+        metrics::set(&self.metrics.requests_in_flight, requests.len() as u64);
+        metrics::set(&self.metrics.in_flight, events as u64);
+        let timeout = self.endpoint.timeout;
+        let tasks: Vec<_> = requests
+            .into_iter()
+            .map(|(i, request, len)| (i, request, len, self.idle.pop()))
+            .collect();
+        let (tls, url) = (self.tls.clone(), self.endpoint.url.clone());
+        let counters = self.metrics.clone();
+        let done = self.runtime.block_on(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, request, len, reused) in tasks {
+                let (tls, url, counters) = (tls.clone(), url.clone(), counters.clone());
+                set.spawn(async move {
+                    let reconnected = reused.is_none();
+                    let started = std::time::Instant::now();
+                    let exchange = exchange(reused, &url, tls, request, len, &counters);
+                    let result = tokio::time::timeout(timeout, exchange)
+                        .await
+                        .map_err(|_| format!("no answer within {timeout:?}"))
+                        .and_then(|r| r);
+                    (i, started.elapsed(), reconnected, result)
+                });
+            }
+            let mut done = Vec::new();
+            while let Some(r) = set.join_next().await {
+                // A task ends only by returning: it is never aborted, and it does not panic.
+                if let Ok(d) = r {
+                    done.push(d);
+                }
+            }
+            done
+        });
+        metrics::set(&self.metrics.requests_in_flight, 0);
+        metrics::set(&self.metrics.in_flight, 0);
+        for (i, elapsed, reconnected, result) in done {
+            results[i] = Some(result.map(|(sender, answer)| {
+                // Answered requests only: a timeout or a refused connection is counted as a
+                // retry.
+                self.latency.observe(elapsed);
+                if reconnected {
+                    metrics::add(&self.metrics.reconnects, 1);
+                }
+                // Keep the connection while the server does.
+                if !sender.is_closed() {
+                    self.idle.push(sender);
+                }
+                answer
+            }));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err("the request's task ended".into())))
+            .collect()
     }
+
+    /// The body as sent: gzipped when asked.
+    fn compress(&self, body: Vec<u8>) -> Vec<u8> {
+        if !self.endpoint.gzip {
+            return body;
+        }
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        // Writing to a Vec cannot fail.
+        let _ = gz.write_all(&body);
+        gz.finish().unwrap_or_default()
+    }
+
+    /// Drops the connections.
+    pub fn close(&mut self) {
+        self.idle.clear();
+    }
+}
+
+/// One request (of `body_len` bytes, counted in `counters` once sent) and its answer, on
+/// `reused` or a new connection; the connection comes back with the answer.
+async fn exchange(
+    reused: Option<SendRequest<Full<Bytes>>>,
+    url: &Uri,
+    tls: Option<tokio_rustls::TlsConnector>,
+    request: hyper::Request<Full<Bytes>>,
+    body_len: usize,
+    counters: &OutputMetrics,
+) -> Result<(SendRequest<Full<Bytes>>, Answer), String> {
+    let mut sender = match reused {
+        Some(s) => s,
+        None => connect(url, tls).await?,
+    };
+    sender.ready().await.map_err(|e| e.to_string())?;
+    // Counted once a connection carries it: a refused connection sent nothing.
+    metrics::add(&counters.requests, 1);
+    metrics::add(&counters.bytes_sent, body_len as u64);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(retry_after);
+    let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    Ok((
+        sender,
+        Answer {
+            status,
+            retry_after,
+            body,
+        },
+    ))
+}
+
+/// A batch of an attempt's window: its records (a range of those lent) and what the output
+/// knows of them so far.
+pub struct Slot<S> {
+    /// Its first record, an index into the records lent.
+    pub start: usize,
+    /// Records in it.
+    pub len: usize,
+    /// The output's state of it (done or not, items done...).
+    pub state: S,
+}
+
+impl<S> Slot<S> {
+    /// Its records, of those lent.
+    pub fn records<'a>(&self, lent: &'a [Vec<u8>]) -> &'a [Vec<u8>] {
+        &lent[self.start..self.start + self.len]
+    }
+}
+
+/// Batches kept from one attempt to the next: those not all done, and the done ones after
+/// them, with their state, recognised by a digest of their records.
+struct Carried<S> {
+    /// Each batch's length and state, in order from the head.
+    slots: Vec<(usize, S)>,
+    /// Their records' digest, to know the head still holds them.
+    digest: Vec<u8>,
+}
+
+/// The batches an output with several requests in flight has sent and not yet settled. The
+/// backlog is released in order only: an attempt's batches leave it up to the first one
+/// not done, the rest is carried to the next attempt (a crash then sends them again, which
+/// `id = "hash"` makes harmless for Elasticsearch).
+pub struct Window<S> {
+    carried: Option<Carried<S>>,
+}
+
+impl<S> Default for Window<S> {
+    fn default() -> Self {
+        Window { carried: None }
+    }
+}
+
+/// Why an attempt's requests failed, and the longest wait a server asked for.
+#[derive(Default)]
+pub struct Failure {
+    /// The first error, for the log.
+    pub error: Option<String>,
+    /// The longest `Retry-After`.
+    pub retry_after: Option<Duration>,
+    /// Requests that failed.
+    pub requests: usize,
+}
+
+impl Failure {
+    /// Adds a failed request.
+    pub fn add(&mut self, error: String, retry_after: Option<Duration>) {
+        self.error.get_or_insert(error);
+        self.retry_after = self.retry_after.max(retry_after);
+        self.requests += 1;
+    }
+}
+
+/// What a window knows of one of its batches.
+pub trait SlotState {
+    /// How many of its records the receiver took, once every one is settled.
+    fn settled(&self) -> Option<usize>;
+    /// Whether nothing is known of it yet.
+    fn untouched(&self) -> bool;
+}
+
+/// A batch taken or refused whole: `Some(accepted)` once answered.
+impl SlotState for Option<usize> {
+    fn settled(&self) -> Option<usize> {
+        *self
+    }
+
+    fn untouched(&self) -> bool {
+        self.is_none()
+    }
+}
+
+/// Splits each batch of `at` (indices, ascending) into two halves of fresh state (`fresh(len)`).
+pub fn split_slots<S>(slots: &mut Vec<Slot<S>>, at: &[usize], fresh: impl Fn(usize) -> S) {
+    for &k in at.iter().rev() {
+        let (start, len) = (slots[k].start, slots[k].len);
+        let half = len / 2;
+        slots[k] = Slot {
+            start,
+            len: half,
+            state: fresh(half),
+        };
+        slots.insert(
+            k + 1,
+            Slot {
+                start: start + half,
+                len: len - half,
+                state: fresh(len - half),
+            },
+        );
+    }
+}
+
+impl<S> Window<S> {
+    /// The batches of this attempt: those carried from the last one if the head still holds
+    /// their records, then fresh ones (`fresh(len)`) cut by `limits` from the records after
+    /// them, until there are `max` batches or no records.
+    pub fn plan(
+        &mut self,
+        records: &[Vec<u8>],
+        limits: &BatchLimits,
+        max: usize,
+        separator: usize,
+        fresh: impl Fn(usize) -> S,
+    ) -> Vec<Slot<S>> {
+        let mut slots = Vec::with_capacity(max);
+        let mut at = 0;
+        if let Some(c) = self.carried.take() {
+            let total: usize = c.slots.iter().map(|(n, _)| n).sum();
+            if total <= records.len() && digest(&records[..total]) == c.digest {
+                for (len, state) in c.slots {
+                    slots.push(Slot {
+                        start: at,
+                        len,
+                        state,
+                    });
+                    at += len;
+                }
+            }
+        }
+        while slots.len() < max && at < records.len() {
+            let len = limits.fitting(&records[at..], separator);
+            // A partial batch behind others waits for more, as `max_wait` asks; the head's own
+            // waiting is the delivery thread's.
+            let partial = at + len == records.len() && len < limits.max_events;
+            if partial && !slots.is_empty() && limits.max_wait > Duration::ZERO {
+                break;
+            }
+            slots.push(Slot {
+                start: at,
+                len,
+                state: fresh(len),
+            });
+            at += len;
+        }
+        slots
+    }
+
+    /// Ends an attempt: the batches from the head that are done (`done(state)` gives how many
+    /// of a batch's records the receiver took, once every one is settled) leave the backlog;
+    /// the rest is carried. `None`: nothing failed and nothing left yet, send the rest now
+    /// (a batch was split). Each failed request counts in `retries` (the delivery thread
+    /// counts one per failed attempt; the others are counted here).
+    pub fn settle(
+        &mut self,
+        records: &[Vec<u8>],
+        slots: Vec<Slot<S>>,
+        failure: Failure,
+        metrics: &OutputMetrics,
+    ) -> Option<Attempt>
+    where
+        S: SlotState,
+    {
+        metrics::add(&metrics.retries, failure.requests.saturating_sub(1) as u64);
+        let (mut taken, mut accepted, mut settled) = (0, 0, 0);
+        for slot in &slots {
+            match slot.state.settled() {
+                Some(a) => {
+                    taken += slot.len;
+                    accepted += a;
+                    settled += 1;
+                }
+                None => break,
+            }
+        }
+        let mut rest: Vec<(usize, S)> = slots
+            .into_iter()
+            .skip(settled)
+            .map(|s| (s.len, s.state))
+            .collect();
+        // After a failure, batches nothing is known of are cut afresh next time (the first
+        // attempt of an outage would otherwise keep its small batches); without one, the rest
+        // holds halves of a split batch, sent now as cut.
+        if failure.error.is_some() {
+            let known = rest
+                .iter()
+                .rposition(|(_, s)| !s.untouched())
+                .map_or(0, |i| i + 1);
+            rest.truncate(known);
+        }
+        if !rest.is_empty() {
+            let total: usize = rest.iter().map(|(n, _)| n).sum();
+            self.carried = Some(Carried {
+                digest: digest(&records[taken..taken + total]),
+                slots: rest,
+            });
+        }
+        match (taken, failure.error) {
+            (0, None) => None,
+            (0, Some(error)) => Some(Attempt::Failed {
+                error,
+                retry_after: failure.retry_after,
+            }),
+            (_, Some(error)) => Some(Attempt::Partial {
+                taken,
+                accepted,
+                error,
+                retry_after: failure.retry_after,
+            }),
+            (_, None) => Some(Attempt::Done { taken, accepted }),
+        }
+    }
+}
+
+/// A digest of records (lengths included), to recognise them at the head later.
+fn digest(records: &[Vec<u8>]) -> Vec<u8> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for r in records {
+        ctx.update(&(r.len() as u64).to_le_bytes());
+        ctx.update(r);
+    }
+    ctx.finish().as_ref().to_vec()
 }
 
 impl Answer {
@@ -726,6 +1107,138 @@ impl BodyShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn recs(n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| format!("r{i}").into_bytes()).collect()
+    }
+
+    const TEN: BatchLimits = BatchLimits {
+        max_events: 10,
+        max_bytes: 1 << 20,
+        max_wait: Duration::ZERO,
+    };
+
+    fn failure(error: &str) -> Failure {
+        let mut f = Failure::default();
+        f.add(error.into(), Some(Duration::from_secs(2)));
+        f
+    }
+
+    #[test]
+    fn a_window_is_released_in_order_and_carries_what_follows_a_failed_batch() {
+        let metrics = OutputMetrics::default();
+        let records = recs(35);
+        let mut w: Window<Option<usize>> = Window::default();
+        let mut slots = w.plan(&records, &TEN, 3, 1, |_| None);
+        assert_eq!(
+            slots.iter().map(|s| (s.start, s.len)).collect::<Vec<_>>(),
+            [(0, 10), (10, 10), (20, 10)]
+        );
+        // The first batch failed, the later ones were taken: nothing leaves the backlog.
+        slots[1].state = Some(10);
+        slots[2].state = Some(10);
+        match w.settle(&records, slots, failure("503"), &metrics) {
+            Some(Attempt::Failed { retry_after, .. }) => {
+                assert_eq!(retry_after, Some(Duration::from_secs(2)))
+            }
+            other => panic!("{other:?}"),
+        }
+        // The next attempt finds them at the head: only the first is owed.
+        let mut slots = w.plan(&records, &TEN, 3, 1, |_| None);
+        let owed: Vec<usize> = slots
+            .iter()
+            .filter(|s| s.state.is_none())
+            .map(|s| s.start)
+            .collect();
+        assert_eq!(owed, [0]);
+        slots[0].state = Some(9);
+        match w.settle(&records, slots, Failure::default(), &metrics) {
+            Some(Attempt::Done { taken, accepted }) => assert_eq!((taken, accepted), (30, 29)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_taken_before_a_failed_one_leave_and_the_rest_is_carried() {
+        let metrics = OutputMetrics::default();
+        let records = recs(30);
+        let mut w: Window<Option<usize>> = Window::default();
+        let mut slots = w.plan(&records, &TEN, 3, 1, |_| None);
+        slots[0].state = Some(10);
+        slots[2].state = Some(10);
+        let mut f = failure("503");
+        f.add("reset".into(), None);
+        match w.settle(&records, slots, f, &metrics) {
+            Some(Attempt::Partial {
+                taken, accepted, ..
+            }) => assert_eq!((taken, accepted), (10, 10)),
+            other => panic!("{other:?}"),
+        }
+        // Two requests failed: the delivery thread counts one, the window the other.
+        assert_eq!(crate::metrics::get(&metrics.retries), 1);
+        // The backlog released 10: the carried batches are at the head now.
+        let slots = w.plan(&records[10..], &TEN, 3, 1, |_| None);
+        assert_eq!(
+            slots
+                .iter()
+                .map(|s| (s.start, s.len, s.state))
+                .collect::<Vec<_>>(),
+            [(0, 10, None), (10, 10, Some(10))]
+        );
+    }
+
+    #[test]
+    fn a_carried_window_is_forgotten_when_the_head_changed() {
+        let metrics = OutputMetrics::default();
+        let records = recs(30);
+        let mut w: Window<Option<usize>> = Window::default();
+        let mut slots = w.plan(&records, &TEN, 2, 1, |_| None);
+        slots[1].state = Some(10);
+        assert!(matches!(
+            w.settle(&records, slots, failure("503"), &metrics),
+            Some(Attempt::Failed { .. })
+        ));
+        // Dropped from the head meanwhile (drop_oldest): everything is owed again.
+        let slots = w.plan(&records[5..], &TEN, 2, 1, |_| None);
+        assert!(slots.iter().all(|s| s.state.is_none()));
+    }
+
+    #[test]
+    fn a_partial_batch_behind_full_ones_waits_when_max_wait_is_set() {
+        let records = recs(25);
+        let mut w: Window<Option<usize>> = Window::default();
+        let lens = |w: &mut Window<Option<usize>>, limits: &BatchLimits| {
+            w.plan(&records, limits, 4, 1, |_| None)
+                .iter()
+                .map(|s| s.len)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lens(&mut w, &TEN), [10, 10, 5]);
+        let waiting = BatchLimits {
+            max_wait: Duration::from_millis(50),
+            ..TEN
+        };
+        assert_eq!(lens(&mut w, &waiting), [10, 10]);
+        // Alone at the head, it goes: the delivery thread has let it wait already.
+        assert_eq!(w.plan(&records[..5], &waiting, 4, 1, |_| None).len(), 1);
+    }
+
+    #[test]
+    fn a_split_batch_is_sent_again_in_halves_at_once() {
+        let metrics = OutputMetrics::default();
+        let records = recs(10);
+        let mut w: Window<Option<usize>> = Window::default();
+        let mut slots = w.plan(&records, &TEN, 2, 1, |_| None);
+        split_slots(&mut slots, &[0], |_| None);
+        assert_eq!(
+            slots.iter().map(|s| (s.start, s.len)).collect::<Vec<_>>(),
+            [(0, 5), (5, 5)]
+        );
+        assert!(
+            w.settle(&records, slots, Failure::default(), &metrics)
+                .is_none()
+        );
+    }
 
     #[test]
     fn retry_after_is_seconds_and_bounded() {

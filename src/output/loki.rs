@@ -133,6 +133,11 @@ impl OutputKindSpec for LokiSettings {
 
     fn decode(entry: &mut Entry<'_, '_>, errs: &mut Errors<'_>) -> Option<LokiSettings> {
         let mut endpoint = HttpEndpoint::decode(entry, errs);
+        super::http_client::refuse_max_in_flight(
+            entry,
+            errs,
+            "a loki output sends one push at a time, so the entries of a stream reach Loki in order",
+        );
         let raw = entry.part::<LokiRaw>(errs)?;
         let before = errs.count();
         let labels = raw.labels(entry, errs);
@@ -587,15 +592,19 @@ impl Transport for LokiTransport {
                 }
             }
             let body = self.body(&decoded);
-            let answer = match self.client.send(hyper::Method::POST, &self.push_path, body) {
-                Ok(a) => a,
-                Err(error) => {
-                    return Attempt::Failed {
-                        error,
-                        retry_after: None,
-                    };
-                }
-            };
+            let answer =
+                match self
+                    .client
+                    .send(hyper::Method::POST, &self.push_path, body, decoded.len())
+                {
+                    Ok(a) => a,
+                    Err(error) => {
+                        return Attempt::Failed {
+                            error,
+                            retry_after: None,
+                        };
+                    }
+                };
             let why = format!("{}: {}", answer.status, answer.excerpt());
             let accepted = match answer.status.as_u16() {
                 200..=299 => decoded.len(),

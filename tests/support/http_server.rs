@@ -11,6 +11,8 @@
 //! server.down(); // connection refused
 //! server.up();   // the same port again
 //! let stored = server.stored_bodies(); // bodies of the requests answered 2xx, gunzipped
+//! server.hold(true);   // whole requests wait unanswered: server.held(), server.release(n)
+//! server.peak_concurrent(); // the most requests it was handling at once
 //! ```
 //!
 //! The server runs on its own thread and runtime, and stops (closing every connection) when
@@ -147,6 +149,27 @@ struct Shared {
     next: AtomicUsize,
     /// Connections open now.
     open: AtomicUsize,
+    /// Requests being handled now (head arrived, not yet answered), and the most at once.
+    active: AtomicUsize,
+    peak_active: AtomicUsize,
+    /// While on, whole requests wait before the script answers them, until released.
+    hold: Mutex<Hold>,
+}
+
+/// The requests held before being answered, by rank.
+#[derive(Default)]
+struct Hold {
+    on: bool,
+    held: std::collections::BTreeMap<usize, tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Counts a request being handled for as long as its handler lives.
+struct ActiveGuard<'a>(&'a Shared);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -222,6 +245,9 @@ impl HttpServer {
                 recorded: Mutex::new(Vec::new()),
                 next: AtomicUsize::new(0),
                 open: AtomicUsize::new(0),
+                active: AtomicUsize::new(0),
+                peak_active: AtomicUsize::new(0),
+                hold: Mutex::new(Hold::default()),
             }),
             handle,
             epoch: Mutex::new(None),
@@ -278,6 +304,55 @@ impl HttpServer {
             .iter()
             .filter(|r| r.status == Some(code))
             .count()
+    }
+
+    /// From now on (`true`), each whole request waits, unanswered and its script not yet
+    /// asked, until [`HttpServer::release`]; `false` releases every held request and stops
+    /// holding. So a test sees how many requests a client keeps in flight, and answers them in
+    /// the order it chooses.
+    pub fn hold(&self, on: bool) {
+        let mut h = self.shared.hold.lock().unwrap();
+        h.on = on;
+        if !on {
+            for (_, go) in std::mem::take(&mut h.held) {
+                let _ = go.send(());
+            }
+        }
+    }
+
+    /// The ranks ([`Recorded::n`]) of the requests held now, in ascending order.
+    pub fn held(&self) -> Vec<usize> {
+        self.shared
+            .hold
+            .lock()
+            .unwrap()
+            .held
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Lets held request `n` be answered (by the script, now); false if it is not held.
+    pub fn release(&self, n: usize) -> bool {
+        match self.shared.hold.lock().unwrap().held.remove(&n) {
+            Some(go) => go.send(()).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Requests whose head has arrived so far (answered, held, or being read).
+    pub fn received(&self) -> usize {
+        self.shared.next.load(Ordering::SeqCst)
+    }
+
+    /// Requests being handled now: read, held, or being answered.
+    pub fn active(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// The most requests handled at once so far (from their head's arrival to their answer).
+    pub fn peak_concurrent(&self) -> usize {
+        self.shared.peak_active.load(Ordering::SeqCst)
     }
 
     /// Whether it is listening.
@@ -457,6 +532,9 @@ async fn handle(
     control: &ConnControl,
 ) -> Response<Full<Bytes>> {
     let n = shared.next.fetch_add(1, Ordering::SeqCst);
+    let now = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.peak_active.fetch_max(now, Ordering::SeqCst);
+    let _active = ActiveGuard(shared);
     let (parts, mut body) = req.into_parts();
     let mut rec = Recorded {
         n,
@@ -537,6 +615,20 @@ async fn handle(
         rec.body = raw;
         None
     };
+    if reply.is_none() {
+        let wait = {
+            let mut h = shared.hold.lock().unwrap();
+            h.on.then(|| {
+                let (go, wait) = tokio::sync::oneshot::channel();
+                h.held.insert(n, go);
+                wait
+            })
+        };
+        if let Some(wait) = wait {
+            // Released, or the server dropped (the handler is dropped with its connection).
+            let _ = wait.await;
+        }
+    }
     let reply = reply.unwrap_or_else(|| (shared.script())(&rec, n));
     match reply {
         Reply::Status {

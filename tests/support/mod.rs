@@ -190,6 +190,21 @@ impl Drop for TestDaemon {
     }
 }
 
+/// A metric's value from the Prometheus endpoint at `addr` (`series` with its labels).
+pub fn scrape(addr: SocketAddr, series: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// A counter's value.
 pub fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
     sluice::metrics::get(c)
