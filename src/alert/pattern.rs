@@ -27,10 +27,13 @@ pub const MAX_TEMPLATE_BYTES: usize = 512;
 
 /// Byte classes for the scanner: one table lookup per byte instead of a chain of tests.
 const WORD: u8 = 1;
-/// Starts something to mask wherever it is: a digit or a quote.
-const STOPS: u8 = 2;
-/// Starts a value at a token's start only: a hex digit or ':'.
-const STARTS_TOKEN: u8 = 4;
+/// Ends a copied run after a word's byte: a digit or a quote.
+const STOPS_AFTER_WORD: u8 = 2;
+/// Ends a copied run after any other byte: a digit, a quote, a hex digit or ':'. Shifted right
+/// by one when the previous byte is a word's ([`WORD`] is 1): `STOPS_AFTER_WORD`.
+const STOPS_AFTER_OTHER: u8 = 4;
+/// Starts a value at a token's start: a hex digit or ':'.
+const STARTS_TOKEN: u8 = 8;
 
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -42,10 +45,10 @@ const CLASS: [u8; 256] = {
             k |= WORD;
         }
         if c.is_ascii_digit() || c == b'"' || c == b'\'' {
-            k |= STOPS;
+            k |= STOPS_AFTER_WORD | STOPS_AFTER_OTHER;
         }
         if c.is_ascii_hexdigit() || c == b':' {
-            k |= STARTS_TOKEN;
+            k |= STARTS_TOKEN | STOPS_AFTER_OTHER;
         }
         t[b] = k;
         b += 1;
@@ -55,6 +58,14 @@ const CLASS: [u8; 256] = {
 
 fn is_word(b: u8) -> bool {
     CLASS[usize::from(b)] & WORD != 0
+}
+
+/// True when all 16 bytes are ASCII letters: written as a fold without an early exit, which the
+/// compiler turns into a few vector instructions (no `unsafe` intrinsics).
+fn all_letters_16(chunk: &[u8; 16]) -> bool {
+    chunk
+        .iter()
+        .fold(true, |ok, &c| ok & ((c | 0x20).wrapping_sub(b'a') < 26))
 }
 
 /// True when all 8 bytes of `x` are ASCII letters: the common run inside words, which no byte
@@ -122,20 +133,29 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
         // Copy the run of bytes up to the next one that may start something to mask, at once:
         // a digit or a quote anywhere, a hex digit or ':' after a byte that is not a word's.
         let mut j = i + 1;
-        let mut prev_word = is_word(b);
+        let mut prev_word = CLASS[usize::from(b)] & WORD;
         while j < msg.len() {
-            if prev_word
-                && let Some(chunk) = msg.get(j..j + 8)
-                && all_letters(u64::from_le_bytes(chunk.try_into().unwrap_or_default()))
+            if prev_word != 0
+                && let Some(chunk) = msg.get(j..j + 16)
+                && all_letters_16(chunk.try_into().unwrap_or(&[0; 16]))
+            {
+                j += 16;
+                continue;
+            }
+            if prev_word != 0
+                && j + 8 <= msg.len()
+                && all_letters(u64::from_le_bytes(
+                    msg[j..j + 8].try_into().unwrap_or([0; 8]),
+                ))
             {
                 j += 8;
                 continue;
             }
             let k = CLASS[usize::from(msg[j])];
-            if k & STOPS != 0 || (k & STARTS_TOKEN != 0 && !prev_word) {
+            if k & (STOPS_AFTER_OTHER >> prev_word) != 0 {
                 break;
             }
-            prev_word = k & WORD != 0;
+            prev_word = k & WORD;
             j += 1;
         }
         out.extend_from_slice(&msg[i..j]);
