@@ -26,7 +26,7 @@ use crate::parse::Zone;
 
 /// How often the engine judges windows and re-sends when no event comes.
 const TICK: Duration = Duration::from_secs(1);
-/// How often the engine takes what its queue holds, unless a listener finds the queue half
+/// How often the engine takes what its queue holds, unless a listener finds the queue a quarter
 /// full first: windows last seconds, so a few hundredths of a second late is nothing, and the
 /// engine is not woken for each listener's batch.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
@@ -102,7 +102,7 @@ pub fn start(s: EngineStart) -> anyhow::Result<(AlertFeed, std::thread::JoinHand
         TICK,
         s.metrics.alert_feed.clone(),
         s.predecessor,
-        Wake::WhenHalfFull(DRAIN_INTERVAL),
+        Wake::WhenQuarterFull(DRAIN_INTERVAL),
     )?;
     Ok((AlertFeed::new(checks, running.handle), running.thread))
 }

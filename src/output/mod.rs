@@ -104,8 +104,8 @@ pub struct OutputHandle {
     room: Arc<Semaphore>,
     queue: QueueConfig,
     metrics: Arc<OutputMetrics>,
-    /// For a thread that drains its queue on a timer ([`Wake::WhenHalfFull`]): the thread,
-    /// woken early only once the queue holds half its events.
+    /// For a thread that drains its queue on a timer ([`Wake::WhenQuarterFull`]): the thread,
+    /// woken early only once the queue holds a quarter of its events.
     wake: Option<std::thread::Thread>,
 }
 
@@ -114,10 +114,11 @@ pub struct OutputHandle {
 pub enum Wake {
     /// At every batch: outputs, whose latency is the time to write.
     EveryBatch,
-    /// Every this long, or as soon as the queue is half full: a thread whose work has no hurry
-    /// (the alert engine judges windows of seconds) is not woken for each small batch, which
-    /// at moderate rates cost a context switch per batch of a few events.
-    WhenHalfFull(Duration),
+    /// Every this long, or as soon as the queue is a quarter full (the rest is slack while the
+    /// thread waits to be scheduled): a thread whose work has no hurry (the alert engine judges
+    /// windows of seconds) is not woken for each small batch, which at moderate rates cost a
+    /// context switch per batch of a few events.
+    WhenQuarterFull(Duration),
 }
 
 impl OutputHandle {
@@ -208,7 +209,7 @@ impl OutputHandle {
             return;
         }
         if let Some(t) = &self.wake
-            && self.depth() >= self.queue.max_events / 2
+            && self.depth() >= self.queue.max_events / 4
         {
             t.unpark();
         }
@@ -285,7 +286,7 @@ pub(crate) fn start_sink_thread(
                 Wake::EveryBatch => {
                     run_sink(sink, rx, thread_room, flush_interval, &thread_metrics)
                 }
-                Wake::WhenHalfFull(poll) => {
+                Wake::WhenQuarterFull(poll) => {
                     run_sink_polled(sink, rx, thread_room, flush_interval, poll, &thread_metrics)
                 }
             }
@@ -298,7 +299,7 @@ pub(crate) fn start_sink_thread(
             metrics,
             wake: match wake {
                 Wake::EveryBatch => None,
-                Wake::WhenHalfFull(_) => Some(thread.thread().clone()),
+                Wake::WhenQuarterFull(_) => Some(thread.thread().clone()),
             },
         },
         thread,
@@ -360,8 +361,8 @@ fn run_sink(
     room.close();
 }
 
-/// [`run_sink`] for [`Wake::WhenHalfFull`]: sleeps `poll` (or until a sender finds the queue
-/// half full), then takes every batch queued, flushing once the queue is empty; closes once
+/// [`run_sink`] for [`Wake::WhenQuarterFull`]: sleeps `poll` (or until a sender finds the queue
+/// a quarter full), then takes every batch queued, flushing once the queue is empty; closes once
 /// every sender is gone and the queue is empty.
 fn run_sink_polled(
     mut sink: Box<dyn Sink>,
@@ -374,7 +375,7 @@ fn run_sink_polled(
     let mut receipts = Receipts::default();
     let mut last_tick = Instant::now();
     loop {
-        // Parked first: a sender that finds the queue half full before the thread gets here
+        // Parked first: a sender that finds the queue a quarter full before the thread parks
         // leaves a token, and this returns at once.
         std::thread::park_timeout(poll.min(flush_interval));
         let mut took = false;
@@ -492,7 +493,7 @@ mod tests {
             Duration::from_secs(60),
             Arc::default(),
             None,
-            Wake::WhenHalfFull(poll),
+            Wake::WhenQuarterFull(poll),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         (running, seen)
@@ -510,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn a_polled_sink_is_woken_once_its_queue_is_half_full() {
+    fn a_polled_sink_is_woken_once_its_queue_is_a_quarter_full() {
         // A poll of an hour: only the wake-up can bring the events in time.
         let (running, seen) = polled(Duration::from_secs(3600));
         running.handle.try_send(vec![event(); 10]);
