@@ -231,14 +231,16 @@ impl Rule {
         {
             return Err(Mismatch::Listener);
         }
-        let field_ok = |m: &Option<Matcher>, v: Option<&str>, ci: bool| match m {
+        // The field is read (and checked as UTF-8) only when the rule has a matcher for it:
+        // most rules have none, and every event goes through every rule.
+        let field_ok = |m: &Option<Matcher>, v: fn(&Event) -> Option<&str>, ci: bool| match m {
             None => true,
-            Some(m) => v.is_some_and(|v| m.matches(v.as_bytes(), ci)),
+            Some(m) => v(ev).is_some_and(|v| m.matches(v.as_bytes(), ci)),
         };
-        if !field_ok(&self.hostname, ev.hostname(), true) {
+        if !field_ok(&self.hostname, Event::hostname, true) {
             return Err(Mismatch::Hostname);
         }
-        if !field_ok(&self.app_name, ev.app_name(), false) {
+        if !field_ok(&self.app_name, Event::app_name, false) {
             return Err(Mismatch::AppName);
         }
         if let Some(m) = &self.message

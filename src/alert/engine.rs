@@ -15,16 +15,19 @@
 //! `max_patterns` templates of at most [`super::pattern::MAX_TEMPLATE_BYTES`] bytes each.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hashbrown::HashTable;
 
 use super::pattern::{PatternTable, mask_into};
-use super::{AlertKind, AlertRule, Direction, MIN_HISTORY, Series};
+use super::{AlertKind, AlertRule, Direction, GroupField, MIN_HISTORY, Series};
 use crate::event::{Event, Severity};
 use crate::metrics::{self, AlertMetrics};
+use crate::route::{Rule, Selector};
 
 /// Windows without events after which a group is forgotten (at least; z-score rules keep a
 /// group for `history` windows).
@@ -122,6 +125,10 @@ struct Judgement {
 
 #[derive(Debug)]
 struct Group {
+    /// The `by` values, each followed by a NUL.
+    key: Box<[u8]>,
+    /// `key`'s hash (the engine's hasher).
+    hash: u64,
     labels: Vec<(String, String)>,
     /// Events counted in the current window (the rule's matchers).
     count: u64,
@@ -171,15 +178,54 @@ impl Group {
     }
 }
 
+/// A rule's matchers as checked for each event: one with a selector and nothing else (most
+/// rules) tests the facility/severity mask and skips the other matchers' tests.
+enum Check {
+    Selector(Option<Selector>),
+    Rule(Box<Rule>),
+}
+
+impl Check {
+    fn of(r: &Rule) -> Check {
+        let only_selector = r.listener.is_none()
+            && r.hostname.is_none()
+            && r.app_name.is_none()
+            && r.message.is_none()
+            && r.tls_peer.is_none()
+            && r.source.is_none();
+        if only_selector {
+            Check::Selector(r.selector.clone())
+        } else {
+            Check::Rule(Box::new(r.clone()))
+        }
+    }
+
+    fn matches(&self, ev: &Event) -> bool {
+        match self {
+            Check::Selector(None) => true,
+            Check::Selector(Some(s)) => s.matches(ev.facility(), ev.severity()),
+            Check::Rule(r) => r.check(ev).is_ok(),
+        }
+    }
+}
+
 /// One rule's state.
 struct RuleState {
     rule: Arc<AlertRule>,
+    /// The rule's matchers, and its total selector's (ratios).
+    counted: Check,
+    in_total: Option<Check>,
     metrics: Arc<AlertMetrics>,
     window_start: Option<DateTime<Utc>>,
-    /// By the group's `by` values, each followed by a NUL.
-    groups: HashMap<String, Group>,
-    /// Reused for each event's group key and template: no allocation per event.
-    key_buf: String,
+    /// The earliest time at which [`RuleState::advance`] has something to do: a window's end,
+    /// a re-send, a new-pattern alert's resolution (`None`: at once). Batches come many times
+    /// a second; most of them end nothing.
+    next_due: Option<DateTime<Utc>>,
+    /// By `Group::key`, looked up with the key the engine made for the event.
+    groups: HashTable<Group>,
+    /// Which of the engine's group keys (one per distinct `by` list) this rule's groups use.
+    key_slot: usize,
+    /// Reused for each event's template: no allocation per event.
     template_buf: Vec<u8>,
     /// Events counted since the counter was last published (per batch, not per event).
     events_unpublished: u64,
@@ -194,6 +240,39 @@ struct RuleState {
 pub struct Engine {
     rules: Vec<RuleState>,
     notices: Vec<Notice>,
+    /// One per distinct `by` list: made once per event for every rule that groups by it.
+    keys: Vec<GroupKey>,
+    /// Hashes group keys: foldhash, randomly seeded. Senders choose the values, but the
+    /// lookups compare the keys' bytes and each table holds at most `max_groups`, so a
+    /// collision costs time within that bound, never a wrong count.
+    hasher: foldhash::fast::RandomState,
+    /// Bumped at every event: a key made for an earlier event is made again.
+    event_seq: u64,
+}
+
+/// An event's group key for one `by` list, made at most once per event.
+struct GroupKey {
+    by: Vec<GroupField>,
+    /// The `by` values, each followed by a NUL (reused: no allocation per event).
+    bytes: Vec<u8>,
+    hash: u64,
+    /// The `event_seq` it was made for.
+    made_for: u64,
+}
+
+impl GroupKey {
+    fn make(&mut self, ev: &Event, seq: u64, hasher: &foldhash::fast::RandomState) {
+        if self.made_for == seq {
+            return;
+        }
+        self.bytes.clear();
+        for f in &self.by {
+            f.write_value(ev, &mut self.bytes);
+            self.bytes.push(0);
+        }
+        self.hash = hasher.hash_one(&self.bytes[..]);
+        self.made_for = seq;
+    }
 }
 
 fn span(d: Duration) -> chrono::TimeDelta {
@@ -205,6 +284,7 @@ impl Engine {
     /// rules load the table saved in their state file, if any: a restart does not alert again
     /// on what was seen before.
     pub fn new(rules: &[Arc<AlertRule>], metrics: Vec<Arc<AlertMetrics>>) -> Engine {
+        let mut keys: Vec<GroupKey> = Vec::new();
         let rules = rules
             .iter()
             .zip(metrics.into_iter().chain(std::iter::repeat_with(Arc::default)))
@@ -230,12 +310,24 @@ impl Engine {
                     ),
                     _ => None,
                 };
+                let key_slot = keys.iter().position(|k| k.by == rule.by).unwrap_or_else(|| {
+                    keys.push(GroupKey {
+                        by: rule.by.clone(),
+                        bytes: Vec::new(),
+                        hash: 0,
+                        made_for: 0,
+                    });
+                    keys.len() - 1
+                });
                 RuleState {
                     rule: rule.clone(),
+                    counted: Check::of(&rule.matchers),
+                    in_total: rule.total.as_ref().map(Check::of),
                     metrics,
                     window_start: None,
-                    groups: HashMap::new(),
-                    key_buf: String::new(),
+                    next_due: None,
+                    groups: HashTable::new(),
+                    key_slot,
                     template_buf: Vec::new(),
                     events_unpublished: 0,
                     patterns,
@@ -247,6 +339,9 @@ impl Engine {
         Engine {
             rules,
             notices: Vec::new(),
+            keys,
+            hasher: foldhash::fast::RandomState::default(),
+            event_seq: 0,
         }
     }
 
@@ -261,9 +356,14 @@ impl Engine {
     /// [`advance`](Self::advance) with this `now`: a batch received at one instant is advanced
     /// once, not once per event.
     pub fn count(&mut self, ev: &Event, now: DateTime<Utc>) {
-        let fields = super::HeaderFields::of(ev);
+        self.event_seq += 1;
+        let mut keys = Keys {
+            keys: &mut self.keys,
+            hasher: &self.hasher,
+            seq: self.event_seq,
+        };
         for (i, st) in self.rules.iter_mut().enumerate() {
-            st.observe(i, &fields, ev, now, &mut self.notices);
+            st.observe(i, &mut keys, ev, now, &mut self.notices);
         }
     }
 
@@ -271,7 +371,10 @@ impl Engine {
     /// fires.
     pub fn advance(&mut self, now: DateTime<Utc>) {
         for (i, st) in self.rules.iter_mut().enumerate() {
-            st.advance(i, now, &mut self.notices);
+            st.publish();
+            if st.next_due.is_none_or(|due| now >= due) {
+                st.advance(i, now, &mut self.notices);
+            }
         }
     }
 
@@ -322,23 +425,30 @@ impl Engine {
     /// Alerts firing now, per rule.
     pub fn firing(&self, rule: usize) -> usize {
         self.rules.get(rule).map_or(0, |st| {
-            st.groups.values().filter(|g| g.firing.is_some()).count() + st.open_patterns.len()
+            st.groups.iter().filter(|g| g.firing.is_some()).count() + st.open_patterns.len()
         })
     }
+}
+
+/// The engine's group keys for the event being counted.
+struct Keys<'a> {
+    keys: &'a mut [GroupKey],
+    hasher: &'a foldhash::fast::RandomState,
+    seq: u64,
 }
 
 impl RuleState {
     fn observe(
         &mut self,
         index: usize,
-        fields: &super::HeaderFields<'_>,
+        keys: &mut Keys<'_>,
         ev: &Event,
         now: DateTime<Utc>,
         out: &mut Vec<Notice>,
     ) {
         let rule = &*self.rule;
-        let counted = rule.matchers.check(ev).is_ok();
-        let in_total = rule.total.as_ref().is_some_and(|t| t.check(ev).is_ok());
+        let counted = self.counted.matches(ev);
+        let in_total = self.in_total.as_ref().is_some_and(|t| t.matches(ev));
         if !counted && !in_total {
             return;
         }
@@ -372,6 +482,8 @@ impl RuleState {
             }
             let text = String::from_utf8_lossy(template).into_owned();
             self.open_patterns.insert(template.clone(), now);
+            let resolves = now + span(rule.window);
+            self.next_due = Some(self.next_due.map_or(resolves, |d| d.min(resolves)));
             metrics::add(&self.metrics.fired, 1);
             self.metrics
                 .firing
@@ -391,14 +503,12 @@ impl RuleState {
             });
             return;
         }
-        self.key_buf.clear();
-        for f in &rule.by {
-            f.write_value(fields, &mut self.key_buf);
-            self.key_buf.push('\0');
-        }
-        let key = &self.key_buf;
+        let Some(key) = keys.keys.get_mut(self.key_slot) else {
+            return;
+        };
+        key.make(ev, keys.seq, keys.hasher);
         // Looked up by reference: the key is copied only for a new group.
-        if let Some(g) = self.groups.get_mut(key.as_str()) {
+        if let Some(g) = self.groups.find_mut(key.hash, |g| *g.key == *key.bytes) {
             g.add(&rule.kind, ev, counted, in_total);
             return;
         }
@@ -409,13 +519,20 @@ impl RuleState {
         let labels = rule
             .by
             .iter()
-            .zip(key.split('\0'))
-            .map(|(f, v)| (f.name().to_string(), v.to_string()))
+            .zip(key.bytes.split(|b| *b == 0))
+            .map(|(f, v)| {
+                (
+                    f.name().to_string(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
             .collect();
         self.metrics
             .groups
             .store(self.groups.len() as u64 + 1, Ordering::Relaxed);
-        let g = self.groups.entry(key.clone()).or_insert(Group {
+        let mut g = Group {
+            key: key.bytes.as_slice().into(),
+            hash: key.hash,
             labels,
             count: 0,
             total: 0,
@@ -425,8 +542,9 @@ impl RuleState {
             idle_windows: 0,
             pending_since: None,
             firing: None,
-        });
+        };
         g.add(&rule.kind, ev, counted, in_total);
+        self.groups.insert_unique(key.hash, g, |g| g.hash);
     }
 
     fn publish(&mut self) {
@@ -441,6 +559,7 @@ impl RuleState {
         let window = span(self.rule.window);
         let Some(mut start) = self.window_start else {
             self.window_start = Some(now);
+            self.next_due = Some(now + window);
             return;
         };
         let mut judged = 0;
@@ -459,6 +578,20 @@ impl RuleState {
         self.window_start = Some(start);
         self.expire_patterns(index, now, out);
         self.resend(index, now, out);
+        self.next_due = Some(self.next_due_after(start + window));
+    }
+
+    /// The earliest of the window's end, the firing alerts' next re-sends and the open
+    /// new-pattern alerts' resolutions.
+    fn next_due_after(&self, window_end: DateTime<Utc>) -> DateTime<Utc> {
+        let window = span(self.rule.window);
+        let every = span(self.rule.resend);
+        let resends = self
+            .groups
+            .iter()
+            .filter_map(|g| g.firing.as_ref().map(|f| f.last_sent + every));
+        let resolutions = self.open_patterns.values().map(|at| *at + window);
+        resends.chain(resolutions).fold(window_end, DateTime::min)
     }
 
     /// New-pattern alerts are resolved one window after they fired.
@@ -513,14 +646,10 @@ impl RuleState {
             AlertKind::Zscore { history, .. } => FORGET_WINDOWS.max(history as u64),
             _ => FORGET_WINDOWS,
         };
-        let mut forgotten = Vec::new();
         // Judged in a stable order, so notices come out the same way each run.
-        let mut keys: Vec<String> = self.groups.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
-            let Some(g) = self.groups.get_mut(&key) else {
-                continue;
-            };
+        let mut groups: Vec<&mut Group> = self.groups.iter_mut().collect();
+        groups.sort_by(|a, b| a.key.cmp(&b.key));
+        for g in groups {
             let judgement = judge(&rule, g, start);
             if g.count == 0 && g.total == 0 {
                 g.idle_windows += 1;
@@ -582,18 +711,13 @@ impl RuleState {
                     }
                 }
             }
-            if gone {
-                forgotten.push(key);
-            }
         }
-        for k in forgotten {
-            self.groups.remove(&k);
-        }
+        self.groups.retain(|g| g.idle_windows < forget);
         self.metrics
             .groups
             .store(self.groups.len() as u64, Ordering::Relaxed);
         self.metrics.firing.store(
-            self.groups.values().filter(|g| g.firing.is_some()).count() as u64,
+            self.groups.iter().filter(|g| g.firing.is_some()).count() as u64,
             Ordering::Relaxed,
         );
     }
@@ -604,7 +728,7 @@ impl RuleState {
         let every = span(rule.resend);
         let mut due: Vec<&mut Group> = self
             .groups
-            .values_mut()
+            .iter_mut()
             .filter(|g| {
                 g.firing
                     .as_ref()

@@ -193,49 +193,32 @@ impl GroupField {
 
     /// Its value in `ev` (`""` when absent).
     pub fn value(self, ev: &Event) -> String {
-        let mut s = String::new();
-        self.write_value(&HeaderFields::of(ev), &mut s);
-        s
+        let mut b = Vec::new();
+        self.write_value(ev, &mut b);
+        String::from_utf8_lossy(&b).into_owned()
     }
 
-    /// Appends its value to `out` (nothing when absent), without allocating for the text
-    /// fields.
-    pub fn write_value(self, f: &HeaderFields<'_>, out: &mut String) {
-        use std::fmt::Write as _;
-        let ev = f.ev;
+    /// Appends its value to `out` (nothing when absent), without allocating: the header
+    /// fields' bytes as received (absent unless UTF-8, as the `&str` accessors read them).
+    pub fn write_value(self, ev: &Event, out: &mut Vec<u8>) {
+        let text = |span| {
+            ev.span_bytes(span)
+                .filter(|b| b.is_ascii() || std::str::from_utf8(b).is_ok())
+                .unwrap_or_default()
+        };
         match self {
-            GroupField::Hostname => out.push_str(f.hostname),
-            GroupField::AppName => out.push_str(f.app_name),
-            GroupField::MsgId => out.push_str(f.msgid),
-            GroupField::Facility => out.push_str(ev.facility().name()),
-            GroupField::Severity => out.push_str(ev.severity().name()),
-            GroupField::Listener => out.push_str(&ev.listener),
+            GroupField::Hostname => out.extend_from_slice(text(ev.parsed.hostname)),
+            GroupField::AppName => out.extend_from_slice(text(ev.parsed.app_name)),
+            GroupField::MsgId => out.extend_from_slice(text(ev.parsed.msgid)),
+            GroupField::Facility => out.extend_from_slice(ev.facility().name().as_bytes()),
+            GroupField::Severity => out.extend_from_slice(ev.severity().name().as_bytes()),
+            GroupField::Listener => out.extend_from_slice(ev.listener.as_bytes()),
             GroupField::Source => {
                 if let Some(s) = ev.source {
+                    use std::io::Write as _;
                     let _ = write!(out, "{}", s.ip());
                 }
             }
-        }
-    }
-}
-
-/// An event's header text fields, read (and checked as UTF-8) once for every rule that groups
-/// by them, rather than once per rule.
-pub struct HeaderFields<'a> {
-    ev: &'a Event,
-    hostname: &'a str,
-    app_name: &'a str,
-    msgid: &'a str,
-}
-
-impl<'a> HeaderFields<'a> {
-    /// The fields of `ev` (`""` when absent).
-    pub fn of(ev: &'a Event) -> HeaderFields<'a> {
-        HeaderFields {
-            ev,
-            hostname: ev.hostname().unwrap_or_default(),
-            app_name: ev.app_name().unwrap_or_default(),
-            msgid: ev.msgid().unwrap_or_default(),
         }
     }
 }

@@ -16,16 +16,70 @@
 //! templates that differ in one word (`session opened` and `session closed`), which is the
 //! difference `new_pattern` is meant to report.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
 /// Bytes of a template kept: longer messages are cut (their tail rarely decides the template).
 pub const MAX_TEMPLATE_BYTES: usize = 512;
 
+/// Byte classes for the scanner: one table lookup per byte instead of a chain of tests.
+const WORD: u8 = 1;
+/// Ends a copied run after a word's byte: a digit or a quote.
+const STOPS_AFTER_WORD: u8 = 2;
+/// Ends a copied run after any other byte: a digit, a quote, a hex digit or ':'. Shifted right
+/// by one when the previous byte is a word's ([`WORD`] is 1): `STOPS_AFTER_WORD`.
+const STOPS_AFTER_OTHER: u8 = 4;
+/// Starts a value at a token's start: a hex digit or ':'.
+const STARTS_TOKEN: u8 = 8;
+
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut k = 0;
+        if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b':') {
+            k |= WORD;
+        }
+        if c.is_ascii_digit() || c == b'"' || c == b'\'' {
+            k |= STOPS_AFTER_WORD | STOPS_AFTER_OTHER;
+        }
+        if c.is_ascii_hexdigit() || c == b':' {
+            k |= STARTS_TOKEN | STOPS_AFTER_OTHER;
+        }
+        t[b] = k;
+        b += 1;
+    }
+    t
+};
+
 fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':')
+    CLASS[usize::from(b)] & WORD != 0
+}
+
+/// True when all 16 bytes are ASCII letters: written as a fold without an early exit, which the
+/// compiler turns into a few vector instructions (no `unsafe` intrinsics).
+fn all_letters_16(chunk: &[u8; 16]) -> bool {
+    chunk
+        .iter()
+        .fold(true, |ok, &c| ok & ((c | 0x20).wrapping_sub(b'a') < 26))
+}
+
+/// True when all 8 bytes of `x` are ASCII letters: the common run inside words, which no byte
+/// of can start something to mask (a letter after a letter is not a token's start).
+fn all_letters(x: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Lower case (other bytes move too, but stay outside a..z unless they were A..Z).
+    let y = x | (0x20 * LO);
+    // Per byte, with no carry between bytes (each is below 0x80 after the first test):
+    // high bit of y + (0x80 - 'a') set when y >= 'a'; of y + (0x80 - 'z' - 1) when y > 'z'.
+    let ge_a = y.wrapping_add((0x80 - u64::from(b'a')) * LO);
+    let gt_z = y.wrapping_add((0x80 - u64::from(b'z') - 1) * LO);
+    x & HI == 0 && (ge_a & !gt_z & HI) == HI
 }
 
 /// The template of `msg`: its variable values masked (see the module documentation). At most
@@ -36,7 +90,9 @@ pub fn mask(msg: &[u8]) -> Vec<u8> {
     out
 }
 
-/// [`mask`] into `out` (cleared first), so a caller can reuse one buffer.
+/// [`mask`] into `out` (cleared first), so a caller can reuse one buffer. One pass over the
+/// message: runs of bytes that cannot start a value are copied whole, found with a table
+/// lookup per byte (8 bytes at a time inside words).
 pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let msg = &msg[..msg.len().min(MAX_TEMPLATE_BYTES)];
@@ -46,7 +102,7 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
         let b = msg[i];
         let token_start = i == 0 || !is_word(msg[i - 1]);
         if (b == b'"' || b == b'\'')
-            && let Some(close) = msg[i + 1..].iter().position(|&c| c == b)
+            && let Some(close) = memchr::memchr(b, &msg[i + 1..])
         {
             out.extend_from_slice(&[b, b'<', b'*', b'>', b]);
             i += close + 2;
@@ -54,7 +110,7 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
         }
         // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
         if token_start
-            && (b.is_ascii_hexdigit() || b == b':')
+            && CLASS[usize::from(b)] & STARTS_TOKEN != 0
             && let Some((len, tag)) = value_at(&msg[i..])
         {
             out.extend_from_slice(tag);
@@ -74,17 +130,32 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
             i = j;
             continue;
         }
-        // Copy the run of bytes up to the next one that may start something to mask, at once.
+        // Copy the run of bytes up to the next one that may start something to mask, at once:
+        // a digit or a quote anywhere, a hex digit or ':' after a byte that is not a word's.
         let mut j = i + 1;
+        let mut prev_word = CLASS[usize::from(b)] & WORD;
         while j < msg.len() {
-            let c = msg[j];
-            let starts = c.is_ascii_digit()
-                || c == b'"'
-                || c == b'\''
-                || ((c.is_ascii_hexdigit() || c == b':') && !is_word(msg[j - 1]));
-            if starts {
+            if prev_word != 0
+                && let Some(chunk) = msg.get(j..j + 16)
+                && all_letters_16(chunk.try_into().unwrap_or(&[0; 16]))
+            {
+                j += 16;
+                continue;
+            }
+            if prev_word != 0
+                && j + 8 <= msg.len()
+                && all_letters(u64::from_le_bytes(
+                    msg[j..j + 8].try_into().unwrap_or([0; 8]),
+                ))
+            {
+                j += 8;
+                continue;
+            }
+            let k = CLASS[usize::from(msg[j])];
+            if k & (STOPS_AFTER_OTHER >> prev_word) != 0 {
                 break;
             }
+            prev_word = k & WORD;
             j += 1;
         }
         out.extend_from_slice(&msg[i..j]);
@@ -94,6 +165,15 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
 
 /// A value at the start of `s` that masks as a whole: its length and tag.
 fn value_at(s: &[u8]) -> Option<(usize, &'static [u8])> {
+    // Most values are plain numbers, which none of the shapes below is: left to the digits.
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > 0
+        && !s.get(digits).is_some_and(|&b| {
+            b.is_ascii_hexdigit() || matches!(b, b'-' | b'.' | b':' | b'x' | b'X')
+        })
+    {
+        return None;
+    }
     // The token: up to the next byte that cannot be part of a value.
     let end = s
         .iter()
@@ -182,24 +262,27 @@ fn ipv6_len(s: &[u8]) -> Option<usize> {
         .count();
     let tok = &s[..n];
     let colons = tok.iter().filter(|b| **b == b':').count();
+    if colons < 2 {
+        // `::` is two colons: fewer is never an address.
+        return None;
+    }
     let groups_ok = tok.split(|b| *b == b':').all(|g| g.len() <= 4);
     let has_hex = tok.iter().any(u8::is_ascii_hexdigit);
     // A time (12:34:56) is two colons too: it is variable, so masking it is right either way.
-    (groups_ok && has_hex && (colons >= 2 || memchr::memmem::find(tok, b"::").is_some()))
-        .then_some(n)
+    (groups_ok && has_hex).then_some(n)
 }
 
 /// The templates seen, with a count and a last-use stamp each, bounded: when full, the least
 /// recently seen template is forgotten (and would alert again if it came back).
 ///
-/// Looked up by a 64-bit keyed hash of the template (SipHash with this table's random keys):
-/// one hash per message and no comparison of template bytes. Two templates taken for one
-/// would need a collision of that hash, about one chance in 10^11 for 10,000 templates, and
-/// the keys are secret, so a sender cannot aim for one.
-#[derive(Debug, Clone)]
+/// Looked up by a fast hash of the template (foldhash, with this table's random seed) and a
+/// comparison of the template's bytes: no copy of the template per message, and two templates
+/// are never taken for one. Senders choose the messages, but not the seed: colliding templates
+/// would only make lookups slower, within the `max_patterns` bound.
+#[derive(Clone)]
 pub struct PatternTable {
-    entries: HashMap<u64, PatternEntry, BuildHasherDefault<Prehashed>>,
-    keys: RandomState,
+    entries: HashTable<PatternEntry>,
+    hasher: foldhash::fast::RandomState,
     max: usize,
     /// Use clock: bumped at every lookup, so the smallest stamp is the least recently seen.
     clock: u64,
@@ -209,40 +292,31 @@ pub struct PatternTable {
     pub evicted: u64,
 }
 
+impl std::fmt::Debug for PatternTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatternTable")
+            .field("len", &self.entries.len())
+            .field("max", &self.max)
+            .field("events", &self.events)
+            .field("evicted", &self.evicted)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PatternEntry {
+    hash: u64,
     count: u64,
     last: u64,
     text: Box<[u8]>,
-}
-
-/// The hasher of a map whose keys are hashes already.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed with it; anything else is folded in, not dropped.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl PatternTable {
     /// An empty table holding at most `max` templates.
     pub fn new(max: usize) -> PatternTable {
         PatternTable {
-            entries: HashMap::default(),
-            keys: RandomState::new(),
+            entries: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             max: max.max(1),
             clock: 0,
             events: 0,
@@ -260,56 +334,60 @@ impl PatternTable {
         self.entries.is_empty()
     }
 
-    fn key(&self, template: &[u8]) -> u64 {
-        self.keys.hash_one(template)
+    fn hash(&self, template: &[u8]) -> u64 {
+        self.hasher.hash_one(template)
     }
 
     /// How often `template` was seen (0: never, or forgotten).
     pub fn count(&self, template: &[u8]) -> u64 {
-        self.entries.get(&self.key(template)).map_or(0, |e| e.count)
+        self.entries
+            .find(self.hash(template), |e| *e.text == *template)
+            .map_or(0, |e| e.count)
     }
 
     /// Counts one sight of `template`; true when it was not in the table.
     pub fn observe(&mut self, template: &[u8]) -> bool {
         self.clock += 1;
         self.events += 1;
-        let key = self.key(template);
-        if let Some(e) = self.entries.get_mut(&key) {
+        let hash = self.hash(template);
+        if let Some(e) = self.entries.find_mut(hash, |e| *e.text == *template) {
             e.count += 1;
             e.last = self.clock;
             return false;
         }
-        self.insert(key, template.into(), 1);
+        self.insert(hash, template.into(), 1);
         true
     }
 
-    fn insert(&mut self, key: u64, text: Box<[u8]>, count: u64) {
+    /// Adds a template known not to be in the table, forgetting the least recently seen one
+    /// when full.
+    fn insert(&mut self, hash: u64, text: Box<[u8]>, count: u64) {
         if self.entries.len() >= self.max {
             // Evicting is a scan; it happens only once the table is full of distinct
             // templates, which a well-masked stream reaches rarely.
-            if let Some(oldest) = self
+            if let Some((oldest_hash, oldest)) = self
                 .entries
                 .iter()
-                .min_by_key(|(_, e)| e.last)
-                .map(|(k, _)| *k)
+                .min_by_key(|e| e.last)
+                .map(|e| (e.hash, e.last))
+                && let Ok(entry) = self.entries.find_entry(oldest_hash, |e| e.last == oldest)
             {
-                self.entries.remove(&oldest);
+                entry.remove();
                 self.evicted += 1;
             }
         }
-        self.entries.insert(
-            key,
-            PatternEntry {
-                count,
-                last: self.clock,
-                text,
-            },
-        );
+        let entry = PatternEntry {
+            hash,
+            count,
+            last: self.clock,
+            text,
+        };
+        self.entries.insert_unique(hash, entry, |e| e.hash);
     }
 
     /// Every template with its count, most frequent first.
     pub fn frequencies(&self) -> Vec<(&[u8], u64)> {
-        let mut v: Vec<(&[u8], u64)> = self.entries.values().map(|e| (&*e.text, e.count)).collect();
+        let mut v: Vec<(&[u8], u64)> = self.entries.iter().map(|e| (&*e.text, e.count)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         v
     }
@@ -359,13 +437,19 @@ impl PatternTable {
                 break;
             }
             let text = unescape(&line[tab + 1..]);
-            let key = table.key(&text);
+            let hash = table.hash(&text);
             table.clock += 1;
-            table.insert(key, text.into(), count);
+            // A template listed twice takes its last count, as before.
+            if let Some(e) = table.entries.find_mut(hash, |e| *e.text == *text) {
+                e.count = count;
+                e.last = table.clock;
+                continue;
+            }
+            table.insert(hash, text.into(), count);
         }
         // The file lists the most frequent first: they are the last to be forgotten.
         let n = table.clock;
-        for e in table.entries.values_mut() {
+        for e in table.entries.iter_mut() {
             e.last = n + 1 - e.last;
         }
         Ok(table)
@@ -410,6 +494,179 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The masking as first written (one test chain per byte), kept to check that the
+    /// table-driven scanner gives the same templates.
+    mod reference {
+        use super::super::MAX_TEMPLATE_BYTES;
+
+        fn is_word(b: u8) -> bool {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':')
+        }
+
+        /// The template of `msg`: its variable values masked (see the module documentation). At most
+        /// [`MAX_TEMPLATE_BYTES`] of the message are read.
+        pub fn mask(msg: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            mask_into(msg, &mut out);
+            out
+        }
+
+        /// [`mask`] into `out` (cleared first), so a caller can reuse one buffer.
+        pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
+            out.clear();
+            let msg = &msg[..msg.len().min(MAX_TEMPLATE_BYTES)];
+            out.reserve(msg.len());
+            let mut i = 0;
+            while i < msg.len() {
+                let b = msg[i];
+                let token_start = i == 0 || !is_word(msg[i - 1]);
+                if (b == b'"' || b == b'\'')
+                    && let Some(close) = msg[i + 1..].iter().position(|&c| c == b)
+                {
+                    out.extend_from_slice(&[b, b'<', b'*', b'>', b]);
+                    i += close + 2;
+                    continue;
+                }
+                // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
+                if token_start
+                    && (b.is_ascii_hexdigit() || b == b':')
+                    && let Some((len, tag)) = value_at(&msg[i..])
+                {
+                    out.extend_from_slice(tag);
+                    i += len;
+                    continue;
+                }
+                if b.is_ascii_digit() {
+                    // Digits, with decimal points between them.
+                    let mut j = i;
+                    while j < msg.len()
+                        && (msg[j].is_ascii_digit()
+                            || (msg[j] == b'.' && msg.get(j + 1).is_some_and(u8::is_ascii_digit)))
+                    {
+                        j += 1;
+                    }
+                    out.extend_from_slice(b"<N>");
+                    i = j;
+                    continue;
+                }
+                // Copy the run of bytes up to the next one that may start something to mask, at once.
+                let mut j = i + 1;
+                while j < msg.len() {
+                    let c = msg[j];
+                    let starts = c.is_ascii_digit()
+                        || c == b'"'
+                        || c == b'\''
+                        || ((c.is_ascii_hexdigit() || c == b':') && !is_word(msg[j - 1]));
+                    if starts {
+                        break;
+                    }
+                    j += 1;
+                }
+                out.extend_from_slice(&msg[i..j]);
+                i = j;
+            }
+        }
+
+        /// A value at the start of `s` that masks as a whole: its length and tag.
+        fn value_at(s: &[u8]) -> Option<(usize, &'static [u8])> {
+            // The token: up to the next byte that cannot be part of a value.
+            let end = s
+                .iter()
+                .position(|&b| {
+                    !(b.is_ascii_hexdigit() || matches!(b, b'-' | b'.' | b':' | b'x' | b'X'))
+                })
+                .unwrap_or(s.len());
+            let tok = &s[..end];
+            // A token glued to letters beyond hex (`0xfoo`, `deadbeefzz`) is a word, not a value.
+            let glued = s
+                .get(end)
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+            if glued {
+                return None;
+            }
+            if let Some(n) = uuid_len(tok) {
+                return Some((n, b"<UUID>"));
+            }
+            if (tok.starts_with(b"0x") || tok.starts_with(b"0X")) && tok.len() > 2 {
+                let n = 2 + tok[2..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_hexdigit())
+                    .count();
+                if n > 2 && !tok.get(n).is_some_and(u8::is_ascii_alphanumeric) {
+                    return Some((n, b"<HEX>"));
+                }
+            }
+            if let Some(n) = ipv4_len(tok) {
+                return Some((n, b"<IP>"));
+            }
+            if let Some(n) = ipv6_len(tok) {
+                return Some((n, b"<IP>"));
+            }
+            let hex = tok.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+            let word_ends = !tok.get(hex).is_some_and(|b| b.is_ascii_alphanumeric());
+            if hex >= 8
+                && word_ends
+                && tok[..hex].iter().any(u8::is_ascii_digit)
+                && tok[..hex].iter().any(u8::is_ascii_alphabetic)
+            {
+                return Some((hex, b"<HEX>"));
+            }
+            None
+        }
+
+        /// 8-4-4-4-12 hex digits.
+        fn uuid_len(s: &[u8]) -> Option<usize> {
+            if s.len() < 36 {
+                return None;
+            }
+            let ok = s[..36].iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            });
+            ok.then_some(36)
+        }
+
+        /// Four dotted decimal octets, and an optional `:port`.
+        fn ipv4_len(s: &[u8]) -> Option<usize> {
+            let mut i = 0;
+            for part in 0..4 {
+                let digits = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+                if digits == 0 || digits > 3 {
+                    return None;
+                }
+                i += digits;
+                if part < 3 {
+                    if s.get(i) != Some(&b'.') {
+                        return None;
+                    }
+                    i += 1;
+                }
+            }
+            if s.get(i) == Some(&b':') {
+                let port = s[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                if port > 0 {
+                    i += 1 + port;
+                }
+            }
+            Some(i)
+        }
+
+        /// Hex groups and colons: at least two colons, or `::`, and at least one hex digit.
+        fn ipv6_len(s: &[u8]) -> Option<usize> {
+            let n = s
+                .iter()
+                .take_while(|b| b.is_ascii_hexdigit() || **b == b':')
+                .count();
+            let tok = &s[..n];
+            let colons = tok.iter().filter(|b| **b == b':').count();
+            let groups_ok = tok.split(|b| *b == b':').all(|g| g.len() <= 4);
+            let has_hex = tok.iter().any(u8::is_ascii_hexdigit);
+            // A time (12:34:56) is two colons too: it is variable, so masking it is right either way.
+            (groups_ok && has_hex && (colons >= 2 || memchr::memmem::find(tok, b"::").is_some()))
+                .then_some(n)
+        }
+    }
+
     fn m(s: &str) -> String {
         String::from_utf8(mask(s.as_bytes())).unwrap()
     }
@@ -439,6 +696,19 @@ mod tests {
         assert_eq!(m("0xfoo and abc123xyz"), "<N>xfoo and abc<N>xyz");
         // An unclosed quote is kept.
         assert_eq!(m("it's 5"), "it's <N>");
+    }
+
+    /// Every byte value inside and beside a run of letters (the 8-byte step's edges: `@`, `[`,
+    /// `` ` ``, `{` sit next to the letters), at each offset: the reference's template.
+    #[test]
+    fn letter_runs_with_any_byte_match_the_reference() {
+        for c in 0..=255u8 {
+            for at in 0..20 {
+                let mut msg = b"id zyxwvutsrqponmlkjihgfedcba 42 Xylophone".to_vec();
+                msg.insert(3 + at, c);
+                assert_eq!(mask(&msg), reference::mask(&msg), "{:?}", msg);
+            }
+        }
     }
 
     #[test]
@@ -489,6 +759,17 @@ mod tests {
             let once = mask(&msg);
             prop_assert_eq!(mask(&once), once.clone());
             prop_assert!(!once.iter().any(u8::is_ascii_digit));
+        }
+
+        /// The scanner gives the reference masking's template, on any bytes and on text
+        /// made of what masking looks at (letters, hex, digits, quotes, colons, dots).
+        #[test]
+        fn mask_matches_the_reference(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            text in "[a-zA-Z0-9 :.'\"_x-]{0,300}",
+        ) {
+            prop_assert_eq!(mask(&bytes), reference::mask(&bytes));
+            prop_assert_eq!(mask(text.as_bytes()), reference::mask(text.as_bytes()));
         }
 
         /// The values masking removes do not change the template.

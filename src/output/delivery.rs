@@ -246,6 +246,7 @@ pub fn start<T: Transport>(
             room,
             queue: staging,
             metrics,
+            wake: None,
         },
         thread,
     })

@@ -104,6 +104,21 @@ pub struct OutputHandle {
     room: Arc<Semaphore>,
     queue: QueueConfig,
     metrics: Arc<OutputMetrics>,
+    /// For a thread that drains its queue on a timer ([`Wake::WhenQuarterFull`]): the thread,
+    /// woken early only once the queue holds a quarter of its events.
+    wake: Option<std::thread::Thread>,
+}
+
+/// When a sink thread looks at its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// At every batch: outputs, whose latency is the time to write.
+    EveryBatch,
+    /// Every this long, or as soon as the queue is a quarter full (the rest is slack while the
+    /// thread waits to be scheduled): a thread whose work has no hurry (the alert engine judges
+    /// windows of seconds) is not woken for each small batch, which at moderate rates cost a
+    /// context switch per batch of a few events.
+    WhenQuarterFull(Duration),
 }
 
 impl OutputHandle {
@@ -191,6 +206,12 @@ impl OutputHandle {
             if let Some(r) = q.receipt {
                 r.fail();
             }
+            return;
+        }
+        if let Some(t) = &self.wake
+            && self.depth() >= self.queue.max_events / 4
+        {
+            t.unpark();
         }
     }
 
@@ -236,11 +257,12 @@ pub(crate) fn start_sink(
         flush_interval,
         metrics,
         predecessor,
+        Wake::EveryBatch,
     )
 }
 
 /// [`start_sink`] for a thread that is not an `[output]` (the alert engine): named
-/// `thread_name`, behind a queue of `queue`.
+/// `thread_name`, behind a queue of `queue`, looking at it as `wake` says.
 pub(crate) fn start_sink_thread(
     thread_name: String,
     queue: QueueConfig,
@@ -248,6 +270,7 @@ pub(crate) fn start_sink_thread(
     flush_interval: Duration,
     metrics: Arc<OutputMetrics>,
     predecessor: Option<std::thread::JoinHandle<()>>,
+    wake: Wake,
 ) -> anyhow::Result<RunningOutput> {
     let (tx, rx) = mpsc::channel();
     let room = Arc::new(Semaphore::new(queue.max_events));
@@ -259,7 +282,14 @@ pub(crate) fn start_sink_thread(
             if let Some(prev) = predecessor {
                 let _ = prev.join();
             }
-            run_sink(sink, rx, thread_room, flush_interval, &thread_metrics)
+            match wake {
+                Wake::EveryBatch => {
+                    run_sink(sink, rx, thread_room, flush_interval, &thread_metrics)
+                }
+                Wake::WhenQuarterFull(poll) => {
+                    run_sink_polled(sink, rx, thread_room, flush_interval, poll, &thread_metrics)
+                }
+            }
         })?;
     Ok(RunningOutput {
         handle: OutputHandle {
@@ -267,6 +297,10 @@ pub(crate) fn start_sink_thread(
             room,
             queue,
             metrics,
+            wake: match wake {
+                Wake::EveryBatch => None,
+                Wake::WhenQuarterFull(_) => Some(thread.thread().clone()),
+            },
         },
         thread,
     })
@@ -327,6 +361,54 @@ fn run_sink(
     room.close();
 }
 
+/// [`run_sink`] for [`Wake::WhenQuarterFull`]: sleeps `poll` (or until a sender finds the queue
+/// a quarter full), then takes every batch queued, flushing once the queue is empty; closes once
+/// every sender is gone and the queue is empty.
+fn run_sink_polled(
+    mut sink: Box<dyn Sink>,
+    rx: mpsc::Receiver<Queued>,
+    room: Arc<Semaphore>,
+    flush_interval: Duration,
+    poll: Duration,
+    metrics: &OutputMetrics,
+) {
+    let mut receipts = Receipts::default();
+    let mut last_tick = Instant::now();
+    loop {
+        // Parked first: a sender that finds the queue a quarter full before the thread parks
+        // leaves a token, and this returns at once.
+        std::thread::park_timeout(poll.min(flush_interval));
+        let mut took = false;
+        let gone = loop {
+            match rx.try_recv() {
+                Ok(Queued { events, receipt }) => {
+                    sink.write_batch(&events);
+                    room.add_permits(events.len());
+                    receipts.hold(receipt, metrics);
+                    took = true;
+                }
+                Err(mpsc::TryRecvError::Empty) => break false,
+                Err(mpsc::TryRecvError::Disconnected) => break true,
+            }
+        };
+        if took {
+            sink.flush();
+            receipts.settle(&*sink, metrics);
+        }
+        if gone {
+            break;
+        }
+        if last_tick.elapsed() >= flush_interval {
+            sink.tick();
+            last_tick = Instant::now();
+            receipts.settle(&*sink, metrics);
+        }
+    }
+    sink.close();
+    receipts.settle(&*sink, metrics);
+    room.close();
+}
+
 /// Receipts of batches a sink has taken but not yet written out.
 #[derive(Default)]
 struct Receipts {
@@ -363,5 +445,94 @@ impl Receipts {
         } else if !sink.pending() {
             receipt::keep_all(&mut self.held);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Counts what it is handed, and whether it was closed.
+    struct Counting(Arc<Mutex<(usize, bool)>>);
+
+    impl Sink for Counting {
+        fn write_batch(&mut self, batch: &[Arc<Event>]) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).0 += batch.len();
+        }
+        fn flush(&mut self) {}
+        fn close(&mut self) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        }
+    }
+
+    fn event() -> Arc<Event> {
+        let raw = bytes::Bytes::from_static(b"<13>Mar  1 00:00:00 host app: hello");
+        Arc::new(Event {
+            parsed: crate::event::Parsed::unparsed(&raw),
+            raw,
+            received_at: chrono::Utc::now(),
+            source: None,
+            listener: "t".into(),
+            tls_peer: None,
+            truncated: false,
+        })
+    }
+
+    fn polled(poll: Duration) -> (RunningOutput, Arc<Mutex<(usize, bool)>>) {
+        let seen = Arc::new(Mutex::new((0, false)));
+        let queue = QueueConfig {
+            max_events: 100,
+            when_full: WhenFull::DropNewest,
+            ..QueueConfig::default()
+        };
+        let running = start_sink_thread(
+            "polled-test".into(),
+            queue,
+            Box::new(Counting(seen.clone())),
+            Duration::from_secs(60),
+            Arc::default(),
+            None,
+            Wake::WhenQuarterFull(poll),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        (running, seen)
+    }
+
+    fn wait_for(seen: &Mutex<(usize, bool)>, want: (usize, bool), within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if *seen.lock().unwrap_or_else(|e| e.into_inner()) == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn a_polled_sink_is_woken_once_its_queue_is_a_quarter_full() {
+        // A poll of an hour: only the wake-up can bring the events in time.
+        let (running, seen) = polled(Duration::from_secs(3600));
+        running.handle.try_send(vec![event(); 10]);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(seen.lock().unwrap_or_else(|e| e.into_inner()).0, 0);
+        running.handle.try_send(vec![event(); 40]);
+        assert!(wait_for(&seen, (50, false), Duration::from_secs(5)));
+        // Beyond its room, the queue drops and counts: the sink took 50, 100 fit.
+        let dropped = running.handle.try_send(vec![event(); 120]);
+        assert_eq!(dropped, 20);
+        assert!(wait_for(&seen, (150, false), Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_polled_sink_takes_a_small_batch_at_its_interval_and_closes_when_released() {
+        let (running, seen) = polled(Duration::from_millis(20));
+        running.handle.try_send(vec![event(); 3]);
+        assert!(wait_for(&seen, (3, false), Duration::from_secs(5)));
+        running.handle.try_send(vec![event(); 2]);
+        drop(running.handle);
+        let _ = running.thread.join();
+        assert_eq!(*seen.lock().unwrap_or_else(|e| e.into_inner()), (5, true));
     }
 }
