@@ -6,6 +6,8 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -809,4 +811,234 @@ fn kafka_message_too_large_is_dead_lettered_and_the_rest_go_on() {
         }
         last.insert(c.key.as_str(), i);
     }
+}
+
+/// A TLS front for a tansu broker: tansu 0.6 takes `--cert` and `--key` but its listener never
+/// uses them (the acceptor it builds is dropped unused), so it cannot serve TLS itself. This
+/// front (rustls, on its own runtime) terminates TLS, requires a client certificate from the
+/// test CA, and passes the bytes on to the broker's plaintext port, which advertises the
+/// front's address to clients.
+struct TlsFront {
+    port: u16,
+    /// Client certificates verified, handshakes that failed.
+    handshakes: Arc<(AtomicU64, AtomicU64)>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TlsFront {
+    fn start(pki: &crate::tls::Pki, upstream: u16) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(pki.p("ca.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let certs = CertificateDer::pem_file_iter(pki.p("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(pki.p("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshakes: Arc<(AtomicU64, AtomicU64)> = Arc::default();
+        let counts = handshakes.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, counts) = (acceptor.clone(), counts.clone());
+                tokio::spawn(async move {
+                    let mut tls = match acceptor.accept(tcp).await {
+                        Ok(t) => t,
+                        Err(_) => {
+                            counts.1.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                    if tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty())
+                    {
+                        counts.0.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let Ok(mut broker) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+                });
+            }
+        });
+        TlsFront {
+            port,
+            handshakes,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn kafka_over_tls_with_a_client_certificate() {
+    const N: usize = 5_000;
+    let pki = crate::tls::Pki::new();
+    pki.server();
+    pki.client("client", "sluice.example");
+    let mut broker = Tansu::new();
+    let front = TlsFront::start(&pki, broker.port);
+    broker.advertised = Some(front.port);
+    broker.up();
+    broker.create_topic("syslog", PARTITIONS);
+    let state = tempfile::tempdir().unwrap();
+    let tls_keys = format!(
+        "tls = true\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\ncompression = \"zstd\"",
+        pki.p("ca.pem"),
+        pki.p("client.pem"),
+        pki.p("client.key")
+    );
+    let front_address = format!("127.0.0.1:{}", front.port);
+    let d = TestDaemon::start(&config(
+        &front_address,
+        &tls_keys,
+        state.path().to_str().unwrap(),
+    ));
+    send(&d, 0..N);
+    wait_acked(&d, N as u64);
+    assert!(
+        front.handshakes.0.load(Ordering::Relaxed) >= 1,
+        "sluice showed its client certificate"
+    );
+    // Read back through the front too: the broker sends clients there.
+    let options = format!(
+        r#"{{"security_protocol": "SSL", "ssl_cafile": "{}", "ssl_certfile": "{}", "ssl_keyfile": "{}"}}"#,
+        pki.p("ca.pem"),
+        pki.p("client.pem"),
+        pki.p("client.key")
+    );
+    assert_eq!(
+        check_topic(&broker.consume_with("syslog", &front_address, &options), N),
+        0
+    );
+
+    // A CA the front's certificate does not chain to: nothing is delivered, and sluice
+    // retries.
+    let other = crate::tls::Pki::new();
+    let state2 = tempfile::tempdir().unwrap();
+    let d2 = TestDaemon::start(
+        &config(
+            &front_address,
+            &tls_keys.replace(&pki.p("ca.pem"), &other.p("ca.pem")),
+            state2.path().to_str().unwrap(),
+        )
+        .replace("timeout = \"5s\"", "timeout = \"2s\""),
+    );
+    send(&d2, 0..10);
+    wait_until("retries with an untrusted broker", DELIVERY, || {
+        counter(&d2, "retries") >= 1
+    });
+    assert_eq!(counter(&d2, "written"), 0);
+    assert!(
+        front.handshakes.1.load(Ordering::Relaxed) >= 1,
+        "sluice ended the handshake"
+    );
+}
+
+#[test]
+fn kafka_sasl_scram_sha_256_and_512_against_tansu_users() {
+    // tansu keeps SCRAM users in its sqlite storage (its memory storage keeps none): the users
+    // and the topic are made before the broker is started again with --authentication, as
+    // its tools do not authenticate.
+    const N: usize = 2_000;
+    let mut broker = Tansu::new();
+    broker.storage = "sqlite://tansu.db".into();
+    broker.up();
+    broker.create_topic("syslog", PARTITIONS);
+    for mechanism in ["scram256", "scram512"] {
+        let out = Command::new(tansu_bin())
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://{}", broker.address()))
+            .args(["--mechanism", mechanism, "sluice", "s3cret-pw"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tansu user create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    broker.kill();
+    broker.args = vec!["--authentication".into()];
+    broker.up();
+    let secrets = tempfile::tempdir().unwrap();
+    let (good, bad) = (secrets.path().join("pw"), secrets.path().join("wrong"));
+    std::fs::write(&good, "s3cret-pw\n").unwrap();
+    std::fs::write(&bad, "not-the-pw\n").unwrap();
+    let sasl = |mechanism: &str, file: &std::path::Path| {
+        format!(
+            "sasl = {{ mechanism = \"{mechanism}\", user = \"sluice\", password_file = \"{}\" }}",
+            file.display()
+        )
+    };
+    let mut sent = 0;
+    for mechanism in ["scram-sha-256", "scram-sha-512"] {
+        let state = tempfile::tempdir().unwrap();
+        let d = TestDaemon::start(&config(
+            &broker.address(),
+            &sasl(mechanism, &good),
+            state.path().to_str().unwrap(),
+        ));
+        send(&d, sent..sent + N);
+        wait_acked(&d, N as u64);
+        sent += N;
+    }
+    let options = r#"{"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "sluice", "sasl_plain_password": "s3cret-pw"}"#;
+    assert_eq!(
+        check_topic(
+            &broker.consume_with("syslog", &broker.address(), options),
+            sent
+        ),
+        0
+    );
+
+    // A wrong password: the broker refuses the authentication, nothing is delivered, and
+    // the attempts are retried.
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(
+        &config(
+            &broker.address(),
+            &sasl("scram-sha-256", &bad),
+            state.path().to_str().unwrap(),
+        )
+        .replace("timeout = \"5s\"", "timeout = \"2s\""),
+    );
+    send(&d, 0..10);
+    wait_until("retries with a wrong password", DELIVERY, || {
+        counter(&d, "retries") >= 1
+    });
+    assert_eq!(counter(&d, "written"), 0);
 }
