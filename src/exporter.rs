@@ -143,6 +143,25 @@ impl Collector for MetricsCollector {
                     )?;
             }
         }
+        let per_broker: Vec<(Labels, u64)> = self
+            .0
+            .all_broker_connects()
+            .iter()
+            .flat_map(|(output, b)| {
+                b.snapshot().into_iter().map(move |(broker, n)| {
+                    (
+                        vec![
+                            ("output".to_string(), output.to_string()),
+                            ("broker".to_string(), broker),
+                        ],
+                        n,
+                    )
+                })
+            })
+            .collect();
+        if !per_broker.is_empty() {
+            encode_family(&mut encoder, "output_broker_connects", false, &per_broker)?;
+        }
         // Single samples without labels: `sluice_unrouted_total N`, not `..._total{} N`.
         for (name, help, counter) in [
             ("unrouted", "events that matched no route", &self.0.unrouted),

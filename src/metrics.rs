@@ -241,6 +241,8 @@ pub struct Metrics {
     /// Request durations of the outputs that send requests (`http`, `elasticsearch`, `loki`),
     /// by output name.
     request_seconds: RwLock<BTreeMap<Arc<str>, Arc<LatencyHistogram>>>,
+    /// Connections `kafka` outputs made, per broker, by output name.
+    broker_connects: RwLock<BTreeMap<Arc<str>, Arc<BrokerConnects>>>,
     /// Per alert rule, by name.
     alerts: RwLock<BTreeMap<Arc<str>, Arc<AlertMetrics>>>,
     /// The alert engine's queue: events handed to it, and those dropped because it was full.
@@ -275,6 +277,7 @@ impl Metrics {
             alerts: RwLock::default(),
             alert_feed: Arc::default(),
             request_seconds: RwLock::default(),
+            broker_connects: RwLock::default(),
             unrouted: AtomicU64::new(0),
             metrics_connections_refused: AtomicU64::new(0),
         }
@@ -318,6 +321,16 @@ impl Metrics {
     /// Every request-duration histogram, by output name.
     pub fn request_latencies(&self) -> Vec<(Arc<str>, Arc<LatencyHistogram>)> {
         snapshot_map(&self.request_seconds)
+    }
+
+    /// The per-broker connection counters of output `name`, created on first use.
+    pub fn broker_connects(&self, name: &str) -> Arc<BrokerConnects> {
+        get_or_insert(&self.broker_connects, name)
+    }
+
+    /// Every output's per-broker connection counters, by output name.
+    pub fn all_broker_connects(&self) -> Vec<(Arc<str>, Arc<BrokerConnects>)> {
+        snapshot_map(&self.broker_connects)
     }
 
     /// Every listener's counters, by name.
@@ -399,6 +412,25 @@ fn snapshot_map<T>(map: &RwLock<BTreeMap<Arc<str>, Arc<T>>>) -> Vec<(Arc<str>, A
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// Connections one output made to each broker, by broker address (`host:port`): the brokers
+/// are the cluster's, learned as it runs, so they are not fields.
+#[derive(Debug, Default)]
+pub struct BrokerConnects(RwLock<BTreeMap<String, u64>>);
+
+impl BrokerConnects {
+    /// `n` more connections to `broker`.
+    pub fn add(&self, broker: &str, n: u64) {
+        let mut m = self.0.write().unwrap_or_else(|e| e.into_inner());
+        *m.entry(broker.to_string()).or_default() += n;
+    }
+
+    /// Every broker's count.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let m = self.0.read().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(b, n)| (b.clone(), *n)).collect()
+    }
 }
 
 /// Adds `n` to a counter.

@@ -6,6 +6,8 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -46,30 +48,55 @@ fn python_with_kafka() -> String {
     panic!("no python3 imports kafka: run .ci/install-test-tools (python3-kafka)");
 }
 
-/// A tansu broker on 127.0.0.1:`port`, storing in memory; killed on drop.
+/// A tansu broker on 127.0.0.1:`port`, storing in memory (or where `storage` says); killed on
+/// drop.
 struct Tansu {
     port: u16,
+    /// The port clients are told to connect to (a TLS front's), when not `port`.
+    advertised: Option<u16>,
+    /// `--storage-engine`; `sqlite://` paths are relative to `dir`.
+    storage: String,
+    /// More broker arguments (`--authentication`).
+    args: Vec<String>,
+    dir: tempfile::TempDir,
     child: Option<Child>,
     log: tempfile::NamedTempFile,
 }
 
 impl Tansu {
     fn start() -> Tansu {
-        let mut t = Tansu {
-            port: free_tcp_port(),
-            child: None,
-            log: tempfile::NamedTempFile::new().unwrap(),
-        };
+        let mut t = Tansu::new();
         t.up();
         t
+    }
+
+    /// A broker not started yet.
+    fn new() -> Tansu {
+        Tansu {
+            port: free_tcp_port(),
+            advertised: None,
+            storage: "memory://tansu/".into(),
+            args: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            log: tempfile::NamedTempFile::new().unwrap(),
+        }
     }
 
     /// Starts the broker (again) on its port and waits until it takes connections.
     fn up(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let child = Command::new(tansu_bin())
-            .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--storage-engine", &self.storage])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
+            .args(&self.args)
+            .current_dir(self.dir.path())
             .stdout(self.log.reopen().unwrap())
             .stderr(self.log.reopen().unwrap())
             .spawn()
@@ -111,8 +138,14 @@ impl Tansu {
 
     /// Every message of `topic`, read with kafka-python from the first offset to the last.
     fn consume(&self, topic: &str) -> Vec<Consumed> {
+        self.consume_with(topic, &self.address(), "{}")
+    }
+
+    /// Every message of `topic` read through `bootstrap`, with kafka-python's client options
+    /// `options` (a JSON object: TLS files, SASL credentials).
+    fn consume_with(&self, topic: &str, bootstrap: &str, options: &str) -> Vec<Consumed> {
         let out = Command::new(python_with_kafka())
-            .args(["-c", CONSUMER, &self.address(), topic])
+            .args(["-c", CONSUMER, bootstrap, topic, options])
             .output()
             .unwrap();
         assert!(
@@ -142,6 +175,35 @@ impl Tansu {
     }
 }
 
+impl Tansu {
+    /// The header of every record batch of `topic`.
+    fn batches(&self, topic: &str) -> Vec<BatchHeader> {
+        let out = Command::new(python_with_kafka())
+            .args(["-c", BATCHES, &self.address(), topic])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kafka-python fetch failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<i64> = l.split('\t').map(|v| v.parse().unwrap()).collect();
+                BatchHeader {
+                    partition: f[0] as u32,
+                    count: f[2],
+                    producer_id: f[3],
+                    producer_epoch: f[4],
+                    base_sequence: f[5],
+                }
+            })
+            .collect()
+    }
+}
+
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();
@@ -151,12 +213,12 @@ impl Drop for Tansu {
 /// kafka-python reading every partition of a topic from the beginning to the end offsets it
 /// had at the start; one line per message: partition, offset, key and value, tab-separated.
 const CONSUMER: &str = r#"
-import sys, time
+import json, sys, time
 from kafka import KafkaConsumer, TopicPartition
-broker, topic = sys.argv[1], sys.argv[2]
+broker, topic, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 deadline = time.time() + 60
 c = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False,
-                  auto_offset_reset='earliest', max_partition_fetch_bytes=4 << 20)
+                  auto_offset_reset='earliest', max_partition_fetch_bytes=4 << 20, **options)
 parts = None
 while not parts and time.time() < deadline:
     parts = c.partitions_for_topic(topic)
@@ -177,6 +239,52 @@ while left:
                       (m.key or b'').decode(), m.value.decode().rstrip('\n')))
     left = {tp for tp in left if c.position(tp) < end[tp]}
 "#;
+
+/// kafka-python fetching every record batch of a topic, whose headers it prints as stored:
+/// partition, base offset, record count, producer id, producer epoch and base sequence,
+/// tab-separated. The header is read from the bytes (the v2 record batch layout of the Kafka
+/// protocol), as kafka-python 2.0 does not expose the producer fields.
+const BATCHES: &str = r#"
+import struct, sys
+from kafka import KafkaClient
+from kafka.protocol.fetch import FetchRequest
+broker, topic = sys.argv[1], sys.argv[2]
+c = KafkaClient(bootstrap_servers=broker)
+c.poll(future=c.cluster.request_update())
+node = c.least_loaded_node()
+while not c.ready(node):
+    c.poll(timeout_ms=100)
+for p in sorted(c.cluster.partitions_for_topic(topic) or []):
+    offset = 0
+    while True:
+        f = c.send(node, FetchRequest[4](-1, 100, 1, 64 << 20, 0, [(topic, [(p, offset, 16 << 20)])]))
+        c.poll(future=f)
+        _, [(_, err, hw, _, _, data)] = f.value.topics[0]
+        if err:
+            sys.exit('fetch error %d' % err)
+        at, got = 0, False
+        while at + 61 <= len(data):
+            base, length = struct.unpack_from('>qi', data, at)
+            if at + 12 + length > len(data):
+                break
+            last_delta, = struct.unpack_from('>i', data, at + 23)
+            pid, epoch, seq, count = struct.unpack_from('>qhii', data, at + 43)
+            print('%d\t%d\t%d\t%d\t%d\t%d' % (p, base, count, pid, epoch, seq))
+            offset, got = base + last_delta + 1, True
+            at += 12 + length
+        if not got or offset >= hw:
+            break
+"#;
+
+/// One record batch's header, as stored.
+#[derive(Debug, Clone, Copy)]
+struct BatchHeader {
+    partition: u32,
+    count: i64,
+    producer_id: i64,
+    producer_epoch: i64,
+    base_sequence: i64,
+}
 
 /// One message read back.
 #[derive(Debug, Clone)]
@@ -294,8 +402,23 @@ fn kafka_every_message_arrives_with_each_host_in_order() {
     assert_eq!(v["app_name"], "app");
     assert!(counter(&d, "produced") >= N as u64);
     assert_eq!(counter(&d, "in_flight"), 0);
-    assert_eq!(counter(&d, "reconnects"), 1);
+    // The bootstrap connection, and the broker's own once its node id is known, when
+    // librdkafka does not reuse the first.
+    assert!((1..=2).contains(&counter(&d, "reconnects")));
     assert_eq!(counter(&d, "retries"), 0);
+    // Idempotent: every batch carries a producer id, and each partition's sequence numbers
+    // run on without a gap or a repeat (the broker would refuse either).
+    let batches = broker.batches("syslog");
+    assert_eq!(batches.iter().map(|b| b.count).sum::<i64>(), N as i64);
+    let mut next: std::collections::HashMap<(u32, i64, i64), i64> = Default::default();
+    for b in &batches {
+        assert!(b.producer_id >= 0, "batch without a producer id: {b:?}");
+        let want = next
+            .entry((b.partition, b.producer_id, b.producer_epoch))
+            .or_insert(0);
+        assert_eq!(b.base_sequence, *want, "sequence of {b:?}");
+        *want += b.count;
+    }
 }
 
 #[test]
@@ -446,6 +569,11 @@ fn kafka_config_errors_name_the_key_and_line() {
             "unknown mechanism",
         ),
         ("ca_file = \"/ca.pem\"", "ca_file", ""),
+        (
+            "max_message_size = 999",
+            "max_message_size",
+            "from 1000 to 1000000000",
+        ),
     ];
     for (line, key, what) in cases {
         // The bad line is line 4, after the header, kind and one good key.
@@ -476,6 +604,19 @@ fn kafka_config_errors_name_the_key_and_line() {
     assert_eq!(code, Some(78));
     assert!(
         stderr.contains("output.k.brokers") && stderr.contains("output.k.topic"),
+        "{stderr}"
+    );
+    // librdkafka verifies brokers against a CA only: a pinned certificate is refused.
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let (code, stderr, path) = check_config(&format!(
+        "[output.k]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"t\"\n\
+         tls = true\nfingerprints = [\"{pin}\"]\n[[route]]\nto = [\"k\"]\n"
+    ));
+    assert_eq!(code, Some(78));
+    assert!(
+        stderr.contains(&format!("{path}:5:"))
+            && stderr.contains("output.k.fingerprints")
+            && stderr.contains("not supported by the kafka output"),
         "{stderr}"
     );
     // --check-config reads the SASL password file.
@@ -601,4 +742,303 @@ fn kafka_missing_topic_is_retried_until_it_is_created() {
         seen[c.msgnum()] += 1;
     }
     assert!(seen.iter().all(|&c| c == 1), "each message once");
+}
+
+#[test]
+fn kafka_message_too_large_is_dead_lettered_and_the_rest_go_on() {
+    // librdkafka refuses a message larger than `max_message_size` (its message.max.bytes)
+    // before sending: it is refused for good, counted, handed to the dead-letter output with
+    // the reason, and the messages after it are produced in order.
+    const N: usize = 200;
+    const BIG: usize = 77;
+    let broker = Tansu::start();
+    broker.create_topic("syslog", PARTITIONS);
+    let state = tempfile::tempdir().unwrap();
+    let text = config(
+        &broker.address(),
+        "max_message_size = 2000\ndead_letter = \"refused\"\nbatch = { max_events = 50 }",
+        state.path().to_str().unwrap(),
+    )
+    .replace(
+        "[[route]]",
+        "[output.refused]\nkind = \"file\"\npath = \"{dir}/refused.log\"\nformat = \"rfc5424\"\n\n[[route]]",
+    );
+    let d = TestDaemon::start(&text);
+    send_lines_to(
+        d.addr("tcp"),
+        (0..N).map(|i| {
+            let line = host_line(i);
+            if i == BIG {
+                format!("{line} {}", "x".repeat(3000))
+            } else {
+                line
+            }
+        }),
+    );
+    wait_until("every message produced or refused", DELIVERY, || {
+        counter(&d, "written") + counter(&d, "rejected") >= N as u64
+    });
+    assert_eq!(counter(&d, "rejected"), 1);
+    assert_eq!(counter(&d, "dead_lettered"), 1);
+    assert_eq!(counter(&d, "written"), (N - 1) as u64);
+    assert_eq!(counter(&d, "retries"), 0, "a refusal is not retried");
+    let refused = wait_lines(&d.dir.path().join("refused.log"), 1);
+    assert!(refused[0].contains("sluice - DEADLETTER"), "{}", refused[0]);
+    assert!(refused[0].contains("output=\"kafka\""), "{}", refused[0]);
+    assert!(
+        refused[0].contains("MessageSizeTooLarge"),
+        "the reason: {}",
+        refused[0]
+    );
+    assert!(
+        refused[0].contains(&format!("msgnum:{BIG:08}")),
+        "{}",
+        refused[0]
+    );
+    let consumed = broker.consume("syslog");
+    assert!(consumed.iter().all(|c| c.msgnum() != BIG));
+    // Every other message once, each host's in order.
+    let mut renumbered: Vec<Consumed> = consumed.clone();
+    renumbered.retain(|c| c.msgnum() != BIG);
+    assert_eq!(renumbered.len(), N - 1);
+    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
+    sorted.sort_by_key(|c| (c.partition, c.offset));
+    for c in sorted {
+        let i = c.msgnum();
+        if let Some(&prev) = last.get(c.key.as_str()) {
+            assert!(prev < i, "{}: {i} after {prev}", c.key);
+        }
+        last.insert(c.key.as_str(), i);
+    }
+}
+
+/// A TLS front for a tansu broker: tansu 0.6 takes `--cert` and `--key` but its listener never
+/// uses them (the acceptor it builds is dropped unused), so it cannot serve TLS itself. This
+/// front (rustls, on its own runtime) terminates TLS, requires a client certificate from the
+/// test CA, and passes the bytes on to the broker's plaintext port, which advertises the
+/// front's address to clients.
+struct TlsFront {
+    port: u16,
+    /// Client certificates verified, handshakes that failed.
+    handshakes: Arc<(AtomicU64, AtomicU64)>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TlsFront {
+    fn start(pki: &crate::tls::Pki, upstream: u16) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(pki.p("ca.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let certs = CertificateDer::pem_file_iter(pki.p("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(pki.p("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshakes: Arc<(AtomicU64, AtomicU64)> = Arc::default();
+        let counts = handshakes.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, counts) = (acceptor.clone(), counts.clone());
+                tokio::spawn(async move {
+                    let mut tls = match acceptor.accept(tcp).await {
+                        Ok(t) => t,
+                        Err(_) => {
+                            counts.1.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                    if tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty())
+                    {
+                        counts.0.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let Ok(mut broker) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+                });
+            }
+        });
+        TlsFront {
+            port,
+            handshakes,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn kafka_over_tls_with_a_client_certificate() {
+    const N: usize = 5_000;
+    let pki = crate::tls::Pki::new();
+    pki.server();
+    pki.client("client", "sluice.example");
+    let mut broker = Tansu::new();
+    let front = TlsFront::start(&pki, broker.port);
+    broker.advertised = Some(front.port);
+    broker.up();
+    broker.create_topic("syslog", PARTITIONS);
+    let state = tempfile::tempdir().unwrap();
+    let tls_keys = format!(
+        "tls = true\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\ncompression = \"zstd\"",
+        pki.p("ca.pem"),
+        pki.p("client.pem"),
+        pki.p("client.key")
+    );
+    let front_address = format!("127.0.0.1:{}", front.port);
+    let d = TestDaemon::start(&config(
+        &front_address,
+        &tls_keys,
+        state.path().to_str().unwrap(),
+    ));
+    send(&d, 0..N);
+    wait_acked(&d, N as u64);
+    assert!(
+        front.handshakes.0.load(Ordering::Relaxed) >= 1,
+        "sluice showed its client certificate"
+    );
+    // Read back through the front too: the broker sends clients there.
+    let options = format!(
+        r#"{{"security_protocol": "SSL", "ssl_cafile": "{}", "ssl_certfile": "{}", "ssl_keyfile": "{}"}}"#,
+        pki.p("ca.pem"),
+        pki.p("client.pem"),
+        pki.p("client.key")
+    );
+    assert_eq!(
+        check_topic(&broker.consume_with("syslog", &front_address, &options), N),
+        0
+    );
+
+    // A CA the front's certificate does not chain to: nothing is delivered, and sluice
+    // retries.
+    let other = crate::tls::Pki::new();
+    let state2 = tempfile::tempdir().unwrap();
+    let d2 = TestDaemon::start(
+        &config(
+            &front_address,
+            &tls_keys.replace(&pki.p("ca.pem"), &other.p("ca.pem")),
+            state2.path().to_str().unwrap(),
+        )
+        .replace("timeout = \"5s\"", "timeout = \"2s\""),
+    );
+    send(&d2, 0..10);
+    wait_until("retries with an untrusted broker", DELIVERY, || {
+        counter(&d2, "retries") >= 1
+    });
+    assert_eq!(counter(&d2, "written"), 0);
+    assert!(
+        front.handshakes.1.load(Ordering::Relaxed) >= 1,
+        "sluice ended the handshake"
+    );
+}
+
+#[test]
+fn kafka_sasl_scram_sha_256_and_512_against_tansu_users() {
+    // tansu keeps SCRAM users in its sqlite storage (its memory storage keeps none): the users
+    // and the topic are made before the broker is started again with --authentication, as
+    // its tools do not authenticate.
+    const N: usize = 2_000;
+    let mut broker = Tansu::new();
+    broker.storage = "sqlite://tansu.db".into();
+    broker.up();
+    broker.create_topic("syslog", PARTITIONS);
+    for mechanism in ["scram256", "scram512"] {
+        let out = Command::new(tansu_bin())
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://{}", broker.address()))
+            .args(["--mechanism", mechanism, "sluice", "s3cret-pw"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tansu user create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    broker.kill();
+    broker.args = vec!["--authentication".into()];
+    broker.up();
+    let secrets = tempfile::tempdir().unwrap();
+    let (good, bad) = (secrets.path().join("pw"), secrets.path().join("wrong"));
+    std::fs::write(&good, "s3cret-pw\n").unwrap();
+    std::fs::write(&bad, "not-the-pw\n").unwrap();
+    let sasl = |mechanism: &str, file: &std::path::Path| {
+        format!(
+            "sasl = {{ mechanism = \"{mechanism}\", user = \"sluice\", password_file = \"{}\" }}",
+            file.display()
+        )
+    };
+    let mut sent = 0;
+    for mechanism in ["scram-sha-256", "scram-sha-512"] {
+        let state = tempfile::tempdir().unwrap();
+        let d = TestDaemon::start(&config(
+            &broker.address(),
+            &sasl(mechanism, &good),
+            state.path().to_str().unwrap(),
+        ));
+        send(&d, sent..sent + N);
+        wait_acked(&d, N as u64);
+        sent += N;
+    }
+    let options = r#"{"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "sluice", "sasl_plain_password": "s3cret-pw"}"#;
+    assert_eq!(
+        check_topic(
+            &broker.consume_with("syslog", &broker.address(), options),
+            sent
+        ),
+        0
+    );
+
+    // A wrong password: the broker refuses the authentication, nothing is delivered, and
+    // the attempts are retried.
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(
+        &config(
+            &broker.address(),
+            &sasl("scram-sha-256", &bad),
+            state.path().to_str().unwrap(),
+        )
+        .replace("timeout = \"5s\"", "timeout = \"2s\""),
+    );
+    send(&d, 0..10);
+    wait_until("retries with a wrong password", DELIVERY, || {
+        counter(&d, "retries") >= 1
+    });
+    assert_eq!(counter(&d, "written"), 0);
 }

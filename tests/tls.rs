@@ -58,7 +58,7 @@ impl Pki {
         self.leaf("server", p, false);
     }
 
-    fn client(&self, file: &str, dns: &str) -> Vec<u8> {
+    pub(crate) fn client(&self, file: &str, dns: &str) -> Vec<u8> {
         self.leaf(file, client_params(dns), false)
     }
 }

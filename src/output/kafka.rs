@@ -1,42 +1,42 @@
 //! The `kafka` output: events produced to a Kafka topic (or any broker speaking the Kafka
-//! protocol), through a memory or disk backlog ([`super::delivery`]), with the pure-Rust
-//! client rskafka driven by a small single-threaded runtime the output's thread owns.
+//! protocol), through a memory or disk backlog ([`super::delivery`]), with librdkafka (the
+//! `rdkafka` crate, its C library built from source by cargo) as an idempotent producer with
+//! `acks = all`.
 //!
 //! Each backlog record holds the event's topic and partition key beside its formatted value,
-//! so a record replayed from a disk queue goes where it would have gone. An attempt takes up
-//! to `batch.max_events` records (and `batch.max_size` bytes) from the head: those are the
-//! messages in flight. They are grouped by topic and partition (the key's murmur2 hash modulo
-//! the topic's partitions, as Kafka's Java client does, so one host's messages share a
-//! partition and keep their order) and produced with `acks = all`, every partition's batch at
-//! once. Records leave the backlog as far as the broker acknowledged them from the head: when a
-//! partition's batch fails (broker down, no leader, unknown topic, no answer within
-//! `timeout`), that batch and everything after it in the backlog is sent again after the
-//! backoff. Batches of other partitions that had been acknowledged beyond that point are sent
-//! again too: a consumer may see duplicates, never gaps, and a host's first copies stay in
-//! order.
+//! so a record replayed from a disk queue goes where it would have gone. An attempt hands up to
+//! `batch.max_events` records (and `batch.max_size` bytes) from the head to librdkafka: those
+//! are the messages in flight, and nothing else is ever queued in it. librdkafka partitions
+//! them by the key's murmur2 hash, as Kafka's Java client does (one host's messages share a
+//! partition and keep their order), batches and compresses them per partition, and retries
+//! within `timeout` by itself; being idempotent (a producer id and per-partition sequence
+//! numbers), its retries neither duplicate nor reorder a message. The attempt waits for every
+//! message's delivery report. Records leave the backlog as far as they were acknowledged from
+//! the head: a message that failed (broker down, no leader, unknown topic, not acknowledged
+//! within `timeout`) and everything after it in the backlog are sent again after the backoff,
+//! as new messages, so a consumer may see duplicates of those that had been acknowledged
+//! after it, never gaps.
 //!
-//! A batch the broker refuses as too large is sent again one message at a time in the same
-//! attempt; a single message it refuses for good (too large, invalid, corrupt) is counted in
-//! `rejected`, handed to `dead_letter` and not sent again.
-//!
-//! rskafka sends no producer id: the producer is not idempotent (Kafka's `enable.idempotence`),
-//! so a retry after a lost acknowledgment can store a message twice.
+//! A message refused for good (larger than `max_message_size`, which librdkafka checks before
+//! sending, or refused by the broker as too large or invalid) is counted in `rejected`, handed
+//! to `dead_letter` and not sent again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use rskafka::client::error::Error as ClientError;
-use rskafka::client::error::ProtocolError;
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
-use rskafka::record::Record;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
+use rdkafka::{ClientContext, Message, Statistics};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::decode::{Entry, Errors, NumOrStr, OneOrMany, Part, choice, keys};
 use crate::event::Event;
-use crate::metrics::{self, OutputMetrics};
+use crate::metrics::{self, LogLimiter, OutputMetrics};
 use crate::output::delivery::{Attempt, BatchLimits, BatchRaw, DeadLetter, Refusals, Transport};
 use crate::output::file::template::PathTemplate;
 use crate::output::format::{Format, local_hostname};
@@ -54,10 +54,20 @@ pub const DEFAULT_BATCH_MAX_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
 /// Default `timeout`: how long a produce request (and a connection) may go unanswered.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `max_message_size`: Kafka's and librdkafka's `message.max.bytes`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1_000_000;
+/// Smallest `max_message_size` librdkafka takes.
+const MIN_MESSAGE_BYTES: u64 = 1000;
+/// Largest `max_message_size` librdkafka takes.
+const MAX_MESSAGE_BYTES: u64 = 1_000_000_000;
 /// Longest topic name Kafka accepts.
 const MAX_TOPIC_CHARS: usize = 249;
-/// How often topic metadata (partition counts) is read again while all goes well.
-const METADATA_MAX_AGE: Duration = Duration::from_secs(300);
+/// How often librdkafka's statistics (per-broker connections) are read.
+const STATS_INTERVAL_MS: u32 = 1000;
+/// How long past `timeout` an attempt waits for a delivery report librdkafka owes.
+const REPORT_MARGIN: Duration = Duration::from_secs(5);
+/// At most one librdkafka warning per this interval (a dead broker is retried every second).
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The settings of a `kafka` output.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,8 +83,10 @@ pub struct KafkaSettings {
     /// Messages in flight and bytes of values per attempt, and how long a partial batch waits
     /// for more (linger).
     pub batch: BatchLimits,
-    /// How long a request may go unanswered.
+    /// How long a message may go unacknowledged, librdkafka's retries included.
     pub timeout: Duration,
+    /// Largest message (key, value and overhead) librdkafka sends; larger ones are refused.
+    pub max_message_size: u64,
     /// With `tls = true`: the trust and client certificate.
     pub tls: Option<crate::tls::ClientSettings>,
     /// SASL authentication.
@@ -142,6 +154,7 @@ struct KafkaRaw {
     compression: Option<Spanned<String>>,
     batch: Option<BatchRaw>,
     timeout: Option<Spanned<NumOrStr>>,
+    max_message_size: Option<Spanned<NumOrStr>>,
     tls: Option<Spanned<bool>>,
     sasl: Option<SaslRaw>,
     dead_letter: Option<Spanned<String>>,
@@ -223,6 +236,24 @@ impl OutputKindSpec for KafkaSettings {
         );
         let timeout = crate::decode::positive_duration(errs, &entry.key("timeout"), &raw.timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
+        let max_message_size = match crate::decode::size_opt(
+            errs,
+            &entry.key("max_message_size"),
+            &raw.max_message_size,
+        ) {
+            Some(n) if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&n) => {
+                if let Some(v) = &raw.max_message_size {
+                    errs.at(
+                        v.span(),
+                        entry.key("max_message_size"),
+                        format!("must be from {MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES} bytes"),
+                    );
+                }
+                DEFAULT_MAX_MESSAGE_BYTES
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_MESSAGE_BYTES,
+        };
         let sasl = raw.sasl.as_ref().and_then(|s| s.decode(entry, errs));
         let on = raw.tls.as_ref().is_some_and(|t| *t.get_ref());
         let why_span = raw.tls.as_ref().map_or(entry.kind.span(), |t| t.span());
@@ -238,8 +269,9 @@ impl OutputKindSpec for KafkaSettings {
             why_span.clone(),
             first_host.clone(),
         );
-        // rskafka verifies each broker by the host name it connects to (the bootstrap
-        // address, then what the cluster advertises): another name cannot be asked for.
+        // librdkafka verifies each broker by the host name it connects to (the bootstrap
+        // address, then what the cluster advertises) against ca_file: another name cannot be
+        // asked for, nor a pinned certificate.
         if let (Some(t), Some(h)) = (&tls, &first_host)
             && &t.server_name != h
         {
@@ -247,6 +279,15 @@ impl OutputKindSpec for KafkaSettings {
                 why_span.clone(),
                 entry.key("server_name"),
                 "not supported by the kafka output: each broker is verified under the host name it is reached by",
+            );
+        }
+        if let Some(t) = &tls
+            && !t.fingerprints.is_empty()
+        {
+            errs.at(
+                why_span.clone(),
+                entry.key("fingerprints"),
+                "not supported by the kafka output: give ca_file, the CA the brokers' certificates chain to",
             );
         }
         (errs.count() == before).then_some(())?;
@@ -257,6 +298,7 @@ impl OutputKindSpec for KafkaSettings {
             compression,
             batch,
             timeout,
+            max_message_size,
             tls: if on { Some(tls?) } else { None },
             sasl,
             dead_letter: raw.dead_letter.as_ref().map(|d| d.get_ref().clone()),
@@ -294,10 +336,20 @@ impl OutputKindSpec for KafkaSettings {
     fn start(&self, output: &OutputConfig, ctx: OutputStart<'_>) -> anyhow::Result<RunningOutput> {
         let (name, settings, format) = (output.name.clone(), self.clone(), output.format);
         let metrics = ctx.metrics.clone();
+        let broker_connects = ctx.all_metrics.broker_connects(&output.name);
         let dead_letter = ctx.dead_letter.clone();
         crate::output::delivery::start(
             output,
-            move || KafkaTransport::new(name, settings, format, metrics, dead_letter),
+            move || {
+                KafkaTransport::new(
+                    name,
+                    settings,
+                    format,
+                    metrics,
+                    broker_connects,
+                    dead_letter,
+                )
+            },
             ctx.metrics,
             ctx.give_up,
             ctx.state_dir,
@@ -450,44 +502,6 @@ fn topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
-/// Kafka's murmur2 (the Java client's `Utils.murmur2`), which its default partitioner hashes
-/// keys with: producers in other languages that key by host then agree on the partition.
-fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let tail = chunks.remainder();
-    if tail.len() >= 3 {
-        h ^= u32::from(tail[2]) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= u32::from(tail[1]) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= u32::from(tail[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
-/// The partition of `key` among `partitions` (Kafka's default partitioner for keyed messages).
-fn partition_of(key: &[u8], partitions: i32) -> i32 {
-    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
-}
-
 /// A backlog record: `u16` topic length, topic, `u16` key length (`0xffff`: no key), key, then
 /// the value. Lengths are big-endian.
 fn write_record(topic: &[u8], key: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -534,35 +548,176 @@ fn read_record(r: &[u8]) -> Option<Parts<'_>> {
     })
 }
 
+/// Per-attempt bookkeeping shared with librdkafka's polling thread, which runs the delivery
+/// reports, the statistics and the log callbacks.
+struct Reports {
+    name: Arc<str>,
+    metrics: Arc<OutputMetrics>,
+    /// Per-broker connection counters, by `host:port`.
+    broker_connects: Arc<metrics::BrokerConnects>,
+    attempt: Mutex<Pending>,
+    arrived: Condvar,
+    /// Connections each of librdkafka's brokers had established, by its name, at the last
+    /// statistics.
+    connects_seen: Mutex<HashMap<String, i64>>,
+    log_limit: Mutex<LogLimiter>,
+}
+
+/// The delivery reports of the attempt under way.
+#[derive(Default)]
+struct Pending {
+    /// Tags the attempt's messages carry (a late report of an earlier attempt is ignored).
+    generation: u32,
+    /// Per message of the attempt: not reported yet (`None`), or its outcome.
+    outcomes: Vec<Option<Delivery>>,
+    /// Reports still expected.
+    waiting: usize,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq)]
+enum Delivery {
+    /// The broker acknowledged it (every in-sync replica has it).
+    Acked,
+    /// Refused for good (too large, invalid): sending it again cannot succeed.
+    Refused(String),
+    /// Not stored (broker down, no leader, timed out): sent again after the backoff.
+    Failed(String),
+}
+
+/// A message's delivery tag: the attempt's generation and the message's place in it.
+fn tag(generation: u32, index: usize) -> usize {
+    ((generation as usize) << 32) | index
+}
+
+impl Reports {
+    fn log_allowed(&self) -> Option<u64> {
+        self.log_limit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow()
+    }
+}
+
+/// librdkafka's context: the shared [`Reports`].
+struct Ctx(Arc<Reports>);
+
+impl ClientContext for Ctx {
+    // librdkafka's own log (connection refused, broker down...) goes to sluice's, at a bounded
+    // rate: a dead broker is retried every second.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                if let Some(suppressed) = self.0.log_allowed() {
+                    tracing::warn!(output = %self.0.name, facility, suppressed, "librdkafka: {message}");
+                }
+            }
+            _ => tracing::debug!(output = %self.0.name, facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(suppressed) = self.0.log_allowed() {
+            tracing::warn!(output = %self.0.name, suppressed, "librdkafka: {error}: {reason}");
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        // Connections established per broker: librdkafka counts a disconnect for each one that
+        // had come up, and the one up now. (Its `connects` also counts refused attempts.)
+        let mut seen = self
+            .0
+            .connects_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for b in statistics.brokers.values() {
+            if b.nodename.is_empty() || b.source == "internal" {
+                continue;
+            }
+            let up = matches!(
+                b.state.as_str(),
+                "UP" | "UPDATE" | "APIVERSION_QUERY" | "AUTH_HANDSHAKE" | "AUTH_REQ" | "REAUTH"
+            );
+            let established = b.disconnects.unwrap_or(0) + i64::from(up);
+            // By librdkafka's broker name (a bootstrap broker and the same broker learned from
+            // the metadata are two), counted under its address.
+            let before = seen.entry(b.name.clone()).or_default();
+            if established > *before {
+                let more = (established - *before) as u64;
+                *before = established;
+                metrics::add(&self.0.metrics.reconnects, more);
+                self.0.broker_connects.add(&b.nodename, more);
+            }
+        }
+    }
+}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
+        let outcome = match result {
+            Ok(_) => Delivery::Acked,
+            Err((e, m)) => {
+                let why = format!("{}/{}: {e}", m.topic(), m.partition());
+                if refused_for_good(e) {
+                    Delivery::Refused(why)
+                } else {
+                    Delivery::Failed(why)
+                }
+            }
+        };
+        let mut p = self.0.attempt.lock().unwrap_or_else(|e| e.into_inner());
+        let (generation, index) = ((tag >> 32) as u32, tag & 0xffff_ffff);
+        if generation != p.generation {
+            return;
+        }
+        if let Some(slot @ None) = p.outcomes.get_mut(index) {
+            *slot = Some(outcome);
+            p.waiting -= 1;
+            self.0
+                .metrics
+                .in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if p.waiting == 0 {
+                self.0.arrived.notify_all();
+            }
+        }
+    }
+}
+
+/// Whether librdkafka or the broker refused a message for good: sending it again cannot
+/// succeed.
+fn refused_for_good(e: &KafkaError) -> bool {
+    let code = match e {
+        KafkaError::MessageProduction(c) => *c,
+        _ => return false,
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::UnsupportedForMessageFormat
+    )
+}
+
 /// How a `kafka` output sends.
 struct KafkaTransport {
     name: Arc<str>,
     settings: KafkaSettings,
     format: Format,
-    runtime: tokio::runtime::Runtime,
-    tls: Option<Arc<rustls::ClientConfig>>,
     password: Option<String>,
-    client: Option<Client>,
-    /// Partition counts of the topics seen, and when they were read.
-    partitions: HashMap<String, i32>,
-    partitions_read: Option<std::time::Instant>,
-    /// One client per partition written to (each follows its partition's leader).
-    producers: HashMap<(String, i32), Arc<PartitionClient>>,
-    /// Where keyless batches go next.
-    round_robin: i32,
+    /// The producer (librdkafka), made at the first attempt and again after a fatal error.
+    producer: Option<ThreadedProducer<Ctx>>,
+    reports: Arc<Reports>,
     metrics: Arc<OutputMetrics>,
     refusals: Refusals,
-    topic_buf: String,
-}
-
-/// What became of one partition's batch.
-enum Outcome {
-    /// The broker acknowledged every message.
-    Acked,
-    /// Per message: acknowledged (`None`) or refused for good (`Some(why)`).
-    Singly(Vec<Option<String>>),
-    /// Nothing stored: try again later.
-    Failed(String),
 }
 
 impl KafkaTransport {
@@ -571,15 +726,9 @@ impl KafkaTransport {
         settings: KafkaSettings,
         format: Format,
         metrics: Arc<OutputMetrics>,
+        broker_connects: Arc<metrics::BrokerConnects>,
         dead_letter: Option<DeadLetter>,
     ) -> anyhow::Result<KafkaTransport> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let tls = match &settings.tls {
-            Some(c) => Some(crate::tls::client_config(c).map_err(|e| anyhow::anyhow!(e))?),
-            None => None,
-        };
         let password = match &settings.sasl {
             Some(s) => Some(
                 crate::output::http_client::read_secret(&s.password_file)
@@ -587,184 +736,142 @@ impl KafkaTransport {
             ),
             None => None,
         };
+        let reports = Arc::new(Reports {
+            name: name.clone(),
+            metrics: metrics.clone(),
+            broker_connects,
+            attempt: Mutex::new(Pending::default()),
+            arrived: Condvar::new(),
+            connects_seen: Mutex::new(HashMap::new()),
+            log_limit: Mutex::new(LogLimiter::new(LOG_INTERVAL)),
+        });
         let refusals = Refusals::new(name.clone(), metrics.clone(), dead_letter);
-        Ok(KafkaTransport {
+        let mut t = KafkaTransport {
             name,
             settings,
             format,
-            runtime,
-            tls,
             password,
-            client: None,
-            partitions: HashMap::new(),
-            partitions_read: None,
-            producers: HashMap::new(),
-            round_robin: 0,
+            producer: None,
+            reports,
             metrics,
             refusals,
-            topic_buf: String::new(),
-        })
-    }
-
-    /// Connects to the cluster (a bootstrap broker answers the metadata request).
-    fn connect(&mut self) -> Result<(), String> {
-        if self.client.is_some() {
-            return Ok(());
-        }
-        let mut builder = ClientBuilder::new(self.settings.brokers.clone())
-            .client_id(format!("sluice-{}", self.name))
-            // rskafka retries within a call; the backlog's own backoff takes over after this.
-            .backoff_config(rskafka::BackoffConfig {
-                init_backoff: Duration::from_millis(50),
-                max_backoff: Duration::from_secs(1),
-                base: 2.0,
-                deadline: Some(self.settings.timeout),
-            });
-        if let Some(t) = &self.tls {
-            builder = builder.tls_config(t.clone());
-        }
-        if let (Some(s), Some(p)) = (&self.settings.sasl, &self.password) {
-            let c = Credentials::new(s.user.clone(), p.clone());
-            builder = builder.sasl_config(match s.mechanism {
-                SaslMechanism::Plain => SaslConfig::Plain(c),
-                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(c),
-                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(c),
-            });
-        }
-        let timeout = self.settings.timeout;
-        let client = self
-            .runtime
-            .block_on(async { tokio::time::timeout(timeout, builder.build()).await })
-            .map_err(|_| format!("no broker answered within {}s", timeout.as_secs()))?
-            .map_err(|e| format!("connecting to {}: {e}", self.settings.brokers.join(",")))?;
-        metrics::add(&self.metrics.reconnects, 1);
-        tracing::info!(output = %self.name, brokers = %self.settings.brokers.join(","), "connected to the Kafka cluster");
-        self.client = Some(client);
-        self.partitions.clear();
-        self.partitions_read = None;
-        self.producers.clear();
-        Ok(())
-    }
-
-    /// Drops every connection: the next attempt connects afresh.
-    fn disconnect(&mut self) {
-        self.client = None;
-        self.producers.clear();
-    }
-
-    /// Reads the topics' partition counts.
-    fn read_partitions(&mut self) -> Result<(), String> {
-        let Some(client) = &self.client else {
-            return Err("not connected".into());
         };
-        let timeout = self.settings.timeout;
-        let topics = self
-            .runtime
-            .block_on(async { tokio::time::timeout(timeout, client.list_topics()).await })
-            .map_err(|_| format!("no metadata within {}s", timeout.as_secs()))?
-            .map_err(|e| format!("reading topic metadata: {e}"))?;
-        self.partitions = topics
-            .into_iter()
-            .map(|t| (t.name, t.partitions.len() as i32))
-            .collect();
-        self.partitions_read = Some(std::time::Instant::now());
-        Ok(())
+        // Settings librdkafka refuses are found here, at start, not at the first event.
+        t.ensure_producer().map_err(|e| anyhow::anyhow!(e))?;
+        Ok(t)
     }
 
-    /// The partition client of `topic`/`partition`, made (and its leader found) if needed.
-    fn producer(&mut self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, String> {
-        if let Some(p) = self.producers.get(&(topic.to_string(), partition)) {
-            return Ok(p.clone());
-        }
-        let Some(client) = &self.client else {
-            return Err("not connected".into());
+    /// The producer's librdkafka configuration.
+    fn client_config(&self) -> ClientConfig {
+        let s = &self.settings;
+        let mut c = ClientConfig::new();
+        let ms = |d: Duration| d.as_millis().clamp(1, i32::MAX as u128).to_string();
+        c.set("bootstrap.servers", s.brokers.join(","))
+            .set("client.id", format!("sluice-{}", self.name))
+            // Every in-sync replica has a message before it counts as delivered, and
+            // librdkafka's own retries can neither duplicate nor reorder it.
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", compression_name(s.compression))
+            // The last partial batch of each partition lingers too (sending at once, with
+            // linger.ms = 0, took more produce requests and a third more CPU per message).
+            .set("linger.ms", s.batch.max_wait.as_millis().to_string())
+            // One attempt's messages are all that is ever queued: the bound on messages in
+            // flight. Bytes are bounded by the attempt (`batch.max_size`); the limit here
+            // only leaves room for librdkafka's own overhead per message.
+            .set(
+                "queue.buffering.max.messages",
+                s.batch.max_events.to_string(),
+            )
+            .set(
+                "queue.buffering.max.kbytes",
+                (s.batch.max_bytes / 512 + 1024)
+                    .min(i32::MAX as u64)
+                    .to_string(),
+            )
+            .set(
+                "batch.num.messages",
+                s.batch.max_events.min(1_000_000).to_string(),
+            )
+            .set(
+                "batch.size",
+                s.batch.max_bytes.clamp(1, i32::MAX as u64).to_string(),
+            )
+            .set("message.max.bytes", s.max_message_size.to_string())
+            // A message not acknowledged within `timeout` (retries included) fails; the
+            // backlog sends it again after its backoff.
+            .set("message.timeout.ms", ms(s.timeout))
+            .set("request.timeout.ms", ms(s.timeout))
+            .set("socket.connection.setup.timeout.ms", ms(s.timeout))
+            .set("topic.metadata.propagation.max.ms", ms(s.timeout))
+            // Keyed messages go where Kafka's Java client puts them (murmur2), so producers
+            // in other languages keyed the same way agree.
+            .set("partitioner", "murmur2_random")
+            // sluice does not create topics.
+            .set("allow.auto.create.topics", "false")
+            .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string());
+        let protocol = match (s.tls.is_some(), s.sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
         };
-        let timeout = self.settings.timeout;
-        let p = self
-            .runtime
-            .block_on(async {
-                tokio::time::timeout(
-                    timeout,
-                    client.partition_client(topic, partition, UnknownTopicHandling::Error),
-                )
-                .await
-            })
-            .map_err(|_| {
-                format!(
-                    "{topic}/{partition}: no leader found within {}s",
-                    timeout.as_secs()
-                )
-            })?
-            .map_err(|e| format!("{topic}/{partition}: {e}"))?;
-        let p = Arc::new(p);
-        self.producers
-            .insert((topic.to_string(), partition), p.clone());
-        Ok(p)
-    }
-}
-
-/// Whether the broker refused a message for good: sending it again cannot succeed.
-fn refused_for_good(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::ServerError {
-            protocol_error: ProtocolError::MessageTooLarge
-                | ProtocolError::RecordListTooLarge
-                | ProtocolError::InvalidRecord
-                | ProtocolError::CorruptMessage,
-            ..
-        }
-    )
-}
-
-fn compression(c: CompressionKind) -> Compression {
-    match c {
-        CompressionKind::None => Compression::NoCompression,
-        CompressionKind::Gzip => Compression::Gzip,
-        CompressionKind::Snappy => Compression::Snappy,
-        CompressionKind::Lz4 => Compression::Lz4,
-        CompressionKind::Zstd => Compression::Zstd,
-    }
-}
-
-/// Produces one partition's batch; a batch too large is sent again message by message.
-async fn produce(
-    client: Arc<PartitionClient>,
-    records: Vec<Record>,
-    compression: Compression,
-    timeout: Duration,
-) -> Outcome {
-    let label = format!("{}/{}", client.topic(), client.partition());
-    let n = records.len();
-    let single = if n > 1 { Some(records.clone()) } else { None };
-    match tokio::time::timeout(timeout, client.produce(records, compression)).await {
-        Err(_) => Outcome::Failed(format!(
-            "{label}: no acknowledgment within {}s",
-            timeout.as_secs()
-        )),
-        Ok(Ok(_)) => Outcome::Acked,
-        Ok(Err(e)) if refused_for_good(&e) => {
-            let Some(records) = single else {
-                return Outcome::Singly(vec![Some(format!("{label}: {e}"))]);
-            };
-            // Which message made the batch too large is not said: each goes alone.
-            let mut each = Vec::with_capacity(n);
-            for r in records {
-                match tokio::time::timeout(timeout, client.produce(vec![r], compression)).await {
-                    Ok(Ok(_)) => each.push(None),
-                    Ok(Err(e)) if refused_for_good(&e) => each.push(Some(format!("{label}: {e}"))),
-                    Ok(Err(e)) => return Outcome::Failed(format!("{label}: {e}")),
-                    Err(_) => {
-                        return Outcome::Failed(format!(
-                            "{label}: no acknowledgment within {}s",
-                            timeout.as_secs()
-                        ));
-                    }
-                }
+        c.set("security.protocol", protocol);
+        // Warnings and errors only reach the log callback.
+        c.set_log_level(RDKafkaLogLevel::Warning);
+        if let Some(t) = &s.tls {
+            // Each broker is verified under the host name it is reached by.
+            c.set("ssl.endpoint.identification.algorithm", "https");
+            if let Some(ca) = &t.ca_file {
+                c.set("ssl.ca.location", ca.to_string_lossy());
             }
-            Outcome::Singly(each)
+            if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+                c.set("ssl.certificate.location", cert.to_string_lossy())
+                    .set("ssl.key.location", key.to_string_lossy());
+            }
         }
-        Ok(Err(e)) => Outcome::Failed(format!("{label}: {e}")),
+        if let (Some(sasl), Some(password)) = (&s.sasl, &self.password) {
+            c.set(
+                "sasl.mechanisms",
+                match sasl.mechanism {
+                    SaslMechanism::Plain => "PLAIN",
+                    SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                    SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+                },
+            )
+            .set("sasl.username", &sasl.user)
+            .set("sasl.password", password);
+        }
+        c
+    }
+
+    /// Makes the producer if there is none (it connects in the background).
+    fn ensure_producer(&mut self) -> Result<(), String> {
+        if self.producer.is_none() {
+            let p = self
+                .client_config()
+                .create_with_context(Ctx(self.reports.clone()))
+                .map_err(|e| format!("kafka producer: {e}"))?;
+            self.reports
+                .connects_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            tracing::info!(output = %self.name, brokers = %self.settings.brokers.join(","),
+                "kafka producer started (idempotent, acks = all)");
+            self.producer = Some(p);
+        }
+        Ok(())
+    }
+}
+
+fn compression_name(c: CompressionKind) -> &'static str {
+    match c {
+        CompressionKind::None => "none",
+        CompressionKind::Gzip => "gzip",
+        CompressionKind::Snappy => "snappy",
+        CompressionKind::Lz4 => "lz4",
+        CompressionKind::Zstd => "zstd",
     }
 }
 
@@ -813,177 +920,176 @@ impl Transport for KafkaTransport {
     }
 
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
-        if let Err(error) = self.connect() {
-            return Attempt::Failed {
-                error,
-                retry_after: None,
-            };
-        }
         let records = &records[..self.settings.batch.fitting(records, 0)];
-        let now = chrono::Utc::now();
-        // Group by (topic, partition), keeping each group in backlog order.
-        let mut groups: Vec<((String, i32), Vec<usize>)> = Vec::new();
-        let mut malformed = Vec::new();
-        let mut failed_at: Option<(usize, String)> = None;
-        let stale = self
-            .partitions_read
-            .is_none_or(|t| t.elapsed() >= METADATA_MAX_AGE);
-        if stale && let Err(error) = self.read_partitions() {
-            self.disconnect();
+        let reports = self.reports.clone();
+        let timeout = self.settings.timeout;
+        if let Err(error) = self.ensure_producer() {
             return Attempt::Failed {
                 error,
                 retry_after: None,
             };
         }
-        let keyless = self.round_robin;
+        let producer = self.producer.as_ref().expect("made above");
+        let generation = {
+            let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
+            p.generation = p.generation.wrapping_add(1);
+            p.outcomes.clear();
+            p.outcomes.resize(records.len(), None);
+            p.waiting = 0;
+            p.generation
+        };
+        // Outcomes known without the broker: malformed records, messages librdkafka refuses.
+        let mut known: Vec<Option<Delivery>> = vec![None; records.len()];
+        // The first record that could not be queued: it and those after it wait for the next
+        // attempt.
+        let mut stopped: Option<(usize, String)> = None;
+        let enqueue_by = Instant::now() + timeout;
         for (i, r) in records.iter().enumerate() {
-            let Some(Parts { topic, key, .. }) = read_record(r) else {
-                malformed.push(i);
+            let Some(Parts { topic, key, value }) = read_record(r) else {
+                known[i] = Some(Delivery::Refused("not a kafka backlog record".into()));
                 continue;
             };
-            self.topic_buf.clear();
-            self.topic_buf.push_str(topic);
-            let count = match self.partitions.get(topic) {
-                Some(&n) if n > 0 => n,
-                _ => {
-                    // A topic created since: read the metadata once more.
-                    let _ = self.read_partitions();
-                    match self.partitions.get(topic) {
-                        Some(&n) if n > 0 => n,
-                        _ => {
-                            failed_at.get_or_insert((
-                                i,
-                                format!("topic {topic:?} does not exist on the cluster (sluice does not create topics)"),
-                            ));
-                            break;
-                        }
+            // Counted as waiting before librdkafka may report it.
+            {
+                let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
+                p.waiting += 1;
+            }
+            metrics::add(&self.metrics.in_flight, 1);
+            let mut record = BaseRecord::with_opaque_to(topic, tag(generation, i)).payload(value);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            let mut record = Some(record);
+            let error = loop {
+                match producer.send(record.take().expect("put back on queue full")) {
+                    Ok(()) => break None,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                        if Instant::now() < enqueue_by =>
+                    {
+                        // Reports of an earlier attempt still leaving: wait for room.
+                        record = Some(r);
+                        std::thread::sleep(Duration::from_millis(1));
                     }
+                    Err((e, _)) => break Some(e),
                 }
             };
-            let partition = match key {
-                Some(k) => partition_of(k, count),
-                None => keyless.rem_euclid(count),
-            };
-            let id = (self.topic_buf.clone(), partition);
-            match groups.iter_mut().find(|(g, _)| *g == id) {
-                Some((_, v)) => v.push(i),
-                None => groups.push((id, vec![i])),
+            if let Some(e) = error {
+                {
+                    let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
+                    p.waiting -= 1;
+                }
+                self.metrics
+                    .in_flight
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                if refused_for_good(&e) {
+                    known[i] = Some(Delivery::Refused(format!("{topic}: {e}")));
+                } else {
+                    let why = match e {
+                        KafkaError::MessageProduction(
+                            RDKafkaErrorCode::UnknownTopic
+                            | RDKafkaErrorCode::UnknownTopicOrPartition,
+                        ) => format!(
+                            "topic {topic:?} does not exist on the cluster (sluice does not create topics)"
+                        ),
+                        e => format!("{topic}: {e}"),
+                    };
+                    stopped = Some((i, why));
+                    break;
+                }
+            } else {
+                metrics::add(&self.metrics.produced, 1);
             }
         }
-        self.round_robin = self.round_robin.wrapping_add(1);
-        // Only records before the first unsendable one are sent.
-        let limit = failed_at.as_ref().map_or(records.len(), |(i, _)| *i);
-        let mut tasks = Vec::new();
-        for ((topic, partition), idx) in &groups {
-            let producer = match self.producer(topic, *partition) {
-                Ok(p) => p,
-                Err(e) => {
-                    let first = idx[0];
-                    if failed_at.as_ref().is_none_or(|(i, _)| first < *i) {
-                        failed_at = Some((first, e));
-                    }
-                    continue;
+        // librdkafka fails what it could not deliver within `timeout`; the margin covers a
+        // report on its way.
+        let wait_until = Instant::now() + timeout + REPORT_MARGIN;
+        let outcomes = {
+            let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
+            while p.waiting > 0 {
+                let left = wait_until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
                 }
-            };
-            let batch: Vec<Record> = idx
+                p = reports
+                    .arrived
+                    .wait_timeout(p, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            let late = p.waiting;
+            // Whatever still comes belongs to no attempt.
+            p.generation = p.generation.wrapping_add(1);
+            p.waiting = 0;
+            (std::mem::take(&mut p.outcomes), late)
+        };
+        let (mut outcomes, late) = outcomes;
+        if late > 0 {
+            // Drop what librdkafka still holds, so it cannot arrive after the records are sent
+            // again.
+            producer.purge(PurgeConfig::default().queue().inflight());
+            self.metrics
+                .in_flight
+                .fetch_sub(late as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        for (o, k) in outcomes.iter_mut().zip(known) {
+            if k.is_some() {
+                *o = k;
+            }
+        }
+        let fatal = producer.client().fatal_error();
+        if let Some((code, reason)) = fatal {
+            // The idempotent producer cannot go on (its sequence broke): a new one, with a
+            // new producer id, takes over at the next attempt.
+            tracing::warn!(output = %self.name, error = %code, reason = %reason,
+                "kafka producer failed for good; starting a new one");
+            self.producer = None;
+        } else if outcomes
+            .iter()
+            .any(|o| !matches!(o, Some(Delivery::Acked | Delivery::Refused(_))))
+        {
+            // A message not delivered in time: the next attempt starts a new producer, with a
+            // new producer id. librdkafka would go on under the old id with a bumped epoch,
+            // which a broker that lost its state (restarted without its log) refuses as an
+            // unknown producer, again and again.
+            self.producer = None;
+        }
+        let limit = stopped.as_ref().map_or(records.len(), |(i, _)| *i);
+        let taken = outcomes[..limit]
+            .iter()
+            .take_while(|o| matches!(o, Some(Delivery::Acked | Delivery::Refused(_))))
+            .count();
+        let first_failure = || {
+            outcomes[..limit]
                 .iter()
-                .filter(|&&i| i < limit)
-                .map(|&i| {
-                    let Parts { key, value, .. } =
-                        read_record(&records[i]).expect("grouped records parse");
-                    Record {
-                        key: key.map(<[u8]>::to_vec),
-                        value: Some(value.to_vec()),
-                        headers: Default::default(),
-                        timestamp: now,
-                    }
+                .find_map(|o| match o {
+                    Some(Delivery::Failed(why)) => Some(why.clone()),
+                    None => Some(format!(
+                        "no delivery report within {}s",
+                        (timeout + REPORT_MARGIN).as_secs()
+                    )),
+                    _ => None,
                 })
-                .collect();
-            if batch.is_empty() {
-                continue;
-            }
-            metrics::add(&self.metrics.produced, batch.len() as u64);
-            tasks.push((idx.clone(), producer, batch));
-        }
-        let in_flight: usize = tasks.iter().map(|(_, _, b)| b.len()).sum();
-        metrics::set(&self.metrics.in_flight, in_flight as u64);
-        let (compression, timeout) = (
-            compression(self.settings.compression),
-            self.settings.timeout,
-        );
-        let outcomes: Vec<(Vec<usize>, Outcome)> = self.runtime.block_on(async {
-            let mut set = tokio::task::JoinSet::new();
-            for (n, (_, producer, batch)) in tasks.iter().enumerate() {
-                let (producer, batch) = (producer.clone(), batch.clone());
-                set.spawn(async move { (n, produce(producer, batch, compression, timeout).await) });
-            }
-            let mut out: Vec<Option<Outcome>> = (0..tasks.len()).map(|_| None).collect();
-            while let Some(r) = set.join_next().await {
-                if let Ok((n, o)) = r {
-                    out[n] = Some(o);
-                }
-            }
-            tasks
-                .iter()
-                .zip(out)
-                .map(|((idx, _, _), o)| {
-                    (
-                        idx.clone(),
-                        o.unwrap_or(Outcome::Failed("produce task ended".into())),
-                    )
-                })
-                .collect()
-        });
-        metrics::set(&self.metrics.in_flight, 0);
-        // Each record: acknowledged (Some(None)), refused (Some(Some(why))) or not (None).
-        let mut state: Vec<Option<Option<String>>> = vec![None; records.len()];
-        for &i in &malformed {
-            state[i] = Some(Some("not a kafka backlog record".into()));
-        }
-        let mut broken = false;
-        for (idx, outcome) in outcomes {
-            let idx: Vec<usize> = idx.into_iter().filter(|&i| i < limit).collect();
-            match outcome {
-                Outcome::Acked => idx.iter().for_each(|&i| state[i] = Some(None)),
-                Outcome::Singly(each) => {
-                    for (&i, o) in idx.iter().zip(each) {
-                        state[i] = Some(o);
-                    }
-                }
-                Outcome::Failed(e) => {
-                    broken = true;
-                    let first = idx[0];
-                    if failed_at.as_ref().is_none_or(|(i, _)| first < *i) {
-                        failed_at = Some((first, e));
-                    }
-                }
-            }
-        }
-        if broken {
-            // rskafka reconnects by itself, but a restarted cluster is best met afresh.
-            self.disconnect();
-        }
-        let taken = state.iter().take_while(|s| s.is_some()).count();
+                .or_else(|| stopped.as_ref().map(|(_, why)| why.clone()))
+        };
         if taken == 0 {
-            let error = failed_at.map_or_else(|| "nothing was acknowledged".into(), |(_, e)| e);
             return Attempt::Failed {
-                error,
+                error: first_failure().unwrap_or_else(|| "nothing was acknowledged".into()),
                 retry_after: None,
             };
         }
         let mut accepted = 0;
-        for (r, s) in records[..taken].iter().zip(&state[..taken]) {
-            match s {
-                Some(None) => accepted += 1,
-                Some(Some(why)) => {
+        for (r, o) in records[..taken].iter().zip(&outcomes[..taken]) {
+            match o {
+                Some(Delivery::Acked) => accepted += 1,
+                Some(Delivery::Refused(why)) => {
                     let value = read_record(r).map_or(r.as_slice(), |p| p.value);
                     self.refusals.refuse(1, &[value], why);
                 }
-                None => unreachable!("taken stops at the first unsent record"),
+                _ => unreachable!("taken stops at the first record not done with"),
             }
         }
         if taken < records.len()
-            && let Some((_, error)) = &failed_at
+            && let Some(error) = first_failure()
         {
             tracing::info!(output = %self.name, acknowledged = taken, error = %error,
                 "part of the batch failed; the rest is sent again after the backoff");
@@ -992,28 +1098,16 @@ impl Transport for KafkaTransport {
     }
 
     fn close(&mut self) {
-        self.disconnect();
+        if let Some(p) = self.producer.take() {
+            // Nothing is queued between attempts; this lets librdkafka close its connections.
+            let _ = p.flush(Duration::from_secs(1));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn murmur2_matches_the_java_client() {
-        // Values of org.apache.kafka.common.utils.Utils.murmur2, as Kafka's own tests list
-        // them (UtilsTest.testMurmur2).
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
-            -58897971
-        );
-        assert_eq!(murmur2(b"abc"), 479470107);
-    }
 
     #[test]
     fn records_round_trip_with_and_without_key() {
@@ -1040,13 +1134,5 @@ mod tests {
             })
         );
         assert_eq!(read_record(b"\x00\x09ab"), None);
-    }
-
-    #[test]
-    fn one_key_always_lands_in_one_partition() {
-        let p = partition_of(b"web1", 3);
-        assert!((0..3).contains(&p));
-        assert_eq!(partition_of(b"web1", 3), p);
-        assert_eq!(partition_of(b"anything", 1), 0);
     }
 }
