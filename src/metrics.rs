@@ -104,8 +104,9 @@ counters!(
         rate_limited,
         /// Rate-limit buckets forgotten while still holding state, to keep at most 10000 sources.
         rate_limit_evictions,
-        /// Datagrams the kernel dropped because the socket buffer was full (from /proc/net/udp);
-        /// for kmsg, records the kernel overwrote before they were read (sequence gaps).
+        /// Datagrams the kernel dropped because the socket buffer was full (each socket's
+        /// SO_MEMINFO count, as /proc/net/udp shows it); for kmsg, records the kernel overwrote
+        /// before they were read (sequence gaps).
         kernel_drops,
         /// Files a `tail` listener is following now (a gauge).
         files_open,

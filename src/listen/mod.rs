@@ -384,16 +384,18 @@ const DATAGRAM_CHUNK_BYTES: usize = 1 << 20;
 /// socket waits for room in `block` outputs (until `hard_stop`), as syslogd always has: its
 /// senders then wait in send(2) once the socket's queue is full, and nothing is lost.
 ///
-/// `drop_inodes` are the UDP sockets (this one and those sharing its port) whose kernel drop
-/// counters this task sums into the listener's `kernel_drops`; empty for the other tasks of a
-/// listener with several sockets, and for unix sockets, which do not drop.
+/// `drop_counted` are the UDP sockets (this one and those sharing its port) whose kernel drop
+/// counts this task sums into the listener's `kernel_drops`, every [`KERNEL_DROPS_INTERVAL`] and
+/// at the end; empty for the other tasks of a listener with several sockets, and for unix
+/// sockets, which do not drop. The sum is of each socket's whole count, so a socket a changed
+/// listener takes over on reload is not counted twice.
 pub async fn run_datagram(
     socket: DatagramSocket,
     settings: DatagramSettings,
     pipeline: Arc<Pipeline>,
     shutdown: tokio_util::sync::CancellationToken,
     hard_stop: tokio_util::sync::CancellationToken,
-    drop_inodes: Vec<u64>,
+    drop_counted: Vec<std::os::fd::OwnedFd>,
 ) {
     let flow_control = matches!(socket, DatagramSocket::Unix(_));
     let name = settings.name.clone();
@@ -416,10 +418,8 @@ pub async fn run_datagram(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            _ = kernel_drops_tick.tick(), if !drop_inodes.is_empty() => {
-                if let Some(n) = udp::kernel_drops(&drop_inodes) {
-                    m.kernel_drops.store(n, std::sync::atomic::Ordering::Relaxed);
-                }
+            _ = kernel_drops_tick.tick(), if !drop_counted.is_empty() => {
+                count_kernel_drops(&drop_counted, &m);
                 continue;
             }
             r = socket.readable() => if let Err(e) = r {
@@ -439,23 +439,28 @@ pub async fn run_datagram(
         dispatcher.flush(flow_control, &hard_stop).await;
     }
     dispatcher.flush(flow_control, &hard_stop).await;
-    // The last word on drops: /proc/net/udp is read in pieces while other sockets come and go,
-    // so a read can miss this socket's line; try again rather than leave the last tick's
-    // count, which would show read + dropped short of what was sent.
-    for _ in 0..FINAL_KERNEL_DROPS_TRIES {
-        if let Some(n) = udp::kernel_drops(&drop_inodes) {
-            m.kernel_drops
-                .store(n, std::sync::atomic::Ordering::Relaxed);
-            break;
-        }
-        if drop_inodes.is_empty() {
-            break;
-        }
-    }
+    // The last word: read + dropped is then what was sent to the sockets.
+    count_kernel_drops(&drop_counted, &m);
 }
 
-/// Reads of /proc/net/udp at a datagram listener's stop before its last drop count is given up.
-const FINAL_KERNEL_DROPS_TRIES: usize = 20;
+/// Sets the listener's `kernel_drops` to the sum of its UDP sockets' kernel drop counts.
+fn count_kernel_drops(sockets: &[std::os::fd::OwnedFd], m: &ListenerMetrics) {
+    if sockets.is_empty() {
+        return;
+    }
+    let mut total = 0u64;
+    for s in sockets {
+        match crate::sys::net::socket_drops(std::os::fd::AsFd::as_fd(s)) {
+            Ok(n) => total += u64::from(n),
+            Err(e) => {
+                tracing::debug!(error = %e, "no kernel drop count for a socket");
+                return;
+            }
+        }
+    }
+    m.kernel_drops
+        .store(total, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Settings of one datagram listener.
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::os::unix::io::AsRawFd;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -162,7 +161,12 @@ impl ListenerKindSpec for UdpSettings {
         if sockets.len() > 1 {
             tracing::info!(listener = %name, sockets = sockets.len(), "sharing the port (SO_REUSEPORT)");
         }
-        let inodes: Vec<u64> = sockets.iter().filter_map(socket_inode).collect();
+        // The first reading task counts every socket's kernel drops.
+        let drop_counted = sockets
+            .iter()
+            .map(|s| s.try_clone().map(std::os::fd::OwnedFd::from))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("duplicating the UDP sockets for their drop counts")?;
         // One rate limiter for all the sockets: a sender changing source port keeps its bucket.
         let settings = ctx.datagram_settings(self.network.allowed_sources.clone());
         // All registered before any task starts, so an error leaves no task behind.
@@ -171,14 +175,15 @@ impl ListenerKindSpec for UdpSettings {
             .map(|s| tokio::net::UdpSocket::from_std(s).context("registering UDP socket"))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut readers = Vec::with_capacity(sockets.len());
-        for (i, s) in sockets.into_iter().enumerate() {
+        let mut drop_counted = Some(drop_counted);
+        for s in sockets {
             readers.push(tokio::spawn(super::run_datagram(
                 super::DatagramSocket::Udp(s),
                 settings.clone(),
                 ctx.pipeline.clone(),
                 ctx.stop.clone(),
                 ctx.hard_stop.clone(),
-                if i == 0 { inodes.clone() } else { Vec::new() },
+                drop_counted.take().unwrap_or_default(),
             )));
         }
         Ok(tokio::spawn(async move {
@@ -326,41 +331,4 @@ pub fn recv_batch(
     socket.try_io(tokio::io::Interest::READABLE, || {
         crate::sys::net::recv_datagrams(socket.as_fd(), buf, slot_bytes, got)
     })
-}
-
-/// The inode of a socket, which names it in /proc/net/udp.
-pub fn socket_inode(socket: &impl AsRawFd) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Some(
-        std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
-            .ok()?
-            .ino(),
-    )
-}
-
-/// The kernel's drop counters of the sockets with these inodes, summed: the `drops` column of
-/// /proc/net/udp and /proc/net/udp6 on their lines. `None` where /proc is not available, or
-/// when a line was missed: the table is read in pieces while other sockets come and go, and a
-/// partial sum would show the counter going back.
-pub fn kernel_drops(inodes: &[u64]) -> Option<u64> {
-    if inodes.is_empty() {
-        return None;
-    }
-    let (mut total, mut found) = (0, 0);
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let inode = cols.get(9).and_then(|c| c.parse::<u64>().ok());
-            if inode.is_some_and(|i| inodes.contains(&i))
-                && let Some(drops) = cols.last().and_then(|c| c.parse::<u64>().ok())
-            {
-                total += drops;
-                found += 1;
-            }
-        }
-    }
-    (found == inodes.len()).then_some(total)
 }

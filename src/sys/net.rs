@@ -1,5 +1,5 @@
 //! Socket calls that std and socket2 do not wrap: reading many datagrams with one recvmmsg(2),
-//! and SO_RCVBUFFORCE.
+//! SO_RCVBUFFORCE, and a socket's drop count (SO_MEMINFO).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -28,6 +28,35 @@ pub fn force_recv_buffer_size(socket: BorrowedFd<'_>, bytes: usize) -> io::Resul
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The kernel's count of what it dropped on this socket because its receive buffer was full:
+/// SO_MEMINFO's SK_MEMINFO_DROPS, the counter /proc/net/udp shows as `drops`. A `u32` that wraps.
+pub fn socket_drops(socket: BorrowedFd<'_>) -> io::Result<u32> {
+    const DROPS: usize = libc::SK_MEMINFO_DROPS as usize;
+    let mut info = [0u32; DROPS + 1];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: an open descriptor (borrowed for the call), and a buffer of `len` writable bytes;
+    // the kernel writes at most `len` bytes and sets `len` to what it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < std::mem::size_of_val(&info) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without a drop count",
+        ));
+    }
+    Ok(info[DROPS])
 }
 
 /// Receives up to [`MAX_DATAGRAMS_PER_CALL`] datagrams from a datagram socket with one
@@ -111,6 +140,26 @@ fn socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_full_socket_counts_what_it_drops() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(socket_drops(rx.as_fd()).unwrap(), 0);
+        // Far more than the smallest receive buffer holds, nothing read.
+        let to = rx.local_addr().unwrap();
+        for _ in 0..20_000 {
+            tx.send_to(&[b'x'; 512], to).unwrap();
+        }
+        let mut queued = 0u32;
+        let mut buf = vec![0u8; 512 * MAX_DATAGRAMS_PER_CALL];
+        let mut got = Vec::with_capacity(MAX_DATAGRAMS_PER_CALL);
+        while recv_datagrams(rx.as_fd(), &mut buf, 512, &mut got).is_ok() {
+            queued += got.len() as u32;
+        }
+        assert!(queued > 0);
+        assert_eq!(socket_drops(rx.as_fd()).unwrap() + queued, 20_000);
+    }
 
     #[test]
     fn receives_a_batch_with_senders_and_cuts_at_the_slot() {
