@@ -336,7 +336,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--batch-events", type=int, default=2000)
     ap.add_argument("--batch-size", default="1MiB")
-    ap.add_argument("--format", default="json", help="sluice's value format (the peers always write the traditional line)")
+    ap.add_argument("--format", default="json",
+                    help="sluice's value format (the peers always write the traditional line)")
     ap.add_argument("--daemons", default="sluice", help="comma-separated: sluice,rsyslog,syslog-ng")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per run")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
