@@ -1,27 +1,50 @@
 #!/usr/bin/env python3
-"""Kafka output throughput: sluice relays (release build) taking RFC 3164 over TCP from
-benches/loadgen.rs and producing to one tansu broker (in-memory storage), acks=all.
+"""Kafka output throughput: sluice relays (release build), and for comparison rsyslog's omkafka
+and syslog-ng's kafka-c, taking RFC 3164 over TCP from benches/loadgen.rs and producing to one
+tansu broker (in-memory storage, a fresh broker per run), acks=all.
 
-Reports, per run, messages per second (first message sent to the last acknowledged, from
-sluice's `written` counter on its metrics endpoint) and messages per CPU-second of the sluice
-processes (user + system time from /proc, over the same span), and tansu's CPU-seconds beside.
+Reports, per run, messages per second (first message sent until the topic holds them all, read
+from the broker with kafka-python rather than from the daemons) and messages per CPU-second of
+the daemon processes (user + system time from /proc, over the same span), and tansu's
+CPU-seconds beside. After each run (untimed; --no-verify skips it) the topic is read back and
+every `seq=` number sent must be there. With several daemons they take
+turns run by run (sluice, rsyslog, syslog-ng, sluice, ...).
+
+The peers run Debian 12's modules (syslog-ng-mod-rdkafka, rsyslog-kafka) with librdkafka 2.16.1
+from PyPI (LD_LIBRARY_PATH, for the peers only): Debian's librdkafka 2.0.2 fails tansu 0.6's
+ApiVersion v3 answer ("Read underflow"). benches/peers-setup.sh installs all three.
 
     cargo build --release --bin sluice --example loadgen
     .ci/install-test-tools                   # tansu, in ~/.cache/sluice-test-tools/tansu
+    benches/peers-setup.sh                   # for --daemons rsyslog,syslog-ng
     benches/kafka.py [--count 1000000] [--relays 1] [--compression none] [--runs 3]
-                     [--batch-events 2000] [--batch-size 1MiB]
+                     [--batch-events 2000] [--batch-size 1MiB] [--format json]
+                     [--daemons sluice,rsyslog,syslog-ng] [--timeout 300]
 """
 
 import argparse
+import collections
 import os
 import re
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+# This file is named kafka.py too: its own directory must not shadow kafka-python.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+try:
+    from kafka import KafkaClient, KafkaConsumer, TopicPartition
+    from kafka.protocol.fetch import FetchRequest
+except ImportError:
+    # kafka-python is Debian's python3-kafka; a python3 earlier on PATH (pyenv) may lack it.
+    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    sys.exit("kafka-python missing: apt-get install python3-kafka (or run .ci/install-test-tools)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLUICE = os.environ.get("SLUICE", os.path.join(ROOT, "target/release/sluice"))
@@ -30,7 +53,14 @@ TOOLS = os.environ.get(
     "SLUICE_TEST_TOOLS", os.path.join(os.path.expanduser("~"), ".cache/sluice-test-tools")
 )
 TANSU = os.path.join(TOOLS, "tansu/bin/tansu")
+PEERS = os.environ.get("PEERS_PREFIX", os.path.join(
+    os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "sluice-peers"))
+RSYSLOG = os.path.join(PEERS, "rsyslog-root/usr/sbin/rsyslogd")
+RSYSLOG_MODS = os.path.join(PEERS, "rsyslog-root/usr/lib/x86_64-linux-gnu/rsyslog")
+RDKAFKA = os.path.join(PEERS, "librdkafka")  # librdkafka.so.1 from PyPI, see peers-setup.sh
 TICKS = os.sysconf("SC_CLK_TCK")
+TOPIC = "syslog"
+SEQ = re.compile(rb"seq=(\d+)")
 
 
 def free_port():
@@ -56,32 +86,31 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def written(metrics_port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
-    m = re.search(rb'sluice_output_written_total\{output="kafka"\} (\d+)', text)
-    return int(m.group(1)) if m else 0
+# --- the daemons: each listens on `tcp` and produces every message to TOPIC on the broker ------
+# Comparable producer settings: acks=all, idempotent, no compression (or --compression), up to
+# --batch-events messages / --batch-size bytes per request, 5 ms linger, messages keyed by
+# hostname (4 hosts, so 4 keys). sluice's values are --format (JSON by default); the peers write
+# the traditional line (rsyslog's RSYSLOG_TraditionalFileFormat, syslog-ng the same fields).
+
+def librdkafka_conf(args):
+    return {"acks": "all", "enable.idempotence": "true", "compression.codec": args.compression,
+            "linger.ms": "5", "batch.num.messages": str(args.batch_events),
+            "batch.size": str(parse_size(args.batch_size)), "partitioner": "murmur2_random"}
 
 
-def run(args, work):
-    broker_port = free_port()
-    url = f"tcp://127.0.0.1:{broker_port}"
-    tansu = subprocess.Popen(
-        [TANSU, "broker", "--storage-engine", "memory://tansu/",
-         "--listener-url", url, "--advertised-listener-url", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    relays = []
-    try:
-        wait_port(broker_port)
-        subprocess.run([TANSU, "topic", "create", "--broker", url, "--partitions",
-                        str(args.partitions), "syslog"], check=True, capture_output=True)
-        for r in range(args.relays):
-            tcp, metrics = free_port(), free_port()
-            d = tempfile.mkdtemp(dir=work)
-            conf = os.path.join(d, "sluice.toml")
-            with open(conf, "w") as f:
-                f.write(f"""[daemon]
+def parse_size(text):
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for unit, mult in units.items():
+        if text.endswith(unit):
+            return int(text[:-len(unit)]) * mult
+    return int(text)
+
+
+def sluice(args, d, tcp, broker):
+    conf = os.path.join(d, "sluice.toml")
+    with open(conf, "w") as f:
+        f.write(f"""[daemon]
 state_dir = "{d}"
-metrics_address = "127.0.0.1:{metrics}"
 stats_interval = "1h"
 
 [listen.tcp]
@@ -90,8 +119,9 @@ address = "127.0.0.1:{tcp}"
 
 [output.kafka]
 kind = "kafka"
-brokers = ["127.0.0.1:{broker_port}"]
-topic = "syslog"
+brokers = ["127.0.0.1:{broker}"]
+topic = "{TOPIC}"
+format = "{args.format}"
 compression = "{args.compression}"
 batch = {{ max_events = {args.batch_events}, max_size = "{args.batch_size}" }}
 queue = {{ max_events = 200000 }}
@@ -99,69 +129,268 @@ queue = {{ max_events = 200000 }}
 [[route]]
 to = ["kafka"]
 """)
-            p = subprocess.Popen([SLUICE, "--config", conf], stdout=subprocess.DEVNULL,
-                                 stderr=open(os.path.join(d, "log"), "w"))
-            relays.append((p, tcp, metrics))
-        for _, tcp, metrics in relays:
+    return [SLUICE, "--config", conf], None
+
+
+def peer_env():
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = RDKAFKA
+    return env
+
+
+def rsyslog(args, d, tcp, broker):
+    conf = os.path.join(d, "rsyslog.conf")
+    params = ", ".join(f'"{k}={v}"' for k, v in librdkafka_conf(args).items())
+    with open(conf, "w") as f:
+        f.write(f'global(workDirectory="{d}")\n'
+                'module(load="imtcp")\nmodule(load="omkafka")\n'
+                f'input(type="imtcp" port="{tcp}" address="127.0.0.1")\n'
+                'template(name="host" type="string" string="%hostname%")\n'
+                f'action(type="omkafka" broker=["127.0.0.1:{broker}"] topic="{TOPIC}" '
+                'key="host" dynaKey="on" template="RSYSLOG_TraditionalFileFormat" '
+                # Without these, a message librdkafka refuses with "Queue full" (its default
+                # 100,000 messages in flight) is lost: omkafka resubmits it, rsyslog retries.
+                'resubmitOnFailure="on" action.resumeRetryCount="-1" '
+                f'confParam=[{params}])\n')
+    return [RSYSLOG, "-n", "-f", conf, "-i", os.path.join(d, "rs.pid"), "-M", RSYSLOG_MODS], \
+        peer_env()
+
+
+def syslog_ng(args, d, tcp, broker):
+    conf = os.path.join(d, "syslog-ng.conf")
+    params = " ".join(f'"{k}" => "{v}"' for k, v in librdkafka_conf(args).items())
+    with open(conf, "w") as f:
+        f.write('@version: 3.38\n'
+                'options { threaded(yes); use-dns(no); keep-hostname(yes); stats-freq(0); };\n'
+                f'source s {{ network(ip("127.0.0.1") transport("tcp") port({tcp}) '
+                'log-iw-size(100000)); };\n'
+                f'destination k {{ kafka-c(bootstrap-servers("127.0.0.1:{broker}") '
+                f'topic("{TOPIC}") key("$HOST") message("$DATE $HOST $MSGHDR$MSG") '
+                f'config({params})); }};\n'
+                # flow-control: the TCP source waits for the destination instead of dropping.
+                'log { source(s); destination(k); flags(flow-control); };\n')
+    return [shutil.which("syslog-ng") or "syslog-ng", "-F", "-f", conf,
+            "-p", os.path.join(d, "sng.pid"), "-R", os.path.join(d, "sng.persist"),
+            "-c", os.path.join(d, "sng.ctl")], peer_env()
+
+
+DAEMONS = {"sluice": sluice, "rsyslog": rsyslog, "syslog-ng": syslog_ng}
+
+
+class TopicEnd:
+    """Messages in the topic (a fresh broker per run): the sum of its partitions' ends.
+
+    tansu 0.6 answers ListOffsets(latest) with the last record batch's base offset + 1, not the
+    offset after its last record, so the end is read from that batch's header: a fetch from the
+    offset before the answer, base offset + last offset delta + 1 (record batch v2 layout).
+    """
+
+    def __init__(self, broker, partitions):
+        self.consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+        self.client = KafkaClient(bootstrap_servers=broker)
+        self.tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
+
+    def count(self):
+        return sum(self.ends().values())
+
+    def ends(self):
+        listed = self.consumer.end_offsets(self.tps)
+        node = self.client.least_loaded_node()
+        while not self.client.ready(node):
+            self.client.poll(timeout_ms=100)
+        ends = {}
+        for tp, end in listed.items():
+            ends[tp] = end
+            if end == 0:
+                continue
+            f = self.client.send(node, FetchRequest[4](
+                -1, 100, 1, 16 << 20, 0, [(TOPIC, [(tp.partition, end - 1, 16 << 20)])]))
+            self.client.poll(future=f)
+            _, [(_, err, _, _, _, data)] = f.value.topics[0]
+            if err:
+                raise RuntimeError(f"fetch error {err} on partition {tp.partition}")
+            at = 0
+            while at + 27 <= len(data):
+                base, length = struct.unpack_from(">qi", data, at)
+                last_delta, = struct.unpack_from(">i", data, at + 23)
+                end = max(end, base + last_delta + 1)
+                at += 12 + length
+            ends[tp] = end
+        return ends
+
+    def missing(self, per, copies, deadline):
+        """Reads the whole topic back: (messages, how many of the `copies` x `per` sent are
+        not there). Each relay's loadgen numbers its messages 0..per-1, so every `seq=`
+        number must be there `copies` times."""
+        ends = self.ends()
+        c = self.consumer
+        c.assign(self.tps)
+        c.seek_to_beginning(*self.tps)
+        seqs, n = collections.Counter(), 0
+        left = {tp for tp, end in ends.items() if end > 0}
+        while left:
+            if time.time() > deadline:
+                raise RuntimeError("reading the topic back timed out")
+            for tp, msgs in c.poll(timeout_ms=500, max_records=50000).items():
+                for m in msgs:
+                    if m.offset < ends[tp]:
+                        n += 1
+                        found = SEQ.search(m.value)
+                        if found:
+                            seqs[int(found.group(1))] += 1
+            left = {tp for tp in left if c.position(tp) < ends[tp]}
+        return n, sum(max(0, copies - seqs[i]) for i in range(per))
+
+    def close(self):
+        self.consumer.close()
+        self.client.close()
+
+
+def run(args, work, name):
+    broker_port = free_port()
+    url = f"tcp://127.0.0.1:{broker_port}"
+    tansu = subprocess.Popen(
+        [TANSU, "broker", "--storage-engine", "memory://tansu/",
+         "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    relays = []
+    topic = None
+    try:
+        wait_port(broker_port)
+        subprocess.run([TANSU, "topic", "create", "--broker", url, "--partitions",
+                        str(args.partitions), TOPIC], check=True, capture_output=True)
+        topic = TopicEnd(f"127.0.0.1:{broker_port}", args.partitions)
+        for _ in range(args.relays if name == "sluice" else 1):
+            tcp = free_port()
+            d = tempfile.mkdtemp(dir=work)
+            cmd, env = DAEMONS[name](args, d, tcp, broker_port)
+            log = os.path.join(d, "log")
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=open(log, "w"))
+            relays.append((p, tcp, log))
+        for p, tcp, log in relays:
             wait_port(tcp)
-            wait_port(metrics)
-        per = args.count // args.relays
+        if name == "rsyslog":
+            time.sleep(0.3)  # rsyslog binds before its workers run
+        per = args.count // len(relays)
+        total = per * len(relays)
         cpu0 = sum(cpu_seconds(p.pid) for p, _, _ in relays)
         tansu0 = cpu_seconds(tansu.pid)
         start = time.time()
         senders = [threading.Thread(target=subprocess.run, args=(
             [LOADGEN, f"127.0.0.1:{tcp}", "--count", str(per), "--connections",
-             str(args.connections), "--duration", "600"],), kwargs={"check": True,
-                                                              "capture_output": True})
+             str(args.connections), "--duration", str(args.timeout)],), kwargs={
+                 "check": True, "capture_output": True, "timeout": args.timeout + 30})
             for _, tcp, _ in relays]
         for t in senders:
             t.start()
-        deadline = start + 600
-        while any(written(m) < per for _, _, m in relays):
-            if time.time() > deadline:
-                raise RuntimeError("not all acknowledged within 600 s")
-            time.sleep(0.02)
+        deadline = start + args.timeout
+        got = 0
+        while got < total and time.time() < deadline:
+            if any(p.poll() is not None for p, _, _ in relays):
+                break
+            time.sleep(0.1)
+            got = topic.count()
         took = time.time() - start
-        cpu = sum(cpu_seconds(p.pid) for p, _, _ in relays) - cpu0
+        cpu = sum(cpu_seconds(p.pid) for p, _, _ in relays if p.poll() is None) - cpu0
         tansu_cpu = cpu_seconds(tansu.pid) - tansu0
         for t in senders:
             t.join()
-        return per * args.relays, took, cpu, tansu_cpu
+        if got >= total and args.verify:
+            got, missing = topic.missing(per, len(relays), time.time() + args.timeout)
+            if missing:
+                raise RuntimeError(f"{name}: the topic holds {got} messages but {missing} "
+                                   f"of the {total} sent are not there")
+        if got < total:
+            with open(relays[0][2]) as f:
+                tail = f.read()[-2000:]
+            raise RuntimeError(f"{name}: {got} of {total} messages in the topic after "
+                               f"{took:.0f} s; its log ends:\n{tail}")
+        return total, got, took, cpu, tansu_cpu
     finally:
+        if topic is not None:
+            topic.close()
         for p, _, _ in relays:
             p.terminate()
-            p.wait()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         tansu.kill()
         tansu.wait()
+
+
+def spread(values):
+    values = sorted(values)
+    return values[len(values) // 2], values[0], values[-1]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=1_000_000)
-    ap.add_argument("--relays", type=int, default=1)
+    ap.add_argument("--relays", type=int, default=1, help="sluice relays (the peers run one)")
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--compression", default="none")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--batch-events", type=int, default=2000)
     ap.add_argument("--batch-size", default="1MiB")
+    ap.add_argument("--format", default="json",
+                    help="sluice's value format (the peers always write the traditional line)")
+    ap.add_argument("--daemons", default="sluice", help="comma-separated: sluice,rsyslog,syslog-ng")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per run")
+    ap.add_argument("--no-verify", dest="verify", action="store_false",
+                    help="skip reading each topic back (untimed) for every seq= number")
     args = ap.parse_args()
-    for path in (SLUICE, LOADGEN, TANSU):
+    names = args.daemons.split(",")
+    for name in names:
+        if name not in DAEMONS:
+            sys.exit(f"unknown daemon {name}: one of {', '.join(DAEMONS)}")
+    needed = [SLUICE, LOADGEN, TANSU]
+    if "rsyslog" in names:
+        needed += [RSYSLOG, os.path.join(RSYSLOG_MODS, "omkafka.so")]
+    if any(n != "sluice" for n in names):
+        needed.append(os.path.join(RDKAFKA, "librdkafka.so.1"))
+    if "syslog-ng" in names:
+        needed.append("/usr/lib/syslog-ng/3.38/libkafka.so")
+    for path in needed:
         if not os.path.exists(path):
             sys.exit(f"{path} missing: build with cargo build --release --bin sluice "
-                     "--example loadgen, and run .ci/install-test-tools")
-    results = []
+                     "--example loadgen, run .ci/install-test-tools and (for the peers) "
+                     "benches/peers-setup.sh")
+    results = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as work:
         for i in range(args.runs):
-            n, took, cpu, tansu_cpu = run(args, work)
-            results.append((n / took, n / cpu if cpu else float("inf"), tansu_cpu))
-            print(f"run {i + 1}: {n} messages in {took:.2f} s: {n / took:,.0f} msg/s, "
-                  f"{n / cpu:,.0f} msg per sluice CPU-s ({cpu:.2f} CPU-s), tansu {tansu_cpu:.2f} CPU-s",
-                  flush=True)
-    med = sorted(results)[len(results) // 2]
-    print(f"median: {med[0]:,.0f} msg/s, {med[1]:,.0f} msg per sluice CPU-s "
-          f"({args.relays} relay(s), compression {args.compression}, {args.partitions} partitions, "
-          f"batch {args.batch_events} events / {args.batch_size})")
+            for name in names:
+                try:
+                    n, got, took, cpu, tansu_cpu = run(args, work, name)
+                except Exception as e:  # a failed run is reported and the others go on
+                    print(f"run {i + 1} {name}: FAILED: {e}", flush=True)
+                    continue
+                results[name].append((n / took, n / cpu if cpu else float("inf")))
+                extra = f" ({got - n} more in the topic: repeated)" if got > n else ""
+                print(f"run {i + 1} {name}: {n} messages in {took:.2f} s: {n / took:,.0f} msg/s, "
+                      f"{n / cpu:,.0f} msg per daemon CPU-s ({cpu:.2f} CPU-s), "
+                      f"tansu {tansu_cpu:.2f} CPU-s{extra}", flush=True)
+    print(f"compression {args.compression}, {args.partitions} partitions, batch "
+          f"{args.batch_events} events / {args.batch_size}, linger 5 ms, acks=all, idempotent; "
+          f"{args.count} messages per run, sluice {args.relays} relay(s), format {args.format}")
+    med = {}
+    for name in names:
+        if not results[name]:
+            print(f"{name}: no successful run")
+            continue
+        rate, cpu = spread([r[0] for r in results[name]]), spread([r[1] for r in results[name]])
+        med[name] = (rate[0], cpu[0])
+        print(f"{name}: median of {len(results[name])}: {rate[0]:,.0f} msg/s "
+              f"({rate[1]:,.0f}-{rate[2]:,.0f}), {cpu[0]:,.0f} msg per CPU-s "
+              f"({cpu[1]:,.0f}-{cpu[2]:,.0f})")
+    if "sluice" in med:
+        for name in med:
+            if name != "sluice":
+                print(f"sluice/{name}: {med['sluice'][0] / med[name][0]:.2f}x msg/s, "
+                      f"{med['sluice'][1] / med[name][1]:.2f}x msg per CPU-s")
 
 
 if __name__ == "__main__":
