@@ -116,6 +116,11 @@ counters!(
         /// Files closed at their end, unchanged for a scan, to give their slot to a waiting
         /// file (reopened later where they stopped).
         files_parked,
+        /// Scans of its globs completed (the first at start, then every `scan_interval` and
+        /// whenever inotify reports a file created or removed). Counted after the gauges of the
+        /// round are published, so a reader that sees the count rise and then reads
+        /// `bytes_behind` sees what that scan found: tests wait on it for a quiet pipeline.
+        scans,
         /// Files found shorter than the position read (truncated in place: copytruncate), each
         /// read again from the start.
         file_truncations,
