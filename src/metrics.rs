@@ -163,6 +163,9 @@ counters!(
         /// Requests sent and not yet answered (`http`, `elasticsearch`, `loki` outputs; a gauge,
         /// at most `max_in_flight`).
         requests_in_flight,
+        /// Listeners waiting for room in the output's full queue under `when_full = "block"`
+        /// (a gauge): while it is above 0 those listeners read nothing.
+        senders_waiting,
         /// Events the receiver refused for good (an HTTP 4xx other than 408, 413 and 429):
         /// counted, logged, and not retried, so they never block the events after them.
         rejected,

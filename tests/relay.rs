@@ -468,21 +468,13 @@ fn t6_full_disk_queue_blocks_or_drops_with_exact_counters() {
         count(&out.queue_depth) > 0 && count(&out.queue_depth) < 20_000
     });
     let l = relay.listener("tcp");
-    // Back-pressure: the relay stops reading well short of everything. That reading stopped
-    // is seen as a count that holds still for a second (20 polls): sluice exposes no "waiting
-    // for room" state to wait for, and while the listener hands a batch over its `received`
-    // is ahead of `queued` for a moment even when it is not blocked, so no counter shows the
-    // jam at once. The collector is down, so once the relay blocks nothing moves again.
-    let mut last = count(&l.received);
-    let mut stable_since = Instant::now();
-    while stable_since.elapsed() < Duration::from_secs(1) {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = count(&l.received);
-        if now != last {
-            last = now;
-            stable_since = Instant::now();
-        }
-    }
+    // Back-pressure: the relay stops reading well short of everything. Its listener waits for
+    // room in the full queue (`senders_waiting`), and with the collector down nothing makes
+    // room, so it reads nothing more until the collector comes.
+    wait_until("the listener waiting for room", DEADLINE, || {
+        count(&out.senders_waiting) >= 1
+    });
+    let last = count(&l.received);
     assert!(
         last < 20_000,
         "the relay kept reading while its queue was full"

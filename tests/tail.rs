@@ -805,17 +805,16 @@ to = ["o"]
     let metrics = p.addr("metrics");
     let behind = r#"sluice_listener_bytes_behind{listener="app"}"#;
     let received = r#"sluice_listener_received_total{listener="app"}"#;
-    let queued = r#"sluice_output_queued_total{output="o"}"#;
     // Wait for the jam rather than for time: the stdout pipe is full (the output's write to it
-    // blocks), and the listener holds lines the output's full queue has not taken (it waits
-    // for room: `received` counts a batch before it is handed over, `queued` as the queue takes
-    // each piece). From here the output can take at most what its buffer holds before its
-    // next write blocks too, so the counts read now are what reading ahead would have raised.
+    // blocks), and the listener waits for room in the output's full queue (`senders_waiting`).
+    // From here the output can take at most what its buffer holds before its next write blocks
+    // too, so the counts read now are what reading ahead would have raised.
     let pipe = p.child.stdout.as_ref().unwrap();
+    let waiting = r#"sluice_output_senders_waiting{output="o"}"#;
     wait_until(
         "the pipe full and the listener waiting for room",
         DEADLINE,
-        || pipe_full(pipe) && scrape(metrics, received) > scrape(metrics, queued),
+        || pipe_full(pipe) && scrape(metrics, waiting) >= 1,
     );
     let (got, left) = (scrape(metrics, received), scrape(metrics, behind));
     assert!(
