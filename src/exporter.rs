@@ -35,11 +35,12 @@ pub const METRICS_MAX_CONNECTIONS: usize = 64;
 pub const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Output fields that are levels, not totals.
-const OUTPUT_GAUGES: [&str; 4] = [
+const OUTPUT_GAUGES: [&str; 5] = [
     "queue_depth",
     "files_open",
     "in_flight",
     "requests_in_flight",
+    "senders_waiting",
 ];
 /// Listener fields that are levels, not totals (`tail` listeners).
 const LISTENER_GAUGES: [&str; 3] = ["files_open", "bytes_behind", "files_waiting"];

@@ -117,6 +117,11 @@ counters!(
         /// Files closed at their end, unchanged for a scan, to give their slot to a waiting
         /// file (reopened later where they stopped).
         files_parked,
+        /// Scans of its globs completed (the first at start, then every `scan_interval` and
+        /// whenever inotify reports a file created or removed). Counted after the gauges of the
+        /// round are published, so a reader that sees the count rise and then reads
+        /// `bytes_behind` sees what that scan found: tests wait on it for a quiet pipeline.
+        scans,
         /// Files found shorter than the position read (truncated in place: copytruncate), each
         /// read again from the start.
         file_truncations,
@@ -159,6 +164,9 @@ counters!(
         /// Requests sent and not yet answered (`http`, `elasticsearch`, `loki` outputs; a gauge,
         /// at most `max_in_flight`).
         requests_in_flight,
+        /// Listeners waiting for room in the output's full queue under `when_full = "block"`
+        /// (a gauge): while it is above 0 those listeners read nothing.
+        senders_waiting,
         /// Events the receiver refused for good (an HTTP 4xx other than 408, 413 and 429):
         /// counted, logged, and not retried, so they never block the events after them.
         rejected,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::support::es_server::{EsServer, Fate, Op, too_many_requests, unavailable};
-use crate::support::http_server::Reply;
+use crate::support::http_server::{Recorded, Reply};
 use crate::support::*;
 
 /// Longest wait for a whole run to be delivered.
@@ -434,7 +434,19 @@ fn an_outage_of_whole_request_failures_under_load_loses_nothing() {
         _ => Fate::Refuse(Reply::Reset),
     });
     let outage_from = es.bulks().len();
-    std::thread::sleep(Duration::from_secs(3));
+    let requests_from = es.requests().len();
+    // The outage lasts until sluice has met each of the three refusals, not for a time.
+    wait_until("a 503, a 429 and a reset mid-body", DELIVERY, || {
+        let during = es.requests().split_off(requests_from);
+        let met = |refusal: &dyn Fn(&Recorded) -> bool| {
+            during
+                .iter()
+                .any(|r| r.path.contains("_bulk") && refusal(r))
+        };
+        met(&|r| r.status == Some(503))
+            && met(&|r| r.status == Some(429))
+            && met(&|r| !r.complete && r.status.is_none())
+    });
     es.set_requests(|_, _| Fate::Apply);
     sender.join().unwrap();
     wait_written(&d, 20_000);

@@ -538,12 +538,15 @@ fn hostile_c02_idle_connection_is_closed() {
 
 #[test]
 fn hostile_c03_slowloris_inside_a_frame() {
-    let d = TestDaemon::start(&json_config(
-        "idle_timeout = \"1s\"\nframe_timeout = \"1s\"",
-    ));
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+    let d = TestDaemon::start(&json_config(&format!(
+        "idle_timeout = \"{}ms\"\nframe_timeout = \"1s\"",
+        IDLE_TIMEOUT.as_millis()
+    )));
     let mut s = connect(d.addr("tcp"));
     s.write_all(b"1000 <13>").unwrap();
-    // One byte every 200 ms never trips the idle timeout; the frame deadline still applies.
+    // One byte every fifth of the idle timeout never trips it; the frame deadline still
+    // applies. The pause paces the attacker (the loop ends when the cut is counted).
     let start = std::time::Instant::now();
     while count(&d.listener("tcp").frame_timeouts) == 0 {
         assert!(
@@ -553,7 +556,7 @@ fn hostile_c03_slowloris_inside_a_frame() {
         if s.write_all(b"x").is_err() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(IDLE_TIMEOUT / 5);
     }
     wait_closed(&mut s, DEADLINE);
     assert_eq!(count(&d.listener("tcp").frame_timeouts), 1);
@@ -564,16 +567,19 @@ fn hostile_c03_slowloris_inside_a_frame() {
 /// next frame, completes a frame on every read and is never cut, however long it streams.
 #[test]
 fn hostile_c03_steady_stream_ending_mid_frame_is_not_slowloris() {
-    let d = TestDaemon::start(&json_config(
-        "idle_timeout = \"1s\"\nframe_timeout = \"300ms\"",
-    ));
+    const FRAME_TIMEOUT: Duration = Duration::from_millis(300);
+    let d = TestDaemon::start(&json_config(&format!(
+        "idle_timeout = \"1s\"\nframe_timeout = \"{}ms\"",
+        FRAME_TIMEOUT.as_millis()
+    )));
     let mut s = connect(d.addr("tcp"));
     const WRITES: usize = 30;
-    // Each write finishes the previous message and begins the next: 30 writes 50 ms apart keep
-    // one frame or another open for 1.5 s, five times the frame timeout.
+    // Each write finishes the previous message and begins the next: 30 writes a sixth of the
+    // frame timeout apart keep one frame or another open for five times the frame timeout.
+    // The pause paces the sender; what is checked is waited for below.
     s.write_all(b"<13>m0").unwrap();
     for i in 1..=WRITES {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(FRAME_TIMEOUT / 6);
         s.write_all(format!(" end\n<13>m{i}").as_bytes()).unwrap();
     }
     s.write_all(b" end\n").unwrap();

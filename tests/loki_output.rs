@@ -266,7 +266,13 @@ fn an_outage_of_503s_and_429s_loses_nothing() {
         _ => Fate::Refuse(Reply::status(500)),
     });
     let outage_from = loki.pushes().len();
-    std::thread::sleep(Duration::from_secs(3));
+    // The outage lasts until sluice has met each of the three refusals, not for a time.
+    wait_until("a 503, a 429 and a 500", DELIVERY, || {
+        let during = loki.pushes().split_off(outage_from);
+        [503, 429, 500]
+            .iter()
+            .all(|&code| during.iter().any(|p| !p.applied && p.status == Some(code)))
+    });
     loki.set_requests(|_, _| Fate::Apply);
     sender.join().unwrap();
     wait_written(&d, 20_000);

@@ -141,6 +141,7 @@ fn metrics_endpoint_serves_every_counter_per_listener_and_output() {
             "files_open",
             "in_flight",
             "requests_in_flight",
+            "senders_waiting",
         ]
         .contains(&field.0);
         let name = format!(

@@ -468,17 +468,13 @@ fn t6_full_disk_queue_blocks_or_drops_with_exact_counters() {
         count(&out.queue_depth) > 0 && count(&out.queue_depth) < 20_000
     });
     let l = relay.listener("tcp");
-    // Back-pressure: the relay stops reading well short of everything.
-    let mut last = count(&l.received);
-    let mut stable_since = Instant::now();
-    while stable_since.elapsed() < Duration::from_secs(1) {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = count(&l.received);
-        if now != last {
-            last = now;
-            stable_since = Instant::now();
-        }
-    }
+    // Back-pressure: the relay stops reading well short of everything. Its listener waits for
+    // room in the full queue (`senders_waiting`), and with the collector down nothing makes
+    // room, so it reads nothing more until the collector comes.
+    wait_until("the listener waiting for room", DEADLINE, || {
+        count(&out.senders_waiting) >= 1
+    });
+    let last = count(&l.received);
     assert!(
         last < 20_000,
         "the relay kept reading while its queue was full"
@@ -527,11 +523,19 @@ fn t7_slow_collector_keeps_memory_bounded() {
     };
     let start_rss = rss();
     let mut peak = 0;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        peak = peak.max(rss());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Sampled while the collector takes its first 250 events: it reads a frame once it has a
+    // budget of 1 KiB, looked at every 20 ms, so at most one of these 450-byte frames per 20
+    // ms, and 250 take about 5 s. The window is the collector's progress, not a time; all along
+    // the relay is offered far more than it can pass on.
+    const WINDOW_EVENTS: usize = 250;
+    wait_until(
+        &format!("the collector to take {WINDOW_EVENTS} events"),
+        DEADLINE * 2,
+        || {
+            peak = peak.max(rss());
+            collector.count() >= WINDOW_EVENTS
+        },
+    );
     let received_bytes = count(&l.bytes);
     assert!(
         received_bytes < 50_000_000,

@@ -6,21 +6,25 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use sluice::listen::tail::DEFAULT_SCAN_INTERVAL;
+
 use crate::support::*;
 
-/// A sluice config: one tail listener with `keys`, its events written to `{dir}/out.log` in
-/// `format`, positions under `{dir}/state`.
+/// A sluice config: one tail listener `app` with `keys`, its events written to `{dir}/out.log`
+/// (output `out`) in `format`, positions under `{dir}/state`, metrics served.
 fn tail_config(dir: &Path, keys: &str, format: &str) -> String {
     format!(
         r#"
 [daemon]
 state_dir = "{d}/state"
+metrics_address = "127.0.0.1:0"
 
 [listen.app]
 kind = "tail"
@@ -39,13 +43,73 @@ to = ["out"]
     )
 }
 
-/// Starts sluice on `toml` (written to `dir/sluice.toml`) and waits until its first scan.
+/// Starts sluice on `toml` (written to `dir/sluice.toml`; it serves metrics) and waits until
+/// each of its tail listeners has done its first scan (`scans_total` at least 1).
 fn start(dir: &Path, toml: &str) -> Proc {
     let config = dir.join("sluice.toml");
     std::fs::write(&config, toml).unwrap();
-    let p = Proc::start(Some(&config), 0);
-    p.wait_log("first scan done");
+    let p = Proc::start(Some(&config), 1);
+    let metrics = p.addr("metrics");
+    wait_until("the first scan of every tail listener", DEADLINE, || {
+        let text = scrape_text(metrics);
+        let scans: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sluice_listener_scans_total{"))
+            .collect();
+        !scans.is_empty() && scans.iter().all(|l| !l.ends_with(" 0"))
+    });
     p
+}
+
+/// Listener `app`'s and output `out`'s counters on a sluice process's metrics endpoint, by
+/// the names it shows without the prefix: `scans_total`, `bytes_behind`, `received_total`, and
+/// `written_total` (the output's).
+fn endpoint_counters(metrics: SocketAddr) -> impl Fn(&str) -> u64 {
+    move |name| {
+        let series = match name {
+            "written_total" => r#"sluice_output_written_total{output="out"}"#.to_string(),
+            _ => format!("sluice_listener_{name}{{listener=\"app\"}}"),
+        };
+        scrape(metrics, &series)
+    }
+}
+
+/// [`endpoint_counters`] of an in-process daemon.
+fn daemon_counters(d: &TestDaemon) -> impl Fn(&str) -> u64 + '_ {
+    move |name| match name {
+        "written_total" => d.output_counter("out", "written"),
+        _ => {
+            let field = name.trim_end_matches("_total");
+            d.listener("app")
+                .snapshot()
+                .into_iter()
+                .find(|(n, _)| *n == field)
+                .unwrap_or_else(|| panic!("no listener counter {field}"))
+                .1
+        }
+    }
+}
+
+/// Waits until nothing more can come from listener `app` through output `out` unless a file
+/// is written again: the listener has completed two scans of its globs since the call (so one
+/// began after it, and every file the globs match now was looked at), its files hold nothing
+/// it has not read, and the output wrote every event the listener received. What a test then
+/// reads from the output is final, so "exactly once" means no copy comes late. The deadline
+/// allows for the two scans, `scan_interval` apart.
+fn wait_quiet(counter: impl Fn(&str) -> u64, scan_interval: Duration) {
+    let scans = counter("scans_total");
+    wait_until(
+        "the tail listener and its output to be quiet",
+        DEADLINE + 2 * scan_interval,
+        || {
+            // In this order: a scan is counted after its round's gauges are published, so the
+            // gauge read after the count rose covers that scan; the output's count is read
+            // after the listener's, so it cannot lag behind events received later.
+            counter("scans_total") >= scans + 2
+                && counter("bytes_behind") == 0
+                && counter("received_total") == counter("written_total")
+        },
+    );
 }
 
 /// The line a writer writes for number `i`.
@@ -113,6 +177,16 @@ fn open_fds(pid: u32, name: &str) -> Vec<String> {
         .map(|p| p.to_string_lossy().into_owned())
         .filter(|p| p.contains(name))
         .collect()
+}
+
+/// The offset saved for the file at `path` in a positions file (`DEV INODE OFFSET FP_LEN
+/// FP_CRC PATH` lines), if it holds one.
+fn saved_offset(positions: &Path, path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(positions).ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let fields: Vec<&str> = l.splitn(6, ' ').collect();
+        (fields.len() == 6 && Path::new(fields[5]) == path).then(|| fields[2].parse().unwrap())
+    })
 }
 
 /// Appends lines `from..to` to `path`, `batch` per open-write-close (as a program that opens
@@ -222,7 +296,11 @@ scan_interval = "500ms""#,
         open_fds(p.pid(), "new.log").is_empty()
     });
     assert_eq!(open_fds(p.pid(), "old.log").len(), 1);
-    std::thread::sleep(Duration::from_millis(100));
+    // Letting the deleted file go sends nothing more.
+    wait_quiet(
+        endpoint_counters(p.addr("metrics")),
+        Duration::from_millis(500),
+    );
     assert_eq!(json_lines(&dir.path().join("out.log")).len(), 3);
 }
 
@@ -281,7 +359,7 @@ fn java_and_python_traces_become_one_event_each() {
     let python = include_str!("data/tail_python_traceback.log");
     std::fs::write(logs.join("java.log"), java).unwrap();
     std::fs::write(logs.join("python.log"), python).unwrap();
-    let _p = start(
+    let p = start(
         dir.path(),
         &tail_config(
             dir.path(),
@@ -305,7 +383,16 @@ multiline = {{ start = '^\d{{4}}-\d{{2}}-\d{{2}} ', timeout = "300ms" }}"#,
     want.sort();
     // Control characters are escaped by the JSON writer as \n and \t; compare unescaped.
     assert_eq!(got, want);
-    std::thread::sleep(Duration::from_millis(500));
+    // No record is held for more lines either: the positions saved (up to the first byte of a
+    // record not yet handed on) are both files' ends.
+    let positions = dir.path().join("state/tail/app.positions");
+    wait_until("both files' ends saved as positions", DEADLINE, || {
+        ["java.log", "python.log"].iter().all(|name| {
+            saved_offset(&positions, &logs.join(name))
+                == std::fs::metadata(logs.join(name)).ok().map(|m| m.len())
+        })
+    });
+    wait_quiet(endpoint_counters(p.addr("metrics")), DEFAULT_SCAN_INTERVAL);
     assert_eq!(json_lines(&dir.path().join("out.log")).len(), want.len());
 }
 
@@ -320,7 +407,7 @@ fn logrotate_create_loses_and_doubles_nothing() {
     std::fs::create_dir(&logs).unwrap();
     let log = logs.join("app.log");
     std::fs::write(&log, "").unwrap();
-    let _p = start(
+    let p = start(
         dir.path(),
         &tail_config(
             dir.path(),
@@ -357,7 +444,7 @@ fn logrotate_create_loses_and_doubles_nothing() {
     writer.join().unwrap();
     let counts = wait_delivered(dir.path(), N, DEADLINE * 4);
     assert!(logs.join(format!("app.log.{ROTATIONS}")).exists());
-    std::thread::sleep(Duration::from_millis(500));
+    wait_quiet(endpoint_counters(p.addr("metrics")), Duration::from_secs(1));
     assert_exactly_once(&delivered(dir.path()), N);
     assert_eq!(counts.len(), N);
 }
@@ -375,7 +462,7 @@ fn logrotate_copytruncate_doubles_nothing_and_loses_only_at_the_truncate() {
     std::fs::create_dir(&logs).unwrap();
     let log = logs.join("app.log");
     std::fs::write(&log, "").unwrap();
-    let _p = start(
+    let p = start(
         dir.path(),
         &tail_config(
             dir.path(),
@@ -428,7 +515,7 @@ fn logrotate_copytruncate_doubles_nothing_and_loses_only_at_the_truncate() {
     wait_until("the last line delivered", DEADLINE * 4, || {
         delivered(dir.path()).contains_key(&last)
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_quiet(endpoint_counters(p.addr("metrics")), DEFAULT_SCAN_INTERVAL);
     let counts = delivered(dir.path());
     assert_eq!(duplicates(&counts), 0, "copytruncate doubled lines");
     let lost: Vec<usize> = (0..N).filter(|i| !counts.contains_key(i)).collect();
@@ -454,7 +541,7 @@ fn a_million_lines_over_twenty_rotations_lose_and_double_nothing() {
     std::fs::create_dir(&logs).unwrap();
     let log = logs.join("app.log");
     std::fs::write(&log, "").unwrap();
-    let _p = start(
+    let p = start(
         dir.path(),
         &tail_config(
             dir.path(),
@@ -486,7 +573,7 @@ fn a_million_lines_over_twenty_rotations_lose_and_double_nothing() {
         started.elapsed()
     );
     wait_delivered(dir.path(), N, DEADLINE * 8);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_quiet(endpoint_counters(p.addr("metrics")), DEFAULT_SCAN_INTERVAL);
     assert_exactly_once(&delivered(dir.path()), N);
 }
 
@@ -535,11 +622,11 @@ fn kill_9_mid_stream_loses_nothing_and_doubles_at_most_a_checkpoint_interval() {
     p.wait();
     let before = delivered(dir.path()).len();
     assert!(before < N, "the kill came after the end");
-    let _p = start(dir.path(), &toml);
+    let p = start(dir.path(), &toml);
     writer.join().unwrap();
     assert!(done.load(Ordering::Relaxed));
     wait_delivered(dir.path(), N, DEADLINE * 4);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_quiet(endpoint_counters(p.addr("metrics")), DEFAULT_SCAN_INTERVAL);
     let counts = delivered(dir.path());
     let doubled = duplicates(&counts);
     let line_bytes = seq_line(0).len() + 1;
@@ -658,7 +745,7 @@ to = ["out"]
     d.reload(&toml("after")).unwrap();
     append_reopening(&log, 1000, 2000, 100, Duration::ZERO);
     let counts = wait_delivered(d.dir.path(), 2000, DEADLINE);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_quiet(daemon_counters(&d), DEFAULT_SCAN_INTERVAL);
     assert_exactly_once(&delivered(d.dir.path()), 2000);
     assert_eq!(counts.len(), 2000);
     let out = std::fs::read_to_string(d.path("out.log")).unwrap();
@@ -718,10 +805,17 @@ to = ["o"]
     let metrics = p.addr("metrics");
     let behind = r#"sluice_listener_bytes_behind{listener="app"}"#;
     let received = r#"sluice_listener_received_total{listener="app"}"#;
-    wait_until("reading to start", DEADLINE, || {
-        scrape(metrics, received) > 0
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait for the jam rather than for time: the stdout pipe is full (the output's write to it
+    // blocks), and the listener waits for room in the output's full queue (`senders_waiting`).
+    // From here the output can take at most what its buffer holds before its next write blocks
+    // too, so the counts read now are what reading ahead would have raised.
+    let pipe = p.child.stdout.as_ref().unwrap();
+    let waiting = r#"sluice_output_senders_waiting{output="o"}"#;
+    wait_until(
+        "the pipe full and the listener waiting for room",
+        DEADLINE,
+        || pipe_full(pipe) && scrape(metrics, waiting) >= 1,
+    );
     let (got, left) = (scrape(metrics, received), scrape(metrics, behind));
     assert!(
         got < N as u64 / 10,
@@ -745,6 +839,28 @@ to = ["o"]
     wait_until("nothing behind", DEADLINE, || scrape(metrics, behind) == 0);
 }
 
+/// True when the pipe whose read end is `pipe` is full: it holds (`FIONREAD`) more than its
+/// size (`F_GETPIPE_SZ`) less a page. The kernel keeps a pipe's data in pages and a write that
+/// finds no free page blocks, so one writer's pipe is full with its last page partly used.
+fn pipe_full(pipe: &impl std::os::fd::AsRawFd) -> bool {
+    let fd = pipe.as_raw_fd();
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer; F_GETPIPE_SZ takes no argument.
+    let (ok, size) = unsafe {
+        (
+            libc::ioctl(fd, libc::FIONREAD, &mut unread),
+            libc::fcntl(fd, libc::F_GETPIPE_SZ),
+        )
+    };
+    assert!(
+        ok == 0 && size > 0,
+        "FIONREAD/F_GETPIPE_SZ on the pipe failed"
+    );
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as libc::c_int;
+    unread > size - page
+}
+
 /// `parse = "json"` keeps a JSON object line as an object in the JSON format, and flags a line
 /// that is not one; `parse = "syslog"` reads a line's own syslog fields.
 #[test]
@@ -766,6 +882,7 @@ fn json_and_syslog_lines_are_parsed_as_asked() {
         r#"
 [daemon]
 state_dir = "{d}/state"
+metrics_address = "127.0.0.1:0"
 
 [listen.json]
 kind = "tail"
@@ -839,6 +956,7 @@ fn each_event_names_its_file_in_structured_data() {
         r#"
 [daemon]
 state_dir = "{d}/state"
+metrics_address = "127.0.0.1:0"
 
 [listen.web]
 kind = "tail"
@@ -983,7 +1101,7 @@ to = ["out"]
         sample();
         delivered(dir.path()).len() >= n
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_quiet(endpoint_counters(metrics), Duration::from_millis(200));
     sample();
     let most = most_open.get();
     assert!(most <= 2, "{most} of the files open at once");

@@ -95,6 +95,23 @@ pub trait Sink: Send + 'static {
     }
 }
 
+/// One sender waiting for room, counted in a gauge for as long as it waits (also when its wait
+/// is given up: a cut at the shutdown deadline drops it).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a AtomicU64) -> Waiting<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The sending side of an output's queue. Cheap to clone; the output stops once every clone is
 /// dropped and the queue is drained.
 #[derive(Clone)]
@@ -144,12 +161,21 @@ impl OutputHandle {
             } else {
                 receipt.clone()
             };
-            match self.room.acquire_many(take as u32).await {
-                Ok(permit) => {
+            let permit = match self.room.try_acquire_many(take as u32) {
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    // Counted while it waits, so a test or an operator sees the jam.
+                    let _waiting = Waiting::new(&self.metrics.senders_waiting);
+                    self.room.acquire_many(take as u32).await.ok()
+                }
+                Ok(permit) => Some(permit),
+                Err(tokio::sync::TryAcquireError::Closed) => None,
+            };
+            match permit {
+                Some(permit) => {
                     permit.forget();
                     self.push(batch, share);
                 }
-                Err(_) => {
+                None => {
                     // The output has stopped: the events are lost, and the receipt says so.
                     self.count_dropped(batch.len());
                     if let Some(r) = share {
@@ -451,6 +477,7 @@ impl Receipts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Parsed;
     use std::sync::Mutex;
 
     /// Counts what it is handed, and whether it was closed.
@@ -534,5 +561,74 @@ mod tests {
         drop(running.handle);
         let _ = running.thread.join();
         assert_eq!(*seen.lock().unwrap_or_else(|e| e.into_inner()), (5, true));
+    }
+
+    fn batch(n: usize) -> Batch {
+        (0..n)
+            .map(|_| {
+                Arc::new(Event {
+                    raw: bytes::Bytes::from_static(b"<13>x"),
+                    received_at: chrono::Utc::now(),
+                    source: None,
+                    listener: "tcp".into(),
+                    truncated: false,
+                    tls_peer: None,
+                    parsed: Parsed::unparsed(b"<13>x"),
+                })
+            })
+            .collect()
+    }
+
+    /// A `block` handle with room for 2 events whose queue nobody reads.
+    fn handle() -> (OutputHandle, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel();
+        let queue = QueueConfig {
+            max_events: 2,
+            ..QueueConfig::default()
+        };
+        let room = Arc::new(Semaphore::new(queue.max_events));
+        let metrics = Arc::new(OutputMetrics::default());
+        (
+            OutputHandle {
+                tx,
+                room,
+                queue,
+                metrics,
+                wake: None,
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_room_is_counted_while_it_waits() {
+        let (h, _rx) = handle();
+        h.send(batch(2)).await;
+        assert_eq!(
+            metrics::get(&h.metrics.senders_waiting),
+            0,
+            "room was there"
+        );
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.send(batch(1)).await }
+        });
+        while metrics::get(&h.metrics.senders_waiting) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        h.room.add_permits(1);
+        waiter.await.unwrap();
+        assert_eq!(metrics::get(&h.metrics.senders_waiting), 0);
+        assert_eq!(metrics::get(&h.metrics.queued), 3);
+    }
+
+    #[tokio::test]
+    async fn a_wait_given_up_is_no_longer_counted() {
+        let (h, _rx) = handle();
+        h.send(batch(2)).await;
+        let cut = tokio::time::timeout(Duration::from_millis(10), h.send(batch(1))).await;
+        assert!(cut.is_err(), "there was no room");
+        assert_eq!(metrics::get(&h.metrics.senders_waiting), 0);
     }
 }

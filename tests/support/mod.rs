@@ -192,17 +192,25 @@ impl Drop for TestDaemon {
 
 /// A metric's value from the Prometheus endpoint at `addr` (`series` with its labels).
 pub fn scrape(addr: SocketAddr, series: &str) -> u64 {
+    let text = scrape_text(addr);
+    sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// The whole exposition the Prometheus endpoint at `addr` serves.
+pub fn scrape_text(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The value of the sample `series` (with its labels) in an exposition.
+pub fn sample(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+        .map(|v| v.trim().parse().unwrap())
 }
 
 /// A counter's value.

@@ -735,6 +735,8 @@ impl Follower {
             self.handed_on();
             self.save();
         }
+        self.publish_gauges();
+        metrics::add(&self.metrics.scans, 1);
         tracing::info!(listener = %self.name, files = self.files.len(), first_run = self.first_run, "first scan done");
         let mut next_scan = Instant::now() + self.settings.scan_interval;
         let mut next_save = Instant::now() + self.settings.checkpoint_interval;
@@ -746,7 +748,8 @@ impl Follower {
             let now = Instant::now();
             let read = self.read_round(dispatcher, now);
             self.poll_joiners(dispatcher, now);
-            if rescan || now >= next_scan {
+            let scanned = rescan || now >= next_scan;
+            if scanned {
                 self.scan(
                     false,
                     inotify.as_ref().map(|(_, i)| i),
@@ -763,6 +766,10 @@ impl Follower {
                 break;
             }
             self.handed_on();
+            if scanned {
+                // After `handed_on` published this round's gauges (see `scans`).
+                metrics::add(&self.metrics.scans, 1);
+            }
             if self.dirty && Instant::now() >= next_save {
                 self.save();
                 next_save = Instant::now() + self.settings.checkpoint_interval;
