@@ -376,15 +376,15 @@ fn run_sink(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if last_tick.elapsed() >= flush_interval {
-            sink.tick();
-            last_tick = Instant::now();
-            receipts.settle(&*sink, metrics);
-        }
+        tick_when_due(
+            &mut *sink,
+            &mut last_tick,
+            flush_interval,
+            &mut receipts,
+            metrics,
+        );
     }
-    sink.close();
-    receipts.settle(&*sink, metrics);
-    room.close();
+    close_sink(sink, receipts, &room, metrics);
 }
 
 /// [`run_sink`] for [`Wake::WhenQuarterFull`]: sleeps `poll` (or until a sender finds the queue
@@ -424,12 +424,40 @@ fn run_sink_polled(
         if gone {
             break;
         }
-        if last_tick.elapsed() >= flush_interval {
-            sink.tick();
-            last_tick = Instant::now();
-            receipts.settle(&*sink, metrics);
-        }
+        tick_when_due(
+            &mut *sink,
+            &mut last_tick,
+            flush_interval,
+            &mut receipts,
+            metrics,
+        );
     }
+    close_sink(sink, receipts, &room, metrics);
+}
+
+/// Ticks the sink once `flush_interval` has passed since its last tick, busy or not.
+fn tick_when_due(
+    sink: &mut dyn Sink,
+    last_tick: &mut Instant,
+    flush_interval: Duration,
+    receipts: &mut Receipts,
+    metrics: &OutputMetrics,
+) {
+    if last_tick.elapsed() >= flush_interval {
+        sink.tick();
+        *last_tick = Instant::now();
+        receipts.settle(sink, metrics);
+    }
+}
+
+/// The end of an output thread: the sink closes (flush + sync), the receipts left are answered,
+/// and senders still waiting for room are let go.
+fn close_sink(
+    mut sink: Box<dyn Sink>,
+    mut receipts: Receipts,
+    room: &Semaphore,
+    metrics: &OutputMetrics,
+) {
     sink.close();
     receipts.settle(&*sink, metrics);
     room.close();
