@@ -215,6 +215,23 @@ fn append_reopening(path: &Path, from: usize, to: usize, batch: usize, pause: Du
     }
 }
 
+/// `DIR/logs/app.log`, created empty: the directory and the file.
+fn empty_app_log(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let logs = dir.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("app.log");
+    std::fs::write(&log, "").unwrap();
+    (logs, log)
+}
+
+/// `DIR/logrotate.conf` rotating `log` with `directives`, one per line.
+fn logrotate_conf(dir: &Path, log: &Path, directives: &[&str]) -> std::path::PathBuf {
+    let conf = dir.join("logrotate.conf");
+    let body: String = directives.iter().map(|d| format!("    {d}\n")).collect();
+    std::fs::write(&conf, format!("{} {{\n{body}}}\n", log.display())).unwrap();
+    conf
+}
+
 fn logrotate(conf: &Path, state: &Path) {
     let out = Command::new(tools_root().join("usr/sbin/logrotate"))
         .arg("-f")
@@ -403,10 +420,7 @@ fn logrotate_create_loses_and_doubles_nothing() {
     const N: usize = 60_000;
     const ROTATIONS: usize = 5;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let log = logs.join("app.log");
-    std::fs::write(&log, "").unwrap();
+    let (logs, log) = empty_app_log(dir.path());
     let p = start(
         dir.path(),
         &tail_config(
@@ -415,15 +429,7 @@ fn logrotate_create_loses_and_doubles_nothing() {
             "raw",
         ),
     );
-    let conf = dir.path().join("logrotate.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "{} {{\n    create\n    rotate 30\n    missingok\n}}\n",
-            log.display()
-        ),
-    )
-    .unwrap();
+    let conf = logrotate_conf(dir.path(), &log, &["create", "rotate 30", "missingok"]);
     let written = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (log, written) = (log.clone(), written.clone());
@@ -458,10 +464,7 @@ fn logrotate_copytruncate_doubles_nothing_and_loses_only_at_the_truncate() {
     const N: usize = 60_000;
     const ROTATIONS: usize = 5;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let log = logs.join("app.log");
-    std::fs::write(&log, "").unwrap();
+    let (logs, log) = empty_app_log(dir.path());
     let p = start(
         dir.path(),
         &tail_config(
@@ -470,15 +473,17 @@ fn logrotate_copytruncate_doubles_nothing_and_loses_only_at_the_truncate() {
             "raw",
         ),
     );
-    let conf = dir.path().join("logrotate.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "{} {{\n    copytruncate\n    compress\n    delaycompress\n    rotate 30\n    missingok\n}}\n",
-            log.display()
-        ),
-    )
-    .unwrap();
+    let conf = logrotate_conf(
+        dir.path(),
+        &log,
+        &[
+            "copytruncate",
+            "compress",
+            "delaycompress",
+            "rotate 30",
+            "missingok",
+        ],
+    );
     let written = Arc::new(AtomicUsize::new(0));
     let writer = {
         let (log, written) = (log.clone(), written.clone());
@@ -537,10 +542,7 @@ fn a_million_lines_over_twenty_rotations_lose_and_double_nothing() {
     const N: usize = 1_000_000;
     const ROTATIONS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let log = logs.join("app.log");
-    std::fs::write(&log, "").unwrap();
+    let (logs, log) = empty_app_log(dir.path());
     let p = start(
         dir.path(),
         &tail_config(
@@ -585,10 +587,7 @@ fn kill_9_mid_stream_loses_nothing_and_doubles_at_most_a_checkpoint_interval() {
     const RATE_PER_S: usize = 10_000;
     const CHECKPOINT: Duration = Duration::from_millis(500);
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let log = logs.join("app.log");
-    std::fs::write(&log, "").unwrap();
+    let (_, log) = empty_app_log(dir.path());
     let toml = tail_config(
         dir.path(),
         &format!(
@@ -639,10 +638,7 @@ fn kill_9_mid_stream_loses_nothing_and_doubles_at_most_a_checkpoint_interval() {
 #[test]
 fn positions_survive_a_restart_and_a_corrupt_positions_file_is_set_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let log = logs.join("app.log");
-    std::fs::write(&log, "").unwrap();
+    let (logs, log) = empty_app_log(dir.path());
     let toml = tail_config(
         dir.path(),
         &format!("paths = [\"{}/*.log\"]", logs.display()),
