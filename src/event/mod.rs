@@ -368,6 +368,9 @@ pub struct Parsed {
     pub message: Span,
     /// False when MSG is not valid UTF-8 (it is kept as bytes and escaped on output).
     pub msg_utf8: bool,
+    /// True when MSG is known to hold no control character (below 0x20, or 0x7f), so a line
+    /// format copies it without looking; false when it holds one or nobody looked.
+    pub msg_plain: bool,
     /// Set when the frame did not parse cleanly.
     pub parse_error: Option<ParseError>,
     /// How the frame was read, beyond fields and faults.
@@ -391,6 +394,7 @@ impl Parsed {
             structured_data: StructuredData::default(),
             message: Span::new(len, len),
             msg_utf8: true,
+            msg_plain: false,
             parse_error: None,
             flags: ParseFlags::default(),
         }

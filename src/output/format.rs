@@ -157,18 +157,27 @@ fn write_tail_3164(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
         }
         out.extend_from_slice(b": ");
     }
-    esc(ev.message(), out);
+    write_msg(ev, out, esc);
+}
+
+/// MSG through `esc`, or copied when the parser found nothing in it to escape.
+fn write_msg(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
+    if ev.parsed.msg_plain {
+        out.extend_from_slice(ev.message());
+    } else {
+        esc(ev.message(), out);
+    }
 }
 
 /// Copies `bytes`, replacing control characters with `#ooo` (rsyslog's escaping), so one event
 /// is always one line.
 pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
-    if !has_control(bytes) {
+    if !crate::parse::scan_text(bytes).control {
         out.extend_from_slice(bytes);
         return;
     }
     let mut rest = bytes;
-    // Only lines that hold one get here (has_control is the fast pass), so bytewise is enough.
+    // Only lines that hold one get here (the scan is the fast pass), so bytewise is enough.
     while let Some(i) = rest.iter().position(|&b| is_control(b)) {
         out.extend_from_slice(&rest[..i]);
         let b = rest[i];
@@ -176,17 +185,6 @@ pub fn escape_line(bytes: &[u8], out: &mut Vec<u8>) {
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest);
-}
-
-/// Whether `bytes` holds a control character. Written without an early exit inside each block
-/// so the compiler turns it into SIMD compares: most lines have none, and this one pass is
-/// cheaper than finding where the first one is.
-fn has_control(bytes: &[u8]) -> bool {
-    bytes.chunks(64).any(|block| {
-        block
-            .iter()
-            .fold(false, |seen, &b| seen | (b < 0x20) | (b == 0x7f))
-    })
 }
 
 fn is_control(b: u8) -> bool {
@@ -255,7 +253,7 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
     }
     out.push(b' ');
     match style {
-        Style::File => escape_line(msg, out),
+        Style::File => write_msg(ev, out, escape_line),
         Style::Wire => {
             // A MSG that itself starts with a BOM keeps it behind a BOM the receiver strips.
             if msg.starts_with(BOM) {

@@ -31,7 +31,7 @@ use nom::error::ErrorKind;
 use crate::event::{Facility, ParseError, ParseErrorKind, Parsed, Severity, Span};
 use pri::Pri;
 use rfc3164::{Clock, When};
-pub(crate) use scan::{HOSTNAME, PID, PRINT, SD_NAME, TAG, find3};
+pub(crate) use scan::{HOSTNAME, PID, PRINT, SD_NAME, TAG, find3, scan_text};
 
 /// The zone that RFC 3164 stamps without an offset are read in: a listener's `timezone`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -225,7 +225,8 @@ pub(crate) fn two_digits(a: u8, b: u8) -> Option<u32> {
     Some(d(a)? * 10 + d(b)?)
 }
 
-/// Sets MSG to `frame[start..]` and records whether it is UTF-8; returns the decoding error.
+/// Sets MSG to `frame[start..]` and records whether it is UTF-8 and free of control characters;
+/// returns the decoding error.
 pub(crate) fn set_message(
     p: &mut Parsed,
     frame: &[u8],
@@ -233,18 +234,17 @@ pub(crate) fn set_message(
 ) -> Result<(), std::str::Utf8Error> {
     let start = start.min(frame.len());
     p.message = Span::new(start, frame.len());
-    let checked = check_utf8(frame.get(start..).unwrap_or_default());
+    let msg = frame.get(start..).unwrap_or_default();
+    let scan = scan_text(msg);
+    p.msg_plain = !scan.control;
+    // ASCII is UTF-8; the general check pays its setup on every short message.
+    let checked = if scan.ascii {
+        Ok(())
+    } else {
+        std::str::from_utf8(msg).map(|_| ())
+    };
     p.msg_utf8 = checked.is_ok();
     checked
-}
-
-/// Whether `bytes` are UTF-8, with a quick answer for ASCII (most syslog is): OR-ing the bytes
-/// vectorises, where the general check pays its setup on every short message.
-fn check_utf8(bytes: &[u8]) -> Result<(), std::str::Utf8Error> {
-    if bytes.iter().fold(0u8, |acc, &b| acc | b) < 0x80 {
-        return Ok(());
-    }
-    std::str::from_utf8(bytes).map(|_| ())
 }
 
 #[cfg(test)]

@@ -83,3 +83,86 @@ mod tests {
         assert_eq!(PRINT.run(b"aaaa", 2), 2);
     }
 }
+
+/// What one pass over MSG learns: whether it is ASCII, and whether it holds a control character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TextScan {
+    /// No byte above 0x7f: UTF-8 without decoding.
+    pub(crate) ascii: bool,
+    /// A byte below 0x20, or 0x7f: what a line format escapes.
+    pub(crate) control: bool,
+}
+
+/// Scans `bytes` eight at a time, as one `u64` each: most messages are printable ASCII, and one
+/// pass here spares each line output its own scan (issue 18). Written as word arithmetic because
+/// the compiler did not vectorise the bytewise forms for the baseline x86-64 target (2.6 to 4.7
+/// instructions per byte under callgrind, against 1.2 here).
+pub(crate) fn scan_text(bytes: &[u8]) -> TextScan {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    // High bit set in a byte that is zero (exact for the lowest; a borrow can only flag a byte
+    // above one that is flagged already, which is enough to say "any").
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v;
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    let (mut or, mut control) = (0u64, 0u64);
+    for w in words {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        or |= w;
+        // Below 0x20 (bytes from 0x80 up never set it: their own high bit is clear in !w),
+        // or 0x7f.
+        control |= (w.wrapping_sub(ONES * 0x20) & !w) | zero_in(w ^ (ONES * 0x7f));
+    }
+    let (mut ascii, mut has_control) = (or & HIGHS == 0, control & HIGHS != 0);
+    for &b in tail {
+        ascii &= b < 0x80;
+        has_control |= b < 0x20 || b == 0x7f;
+    }
+    TextScan {
+        ascii,
+        control: has_control,
+    }
+}
+
+#[cfg(test)]
+mod text_scan_tests {
+    use super::*;
+
+    #[test]
+    fn every_control_byte_is_found_at_every_place() {
+        for len in 1..40 {
+            for at in 0..len {
+                for b in (0u8..0x20).chain([0x7f]) {
+                    let mut text = vec![b'a'; len];
+                    text[at] = b;
+                    assert!(scan_text(&text).control, "{b:#x} at {at} of {len}");
+                }
+                let mut text = vec![b'a'; len];
+                text[at] = 0xc3;
+                let s = scan_text(&text);
+                assert!(!s.ascii && !s.control, "0xc3 at {at} of {len}");
+            }
+        }
+        let printable: Vec<u8> = (0x20u8..0x7f).chain(0x80..=0xff).collect();
+        assert!(!scan_text(&printable).control);
+        assert!(scan_text(&printable[..95]).ascii);
+        assert_eq!(
+            scan_text(b""),
+            TextScan {
+                ascii: true,
+                control: false
+            }
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scan_text_agrees_with_a_byte_loop(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..100)) {
+            let want = TextScan {
+                ascii: bytes.iter().all(|&b| b < 0x80),
+                control: bytes.iter().any(|&b| b < 0x20 || b == 0x7f),
+            };
+            proptest::prop_assert_eq!(scan_text(&bytes), want);
+        }
+    }
+}

@@ -28,25 +28,29 @@ const IDENTITY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Io {
     /// Formats `run` into `e`'s buffer, writing it out whenever it fills; counts the run as
-    /// dropped if `max_files_per_day` refused the file.
+    /// dropped if `max_files_per_day` refused the file. Returns the bytes formatted.
     pub(super) fn buffer_lines(
         &mut self,
         path: &Path,
         e: &mut Entry,
         run: &[Arc<Event>],
         format: Format,
-    ) {
+    ) -> usize {
         if e.refused {
             metrics::add(&self.metrics.dropped_file_limit, run.len() as u64);
-            return;
+            return 0;
         }
+        let mut formatted = 0;
         for ev in run {
+            let before = e.buf.len();
             format.write_line(ev, &mut e.buf);
+            formatted += e.buf.len() - before;
             e.buffered_events += 1;
             if e.buf.len() >= FILE_BUFFER_BYTES {
                 self.write_out(path, e);
             }
         }
+        formatted
     }
 
     /// Writes the entry's buffer, opening, checking and rotating the file as needed. On failure

@@ -74,6 +74,7 @@ pub fn parse(
         Ok((msg, true)) => {
             p.message = Span::new(msg, frame.len());
             p.msg_utf8 = true;
+            p.msg_plain = !crate::parse::scan_text(&frame[msg.min(frame.len())..]).control;
         }
         // MSG-ANY: any bytes; `msg_utf8` says whether they happen to be UTF-8.
         Ok((msg, false)) => {
