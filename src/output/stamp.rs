@@ -22,32 +22,38 @@ fn civil(t: NaiveDateTime, nanos: u32) -> Option<NaiveDateTime> {
 }
 
 fn push2(out: &mut Vec<u8>, n: u32) {
-    out.extend_from_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
+    out.extend_from_slice(&two(n));
 }
 
-fn push4(out: &mut Vec<u8>, n: u32) {
-    push2(out, n / 100);
-    push2(out, n % 100);
+/// `n` (< 100) as two digits.
+fn two(n: u32) -> [u8; 2] {
+    [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+}
+
+// Stamps are built in a fixed-size array and appended at once: one capacity check instead of
+// one per byte (a stamp per line, and on a mixed stream no two alike in a row).
+
+/// `HH:MM:SS`.
+fn clock(t: NaiveDateTime) -> [u8; 8] {
+    let secs = t.num_seconds_from_midnight();
+    let (h, m, s) = (two(secs / 3600), two(secs / 60 % 60), two(secs % 60));
+    [h[0], h[1], b':', m[0], m[1], b':', s[0], s[1]]
 }
 
 /// `YYYY-MM-DDTHH:MM:SS`.
 fn push_iso_seconds(out: &mut Vec<u8>, t: NaiveDateTime) {
-    push4(out, t.year() as u32);
-    out.push(b'-');
-    push2(out, t.month());
-    out.push(b'-');
-    push2(out, t.day());
-    out.push(b'T');
-    push_clock(out, t);
-}
-
-/// `HH:MM:SS`.
-fn push_clock(out: &mut Vec<u8>, t: NaiveDateTime) {
-    push2(out, t.hour());
-    out.push(b':');
-    push2(out, t.minute());
-    out.push(b':');
-    push2(out, t.second());
+    let year = t.year() as u32;
+    let (y1, y2, mo, d) = (
+        two(year / 100),
+        two(year % 100),
+        two(t.month()),
+        two(t.day()),
+    );
+    let c = clock(t);
+    out.extend_from_slice(&[
+        y1[0], y1[1], y2[0], y2[1], b'-', mo[0], mo[1], b'-', d[0], d[1], b'T', c[0], c[1], c[2],
+        c[3], c[4], c[5], c[6], c[7],
+    ]);
 }
 
 /// `.` and the first `digits` digits of `nanos` (< 1e9).
@@ -80,17 +86,31 @@ pub fn write_bsd(out: &mut Vec<u8>, t: DateTime<FixedOffset>) {
     let Some(c) = civil(t.naive_local(), t.nanosecond()) else {
         return chrono_format(out, t.format("%b %e %H:%M:%S"));
     };
-    out.extend_from_slice(MONTHS[c.month0() as usize]);
-    out.push(b' ');
+    let [m1, m2, m3] = *MONTHS[c.month0() as usize];
     let day = c.day();
-    out.push(if day < 10 {
+    let d1 = if day < 10 {
         b' '
     } else {
         b'0' + (day / 10) as u8
-    });
-    out.push(b'0' + (day % 10) as u8);
-    out.push(b' ');
-    push_clock(out, c);
+    };
+    let k = clock(c);
+    out.extend_from_slice(&[
+        m1,
+        m2,
+        m3,
+        b' ',
+        d1,
+        b'0' + (day % 10) as u8,
+        b' ',
+        k[0],
+        k[1],
+        k[2],
+        k[3],
+        k[4],
+        k[5],
+        k[6],
+        k[7],
+    ]);
 }
 
 /// `%Y-%m-%dT%H:%M:%S%.6f%:z` (rsyslog's RSYSLOG_FileFormat): `2026-12-04T21:53:07.000123+01:00`.

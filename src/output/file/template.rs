@@ -149,6 +149,12 @@ impl PathTemplate {
                 Part::Literal(s) => out.push_str(s),
                 Part::Field(f) => match f {
                     Field::Hostname => {
+                        // The usual case in one pass over the bytes, without a UTF-8 check.
+                        if let Some(h) = ev.span_bytes(ev.parsed.hostname)
+                            && push_plain(h, out)
+                        {
+                            continue;
+                        }
                         let fallback;
                         let host = match (ev.hostname(), ev.source) {
                             (Some(h), _) => h,
@@ -161,6 +167,11 @@ impl PathTemplate {
                         sanitized |= push_sanitized(host, out);
                     }
                     Field::AppName => {
+                        if let Some(a) = ev.span_bytes(ev.parsed.app_name)
+                            && push_plain(a, out)
+                        {
+                            continue;
+                        }
                         sanitized |= push_sanitized(ev.app_name().unwrap_or("-"), out);
                     }
                     Field::Facility => out.push_str(ev.facility().name()),
@@ -181,19 +192,45 @@ impl PathTemplate {
     }
 }
 
+/// Bytes a path component keeps as they are: printable ASCII and space, but `/` and `\\`.
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        table[b] = b != b'/' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
+/// Appends `value` when it is a component with nothing to replace, as host and program names
+/// almost always are; returns false (and appends nothing) otherwise.
+fn push_plain(value: &[u8], out: &mut String) -> bool {
+    if value.is_empty()
+        || value == b"."
+        || value == b".."
+        || !value.iter().all(|&b| PLAIN[usize::from(b)])
+    {
+        return false;
+    }
+    // ASCII, as the table has it: the check cannot fail, and is quick on ASCII.
+    match std::str::from_utf8(value) {
+        Ok(text) => {
+            out.push_str(text);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Appends `value` as one safe path component; returns true if anything was changed.
 fn push_sanitized(value: &str, out: &mut String) -> bool {
+    if push_plain(value.as_bytes(), out) {
+        return false;
+    }
     if value.is_empty() || value == "." || value == ".." {
         out.push('_');
         return true;
-    }
-    // Host and program names are almost always plain ASCII with nothing to replace.
-    if value
-        .bytes()
-        .all(|b| b.is_ascii() && !b.is_ascii_control() && b != b'/' && b != b'\\')
-    {
-        out.push_str(value);
-        return false;
     }
     let mut changed = false;
     for c in value.chars() {
