@@ -621,6 +621,11 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // A refused SASL authentication (the broker's reason is in `reason`): the operator's
+        // to fix, so counted apart from the retries it causes.
+        if let KafkaError::Global(RDKafkaErrorCode::Authentication) = error {
+            metrics::add(&self.0.metrics.auth_failures, 1);
+        }
         if let Some(suppressed) = self.0.log_allowed() {
             tracing::warn!(output = %self.0.name, suppressed, "librdkafka: {error}: {reason}");
         }
