@@ -1917,3 +1917,79 @@ fn kafka_sasl_plain_against_a_front_answering_like_kafka() {
     assert!(!out.status.success(), "a wrong password read the topic");
     front.assert_no_protocol_errors();
 }
+
+#[test]
+fn kafka_batch_the_broker_refuses_as_too_large_is_split_and_only_the_big_message_dead_lettered() {
+    // The broker (the front, as Kafka with message.max.bytes = 20000) refuses any record
+    // batch over 20000 bytes with MESSAGE_TOO_LARGE, for the whole batch. sluice's batches
+    // start far larger (2000 messages of about 300 bytes, no compression): the innocent
+    // messages are sent again in smaller batches until they are stored, and only the two
+    // messages too large alone go to the dead-letter file.
+    const N: usize = 3_000;
+    const BIG: [usize; 2] = [777, 2_222];
+    let (broker, front) = broker_behind_front(FrontRules {
+        max_batch_bytes: Some(20_000),
+        ..FrontRules::default()
+    });
+    let state = tempfile::tempdir().unwrap();
+    let text = config(
+        &front.address(),
+        "dead_letter = \"refused\"",
+        state.path().to_str().unwrap(),
+    )
+    .replace(
+        "[[route]]",
+        "[output.refused]\nkind = \"file\"\npath = \"{dir}/refused.log\"\nformat = \"rfc5424\"\n\n[[route]]",
+    );
+    let d = TestDaemon::start(&text);
+    send_lines_to(
+        d.addr("tcp"),
+        (0..N).map(|i| {
+            let line = host_line(i);
+            if BIG.contains(&i) {
+                format!("{line} {}", "x".repeat(30_000))
+            } else {
+                line
+            }
+        }),
+    );
+    let started = Instant::now();
+    wait_until("every message produced or refused", DELIVERY, || {
+        counter(&d, "written") + counter(&d, "rejected") >= N as u64
+    });
+    eprintln!("{N} produced or refused in {:?}", started.elapsed());
+    assert_eq!(counter(&d, "rejected"), 2);
+    assert_eq!(counter(&d, "dead_lettered"), 2);
+    assert_eq!(counter(&d, "written"), (N - 2) as u64);
+    assert_eq!(counter(&d, "retries"), 0, "the split needs no retry");
+    assert!(
+        front.count(|s| &s.refused_with_others) >= 1,
+        "innocent messages were in refused batches"
+    );
+    // Each big message was refused alone at least once (it may also have been alone in its
+    // partition's batch in a round of several).
+    assert!(front.count(|s| &s.refused_alone) >= 2);
+    let refused = wait_lines(&d.dir.path().join("refused.log"), 2);
+    for (line, i) in refused.iter().zip(BIG) {
+        assert!(line.contains(&format!("msgnum:{i:08}")), "{line}");
+        assert!(line.contains("MessageSizeTooLarge"), "the reason: {line}");
+    }
+    // Every other message once, each host's in order.
+    let consumed = broker.consume_with("syslog", &front.address(), "{}");
+    assert!(consumed.iter().all(|c| !BIG.contains(&c.msgnum())));
+    assert_eq!(consumed.len(), N - 2, "each message once");
+    let mut seen = vec![false; N];
+    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
+    sorted.sort_by_key(|c| (c.partition, c.offset));
+    for c in sorted {
+        let i = c.msgnum();
+        assert!(!seen[i], "msgnum {i} twice");
+        seen[i] = true;
+        if let Some(&prev) = last.get(c.key.as_str()) {
+            assert!(prev < i, "{}: {i} after {prev}", c.key);
+        }
+        last.insert(c.key.as_str(), i);
+    }
+    front.assert_no_protocol_errors();
+}
