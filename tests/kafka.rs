@@ -938,6 +938,8 @@ struct FrontStats {
     /// SASL authentications that passed, and that were refused.
     authenticated: AtomicU64,
     auth_refused: AtomicU64,
+    /// SaslHandshake requests for a mechanism other than PLAIN.
+    mechanisms_refused: AtomicU64,
     /// PLAIN tokens that came bare, after a v0 handshake (the others in SaslAuthenticate).
     bare_tokens: AtomicU64,
     /// Record batches refused as too large, by how many records they held: one, or more.
@@ -1293,6 +1295,7 @@ async fn front_authenticate(
                 out.extend_from_slice(b"PLAIN");
                 write_frame(cw, &out).await?;
                 if !ok {
+                    stats.mechanisms_refused.fetch_add(1, Ordering::Relaxed);
                     return Ok(false);
                 }
                 break h.version == 0;
@@ -1836,6 +1839,25 @@ fn kafka_sasl_plain_against_a_front_answering_like_kafka() {
         0,
         "librdkafka authenticates with SaslAuthenticate requests"
     );
+    drop(d);
+
+    // A mechanism the broker does not offer: UNSUPPORTED_SASL_MECHANISM, nothing delivered,
+    // counted as a refused authentication.
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(
+        &config(
+            &front.address(),
+            &sasl(&good).replace("\"plain\"", "\"scram-sha-256\""),
+            state.path().to_str().unwrap(),
+        )
+        .replace("timeout = \"5s\"", "timeout = \"2s\""),
+    );
+    send(&d, N..N + 10);
+    wait_until("a refused mechanism counted", DELIVERY, || {
+        counter(&d, "auth_failures") >= 1 && counter(&d, "retries") >= 1
+    });
+    assert_eq!(counter(&d, "written"), 0);
+    assert!(front.count(|s| &s.mechanisms_refused) >= 1);
     drop(d);
 
     // A wrong password, in a sluice process an operator watches: nothing is delivered, the
