@@ -897,8 +897,10 @@ impl KafkaTransport {
         let suspects: Vec<usize> = (0..outcomes.len())
             .filter(|&i| matches!(outcomes[i], Some(Delivery::TooLarge(_))))
             .collect();
-        tracing::info!(output = %self.name, messages = suspects.len(),
-            "the broker refused batches as too large; sending their messages again in smaller batches");
+        if let Some(suppressed) = self.reports.log_allowed() {
+            tracing::info!(output = %self.name, messages = suspects.len(), suppressed,
+                "the broker refused batches as too large; sending their messages again in smaller batches");
+        }
         let mut largest_clean = 0;
         let mut smallest = outcomes.len();
         self.settle(
