@@ -148,6 +148,9 @@ counters!(
         queue_depth,
         /// Connections (re)established to a collector or server.
         reconnects,
+        /// Authentications the server refused (`kafka` outputs: a SASL mechanism, user or
+        /// password the broker does not take), each refused connection counted once.
+        auth_failures,
         /// Delivery attempts that failed and will be retried after a backoff (outputs with a
         /// backlog).
         retries,

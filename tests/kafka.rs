@@ -852,15 +852,7 @@ impl TlsFront {
             .with_single_cert(certs, key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (runtime, listener, port) = front_runtime();
         let handshakes: Arc<(AtomicU64, AtomicU64)> = Arc::default();
         let counts = handshakes.clone();
         runtime.spawn(async move {
@@ -900,6 +892,757 @@ impl TlsFront {
             _runtime: runtime,
         }
     }
+}
+
+/// A single-threaded runtime and a loopback listener on it, for the test fronts.
+fn front_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener, u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (runtime, listener, port)
+}
+
+/// Kafka API keys the [`KafkaFront`] looks at.
+const API_PRODUCE: i16 = 0;
+const API_SASL_HANDSHAKE: i16 = 17;
+const API_VERSIONS: i16 = 18;
+const API_SASL_AUTHENTICATE: i16 = 36;
+/// Kafka error codes the front answers with.
+const MESSAGE_TOO_LARGE: i16 = 10;
+const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+const SASL_AUTHENTICATION_FAILED: i16 = 58;
+/// The highest Produce version the front lets clients use (it caps the broker's in the
+/// ApiVersions response it relays): v3 to v8 share one non-flexible layout, so its Produce
+/// codec stays small. librdkafka's idempotent producer needs v3 or later.
+const FRONT_PRODUCE_MAX_VERSION: i16 = 8;
+
+/// What a [`KafkaFront`] does beyond relaying.
+#[derive(Clone, Default)]
+struct FrontRules {
+    /// SASL PLAIN user and password every connection must authenticate with first.
+    plain: Option<(String, String)>,
+    /// Kafka's `message.max.bytes`: a Produce request's record batch larger than this is
+    /// refused for its partition with MESSAGE_TOO_LARGE, as a Kafka broker does.
+    max_batch_bytes: Option<usize>,
+}
+
+/// What a [`KafkaFront`] saw.
+#[derive(Default)]
+struct FrontStats {
+    /// SASL authentications that passed, and that were refused.
+    authenticated: AtomicU64,
+    auth_refused: AtomicU64,
+    /// SaslHandshake requests for a mechanism other than PLAIN.
+    mechanisms_refused: AtomicU64,
+    /// PLAIN tokens that came bare, after a v0 handshake (the others in SaslAuthenticate).
+    bare_tokens: AtomicU64,
+    /// Record batches refused as too large, by how many records they held: one, or more.
+    refused_alone: AtomicU64,
+    refused_with_others: AtomicU64,
+    /// Bytes the front could not take as the Kafka protocol (the test fails on any).
+    protocol_errors: std::sync::Mutex<Vec<String>>,
+}
+
+/// A Kafka-protocol front for a tansu broker doing what a Kafka broker does and tansu 0.6
+/// does not: SASL PLAIN (tansu offers SCRAM and OAUTHBEARER only) and `message.max.bytes`.
+/// It reads the Kafka protocol's frames (a big-endian `i32` length, then the request) and
+/// answers the SASL exchange itself, as Kafka's SaslServerAuthenticator does:
+/// - ApiVersions goes to the broker; the front makes sure the answer lists SaslHandshake and
+///   SaslAuthenticate (tansu's does) and, when it refuses batches, caps Produce at v8;
+/// - SaslHandshake v0 or v1 is answered with the mechanisms (`PLAIN`), or
+///   UNSUPPORTED_SASL_MECHANISM (33) and the connection closed;
+/// - after a v1 handshake, SaslAuthenticate v0 to v2 (flexible from v2) carries the PLAIN
+///   token `authzid \0 user \0 password`; a wrong one is answered SASL_AUTHENTICATION_FAILED
+///   (58) with Kafka's message, and the connection closed. After a v0 handshake the token
+///   comes bare (a length and the bytes: kafka-python does this), answered with an empty
+///   frame, or the connection closed;
+/// - anything else before authentication closes the connection.
+///
+/// Then requests go to the broker and its answers back, in order; a Produce request whose
+/// batch for a partition is over `max_batch_bytes` has that partition answered
+/// MESSAGE_TOO_LARGE by the front, the others produced by the broker.
+struct KafkaFront {
+    port: u16,
+    stats: Arc<FrontStats>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl KafkaFront {
+    fn start(upstream: u16, rules: FrontRules) -> KafkaFront {
+        let (runtime, listener, port) = front_runtime();
+        let stats: Arc<FrontStats> = Arc::default();
+        let (rules, st) = (Arc::new(rules), stats.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (rules, st) = (rules.clone(), st.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = front_connection(tcp, upstream, &rules, &st).await
+                        && e.kind() == std::io::ErrorKind::InvalidData
+                    {
+                        st.protocol_errors.lock().unwrap().push(e.to_string());
+                    }
+                });
+            }
+        });
+        KafkaFront {
+            port,
+            stats,
+            _runtime: runtime,
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn count(&self, c: impl Fn(&FrontStats) -> &AtomicU64) -> u64 {
+        c(&self.stats).load(Ordering::Relaxed)
+    }
+
+    /// Panics with what the front could not parse, if anything.
+    fn assert_no_protocol_errors(&self) {
+        let e = self.stats.protocol_errors.lock().unwrap();
+        assert!(
+            e.is_empty(),
+            "the front met bytes it could not parse: {e:?}"
+        );
+    }
+}
+
+fn bad_data(why: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why.into())
+}
+
+/// A reader over a Kafka protocol message: big-endian integers, `i16`-length strings,
+/// `i32`-length bytes, and the flexible versions' unsigned varints and compact forms.
+struct Rd<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Rd<'a> {
+    fn new(b: &'a [u8]) -> Rd<'a> {
+        Rd { b, at: 0 }
+    }
+    fn take(&mut self, n: usize) -> std::io::Result<&'a [u8]> {
+        let s = self
+            .b
+            .get(self.at..self.at + n)
+            .ok_or_else(|| bad_data(format!("short message: {n} bytes wanted at {}", self.at)))?;
+        self.at += n;
+        Ok(s)
+    }
+    fn i16(&mut self) -> std::io::Result<i16> {
+        Ok(i16::from_be_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn i32(&mut self) -> std::io::Result<i32> {
+        Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn i64(&mut self) -> std::io::Result<i64> {
+        Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn uvarint(&mut self) -> std::io::Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(bad_data("varint too long"))
+    }
+    /// A nullable `i16`-length string.
+    fn string(&mut self) -> std::io::Result<Option<&'a [u8]>> {
+        match self.i16()? {
+            -1 => Ok(None),
+            n if n < 0 => Err(bad_data(format!("string length {n}"))),
+            n => Ok(Some(self.take(n as usize)?)),
+        }
+    }
+    /// Nullable `i32`-length bytes.
+    fn bytes(&mut self) -> std::io::Result<Option<&'a [u8]>> {
+        match self.i32()? {
+            -1 => Ok(None),
+            n if n < 0 => Err(bad_data(format!("bytes length {n}"))),
+            n => Ok(Some(self.take(n as usize)?)),
+        }
+    }
+    /// Compact (flexible) nullable bytes: varint length plus one, 0 for null.
+    fn compact_bytes(&mut self) -> std::io::Result<Option<&'a [u8]>> {
+        match self.uvarint()? {
+            0 => Ok(None),
+            n => Ok(Some(self.take(n as usize - 1)?)),
+        }
+    }
+    /// Skips a flexible version's tagged fields.
+    fn skip_tags(&mut self) -> std::io::Result<()> {
+        for _ in 0..self.uvarint()? {
+            self.uvarint()?;
+            let n = self.uvarint()? as usize;
+            self.take(n)?;
+        }
+        Ok(())
+    }
+    fn rest(&self) -> &'a [u8] {
+        &self.b[self.at..]
+    }
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A request's header: key, version, correlation id, and where its body starts.
+struct RequestHeader {
+    api_key: i16,
+    version: i16,
+    correlation: i32,
+    body: usize,
+}
+
+/// Whether `api_key` at `version` uses the flexible encoding (request header v2, response
+/// header v1), for the APIs the front reads.
+fn flexible(api_key: i16, version: i16) -> bool {
+    match api_key {
+        API_PRODUCE => version >= 9,
+        API_SASL_HANDSHAKE => false,
+        API_VERSIONS => version >= 3,
+        API_SASL_AUTHENTICATE => version >= 2,
+        _ => false,
+    }
+}
+
+impl RequestHeader {
+    /// Parses a request header v1 (key, version, correlation id, nullable client id) or, for
+    /// the flexible versions of the APIs the front reads, v2 (then tagged fields).
+    fn parse(frame: &[u8]) -> std::io::Result<RequestHeader> {
+        let mut r = Rd::new(frame);
+        let (api_key, version, correlation) = (r.i16()?, r.i16()?, r.i32()?);
+        r.string()?;
+        if flexible(api_key, version) {
+            r.skip_tags()?;
+        }
+        Ok(RequestHeader {
+            api_key,
+            version,
+            correlation,
+            body: r.at,
+        })
+    }
+
+    /// A response's header: the correlation id, and for flexible responses (but ApiVersions,
+    /// whose response header is always v0) no tagged fields.
+    fn response(&self) -> Vec<u8> {
+        let mut out = self.correlation.to_be_bytes().to_vec();
+        if self.api_key != API_VERSIONS && flexible(self.api_key, self.version) {
+            out.push(0);
+        }
+        out
+    }
+}
+
+async fn read_frame(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let n = r.read_i32().await?;
+    if !(0..=64 << 20).contains(&n) {
+        return Err(bad_data(format!("frame length {n}")));
+    }
+    let mut b = vec![0; n as usize];
+    r.read_exact(&mut b).await?;
+    Ok(b)
+}
+
+async fn write_frame(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    frame: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut b = Vec::with_capacity(frame.len() + 4);
+    b.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+    b.extend_from_slice(frame);
+    w.write_all(&b).await
+}
+
+/// Kafka's PlainSaslServer on a token `authzid \0 user \0 password`: `Err` holds its message.
+fn check_plain(token: &[u8], user: &str, password: &str) -> Result<(), String> {
+    let parts: Vec<&[u8]> = token.split(|&b| b == 0).collect();
+    if parts.len() != 3 {
+        return Err(format!(
+            "Invalid SASL/PLAIN response: expected 3 tokens, got {}",
+            parts.len()
+        ));
+    }
+    let (authzid, authcid, passwd) = (parts[0], parts[1], parts[2]);
+    if authcid.is_empty() {
+        return Err("Authentication failed: username not specified".into());
+    }
+    if passwd.is_empty() {
+        return Err("Authentication failed: password not specified".into());
+    }
+    if !authzid.is_empty() && authzid != authcid {
+        return Err(
+            "Authentication failed: Client requested an authorization id that is different from username"
+                .into(),
+        );
+    }
+    if authcid != user.as_bytes() || passwd != password.as_bytes() {
+        return Err("Authentication failed: Invalid username or password".into());
+    }
+    Ok(())
+}
+
+/// The broker's ApiVersions response (to a request of `version`), with SaslHandshake and
+/// SaslAuthenticate listed if the broker left them out, and Produce capped at `produce_max`.
+fn patch_api_versions(
+    response: &[u8],
+    version: i16,
+    produce_max: Option<i16>,
+) -> std::io::Result<Vec<u8>> {
+    let mut r = Rd::new(response);
+    let correlation = r.i32()?;
+    let error = r.i16()?;
+    if error != 0 {
+        // UNSUPPORTED_VERSION and the like: the client tries again.
+        return Ok(response.to_vec());
+    }
+    let flex = version >= 3;
+    let count = if flex {
+        (r.uvarint()? as usize).saturating_sub(1)
+    } else {
+        r.i32()?.max(0) as usize
+    };
+    let mut apis = Vec::with_capacity(count + 2);
+    for _ in 0..count {
+        let (key, min, max) = (r.i16()?, r.i16()?, r.i16()?);
+        if flex {
+            r.skip_tags()?;
+        }
+        apis.push((key, min, max));
+    }
+    for (key, min, max) in [(API_SASL_HANDSHAKE, 0, 1), (API_SASL_AUTHENTICATE, 0, 2)] {
+        if !apis.iter().any(|a| a.0 == key) {
+            apis.push((key, min, max));
+        }
+    }
+    if let Some(cap) = produce_max {
+        for a in apis.iter_mut().filter(|a| a.0 == API_PRODUCE) {
+            a.2 = a.2.min(cap);
+        }
+    }
+    let mut out = correlation.to_be_bytes().to_vec();
+    out.extend_from_slice(&error.to_be_bytes());
+    if flex {
+        put_uvarint(&mut out, apis.len() as u64 + 1);
+    } else {
+        out.extend_from_slice(&(apis.len() as i32).to_be_bytes());
+    }
+    for (key, min, max) in apis {
+        out.extend_from_slice(&key.to_be_bytes());
+        out.extend_from_slice(&min.to_be_bytes());
+        out.extend_from_slice(&max.to_be_bytes());
+        if flex {
+            out.push(0);
+        }
+    }
+    // Throttle time and the top-level tagged fields, as the broker sent them.
+    out.extend_from_slice(r.rest());
+    Ok(out)
+}
+
+/// The SASL exchange of one connection, answered by the front. `Ok(true)`: authenticated;
+/// `Ok(false)`: refused (the connection is to be closed, as Kafka does).
+async fn front_authenticate(
+    cr: &mut tokio::net::tcp::OwnedReadHalf,
+    cw: &mut tokio::net::tcp::OwnedWriteHalf,
+    upstream: &mut tokio::net::TcpStream,
+    rules: &FrontRules,
+    stats: &FrontStats,
+) -> std::io::Result<bool> {
+    let (user, password) = rules.plain.as_ref().expect("called with PLAIN");
+    let produce_max = rules.max_batch_bytes.map(|_| FRONT_PRODUCE_MAX_VERSION);
+    // Whether the handshake was v0: the token then comes bare.
+    let bare = loop {
+        let frame = read_frame(cr).await?;
+        let h = RequestHeader::parse(&frame)?;
+        match h.api_key {
+            API_VERSIONS => {
+                write_frame(upstream, &frame).await?;
+                let answer = read_frame(upstream).await?;
+                write_frame(cw, &patch_api_versions(&answer, h.version, produce_max)?).await?;
+            }
+            API_SASL_HANDSHAKE if h.version <= 1 => {
+                let mechanism = Rd::new(&frame[h.body..]).string()?.unwrap_or_default();
+                let ok = mechanism == b"PLAIN";
+                let mut out = h.response();
+                let code = if ok { 0 } else { UNSUPPORTED_SASL_MECHANISM };
+                out.extend_from_slice(&code.to_be_bytes());
+                out.extend_from_slice(&1i32.to_be_bytes());
+                out.extend_from_slice(&5i16.to_be_bytes());
+                out.extend_from_slice(b"PLAIN");
+                write_frame(cw, &out).await?;
+                if !ok {
+                    stats.mechanisms_refused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(false);
+                }
+                break h.version == 0;
+            }
+            // Kafka closes a connection that sends anything else before authenticating.
+            _ => return Ok(false),
+        }
+    };
+    let frame = read_frame(cr).await?;
+    if bare {
+        stats.bare_tokens.fetch_add(1, Ordering::Relaxed);
+        let verdict = check_plain(&frame, user, password);
+        if verdict.is_ok() {
+            write_frame(cw, &[]).await?;
+        }
+        return Ok(count_verdict(stats, verdict));
+    }
+    let h = RequestHeader::parse(&frame)?;
+    if h.api_key != API_SASL_AUTHENTICATE || h.version > 2 {
+        return Ok(false);
+    }
+    let flex = h.version >= 2;
+    let mut body = Rd::new(&frame[h.body..]);
+    let token = if flex {
+        body.compact_bytes()?
+    } else {
+        body.bytes()?
+    }
+    .unwrap_or_default();
+    let verdict = check_plain(token, user, password);
+    let mut out = h.response();
+    let code = if verdict.is_ok() {
+        0
+    } else {
+        SASL_AUTHENTICATION_FAILED
+    };
+    out.extend_from_slice(&code.to_be_bytes());
+    let message = verdict.as_ref().err();
+    match (message, flex) {
+        (None, false) => out.extend_from_slice(&(-1i16).to_be_bytes()),
+        (None, true) => out.push(0),
+        (Some(m), false) => {
+            out.extend_from_slice(&(m.len() as i16).to_be_bytes());
+            out.extend_from_slice(m.as_bytes());
+        }
+        (Some(m), true) => {
+            put_uvarint(&mut out, m.len() as u64 + 1);
+            out.extend_from_slice(m.as_bytes());
+        }
+    }
+    // Empty auth bytes: PLAIN has no server challenge.
+    if flex {
+        out.push(1);
+    } else {
+        out.extend_from_slice(&0i32.to_be_bytes());
+    }
+    if h.version >= 1 {
+        // Session lifetime: 0, no re-authentication required.
+        out.extend_from_slice(&0i64.to_be_bytes());
+    }
+    if flex {
+        out.push(0);
+    }
+    write_frame(cw, &out).await?;
+    Ok(count_verdict(stats, verdict))
+}
+
+/// Counts the verdict; whether it let the client in.
+fn count_verdict(stats: &FrontStats, verdict: Result<(), String>) -> bool {
+    let c = match verdict {
+        Ok(()) => &stats.authenticated,
+        Err(_) => &stats.auth_refused,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+    std::ptr::eq(c, &stats.authenticated)
+}
+
+/// A Produce request (v3 to v8) split by the front: partitions it refuses as too large, and
+/// the request for the others (`None` when it refuses them all).
+struct ProduceSplit {
+    refused: Vec<(Vec<u8>, i32)>,
+    forward: Option<Vec<u8>>,
+    /// acks = 0: the client expects no answer.
+    no_answer: bool,
+}
+
+/// Reads a Produce request and refuses each partition holding a record batch over `max`
+/// bytes (the v2 batch layout: base offset `i64`, then the `i32` length of the rest).
+fn split_produce(
+    frame: &[u8],
+    h: &RequestHeader,
+    max: usize,
+    stats: &FrontStats,
+) -> std::io::Result<ProduceSplit> {
+    if !(3..=FRONT_PRODUCE_MAX_VERSION).contains(&h.version) {
+        return Err(bad_data(format!(
+            "Produce v{} (the front offers v3 to v{FRONT_PRODUCE_MAX_VERSION})",
+            h.version
+        )));
+    }
+    let mut r = Rd::new(&frame[h.body..]);
+    r.string()?;
+    let acks = r.i16()?;
+    r.i32()?;
+    let fixed = r.at;
+    let mut refused = Vec::new();
+    let mut kept_topics: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+    for _ in 0..r.i32()?.max(0) {
+        let name = r.string()?.unwrap_or_default();
+        let mut kept = Vec::new();
+        for _ in 0..r.i32()?.max(0) {
+            let start = r.at;
+            let index = r.i32()?;
+            let records = r.bytes()?.unwrap_or_default();
+            let whole = &r.b[start..r.at];
+            let mut batches = Rd::new(records);
+            let mut too_large = None;
+            while !batches.rest().is_empty() {
+                let at = batches.at;
+                batches.i64()?;
+                let len = batches.i32()?.max(0) as usize;
+                let batch = batches.take(len)?;
+                if len + 12 > max {
+                    // The record count: the last field of the v2 batch header.
+                    let count = records
+                        .get(at + 57..at + 61)
+                        .map_or(0, |c| i32::from_be_bytes(c.try_into().unwrap()));
+                    too_large = Some(count);
+                }
+                let _ = batch;
+            }
+            match too_large {
+                Some(count) => {
+                    let c = if count == 1 {
+                        &stats.refused_alone
+                    } else {
+                        &stats.refused_with_others
+                    };
+                    c.fetch_add(1, Ordering::Relaxed);
+                    refused.push((name.to_vec(), index));
+                }
+                None => kept.push(whole),
+            }
+        }
+        if !kept.is_empty() {
+            kept_topics.push((name, kept));
+        }
+    }
+    let forward = if refused.is_empty() {
+        Some(frame.to_vec())
+    } else if kept_topics.is_empty() {
+        None
+    } else {
+        let mut out = frame[..h.body + fixed].to_vec();
+        out.extend_from_slice(&(kept_topics.len() as i32).to_be_bytes());
+        for (name, parts) in kept_topics {
+            out.extend_from_slice(&(name.len() as i16).to_be_bytes());
+            out.extend_from_slice(name);
+            out.extend_from_slice(&(parts.len() as i32).to_be_bytes());
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+        }
+        Some(out)
+    };
+    Ok(ProduceSplit {
+        refused,
+        forward,
+        no_answer: acks == 0,
+    })
+}
+
+/// One partition's Produce response (v3 to v8) refusing its batch as too large.
+fn refused_partition(index: i32, version: i16) -> Vec<u8> {
+    let mut p = index.to_be_bytes().to_vec();
+    p.extend_from_slice(&MESSAGE_TOO_LARGE.to_be_bytes());
+    // Base offset and log append time; log start offset from v5.
+    p.extend_from_slice(&(-1i64).to_be_bytes());
+    p.extend_from_slice(&(-1i64).to_be_bytes());
+    if version >= 5 {
+        p.extend_from_slice(&(-1i64).to_be_bytes());
+    }
+    if version >= 8 {
+        // No per-record errors, no error message (Kafka sets those for invalid records).
+        p.extend_from_slice(&0i32.to_be_bytes());
+        p.extend_from_slice(&(-1i16).to_be_bytes());
+    }
+    p
+}
+
+/// A Produce response (v3 to v8): the broker's `upstream` one (or none) with the `refused`
+/// partitions added, answering request `h`.
+fn produce_response(
+    h: &RequestHeader,
+    upstream: Option<&[u8]>,
+    refused: &[(Vec<u8>, i32)],
+) -> std::io::Result<Vec<u8>> {
+    let v = h.version;
+    let mut topics: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+    let mut throttle = 0i32;
+    if let Some(b) = upstream {
+        let mut r = Rd::new(b);
+        r.i32()?;
+        for _ in 0..r.i32()?.max(0) {
+            let name = r.string()?.unwrap_or_default().to_vec();
+            let mut parts = Vec::new();
+            for _ in 0..r.i32()?.max(0) {
+                let start = r.at;
+                r.i32()?;
+                r.i16()?;
+                r.i64()?;
+                r.i64()?;
+                if v >= 5 {
+                    r.i64()?;
+                }
+                if v >= 8 {
+                    for _ in 0..r.i32()?.max(0) {
+                        r.i32()?;
+                        r.string()?;
+                    }
+                    r.string()?;
+                }
+                parts.push(r.b[start..r.at].to_vec());
+            }
+            topics.push((name, parts));
+        }
+        throttle = r.i32()?;
+    }
+    for (name, index) in refused {
+        let p = refused_partition(*index, v);
+        match topics.iter_mut().find(|t| &t.0 == name) {
+            Some(t) => t.1.push(p),
+            None => topics.push((name.clone(), vec![p])),
+        }
+    }
+    let mut out = h.response();
+    out.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for (name, parts) in topics {
+        out.extend_from_slice(&(name.len() as i16).to_be_bytes());
+        out.extend_from_slice(&name);
+        out.extend_from_slice(&(parts.len() as i32).to_be_bytes());
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+    }
+    out.extend_from_slice(&throttle.to_be_bytes());
+    Ok(out)
+}
+
+/// What the front owes the client next, in request order.
+enum FrontAnswer {
+    /// The broker's answer to a relayed request: an ApiVersions to patch, or a Produce to add
+    /// refused partitions to.
+    Relayed {
+        header: RequestHeader,
+        refused: Vec<(Vec<u8>, i32)>,
+    },
+    /// An answer of the front's own.
+    Local(Vec<u8>),
+}
+
+/// One client connection: the SASL exchange if required, then the relay.
+async fn front_connection(
+    client: tokio::net::TcpStream,
+    upstream_port: u16,
+    rules: &FrontRules,
+    stats: &FrontStats,
+) -> std::io::Result<()> {
+    let mut upstream = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await?;
+    let (mut cr, mut cw) = client.into_split();
+    if rules.plain.is_some()
+        && !front_authenticate(&mut cr, &mut cw, &mut upstream, rules, stats).await?
+    {
+        return Ok(());
+    }
+    let Some(max) = rules.max_batch_bytes else {
+        let mut client = cr.reunite(cw).expect("halves of one stream");
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+        return Ok(());
+    };
+    // Requests are read as they come (clients pipeline them); answers go back in the same
+    // order, the broker's as they arrive and the front's own in their turn.
+    let (mut ur, mut uw) = upstream.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<FrontAnswer>();
+    let writer = tokio::spawn(async move {
+        while let Some(a) = rx.recv().await {
+            let out = match a {
+                FrontAnswer::Local(b) => b,
+                FrontAnswer::Relayed { header, refused } => {
+                    let b = read_frame(&mut ur).await?;
+                    match header.api_key {
+                        API_VERSIONS => {
+                            patch_api_versions(&b, header.version, Some(FRONT_PRODUCE_MAX_VERSION))?
+                        }
+                        API_PRODUCE if !refused.is_empty() => {
+                            produce_response(&header, Some(&b), &refused)?
+                        }
+                        _ => b,
+                    }
+                }
+            };
+            write_frame(&mut cw, &out).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+    let result = async {
+        loop {
+            let frame = match read_frame(&mut cr).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let header = RequestHeader::parse(&frame)?;
+            if header.api_key == API_PRODUCE {
+                let split = split_produce(&frame, &header, max, stats)?;
+                if let Some(f) = &split.forward {
+                    write_frame(&mut uw, f).await?;
+                }
+                if split.no_answer {
+                    continue;
+                }
+                let answer = match split.forward {
+                    Some(_) => FrontAnswer::Relayed {
+                        header,
+                        refused: split.refused,
+                    },
+                    None => FrontAnswer::Local(produce_response(&header, None, &split.refused)?),
+                };
+                if tx.send(answer).is_err() {
+                    return Ok(());
+                }
+            } else {
+                write_frame(&mut uw, &frame).await?;
+                let answer = FrontAnswer::Relayed {
+                    header,
+                    refused: Vec::new(),
+                };
+                if tx.send(answer).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let written = writer.await.unwrap_or(Ok(()));
+    result.and(written)
 }
 
 #[test]
@@ -1041,4 +1784,234 @@ fn kafka_sasl_scram_sha_256_and_512_against_tansu_users() {
         counter(&d, "retries") >= 1
     });
     assert_eq!(counter(&d, "written"), 0);
+}
+
+/// kafka-python's client options for SASL PLAIN.
+fn plain_options(user: &str, password: &str) -> String {
+    format!(
+        r#"{{"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "{user}", "sasl_plain_password": "{password}"}}"#
+    )
+}
+
+/// tansu behind a [`KafkaFront`] with `rules`: the broker advertises the front, so every
+/// client connection goes through it.
+fn broker_behind_front(rules: FrontRules) -> (Tansu, KafkaFront) {
+    let mut broker = Tansu::new();
+    let front = KafkaFront::start(broker.port, rules);
+    broker.advertised = Some(front.port);
+    broker.up();
+    broker.create_topic("syslog", PARTITIONS);
+    (broker, front)
+}
+
+#[test]
+fn kafka_sasl_plain_against_a_front_answering_like_kafka() {
+    const N: usize = 5_000;
+    const LATER: usize = 200;
+    let (broker, front) = broker_behind_front(FrontRules {
+        plain: Some(("sluice".into(), "pl4in-pw".into())),
+        ..FrontRules::default()
+    });
+    let secrets = tempfile::tempdir().unwrap();
+    let (good, bad) = (secrets.path().join("pw"), secrets.path().join("wrong"));
+    std::fs::write(&good, "pl4in-pw\n").unwrap();
+    std::fs::write(&bad, "not-the-pw\n").unwrap();
+    let sasl = |file: &std::path::Path| {
+        format!(
+            "sasl = {{ mechanism = \"plain\", user = \"sluice\", password_file = \"{}\" }}",
+            file.display()
+        )
+    };
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(&config(
+        &front.address(),
+        &sasl(&good),
+        state.path().to_str().unwrap(),
+    ));
+    send(&d, 0..N);
+    wait_acked(&d, N as u64);
+    assert_eq!(counter(&d, "auth_failures"), 0);
+    assert!(front.count(|s| &s.authenticated) >= 1);
+    assert_eq!(front.count(|s| &s.auth_refused), 0);
+    assert_eq!(
+        front.count(|s| &s.bare_tokens),
+        0,
+        "librdkafka authenticates with SaslAuthenticate requests"
+    );
+    drop(d);
+
+    // A mechanism the broker does not offer: UNSUPPORTED_SASL_MECHANISM, nothing delivered,
+    // counted as a refused authentication.
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(
+        &config(
+            &front.address(),
+            &sasl(&good).replace("\"plain\"", "\"scram-sha-256\""),
+            state.path().to_str().unwrap(),
+        )
+        .replace("timeout = \"5s\"", "timeout = \"2s\""),
+    );
+    send(&d, N..N + 10);
+    wait_until("a refused mechanism counted", DELIVERY, || {
+        counter(&d, "auth_failures") >= 1 && counter(&d, "retries") >= 1
+    });
+    assert_eq!(counter(&d, "written"), 0);
+    assert!(front.count(|s| &s.mechanisms_refused) >= 1);
+    drop(d);
+
+    // A wrong password, in a sluice process an operator watches: nothing is delivered, the
+    // attempts back off, the log gives the broker's reason at a bounded rate, and the
+    // metrics endpoint counts the refusals. A disk queue keeps the messages.
+    let toml = |file: &std::path::Path| {
+        format!(
+            "[daemon]\nstate_dir = \"{{dir}}/state\"\nmetrics_address = \"127.0.0.1:0\"\n\n{}",
+            config(
+                &front.address(),
+                &format!("{}\nqueue = {{ kind = \"disk\" }}", sasl(file)),
+                "unused",
+            )
+            .split_once("\n\n")
+            .unwrap()
+            .1
+        )
+    };
+    let (dir, p) = Proc::start_toml(&toml(&bad), 2);
+    send_lines_to(p.addr("tcp"), (N..N + LATER).map(host_line));
+    let metrics = p.addr("metrics");
+    let series = |name: &str| format!("sluice_output_{name}{{output=\"kafka\"}}");
+    let reason = p.wait_log("Invalid username or password");
+    assert!(reason.contains("output=kafka"), "{reason}");
+    wait_until("refusals counted", DELIVERY, || {
+        scrape(metrics, &series("auth_failures_total")) >= 2
+            && scrape(metrics, &series("retries_total")) >= 1
+    });
+    // librdkafka reconnects after a growing backoff, sluice retries after its own; the
+    // reason is logged once per 10 s at most.
+    let refused_before = front.count(|s| &s.auth_refused);
+    let window = p.log_for(Duration::from_secs(4));
+    let refused_in_window = front.count(|s| &s.auth_refused) - refused_before;
+    assert!(
+        refused_in_window <= 20,
+        "{refused_in_window} authentications in 4 s: no backoff"
+    );
+    let repeated = window
+        .iter()
+        .filter(|l| l.contains("Invalid username or password"))
+        .count();
+    assert!(repeated <= 1, "the reason logged {repeated} times in 4 s");
+    assert_eq!(scrape(metrics, &series("written_total")), 0);
+    assert_eq!(scrape(metrics, &series("queue_depth")), LATER as u64);
+
+    // The operator points password_file at the right file and reloads: the new output takes
+    // the disk queue over and delivers it.
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        toml(&good).replace("{dir}", dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    p.signal(libc::SIGHUP);
+    wait_until("the backlog delivered after the reload", DELIVERY, || {
+        scrape(metrics, &series("written_total")) >= LATER as u64
+    });
+    let consumed = broker.consume_with(
+        "syslog",
+        &front.address(),
+        &plain_options("sluice", "pl4in-pw"),
+    );
+    assert_eq!(check_topic(&consumed, N + LATER), 0, "each message once");
+    assert!(
+        front.count(|s| &s.bare_tokens) >= 1,
+        "kafka-python sends its token bare"
+    );
+
+    // kafka-python with a wrong password is refused too (its bare v0 token).
+    let out = Command::new(python_with_kafka())
+        .args([
+            "-c",
+            CONSUMER,
+            &front.address(),
+            "syslog",
+            &plain_options("sluice", "nope"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a wrong password read the topic");
+    front.assert_no_protocol_errors();
+}
+
+#[test]
+fn kafka_batch_the_broker_refuses_as_too_large_is_split_and_only_the_big_message_dead_lettered() {
+    // The broker (the front, as Kafka with message.max.bytes = 20000) refuses any record
+    // batch over 20000 bytes with MESSAGE_TOO_LARGE, for the whole batch. sluice's batches
+    // start far larger (2000 messages of about 300 bytes, no compression): the innocent
+    // messages are sent again in smaller batches until they are stored, and only the two
+    // messages too large alone go to the dead-letter file.
+    const N: usize = 3_000;
+    const BIG: [usize; 2] = [777, 2_222];
+    let (broker, front) = broker_behind_front(FrontRules {
+        max_batch_bytes: Some(20_000),
+        ..FrontRules::default()
+    });
+    let state = tempfile::tempdir().unwrap();
+    let text = config(
+        &front.address(),
+        "dead_letter = \"refused\"",
+        state.path().to_str().unwrap(),
+    )
+    .replace(
+        "[[route]]",
+        "[output.refused]\nkind = \"file\"\npath = \"{dir}/refused.log\"\nformat = \"rfc5424\"\n\n[[route]]",
+    );
+    let d = TestDaemon::start(&text);
+    send_lines_to(
+        d.addr("tcp"),
+        (0..N).map(|i| {
+            let line = host_line(i);
+            if BIG.contains(&i) {
+                format!("{line} {}", "x".repeat(30_000))
+            } else {
+                line
+            }
+        }),
+    );
+    let started = Instant::now();
+    wait_until("every message produced or refused", DELIVERY, || {
+        counter(&d, "written") + counter(&d, "rejected") >= N as u64
+    });
+    eprintln!("{N} produced or refused in {:?}", started.elapsed());
+    assert_eq!(counter(&d, "rejected"), 2);
+    assert_eq!(counter(&d, "dead_lettered"), 2);
+    assert_eq!(counter(&d, "written"), (N - 2) as u64);
+    assert_eq!(counter(&d, "retries"), 0, "the split needs no retry");
+    assert!(
+        front.count(|s| &s.refused_with_others) >= 1,
+        "innocent messages were in refused batches"
+    );
+    // Each big message was refused alone at least once (it may also have been alone in its
+    // partition's batch in a round of several).
+    assert!(front.count(|s| &s.refused_alone) >= 2);
+    let refused = wait_lines(&d.dir.path().join("refused.log"), 2);
+    for (line, i) in refused.iter().zip(BIG) {
+        assert!(line.contains(&format!("msgnum:{i:08}")), "{line}");
+        assert!(line.contains("MessageSizeTooLarge"), "the reason: {line}");
+    }
+    // Every other message once, each host's in order.
+    let consumed = broker.consume_with("syslog", &front.address(), "{}");
+    assert!(consumed.iter().all(|c| !BIG.contains(&c.msgnum())));
+    assert_eq!(consumed.len(), N - 2, "each message once");
+    let mut seen = vec![false; N];
+    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
+    sorted.sort_by_key(|c| (c.partition, c.offset));
+    for c in sorted {
+        let i = c.msgnum();
+        assert!(!seen[i], "msgnum {i} twice");
+        seen[i] = true;
+        if let Some(&prev) = last.get(c.key.as_str()) {
+            assert!(prev < i, "{}: {i} after {prev}", c.key);
+        }
+        last.insert(c.key.as_str(), i);
+    }
+    front.assert_no_protocol_errors();
 }

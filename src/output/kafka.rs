@@ -18,8 +18,12 @@
 //! after it, never gaps.
 //!
 //! A message refused for good (larger than `max_message_size`, which librdkafka checks before
-//! sending, or refused by the broker as too large or invalid) is counted in `rejected`, handed
-//! to `dead_letter` and not sent again.
+//! sending, or refused by the broker as invalid) is counted in `rejected`, handed to
+//! `dead_letter` and not sent again. The broker refuses a record batch over its (or the
+//! topic's) `message.max.bytes` as a whole, innocent messages with it: those are sent again in
+//! rounds of half as many within the same attempt, down to one, and only a message refused
+//! alone is dead-lettered; later attempts start at the largest round that went through, and
+//! grow back slowly ([`KafkaTransport::resend_smaller`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -66,6 +70,9 @@ const MAX_TOPIC_CHARS: usize = 249;
 const STATS_INTERVAL_MS: u32 = 1000;
 /// How long past `timeout` an attempt waits for a delivery report librdkafka owes.
 const REPORT_MARGIN: Duration = Duration::from_secs(5);
+/// Attempts in a row without a batch refused as too large after which the records per
+/// attempt, lowered by such a refusal, double again.
+const SPLIT_RECOVERY_ATTEMPTS: u32 = 16;
 /// At most one librdkafka warning per this interval (a dead broker is retried every second).
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -581,8 +588,19 @@ enum Delivery {
     Acked,
     /// Refused for good (too large, invalid): sending it again cannot succeed.
     Refused(String),
+    /// Its record batch was refused as too large by the broker: it may be innocent, so it is
+    /// sent again in a smaller batch.
+    TooLarge(String),
     /// Not stored (broker down, no leader, timed out): sent again after the backoff.
     Failed(String),
+}
+
+/// What one round of [`KafkaTransport::round`] came to.
+struct Round {
+    /// Per record of the round: its outcome, or `None` (not reported in time, not queued).
+    outcomes: Vec<Option<Delivery>>,
+    /// The first record librdkafka would not queue, and why: the round stopped there.
+    stopped: Option<(usize, String)>,
 }
 
 /// A message's delivery tag: the attempt's generation and the message's place in it.
@@ -621,6 +639,11 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // A refused SASL authentication (the broker's reason is in `reason`): the operator's
+        // to fix, so counted apart from the retries it causes.
+        if let KafkaError::Global(RDKafkaErrorCode::Authentication) = error {
+            metrics::add(&self.0.metrics.auth_failures, 1);
+        }
         if let Some(suppressed) = self.0.log_allowed() {
             tracing::warn!(output = %self.0.name, suppressed, "librdkafka: {error}: {reason}");
         }
@@ -664,7 +687,14 @@ impl ProducerContext for Ctx {
             Ok(_) => Delivery::Acked,
             Err((e, m)) => {
                 let why = format!("{}/{}: {e}", m.topic(), m.partition());
-                if refused_for_good(e) {
+                if let KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge,
+                ) = e
+                {
+                    // From the broker (librdkafka checks a message's own size before it
+                    // queues it): for the whole batch the message was in.
+                    Delivery::TooLarge(why)
+                } else if refused_for_good(e) {
                     Delivery::Refused(why)
                 } else {
                     Delivery::Failed(why)
@@ -718,6 +748,11 @@ struct KafkaTransport {
     reports: Arc<Reports>,
     metrics: Arc<OutputMetrics>,
     refusals: Refusals,
+    /// Most records per attempt: `batch.max_events`, less after the broker refused batches
+    /// as too large.
+    round_cap: usize,
+    /// Attempts in a row under a lowered `round_cap` with nothing refused as too large.
+    clean_attempts: u32,
 }
 
 impl KafkaTransport {
@@ -746,6 +781,7 @@ impl KafkaTransport {
             log_limit: Mutex::new(LogLimiter::new(LOG_INTERVAL)),
         });
         let refusals = Refusals::new(name.clone(), metrics.clone(), dead_letter);
+        let settings_max_events = settings.batch.max_events;
         let mut t = KafkaTransport {
             name,
             settings,
@@ -755,6 +791,8 @@ impl KafkaTransport {
             reports,
             metrics,
             refusals,
+            round_cap: settings_max_events,
+            clean_attempts: 0,
         };
         // Settings librdkafka refuses are found here, at start, not at the first event.
         t.ensure_producer().map_err(|e| anyhow::anyhow!(e))?;
@@ -845,88 +883,103 @@ impl KafkaTransport {
         c
     }
 
-    /// Makes the producer if there is none (it connects in the background).
-    fn ensure_producer(&mut self) -> Result<(), String> {
-        if self.producer.is_none() {
-            let p = self
-                .client_config()
-                .create_with_context(Ctx(self.reports.clone()))
-                .map_err(|e| format!("kafka producer: {e}"))?;
-            self.reports
-                .connects_seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
-            tracing::info!(output = %self.name, brokers = %self.settings.brokers.join(","),
-                "kafka producer started (idempotent, acks = all)");
-            self.producer = Some(p);
+    /// Messages whose record batch the broker refused as too large (its `message.max.bytes`,
+    /// or the topic's) are sent again in rounds of half as many, until each is stored or
+    /// refused alone: only a message refused alone is refused for good, the others in its
+    /// batch were innocent. Depth first: the messages of one refused round are all settled
+    /// before any later ones are sent, so a host's messages are stored in their order (the
+    /// rest of its partition's batch was refused with them; this holds as long as a
+    /// partition's messages of one round go out in one batch, which the round's limits, also
+    /// librdkafka's `batch.num.messages` and `batch.size`, make the rule). A round that fails
+    /// otherwise (broker down) leaves the rest for the next attempt. Later attempts start at
+    /// the largest round size that went through.
+    fn resend_smaller(&mut self, records: &[Vec<u8>], outcomes: &mut [Option<Delivery>]) {
+        let suspects: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| matches!(outcomes[i], Some(Delivery::TooLarge(_))))
+            .collect();
+        if let Some(suppressed) = self.reports.log_allowed() {
+            tracing::info!(output = %self.name, messages = suspects.len(), suppressed,
+                "the broker refused batches as too large; sending their messages again in smaller batches");
         }
-        Ok(())
-    }
-}
-
-fn compression_name(c: CompressionKind) -> &'static str {
-    match c {
-        CompressionKind::None => "none",
-        CompressionKind::Gzip => "gzip",
-        CompressionKind::Snappy => "snappy",
-        CompressionKind::Lz4 => "lz4",
-        CompressionKind::Zstd => "zstd",
-    }
-}
-
-impl Transport for KafkaTransport {
-    fn encode(&self, ev: &Event, out: &mut Vec<u8>) {
-        let mut topic = String::new();
-        self.settings.topic.expand(ev, &mut topic);
-        // Field values become valid topic characters.
-        if !topic.chars().all(topic_char) {
-            topic = topic
-                .chars()
-                .map(|c| if topic_char(c) { c } else { '_' })
-                .collect();
-        }
-        topic.truncate(MAX_TOPIC_CHARS);
-        let source;
-        let key = match self.settings.key {
-            KeyField::Hostname => Some(match (ev.hostname(), ev.source) {
-                (Some(h), _) => h,
-                (None, Some(a)) => {
-                    source = a.ip().to_string();
-                    &source
-                }
-                (None, None) => local_hostname(),
-            }),
-            KeyField::AppName => Some(ev.app_name().unwrap_or("-")),
-            KeyField::Source => Some(match ev.source {
-                Some(a) => {
-                    source = a.ip().to_string();
-                    &source
-                }
-                None => local_hostname(),
-            }),
-            KeyField::None => None,
+        let mut largest_clean = 0;
+        let mut smallest = outcomes.len();
+        self.settle(
+            records,
+            outcomes,
+            &suspects,
+            outcomes.len(),
+            &mut largest_clean,
+            &mut smallest,
+        );
+        self.round_cap = if largest_clean > 0 {
+            largest_clean
+        } else {
+            smallest
         };
-        write_record(topic.as_bytes(), key.map(str::as_bytes), out);
-        self.format.write_verbatim(ev, out);
     }
 
-    fn batch_records(&self) -> usize {
-        self.settings.batch.max_events
+    /// Settles `suspects`, refused in a round of `size` records: sends them again in rounds of
+    /// half that, each settled before the next is sent. Returns false when a round failed
+    /// otherwise: nothing more is sent in this attempt.
+    fn settle(
+        &mut self,
+        records: &[Vec<u8>],
+        outcomes: &mut [Option<Delivery>],
+        suspects: &[usize],
+        size: usize,
+        largest_clean: &mut usize,
+        smallest: &mut usize,
+    ) -> bool {
+        if size <= 1 {
+            for &i in suspects {
+                if let Some(Delivery::TooLarge(why)) = &outcomes[i] {
+                    outcomes[i] = Some(Delivery::Refused(why.clone()));
+                }
+            }
+            return true;
+        }
+        let half = (size / 2).max(1);
+        *smallest = (*smallest).min(half);
+        for chunk in suspects.chunks(half) {
+            let round = self.round(records, chunk);
+            let mut done = round.stopped.is_none();
+            let mut refused = Vec::new();
+            for (&i, o) in chunk.iter().zip(round.outcomes) {
+                match o {
+                    Some(Delivery::TooLarge(_)) => refused.push(i),
+                    Some(Delivery::Acked | Delivery::Refused(_)) => {}
+                    _ => done = false,
+                }
+                outcomes[i] = o;
+            }
+            if !done {
+                return false;
+            }
+            if refused.is_empty() {
+                *largest_clean = (*largest_clean).max(chunk.len());
+            } else if !self.settle(
+                records,
+                outcomes,
+                &refused,
+                chunk.len(),
+                largest_clean,
+                smallest,
+            ) {
+                return false;
+            }
+        }
+        true
     }
 
-    fn max_wait(&self) -> Duration {
-        self.settings.batch.max_wait
-    }
-
-    fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
-        let records = &records[..self.settings.batch.fitting(records, 0)];
+    /// One round: the records at `items` (indices into `records`, in order) handed to
+    /// librdkafka, and their delivery reports awaited.
+    fn round(&mut self, records: &[Vec<u8>], items: &[usize]) -> Round {
         let reports = self.reports.clone();
         let timeout = self.settings.timeout;
         if let Err(error) = self.ensure_producer() {
-            return Attempt::Failed {
-                error,
-                retry_after: None,
+            return Round {
+                outcomes: vec![None; items.len()],
+                stopped: Some((0, error)),
             };
         }
         let producer = self.producer.as_ref().expect("made above");
@@ -934,17 +987,17 @@ impl Transport for KafkaTransport {
             let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
             p.generation = p.generation.wrapping_add(1);
             p.outcomes.clear();
-            p.outcomes.resize(records.len(), None);
+            p.outcomes.resize(items.len(), None);
             p.waiting = 0;
             p.generation
         };
         // Outcomes known without the broker: malformed records, messages librdkafka refuses.
-        let mut known: Vec<Option<Delivery>> = vec![None; records.len()];
+        let mut known: Vec<Option<Delivery>> = vec![None; items.len()];
         // The first record that could not be queued: it and those after it wait for the next
         // attempt.
         let mut stopped: Option<(usize, String)> = None;
         let enqueue_by = Instant::now() + timeout;
-        for (i, r) in records.iter().enumerate() {
+        for (i, r) in items.iter().map(|&i| &records[i]).enumerate() {
             let Some(Parts { topic, key, value }) = read_record(r) else {
                 known[i] = Some(Delivery::Refused("not a kafka backlog record".into()));
                 continue;
@@ -1037,23 +1090,135 @@ impl Transport for KafkaTransport {
             }
         }
         let fatal = producer.client().fatal_error();
-        if let Some((code, reason)) = fatal {
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Some(Delivery::TooLarge(_))))
+        {
+            // librdkafka would drain and bump the producer epoch to close the gap the refused
+            // batch left in the partition's sequence numbers; a new producer id starts the
+            // smaller rounds without relying on the broker following that bump (tansu 0.6
+            // answers the next batches PRODUCER_FENCED).
+            self.producer = None;
+        } else if let Some((code, reason)) = fatal {
             // The idempotent producer cannot go on (its sequence broke): a new one, with a
             // new producer id, takes over at the next attempt.
             tracing::warn!(output = %self.name, error = %code, reason = %reason,
                 "kafka producer failed for good; starting a new one");
             self.producer = None;
-        } else if outcomes
-            .iter()
-            .any(|o| !matches!(o, Some(Delivery::Acked | Delivery::Refused(_))))
-        {
+        } else if outcomes.iter().any(|o| {
+            !matches!(
+                o,
+                Some(Delivery::Acked | Delivery::Refused(_) | Delivery::TooLarge(_))
+            )
+        }) {
             // A message not delivered in time: the next attempt starts a new producer, with a
             // new producer id. librdkafka would go on under the old id with a bumped epoch,
             // which a broker that lost its state (restarted without its log) refuses as an
             // unknown producer, again and again.
             self.producer = None;
         }
+        Round { outcomes, stopped }
+    }
+
+    /// Makes the producer if there is none (it connects in the background).
+    fn ensure_producer(&mut self) -> Result<(), String> {
+        if self.producer.is_none() {
+            let p = self
+                .client_config()
+                .create_with_context(Ctx(self.reports.clone()))
+                .map_err(|e| format!("kafka producer: {e}"))?;
+            self.reports
+                .connects_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            tracing::info!(output = %self.name, brokers = %self.settings.brokers.join(","),
+                "kafka producer started (idempotent, acks = all)");
+            self.producer = Some(p);
+        }
+        Ok(())
+    }
+}
+
+fn compression_name(c: CompressionKind) -> &'static str {
+    match c {
+        CompressionKind::None => "none",
+        CompressionKind::Gzip => "gzip",
+        CompressionKind::Snappy => "snappy",
+        CompressionKind::Lz4 => "lz4",
+        CompressionKind::Zstd => "zstd",
+    }
+}
+
+impl Transport for KafkaTransport {
+    fn encode(&self, ev: &Event, out: &mut Vec<u8>) {
+        let mut topic = String::new();
+        self.settings.topic.expand(ev, &mut topic);
+        // Field values become valid topic characters.
+        if !topic.chars().all(topic_char) {
+            topic = topic
+                .chars()
+                .map(|c| if topic_char(c) { c } else { '_' })
+                .collect();
+        }
+        topic.truncate(MAX_TOPIC_CHARS);
+        let source;
+        let key = match self.settings.key {
+            KeyField::Hostname => Some(match (ev.hostname(), ev.source) {
+                (Some(h), _) => h,
+                (None, Some(a)) => {
+                    source = a.ip().to_string();
+                    &source
+                }
+                (None, None) => local_hostname(),
+            }),
+            KeyField::AppName => Some(ev.app_name().unwrap_or("-")),
+            KeyField::Source => Some(match ev.source {
+                Some(a) => {
+                    source = a.ip().to_string();
+                    &source
+                }
+                None => local_hostname(),
+            }),
+            KeyField::None => None,
+        };
+        write_record(topic.as_bytes(), key.map(str::as_bytes), out);
+        self.format.write_verbatim(ev, out);
+    }
+
+    fn batch_records(&self) -> usize {
+        self.settings.batch.max_events
+    }
+
+    fn max_wait(&self) -> Duration {
+        self.settings.batch.max_wait
+    }
+
+    fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
+        let fits = self.settings.batch.fitting(records, 0);
+        let records = &records[..fits.min(self.round_cap)];
+        let timeout = self.settings.timeout;
+        let all: Vec<usize> = (0..records.len()).collect();
+        let Round {
+            mut outcomes,
+            stopped,
+        } = self.round(records, &all);
         let limit = stopped.as_ref().map_or(records.len(), |(i, _)| *i);
+        if outcomes[..limit]
+            .iter()
+            .any(|o| matches!(o, Some(Delivery::TooLarge(_))))
+        {
+            self.clean_attempts = 0;
+            self.resend_smaller(records, &mut outcomes[..limit]);
+        } else if self.round_cap < self.settings.batch.max_events {
+            // Back towards full batches, slowly: each try past the broker's limit costs a
+            // refused round.
+            self.clean_attempts += 1;
+            if self.clean_attempts >= SPLIT_RECOVERY_ATTEMPTS {
+                self.clean_attempts = 0;
+                self.round_cap = (self.round_cap * 2).min(self.settings.batch.max_events);
+            }
+        }
         let taken = outcomes[..limit]
             .iter()
             .take_while(|o| matches!(o, Some(Delivery::Acked | Delivery::Refused(_))))
@@ -1062,7 +1227,7 @@ impl Transport for KafkaTransport {
             outcomes[..limit]
                 .iter()
                 .find_map(|o| match o {
-                    Some(Delivery::Failed(why)) => Some(why.clone()),
+                    Some(Delivery::Failed(why) | Delivery::TooLarge(why)) => Some(why.clone()),
                     None => Some(format!(
                         "no delivery report within {}s",
                         (timeout + REPORT_MARGIN).as_secs()
