@@ -371,6 +371,10 @@ pub struct Parsed {
     /// True when MSG is known to hold no control character (below 0x20, or 0x7f), so a line
     /// format copies it without looking; false when it holds one or nobody looked.
     pub msg_plain: bool,
+    /// True when HOSTNAME, APP-NAME, PROCID and MSGID are known to hold only PRINTUSASCII (as
+    /// the parsers read them), so a line format copies them without looking; false when nobody
+    /// checked.
+    pub fields_plain: bool,
     /// Set when the frame did not parse cleanly.
     pub parse_error: Option<ParseError>,
     /// How the frame was read, beyond fields and faults.
@@ -395,6 +399,7 @@ impl Parsed {
             message: Span::new(len, len),
             msg_utf8: true,
             msg_plain: false,
+            fields_plain: false,
             parse_error: None,
             flags: ParseFlags::default(),
         }

@@ -146,18 +146,28 @@ fn write_host(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
 
 /// `host app[pid]: msg` without the newline.
 fn write_tail_3164(ev: &Event, out: &mut Vec<u8>, esc: Escape) {
-    write_host(ev, out, esc);
+    let field_esc = fields_escape(ev, esc);
+    write_host(ev, out, field_esc);
     out.push(b' ');
     if let Some(app) = ev.span_bytes(ev.parsed.app_name) {
-        esc(app, out);
+        field_esc(app, out);
         if let Some(pid) = ev.span_bytes(ev.parsed.procid) {
             out.push(b'[');
-            esc(pid, out);
+            field_esc(pid, out);
             out.push(b']');
         }
         out.extend_from_slice(b": ");
     }
     write_msg(ev, out, esc);
+}
+
+/// `esc` for the header fields, or a copy when the parser read them as printable.
+fn fields_escape(ev: &Event, esc: Escape) -> Escape {
+    if ev.parsed.fields_plain {
+        copy_bytes
+    } else {
+        esc
+    }
 }
 
 /// MSG through `esc`, or copied when the parser found nothing in it to escape.
@@ -223,8 +233,9 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
         None => out.push(b'-'),
     }
     out.push(b' ');
+    let field_esc = fields_escape(ev, escape_line);
     match style {
-        Style::File => write_host(ev, out, escape_line),
+        Style::File => write_host(ev, out, field_esc),
         Style::Wire => header_field(
             out,
             ev.span_bytes(ev.parsed.hostname),
@@ -239,7 +250,7 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
         out.push(b' ');
         match style {
             Style::File => match value {
-                Some(s) if !s.is_empty() => escape_line(s, out),
+                Some(s) if !s.is_empty() => field_esc(s, out),
                 _ => out.push(b'-'),
             },
             Style::Wire => header_field(out, value, max),

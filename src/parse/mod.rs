@@ -135,6 +135,14 @@ pub fn parse_in<Tz: TimeZone>(frame: &[u8], opts: &ParseOptions, zone: &Tz) -> P
 }
 
 fn parse_with<Tz: TimeZone>(frame: &[u8], when: &When<'_, Tz>) -> Parsed {
+    let mut p = parse_grammar(frame, when);
+    // Both grammars read header fields as runs of PRINTUSASCII classes (`scan.rs`); the
+    // property test `plain_flags_never_hide_what_needs_escaping` holds them to it.
+    p.fields_plain = true;
+    p
+}
+
+fn parse_grammar<Tz: TimeZone>(frame: &[u8], when: &When<'_, Tz>) -> Parsed {
     let msg = trim_end(frame);
     match pri::parse_pri(msg) {
         Pri::Invalid { at } => invalid_pri(msg, at),

@@ -199,3 +199,58 @@ fn extreme_years_and_receive_times_do_not_panic() {
     let p = super::parse(b"<13>9999 Dec 31 23:59:59 h a: x", &opts());
     assert!(p.timestamp.is_some());
 }
+
+/// Bytes that steer both grammars (PRI, VERSION, stamps, separators, brackets, SD) mixed with
+/// control characters and bytes above 0x7f, which header fields must never take in.
+fn syslogish_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        Just(b"<13>".to_vec()),
+        Just(b"<165>1 ".to_vec()),
+        Just(b"2026-11-22T10:00:00Z ".to_vec()),
+        Just(b"Nov 22 10:00:00 ".to_vec()),
+        Just(b"host ".to_vec()),
+        Just(b"app[12]: ".to_vec()),
+        Just(b"- - ".to_vec()),
+        Just(b"[id k=\"v\"] ".to_vec()),
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b' '),
+                Just(b':'),
+                Just(b'['),
+                Just(b']'),
+                Just(b'\n'),
+                Just(b'\t'),
+                Just(0u8),
+                Just(0x7f),
+                Just(0xc3),
+                Just(b'a')
+            ],
+            0..6
+        ),
+    ];
+    proptest::collection::vec(piece, 0..8).prop_map(|p| p.concat())
+}
+
+proptest::proptest! {
+    /// What lets line formats copy without escaping: header fields are printable whenever
+    /// `fields_plain` says so, and MSG has no control character whenever `msg_plain` says so.
+    #[test]
+    fn plain_flags_never_hide_what_needs_escaping(frame in syslogish_frame()) {
+        let p = parse_utc(&frame);
+        if p.fields_plain {
+            for span in [p.hostname, p.app_name, p.procid, p.msgid].into_iter().flatten() {
+                let bytes = span.slice(&frame);
+                proptest::prop_assert!(
+                    bytes.iter().all(|&b| (33..=126).contains(&b)),
+                    "{:?} in {:?}", bytes, frame
+                );
+            }
+        }
+        let msg = p.message.slice(&frame);
+        let control = msg.iter().any(|&b| b < 0x20 || b == 0x7f);
+        if p.msg_plain {
+            proptest::prop_assert!(!control, "{:?}", frame);
+        }
+    }
+}
