@@ -240,6 +240,7 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
             out,
             ev.span_bytes(ev.parsed.hostname),
             rfc5424::MAX_HOSTNAME,
+            ev.parsed.fields_plain,
         ),
     }
     for (value, max) in [
@@ -253,7 +254,7 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
                 Some(s) if !s.is_empty() => field_esc(s, out),
                 _ => out.push(b'-'),
             },
-            Style::Wire => header_field(out, value, max),
+            Style::Wire => header_field(out, value, max, ev.parsed.fields_plain),
         }
     }
     out.push(b' ');
@@ -277,10 +278,14 @@ fn write_rfc5424_as(ev: &Event, out: &mut Vec<u8>, style: Style) {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// A header field as RFC 5424 allows it (1 to `max` PRINTUSASCII), else NILVALUE.
-fn header_field(out: &mut Vec<u8>, value: Option<&[u8]>, max: usize) {
+/// A header field as RFC 5424 allows it (1 to `max` PRINTUSASCII), else NILVALUE. `printable`:
+/// the parser read it so (`Parsed::fields_plain`), only the length is checked.
+fn header_field(out: &mut Vec<u8>, value: Option<&[u8]>, max: usize, printable: bool) {
     match value {
-        Some(v) if (1..=max).contains(&v.len()) && v.iter().all(|b| (33..=126).contains(b)) => {
+        Some(v)
+            if (1..=max).contains(&v.len())
+                && (printable || v.iter().all(|b| (33..=126).contains(b))) =>
+        {
             out.extend_from_slice(v);
         }
         _ => out.push(b'-'),
