@@ -233,6 +233,15 @@ pub(crate) fn two_digits(a: u8, b: u8) -> Option<u32> {
     Some(d(a)? * 10 + d(b)?)
 }
 
+/// Sets MSG to `frame[start..]`, known to be UTF-8 already, and records whether it is free of
+/// control characters.
+pub(crate) fn set_utf8_message(p: &mut Parsed, frame: &[u8], start: usize) {
+    let start = start.min(frame.len());
+    p.message = Span::new(start, frame.len());
+    p.msg_utf8 = true;
+    p.msg_plain = !scan_text(frame.get(start..).unwrap_or_default()).control;
+}
+
 /// Sets MSG to `frame[start..]` and records whether it is UTF-8 and free of control characters;
 /// returns the decoding error.
 pub(crate) fn set_message(

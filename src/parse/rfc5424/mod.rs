@@ -7,7 +7,7 @@
 mod sd;
 mod stamp;
 
-use super::{PRINT, set_message};
+use super::{PRINT, set_message, set_utf8_message};
 use crate::event::{
     Facility, ParseError, ParseErrorKind, ParseFlags, Parsed, Protocol, Severity, Span,
 };
@@ -60,6 +60,10 @@ pub fn parse(
     let mut p = Parsed::new(Protocol::Rfc5424, facility, severity, frame.len());
     p.version = version;
     match header(frame, start, &mut p) {
+        // MSG-UTF8 that the SD parser found valid with the rest of the frame.
+        Ok((msg, true)) if frame.get(msg..).is_some_and(|m| m.starts_with(BOM)) => {
+            set_utf8_message(&mut p, frame, msg + BOM.len());
+        }
         Ok((msg, _)) if frame.get(msg..).is_some_and(|m| m.starts_with(BOM)) => {
             // MSG-UTF8 (§6.4): after a BOM the MSG must be UTF-8. It is kept either way.
             let text = msg + BOM.len();
@@ -71,11 +75,7 @@ pub fn parse(
             }
         }
         // The SD parser validated the rest of the frame already.
-        Ok((msg, true)) => {
-            p.message = Span::new(msg, frame.len());
-            p.msg_utf8 = true;
-            p.msg_plain = !crate::parse::scan_text(&frame[msg.min(frame.len())..]).control;
-        }
+        Ok((msg, true)) => set_utf8_message(&mut p, frame, msg),
         // MSG-ANY: any bytes; `msg_utf8` says whether they happen to be UTF-8.
         Ok((msg, false)) => {
             let _ = set_message(&mut p, frame, msg);

@@ -375,6 +375,21 @@ fn hostile_h09_invalid_utf8_param_value_kept_lossily() {
     assert!(p.flags.contains(ParseFlags::SD_NOT_UTF8));
     let p = parse("<13>1 - h a - - [x@1 a=\"\u{FFFD}\"] m".as_bytes());
     assert_eq!(p.flags, ParseFlags::default(), "a real U+FFFD is UTF-8");
+    // The other names and values around it read as they were sent.
+    let p = parse(b"<13>1 - h a - - [x@1 a=\"\xff\" b=\"\xc3\xa9t\xc3\xa9\"][y@1 c=\"d\\\"\"] m");
+    assert_eq!(
+        p.structured_data.to_elements(),
+        vec![
+            SdElement {
+                id: "x@1".into(),
+                params: vec![("a".into(), "\u{FFFD}".into()), ("b".into(), "été".into())],
+            },
+            SdElement {
+                id: "y@1".into(),
+                params: vec![("c".into(), "d\"".into())],
+            },
+        ]
+    );
 }
 
 #[test]
