@@ -43,6 +43,8 @@ use rotate::Rotator;
 
 /// A file's buffer is written out once it holds this much, even mid-batch.
 const FILE_BUFFER_BYTES: usize = 256 * 1024;
+/// What a file's buffer holds before it first grows.
+const ENTRY_BUFFER_START_BYTES: usize = 4096;
 /// Every buffer of the output is written out once this much was formatted since the last
 /// flush, even mid-batch. Under sustained load the output flushes only every `flush_interval`,
 /// and a templated path's hundreds of buffers grew to a second's worth of lines: on a
@@ -112,7 +114,9 @@ impl Entry {
     fn new(refused: bool) -> Entry {
         Entry {
             handle: None,
-            buf: Vec::new(),
+            // Room for a few lines from the start: a templated path's buffers otherwise grew
+            // by doubling, copying their lines each time (1.4% of a collector's instructions).
+            buf: Vec::with_capacity(if refused { 0 } else { ENTRY_BUFFER_START_BYTES }),
             buffered_events: 0,
             last_used: 0,
             last_write: Instant::now(),
