@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -329,9 +328,10 @@ fn full_block_queue_stops_reading_unix_stream_and_loses_nothing() {
     full_block_queue_stops_reading_and_loses_nothing(
         "kind = \"unix_stream\"\npath = \"{dir}/log.sock\"",
         0,
-        |p, dir| {
-            p.wait_log("listening");
-            std::os::unix::net::UnixStream::connect(dir.join("log.sock")).unwrap()
+        |_, dir| {
+            let path = dir.join("log.sock");
+            wait_until("the socket", DEADLINE, || path.exists());
+            std::os::unix::net::UnixStream::connect(path).unwrap()
         },
     );
 }
@@ -345,18 +345,18 @@ fn full_block_queue_stops_reading_unix_datagrams_and_loses_nothing() {
     std::fs::write(
         &config,
         format!(
-            "[listen.l]\nkind = \"unix\"\npath = \"{}\"\n\n[output.o]\nkind = \"stdout\"\nformat = \"raw\"\nqueue = {{ max_events = 100, when_full = \"block\" }}\n\n[[route]]\nto = [\"o\"]\n",
+            "[daemon]\nmetrics_address = \"127.0.0.1:0\"\n\n[listen.l]\nkind = \"unix\"\npath = \"{}\"\n\n[output.o]\nkind = \"stdout\"\nformat = \"raw\"\nqueue = {{ max_events = 100, when_full = \"block\" }}\n\n[[route]]\nto = [\"o\"]\n",
             sock.display()
         ),
     )
     .unwrap();
-    let mut p = Proc::start(Some(&config), 0);
-    p.wait_log("listening");
+    let mut p = Proc::start(Some(&config), 1);
+    wait_until("the socket", DEADLINE, || sock.exists());
     const N: usize = 50_000;
     let msg = |i: usize| format!("<13>m{i:08} {}", "x".repeat(80));
     let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
     s.set_nonblocking(true).unwrap();
-    let sent = send_until_blocked(N, |i| s.send_to(msg(i).as_bytes(), &sock).map(|_| 1));
+    let sent = send_until_blocked(&p, N, |i| s.send_to(msg(i).as_bytes(), &sock).map(|_| 1));
     assert!(sent < N / 2, "sender was not slowed: {sent} of {N} sent");
     let reader = read_lines(&mut p, N);
     s.set_nonblocking(false).unwrap();
@@ -372,28 +372,29 @@ fn full_block_queue_stops_reading_unix_datagrams_and_loses_nothing() {
     assert_eq!(p.wait().code(), Some(0));
 }
 
-/// Sends with `send(at)` (which returns how far it got) until `total` is sent or sending has
-/// stayed blocked for a second; returns how far it got.
+/// Sends with `send(at)` (which returns how far it got) until `total` is sent or sluice has
+/// stopped taking: the socket refuses more (`WouldBlock`) while sluice's listener waits for room
+/// in the output's full queue (`senders_waiting`, served on the `metrics` address). Returns how
+/// far it got.
 fn send_until_blocked(
+    p: &Proc,
     total: usize,
     mut send: impl FnMut(usize) -> std::io::Result<usize>,
 ) -> usize {
+    let metrics = p.addr("metrics");
+    let waiting = r#"sluice_output_senders_waiting{output="o"}"#;
     let mut sent = 0;
-    let mut blocked_since: Option<std::time::Instant> = None;
     let start = std::time::Instant::now();
     while sent < total {
         assert!(start.elapsed() < DEADLINE, "neither finished nor blocked");
         match send(sent) {
-            Ok(n) => {
-                sent += n;
-                blocked_since = None;
-            }
+            Ok(n) => sent += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > Duration::from_secs(1) {
+                if scrape(metrics, waiting) >= 1 {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                // sluice is still reading: the socket will take more soon.
+                std::thread::yield_now();
             }
             Err(e) => panic!("{e}"),
         }
@@ -425,6 +426,9 @@ fn full_block_queue_stops_reading_and_loses_nothing<S: Sender>(
     std::fs::write(
         &config,
         r#"
+[daemon]
+metrics_address = "127.0.0.1:0"
+
 [listen.l]
 LISTENER
 # Being held back by a full output is not the sender's delay: these must not fire.
@@ -443,7 +447,8 @@ to = ["o"]
         .replace("{dir}", dir.path().to_str().unwrap()),
     )
     .unwrap();
-    let mut p = Proc::start(Some(&config), ip_listeners);
+    // The metrics endpoint is one more address in the log.
+    let mut p = Proc::start(Some(&config), ip_listeners + 1);
     const N: usize = 200_000;
     let mut payload = Vec::new();
     for i in 0..N {
@@ -453,7 +458,7 @@ to = ["o"]
     s.set_blocking(false);
     // Push until the connection stays full: with back-pressure this happens long before the
     // ~19 MB are sent; without it sluice would read everything into memory.
-    let sent = send_until_blocked(payload.len(), |at| s.write(&payload[at..]));
+    let sent = send_until_blocked(&p, payload.len(), |at| s.write(&payload[at..]));
     assert!(
         sent < payload.len() / 2,
         "sender was not slowed: {sent} of {} bytes accepted",
