@@ -218,6 +218,29 @@ impl Rule {
         self.check(ev).is_ok()
     }
 
+    /// True when the selector is all the rule asks of an event.
+    fn selector_only(&self) -> bool {
+        // Exhaustive, so a new matcher cannot be forgotten here.
+        let Rule {
+            label: _,
+            selector: _,
+            listener,
+            hostname,
+            app_name,
+            message,
+            tls_peer,
+            source,
+            to: _,
+            stop: _,
+        } = self;
+        listener.is_none()
+            && hostname.is_none()
+            && app_name.is_none()
+            && message.is_none()
+            && tls_peer.is_none()
+            && source.is_none()
+    }
+
     /// Checks each matcher in turn; the first one the event fails is the error. The one place
     /// that decides whether a rule matches, for routing and for `--explain` alike.
     pub fn check(&self, ev: &Event) -> Result<(), Mismatch> {
@@ -352,12 +375,56 @@ pub fn in_networks(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct RuleTable {
     rules: Vec<Rule>,
+    /// Per PRI (facility × 8 + severity), the rules that can match such an event, in order:
+    /// a rule whose selector is all it asks is listed, already known to match, only for the
+    /// PRIs it selects; any other rule is listed for every PRI and checked. Routing a message
+    /// is then a lookup and a short walk instead of a check per rule (on a collector's rule set
+    /// the checks were 7% of sluice's instructions, issue 18).
+    plans: Vec<Vec<Step>>,
 }
+
+/// One rule of a PRI's plan.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    rule: usize,
+    /// False when the rule matches every event of this PRI (its selector alone decides).
+    check: bool,
+}
+
+/// Facility codes (0..=23) times severities (0..=7).
+const PRIS: usize = 24 * 8;
 
 impl RuleTable {
     /// A table evaluating `rules` in order.
     pub fn new(rules: Vec<Rule>) -> RuleTable {
-        RuleTable { rules }
+        let plans = (0..PRIS)
+            .map(|pri| {
+                let facility = Facility::from_code((pri / 8) as u8);
+                let severity = Severity::from_code((pri % 8) as u8);
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| {
+                        if !r.selector_only() {
+                            return Some(Step {
+                                rule: i,
+                                check: true,
+                            });
+                        }
+                        let selected = match (&r.selector, facility, severity) {
+                            (None, _, _) => true,
+                            (Some(sel), Some(f), Some(s)) => sel.matches(f, s),
+                            (Some(_), _, _) => false,
+                        };
+                        selected.then_some(Step {
+                            rule: i,
+                            check: false,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        RuleTable { rules, plans }
     }
 
     /// Appends to `outputs` (cleared first) each output index the event goes to, once each, in
@@ -371,8 +438,11 @@ impl RuleTable {
     pub fn route_counting(&self, ev: &Event, outputs: &mut Vec<usize>, hits: &mut [u64]) -> bool {
         outputs.clear();
         let mut matched = false;
-        for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.matches(ev) {
+        let pri = usize::from(ev.facility().code()) * 8 + usize::from(ev.severity().code());
+        let plan = self.plans.get(pri).map_or(&[][..], Vec::as_slice);
+        for step in plan {
+            let (i, rule) = (step.rule, &self.rules[step.rule]);
+            if step.check && !rule.matches(ev) {
                 continue;
             }
             matched = true;
@@ -715,5 +785,73 @@ mod tests {
             &t.explain(&ev)[3].outcome,
             Outcome::NotMatched { why: Mismatch::Source, reason } if reason == "source 192.168.1.1 is not in [10.0.0.0/8]"
         ));
+    }
+
+    /// Routing as it was before the per-PRI plans: every rule checked in order.
+    fn route_rule_by_rule(rules: &[Rule], ev: &Event, hits: &mut [u64]) -> (bool, Vec<usize>) {
+        let mut outputs = Vec::new();
+        let mut matched = false;
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.check(ev).is_err() {
+                continue;
+            }
+            matched = true;
+            hits[i] += 1;
+            for &o in &rule.to {
+                if !outputs.contains(&o) {
+                    outputs.push(o);
+                }
+            }
+            if rule.stop {
+                break;
+            }
+        }
+        (matched, outputs)
+    }
+
+    proptest::proptest! {
+        /// The per-PRI plans route every event as checking each rule in turn does: the same
+        /// outputs in the same order, the same rule counts, stops and matchers included.
+        #[test]
+        fn plans_route_as_checking_every_rule(
+            specs in proptest::collection::vec((0usize..6, 0usize..3, proptest::bool::ANY, 0usize..4), 0..8),
+            events in proptest::collection::vec((0u8..24, 0u8..8, 0usize..3), 1..40),
+        ) {
+            const SELECTORS: [Option<&str>; 6] = [
+                None,
+                Some("*.*;auth,authpriv.none"),
+                Some("auth,authpriv.*"),
+                Some("kern.*"),
+                Some("*.=info"),
+                Some("mail.warning;local7.*"),
+            ];
+            const HOSTS: [&str; 3] = ["web1", "db1", "edge"];
+            let rules: Vec<Rule> = specs
+                .iter()
+                .map(|&(s, host, stop, to)| {
+                    let mut r = rule(SELECTORS[s], &[to, (to + 1) % 4], stop);
+                    // A second matcher: the rule must then be checked, not planned.
+                    if host > 0 {
+                        r.hostname = Some(Matcher::literal(vec![HOSTS[host].into()], false));
+                    }
+                    r
+                })
+                .collect();
+            let table = RuleTable::new(rules.clone());
+            for &(f, v, h) in &events {
+                let ev = event(
+                    Facility::from_code(f).unwrap(),
+                    Severity::from_code(v).unwrap(),
+                    "l",
+                    HOSTS[h],
+                    "m",
+                );
+                let (mut hits, mut want_hits) = (vec![0; rules.len()], vec![0; rules.len()]);
+                let mut outputs = Vec::new();
+                let matched = table.route_counting(&ev, &mut outputs, &mut hits);
+                let (want_matched, want_outputs) = route_rule_by_rule(&rules, &ev, &mut want_hits);
+                proptest::prop_assert_eq!((matched, &outputs, &hits), (want_matched, &want_outputs, &want_hits));
+            }
+        }
     }
 }
