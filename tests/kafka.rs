@@ -422,6 +422,50 @@ fn kafka_every_message_arrives_with_each_host_in_order() {
 }
 
 #[test]
+fn kafka_next_batches_are_produced_while_earlier_ones_await_acknowledgment() {
+    // Batches of 200 with max_in_flight = 4: more than one batch's messages are in librdkafka
+    // at once (the next batches go out before the earlier ones are acknowledged), never more
+    // than four batches'; still every message once, each host's in order.
+    const N: usize = 40_000;
+    const BATCH: u64 = 200;
+    const WINDOW: u64 = 4;
+    let broker = Tansu::start();
+    broker.create_topic("syslog", PARTITIONS);
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(&config(
+        &broker.address(),
+        &format!("batch = {{ max_events = {BATCH} }}\nmax_in_flight = {WINDOW}"),
+        state.path().to_str().unwrap(),
+    ));
+    let metrics = d.output("kafka");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(metrics.in_flight.load(Ordering::Relaxed));
+                std::thread::yield_now();
+            }
+            most
+        })
+    };
+    send(&d, 0..N);
+    wait_acked(&d, N as u64);
+    done.store(true, Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    eprintln!("most messages in flight: {most}");
+    assert!(most > BATCH, "never more than one batch in flight ({most})");
+    assert!(
+        most <= BATCH * WINDOW,
+        "{most} in flight, over {WINDOW} batches"
+    );
+    assert_eq!(check_topic(&broker.consume("syslog"), N), 0, "no duplicate");
+    assert_eq!(counter(&d, "retries"), 0);
+    assert_eq!(counter(&d, "in_flight"), 0);
+}
+
+#[test]
 fn kafka_broker_killed_and_restarted_loses_nothing_unacknowledged() {
     // tansu's storage here is memory: a killed broker forgets its log. So the topic is read
     // before the kill (everything acknowledged so far), and again after the restart (what
@@ -574,6 +618,8 @@ fn kafka_config_errors_name_the_key_and_line() {
             "max_message_size",
             "from 1000 to 1000000000",
         ),
+        ("max_in_flight = 0", "max_in_flight", ""),
+        ("max_in_flight = 65", "max_in_flight", "at most 64"),
     ];
     for (line, key, what) in cases {
         // The bad line is line 4, after the header, kind and one good key.
