@@ -569,8 +569,8 @@ fn read_record(r: &[u8]) -> Option<Parts<'_>> {
     })
 }
 
-/// Per-attempt bookkeeping shared with librdkafka's polling thread, which runs the delivery
-/// reports, the statistics and the log callbacks.
+/// Bookkeeping of the messages in librdkafka, shared with librdkafka's polling thread, which
+/// runs the delivery reports, the statistics and the log callbacks.
 struct Reports {
     name: Arc<str>,
     metrics: Arc<OutputMetrics>,
