@@ -18,7 +18,7 @@ ApiVersion v3 answer ("Read underflow"). benches/peers-setup.sh installs all thr
     .ci/install-test-tools                   # tansu, in ~/.cache/sluice-test-tools/tansu
     benches/peers-setup.sh                   # for --daemons rsyslog,syslog-ng
     benches/kafka.py [--count 1000000] [--relays 1] [--compression none] [--runs 3]
-                     [--batch-events 2000] [--batch-size 1MiB] [--format json]
+                     [--batch-events 2000] [--batch-size 1MiB] [--max-in-flight 4] [--format json]
                      [--daemons sluice,rsyslog,syslog-ng] [--timeout 300]
 """
 
@@ -108,6 +108,7 @@ def parse_size(text):
 
 def sluice(args, d, tcp, broker):
     conf = os.path.join(d, "sluice.toml")
+    in_flight = "" if args.max_in_flight is None else f"max_in_flight = {args.max_in_flight}\n"
     with open(conf, "w") as f:
         f.write(f"""[daemon]
 state_dir = "{d}"
@@ -124,7 +125,7 @@ topic = "{TOPIC}"
 format = "{args.format}"
 compression = "{args.compression}"
 batch = {{ max_events = {args.batch_events}, max_size = "{args.batch_size}" }}
-queue = {{ max_events = 200000 }}
+{in_flight}queue = {{ max_events = 200000 }}
 
 [[route]]
 to = ["kafka"]
@@ -336,6 +337,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--batch-events", type=int, default=2000)
     ap.add_argument("--batch-size", default="1MiB")
+    ap.add_argument("--max-in-flight", type=int, default=None,
+                    help="sluice's max_in_flight (batches in librdkafka at once); its default if not given")
     ap.add_argument("--format", default="json",
                     help="sluice's value format (the peers always write the traditional line)")
     ap.add_argument("--daemons", default="sluice", help="comma-separated: sluice,rsyslog,syslog-ng")

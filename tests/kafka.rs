@@ -422,6 +422,50 @@ fn kafka_every_message_arrives_with_each_host_in_order() {
 }
 
 #[test]
+fn kafka_next_batches_are_produced_while_earlier_ones_await_acknowledgment() {
+    // Batches of 200 with max_in_flight = 4: more than one batch's messages are in librdkafka
+    // at once (the next batches go out before the earlier ones are acknowledged), never more
+    // than four batches'; still every message once, each host's in order.
+    const N: usize = 40_000;
+    const BATCH: u64 = 200;
+    const WINDOW: u64 = 4;
+    let broker = Tansu::start();
+    broker.create_topic("syslog", PARTITIONS);
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(&config(
+        &broker.address(),
+        &format!("batch = {{ max_events = {BATCH} }}\nmax_in_flight = {WINDOW}"),
+        state.path().to_str().unwrap(),
+    ));
+    let metrics = d.output("kafka");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(metrics.in_flight.load(Ordering::Relaxed));
+                std::thread::yield_now();
+            }
+            most
+        })
+    };
+    send(&d, 0..N);
+    wait_acked(&d, N as u64);
+    done.store(true, Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    eprintln!("most messages in flight: {most}");
+    assert!(most > BATCH, "never more than one batch in flight ({most})");
+    assert!(
+        most <= BATCH * WINDOW,
+        "{most} in flight, over {WINDOW} batches"
+    );
+    assert_eq!(check_topic(&broker.consume("syslog"), N), 0, "no duplicate");
+    assert_eq!(counter(&d, "retries"), 0);
+    assert_eq!(counter(&d, "in_flight"), 0);
+}
+
+#[test]
 fn kafka_broker_killed_and_restarted_loses_nothing_unacknowledged() {
     // tansu's storage here is memory: a killed broker forgets its log. So the topic is read
     // before the kill (everything acknowledged so far), and again after the restart (what
@@ -574,6 +618,8 @@ fn kafka_config_errors_name_the_key_and_line() {
             "max_message_size",
             "from 1000 to 1000000000",
         ),
+        ("max_in_flight = 0", "max_in_flight", ""),
+        ("max_in_flight = 65", "max_in_flight", "at most 64"),
     ];
     for (line, key, what) in cases {
         // The bad line is line 4, after the header, kind and one good key.
@@ -2007,6 +2053,105 @@ fn kafka_batch_the_broker_refuses_as_too_large_is_split_and_only_the_big_message
     for c in sorted {
         let i = c.msgnum();
         assert!(!seen[i], "msgnum {i} twice");
+        seen[i] = true;
+        if let Some(&prev) = last.get(c.key.as_str()) {
+            assert!(prev < i, "{}: {i} after {prev}", c.key);
+        }
+        last.insert(c.key.as_str(), i);
+    }
+    front.assert_no_protocol_errors();
+}
+
+#[test]
+fn kafka_refusal_as_too_large_with_batches_in_flight_keeps_each_host_in_order() {
+    // A disk backlog of 8,000 messages, filled while no broker answers, meets the front as a
+    // Kafka broker with message.max.bytes = 20000: the first attempt has four batches of 500
+    // in flight (each far over the limit) when the first refusal comes. The batches behind
+    // the refused one are purged and sent again after its messages were split: every message
+    // is stored once, each host's in order, only the two big ones are dead-lettered, and
+    // nothing needs a retry.
+    const N: usize = 8_000;
+    const BATCH: u64 = 500;
+    const BIG: [usize; 2] = [777, 5_555];
+    let state = tempfile::tempdir().unwrap();
+    let keys = format!(
+        "dead_letter = \"refused\"\nbatch = {{ max_events = {BATCH} }}\nmax_in_flight = 4\n\
+         queue = {{ kind = \"disk\", max_size = \"100MiB\" }}"
+    );
+    let text = |broker: &str| {
+        config(broker, &keys, state.path().to_str().unwrap()).replace(
+            "[[route]]",
+            "[output.refused]\nkind = \"file\"\npath = \"{dir}/refused.log\"\nformat = \"rfc5424\"\n\n[[route]]",
+        )
+    };
+    let nobody = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut d = TestDaemon::start(&text(&format!("127.0.0.1:{nobody}")));
+    send_lines_to(
+        d.addr("tcp"),
+        (0..N).map(|i| {
+            let line = host_line(i);
+            if BIG.contains(&i) {
+                format!("{line} {}", "x".repeat(30_000))
+            } else {
+                line
+            }
+        }),
+    );
+    wait_until("all in the disk queue", DELIVERY, || {
+        counter(&d, "queue_depth") == N as u64
+    });
+    d.stop();
+    assert_eq!(counter(&d, "written"), 0);
+
+    let (broker, front) = broker_behind_front(FrontRules {
+        max_batch_bytes: Some(20_000),
+        ..FrontRules::default()
+    });
+    let d = TestDaemon::start(&text(&front.address()));
+    let metrics = d.output("kafka");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(metrics.in_flight.load(Ordering::Relaxed));
+                std::thread::yield_now();
+            }
+            most
+        })
+    };
+    wait_until("every message produced or refused", DELIVERY, || {
+        counter(&d, "written") + counter(&d, "rejected") >= N as u64
+    });
+    done.store(true, Ordering::Relaxed);
+    let most = sampler.join().unwrap();
+    eprintln!("most messages in flight: {most}");
+    assert!(
+        most > BATCH,
+        "batches overlapped ({most} in flight at most)"
+    );
+    assert_eq!(counter(&d, "rejected"), 2);
+    assert_eq!(counter(&d, "dead_lettered"), 2);
+    assert_eq!(counter(&d, "written"), (N - 2) as u64);
+    assert_eq!(counter(&d, "retries"), 0, "the split needs no retry");
+    assert!(front.count(|s| &s.refused_with_others) >= 1);
+    let consumed = broker.consume_with("syslog", &front.address(), "{}");
+    assert_eq!(consumed.len(), N - 2, "each message once");
+    let mut seen = vec![false; N];
+    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
+    sorted.sort_by_key(|c| (c.partition, c.offset));
+    for c in sorted {
+        let i = c.msgnum();
+        assert!(
+            !BIG.contains(&i) && !seen[i],
+            "msgnum {i} stored twice or big"
+        );
         seen[i] = true;
         if let Some(&prev) = last.get(c.key.as_str()) {
             assert!(prev < i, "{}: {i} after {prev}", c.key);

@@ -136,6 +136,11 @@ pub trait Transport: Send + 'static {
     /// Sends `records` (the head of the backlog, in order).
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt;
 
+    /// `count` records left the head of the backlog without being sent (`when_full =
+    /// "drop_oldest"`): a transport that keeps records in flight from one attempt to the next
+    /// forgets those.
+    fn dropped_head(&mut self, _count: usize) {}
+
     /// Releases connections at the end.
     fn close(&mut self) {}
 }
@@ -554,8 +559,11 @@ impl<T: Transport> Worker<T> {
         }
         let drop = drop.min(self.backlog.len());
         if drop > 0 {
-            if let Err(e) = self.backlog.ack(drop as usize) {
-                tracing::error!(output = %self.name, error = %e, "dropping oldest failed");
+            match self.backlog.ack(drop as usize) {
+                Ok(()) => self.transport.dropped_head(drop as usize),
+                Err(e) => {
+                    tracing::error!(output = %self.name, error = %e, "dropping oldest failed")
+                }
             }
             metrics::add(&self.metrics.dropped_oldest, drop);
         }

@@ -4,18 +4,22 @@
 //! `acks = all`.
 //!
 //! Each backlog record holds the event's topic and partition key beside its formatted value,
-//! so a record replayed from a disk queue goes where it would have gone. An attempt hands up to
-//! `batch.max_events` records (and `batch.max_size` bytes) from the head to librdkafka: those
-//! are the messages in flight, and nothing else is ever queued in it. librdkafka partitions
-//! them by the key's murmur2 hash, as Kafka's Java client does (one host's messages share a
-//! partition and keep their order), batches and compresses them per partition, and retries
-//! within `timeout` by itself; being idempotent (a producer id and per-partition sequence
-//! numbers), its retries neither duplicate nor reorder a message. The attempt waits for every
-//! message's delivery report. Records leave the backlog as far as they were acknowledged from
-//! the head: a message that failed (broker down, no leader, unknown topic, not acknowledged
-//! within `timeout`) and everything after it in the backlog are sent again after the backoff,
-//! as new messages, so a consumer may see duplicates of those that had been acknowledged
-//! after it, never gaps.
+//! so a record replayed from a disk queue goes where it would have gone. Records go to
+//! librdkafka in batches of up to `batch.max_events` (and `batch.max_size` bytes), up to
+//! `max_in_flight` batches from the head of the backlog at once: those are the messages in
+//! flight, and nothing else is ever queued in it. librdkafka partitions them by the key's
+//! murmur2 hash, as Kafka's Java client does (one host's messages share a partition and keep
+//! their order), batches and compresses them per partition, and retries within `timeout` by
+//! itself; being idempotent (a producer id and per-partition sequence numbers), its retries
+//! neither duplicate nor reorder a message, and the batches produced while earlier ones await
+//! their acknowledgments are stored after them in each partition. An attempt fills the window,
+//! waits for the oldest batch's delivery reports and releases it; the later batches stay in
+//! flight into the next attempt, so the backlog is released in order only. Records leave the
+//! backlog as far as they were acknowledged from the head: a message that failed (broker down,
+//! no leader, unknown topic, not acknowledged within `timeout`) drops the producer with every
+//! batch in it, and it and everything after it in the backlog are sent again after the
+//! backoff, as new messages, so a consumer may see duplicates of those that had been
+//! acknowledged after it, never gaps.
 //!
 //! A message refused for good (larger than `max_message_size`, which librdkafka checks before
 //! sending, or refused by the broker as invalid) is counted in `rejected`, handed to
@@ -23,9 +27,14 @@
 //! topic's) `message.max.bytes` as a whole, innocent messages with it: those are sent again in
 //! rounds of half as many within the same attempt, down to one, and only a message refused
 //! alone is dead-lettered; later attempts start at the largest round that went through, and
-//! grow back slowly ([`KafkaTransport::resend_smaller`]).
+//! grow back slowly ([`KafkaTransport::resend_smaller`]), one batch in flight at a time until
+//! then. When such a refusal comes with later batches in flight, those are purged from
+//! librdkafka at once (it would send them again under a bumped epoch, ahead of the refused
+//! messages; Kafka stores none of a producer's batches after the gap a refused one leaves in
+//! a partition's sequence numbers) and sent again from the backlog after the refused batch is
+//! settled, so each partition keeps its order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,7 +58,7 @@ use crate::output::{OutputConfig, OutputDescriptors, OutputKindSpec, OutputStart
 
 /// `kind = "kafka"`.
 pub const KIND: &str = "kafka";
-/// Default `batch.max_events`: messages in flight per attempt.
+/// Default `batch.max_events`: messages per batch (`max_in_flight` batches may be in flight).
 pub const DEFAULT_BATCH_MAX_EVENTS: usize = 2000;
 /// Default `batch.max_size`: bytes of values per attempt (Kafka's default `message.max.bytes`
 /// is about 1 MiB per partition batch).
@@ -94,6 +103,9 @@ pub struct KafkaSettings {
     pub timeout: Duration,
     /// Largest message (key, value and overhead) librdkafka sends; larger ones are refused.
     pub max_message_size: u64,
+    /// Batches (of up to `batch.max_events` messages) in librdkafka at once at most: the next
+    /// ones are produced while earlier ones await their acknowledgments.
+    pub max_in_flight: usize,
     /// With `tls = true`: the trust and client certificate.
     pub tls: Option<crate::tls::ClientSettings>,
     /// SASL authentication.
@@ -262,6 +274,7 @@ impl OutputKindSpec for KafkaSettings {
             None => DEFAULT_MAX_MESSAGE_BYTES,
         };
         let sasl = raw.sasl.as_ref().and_then(|s| s.decode(entry, errs));
+        let max_in_flight = crate::output::http_client::decode_max_in_flight(entry, errs);
         let on = raw.tls.as_ref().is_some_and(|t| *t.get_ref());
         let why_span = raw.tls.as_ref().map_or(entry.kind.span(), |t| t.span());
         let first_host = brokers
@@ -306,6 +319,7 @@ impl OutputKindSpec for KafkaSettings {
             batch,
             timeout,
             max_message_size,
+            max_in_flight,
             tls: if on { Some(tls?) } else { None },
             sasl,
             dead_letter: raw.dead_letter.as_ref().map(|d| d.get_ref().clone()),
@@ -555,8 +569,8 @@ fn read_record(r: &[u8]) -> Option<Parts<'_>> {
     })
 }
 
-/// Per-attempt bookkeeping shared with librdkafka's polling thread, which runs the delivery
-/// reports, the statistics and the log callbacks.
+/// Bookkeeping of the messages in librdkafka, shared with librdkafka's polling thread, which
+/// runs the delivery reports, the statistics and the log callbacks.
 struct Reports {
     name: Arc<str>,
     metrics: Arc<OutputMetrics>,
@@ -570,15 +584,25 @@ struct Reports {
     log_limit: Mutex<LogLimiter>,
 }
 
-/// The delivery reports of the attempt under way.
+/// The delivery reports of the messages handed to librdkafka, in the order they were produced
+/// (the order of the backlog from its head).
 #[derive(Default)]
 struct Pending {
-    /// Tags the attempt's messages carry (a late report of an earlier attempt is ignored).
+    /// Tags the messages carry; it changes when they are all forgotten, so a late report of
+    /// one of them is ignored.
     generation: u32,
-    /// Per message of the attempt: not reported yet (`None`), or its outcome.
-    outcomes: Vec<Option<Delivery>>,
+    /// The number (in the tag) of `outcomes[0]`.
+    first: u32,
+    /// Per message: not reported yet (`None`), or its outcome.
+    outcomes: VecDeque<Option<Delivery>>,
     /// Reports still expected.
     waiting: usize,
+    /// The sending thread waits for the first `watched` messages' reports ...
+    watched: usize,
+    /// ... of which this many have not come yet.
+    watched_waiting: usize,
+    /// The broker refused a batch as too large since the messages were last forgotten.
+    too_large: bool,
 }
 
 /// What became of one message.
@@ -603,9 +627,9 @@ struct Round {
     stopped: Option<(usize, String)>,
 }
 
-/// A message's delivery tag: the attempt's generation and the message's place in it.
-fn tag(generation: u32, index: usize) -> usize {
-    ((generation as usize) << 32) | index
+/// A message's delivery tag: the generation and the message's number.
+fn tag(generation: u32, number: u32) -> usize {
+    ((generation as usize) << 32) | number as usize
 }
 
 impl Reports {
@@ -701,11 +725,14 @@ impl ProducerContext for Ctx {
                 }
             }
         };
+        let too_large = matches!(outcome, Delivery::TooLarge(_));
         let mut p = self.0.attempt.lock().unwrap_or_else(|e| e.into_inner());
-        let (generation, index) = ((tag >> 32) as u32, tag & 0xffff_ffff);
+        let (generation, number) = ((tag >> 32) as u32, tag as u32);
         if generation != p.generation {
             return;
         }
+        // A message already settled and forgotten is far past the end here.
+        let index = number.wrapping_sub(p.first) as usize;
         if let Some(slot @ None) = p.outcomes.get_mut(index) {
             *slot = Some(outcome);
             p.waiting -= 1;
@@ -713,7 +740,13 @@ impl ProducerContext for Ctx {
                 .metrics
                 .in_flight
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            if p.waiting == 0 {
+            let mut wake = too_large && !p.too_large;
+            p.too_large |= too_large;
+            if index < p.watched {
+                p.watched_waiting -= 1;
+                wake |= p.watched_waiting == 0;
+            }
+            if wake {
                 self.0.arrived.notify_all();
             }
         }
@@ -753,6 +786,9 @@ struct KafkaTransport {
     round_cap: usize,
     /// Attempts in a row under a lowered `round_cap` with nothing refused as too large.
     clean_attempts: u32,
+    /// The batches in librdkafka, by their number of records, oldest first: they are the head
+    /// of the backlog, in its order, and leave it only as the oldest are settled.
+    flight: VecDeque<usize>,
 }
 
 impl KafkaTransport {
@@ -793,6 +829,7 @@ impl KafkaTransport {
             refusals,
             round_cap: settings_max_events,
             clean_attempts: 0,
+            flight: VecDeque::new(),
         };
         // Settings librdkafka refuses are found here, at start, not at the first event.
         t.ensure_producer().map_err(|e| anyhow::anyhow!(e))?;
@@ -814,16 +851,20 @@ impl KafkaTransport {
             // The last partial batch of each partition lingers too (sending at once, with
             // linger.ms = 0, took more produce requests and a third more CPU per message).
             .set("linger.ms", s.batch.max_wait.as_millis().to_string())
-            // One attempt's messages are all that is ever queued: the bound on messages in
-            // flight. Bytes are bounded by the attempt (`batch.max_size`); the limit here
+            // The batches in flight are all that is ever queued: the bound on messages in
+            // flight. Bytes are bounded by the batches (`batch.max_size` each); the limit here
             // only leaves room for librdkafka's own overhead per message.
             .set(
                 "queue.buffering.max.messages",
-                s.batch.max_events.to_string(),
+                s.batch
+                    .max_events
+                    .saturating_mul(s.max_in_flight)
+                    .min(i32::MAX as usize)
+                    .to_string(),
             )
             .set(
                 "queue.buffering.max.kbytes",
-                (s.batch.max_bytes / 512 + 1024)
+                (s.batch.max_bytes.saturating_mul(s.max_in_flight as u64) / 512 + 1024)
                     .min(i32::MAX as u64)
                     .to_string(),
             )
@@ -892,10 +933,11 @@ impl KafkaTransport {
     /// partition's messages of one round go out in one batch, which the round's limits, also
     /// librdkafka's `batch.num.messages` and `batch.size`, make the rule). A round that fails
     /// otherwise (broker down) leaves the rest for the next attempt. Later attempts start at
-    /// the largest round size that went through.
+    /// the largest round size that went through. The batch's messages purged unsettled when
+    /// the refusal came (another batch was in flight) go with the refused ones.
     fn resend_smaller(&mut self, records: &[Vec<u8>], outcomes: &mut [Option<Delivery>]) {
         let suspects: Vec<usize> = (0..outcomes.len())
-            .filter(|&i| matches!(outcomes[i], Some(Delivery::TooLarge(_))))
+            .filter(|&i| !matches!(outcomes[i], Some(Delivery::Acked | Delivery::Refused(_))))
             .collect();
         if let Some(suppressed) = self.reports.log_allowed() {
             tracing::info!(output = %self.name, messages = suspects.len(), suppressed,
@@ -971,44 +1013,66 @@ impl KafkaTransport {
         true
     }
 
-    /// One round: the records at `items` (indices into `records`, in order) handed to
-    /// librdkafka, and their delivery reports awaited.
+    /// One round of a split: the records at `items` (indices into `records`, in order) handed
+    /// to librdkafka, with nothing else in it, and their delivery reports awaited.
     fn round(&mut self, records: &[Vec<u8>], items: &[usize]) -> Round {
-        let reports = self.reports.clone();
-        let timeout = self.settings.timeout;
+        let (queued, stopped) = self.produce(items.iter().map(|&i| &records[i]), true);
+        // librdkafka fails what it could not deliver within `timeout`; the margin covers a
+        // report on its way.
+        self.wait(
+            queued,
+            Instant::now() + self.settings.timeout + REPORT_MARGIN,
+            false,
+        );
+        let mut outcomes = self.take_front(queued);
+        outcomes.resize(items.len(), None);
+        if !self.producer_goes_on(&outcomes) {
+            self.forget_flight();
+        }
+        Round {
+            outcomes,
+            stopped: stopped.map(|why| (queued, why)),
+        }
+    }
+
+    /// Hands `records` to librdkafka after the messages already in it, each tagged with its
+    /// place. Returns how many of them have a place (queued, or refused at once for good)
+    /// and, when it stopped before the end, why: the rest is not in librdkafka. Only with
+    /// `wait_for_room` does a full librdkafka queue wait (up to `timeout`) rather than stop.
+    fn produce<'a>(
+        &mut self,
+        records: impl ExactSizeIterator<Item = &'a Vec<u8>>,
+        wait_for_room: bool,
+    ) -> (usize, Option<String>) {
         if let Err(error) = self.ensure_producer() {
-            return Round {
-                outcomes: vec![None; items.len()],
-                stopped: Some((0, error)),
-            };
+            return (0, Some(error));
         }
         let producer = self.producer.as_ref().expect("made above");
-        let generation = {
+        let reports = &self.reports;
+        let n = records.len();
+        // Counted as waiting before librdkafka may report them.
+        let (generation, number, base) = {
             let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
-            p.generation = p.generation.wrapping_add(1);
-            p.outcomes.clear();
-            p.outcomes.resize(items.len(), None);
-            p.waiting = 0;
-            p.generation
+            let base = p.outcomes.len();
+            p.outcomes.resize(base + n, None);
+            p.waiting += n;
+            (p.generation, p.first.wrapping_add(base as u32), base)
         };
+        metrics::add(&self.metrics.in_flight, n as u64);
         // Outcomes known without the broker: malformed records, messages librdkafka refuses.
-        let mut known: Vec<Option<Delivery>> = vec![None; items.len()];
-        // The first record that could not be queued: it and those after it wait for the next
-        // attempt.
+        let mut known: Vec<(usize, Delivery)> = Vec::new();
+        // The first record that could not be queued: it and those after it wait.
         let mut stopped: Option<(usize, String)> = None;
-        let enqueue_by = Instant::now() + timeout;
-        for (i, r) in items.iter().map(|&i| &records[i]).enumerate() {
+        let enqueue_by = Instant::now() + self.settings.timeout;
+        let mut queued = 0u64;
+        for (i, r) in records.enumerate() {
             let Some(Parts { topic, key, value }) = read_record(r) else {
-                known[i] = Some(Delivery::Refused("not a kafka backlog record".into()));
+                known.push((i, Delivery::Refused("not a kafka backlog record".into())));
                 continue;
             };
-            // Counted as waiting before librdkafka may report it.
-            {
-                let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
-                p.waiting += 1;
-            }
-            metrics::add(&self.metrics.in_flight, 1);
-            let mut record = BaseRecord::with_opaque_to(topic, tag(generation, i)).payload(value);
+            let mut record =
+                BaseRecord::with_opaque_to(topic, tag(generation, number.wrapping_add(i as u32)))
+                    .payload(value);
             if let Some(k) = key {
                 record = record.key(k);
             }
@@ -1017,26 +1081,21 @@ impl KafkaTransport {
                 match producer.send(record.take().expect("put back on queue full")) {
                     Ok(()) => break None,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
-                        if Instant::now() < enqueue_by =>
+                        if wait_for_room && Instant::now() < enqueue_by =>
                     {
-                        // Reports of an earlier attempt still leaving: wait for room.
+                        // Reports of messages purged earlier still leaving: wait for room.
                         record = Some(r);
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     Err((e, _)) => break Some(e),
                 }
             };
-            if let Some(e) = error {
-                {
-                    let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
-                    p.waiting -= 1;
+            match error {
+                None => queued += 1,
+                Some(e) if refused_for_good(&e) => {
+                    known.push((i, Delivery::Refused(format!("{topic}: {e}"))));
                 }
-                self.metrics
-                    .in_flight
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                if refused_for_good(&e) {
-                    known[i] = Some(Delivery::Refused(format!("{topic}: {e}")));
-                } else {
+                Some(e) => {
                     let why = match e {
                         KafkaError::MessageProduction(
                             RDKafkaErrorCode::UnknownTopic
@@ -1049,47 +1108,107 @@ impl KafkaTransport {
                     stopped = Some((i, why));
                     break;
                 }
-            } else {
-                metrics::add(&self.metrics.produced, 1);
             }
         }
-        // librdkafka fails what it could not deliver within `timeout`; the margin covers a
-        // report on its way.
-        let wait_until = Instant::now() + timeout + REPORT_MARGIN;
-        let outcomes = {
+        metrics::add(&self.metrics.produced, queued);
+        let end = stopped.as_ref().map_or(n, |(i, _)| *i);
+        let settled_here = known.len() + (n - end);
+        {
             let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
-            while p.waiting > 0 {
-                let left = wait_until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                p = reports
-                    .arrived
-                    .wait_timeout(p, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+            // Only this thread adds or removes places, so `base` still points at the first.
+            for (i, d) in known {
+                p.outcomes[base + i] = Some(d);
             }
+            p.outcomes.truncate(base + end);
+            p.waiting -= settled_here;
+        }
+        self.metrics
+            .in_flight
+            .fetch_sub(settled_here as u64, std::sync::atomic::Ordering::Relaxed);
+        (end, stopped.map(|(_, why)| why))
+    }
+
+    /// Waits until the first `count` messages in librdkafka have their reports, or `until`;
+    /// with `or_too_large`, also until the broker refused a batch as too large.
+    fn wait(&self, count: usize, until: Instant, or_too_large: bool) {
+        let mut p = self
+            .reports
+            .attempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.watched = count.min(p.outcomes.len());
+        p.watched_waiting = p
+            .outcomes
+            .range(..p.watched)
+            .filter(|o| o.is_none())
+            .count();
+        while p.watched_waiting > 0 && !(or_too_large && p.too_large) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            p = self
+                .reports
+                .arrived
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        p.watched = 0;
+        p.watched_waiting = 0;
+    }
+
+    /// The outcomes of the first `count` messages in librdkafka, which are forgotten (`None`:
+    /// no report yet; one that comes is ignored).
+    fn take_front(&self, count: usize) -> Vec<Option<Delivery>> {
+        let mut p = self
+            .reports
+            .attempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = count.min(p.outcomes.len());
+        let taken: Vec<Option<Delivery>> = p.outcomes.drain(..count).collect();
+        let late = taken.iter().filter(|o| o.is_none()).count();
+        p.waiting -= late;
+        p.first = p.first.wrapping_add(count as u32);
+        drop(p);
+        self.metrics
+            .in_flight
+            .fetch_sub(late as u64, std::sync::atomic::Ordering::Relaxed);
+        taken
+    }
+
+    /// Forgets every message in librdkafka and the producer with them (its drop purges what
+    /// it still holds, so nothing of it can arrive after the records are sent again): their
+    /// records are sent again from the backlog by a new producer.
+    fn forget_flight(&mut self) {
+        self.producer = None;
+        let late = {
+            let mut p = self
+                .reports
+                .attempt
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let late = p.waiting;
-            // Whatever still comes belongs to no attempt.
             p.generation = p.generation.wrapping_add(1);
+            p.first = 0;
+            p.outcomes.clear();
             p.waiting = 0;
-            (std::mem::take(&mut p.outcomes), late)
+            p.too_large = false;
+            late
         };
-        let (mut outcomes, late) = outcomes;
-        if late > 0 {
-            // Drop what librdkafka still holds, so it cannot arrive after the records are sent
-            // again.
-            producer.purge(PurgeConfig::default().queue().inflight());
-            self.metrics
-                .in_flight
-                .fetch_sub(late as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        for (o, k) in outcomes.iter_mut().zip(known) {
-            if k.is_some() {
-                *o = k;
-            }
-        }
-        let fatal = producer.client().fatal_error();
+        self.metrics
+            .in_flight
+            .fetch_sub(late as u64, std::sync::atomic::Ordering::Relaxed);
+        self.flight.clear();
+    }
+
+    /// Whether the producer may go on after these outcomes; when not, the caller forgets it
+    /// and every message in it ([`Self::forget_flight`]).
+    fn producer_goes_on(&self, outcomes: &[Option<Delivery>]) -> bool {
+        let Some(producer) = &self.producer else {
+            return false;
+        };
         if outcomes
             .iter()
             .any(|o| matches!(o, Some(Delivery::TooLarge(_))))
@@ -1098,26 +1217,22 @@ impl KafkaTransport {
             // batch left in the partition's sequence numbers; a new producer id starts the
             // smaller rounds without relying on the broker following that bump (tansu 0.6
             // answers the next batches PRODUCER_FENCED).
-            self.producer = None;
-        } else if let Some((code, reason)) = fatal {
+            return false;
+        }
+        if let Some((code, reason)) = producer.client().fatal_error() {
             // The idempotent producer cannot go on (its sequence broke): a new one, with a
             // new producer id, takes over at the next attempt.
             tracing::warn!(output = %self.name, error = %code, reason = %reason,
                 "kafka producer failed for good; starting a new one");
-            self.producer = None;
-        } else if outcomes.iter().any(|o| {
-            !matches!(
-                o,
-                Some(Delivery::Acked | Delivery::Refused(_) | Delivery::TooLarge(_))
-            )
-        }) {
-            // A message not delivered in time: the next attempt starts a new producer, with a
-            // new producer id. librdkafka would go on under the old id with a bumped epoch,
-            // which a broker that lost its state (restarted without its log) refuses as an
-            // unknown producer, again and again.
-            self.producer = None;
+            return false;
         }
-        Round { outcomes, stopped }
+        // A message not delivered in time: the next attempt starts a new producer, with a new
+        // producer id. librdkafka would go on under the old id with a bumped epoch, which a
+        // broker that lost its state (restarted without its log) refuses as an unknown
+        // producer, again and again.
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Some(Delivery::Acked | Delivery::Refused(_))))
     }
 
     /// Makes the producer if there is none (it connects in the background).
@@ -1194,37 +1309,127 @@ impl Transport for KafkaTransport {
         self.settings.batch.max_wait
     }
 
+    fn window_records(&self) -> usize {
+        self.settings
+            .batch
+            .max_events
+            .saturating_mul(self.settings.max_in_flight)
+    }
+
+    fn dropped_head(&mut self, count: usize) {
+        // Records in librdkafka dropped from the backlog (`drop_oldest`): their outcomes no
+        // longer matter; the batches after them keep their places.
+        let mut left = count.min(self.flight.iter().sum());
+        self.take_front(left);
+        while left > 0 {
+            let head = self.flight.front_mut().expect("left is within the flight");
+            let n = left.min(*head);
+            *head -= n;
+            left -= n;
+            if *head == 0 {
+                self.flight.pop_front();
+            }
+        }
+    }
+
     fn send(&mut self, records: &[Vec<u8>]) -> Attempt {
-        let fits = self.settings.batch.fitting(records, 0);
-        let records = &records[..fits.min(self.round_cap)];
+        let batch = self.settings.batch;
         let timeout = self.settings.timeout;
-        let all: Vec<usize> = (0..records.len()).collect();
-        let Round {
-            mut outcomes,
-            stopped,
-        } = self.round(records, &all);
-        let limit = stopped.as_ref().map_or(records.len(), |(i, _)| *i);
-        if outcomes[..limit]
-            .iter()
-            .any(|o| matches!(o, Some(Delivery::TooLarge(_))))
-        {
+        let mut at: usize = self.flight.iter().sum();
+        if at > records.len() {
+            // Not the backlog's head any more: start afresh.
+            self.forget_flight();
+            at = 0;
+        }
+        // Fill the window: batches produced while the earlier ones await their reports. Not
+        // while a refusal as too large lowered the batches: rounds settle one at a time then.
+        let most = if self.round_cap < batch.max_events {
+            1
+        } else {
+            self.settings.max_in_flight
+        };
+        // The head batch could not be queued whole: why.
+        let mut head_stopped: Option<String> = None;
+        while self.flight.len() < most && at < records.len() {
+            let rest = &records[at..];
+            let len = batch.fitting(rest, 0).min(self.round_cap);
+            // A partial batch behind others waits for more, as `max_wait` asks (the head's
+            // own waiting is the delivery thread's).
+            let partial = len == rest.len() && len < batch.max_events;
+            if partial && !self.flight.is_empty() && !batch.max_wait.is_zero() {
+                break;
+            }
+            let head = self.flight.is_empty();
+            let (queued, stopped) = self.produce(rest[..len].iter(), head);
+            if queued > 0 {
+                self.flight.push_back(queued);
+                at += queued;
+            }
+            if let Some(why) = stopped {
+                // Behind other batches, the same error comes back once it is the head's.
+                if head {
+                    head_stopped = Some(why);
+                }
+                break;
+            }
+        }
+        let Some(&head_len) = self.flight.front() else {
+            return Attempt::Failed {
+                error: head_stopped.unwrap_or_else(|| "nothing could be produced".into()),
+                retry_after: None,
+            };
+        };
+        let until = Instant::now() + timeout + REPORT_MARGIN;
+        self.wait(head_len, until, true);
+        let too_large = self
+            .reports
+            .attempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .too_large;
+        let mut outcomes = if too_large {
+            // A batch refused as too large ends the overlap until the refusal is settled:
+            // what librdkafka holds beyond the head batch is purged at once (so librdkafka
+            // does not send it again under a bumped epoch ahead of the refused messages),
+            // and sent again, after them, from the backlog. The broker stores none of a
+            // partition's batches that follow a refused one from the same producer (their
+            // sequence numbers leave a gap), so each partition keeps its order.
+            if self.flight.len() > 1
+                && let Some(p) = &self.producer
+            {
+                p.purge(PurgeConfig::default().queue().inflight());
+            }
+            self.wait(usize::MAX, until, false);
+            let head = self.take_front(head_len);
+            self.forget_flight();
+            head
+        } else {
+            let head = self.take_front(head_len);
+            self.flight.pop_front();
+            if !self.producer_goes_on(&head) {
+                self.forget_flight();
+            }
+            head
+        };
+        let records = &records[..head_len];
+        if too_large {
             self.clean_attempts = 0;
-            self.resend_smaller(records, &mut outcomes[..limit]);
-        } else if self.round_cap < self.settings.batch.max_events {
+            self.resend_smaller(records, &mut outcomes);
+        } else if self.round_cap < batch.max_events {
             // Back towards full batches, slowly: each try past the broker's limit costs a
             // refused round.
             self.clean_attempts += 1;
             if self.clean_attempts >= SPLIT_RECOVERY_ATTEMPTS {
                 self.clean_attempts = 0;
-                self.round_cap = (self.round_cap * 2).min(self.settings.batch.max_events);
+                self.round_cap = (self.round_cap * 2).min(batch.max_events);
             }
         }
-        let taken = outcomes[..limit]
+        let taken = outcomes
             .iter()
             .take_while(|o| matches!(o, Some(Delivery::Acked | Delivery::Refused(_))))
             .count();
         let first_failure = || {
-            outcomes[..limit]
+            outcomes
                 .iter()
                 .find_map(|o| match o {
                     Some(Delivery::Failed(why) | Delivery::TooLarge(why)) => Some(why.clone()),
@@ -1234,7 +1439,7 @@ impl Transport for KafkaTransport {
                     )),
                     _ => None,
                 })
-                .or_else(|| stopped.as_ref().map(|(_, why)| why.clone()))
+                .or_else(|| head_stopped.clone())
         };
         if taken == 0 {
             return Attempt::Failed {
@@ -1253,7 +1458,7 @@ impl Transport for KafkaTransport {
                 _ => unreachable!("taken stops at the first record not done with"),
             }
         }
-        if taken < records.len()
+        if (taken < records.len() || head_stopped.is_some())
             && let Some(error) = first_failure()
         {
             tracing::info!(output = %self.name, acknowledged = taken, error = %error,
@@ -1264,7 +1469,8 @@ impl Transport for KafkaTransport {
 
     fn close(&mut self) {
         if let Some(p) = self.producer.take() {
-            // Nothing is queued between attempts; this lets librdkafka close its connections.
+            // What is still in flight may be acknowledged meanwhile; the rest stays in the
+            // backlog. This also lets librdkafka close its connections.
             let _ = p.flush(Duration::from_secs(1));
         }
     }
