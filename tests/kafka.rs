@@ -376,6 +376,57 @@ fn wait_acked(d: &TestDaemon, n: u64) {
     });
 }
 
+/// `config` with a file output `refused` (RFC 5424, `{dir}/refused.log`) beside the kafka
+/// output, for `dead_letter = "refused"`.
+fn with_dead_letter_file(config: String) -> String {
+    config.replace(
+        "[[route]]",
+        "[output.refused]\nkind = \"file\"\npath = \"{dir}/refused.log\"\nformat = \"rfc5424\"\n\n[[route]]",
+    )
+}
+
+/// Sends messages 0..`n` over one TCP connection, those numbered in `big` padded with `pad`
+/// bytes.
+fn send_with_big(d: &TestDaemon, n: usize, big: &[usize], pad: usize) {
+    send_lines_to(
+        d.addr("tcp"),
+        (0..n).map(|i| {
+            let line = host_line(i);
+            if big.contains(&i) {
+                format!("{line} {}", "x".repeat(pad))
+            } else {
+                line
+            }
+        }),
+    );
+}
+
+/// Waits until each of `n` messages was acknowledged or refused for good.
+fn wait_settled(d: &TestDaemon, n: usize) {
+    wait_until("every message produced or refused", DELIVERY, || {
+        counter(d, "written") + counter(d, "rejected") >= n as u64
+    });
+}
+
+/// Checks the topic holds every number of 0..`n` but `big` exactly once, each host's in order.
+fn check_topic_without(consumed: &[Consumed], n: usize, big: &[usize]) {
+    assert_eq!(consumed.len(), n - big.len(), "each message once");
+    let mut seen = vec![false; n];
+    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
+    sorted.sort_by_key(|c| (c.partition, c.offset));
+    for c in sorted {
+        let i = c.msgnum();
+        assert!(!big.contains(&i), "msgnum {i} was to be refused");
+        assert!(!seen[i], "msgnum {i} stored twice");
+        seen[i] = true;
+        if let Some(&prev) = last.get(c.key.as_str()) {
+            assert!(prev < i, "{}: {i} after {prev}", c.key);
+        }
+        last.insert(c.key.as_str(), i);
+    }
+}
+
 #[test]
 fn kafka_every_message_arrives_with_each_host_in_order() {
     // 100k messages: about 10 s in a debug build on 2 cores, most of it kafka-python reading.
@@ -800,30 +851,14 @@ fn kafka_message_too_large_is_dead_lettered_and_the_rest_go_on() {
     let broker = Tansu::start();
     broker.create_topic("syslog", PARTITIONS);
     let state = tempfile::tempdir().unwrap();
-    let text = config(
+    let text = with_dead_letter_file(config(
         &broker.address(),
         "max_message_size = 2000\ndead_letter = \"refused\"\nbatch = { max_events = 50 }",
         state.path().to_str().unwrap(),
-    )
-    .replace(
-        "[[route]]",
-        "[output.refused]\nkind = \"file\"\npath = \"{dir}/refused.log\"\nformat = \"rfc5424\"\n\n[[route]]",
-    );
+    ));
     let d = TestDaemon::start(&text);
-    send_lines_to(
-        d.addr("tcp"),
-        (0..N).map(|i| {
-            let line = host_line(i);
-            if i == BIG {
-                format!("{line} {}", "x".repeat(3000))
-            } else {
-                line
-            }
-        }),
-    );
-    wait_until("every message produced or refused", DELIVERY, || {
-        counter(&d, "written") + counter(&d, "rejected") >= N as u64
-    });
+    send_with_big(&d, N, &[BIG], 3000);
+    wait_settled(&d, N);
     assert_eq!(counter(&d, "rejected"), 1);
     assert_eq!(counter(&d, "dead_lettered"), 1);
     assert_eq!(counter(&d, "written"), (N - 1) as u64);
@@ -841,22 +876,7 @@ fn kafka_message_too_large_is_dead_lettered_and_the_rest_go_on() {
         "{}",
         refused[0]
     );
-    let consumed = broker.consume("syslog");
-    assert!(consumed.iter().all(|c| c.msgnum() != BIG));
-    // Every other message once, each host's in order.
-    let mut renumbered: Vec<Consumed> = consumed.clone();
-    renumbered.retain(|c| c.msgnum() != BIG);
-    assert_eq!(renumbered.len(), N - 1);
-    let mut last: std::collections::HashMap<&str, usize> = Default::default();
-    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
-    sorted.sort_by_key(|c| (c.partition, c.offset));
-    for c in sorted {
-        let i = c.msgnum();
-        if let Some(&prev) = last.get(c.key.as_str()) {
-            assert!(prev < i, "{}: {i} after {prev}", c.key);
-        }
-        last.insert(c.key.as_str(), i);
-    }
+    check_topic_without(&broker.consume("syslog"), N, &[BIG]);
 }
 
 /// A TLS front for a tansu broker: tansu 0.6 takes `--cert` and `--key` but its listener never
@@ -2000,31 +2020,15 @@ fn kafka_batch_the_broker_refuses_as_too_large_is_split_and_only_the_big_message
         ..FrontRules::default()
     });
     let state = tempfile::tempdir().unwrap();
-    let text = config(
+    let text = with_dead_letter_file(config(
         &front.address(),
         "dead_letter = \"refused\"",
         state.path().to_str().unwrap(),
-    )
-    .replace(
-        "[[route]]",
-        "[output.refused]\nkind = \"file\"\npath = \"{dir}/refused.log\"\nformat = \"rfc5424\"\n\n[[route]]",
-    );
+    ));
     let d = TestDaemon::start(&text);
-    send_lines_to(
-        d.addr("tcp"),
-        (0..N).map(|i| {
-            let line = host_line(i);
-            if BIG.contains(&i) {
-                format!("{line} {}", "x".repeat(30_000))
-            } else {
-                line
-            }
-        }),
-    );
+    send_with_big(&d, N, &BIG, 30_000);
     let started = Instant::now();
-    wait_until("every message produced or refused", DELIVERY, || {
-        counter(&d, "written") + counter(&d, "rejected") >= N as u64
-    });
+    wait_settled(&d, N);
     eprintln!("{N} produced or refused in {:?}", started.elapsed());
     assert_eq!(counter(&d, "rejected"), 2);
     assert_eq!(counter(&d, "dead_lettered"), 2);
@@ -2043,22 +2047,11 @@ fn kafka_batch_the_broker_refuses_as_too_large_is_split_and_only_the_big_message
         assert!(line.contains("MessageSizeTooLarge"), "the reason: {line}");
     }
     // Every other message once, each host's in order.
-    let consumed = broker.consume_with("syslog", &front.address(), "{}");
-    assert!(consumed.iter().all(|c| !BIG.contains(&c.msgnum())));
-    assert_eq!(consumed.len(), N - 2, "each message once");
-    let mut seen = vec![false; N];
-    let mut last: std::collections::HashMap<&str, usize> = Default::default();
-    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
-    sorted.sort_by_key(|c| (c.partition, c.offset));
-    for c in sorted {
-        let i = c.msgnum();
-        assert!(!seen[i], "msgnum {i} twice");
-        seen[i] = true;
-        if let Some(&prev) = last.get(c.key.as_str()) {
-            assert!(prev < i, "{}: {i} after {prev}", c.key);
-        }
-        last.insert(c.key.as_str(), i);
-    }
+    check_topic_without(
+        &broker.consume_with("syslog", &front.address(), "{}"),
+        N,
+        &BIG,
+    );
     front.assert_no_protocol_errors();
 }
 
@@ -2078,29 +2071,15 @@ fn kafka_refusal_as_too_large_with_batches_in_flight_keeps_each_host_in_order() 
         "dead_letter = \"refused\"\nbatch = {{ max_events = {BATCH} }}\nmax_in_flight = 4\n\
          queue = {{ kind = \"disk\", max_size = \"100MiB\" }}"
     );
-    let text = |broker: &str| {
-        config(broker, &keys, state.path().to_str().unwrap()).replace(
-            "[[route]]",
-            "[output.refused]\nkind = \"file\"\npath = \"{dir}/refused.log\"\nformat = \"rfc5424\"\n\n[[route]]",
-        )
-    };
+    let text =
+        |broker: &str| with_dead_letter_file(config(broker, &keys, state.path().to_str().unwrap()));
     let nobody = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let mut d = TestDaemon::start(&text(&format!("127.0.0.1:{nobody}")));
-    send_lines_to(
-        d.addr("tcp"),
-        (0..N).map(|i| {
-            let line = host_line(i);
-            if BIG.contains(&i) {
-                format!("{line} {}", "x".repeat(30_000))
-            } else {
-                line
-            }
-        }),
-    );
+    send_with_big(&d, N, &BIG, 30_000);
     wait_until("all in the disk queue", DELIVERY, || {
         counter(&d, "queue_depth") == N as u64
     });
@@ -2125,9 +2104,7 @@ fn kafka_refusal_as_too_large_with_batches_in_flight_keeps_each_host_in_order() 
             most
         })
     };
-    wait_until("every message produced or refused", DELIVERY, || {
-        counter(&d, "written") + counter(&d, "rejected") >= N as u64
-    });
+    wait_settled(&d, N);
     done.store(true, Ordering::Relaxed);
     let most = sampler.join().unwrap();
     eprintln!("most messages in flight: {most}");
@@ -2140,23 +2117,10 @@ fn kafka_refusal_as_too_large_with_batches_in_flight_keeps_each_host_in_order() 
     assert_eq!(counter(&d, "written"), (N - 2) as u64);
     assert_eq!(counter(&d, "retries"), 0, "the split needs no retry");
     assert!(front.count(|s| &s.refused_with_others) >= 1);
-    let consumed = broker.consume_with("syslog", &front.address(), "{}");
-    assert_eq!(consumed.len(), N - 2, "each message once");
-    let mut seen = vec![false; N];
-    let mut last: std::collections::HashMap<&str, usize> = Default::default();
-    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
-    sorted.sort_by_key(|c| (c.partition, c.offset));
-    for c in sorted {
-        let i = c.msgnum();
-        assert!(
-            !BIG.contains(&i) && !seen[i],
-            "msgnum {i} stored twice or big"
-        );
-        seen[i] = true;
-        if let Some(&prev) = last.get(c.key.as_str()) {
-            assert!(prev < i, "{}: {i} after {prev}", c.key);
-        }
-        last.insert(c.key.as_str(), i);
-    }
+    check_topic_without(
+        &broker.consume_with("syslog", &front.address(), "{}"),
+        N,
+        &BIG,
+    );
     front.assert_no_protocol_errors();
 }
