@@ -401,6 +401,28 @@ fn send_with_big(d: &TestDaemon, n: usize, big: &[usize], pad: usize) {
     );
 }
 
+/// Samples the output's `in_flight` gauge from now on; the returned call stops sampling and
+/// gives the highest value seen.
+fn in_flight_peak(d: &TestDaemon) -> impl FnOnce() -> u64 {
+    let metrics = d.output("kafka");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(metrics.in_flight.load(Ordering::Relaxed));
+                std::thread::yield_now();
+            }
+            most
+        })
+    };
+    move || {
+        done.store(true, Ordering::Relaxed);
+        sampler.join().unwrap()
+    }
+}
+
 /// Waits until each of `n` messages was acknowledged or refused for good.
 fn wait_settled(d: &TestDaemon, n: usize) {
     wait_until("every message produced or refused", DELIVERY, || {
@@ -488,23 +510,10 @@ fn kafka_next_batches_are_produced_while_earlier_ones_await_acknowledgment() {
         &format!("batch = {{ max_events = {BATCH} }}\nmax_in_flight = {WINDOW}"),
         state.path().to_str().unwrap(),
     ));
-    let metrics = d.output("kafka");
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut most = 0;
-            while !done.load(Ordering::Relaxed) {
-                most = most.max(metrics.in_flight.load(Ordering::Relaxed));
-                std::thread::yield_now();
-            }
-            most
-        })
-    };
+    let peak = in_flight_peak(&d);
     send(&d, 0..N);
     wait_acked(&d, N as u64);
-    done.store(true, Ordering::Relaxed);
-    let most = sampler.join().unwrap();
+    let most = peak();
     eprintln!("most messages in flight: {most}");
     assert!(most > BATCH, "never more than one batch in flight ({most})");
     assert!(
@@ -2091,22 +2100,9 @@ fn kafka_refusal_as_too_large_with_batches_in_flight_keeps_each_host_in_order() 
         ..FrontRules::default()
     });
     let d = TestDaemon::start(&text(&front.address()));
-    let metrics = d.output("kafka");
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut most = 0;
-            while !done.load(Ordering::Relaxed) {
-                most = most.max(metrics.in_flight.load(Ordering::Relaxed));
-                std::thread::yield_now();
-            }
-            most
-        })
-    };
+    let peak = in_flight_peak(&d);
     wait_settled(&d, N);
-    done.store(true, Ordering::Relaxed);
-    let most = sampler.join().unwrap();
+    let most = peak();
     eprintln!("most messages in flight: {most}");
     assert!(
         most > BATCH,
