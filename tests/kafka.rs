@@ -650,6 +650,57 @@ fn kafka_silent_broker_does_not_block_other_outputs() {
 }
 
 #[test]
+fn kafka_drop_oldest_with_batches_in_flight_keeps_the_newest_and_goes_on() {
+    // The broker is down: four batches of 100 wait in librdkafka while the backlog, bounded at
+    // 1,000 under drop_oldest, drops its oldest records, those in flight among them. Once the
+    // broker is up, the newest 1,000 all arrive, each host's in order, and the output settles
+    // with nothing queued or in flight.
+    const N: usize = 5_000;
+    const KEEP: usize = 1_000;
+    let mut broker = Tansu::new();
+    let state = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(&config(
+        &broker.address(),
+        &format!(
+            "batch = {{ max_events = 100 }}\nmax_in_flight = 4\n\
+             queue = {{ max_events = {KEEP}, when_full = \"drop_oldest\" }}"
+        ),
+        state.path().to_str().unwrap(),
+    ));
+    send(&d, 0..500);
+    wait_until("four batches in flight", DELIVERY, || {
+        counter(&d, "in_flight") >= 400
+    });
+    send(&d, 500..N);
+    wait_until("the oldest dropped", DELIVERY, || {
+        counter(&d, "dropped_oldest") >= (N - KEEP) as u64
+    });
+    broker.up();
+    broker.create_topic("syslog", PARTITIONS);
+    wait_until("the backlog delivered", DELIVERY, || {
+        counter(&d, "queue_depth") == 0 && counter(&d, "in_flight") == 0
+    });
+    assert_eq!(counter(&d, "dropped_oldest"), (N - KEEP) as u64);
+    let consumed = broker.consume("syslog");
+    let mut seen = vec![false; N];
+    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
+    sorted.sort_by_key(|c| (c.partition, c.offset));
+    for c in sorted {
+        let i = c.msgnum();
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        if let Some(&prev) = last.get(c.key.as_str()) {
+            assert!(prev < i, "{}: {i} after {prev}", c.key);
+        }
+        last.insert(c.key.as_str(), i);
+    }
+    let missing: Vec<usize> = (N - KEEP..N).filter(|&i| !seen[i]).take(10).collect();
+    assert!(missing.is_empty(), "newest lost, first ones: {missing:?}");
+}
+
+#[test]
 fn kafka_config_errors_name_the_key_and_line() {
     let cases = [
         ("acks = \"1\"", "acks", "only \"all\""),
