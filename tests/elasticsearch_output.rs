@@ -646,12 +646,10 @@ const IN_FLIGHT: &str = "id = \"hash\"\nmax_in_flight = 3\nbatch = { max_events 
 /// every request the daemon sent (`sent()`, its `requests` counter) has arrived and is held or
 /// answered, until `done()`. Returns how many times a request was answered while an older one
 /// was still held, and the most requests the daemon had in flight at such a time.
-fn answer_newest_first(
-    es: &EsServer,
-    sent: impl Fn() -> usize,
-    in_flight: impl Fn() -> usize,
-    done: impl Fn() -> bool,
-) -> (usize, usize) {
+fn answer_newest_first(es: &EsServer, d: &TestDaemon, n: usize) -> (usize, usize) {
+    let sent = || counter(d, "requests") as usize;
+    let in_flight = || counter(d, "requests_in_flight") as usize;
+    let done = || es.doc_count() >= n;
     let (mut overtaken, mut most) = (0, 0);
     wait_until("every document stored", DELIVERY, || {
         let held = es.http().held();
@@ -677,12 +675,7 @@ fn requests_in_flight_are_bounded_and_answered_in_any_order() {
     es.http().hold(true);
     let d = daemon(&es, IN_FLIGHT);
     send(&d, N);
-    let (overtaken, most) = answer_newest_first(
-        &es,
-        || counter(&d, "requests") as usize,
-        || counter(&d, "requests_in_flight") as usize,
-        || es.doc_count() >= N,
-    );
+    let (overtaken, most) = answer_newest_first(&es, &d, N);
     wait_written(&d, N as u64);
     wait_settled(&d);
     assert_exactly_once(&stored(&es, DEFAULT_STREAM), N);
@@ -720,12 +713,7 @@ fn a_request_refused_for_now_is_sent_again_alone_while_later_ones_were_taken() {
     });
     es.http().hold(true);
     es.up();
-    answer_newest_first(
-        &es,
-        || counter(&d, "requests") as usize,
-        || counter(&d, "requests_in_flight") as usize,
-        || es.doc_count() >= N,
-    );
+    answer_newest_first(&es, &d, N);
     wait_written(&d, N as u64);
     wait_settled(&d);
     assert_exactly_once(&stored(&es, DEFAULT_STREAM), N);

@@ -353,10 +353,8 @@ fn run_sink(
             None => rx.recv_timeout(flush_interval),
         };
         match next {
-            Ok(Queued { events, receipt }) => {
-                sink.write_batch(&events);
-                room.add_permits(events.len());
-                receipts.hold(receipt, metrics);
+            Ok(q) => {
+                take_batch(&mut *sink, q, &room, &mut receipts, metrics);
                 // Flush when the queue is momentarily empty (low latency when idle) or when the
                 // interval has passed (bounded latency under sustained load).
                 let idle = match rx.try_recv() {
@@ -407,10 +405,8 @@ fn run_sink_polled(
         let mut took = false;
         let gone = loop {
             match rx.try_recv() {
-                Ok(Queued { events, receipt }) => {
-                    sink.write_batch(&events);
-                    room.add_permits(events.len());
-                    receipts.hold(receipt, metrics);
+                Ok(q) => {
+                    take_batch(&mut *sink, q, &room, &mut receipts, metrics);
                     took = true;
                 }
                 Err(mpsc::TryRecvError::Empty) => break false,
@@ -433,6 +429,20 @@ fn run_sink_polled(
         );
     }
     close_sink(sink, receipts, &room, metrics);
+}
+
+/// Writes a batch taken off the queue, gives its room back and holds its receipt until the
+/// next flush.
+fn take_batch(
+    sink: &mut dyn Sink,
+    Queued { events, receipt }: Queued,
+    room: &Semaphore,
+    receipts: &mut Receipts,
+    metrics: &OutputMetrics,
+) {
+    sink.write_batch(&events);
+    room.add_permits(events.len());
+    receipts.hold(receipt, metrics);
 }
 
 /// Ticks the sink once `flush_interval` has passed since its last tick, busy or not.
