@@ -3,6 +3,7 @@
 //! by an independent client, kafka-python (Debian's python3-kafka). Each test starts its own
 //! broker on a free loopback port with in-memory storage, and stops it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -341,10 +342,10 @@ fn counter(d: &TestDaemon, name: &str) -> u64 {
 /// Returns how many duplicates there were.
 fn check_topic(consumed: &[Consumed], n: usize) -> usize {
     let mut seen = vec![0u32; n];
-    let mut host_partition: std::collections::HashMap<&str, u32> = Default::default();
+    let mut host_partition: HashMap<&str, u32> = Default::default();
     let mut sorted: Vec<&Consumed> = consumed.iter().collect();
     sorted.sort_by_key(|c| (c.partition, c.offset));
-    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut last: HashMap<&str, usize> = Default::default();
     for c in sorted {
         let i = c.msgnum();
         assert!(i < n, "unexpected msgnum {i}");
@@ -364,9 +365,37 @@ fn check_topic(consumed: &[Consumed], n: usize) -> usize {
             last.insert(host, i);
         }
     }
-    let missing: Vec<usize> = (0..n).filter(|&i| seen[i] == 0).take(10).collect();
-    assert!(missing.is_empty(), "lost, first ones: {missing:?}");
+    let missing: Vec<usize> = (0..n).filter(|&i| seen[i] == 0).collect();
+    assert!(
+        missing.is_empty(),
+        "{}",
+        loss_report(&missing, &host_partition)
+    );
     seen.iter().map(|&c| c as usize - 1).sum()
+}
+
+/// What a failed `check_topic` says about the messages lost: per host, how many and which
+/// ranges of numbers, and where its others were stored.
+fn loss_report(missing: &[usize], host_partition: &HashMap<&str, u32>) -> String {
+    let mut per_host: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+    for &i in missing {
+        let ranges = per_host.entry(i % HOSTS).or_default();
+        match ranges.last_mut() {
+            Some((_, last)) if *last + HOSTS == i => *last = i,
+            _ => ranges.push((i, i)),
+        }
+    }
+    let mut report = format!("lost {} messages", missing.len());
+    for (host, ranges) in per_host {
+        let count: usize = ranges.iter().map(|(a, b)| (b - a) / HOSTS + 1).sum();
+        let partition = host_partition.get(format!("host{host}").as_str());
+        report += &format!(
+            "\n  host{host} (partition {partition:?}): {count} lost, in {} ranges, first {:?}",
+            ranges.len(),
+            &ranges[..ranges.len().min(5)]
+        );
+    }
+    report
 }
 
 /// Waits until the output has had `n` messages acknowledged.
@@ -434,7 +463,7 @@ fn wait_settled(d: &TestDaemon, n: usize) {
 fn check_topic_without(consumed: &[Consumed], n: usize, big: &[usize]) {
     assert_eq!(consumed.len(), n - big.len(), "each message once");
     let mut seen = vec![false; n];
-    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut last: HashMap<&str, usize> = Default::default();
     let mut sorted: Vec<&Consumed> = consumed.iter().collect();
     sorted.sort_by_key(|c| (c.partition, c.offset));
     for c in sorted {
@@ -683,7 +712,7 @@ fn kafka_drop_oldest_with_batches_in_flight_keeps_the_newest_and_goes_on() {
     assert_eq!(counter(&d, "dropped_oldest"), (N - KEEP) as u64);
     let consumed = broker.consume("syslog");
     let mut seen = vec![false; N];
-    let mut last: std::collections::HashMap<&str, usize> = Default::default();
+    let mut last: HashMap<&str, usize> = Default::default();
     let mut sorted: Vec<&Consumed> = consumed.iter().collect();
     sorted.sort_by_key(|c| (c.partition, c.offset));
     for c in sorted {
@@ -869,7 +898,22 @@ fn kafka_two_relays_into_one_topic_keep_each_host_in_order() {
     tb.join().unwrap();
     wait_acked(&a, (N / 2) as u64);
     wait_acked(&b, (N / 2) as u64);
-    assert_eq!(check_topic(&broker.consume("syslog"), N), 0);
+    let consumed = broker.consume("syslog");
+    let checked = std::panic::catch_unwind(|| check_topic(&consumed, N));
+    if checked.is_err() {
+        // What the relays counted and what the broker stored, for a loss seen once in CI.
+        for (name, d) in [("a", &a), ("b", &b)] {
+            let counts: Vec<String> = ["produced", "written", "retries", "rejected"]
+                .iter()
+                .map(|c| format!("{c} {}", counter(d, c)))
+                .collect();
+            eprintln!("relay {name}: {}", counts.join(", "));
+        }
+        for h in broker.batches("syslog") {
+            eprintln!("{h:?}");
+        }
+    }
+    assert_eq!(checked.unwrap_or_else(|e| std::panic::resume_unwind(e)), 0);
 }
 
 #[test]
