@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -181,9 +180,10 @@ DAEMONS = {"sluice": sluice, "rsyslog": rsyslog, "syslog-ng": syslog_ng}
 class TopicEnd:
     """Messages in the topic (a fresh broker per run): the sum of its partitions' ends.
 
-    tansu 0.6 answers ListOffsets(latest) with the last record batch's base offset + 1, not the
-    offset after its last record, so the end is read from that batch's header: a fetch from the
-    offset before the answer, base offset + last offset delta + 1 (record batch v2 layout).
+    tansu 0.6 answers ListOffsets with the record batch written last (latest: its base offset
+    + 1) or first (earliest), not the highest or lowest offset; with two relays in one
+    partition those differ. So the end is the high watermark a fetch reports, and reading
+    starts at offset 0.
     """
 
     def __init__(self, broker, partitions):
@@ -195,28 +195,18 @@ class TopicEnd:
         return sum(self.ends().values())
 
     def ends(self):
-        listed = self.consumer.end_offsets(self.tps)
         node = self.client.least_loaded_node()
         while not self.client.ready(node):
             self.client.poll(timeout_ms=100)
         ends = {}
-        for tp, end in listed.items():
-            ends[tp] = end
-            if end == 0:
-                continue
+        for tp in self.tps:
             f = self.client.send(node, FetchRequest[4](
-                -1, 100, 1, 16 << 20, 0, [(TOPIC, [(tp.partition, end - 1, 16 << 20)])]))
+                -1, 100, 1, 1, 0, [(TOPIC, [(tp.partition, 0, 1)])]))
             self.client.poll(future=f)
-            _, [(_, err, _, _, _, data)] = f.value.topics[0]
+            _, [(_, err, high_watermark, _, _, _)] = f.value.topics[0]
             if err:
                 raise RuntimeError(f"fetch error {err} on partition {tp.partition}")
-            at = 0
-            while at + 27 <= len(data):
-                base, length = struct.unpack_from(">qi", data, at)
-                last_delta, = struct.unpack_from(">i", data, at + 23)
-                end = max(end, base + last_delta + 1)
-                at += 12 + length
-            ends[tp] = end
+            ends[tp] = high_watermark
         return ends
 
     def missing(self, per, copies, deadline):
@@ -226,7 +216,8 @@ class TopicEnd:
         ends = self.ends()
         c = self.consumer
         c.assign(self.tps)
-        c.seek_to_beginning(*self.tps)
+        for tp in self.tps:
+            c.seek(tp, 0)
         seqs, n = collections.Counter(), 0
         left = {tp for tp, end in ends.items() if end > 0}
         while left:

@@ -211,8 +211,8 @@ impl Drop for Tansu {
     }
 }
 
-/// kafka-python reading every partition of a topic from the beginning to the end offsets it
-/// had at the start; one line per message: partition, offset, key and value, tab-separated.
+/// kafka-python reading every partition of a topic from offset 0 to the high watermark its
+/// fetches report; one line per message: partition, offset, key and value, tab-separated.
 const CONSUMER: &str = r#"
 import json, sys, time
 from kafka import KafkaConsumer, TopicPartition
@@ -227,18 +227,22 @@ if not parts:
     sys.exit('no partitions for topic ' + topic)
 tps = [TopicPartition(topic, p) for p in sorted(parts)]
 c.assign(tps)
-c.seek_to_beginning(*tps)
-end = c.end_offsets(tps)
-left = {tp for tp in tps if end[tp] > 0}
+# From offset 0 to the high watermark of the fetches: tansu answers ListOffsets (earliest,
+# latest) with the batch written first or last, which with two producers in one partition
+# need not be the lowest or highest offset.
+for tp in tps:
+    c.seek(tp, 0)
 out = sys.stdout
-while left:
+def done(tp):
+    hw = c.highwater(tp)
+    return hw is not None and c.position(tp) >= hw
+while not all(done(tp) for tp in tps):
     if time.time() > deadline:
         sys.exit('consumer timed out')
     for tp, msgs in c.poll(timeout_ms=500, max_records=20000).items():
         for m in msgs:
             out.write('%d\t%d\t%s\t%s\n' % (tp.partition, m.offset,
                       (m.key or b'').decode(), m.value.decode().rstrip('\n')))
-    left = {tp for tp in left if c.position(tp) < end[tp]}
 "#;
 
 /// kafka-python fetching every record batch of a topic, whose headers it prints as stored:
