@@ -12,7 +12,8 @@
 //!
 //! It prints one JSON line: `sent` (messages built and handed to the socket), `acked` (for TCP
 //! and TLS: messages whose last byte the kernel accepted; for UDP: datagrams `send` accepted),
-//! `elapsed_s`, `rate` and, with `--latency-file`, percentiles of the delay between building a
+//! `started_unix_s` (when sending began, after building the messages and connecting: the clock
+//! of a receiver's wall time), `elapsed_s`, `rate` and, with `--latency-file`, percentiles of the delay between building a
 //! message and its line appearing in that file. Sending stops at `--count` or `--duration`,
 //! whichever comes first, so a run is always bounded.
 
@@ -443,6 +444,7 @@ fn send_mixed(
         streams.push(connect(args, tls)?);
     }
     let start = Instant::now();
+    let started_unix_s = now_micros() as f64 / 1e6;
     let threads: Vec<_> = streams
         .into_iter()
         .zip(work.per_conn)
@@ -473,6 +475,7 @@ fn send_mixed(
         "connections": connections,
         "sent": sent,
         "acked": sent,
+        "started_unix_s": started_unix_s,
         "elapsed_s": elapsed,
         "rate": sent as f64 / elapsed.max(1e-9),
         "expected": work.expected,
@@ -759,6 +762,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let start = Instant::now();
+    let started_unix_s = now_micros() as f64 / 1e6;
     let mut threads = Vec::new();
     let per_conn = args.count / connections as u64;
     for conn in 0..connections {
@@ -799,6 +803,7 @@ fn main() -> anyhow::Result<()> {
         "sent": sent,
         "acked": acked,
         "errors": totals.errors.load(Ordering::Relaxed),
+        "started_unix_s": started_unix_s,
         "elapsed_s": elapsed,
         "rate": acked as f64 / elapsed.max(1e-9),
     });
