@@ -1267,8 +1267,11 @@ fn compression_name(c: CompressionKind) -> &'static str {
 
 impl Transport for KafkaTransport {
     fn encode(&self, ev: &Event, out: &mut Vec<u8>) {
-        let mut topic = String::new();
-        self.settings.topic.expand(ev, &mut topic);
+        let mut expanded = Vec::new();
+        self.settings.topic.expand(ev, &mut expanded);
+        // UTF-8 as expanded (literals and fields are text); checked once here.
+        let mut topic = String::from_utf8(expanded)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         // Field values become valid topic characters.
         if !topic.chars().all(topic_char) {
             topic = topic

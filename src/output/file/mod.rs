@@ -32,6 +32,7 @@ pub use fs::Perms;
 pub use rotate::{RotateConfig, SegmentNaming};
 pub use settings::{DEFAULT_MAX_OPEN_FILES, FileOutputConfig, KIND};
 pub use template::PathTemplate;
+use template::as_path;
 
 use crate::backoff::Backoff;
 use crate::event::Event;
@@ -130,11 +131,11 @@ impl Entry {
 
 /// Owns the open files of one file output.
 pub struct FileSink {
-    /// By path as text: `Path`'s hash walks components, and on a mixed stream every event is
+    /// By the path's bytes: `Path`'s hash walks components, and on a mixed stream every event is
     /// a lookup (with SipHash, 14% of a collector's instructions, issue 18). foldhash, seeded
     /// per process, halves what is left; hostile paths could only slow lookups in a map that
     /// `max_open_files` bounds.
-    files: HashMap<String, Entry, foldhash::fast::RandomState>,
+    files: HashMap<Vec<u8>, Entry, foldhash::fast::RandomState>,
     io: Io,
     template: PathTemplate,
     format: Format,
@@ -144,9 +145,9 @@ pub struct FileSink {
     seen_generation: u64,
     /// Monotonic use counter for least-recently-used eviction.
     clock: u64,
-    path_buf: String,
+    path_buf: Vec<u8>,
     /// The path of the run of events being written (see `write_batch`).
-    run_path: String,
+    run_path: Vec<u8>,
     /// Bytes formatted into the buffers since they were last written out.
     unflushed_bytes: usize,
     /// Distinct paths admitted in the current `max_files_per_day` window.
@@ -205,8 +206,8 @@ impl FileSink {
             seen_generation: reopen.generation(),
             reopen,
             clock: 0,
-            path_buf: String::new(),
-            run_path: String::new(),
+            path_buf: Vec::new(),
+            run_path: Vec::new(),
             admitted: HashSet::new(),
             window_start: Instant::now(),
             max_files_per_day: cfg.max_files_per_day.max(1),
@@ -234,10 +235,10 @@ impl FileSink {
 
     /// Writes out an entry and removes it from the cache; lines that still cannot be written are
     /// counted as dropped.
-    fn close_entry(&mut self, path: &str) {
+    fn close_entry(&mut self, path: &[u8]) {
         if let Some(mut e) = self.files.remove(path) {
             e.retry_at = None;
-            self.io.write_out(Path::new(path), &mut e);
+            self.io.write_out(as_path(path), &mut e);
             self.io.drop_lines(&mut e);
             self.io.close_handle(&mut e);
         }
@@ -272,7 +273,7 @@ impl FileSink {
         }
         self.seen_generation = generation;
         for (path, e) in self.files.iter_mut() {
-            self.io.write_out(Path::new(path), e);
+            self.io.write_out(as_path(path), e);
             if e.handle.is_some() {
                 self.io.close_handle(e);
                 metrics::add(&self.io.metrics.files_reopened, 1);
@@ -281,24 +282,24 @@ impl FileSink {
     }
 
     /// Formats `run`, events that all go to `path`, into that file's buffer.
-    fn write_run(&mut self, path: &str, run: &[Arc<Event>]) {
+    fn write_run(&mut self, path: &[u8], run: &[Arc<Event>]) {
         self.clock += run.len() as u64;
         // One lookup for a file already open, the usual case.
         if let Some(e) = self.files.get_mut(path) {
             e.last_used = self.clock;
-            self.unflushed_bytes += self.io.buffer_lines(Path::new(path), e, run, self.format);
+            self.unflushed_bytes += self.io.buffer_lines(as_path(path), e, run, self.format);
             return self.flush_over_budget();
         }
         if self.files.len() >= self.max_open_files {
             self.evict_one();
         }
-        let refused = !self.admit(Path::new(path));
+        let refused = !self.admit(as_path(path));
         let e = self
             .files
-            .entry(path.to_owned())
+            .entry(path.to_vec())
             .or_insert(Entry::new(refused));
         e.last_used = self.clock;
-        self.unflushed_bytes += self.io.buffer_lines(Path::new(path), e, run, self.format);
+        self.unflushed_bytes += self.io.buffer_lines(as_path(path), e, run, self.format);
         self.flush_over_budget();
     }
 
@@ -312,7 +313,7 @@ impl FileSink {
 
     fn sync_written(&mut self) {
         for (path, e) in self.files.iter_mut() {
-            self.io.sync(Path::new(path), e);
+            self.io.sync(as_path(path), e);
         }
     }
 }
@@ -354,7 +355,7 @@ impl Sink for FileSink {
 
     fn flush(&mut self) {
         for (path, e) in self.files.iter_mut() {
-            self.io.write_out(Path::new(path), e);
+            self.io.write_out(as_path(path), e);
         }
         // Lines kept for a retry are bounded per file (`cap_retained`) and wait for their
         // backoff; only new lines count against the budget.
@@ -374,7 +375,7 @@ impl Sink for FileSink {
                 && h.rotate_at.is_some_and(|t| now >= t)
                 && e.rotate_retry_at.is_none_or(|t| Instant::now() >= t)
             {
-                self.io.rotate(Path::new(path), e);
+                self.io.rotate(as_path(path), e);
             }
             if self
                 .idle_timeout
@@ -401,16 +402,16 @@ impl Sink for FileSink {
 
     fn close(&mut self) {
         self.check_reopen();
-        let paths: Vec<String> = self.files.keys().cloned().collect();
+        let paths: Vec<Vec<u8>> = self.files.keys().cloned().collect();
         for path in paths {
             if let Some(mut e) = self.files.remove(&path) {
                 e.retry_at = None;
-                self.io.write_out(Path::new(&path), &mut e);
+                self.io.write_out(as_path(&path), &mut e);
                 self.io.drop_lines(&mut e);
                 if let Some(h) = &e.handle
                     && let Err(err) = h.file.sync_all()
                 {
-                    tracing::warn!(output = %self.io.name, path = %path, error = %err, "fsync failed");
+                    tracing::warn!(output = %self.io.name, path = %as_path(&path).display(), error = %err, "fsync failed");
                 }
                 self.io.close_handle(&mut e);
             }

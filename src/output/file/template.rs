@@ -4,6 +4,7 @@
 //! become `_`, and `.`/`..` become `_`, so a hostile HOSTNAME cannot leave the directory
 //! (hostile-inputs F03).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, Local};
@@ -137,16 +138,18 @@ impl PathTemplate {
             .unwrap_or_else(|| PathBuf::from("."))
     }
 
-    /// Expands the template for `ev` into `out` (cleared first). Returns true when some value had
-    /// to be sanitised.
-    pub fn expand(&self, ev: &Event, out: &mut String) -> bool {
-        use std::fmt::Write as _;
+    /// Expands the template for `ev` into `out` (cleared first), as a path's bytes (see
+    /// [`as_path`]): a `String` took a UTF-8 check per field, a tenth of the work of a
+    /// templated file's line on a mixed stream. Returns true when some value had to be
+    /// sanitised.
+    pub fn expand(&self, ev: &Event, out: &mut Vec<u8>) -> bool {
+        use std::io::Write as _;
         out.clear();
         let mut sanitized = false;
         let date = || ev.received_at.with_timezone(&Local);
         for p in &self.parts {
             match p {
-                Part::Literal(s) => out.push_str(s),
+                Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
                 Part::Field(f) => match f {
                     Field::Hostname => {
                         // The usual case in one pass over the bytes, without a UTF-8 check.
@@ -174,8 +177,8 @@ impl PathTemplate {
                         }
                         sanitized |= push_sanitized(ev.app_name().unwrap_or("-"), out);
                     }
-                    Field::Facility => out.push_str(ev.facility().name()),
-                    Field::Severity => out.push_str(ev.severity().name()),
+                    Field::Facility => out.extend_from_slice(ev.facility().name().as_bytes()),
+                    Field::Severity => out.extend_from_slice(ev.severity().name().as_bytes()),
                     Field::Year => {
                         let _ = write!(out, "{:04}", date().year());
                     }
@@ -192,6 +195,11 @@ impl PathTemplate {
     }
 }
 
+/// An expanded path's bytes as a path (Unix paths are bytes; an expansion is UTF-8 anyway).
+pub fn as_path(bytes: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
 /// Bytes a path component keeps as they are: printable ASCII and space, but `/` and `\\`.
 static PLAIN: [bool; 256] = {
     let mut table = [false; 256];
@@ -205,7 +213,7 @@ static PLAIN: [bool; 256] = {
 
 /// Appends `value` when it is a component with nothing to replace, as host and program names
 /// almost always are; returns false (and appends nothing) otherwise.
-fn push_plain(value: &[u8], out: &mut String) -> bool {
+fn push_plain(value: &[u8], out: &mut Vec<u8>) -> bool {
     if value.is_empty()
         || value == b"."
         || value == b".."
@@ -213,32 +221,26 @@ fn push_plain(value: &[u8], out: &mut String) -> bool {
     {
         return false;
     }
-    // ASCII, as the table has it: the check cannot fail, and is quick on ASCII.
-    match std::str::from_utf8(value) {
-        Ok(text) => {
-            out.push_str(text);
-            true
-        }
-        Err(_) => false,
-    }
+    out.extend_from_slice(value);
+    true
 }
 
 /// Appends `value` as one safe path component; returns true if anything was changed.
-fn push_sanitized(value: &str, out: &mut String) -> bool {
+fn push_sanitized(value: &str, out: &mut Vec<u8>) -> bool {
     if push_plain(value.as_bytes(), out) {
         return false;
     }
     if value.is_empty() || value == "." || value == ".." {
-        out.push('_');
+        out.push(b'_');
         return true;
     }
     let mut changed = false;
     for c in value.chars() {
         if c == '/' || c == '\\' || c.is_control() {
-            out.push('_');
+            out.push(b'_');
             changed = true;
         } else {
-            out.push(c);
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
         }
     }
     changed
@@ -269,7 +271,7 @@ mod tests {
     #[test]
     fn hostile_f03_path_traversal_is_neutralised() {
         let t = PathTemplate::parse("/var/log/remote/{hostname}/{app_name}.log").unwrap();
-        let mut out = String::new();
+        let mut out = Vec::new();
         for (host, want) in [
             (
                 "../../etc/cron.d/x",
@@ -282,15 +284,15 @@ mod tests {
             ("h\u{1b}st", "/var/log/remote/h_st/app.log"),
         ] {
             assert!(t.expand(&ev_with_host(host), &mut out), "{host}");
-            assert_eq!(out, want);
+            assert_eq!(out, want.as_bytes());
             assert!(
-                !Path::new(&out)
+                !as_path(&out)
                     .components()
                     .any(|c| c == std::path::Component::ParentDir)
             );
         }
         assert!(!t.expand(&ev_with_host("web1"), &mut out));
-        assert_eq!(out, "/var/log/remote/web1/app.log");
+        assert_eq!(out, b"/var/log/remote/web1/app.log");
     }
 
     #[test]
@@ -304,9 +306,9 @@ mod tests {
         let t =
             PathTemplate::parse("/var/log/{year}/{month}/{day}/{facility}.{severity}.log").unwrap();
         assert_eq!(t.static_dir(), PathBuf::from("/var/log/"));
-        let mut out = String::new();
+        let mut out = Vec::new();
         t.expand(&ev_with_host("h"), &mut out);
-        assert_eq!(out, "/var/log/2026/11/22/user.notice.log");
+        assert_eq!(out, b"/var/log/2026/11/22/user.notice.log");
         assert_eq!(
             PathTemplate::parse("/var/log/syslog").unwrap().static_dir(),
             PathBuf::from("/var/log")
