@@ -793,6 +793,8 @@ def sluice_mixed(work, port, out, fwd_port, rfc5424):
         for i, (_, sel) in enumerate(MIXED_FILES):
             f.write(f'[[route]]\nselector = "{sel}"\nto = ["f{i}"]\n\n')
         f.write(f'[[route]]\nselector = "{MIXED_DEVICES}"\nto = ["devices"]\n\n[[route]]\nto = ["fwd"]\n')
+        for rule in ALERT_RULES[:ALERTS_ON]:
+            f.write(f'\n[[alert]]\n{rule}\n')
     return [SLUICE, "--config", conf], None
 
 
@@ -949,6 +951,7 @@ def mixed_run(args, name, fmt, collector):
         forwarded, fwd_last = collector.get()
         end = max([fwd_last] + [os.stat(p).st_mtime for p in files_under(out)])
         d.stop()
+        dropped = re.findall(r"alert_feed_dropped=(\d+)", open(stderr.name).read())
         got = {os.path.relpath(p, out): count_lines(p) for p in files_under(out)}
         got["forwarded"] = collector.get()[0]
         wrong = [f"{k}: {got.get(k, 0)} lines, expected {v}" for k, v in sorted(expected.items())
@@ -959,26 +962,33 @@ def mixed_run(args, name, fmt, collector):
         return dict(sent=sent["sent"], lines=lines, forwarded=forwarded, files=len(expected),
                     files_wrong=len(wrong), wrong=wrong, wall_s=wall, cpu_s=cpu,
                     user_s=user_s, sys_s=sys_s, switches=switches,
-                    msg_per_s=sent["sent"] / wall, msg_per_cpu_s=sent["sent"] / max(cpu, 1e-6))
+                    msg_per_s=sent["sent"] / wall, msg_per_cpu_s=sent["sent"] / max(cpu, 1e-6),
+                    alert_feed_dropped=int(dropped[-1]) if dropped else 0)
     finally:
         d.stop()
         d.cleanup()
 
 
-def case_alerts(args):
-    """sluice's tcp3164 throughput without and with --alert-rules rules, runs alternating."""
+def case_alerts(args, mixed=False):
+    """sluice's tcp3164 throughput without and with --alert-rules rules, runs alternating; with
+    `mixed`, on the mixed RFC 3164 workload and its rule set instead (no paced runs)."""
     global ALERTS_ON
     runs = {0: [], args.alert_rules: []}
-    for _ in range(args.repeat):
-        for n in runs:
-            ALERTS_ON = n
-            try:
-                r = tcp_run(args, "sluice", "3164")
-            finally:
-                ALERTS_ON = 0
-            runs[n].append(r)
-            print(f"  alerts={n:<3d} {r['lines']:>8d}/{r['sent']} lines  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
-                  f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
+    collector = Collector() if mixed else None
+    try:
+        for _ in range(args.repeat):
+            for n in runs:
+                ALERTS_ON = n
+                try:
+                    r = mixed_run(args, "sluice", "3164", collector) if mixed else tcp_run(args, "sluice", "3164")
+                finally:
+                    ALERTS_ON = 0
+                runs[n].append(r)
+                print(f"  alerts={n:<3d} {r['lines']:>8d}/{r['sent']} lines  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
+                      f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s", flush=True)
+    finally:
+        if collector:
+            collector.stop()
     res = {}
     for n, rs in runs.items():
         rates = [r["msg_per_s"] for r in rs]
@@ -991,6 +1001,8 @@ def case_alerts(args):
     on["feed_dropped"] = statistics.median(r.get("alert_feed_dropped", 0) / r["sent"] for r in runs[args.alert_rules])
     # Paced: the share of messages the engine's queue dropped at each offered rate.
     res["paced"] = []
+    if mixed:
+        return res
     ALERTS_ON = args.alert_rules
     try:
         for rate in args.alert_rates:
@@ -1085,6 +1097,8 @@ def main():
         results["es"] = case_es(args, names)
     if "alerts" in cases:
         results["alerts"] = case_alerts(args)
+    if "alerts-mixed" in cases:
+        results["alerts-mixed"] = case_alerts(args, mixed=True)
 
     print("\nsummary (sluice / peer, same run):")
     for c in ("tcp3164", "tcp5424", "mixed3164", "mixed5424"):
@@ -1117,16 +1131,18 @@ def main():
                 s, b = lad["sluice"]["best"], lad[peer]["best"]
                 print(f"  {label}: sluice {best('sluice')}, {peer} {best(peer)}"
                       + (f", x{s / b:.2f}" if b else ""))
-    a = results.get("alerts")
-    if a:
+    for case in ("alerts", "alerts-mixed"):
+        a = results.get(case)
+        if not a:
+            continue
         base, on = a["0"], a[str(args.alert_rules)]
-        print(f"  alerts: {args.alert_rules} rules cost {a['drop'] * 100:.1f}% of wall msg/s "
+        print(f"  {case}: {args.alert_rules} rules cost {a['drop'] * 100:.1f}% of wall msg/s "
               f"({fmt_rate(base['msg_per_s'])} -> {fmt_rate(on['msg_per_s'])}; runs {fmt_rate(base['min'])}-"
               f"{fmt_rate(base['max'])} vs {fmt_rate(on['min'])}-{fmt_rate(on['max'])}), "
               f"{a['cpu_drop'] * 100:.1f}% of msg per CPU-s; flat out, the engine's queue dropped "
               f"{on['feed_dropped'] * 100:.1f}% (not judged)")
         for p in a["paced"]:
-            print(f"  alerts paced at {fmt_rate(p['rate'])}/s: {p['feed_dropped'] * 100:.2f}% not judged")
+            print(f"  {case} paced at {fmt_rate(p['rate'])}/s: {p['feed_dropped'] * 100:.2f}% not judged")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
