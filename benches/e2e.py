@@ -6,7 +6,7 @@ slow-output case, to a pipe read slowly); benches/loadgen.rs sends. Every case r
 back to back, so the ratios hold on a noisy machine even when the absolute figures do not.
 
     benches/peers-setup.sh                # once: syslog-ng + loggen from Debian, rsyslog unpacked
-    benches/e2e.py                        # builds sluice and loadgen (release), runs every case
+    benches/e2e.py                        # builds sluice, loadgen and collector (release), runs every case
     benches/e2e.py --udp-ladder 200000,300000,400000,500000,600000 --rss-secs 15
 
 Cases (pick with --cases):
@@ -26,21 +26,23 @@ Cases (pick with --cases):
             TCP connections, LF-framed RFC 3164, through a real rule set: Debian's files
             (syslog, auth.log, kern.log, mail.log, user.log), network.log, a per-host file
             template devices/HOST/PROGRAM.log and a forward of everything (RFC 5424,
-            octet-counted) to a collector on loopback. Every file is checked against the
-            generator's own count for every daemon.
+            octet-counted) to benches/collector.rs on loopback. Every file is checked against
+            the generator's own count for every daemon.
   mixed5424 the same in RFC 5424, octet-counted, a third with structured data
   alerts    tcp3164 into sluice alone, without and with --alert-rules [[alert]] rules (a mix of
             rate, ratio, zscore and new_pattern rules, most fed every message), alternating
             runs: the throughput cost of alerting (median of --repeat runs, and the spread);
             then paced at each of --alert-rates: the share of messages the alert engine's
             queue dropped (never slowing the listener, they go unjudged)
+  alerts-mixed  the same without and with the rules on the mixed3164 workload (no paced runs)
   es        N RFC 3164 messages over TCP, indexed into Elasticsearch's _bulk API: sluice's
             `kind = "elasticsearch"`, rsyslog's omelasticsearch, syslog-ng's elasticsearch-http(),
             each with its default batching, into benches/es_sink.py (a separate process that
             counts action lines and answers every item 201 at once): documents per second and
             per daemon CPU-second, until the sink has counted N (not in the default --cases)
 
-Wall msg/s runs from the first send to the last write (the output file's mtime); msg per
+Wall msg/s runs from the first send (loadgen's `started_unix_s`, after it built its messages
+and connected) to the last write (the output file's mtime); msg per
 CPU-second divides by the daemon's user+system time (/proc/PID/stat) over the same span.
 It needs only this repository and the peers benches/peers-setup.sh installs.
 """
