@@ -218,8 +218,9 @@ impl Rule {
         self.check(ev).is_ok()
     }
 
-    /// True when the selector is all the rule asks of an event.
-    fn selector_only(&self) -> bool {
+    /// True when the selector is all the rule asks of an event (routing plans it per PRI, the
+    /// alert engine tests the selector alone).
+    pub(crate) fn selector_only(&self) -> bool {
         // Exhaustive, so a new matcher cannot be forgotten here.
         let Rule {
             label: _,

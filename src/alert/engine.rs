@@ -187,13 +187,7 @@ enum Check {
 
 impl Check {
     fn of(r: &Rule) -> Check {
-        let only_selector = r.listener.is_none()
-            && r.hostname.is_none()
-            && r.app_name.is_none()
-            && r.message.is_none()
-            && r.tls_peer.is_none()
-            && r.source.is_none();
-        if only_selector {
+        if r.selector_only() {
             Check::Selector(r.selector.clone())
         } else {
             Check::Rule(Box::new(r.clone()))
