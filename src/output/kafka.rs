@@ -633,6 +633,11 @@ fn tag(generation: u32, number: u32) -> usize {
 }
 
 impl Reports {
+    /// The bookkeeping, locked (taken over if a panicking holder poisoned the lock).
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.attempt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn log_allowed(&self) -> Option<u64> {
         self.log_limit
             .lock()
@@ -726,7 +731,7 @@ impl ProducerContext for Ctx {
             }
         };
         let too_large = matches!(outcome, Delivery::TooLarge(_));
-        let mut p = self.0.attempt.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.0.pending();
         let (generation, number) = ((tag >> 32) as u32, tag as u32);
         if generation != p.generation {
             return;
@@ -1052,7 +1057,7 @@ impl KafkaTransport {
         let n = records.len();
         // Counted as waiting before librdkafka may report them.
         let (generation, number, base) = {
-            let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = reports.pending();
             let base = p.outcomes.len();
             p.outcomes.resize(base + n, None);
             p.waiting += n;
@@ -1114,7 +1119,7 @@ impl KafkaTransport {
         let end = stopped.as_ref().map_or(n, |(i, _)| *i);
         let settled_here = known.len() + (n - end);
         {
-            let mut p = reports.attempt.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = reports.pending();
             // Only this thread adds or removes places, so `base` still points at the first.
             for (i, d) in known {
                 p.outcomes[base + i] = Some(d);
@@ -1131,11 +1136,7 @@ impl KafkaTransport {
     /// Waits until the first `count` messages in librdkafka have their reports, or `until`;
     /// with `or_too_large`, also until the broker refused a batch as too large.
     fn wait(&self, count: usize, until: Instant, or_too_large: bool) {
-        let mut p = self
-            .reports
-            .attempt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut p = self.reports.pending();
         p.watched = count.min(p.outcomes.len());
         p.watched_waiting = p
             .outcomes
@@ -1161,11 +1162,7 @@ impl KafkaTransport {
     /// The outcomes of the first `count` messages in librdkafka, which are forgotten (`None`:
     /// no report yet; one that comes is ignored).
     fn take_front(&self, count: usize) -> Vec<Option<Delivery>> {
-        let mut p = self
-            .reports
-            .attempt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut p = self.reports.pending();
         let count = count.min(p.outcomes.len());
         let taken: Vec<Option<Delivery>> = p.outcomes.drain(..count).collect();
         let late = taken.iter().filter(|o| o.is_none()).count();
@@ -1184,11 +1181,7 @@ impl KafkaTransport {
     fn forget_flight(&mut self) {
         self.producer = None;
         let late = {
-            let mut p = self
-                .reports
-                .attempt
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut p = self.reports.pending();
             let late = p.waiting;
             p.generation = p.generation.wrapping_add(1);
             p.first = 0;
@@ -1384,12 +1377,7 @@ impl Transport for KafkaTransport {
         };
         let until = Instant::now() + timeout + REPORT_MARGIN;
         self.wait(head_len, until, true);
-        let too_large = self
-            .reports
-            .attempt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .too_large;
+        let too_large = self.reports.pending().too_large;
         let mut outcomes = if too_large {
             // A batch refused as too large ends the overlap until the refusal is settled:
             // what librdkafka holds beyond the head batch is purged at once (so librdkafka
