@@ -341,10 +341,10 @@ fn counter(d: &TestDaemon, name: &str) -> u64 {
     d.output_counter("kafka", name)
 }
 
-/// Checks the topic holds every number of 0..`n`; each host in one partition, with its
-/// messages in the order sent (first copies: a retried batch may add later duplicates).
-/// Returns how many duplicates there were.
-fn check_topic(consumed: &[Consumed], n: usize) -> usize {
+/// How many copies of each number of 0..`n` the topic holds, after checking that each host's
+/// messages are keyed by it, all in one partition, its first copies in the order sent (a
+/// retried batch may add later duplicates); and the partition of each host.
+fn stored_copies(consumed: &[Consumed], n: usize) -> (Vec<u32>, HashMap<&str, u32>) {
     let mut seen = vec![0u32; n];
     let mut host_partition: HashMap<&str, u32> = Default::default();
     let mut sorted: Vec<&Consumed> = consumed.iter().collect();
@@ -369,6 +369,13 @@ fn check_topic(consumed: &[Consumed], n: usize) -> usize {
             last.insert(host, i);
         }
     }
+    (seen, host_partition)
+}
+
+/// Checks the topic holds every number of 0..`n` ([`stored_copies`]); returns how many
+/// duplicates there were.
+fn check_topic(consumed: &[Consumed], n: usize) -> usize {
+    let (seen, host_partition) = stored_copies(consumed, n);
     let missing: Vec<usize> = (0..n).filter(|&i| seen[i] == 0).collect();
     assert!(
         missing.is_empty(),
@@ -466,19 +473,13 @@ fn wait_settled(d: &TestDaemon, n: usize) {
 /// Checks the topic holds every number of 0..`n` but `big` exactly once, each host's in order.
 fn check_topic_without(consumed: &[Consumed], n: usize, big: &[usize]) {
     assert_eq!(consumed.len(), n - big.len(), "each message once");
-    let mut seen = vec![false; n];
-    let mut last: HashMap<&str, usize> = Default::default();
-    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
-    sorted.sort_by_key(|c| (c.partition, c.offset));
-    for c in sorted {
-        let i = c.msgnum();
-        assert!(!big.contains(&i), "msgnum {i} was to be refused");
-        assert!(!seen[i], "msgnum {i} stored twice");
-        seen[i] = true;
-        if let Some(&prev) = last.get(c.key.as_str()) {
-            assert!(prev < i, "{}: {i} after {prev}", c.key);
+    let (seen, _) = stored_copies(consumed, n);
+    for (i, &copies) in seen.iter().enumerate() {
+        if big.contains(&i) {
+            assert_eq!(copies, 0, "msgnum {i} was to be refused");
+        } else {
+            assert_eq!(copies, 1, "msgnum {i} stored {copies} times");
         }
-        last.insert(c.key.as_str(), i);
     }
 }
 
@@ -714,22 +715,8 @@ fn kafka_drop_oldest_with_batches_in_flight_keeps_the_newest_and_goes_on() {
         counter(&d, "queue_depth") == 0 && counter(&d, "in_flight") == 0
     });
     assert_eq!(counter(&d, "dropped_oldest"), (N - KEEP) as u64);
-    let consumed = broker.consume("syslog");
-    let mut seen = vec![false; N];
-    let mut last: HashMap<&str, usize> = Default::default();
-    let mut sorted: Vec<&Consumed> = consumed.iter().collect();
-    sorted.sort_by_key(|c| (c.partition, c.offset));
-    for c in sorted {
-        let i = c.msgnum();
-        if std::mem::replace(&mut seen[i], true) {
-            continue;
-        }
-        if let Some(&prev) = last.get(c.key.as_str()) {
-            assert!(prev < i, "{}: {i} after {prev}", c.key);
-        }
-        last.insert(c.key.as_str(), i);
-    }
-    let missing: Vec<usize> = (N - KEEP..N).filter(|&i| !seen[i]).take(10).collect();
+    let (seen, _) = stored_copies(&broker.consume("syslog"), N);
+    let missing: Vec<usize> = (N - KEEP..N).filter(|&i| seen[i] == 0).take(10).collect();
     assert!(missing.is_empty(), "newest lost, first ones: {missing:?}");
 }
 
