@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use hashbrown::HashTable;
 
 use super::pattern::{PatternTable, mask_into};
-use super::{AlertKind, AlertRule, Direction, GroupField, MIN_HISTORY, Series};
+use super::{AlertKind, AlertRule, Direction, GroupField, MIN_HISTORY, Series, same_bytes};
 use crate::event::{Event, Severity};
 use crate::metrics::{self, AlertMetrics};
 use crate::route::{Rule, Selector};
@@ -502,7 +502,10 @@ impl RuleState {
         };
         key.make(ev, keys.seq, keys.hasher);
         // Looked up by reference: the key is copied only for a new group.
-        if let Some(g) = self.groups.find_mut(key.hash, |g| *g.key == *key.bytes) {
+        if let Some(g) = self
+            .groups
+            .find_mut(key.hash, |g| same_bytes(&g.key, &key.bytes))
+        {
             g.add(&rule.kind, ev, counted, in_total);
             return;
         }

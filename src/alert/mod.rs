@@ -223,6 +223,40 @@ impl GroupField {
     }
 }
 
+/// `a == b`, a word at a time in Rust rather than through libc's `memcmp`. The engine compares
+/// a group key or a template per rule and message; glibc picks its AVX-512 `memcmp` on this
+/// project's machines (AMD EPYC), and on a few bytes that took 43% of the engine's time on
+/// loadgen's stream (`cargo bench --bench alert`, with `GLIBC_TUNABLES` turning it off: 7.5 ms
+/// to 3.7-4.8 ms per 20,000 messages).
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word(s: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]))
+    }
+    fn half(s: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]))
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        // Two overlapping reads cover every byte.
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => {
+            let mut at = 0;
+            while at + 8 < n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        }
+    }
+}
+
 /// `[[alert]]` as read.
 #[derive(Deserialize, Default)]
 pub(crate) struct RawAlert {

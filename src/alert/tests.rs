@@ -614,3 +614,23 @@ fn baseline_rule_applies_the_reference_rules() {
         ]
     );
 }
+
+proptest::proptest! {
+    /// The engine's comparison is `==`, at every length and on every differing byte.
+    #[test]
+    fn same_bytes_is_slice_equality(
+        a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        flip in proptest::prelude::any::<proptest::sample::Index>(),
+        bit in 0u8..8,
+        cut in 0usize..3,
+    ) {
+        proptest::prop_assert!(super::same_bytes(&a, &a.clone()));
+        if !a.is_empty() {
+            let mut b = a.clone();
+            b[flip.index(a.len())] ^= 1 << bit;
+            proptest::prop_assert!(!super::same_bytes(&a, &b));
+        }
+        let shorter = &a[..a.len().saturating_sub(cut)];
+        proptest::prop_assert_eq!(super::same_bytes(&a, shorter), cut == 0 || a.is_empty());
+    }
+}
