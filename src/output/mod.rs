@@ -121,9 +121,9 @@ pub struct OutputHandle {
     room: Arc<Semaphore>,
     queue: QueueConfig,
     metrics: Arc<OutputMetrics>,
-    /// For a thread that drains its queue on a timer ([`Wake::WhenQuarterFull`]): the thread,
-    /// woken early only once the queue holds a quarter of its events.
-    wake: Option<std::thread::Thread>,
+    /// For a thread that drains its queue on a timer ([`Wake::WhenHolding`]): the thread, and
+    /// the events its queue holds when a sender wakes it early.
+    wake: Option<(std::thread::Thread, usize)>,
 }
 
 /// When a sink thread looks at its queue.
@@ -131,11 +131,16 @@ pub struct OutputHandle {
 pub enum Wake {
     /// At every batch: outputs, whose latency is the time to write.
     EveryBatch,
-    /// Every this long, or as soon as the queue is a quarter full (the rest is slack while the
-    /// thread waits to be scheduled): a thread whose work has no hurry (the alert engine judges
-    /// windows of seconds) is not woken for each small batch, which at moderate rates cost a
-    /// context switch per batch of a few events.
-    WhenQuarterFull(Duration),
+    /// Every `poll`, or as soon as the queue holds `events` (the rest of its room is slack
+    /// while the thread waits to be scheduled): a thread whose work has no hurry (the alert
+    /// engine judges windows of seconds) is not woken for each small batch, which at moderate
+    /// rates cost a context switch per batch of a few events.
+    WhenHolding {
+        /// The longest the thread sleeps.
+        poll: Duration,
+        /// Queued events that wake it at once.
+        events: usize,
+    },
 }
 
 impl OutputHandle {
@@ -234,8 +239,8 @@ impl OutputHandle {
             }
             return;
         }
-        if let Some(t) = &self.wake
-            && self.depth() >= self.queue.max_events / 4
+        if let Some((t, events)) = &self.wake
+            && self.depth() >= *events
         {
             t.unpark();
         }
@@ -312,7 +317,7 @@ pub(crate) fn start_sink_thread(
                 Wake::EveryBatch => {
                     run_sink(sink, rx, thread_room, flush_interval, &thread_metrics)
                 }
-                Wake::WhenQuarterFull(poll) => {
+                Wake::WhenHolding { poll, .. } => {
                     run_sink_polled(sink, rx, thread_room, flush_interval, poll, &thread_metrics)
                 }
             }
@@ -325,7 +330,7 @@ pub(crate) fn start_sink_thread(
             metrics,
             wake: match wake {
                 Wake::EveryBatch => None,
-                Wake::WhenQuarterFull(_) => Some(thread.thread().clone()),
+                Wake::WhenHolding { events, .. } => Some((thread.thread().clone(), events)),
             },
         },
         thread,
@@ -385,8 +390,8 @@ fn run_sink(
     close_sink(sink, receipts, &room, metrics);
 }
 
-/// [`run_sink`] for [`Wake::WhenQuarterFull`]: sleeps `poll` (or until a sender finds the queue
-/// a quarter full), then takes every batch queued, flushing once the queue is empty; closes once
+/// [`run_sink`] for [`Wake::WhenHolding`]: sleeps `poll` (or until a sender finds the queue
+/// holding its `events`), then takes every batch queued, flushing once the queue is empty; closes once
 /// every sender is gone and the queue is empty.
 fn run_sink_polled(
     mut sink: Box<dyn Sink>,
@@ -399,7 +404,7 @@ fn run_sink_polled(
     let mut receipts = Receipts::default();
     let mut last_tick = Instant::now();
     loop {
-        // Parked first: a sender that finds the queue a quarter full before the thread parks
+        // Parked first: a sender that finds the queue holding enough before the thread parks
         // leaves a token, and this returns at once.
         std::thread::park_timeout(poll.min(flush_interval));
         let mut took = false;
@@ -558,7 +563,7 @@ mod tests {
             Duration::from_secs(60),
             Arc::default(),
             None,
-            Wake::WhenQuarterFull(poll),
+            Wake::WhenHolding { poll, events: 25 },
         )
         .unwrap_or_else(|e| panic!("{e}"));
         (running, seen)
@@ -576,7 +581,7 @@ mod tests {
     }
 
     #[test]
-    fn a_polled_sink_is_woken_once_its_queue_is_a_quarter_full() {
+    fn a_polled_sink_is_woken_once_its_queue_holds_its_events() {
         // A poll of an hour: only the wake-up can bring the events in time.
         let (running, seen) = polled(Duration::from_secs(3600));
         running.handle.try_send(vec![event(); 10]);
