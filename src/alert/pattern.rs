@@ -29,13 +29,8 @@ pub const MAX_TEMPLATE_BYTES: usize = 512;
 
 /// Byte classes for the scanner: one table lookup per byte instead of a chain of tests.
 const WORD: u8 = 1;
-/// Ends a copied run after a word's byte: a digit or a quote.
-const STOPS_AFTER_WORD: u8 = 2;
-/// Ends a copied run after any other byte: a digit, a quote, a hex digit or ':'. Shifted right
-/// by one when the previous byte is a word's ([`WORD`] is 1): `STOPS_AFTER_WORD`.
-const STOPS_AFTER_OTHER: u8 = 4;
 /// Starts a value at a token's start: a hex digit or ':'.
-const STARTS_TOKEN: u8 = 8;
+const STARTS_TOKEN: u8 = 2;
 
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -46,11 +41,8 @@ const CLASS: [u8; 256] = {
         if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b':') {
             k |= WORD;
         }
-        if c.is_ascii_digit() || c == b'"' || c == b'\'' {
-            k |= STOPS_AFTER_WORD | STOPS_AFTER_OTHER;
-        }
         if c.is_ascii_hexdigit() || c == b':' {
-            k |= STARTS_TOKEN | STOPS_AFTER_OTHER;
+            k |= STARTS_TOKEN;
         }
         t[b] = k;
         b += 1;
@@ -85,20 +77,49 @@ fn marks(x: u64) -> u64 {
     (digit_or_colon | eq(b'"') | eq(b'\'') | eq(b'-')) & !x & HI
 }
 
-/// The first mark at or after `from`, 8 bytes at a time.
-fn next_mark(msg: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(chunk) = msg.get(i..i + 8) {
-        let m = marks(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
-        if m != 0 {
-            return Some(i + (m.trailing_zeros() / 8) as usize);
+/// Finds marks 8 bytes at a time, keeping the last word's marks: on lines dense with values
+/// the next mark is often in the word already read.
+struct Marks<'a> {
+    msg: &'a [u8],
+    /// Where the last word read starts (`usize::MAX`: none yet), and its marks.
+    word_at: usize,
+    word: u64,
+}
+
+impl<'a> Marks<'a> {
+    fn new(msg: &'a [u8]) -> Marks<'a> {
+        Marks {
+            msg,
+            word_at: usize::MAX,
+            word: 0,
         }
-        i += 8;
     }
-    msg.get(i..)?
-        .iter()
-        .position(|&b| is_mark(b))
-        .map(|k| i + k)
+
+    /// The first mark at or after `from`.
+    fn next(&mut self, from: usize) -> Option<usize> {
+        let mut i = from;
+        if self.word_at <= from && from < self.word_at + 8 {
+            let left = self.word & (!0u64 << ((from - self.word_at) * 8));
+            if left != 0 {
+                return Some(self.word_at + (left.trailing_zeros() / 8) as usize);
+            }
+            i = self.word_at + 8;
+        }
+        while let Some(chunk) = self.msg.get(i..i + 8) {
+            let m = marks(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+            if m != 0 {
+                self.word_at = i;
+                self.word = m;
+                return Some(i + (m.trailing_zeros() / 8) as usize);
+            }
+            i += 8;
+        }
+        self.msg
+            .get(i..)?
+            .iter()
+            .position(|&b| is_mark(b))
+            .map(|k| i + k)
+    }
 }
 
 /// The template of `msg`: its variable values masked (see the module documentation). At most
@@ -111,77 +132,70 @@ pub fn mask(msg: &[u8]) -> Vec<u8> {
 
 /// [`mask`] into `out` (cleared first), so a caller can reuse one buffer.
 ///
-/// Finds the marks ([`is_mark`]) 8 bytes at a time and copies the bytes before each mark's
-/// token whole: only a token holding a mark can be masked. Each such token goes through
-/// [`mask_step`] from its start to past the mark. (A scanner that looked at every byte spent
-/// about 13 instructions a byte on the mixed stream's short words, 4,000 a message: the
-/// alert engine's largest cost, issue 17.)
+/// Finds the marks ([`is_mark`]) 8 bytes at a time: only a token holding a mark can be masked.
+/// Each such token is looked at byte by byte ([`masked_at`]) from its start to past the mark,
+/// and the bytes between two masked values are copied at once. (A scanner that looked at every
+/// byte and copied each run of bytes as it went spent about 13 instructions a byte on the
+/// mixed stream's short words, 4,000 a message: the alert engine's largest cost, issue 17.)
 pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let msg = &msg[..msg.len().min(MAX_TEMPLATE_BYTES)];
-    out.reserve(msg.len());
-    // `msg[..copied]` is done; masking depends only on the position it resumes at, since
-    // whether a token starts is read from the byte before.
+    // A tag is at most 3 times what it masks (`<N>` for one digit): no reallocation.
+    out.reserve(msg.len() * 3);
+    let mut marks = Marks::new(msg);
+    // `msg[copied..]` is not in `out` yet; `msg[..at]` has been looked at. Masking depends only
+    // on the position it resumes at, since whether a token starts is read from the byte before.
     let mut copied = 0;
-    while let Some(mark) = next_mark(msg, copied) {
-        let mut start = mark;
-        while start > copied && is_word(msg[start - 1]) {
-            start -= 1;
+    let mut at = 0;
+    while let Some(mark) = marks.next(at) {
+        let mut i = mark;
+        while i > at && is_word(msg[i - 1]) {
+            i -= 1;
         }
-        out.extend_from_slice(&msg[copied..start]);
-        let mut i = start;
         while i <= mark {
-            i = mask_step(msg, i, mark + 1, out);
+            match masked_at(msg, i) {
+                Some((len, tag)) => {
+                    out.extend_from_slice(&msg[copied..i]);
+                    out.extend_from_slice(tag);
+                    i += len;
+                    copied = i;
+                }
+                None => i += 1,
+            }
         }
-        copied = i;
+        at = i;
     }
     out.extend_from_slice(&msg[copied..]);
 }
 
-/// Masks what starts at `msg[i]` into `out`, or copies bytes from `i` up to the next one that
-/// may start something to mask (or `limit`); returns where to go on.
-fn mask_step(msg: &[u8], i: usize, limit: usize, out: &mut Vec<u8>) -> usize {
+/// What masks as a whole from `msg[i]`, its length and tag; `None` when that byte is kept.
+fn masked_at(msg: &[u8], i: usize) -> Option<(usize, &'static [u8])> {
     let b = msg[i];
-    if (b == b'"' || b == b'\'')
-        && let Some(close) = memchr::memchr(b, &msg[i + 1..])
-    {
-        out.extend_from_slice(&[b, b'<', b'*', b'>', b]);
-        return i + close + 2;
+    if b == b'"' || b == b'\'' {
+        let close = memchr::memchr(b, &msg[i + 1..])?;
+        let tag: &'static [u8] = if b == b'"' { b"\"<*>\"" } else { b"'<*>'" };
+        return Some((close + 2, tag));
     }
     // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
     let token_start = i == 0 || !is_word(msg[i - 1]);
     if token_start
         && CLASS[usize::from(b)] & STARTS_TOKEN != 0
-        && let Some((len, tag)) = value_at(&msg[i..])
+        && let Some(value) = value_at(&msg[i..])
     {
-        out.extend_from_slice(tag);
-        return i + len;
+        return Some(value);
     }
-    if b.is_ascii_digit() {
-        // Digits, with decimal points between them.
-        let mut j = i;
-        while j < msg.len()
-            && (msg[j].is_ascii_digit()
-                || (msg[j] == b'.' && msg.get(j + 1).is_some_and(u8::is_ascii_digit)))
-        {
-            j += 1;
-        }
-        out.extend_from_slice(b"<N>");
-        return j;
+    if !b.is_ascii_digit() {
+        return None;
     }
-    // A digit or a quote anywhere, a hex digit or ':' after a byte that is not a word's.
-    let mut j = i + 1;
-    let mut prev_word = CLASS[usize::from(b)] & WORD;
-    while j < limit.min(msg.len()) {
-        let k = CLASS[usize::from(msg[j])];
-        if k & (STOPS_AFTER_OTHER >> prev_word) != 0 {
-            break;
-        }
-        prev_word = k & WORD;
+    // Digits, with decimal points between them.
+    let mut j = i;
+    while j < msg.len()
+        && (msg[j].is_ascii_digit()
+            || (msg[j] == b'.' && msg.get(j + 1).is_some_and(u8::is_ascii_digit)))
+    {
         j += 1;
     }
-    out.extend_from_slice(&msg[i..j]);
-    j
+    Some((j - i, b"<N>"))
 }
 
 /// A value at the start of `s` that masks as a whole: its length and tag.
@@ -342,7 +356,9 @@ impl std::fmt::Debug for PatternTable {
 struct Slot {
     hash: u64,
     count: u64,
-    text: Box<[u8]>,
+    /// Kept when the template is forgotten, for the next one to reuse: a stream of new
+    /// templates does not allocate and free one per message.
+    text: Vec<u8>,
     /// Seen just before and just after it (`NONE` at the ends).
     older: u32,
     newer: u32,
@@ -402,7 +418,7 @@ impl PatternTable {
             self.link_newest(i);
             return false;
         }
-        self.insert(hash, template.into(), 1);
+        self.insert(hash, template, 1);
         true
     }
 
@@ -439,7 +455,7 @@ impl PatternTable {
 
     /// Adds a template known not to be in the table, as the most recently seen, forgetting
     /// the least recently seen one when full.
-    fn insert(&mut self, hash: u64, text: Box<[u8]>, count: u64) {
+    fn insert(&mut self, hash: u64, text: &[u8], count: u64) {
         if self.index.len() >= self.max && self.oldest != NONE {
             let i = self.oldest;
             self.unlink(i);
@@ -447,24 +463,26 @@ impl PatternTable {
             if let Ok(entry) = self.index.find_entry(old_hash, |&j| j == i) {
                 entry.remove();
             }
-            self.slots[i as usize].text = Box::default();
             self.free.push(i);
             self.evicted += 1;
         }
-        let slot = Slot {
-            hash,
-            count,
-            text,
-            older: NONE,
-            newer: NONE,
-        };
         let i = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = slot;
+                let slot = &mut self.slots[i as usize];
+                slot.hash = hash;
+                slot.count = count;
+                slot.text.clear();
+                slot.text.extend_from_slice(text);
                 i
             }
             None => {
-                self.slots.push(slot);
+                self.slots.push(Slot {
+                    hash,
+                    count,
+                    text: text.to_vec(),
+                    older: NONE,
+                    newer: NONE,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -536,7 +554,7 @@ impl PatternTable {
                 table.slots[i as usize].count = count;
                 continue;
             }
-            table.insert(hash, text.into(), count);
+            table.insert(hash, &text, count);
         }
         // The file lists the most frequent first: they are the last to be forgotten, so the
         // list is turned around.
