@@ -34,7 +34,8 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// [`ALERT_QUEUE_EVENTS`]: a queued event keeps its memory (and its read buffer) from being
 /// reused, and the engine reads it after the listener's and outputs' caches have moved on.
 /// Woken at a quarter of the room (16,384 events), one rule that only counted cost 28% of the
-/// wall throughput of `benches/e2e.py --cases alerts`; woken at 1,024, 2% (issue 17).
+/// wall throughput of `benches/e2e.py --cases alerts`; at 1,024, 3-11%; at 256, within the
+/// noise (-4% and 5%), for a wake-up per few listener batches (issue 17).
 const WAKE_EVENTS: usize = 256;
 /// How often changed pattern tables are saved (and at the stop).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
