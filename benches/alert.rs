@@ -11,7 +11,7 @@
 //!
 //!     cargo bench --bench alert
 //!
-//! Criterion reports messages per second ("elem/s"); README.md, "Alert rules: the cost", has
+//! Criterion reports messages per second ("elem/s"); README.md, "The cost of alert rules", has
 //! the figures.
 
 use std::hint::black_box;
