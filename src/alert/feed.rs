@@ -3,7 +3,7 @@
 //! the events that feed a rule in a batch of `Arc<Event>` (a reference count, not a copy), and
 //! hands the batch to the engine's queue at its flush with [`AlertFeed::send`], which never
 //! waits: alerting must not slow a listener down. The engine takes what its queue holds every
-//! few hundredths of a second, or at once when a send finds the queue holding a thousand events
+//! few hundredths of a second, or at once when a send finds a few hundred events queued
 //! ([`crate::output::Wake::WhenHolding`]), so a listener's batch does not wake it. When the
 //! engine falls behind, its queue (bounded at [`ALERT_QUEUE_EVENTS`]) drops what does not fit
 //! and counts it in `sluice_alert_feed_dropped_total`.
