@@ -18,11 +18,12 @@
 
 use std::hash::BuildHasher;
 
+use std::io::{BufRead, Write};
+use std::path::Path;
+
 use hashbrown::HashTable;
 
 use super::same_bytes;
-use std::io::{BufRead, Write};
-use std::path::Path;
 
 /// Bytes of a template kept: longer messages are cut (their tail rarely decides the template).
 pub const MAX_TEMPLATE_BYTES: usize = 512;
