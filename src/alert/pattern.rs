@@ -17,7 +17,6 @@
 //! difference `new_pattern` is meant to report.
 
 use std::hash::BuildHasher;
-
 use std::io::{BufRead, Write};
 use std::path::Path;
 
