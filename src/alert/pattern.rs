@@ -221,6 +221,14 @@ fn masked_at(msg: &[u8], i: usize) -> Option<(usize, &'static [u8])> {
         let tag: &'static [u8] = if b == b'"' { b"\"<*>\"" } else { b"'<*>'" };
         return Some((close + 2, tag));
     }
+    // Most values are plain numbers: digits followed by a byte no other value holds (a space,
+    // '=', ','), whichever byte came before. Taken here, they are read once.
+    if b.is_ascii_digit() {
+        let digits = msg[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if !msg.get(i + digits).is_some_and(|&c| in_value(c)) {
+            return Some((digits, b"<N>"));
+        }
+    }
     // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
     let token_start = i == 0 || !is_word(msg[i - 1]);
     if token_start
@@ -243,22 +251,21 @@ fn masked_at(msg: &[u8], i: usize) -> Option<(usize, &'static [u8])> {
     Some((j - i, b"<N>"))
 }
 
+/// Whether a byte can be part of a value other than a plain number: a hex digit, `-`, `.`, `:`
+/// or the `x` of `0x`.
+fn in_value(b: u8) -> bool {
+    b.is_ascii_hexdigit() || matches!(b, b'-' | b'.' | b':' | b'x' | b'X')
+}
+
 /// A value at the start of `s` that masks as a whole: its length and tag.
 fn value_at(s: &[u8]) -> Option<(usize, &'static [u8])> {
     // Most values are plain numbers, which none of the shapes below is: left to the digits.
     let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits > 0
-        && !s.get(digits).is_some_and(|&b| {
-            b.is_ascii_hexdigit() || matches!(b, b'-' | b'.' | b':' | b'x' | b'X')
-        })
-    {
+    if digits > 0 && !s.get(digits).is_some_and(|&b| in_value(b)) {
         return None;
     }
     // The token: up to the next byte that cannot be part of a value.
-    let end = s
-        .iter()
-        .position(|&b| !(b.is_ascii_hexdigit() || matches!(b, b'-' | b'.' | b':' | b'x' | b'X')))
-        .unwrap_or(s.len());
+    let end = s.iter().position(|&b| !in_value(b)).unwrap_or(s.len());
     let tok = &s[..end];
     // A token glued to letters beyond hex (`0xfoo`, `deadbeefzz`) is a word, not a value.
     let glued = s
