@@ -176,7 +176,7 @@ pub fn mask(msg: &[u8]) -> Vec<u8> {
 
 /// [`mask`] into `out` (cleared first), so a caller can reuse one buffer.
 ///
-/// Finds the marks ([`is_mark`]) 8 bytes at a time: only a token holding a mark can be masked.
+/// Finds the marks ([`is_mark`]) 16 bytes at a time: only a token holding a mark can be masked.
 /// Each such token is looked at byte by byte ([`masked_at`]) from its start to past the mark,
 /// and the bytes between two masked values are copied at once. (A scanner that looked at every
 /// byte and copied each run of bytes as it went spent about 13 instructions a byte on the
