@@ -161,21 +161,27 @@ struct Sent {
     severity: String,
 }
 
-impl Group {
-    /// Counts one event: into `count` when the rule's matchers took it, into `total` when the
-    /// total selector did (ratios) or when it is an error (baseline rules).
-    fn add(&mut self, kind: &AlertKind, ev: &Event, counted: bool, in_total: bool) {
-        if counted {
-            self.count += 1;
-        }
-        let total = match kind {
-            AlertKind::Baseline { .. } => counted && ev.severity() <= Severity::Err,
-            _ => in_total,
-        };
-        if total {
-            self.total += 1;
-        }
-    }
+/// What one event adds to its group's `count` and `total`: to `count` when the rule's
+/// matchers took it, to `total` when the total selector did (ratios) or when it is an error
+/// (baseline rules).
+fn tally(kind: &AlertKind, ev: &Event, counted: bool, in_total: bool) -> (u64, u64) {
+    let total = match kind {
+        AlertKind::Baseline { .. } => counted && ev.severity() <= Severity::Err,
+        _ => in_total,
+    };
+    (u64::from(counted), u64::from(total))
+}
+
+/// A rule without `by`'s counts since they were last put in its one group. Every event of
+/// such a rule goes to that group, so its events are added up here and the group is looked
+/// up once per batch ([`RuleState::settle`]), not once per event.
+#[derive(Debug, Default)]
+struct Unkeyed {
+    events: u64,
+    count: u64,
+    total: u64,
+    /// When they were counted (`None`: nothing is waiting).
+    at: Option<DateTime<Utc>>,
 }
 
 /// A rule's matchers as checked for each event: one with a selector and nothing else (most
@@ -223,6 +229,8 @@ struct RuleState {
     template_buf: Vec<u8>,
     /// Events counted since the counter was last published (per batch, not per event).
     events_unpublished: u64,
+    /// A rule without `by`: counts not yet in its group.
+    unkeyed: Unkeyed,
     /// New-pattern rules: the templates seen.
     patterns: Option<PatternTable>,
     /// New-pattern rules: alerts open now, by template, with when they fired.
@@ -324,6 +332,7 @@ impl Engine {
                     key_slot,
                     template_buf: Vec::new(),
                     events_unpublished: 0,
+                    unkeyed: Unkeyed::default(),
                     patterns,
                     open_patterns: HashMap::new(),
                     patterns_changed: false,
@@ -365,6 +374,7 @@ impl Engine {
     /// fires.
     pub fn advance(&mut self, now: DateTime<Utc>) {
         for (i, st) in self.rules.iter_mut().enumerate() {
+            st.settle(&self.hasher);
             st.publish();
             if st.next_due.is_none_or(|due| now >= due) {
                 st.advance(i, now, &mut self.notices);
@@ -376,6 +386,7 @@ impl Engine {
     /// every [`advance`](Self::advance) too).
     pub fn publish(&mut self) {
         for st in &mut self.rules {
+            st.settle(&self.hasher);
             st.publish();
         }
     }
@@ -497,26 +508,60 @@ impl RuleState {
             });
             return;
         }
+        let (count, total) = tally(&rule.kind, ev, counted, in_total);
+        if rule.by.is_empty() {
+            if self.unkeyed.at.is_some_and(|at| at != now) {
+                self.settle(keys.hasher);
+            }
+            let u = &mut self.unkeyed;
+            u.events += 1;
+            u.count += count;
+            u.total += total;
+            u.at = Some(now);
+            return;
+        }
         let Some(key) = keys.keys.get_mut(self.key_slot) else {
             return;
         };
         key.make(ev, keys.seq, keys.hasher);
+        self.add_to_group(&key.bytes, key.hash, 1, (count, total), now);
+    }
+
+    /// Puts the counts a rule without `by` added up into its group.
+    fn settle(&mut self, hasher: &foldhash::fast::RandomState) {
+        let Some(at) = self.unkeyed.at.take() else {
+            return;
+        };
+        let u = std::mem::take(&mut self.unkeyed);
+        let key: &[u8] = &[];
+        self.add_to_group(key, hasher.hash_one(key), u.events, (u.count, u.total), at);
+    }
+
+    /// Adds `events` events' `(count, total)` to the group of `key` (its `hash`), making the
+    /// group if there is room.
+    fn add_to_group(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        events: u64,
+        (count, total): (u64, u64),
+        now: DateTime<Utc>,
+    ) {
+        let rule = &*self.rule;
         // Looked up by reference: the key is copied only for a new group.
-        if let Some(g) = self
-            .groups
-            .find_mut(key.hash, |g| same_bytes(&g.key, &key.bytes))
-        {
-            g.add(&rule.kind, ev, counted, in_total);
+        if let Some(g) = self.groups.find_mut(hash, |g| same_bytes(&g.key, key)) {
+            g.count += count;
+            g.total += total;
             return;
         }
         if self.groups.len() >= rule.max_groups {
-            metrics::add(&self.metrics.groups_refused, 1);
+            metrics::add(&self.metrics.groups_refused, events);
             return;
         }
         let labels = rule
             .by
             .iter()
-            .zip(key.bytes.split(|b| *b == 0))
+            .zip(key.split(|b| *b == 0))
             .map(|(f, v)| {
                 (
                     f.name().to_string(),
@@ -527,12 +572,12 @@ impl RuleState {
         self.metrics
             .groups
             .store(self.groups.len() as u64 + 1, Ordering::Relaxed);
-        let mut g = Group {
-            key: key.bytes.as_slice().into(),
-            hash: key.hash,
+        let g = Group {
+            key: key.into(),
+            hash,
             labels,
-            count: 0,
-            total: 0,
+            count,
+            total,
             born: now,
             history: VecDeque::new(),
             anomalous_run: 0,
@@ -540,8 +585,7 @@ impl RuleState {
             pending_since: None,
             firing: None,
         };
-        g.add(&rule.kind, ev, counted, in_total);
-        self.groups.insert_unique(key.hash, g, |g| g.hash);
+        self.groups.insert_unique(hash, g, |g| g.hash);
     }
 
     fn publish(&mut self) {

@@ -463,6 +463,14 @@ impl PatternTable {
     /// Counts one sight of `template`; true when it was not in the table.
     pub fn observe(&mut self, template: &[u8]) -> bool {
         self.events += 1;
+        // The template seen last, seen again (a program's burst of one kind of line): it is
+        // already the most recent, so neither hashed nor looked up.
+        if let Some(last) = self.slots.get_mut(self.newest as usize)
+            && same_bytes(&last.text, template)
+        {
+            last.count += 1;
+            return false;
+        }
         let hash = self.hash(template);
         if let Some(i) = self.find(hash, template) {
             self.slots[i as usize].count += 1;

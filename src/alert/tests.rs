@@ -619,7 +619,7 @@ proptest::proptest! {
     /// The engine's comparison is `==`, at every length and on every differing byte.
     #[test]
     fn same_bytes_is_slice_equality(
-        a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
         flip in proptest::prelude::any::<proptest::sample::Index>(),
         bit in 0u8..8,
         cut in 0usize..3,
