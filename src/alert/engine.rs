@@ -464,11 +464,16 @@ impl RuleState {
             if !counted {
                 return;
             }
-            mask_into(ev.message(), &mut self.template_buf);
+            self.patterns_changed = true;
+            let message = ev.message();
+            if table.observe_same_shape(message) {
+                return;
+            }
+            mask_into(message, &mut self.template_buf);
             let template = &self.template_buf;
             let evicted = table.evicted;
             let new = table.observe(template);
-            self.patterns_changed = true;
+            table.remember(message);
             if table.evicted > evicted || new {
                 metrics::add(&self.metrics.patterns_evicted, table.evicted - evicted);
                 self.metrics
