@@ -31,6 +31,8 @@ pub const MAX_TEMPLATE_BYTES: usize = 512;
 const WORD: u8 = 1;
 /// Starts a value at a token's start: a hex digit or ':'.
 const STARTS_TOKEN: u8 = 2;
+/// Can be part of a value other than a plain number ([`in_value`]).
+const IN_VALUE: u8 = 4;
 
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -43,6 +45,9 @@ const CLASS: [u8; 256] = {
         }
         if c.is_ascii_hexdigit() || c == b':' {
             k |= STARTS_TOKEN;
+        }
+        if c.is_ascii_hexdigit() || matches!(c, b'-' | b'.' | b':' | b'x' | b'X') {
+            k |= IN_VALUE;
         }
         t[b] = k;
         b += 1;
@@ -254,7 +259,8 @@ fn masked_at(msg: &[u8], i: usize) -> Option<(usize, &'static [u8])> {
 /// Whether a byte can be part of a value other than a plain number: a hex digit, `-`, `.`, `:`
 /// or the `x` of `0x`.
 fn in_value(b: u8) -> bool {
-    b.is_ascii_hexdigit() || matches!(b, b'-' | b'.' | b':' | b'x' | b'X')
+    // A table lookup: on the mixed stream the chain of tests was 6% of masking.
+    CLASS[usize::from(b)] & IN_VALUE != 0
 }
 
 /// A value at the start of `s` that masks as a whole: its length and tag.
