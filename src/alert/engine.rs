@@ -12,7 +12,8 @@
 //!
 //! Memory: per rule, at most `max_groups` groups, each holding its counts, its alert state and,
 //! for z-score rules, `history` values (8 bytes each); per new-pattern rule, at most
-//! `max_patterns` templates of at most [`super::pattern::MAX_TEMPLATE_BYTES`] bytes each.
+//! `max_patterns` templates of at most [`super::pattern::MAX_TEMPLATE_BYTES`] bytes each, and
+//! 64 recent messages of up to that size (32 KiB), the last of each length modulo 64.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;

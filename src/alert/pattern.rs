@@ -455,8 +455,9 @@ fn same16(a: &[u8; 16], b: &[u8; 16]) -> bool {
     same16_by_words(a, b)
 }
 
-/// Messages a new-pattern table saw last, one per message length (the last of that length),
-/// each with the slot its template went to: see [`PatternTable::observe_same_shape`].
+/// Messages a new-pattern table saw last, one per message length modulo this (the last of
+/// those lengths), each with the slot its template went to: see
+/// [`PatternTable::observe_same_shape`].
 const RECENT_MESSAGES: usize = 64;
 /// Longer messages are not kept there: at most `RECENT_MESSAGES` * this many bytes per table.
 const RECENT_MAX_BYTES: usize = MAX_TEMPLATE_BYTES;
