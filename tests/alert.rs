@@ -345,6 +345,73 @@ above = 5
     }
 }
 
+/// The rules are fed every event once, whichever routes took it: none, one output or two
+/// (the dispatcher takes the engine's reference from an output's batch at the hand-over).
+#[test]
+fn rules_count_routed_and_unrouted_events_once() {
+    let d = TestDaemon::start(
+        r#"
+[listen.tcp]
+kind = "tcp"
+address = "127.0.0.1:0"
+
+[output.a]
+kind = "file"
+path = "{dir}/a.log"
+format = "raw"
+
+[output.b]
+kind = "file"
+path = "{dir}/b.log"
+format = "raw"
+
+[[route]]
+app_name = "web"
+to = ["a", "b"]
+
+[[route]]
+app_name = "api"
+to = ["b"]
+
+[[alert]]
+name = "all"
+kind = "rate"
+above = 1000000
+
+[[alert]]
+name = "odd"
+kind = "rate"
+message = "odd"
+above = 1000000
+"#,
+    );
+    // 30 events: web (two outputs), api (one), db (no route), each odd or even.
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            let app = ["web", "api", "db"][i % 3];
+            let parity = if i % 2 == 1 { "odd" } else { "even" };
+            format!("<14>1 2026-03-01T00:00:00Z h1 {app} - - - message {i} {parity}")
+        })
+        .collect();
+    send_lines_to(d.addr("tcp"), lines);
+    crate::support::wait_lines(&d.path("a.log"), 10);
+    crate::support::wait_lines(&d.path("b.log"), 20);
+    let counted = |rule: &str, want: u64| {
+        let m = d.metrics.alert(rule);
+        wait_until(
+            &format!("{want} events counted by {rule}"),
+            Duration::from_secs(10),
+            || sluice::metrics::get(&m.events) >= want,
+        );
+        assert_eq!(sluice::metrics::get(&m.events), want, "{rule}");
+    };
+    counted("all", 30);
+    counted("odd", 15);
+    assert_eq!(crate::support::lines(&d.path("a.log")).len(), 10);
+    assert_eq!(crate::support::lines(&d.path("b.log")).len(), 20);
+    assert_eq!(sluice::metrics::get(&d.metrics.unrouted), 10);
+}
+
 const EXPLAINED: &str = r#"
 [listen.udp]
 kind = "udp"
