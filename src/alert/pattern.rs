@@ -478,7 +478,9 @@ struct Recent {
 /// Looked up by a fast hash of the template (foldhash, with this table's random seed) and a
 /// comparison of the template's bytes: no copy of the template per message, and two templates
 /// are never taken for one. Senders choose the messages, but not the seed: colliding templates
-/// would only make lookups slower, within the `max_patterns` bound.
+/// would only make lookups slower, within the `max_patterns` bound. Two shortcuts come first:
+/// a template equal to the most recent one, and a message of the same shape as a recent one
+/// of its length ([`same_shape`], [`PatternTable::observe_same_shape`]), which is not masked.
 ///
 /// The templates live in a slab, linked from the least to the most recently seen, so that
 /// forgetting one costs the same however full the table is. (It was a scan of the whole
