@@ -223,15 +223,17 @@ impl GroupField {
     }
 }
 
-/// `a == b`, a word at a time in Rust rather than through libc's `memcmp`. The engine compares
-/// a group key or a template per rule and message; glibc picks its AVX-512 `memcmp` on this
-/// project's machines (AMD EPYC), and on a few bytes that took 43% of the engine's time on
-/// loadgen's stream (`cargo bench --bench alert`, with `GLIBC_TUNABLES` turning it off: 7.5 ms
-/// to 3.7-4.8 ms per 20,000 messages).
+/// The 8 bytes of `s` from `at` as a word, in memory order (the first byte lowest).
+pub(crate) fn word(s: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// `a == b`: below 64 bytes a word at a time in Rust rather than through libc's `memcmp`. The
+/// engine compares a group key or a template per rule and message; glibc picks its AVX-512
+/// `memcmp` on this project's machines (AMD EPYC), and on a few bytes that took 43% of the
+/// engine's time on loadgen's stream (`cargo bench --bench alert`, with `GLIBC_TUNABLES`
+/// turning it off: 7.5 ms to 3.7-4.8 ms per 20,000 messages).
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    fn word(s: &[u8], at: usize) -> u64 {
-        u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]))
-    }
     fn half(s: &[u8], at: usize) -> u32 {
         u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]))
     }

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use hashbrown::HashTable;
 
-use super::same_bytes;
+use super::{same_bytes, word};
 
 /// Bytes of a template kept: longer messages are cut (their tail rarely decides the template).
 pub const MAX_TEMPLATE_BYTES: usize = 512;
@@ -89,13 +89,32 @@ fn marks16(chunk: &[u8; 16]) -> u32 {
     u32::from_le_bytes(move_mask_i8_m128i(all).to_le_bytes())
 }
 
+/// Byte-wise tests on a word's 8 bytes at once: each gives the high bit of every byte that
+/// passes, and no other bit. On the low 7 bits of each byte no sum carries into the next byte;
+/// bytes of 0x80 or more (none of them ASCII) are taken out at the end.
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of `w` equal to `c` (ASCII): their difference is 0, and 0 + 0x7f alone keeps the
+/// high bit clear.
+fn bytes_equal(w: u64, c: u8) -> u64 {
+    !((w & !HI) ^ (u64::from(c) * LO)).wrapping_add(!HI) & !w & HI
+}
+
+/// The bytes of `w` within `first..=last` (ASCII): at least `first` and not beyond `last`.
+fn bytes_within(w: u64, first: u8, last: u8) -> u64 {
+    let low = w & !HI;
+    low.wrapping_add((0x80 - u64::from(first)) * LO)
+        & !low.wrapping_add((0x80 - u64::from(last) - 1) * LO)
+        & !w
+        & HI
+}
+
 /// [`marks16`] without SSE2: 8 bytes at a time in a `u64`.
 #[cfg(any(test, not(target_arch = "x86_64")))]
 fn marks16_by_words(chunk: &[u8; 16]) -> u32 {
     let half = |at: usize| {
-        let m = marks(u64::from_le_bytes(
-            chunk[at..at + 8].try_into().unwrap_or([0; 8]),
-        ));
+        let m = marks(word(chunk, at));
         // The high bit of byte j moves to bit j: the product gathers them in its top byte.
         ((m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
     };
@@ -111,17 +130,11 @@ fn marks16(chunk: &[u8; 16]) -> u32 {
 /// bit of each byte that [`is_mark`], and no other bit.
 #[cfg(any(test, not(target_arch = "x86_64")))]
 fn marks(x: u64) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // On the low 7 bits of each byte, no sum below carries into the next byte; bytes of 0x80
-    // or more are taken out at the end.
-    let low = x & !HI;
-    // '0'..=':' is one range: at least '0' and not beyond ':'.
-    let digit_or_colon = low.wrapping_add((0x80 - u64::from(b'0')) * LO)
-        & !low.wrapping_add((0x80 - u64::from(b':') - 1) * LO);
-    // A byte equal to `c`: its difference is 0, and 0 + 0x7f alone keeps the high bit clear.
-    let eq = |c: u8| !(low ^ (u64::from(c) * LO)).wrapping_add(0x7f * LO);
-    (digit_or_colon | eq(b'"') | eq(b'\'') | eq(b'-')) & !x & HI
+    // '0'..=':' is one range.
+    bytes_within(x, b'0', b':')
+        | bytes_equal(x, b'"')
+        | bytes_equal(x, b'\'')
+        | bytes_equal(x, b'-')
 }
 
 /// Finds marks 16 bytes at a time, keeping the last chunk's marks: on lines dense with values
@@ -263,13 +276,9 @@ fn in_value(b: u8) -> bool {
     CLASS[usize::from(b)] & IN_VALUE != 0
 }
 
-/// A value at the start of `s` that masks as a whole: its length and tag.
+/// A value at the start of `s` that masks as a whole: its length and tag. Called by
+/// [`masked_at`] once it has taken plain numbers (digits not followed by a byte of a value).
 fn value_at(s: &[u8]) -> Option<(usize, &'static [u8])> {
-    // Most values are plain numbers, which none of the shapes below is: left to the digits.
-    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits > 0 && !s.get(digits).is_some_and(|&b| in_value(b)) {
-        return None;
-    }
     // The token: up to the next byte that cannot be part of a value.
     let end = s.iter().position(|&b| !in_value(b)).unwrap_or(s.len());
     let tok = &s[..end];
@@ -374,24 +383,7 @@ fn ipv6_len(s: &[u8]) -> Option<usize> {
 /// 16 bytes a step, and the bytes of a differing word tested together (a byte at a time, it
 /// was about 500 instructions for two of loadgen's lines, as much as half their masking).
 pub fn same_shape(a: &[u8], b: &[u8]) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    fn word(s: &[u8], at: usize) -> u64 {
-        u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]))
-    }
-    /// The high bit of each byte of `w` that is `c` (below 0x80), and no other bit.
-    fn equal(w: u64, c: u8) -> u64 {
-        !((w & !HI) ^ (u64::from(c) * LO)).wrapping_add(!HI) & !w & HI
-    }
-    /// The high bit of each byte of `w` that is a digit (on the low 7 bits no sum carries
-    /// into the next byte; bytes of 0x80 or more are taken out at the end).
-    fn digits(w: u64) -> u64 {
-        let low = w & !HI;
-        low.wrapping_add((0x80 - u64::from(b'0')) * LO)
-            & !low.wrapping_add((0x80 - u64::from(b'9') - 1) * LO)
-            & !w
-            & HI
-    }
+    let digits = |w| bytes_within(w, b'0', b'9');
     let n = a.len();
     if n != b.len() {
         return false;
@@ -401,7 +393,7 @@ pub fn same_shape(a: &[u8], b: &[u8]) -> bool {
     let word_alike = |at: usize, wa: u64, wb: u64| {
         let z = wa ^ wb;
         let differ = ((z & !HI).wrapping_add(!HI) | z) & HI;
-        let x_next = (equal(wa, b'x') | equal(wa, b'X')) >> 8;
+        let x_next = (bytes_equal(wa, b'x') | bytes_equal(wa, b'X')) >> 8;
         differ & !(digits(wa) & digits(wb)) == 0
             && differ & x_next == 0
             // The last byte's next is the next word's first.
@@ -414,9 +406,8 @@ pub fn same_shape(a: &[u8], b: &[u8]) -> bool {
         };
         if !same16(ca, cb) {
             let at = k * 16;
-            let half = |c: &[u8; 16], i: usize| word(c, i);
-            if !(word_alike(at, half(ca, 0), half(cb, 0))
-                && word_alike(at + 8, half(ca, 8), half(cb, 8)))
+            if !(word_alike(at, word(ca, 0), word(cb, 0))
+                && word_alike(at + 8, word(ca, 8), word(cb, 8)))
             {
                 return false;
             }
