@@ -83,7 +83,7 @@ above = 0
 "#;
 
 const MESSAGES: u64 = 20_000;
-/// Events the engine's thread takes at once, at most (its feed wakes it at a quarter full).
+/// Events the engine's thread takes at once, about (its feed wakes it at 256 queued).
 const BATCH: usize = 256;
 
 fn now() -> DateTime<Utc> {
