@@ -26,7 +26,7 @@ use hashbrown::HashTable;
 
 use super::pattern::{PatternTable, mask_into};
 use super::{AlertKind, AlertRule, Direction, GroupField, MIN_HISTORY, Series, same_bytes};
-use crate::event::{Event, Severity};
+use crate::event::{Event, Severity, Span};
 use crate::metrics::{self, AlertMetrics};
 use crate::route::{Rule, Selector};
 
@@ -253,28 +253,54 @@ pub struct Engine {
     event_seq: u64,
 }
 
-/// An event's group key for one `by` list, made at most once per event.
+/// An event's group key for one `by` list, made at most once per event: the `by` values with
+/// a NUL between them.
 struct GroupKey {
     by: Vec<GroupField>,
-    /// The `by` values, each followed by a NUL (reused: no allocation per event).
+    /// The key when it is copied (reused: no allocation per event).
     bytes: Vec<u8>,
+    /// The key when it is one header field (`by = ["hostname"]`, the usual): where it lies
+    /// in the event, not copied.
+    in_event: Option<Span>,
     hash: u64,
     /// The `event_seq` it was made for.
     made_for: u64,
 }
 
 impl GroupKey {
-    fn make(&mut self, ev: &Event, seq: u64, hasher: &foldhash::fast::RandomState) {
-        if self.made_for == seq {
-            return;
+    /// The key of `ev` and its hash.
+    fn make<'a>(
+        &'a mut self,
+        ev: &'a Event,
+        seq: u64,
+        hasher: &foldhash::fast::RandomState,
+    ) -> (&'a [u8], u64) {
+        if self.made_for != seq {
+            self.in_event = match self.by.as_slice() {
+                [f] => f.span(ev),
+                _ => None,
+            };
+            let key = match self.in_event {
+                Some(span) => span.slice(&ev.raw),
+                None => {
+                    self.bytes.clear();
+                    for (k, f) in self.by.iter().enumerate() {
+                        if k > 0 {
+                            self.bytes.push(0);
+                        }
+                        f.write_value(ev, &mut self.bytes);
+                    }
+                    &self.bytes
+                }
+            };
+            self.hash = hasher.hash_one(key);
+            self.made_for = seq;
         }
-        self.bytes.clear();
-        for f in &self.by {
-            f.write_value(ev, &mut self.bytes);
-            self.bytes.push(0);
-        }
-        self.hash = hasher.hash_one(&self.bytes[..]);
-        self.made_for = seq;
+        let key = match self.in_event {
+            Some(span) => span.slice(&ev.raw),
+            None => &self.bytes,
+        };
+        (key, self.hash)
     }
 }
 
@@ -317,6 +343,7 @@ impl Engine {
                     keys.push(GroupKey {
                         by: rule.by.clone(),
                         bytes: Vec::new(),
+                        in_event: None,
                         hash: 0,
                         made_for: 0,
                     });
@@ -529,8 +556,8 @@ impl RuleState {
         let Some(key) = keys.keys.get_mut(self.key_slot) else {
             return;
         };
-        key.make(ev, keys.seq, keys.hasher);
-        self.add_to_group(&key.bytes, key.hash, 1, (count, total), now);
+        let (key, hash) = key.make(ev, keys.seq, keys.hasher);
+        self.add_to_group(key, hash, 1, (count, total), now);
     }
 
     /// Puts the counts a rule without `by` added up into its group.
@@ -545,6 +572,7 @@ impl RuleState {
 
     /// Adds `events` events' `(count, total)` to the group of `key` (its `hash`), making the
     /// group if there is room.
+    #[inline]
     fn add_to_group(
         &mut self,
         key: &[u8],
@@ -553,21 +581,41 @@ impl RuleState {
         (count, total): (u64, u64),
         now: DateTime<Utc>,
     ) {
-        let rule = &*self.rule;
         // Looked up by reference: the key is copied only for a new group.
         if let Some(g) = self.groups.find_mut(hash, |g| same_bytes(&g.key, key)) {
             g.count += count;
             g.total += total;
             return;
         }
+        self.new_group(key, hash, events, (count, total), now);
+    }
+
+    /// [`add_to_group`](Self::add_to_group) for a key without a group: out of line, so that
+    /// the lookup above, made for every event, stays small.
+    #[cold]
+    #[inline(never)]
+    fn new_group(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        events: u64,
+        (count, total): (u64, u64),
+        now: DateTime<Utc>,
+    ) {
+        let rule = &*self.rule;
         if self.groups.len() >= rule.max_groups {
             metrics::add(&self.metrics.groups_refused, events);
             return;
         }
+        // A key of one field is that field whole (a NUL in it included).
+        let values: Vec<&[u8]> = match rule.by.len() {
+            1 => vec![key],
+            _ => key.split(|b| *b == 0).collect(),
+        };
         let labels = rule
             .by
             .iter()
-            .zip(key.split(|b| *b == 0))
+            .zip(values)
             .map(|(f, v)| {
                 (
                     f.name().to_string(),

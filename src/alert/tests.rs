@@ -633,4 +633,19 @@ proptest::proptest! {
         let shorter = &a[..a.len().saturating_sub(cut)];
         proptest::prop_assert_eq!(super::same_bytes(&a, shorter), cut == 0 || a.is_empty());
     }
+
+    /// Group keys' UTF-8 test is `from_utf8`, at every length, with a non-ASCII byte anywhere.
+    #[test]
+    fn is_text_is_from_utf8(
+        a in proptest::collection::vec(0u8..0x80, 0..40),
+        at in proptest::prelude::any::<proptest::sample::Index>(),
+        high in proptest::prelude::any::<Option<u8>>(),
+    ) {
+        let mut a = a;
+        if let (Some(h), false) = (high, a.is_empty()) {
+            let k = at.index(a.len());
+            a[k] = h | 0x80;
+        }
+        proptest::prop_assert_eq!(super::is_text(&a), std::str::from_utf8(&a).is_ok());
+    }
 }

@@ -246,9 +246,9 @@ pub fn write_rfc3339_auto(out: &mut Vec<u8>, t: DateTime<FixedOffset>) {
     };
     push_iso_seconds(out, c);
     if nanos == 0 {
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         push_fraction(out, nanos, 3);
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         push_fraction(out, nanos, 6);
     } else {
         push_fraction(out, nanos, 9);

@@ -67,10 +67,10 @@ impl Io {
         // Each pass writes, opens, reopens or rotates; bounded so a file that is rotated away
         // under us on every pass cannot spin.
         for _ in 0..64 {
-            if e.handle.is_none() {
-                if let Err(err) = self.open(path, e) {
-                    return self.fail(path, e, "open", err);
-                }
+            if e.handle.is_none()
+                && let Err(err) = self.open(path, e)
+            {
+                return self.fail(path, e, "open", err);
             }
             let Some(h) = e.handle.as_mut() else { return };
             if now.duration_since(h.checked_at) >= IDENTITY_CHECK_INTERVAL {
