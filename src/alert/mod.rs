@@ -222,6 +222,7 @@ impl GroupField {
     /// Where its value lies in `ev.raw` (empty when absent or not UTF-8, as the `&str`
     /// accessors read them), for the header fields; `None` for the others. A key of one such
     /// field is not copied.
+    #[inline]
     pub fn span(self, ev: &Event) -> Option<Span> {
         let span = match self {
             GroupField::Hostname => ev.parsed.hostname,
