@@ -453,6 +453,33 @@ fn ten_thousand_messages_from_twenty_templates_are_twenty_patterns() {
 }
 
 #[test]
+fn new_pattern_counts_forgotten_templates_and_refused_alerts() {
+    let (mut e, m) = engine(
+        r#"
+[[alert]]
+name = "new_log_pattern"
+kind = "new_pattern"
+warmup_events = 2
+max_patterns = 3
+max_groups = 2
+"#,
+    );
+    // 8 templates: the first 2 only learn, then 2 alerts open and the other 4 are refused;
+    // the table holds 3 and forgot 5.
+    for w in [
+        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
+    ] {
+        e.observe(&event(14, "a", &format!("{w} 1 done")), t0());
+    }
+    assert_eq!(e.take_notices().len(), 2);
+    e.advance(t0() + TimeDelta::seconds(1));
+    assert_eq!(crate::metrics::get(&m[0].patterns), 3);
+    assert_eq!(crate::metrics::get(&m[0].patterns_evicted), 5);
+    assert_eq!(crate::metrics::get(&m[0].groups_refused), 4);
+    assert_eq!(crate::metrics::get(&m[0].events), 8);
+}
+
+#[test]
 fn new_pattern_learns_during_warmup_then_alerts_once_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let rules = format!(
