@@ -124,10 +124,44 @@ struct Judgement {
     severity: Option<String>,
 }
 
+/// A group's key, inline up to [`INLINE_KEY_BYTES`] (a host name; a host and a program), so
+/// that a lookup compares it where the group is instead of following a pointer to it (`perf
+/// annotate` put a third of `Engine::count`'s samples on the lookups' compares).
+#[derive(Debug)]
+enum StoredKey {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+const INLINE_KEY_BYTES: usize = 30;
+
+impl StoredKey {
+    fn new(key: &[u8]) -> StoredKey {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY_BYTES => {
+                let mut bytes = [0; INLINE_KEY_BYTES];
+                bytes[..key.len()].copy_from_slice(key);
+                StoredKey::Inline { len, bytes }
+            }
+            _ => StoredKey::Heap(key.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            StoredKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            StoredKey::Heap(b) => b,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Group {
-    /// The `by` values, each followed by a NUL.
-    key: Box<[u8]>,
+    /// The `by` values, with a NUL between them.
+    key: StoredKey,
     /// `key`'s hash (the engine's hasher).
     hash: u64,
     labels: Vec<(String, String)>,
@@ -633,7 +667,10 @@ impl RuleState {
         now: DateTime<Utc>,
     ) {
         // Looked up by reference: the key is copied only for a new group.
-        if let Some(g) = self.groups.find_mut(hash, |g| same_bytes(&g.key, key)) {
+        if let Some(g) = self
+            .groups
+            .find_mut(hash, |g| same_bytes(g.key.as_bytes(), key))
+        {
             g.count += count;
             g.total += total;
             return;
@@ -678,7 +715,7 @@ impl RuleState {
             .groups
             .store(self.groups.len() as u64 + 1, Ordering::Relaxed);
         let g = Group {
-            key: key.into(),
+            key: StoredKey::new(key),
             hash,
             labels,
             count,
@@ -812,7 +849,7 @@ impl RuleState {
         };
         // Judged in a stable order, so notices come out the same way each run.
         let mut groups: Vec<&mut Group> = self.groups.iter_mut().collect();
-        groups.sort_by(|a, b| a.key.cmp(&b.key));
+        groups.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
         for g in groups {
             let judgement = judge(&rule, g, start);
             if g.count == 0 && g.total == 0 {

@@ -129,6 +129,39 @@ to = ["am", "hook"]
 }
 
 #[test]
+fn long_and_short_group_keys_are_kept_apart() {
+    // Keys up to 30 bytes are kept in the group, longer ones apart: both are found again.
+    let (mut e, _) = engine(
+        r#"
+[[alert]]
+name = "per_host"
+kind = "rate"
+by = ["hostname"]
+above = 5
+"#,
+    );
+    let long = format!("{}.example.net", "a".repeat(40));
+    let longer = format!("{long}x");
+    e.advance(t0());
+    for (host, n) in [
+        ("h1", 10),
+        (long.as_str(), 10),
+        (longer.as_str(), 3),
+        ("h2", 3),
+    ] {
+        feed(&mut e, &event(14, host, "x"), t0(), 60, n);
+    }
+    e.advance(t0() + TimeDelta::minutes(1));
+    let mut fired: Vec<String> = e
+        .take_notices()
+        .into_iter()
+        .map(|n| n.labels[0].1.clone())
+        .collect();
+    fired.sort();
+    assert_eq!(fired, vec![long, "h1".to_string()]);
+}
+
+#[test]
 fn groups_are_bounded_and_refusals_counted() {
     let (mut e, m) = engine(
         r#"
