@@ -218,6 +218,20 @@ impl Rule {
         self.check(ev).is_ok()
     }
 
+    /// Whether the rule's selector takes events of `pri` (facility × 8 + severity, below
+    /// [`PRIS`]): what per-PRI plans (routing's, the alert engine's) are built from.
+    pub(crate) fn selects_pri(&self, pri: usize) -> bool {
+        match (
+            &self.selector,
+            Facility::from_code((pri / 8) as u8),
+            Severity::from_code((pri % 8) as u8),
+        ) {
+            (None, _, _) => true,
+            (Some(sel), Some(f), Some(s)) => sel.matches(f, s),
+            (Some(_), _, _) => false,
+        }
+    }
+
     /// True when the selector is all the rule asks of an event (routing plans it per PRI, the
     /// alert engine tests the selector alone).
     pub(crate) fn selector_only(&self) -> bool {
@@ -393,15 +407,13 @@ struct Step {
 }
 
 /// Facility codes (0..=23) times severities (0..=7).
-const PRIS: usize = 24 * 8;
+pub(crate) const PRIS: usize = 24 * 8;
 
 impl RuleTable {
     /// A table evaluating `rules` in order.
     pub fn new(rules: Vec<Rule>) -> RuleTable {
         let plans = (0..PRIS)
             .map(|pri| {
-                let facility = Facility::from_code((pri / 8) as u8);
-                let severity = Severity::from_code((pri % 8) as u8);
                 rules
                     .iter()
                     .enumerate()
@@ -412,12 +424,7 @@ impl RuleTable {
                                 check: true,
                             });
                         }
-                        let selected = match (&r.selector, facility, severity) {
-                            (None, _, _) => true,
-                            (Some(sel), Some(f), Some(s)) => sel.matches(f, s),
-                            (Some(_), _, _) => false,
-                        };
-                        selected.then_some(Step {
+                        r.selects_pri(pri).then_some(Step {
                             rule: i,
                             check: false,
                         })

@@ -26,9 +26,9 @@ use hashbrown::HashTable;
 
 use super::pattern::{PatternTable, mask_into};
 use super::{AlertKind, AlertRule, Direction, GroupField, MIN_HISTORY, Series, same_bytes};
-use crate::event::{Event, Facility, Severity, Span};
+use crate::event::{Event, Severity, Span};
 use crate::metrics::{self, AlertMetrics};
-use crate::route::{Rule, Selector};
+use crate::route::{PRIS, Rule, Selector};
 
 /// Windows without events after which a group is forgotten (at least; z-score rules keep a
 /// group for `history` windows).
@@ -297,26 +297,15 @@ pub struct Engine {
     plans: Vec<Vec<u32>>,
 }
 
-/// Facility codes (0..=23) times severities (0..=7).
-const PRIS: usize = 24 * 8;
-
 /// Per PRI, the indices of the rules whose `selector` or `total`'s selector takes it.
 fn plans(rules: &[Arc<AlertRule>]) -> Vec<Vec<u32>> {
-    let takes = |r: &Rule, pri: usize| match (
-        &r.selector,
-        Facility::from_code((pri / 8) as u8),
-        Severity::from_code((pri % 8) as u8),
-    ) {
-        (None, _, _) => true,
-        (Some(sel), Some(f), Some(s)) => sel.matches(f, s),
-        (Some(_), _, _) => false,
-    };
     (0..PRIS)
         .map(|pri| {
             (0u32..)
                 .zip(rules)
                 .filter(|(_, r)| {
-                    takes(&r.matchers, pri) || r.total.as_ref().is_some_and(|t| takes(t, pri))
+                    r.matchers.selects_pri(pri)
+                        || r.total.as_ref().is_some_and(|t| t.selects_pri(pri))
                 })
                 .map(|(i, _)| i)
                 .collect()
