@@ -175,7 +175,7 @@ fn injections() -> Vec<Injection> {
         Injection {
             kind: "new message template",
             rule: "new_log_pattern",
-            label: "kernel: BUG: soft lockup - CPU#<N> stuck for <N>s! [kworker/<N>:<N>]".into(),
+            label: "kernel: BUG: soft lockup - CPU#<N> stuck for <ID>! [kworker/<N>:<N>]".into(),
             start: 185,
             end: 186,
         },

@@ -9,7 +9,13 @@
 //!   both a digit and a letter (a hash, a container id) becomes `<HEX>`;
 //! - an IPv4 address (with an optional `:port`) becomes `<IP>`, an IPv6 address (hex groups
 //!   with two or more `:`, or `::`) becomes `<IP>`;
-//! - every other run of digits, wherever it is (`user42`, `3.14`), becomes `<N>`.
+//! - an id becomes `<ID>`, wherever it starts: a run of letters and digits holding both
+//!   (`7d9f8c6b5` and `x2x4q` in the pod name `web-7d9f8c6b5-x2x4q`, and names such as `ssh2`
+//!   or `eth0`: as in Drain, a word with a digit is a value), or a run of 16 or more base64
+//!   bytes (letters, digits, `+`, `/`, and its `=` padding) with capitals and small letters
+//!   whose letters and digits change 3 times or more (an SSH key's `SHA256:` fingerprint, a
+//!   token, which `+` and `/` would otherwise cut into words);
+//! - every other run of digits (`3.14`, the `1` of `HTTP/1`) becomes `<N>`.
 //!
 //! Plain masking rather than a Drain-style miner: on the syslog traffic sluice sees, the
 //! variable parts are these values, which masking removes exactly, while Drain also merges
@@ -31,10 +37,19 @@ pub const MAX_TEMPLATE_BYTES: usize = 512;
 const WORD: u8 = 1;
 /// Starts a value at a token's start: a hex digit or ':'.
 const STARTS_TOKEN: u8 = 2;
-/// Can be part of a value other than a plain number ([`in_value`]).
+/// Can be part of a value other than a plain number: a hex digit, `-`, `.`, `:` or the `x` of
+/// `0x`.
 const IN_VALUE: u8 = 4;
 const DIGIT: u8 = 8;
 const HEX: u8 = 16;
+const ALNUM: u8 = 32;
+/// In a base64 id: a letter, a digit, `+` or `/`.
+const BASE64: u8 = 64;
+/// A base64 run whose letters and digits change between them this many times is an id (with
+/// [`BASE64_ID_BYTES`] and both cases): random bytes, not a name.
+const BASE64_ID_CHANGES: usize = 3;
+/// A base64 run this long (with a digit, a capital and a small letter) is an id.
+const BASE64_ID_BYTES: usize = 16;
 
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -57,15 +72,17 @@ const CLASS: [u8; 256] = {
         if c.is_ascii_hexdigit() {
             k |= HEX;
         }
+        if c.is_ascii_alphanumeric() {
+            k |= ALNUM;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/') {
+            k |= BASE64;
+        }
         t[b] = k;
         b += 1;
     }
     t
 };
-
-fn is_word(b: u8) -> bool {
-    class(b) & WORD != 0
-}
 
 fn class(b: u8) -> u8 {
     CLASS[usize::from(b)]
@@ -233,21 +250,66 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
     let mut copied = 0;
     let mut at = 0;
     while let Some(mark) = marks.next(at) {
+        // A value that starts before the mark holds it (every value holds a mark, and there is
+        // none between), so it starts where a run of the bytes it is made of reaches the mark:
+        // the token's start (a value of `value_at`), or, when the mark is a digit, the start
+        // of the letters and digits before it, or of the base64 bytes (ids). Each is found
+        // walking back from the mark; no other byte before the mark is looked at.
+        let back = |from: usize, k: u8| {
+            let mut j = from;
+            while j > at && class(msg[j - 1]) & k != 0 {
+                j -= 1;
+            }
+            j
+        };
+        let before = if mark > at { class(msg[mark - 1]) } else { 0 };
+        let (token, alnum, base64) = if before & (WORD | BASE64) == 0 {
+            // The usual value, after a space or `=`: nothing to walk back over.
+            (mark, mark, mark)
+        } else {
+            // Letters and digits are word bytes and base64's: the longest walk is made once.
+            let alnum = back(mark, ALNUM);
+            let token = back(alnum, WORD);
+            if class(msg[mark]) & DIGIT != 0 {
+                (token, alnum, back(alnum, BASE64))
+            } else {
+                (token, mark, mark)
+            }
+        };
         let mut i = mark;
-        while i > at && is_word(msg[i - 1]) {
-            i -= 1;
+        if token.min(base64) < mark {
+            // In order (`base64 <= alnum`).
+            let starts = if token <= base64 {
+                [token, base64, alnum]
+            } else if token <= alnum {
+                [base64, token, alnum]
+            } else {
+                [base64, alnum, token]
+            };
+            let mut last = usize::MAX;
+            for start in starts {
+                if start == mark || start == last {
+                    continue;
+                }
+                last = start;
+                let ids = start == alnum || start == base64;
+                if let Some((len, tag)) = masked_at(msg, start, ids) {
+                    out.extend_from_slice(&msg[copied..start]);
+                    tag.write(out);
+                    i = start + len;
+                    copied = i;
+                    break;
+                }
+            }
         }
         while i <= mark {
-            match masked_at(msg, i) {
+            match masked_at(msg, i, true) {
                 Some((len, tag)) => {
                     out.extend_from_slice(&msg[copied..i]);
                     tag.write(out);
                     i += len;
                     copied = i;
                 }
-                // Between the token's start and the mark, no byte starts a value: each follows
-                // a word byte, and none is a digit or a quote.
-                None if i < mark => i = mark,
                 None => i += 1,
             }
         }
@@ -258,8 +320,9 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
 }
 
 /// What masks as a whole from `msg[i]`, its length and tag; `None` when that byte is kept.
+/// Ids are looked for only with `ids` (the caller knows when none can start here).
 #[inline(always)]
-fn masked_at(msg: &[u8], i: usize) -> Option<(usize, Tag)> {
+fn masked_at(msg: &[u8], i: usize, ids: bool) -> Option<(usize, Tag)> {
     let b = msg[i];
     if b == b'"' || b == b'\'' {
         let close = memchr::memchr(b, &msg[i + 1..])?;
@@ -275,20 +338,38 @@ fn masked_at(msg: &[u8], i: usize) -> Option<(usize, Tag)> {
     // '=', ','), whichever byte came before. Taken here, they are read once.
     let digits_end = if c & DIGIT != 0 {
         let end = run_end(msg, i + 1, DIGIT);
-        if !msg.get(end).is_some_and(|&c| in_value(c)) {
+        if msg
+            .get(end)
+            .is_none_or(|&c| class(c) & (IN_VALUE | BASE64) == 0)
+        {
             return Some((end - i, Tag::Number));
         }
         end
     } else {
         i
     };
+    // The class of the byte before: which kinds of value can start here.
+    let before = i.checked_sub(1).map_or(0, |k| class(msg[k]));
+    if ids
+        && before & BASE64 == 0
+        && c & BASE64 != 0
+        && let Some(n) = base64_id_len(&msg[i..])
+    {
+        return Some((n, Tag::Id));
+    }
     // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
-    let token_start = i == 0 || !is_word(msg[i - 1]);
-    if token_start
+    if before & WORD == 0
         && c & STARTS_TOKEN != 0
         && let Some(value) = value_at(&msg[i..])
     {
         return Some(value);
+    }
+    if ids
+        && before & ALNUM == 0
+        && c & ALNUM != 0
+        && let Some(n) = alnum_id_len(&msg[i..])
+    {
+        return Some((n, Tag::Id));
     }
     if c & DIGIT == 0 {
         return None;
@@ -301,10 +382,50 @@ fn masked_at(msg: &[u8], i: usize) -> Option<(usize, Tag)> {
     Some((j - i, Tag::Number))
 }
 
+/// A base64 id at the start of `s`: a run of [`BASE64_ID_BYTES`] or more base64 bytes holding
+/// a digit, a capital and a small letter, whose letters and digits change between them
+/// [`BASE64_ID_CHANGES`] times or more (`GigabitEthernet0/1` is a name). Its length with its `=`
+/// padding.
+fn base64_id_len(s: &[u8]) -> Option<usize> {
+    let run = run_end(s, 0, BASE64);
+    if run < BASE64_ID_BYTES {
+        return None;
+    }
+    let id = &s[..run];
+    let kinds = id.iter().any(u8::is_ascii_uppercase) && id.iter().any(u8::is_ascii_lowercase);
+    let mut digits = id
+        .iter()
+        .filter(|b| b.is_ascii_alphanumeric())
+        .map(u8::is_ascii_digit);
+    let first = digits.next().unwrap_or(false);
+    let changes = digits
+        .scan(first, |last, d| Some(std::mem::replace(last, d) != d))
+        .filter(|&c| c)
+        .count();
+    (kinds && changes >= BASE64_ID_CHANGES)
+        .then(|| run + s[run..].iter().take_while(|&&b| b == b'=').count())
+}
+
+/// An id of letters and digits at the start of `s` (which starts with one): a run of them
+/// holding both. Its length.
+fn alnum_id_len(s: &[u8]) -> Option<usize> {
+    let (mut n, mut kinds) = (0, 0);
+    while let Some(&b) = s.get(n) {
+        let c = class(b);
+        if c & ALNUM == 0 {
+            break;
+        }
+        kinds |= if c & DIGIT != 0 { 1 } else { 2 };
+        n += 1;
+    }
+    (kinds == 3).then_some(n)
+}
+
 /// What a masked value becomes.
 #[derive(Clone, Copy)]
 enum Tag {
     Number,
+    Id,
     Ip,
     Hex,
     Uuid,
@@ -318,6 +439,7 @@ impl Tag {
     fn write(self, out: &mut Vec<u8>) {
         match self {
             Tag::Number => out.extend_from_slice(b"<N>"),
+            Tag::Id => out.extend_from_slice(b"<ID>"),
             Tag::Ip => out.extend_from_slice(b"<IP>"),
             Tag::Hex => out.extend_from_slice(b"<HEX>"),
             Tag::Uuid => out.extend_from_slice(b"<UUID>"),
@@ -327,15 +449,9 @@ impl Tag {
     }
 }
 
-/// Whether a byte can be part of a value other than a plain number: a hex digit, `-`, `.`, `:`
-/// or the `x` of `0x`.
-fn in_value(b: u8) -> bool {
-    // A table lookup: on the mixed stream the chain of tests was 6% of masking.
-    class(b) & IN_VALUE != 0
-}
-
 /// A value at the start of `s` that masks as a whole: its length and tag. Called by
 /// [`masked_at`] once it has taken plain numbers (digits not followed by a byte of a value).
+#[inline(always)]
 fn value_at(s: &[u8]) -> Option<(usize, Tag)> {
     // The token: up to the next byte that cannot be part of a value.
     let end = run_end(s, 0, IN_VALUE);
@@ -401,11 +517,11 @@ fn uuid_len(s: &[u8]) -> Option<usize> {
 fn ipv4_len(s: &[u8]) -> Option<usize> {
     let mut i = 0;
     for part in 0..4 {
-        let digits = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 || digits > 3 {
+        let end = run_end(s, i, DIGIT);
+        if end == i || end - i > 3 {
             return None;
         }
-        i += digits;
+        i = end;
         if part < 3 {
             if s.get(i) != Some(&b'.') {
                 return None;
@@ -414,9 +530,9 @@ fn ipv4_len(s: &[u8]) -> Option<usize> {
         }
     }
     if s.get(i) == Some(&b':') {
-        let port = s[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
-        if port > 0 {
-            i += 1 + port;
+        let end = run_end(s, i + 1, DIGIT);
+        if end > i + 1 {
+            i = end;
         }
     }
     Some(i)
@@ -969,57 +1085,85 @@ mod tests {
         pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
             out.clear();
             let msg = &msg[..msg.len().min(MAX_TEMPLATE_BYTES)];
-            out.reserve(msg.len());
             let mut i = 0;
             while i < msg.len() {
-                let b = msg[i];
-                let token_start = i == 0 || !is_word(msg[i - 1]);
-                if (b == b'"' || b == b'\'')
-                    && let Some(close) = msg[i + 1..].iter().position(|&c| c == b)
-                {
-                    out.extend_from_slice(&[b, b'<', b'*', b'>', b]);
-                    i += close + 2;
-                    continue;
-                }
-                // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
-                if token_start
-                    && (b.is_ascii_hexdigit() || b == b':')
-                    && let Some((len, tag)) = value_at(&msg[i..])
-                {
-                    out.extend_from_slice(tag);
-                    i += len;
-                    continue;
-                }
-                if b.is_ascii_digit() {
-                    // Digits, with decimal points between them.
-                    let mut j = i;
-                    while j < msg.len()
-                        && (msg[j].is_ascii_digit()
-                            || (msg[j] == b'.' && msg.get(j + 1).is_some_and(u8::is_ascii_digit)))
-                    {
-                        j += 1;
+                match value(msg, i) {
+                    Some((len, tag)) => {
+                        out.extend_from_slice(tag);
+                        i += len;
                     }
-                    out.extend_from_slice(b"<N>");
-                    i = j;
-                    continue;
-                }
-                // Copy the run of bytes up to the next one that may start something to mask, at once.
-                let mut j = i + 1;
-                while j < msg.len() {
-                    let c = msg[j];
-                    let starts = c.is_ascii_digit()
-                        || c == b'"'
-                        || c == b'\''
-                        || ((c.is_ascii_hexdigit() || c == b':') && !is_word(msg[j - 1]));
-                    if starts {
-                        break;
+                    None => {
+                        out.push(msg[i]);
+                        i += 1;
                     }
-                    j += 1;
                 }
-                out.extend_from_slice(&msg[i..j]);
-                i = j;
             }
             out.truncate(MAX_TEMPLATE_BYTES);
+        }
+
+        fn is_base64(b: u8) -> bool {
+            b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+        }
+
+        /// What masks from `msg[i]`, in the order the kinds are tried.
+        fn value(msg: &[u8], i: usize) -> Option<(usize, &'static [u8])> {
+            let b = msg[i];
+            let before = |test: fn(u8) -> bool| i > 0 && test(msg[i - 1]);
+            if (b == b'"' || b == b'\'')
+                && let Some(close) = msg[i + 1..].iter().position(|&c| c == b)
+            {
+                let tag: &'static [u8] = if b == b'"' { b"\"<*>\"" } else { b"'<*>'" };
+                return Some((close + 2, tag));
+            }
+            // A base64 id: 16 or more base64 bytes with a capital and a small letter, whose
+            // letters and digits change between them 3 times or more.
+            if !before(is_base64) && is_base64(b) {
+                let run = msg[i..].iter().take_while(|&&c| is_base64(c)).count();
+                let id = &msg[i..i + run];
+                let alnum: Vec<&u8> = id.iter().filter(|c| c.is_ascii_alphanumeric()).collect();
+                let changes = alnum
+                    .windows(2)
+                    .filter(|w| w[0].is_ascii_digit() != w[1].is_ascii_digit())
+                    .count();
+                if run >= 16
+                    && changes >= 3
+                    && id.iter().any(u8::is_ascii_uppercase)
+                    && id.iter().any(u8::is_ascii_lowercase)
+                {
+                    let pad = msg[i + run..].iter().take_while(|&&c| c == b'=').count();
+                    return Some((run + pad, b"<ID>"));
+                }
+            }
+            // A value starts with a hex digit (UUIDs, hex, addresses) or ':' (IPv6's `::1`).
+            if !before(is_word)
+                && (b.is_ascii_hexdigit() || b == b':')
+                && let Some(found) = value_at(&msg[i..])
+            {
+                return Some(found);
+            }
+            // Letters and digits, holding both.
+            if !before(|c| c.is_ascii_alphanumeric()) && b.is_ascii_alphanumeric() {
+                let run = msg[i..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .count();
+                let id = &msg[i..i + run];
+                if id.iter().any(u8::is_ascii_digit) && id.iter().any(u8::is_ascii_alphabetic) {
+                    return Some((run, b"<ID>"));
+                }
+            }
+            if b.is_ascii_digit() {
+                // Digits, with decimal points between them.
+                let mut j = i;
+                while j < msg.len()
+                    && (msg[j].is_ascii_digit()
+                        || (msg[j] == b'.' && msg.get(j + 1).is_some_and(u8::is_ascii_digit)))
+                {
+                    j += 1;
+                }
+                return Some((j - i, b"<N>"));
+            }
+            None
         }
 
         /// A value at the start of `s` that masks as a whole: its length and tag.
@@ -1130,7 +1274,7 @@ mod tests {
     fn masks_each_kind_of_value() {
         assert_eq!(
             m("Accepted password for root from 10.0.0.7 port 52144 ssh2"),
-            "Accepted password for root from <IP> port <N> ssh<N>"
+            "Accepted password for root from <IP> port <N> <ID>"
         );
         assert_eq!(
             m("request 6f1c2a9e-03b4-4c1d-9e2f-0a1b2c3d4e5f took 12.5 ms"),
@@ -1146,9 +1290,34 @@ mod tests {
         assert_eq!(m(r#"user "alice" not found"#), r#"user "<*>" not found"#);
         assert_eq!(m("file 'a b.txt' missing"), "file '<*>' missing");
         assert_eq!(m("image sha 3f9a0c1bd2e4 pulled"), "image sha <HEX> pulled");
-        // Words stay words: hex letters alone, or glued to other letters, are not values.
+        // Ids, wherever they start: base64 (an SSH key's fingerprint, with `+` and `/`), and
+        // letters with digits (a Kubernetes pod's name).
+        assert_eq!(
+            m(
+                "Accepted publickey for alice from 10.0.0.5 port 52311 ssh2: RSA \
+               SHA256:kR3hXq0W2f1E9Yt8Zb4L+mN7cP6sD5aV0uJ1gH2i/K3lM"
+            ),
+            "Accepted publickey for alice from <IP> port <N> <ID>: RSA <ID>:<ID>"
+        );
+        assert_eq!(m("token=Zm9vYmFyMTIzNDU2Nzg5MA== ok"), "token=<ID> ok");
+        assert_eq!(m("key ab/CDefGH1jk2LMnoPQ+r done"), "key <ID> done");
+        assert_eq!(
+            m("pod web-7d9f8c6b5-x2x4q restarted"),
+            "pod web-<ID>-<ID> restarted"
+        );
+        // A word with a digit is a value, as in Drain; digits alone are a number.
+        assert_eq!(
+            m("ssh2 ED25519 md5sum eth0 HTTP/1.1 x86_64 0xfoo"),
+            "<ID> <ID> <ID> <ID> HTTP/<N> <ID>_<N> <ID>"
+        );
+        // Base64 needs both cases, 16 bytes at least, and 3 changes between letters and
+        // digits: a name with a `/` is two words.
+        assert_eq!(
+            m("Interface GigabitEthernet0/1, changed state to up"),
+            "Interface <ID>/<N>, changed state to up"
+        );
+        // Words stay words: hex letters alone are not values.
         assert_eq!(m("deadbeef cafe added"), "deadbeef cafe added");
-        assert_eq!(m("0xfoo and abc123xyz"), "<N>xfoo and abc<N>xyz");
         // Eight digits or more are hex only with a letter among them.
         assert_eq!(m("batch 12345678-9 done"), "batch <N>-<N> done");
         // An unclosed quote is kept.
@@ -1255,7 +1424,7 @@ mod tests {
         #[test]
         fn mask_matches_the_reference(
             bytes in proptest::collection::vec(any::<u8>(), 0..600),
-            text in "[a-zA-Z0-9 :.'\"_x-]{0,300}",
+            text in "[a-zA-Z0-9 :.'\"_x+/=-]{0,300}",
             tokens in proptest::collection::vec(
                 "[a-f]{1,8}|[a-f]{8}-[a-f]{4}-[a-f]{4}-[a-f]{4}-[a-f]{12}|[a-f]{0,4}::?[a-f]{0,4}|[0-9a-fx.:-]{1,12}|[g-z]{1,9}|[ =,\\[\\]()'\"/]",
                 0..60,

@@ -485,6 +485,67 @@ fn ten_thousand_messages_from_twenty_templates_are_twenty_patterns() {
     assert_eq!(table.len(), 20, "{patterns:#?}");
 }
 
+/// Ids in lines every host writes: an SSH key's fingerprint (base64, with `+` and `/`) in
+/// sshd's login line, and a Kubernetes pod's name (a hash, then a short suffix).
+#[test]
+fn ssh_key_fingerprints_and_pod_hashes_are_ids() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const POD: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut pick = |set: &[u8], n: usize| -> String {
+        (0..n)
+            .map(|_| char::from(set[(next() % set.len() as u64) as usize]))
+            .collect()
+    };
+    let mut logins = super::pattern::PatternTable::new(1000);
+    let mut pods = super::pattern::PatternTable::new(1000);
+    for _ in 0..1000 {
+        let (port, fingerprint) = (pick(b"0123456789", 5), pick(BASE64, 43));
+        logins.observe(&mask(
+            format!(
+                "Accepted publickey for deploy from 10.1.2.3 port {port} ssh2: ED25519 \
+                 SHA256:{fingerprint}"
+            )
+            .as_bytes(),
+        ));
+        let pod = format!("web-{}-{}", pick(POD, 10), pick(POD, 5));
+        pods.observe(&mask(
+            format!("Started container app in pod {pod} on node-7").as_bytes(),
+        ));
+    }
+    let templates = |t: &super::pattern::PatternTable| -> Vec<(String, u64)> {
+        (t.frequencies().iter())
+            .map(|(t, c)| (String::from_utf8_lossy(t).into_owned(), *c))
+            .collect()
+    };
+    // A fingerprint whose letters and digits change fewer than 3 times (a few in 1,000) is cut
+    // into words at its `+` and `/`.
+    let logins = templates(&logins);
+    assert_eq!(
+        logins[0].0,
+        "Accepted publickey for deploy from <IP> port <N> <ID>: <ID> <ID>:<ID>"
+    );
+    assert!(logins[0].1 >= 990, "{logins:#?}");
+    // A pod's 10-byte hash is an id when it holds a digit (95% do), its 5-byte suffix likewise
+    // (78%); one of letters alone is a word.
+    let pods = templates(&pods);
+    let hashed: u64 = (pods.iter())
+        .filter(|(t, _)| t.starts_with("Started container app in pod web-<ID>-"))
+        .map(|(_, c)| c)
+        .sum();
+    assert!(hashed >= 920, "{hashed} of 1000: {pods:#?}");
+    assert_eq!(
+        pods[0].0,
+        "Started container app in pod web-<ID>-<ID> on node-<N>"
+    );
+}
+
 #[test]
 fn new_pattern_counts_forgotten_templates_and_refused_alerts() {
     let (mut e, m) = engine(
