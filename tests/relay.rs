@@ -273,18 +273,40 @@ fn socket_buffer_bound_bytes() -> u64 {
 }
 
 /// A port nothing listens on (bound, then released).
-fn dead_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A port where nothing listens, held for the test: bound but not listening, so connecting to
+/// it is refused, and neither a relay of the test (whose listener takes port 0) nor a test
+/// running beside it can take it. Once only freed, such a port became a relay's own listener:
+/// the relay forwarded to itself and queued what it read back behind the rest, so the
+/// collector got `seq:0` after `seq:63138` (T2/T3, once in a CI run).
+struct DeadPort {
+    addr: SocketAddr,
+    held: Option<socket2::Socket>,
+}
+
+impl DeadPort {
+    /// Frees the port for the collector that is to listen on it.
+    fn free(&mut self) -> SocketAddr {
+        self.held = None;
+        self.addr
+    }
+}
+
+fn dead_port() -> DeadPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    DeadPort {
+        addr,
+        held: Some(socket),
+    }
 }
 
 #[test]
 fn t1_disk_backlog_survives_an_orderly_restart() {
-    let down = dead_port();
+    let mut down = dead_port();
     let state = tempfile::tempdir().unwrap();
-    let config = relay_config(&[down], r#"{ kind = "disk", max_size = "64MiB" }"#, "")
+    let config = relay_config(&[down.addr], r#"{ kind = "disk", max_size = "64MiB" }"#, "")
         .replace("{dir}/state", state.path().to_str().unwrap());
     let mut relay = TestDaemon::start(&config);
     send_seq(relay.addr("tcp"), 0..10_000);
@@ -302,7 +324,7 @@ fn t1_disk_backlog_survives_an_orderly_restart() {
     );
 
     // Restart with the collector up: the backlog is replayed in order, nothing lost or doubled.
-    let collector = Collector::start(&down.to_string(), Behaviour::Normal);
+    let collector = Collector::start(&down.free().to_string(), Behaviour::Normal);
     let relay = TestDaemon::start(&config);
     wait_until("the backlog delivered", DEADLINE, || {
         collector.count() >= 10_000
@@ -320,10 +342,14 @@ fn t1_disk_backlog_survives_an_orderly_restart() {
 
 #[test]
 fn t4_corrupt_tail_is_quarantined_and_the_valid_prefix_delivered() {
-    let down = dead_port();
+    let mut down = dead_port();
     let state = tempfile::tempdir().unwrap();
-    let config = relay_config(&[down], r#"{ kind = "disk", fsync = "every_batch" }"#, "")
-        .replace("{dir}/state", state.path().to_str().unwrap());
+    let config = relay_config(
+        &[down.addr],
+        r#"{ kind = "disk", fsync = "every_batch" }"#,
+        "",
+    )
+    .replace("{dir}/state", state.path().to_str().unwrap());
     let mut relay = TestDaemon::start(&config);
     send_seq(relay.addr("tcp"), 0..1000);
     wait_until("queued", DEADLINE, || {
@@ -344,7 +370,7 @@ fn t4_corrupt_tail_is_quarantined_and_the_valid_prefix_delivered() {
         .set_len(len - 7)
         .unwrap();
 
-    let collector = Collector::start(&down.to_string(), Behaviour::Normal);
+    let collector = Collector::start(&down.free().to_string(), Behaviour::Normal);
     let relay = TestDaemon::start(&config);
     wait_until("the valid prefix delivered", DEADLINE, || {
         collector.count() >= 999
@@ -417,9 +443,9 @@ fn t5_collector_down_for_60s_under_load_loses_nothing() {
 #[test]
 fn t6_full_disk_queue_blocks_or_drops_with_exact_counters() {
     // drop_newest: a small queue, collector down, then up: delivered + dropped = sent.
-    let down = dead_port();
+    let mut down = dead_port();
     let relay = TestDaemon::start(&relay_config(
-        &[down],
+        &[down.addr],
         r#"{ kind = "disk", max_size = "256KiB", when_full = "drop_newest" }"#,
         "",
     ));
@@ -430,7 +456,7 @@ fn t6_full_disk_queue_blocks_or_drops_with_exact_counters() {
         count(&out.queue_depth) + count(&out.dropped_queue_full) == 20_000
     });
     assert!(count(&out.dropped_queue_full) > 0);
-    let collector = Collector::start(&down.to_string(), Behaviour::Normal);
+    let collector = Collector::start(&down.free().to_string(), Behaviour::Normal);
     // Exact: every message was either delivered or counted as dropped.
     wait_until("delivered + dropped = sent", DEADLINE, || {
         collector.count() as u64 + count(&out.dropped_queue_full) == 20_000
@@ -444,9 +470,9 @@ fn t6_full_disk_queue_blocks_or_drops_with_exact_counters() {
     assert!(check.in_order);
 
     // block: the same, but the sender is held back and nothing is lost.
-    let down = dead_port();
+    let mut down = dead_port();
     let relay = TestDaemon::start(&relay_config(
-        &[down],
+        &[down.addr],
         r#"{ kind = "disk", max_size = "256KiB", when_full = "block" }"#,
         "",
     ));
@@ -480,7 +506,7 @@ fn t6_full_disk_queue_blocks_or_drops_with_exact_counters() {
         "the relay kept reading while its queue was full"
     );
     assert_eq!(count(&out.dropped_queue_full), 0);
-    let collector = Collector::start(&down.to_string(), Behaviour::Normal);
+    let collector = Collector::start(&down.free().to_string(), Behaviour::Normal);
     sender.join().unwrap();
     wait_until("everything delivered", DEADLINE, || {
         collector.count() >= 20_000
@@ -666,7 +692,7 @@ fn t10c_black_holed_collector_is_detected_and_failed_over() {
 #[test]
 fn memory_queue_reports_what_it_could_not_deliver_at_stop() {
     let down = dead_port();
-    let mut relay = TestDaemon::start(&relay_config(&[down], r#"{ kind = "memory" }"#, ""));
+    let mut relay = TestDaemon::start(&relay_config(&[down.addr], r#"{ kind = "memory" }"#, ""));
     send_seq(relay.addr("tcp"), 0..500);
     wait_until("queued", DEADLINE, || {
         count(&relay.output("siem").queue_depth) == 500
@@ -677,9 +703,9 @@ fn memory_queue_reports_what_it_could_not_deliver_at_stop() {
 
 #[test]
 fn drop_oldest_keeps_the_newest() {
-    let down = dead_port();
+    let mut down = dead_port();
     let relay = TestDaemon::start(&relay_config(
-        &[down],
+        &[down.addr],
         r#"{ kind = "memory", max_events = 1000, when_full = "drop_oldest" }"#,
         "",
     ));
@@ -689,7 +715,7 @@ fn drop_oldest_keeps_the_newest() {
         count(&out.queue_depth) + count(&out.dropped_oldest) == 5000
     });
     assert_eq!(count(&out.queue_depth), 1000);
-    let collector = Collector::start(&down.to_string(), Behaviour::Normal);
+    let collector = Collector::start(&down.free().to_string(), Behaviour::Normal);
     wait_until("delivered", DEADLINE, || collector.count() >= 1000);
     assert_eq!(collector.seqs(), (4000..5000).collect::<Vec<u64>>());
 }
@@ -702,13 +728,17 @@ fn t2_t3_kill_9_mid_stream_recovers_with_bounded_loss() {
     // messages arrive as a gap-free prefix of what was sent, in order (duplicates allowed), and
     // what is missing is bounded by what a plain TCP sender has in flight: the relay's staging
     // channel (8192 events) plus socket buffers.
-    let down = dead_port();
+    let mut down = dead_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("relay.toml");
     std::fs::write(
         &config,
-        relay_config(&[down], r#"{ kind = "disk", fsync = "every_batch" }"#, "")
-            .replace("{dir}", dir.path().to_str().unwrap()),
+        relay_config(
+            &[down.addr],
+            r#"{ kind = "disk", fsync = "every_batch" }"#,
+            "",
+        )
+        .replace("{dir}", dir.path().to_str().unwrap()),
     )
     .unwrap();
     const ROUND: u64 = 20_000;
@@ -754,7 +784,7 @@ fn t2_t3_kill_9_mid_stream_recovers_with_bounded_loss() {
         survived_at_least.push((queued_bytes() - before) / RECORD_BYTES_MAX);
         let _ = sender.join();
     }
-    let collector = Collector::start(&down.to_string(), Behaviour::Normal);
+    let collector = Collector::start(&down.free().to_string(), Behaviour::Normal);
     let mut p = Proc::start(Some(&config), 1);
     wait_until("the queue replayed", DEADLINE, || {
         let seqs = collector.seqs();

@@ -312,17 +312,22 @@ selector = "*.err"
     assert_eq!(ns[0].value, 0.1);
 }
 
+/// A seeded xorshift generator: the same random values in every run.
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// The new-pattern detector is not fooled by numbers, ids and addresses: 10,000 messages from
 /// 20 templates with random values give exactly 20 patterns.
 #[test]
 fn ten_thousand_messages_from_twenty_templates_are_twenty_patterns() {
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     type Template = fn(&mut dyn FnMut() -> u64) -> String;
     let templates: [Template; 20] = [
         |r| {
@@ -489,13 +494,7 @@ fn ten_thousand_messages_from_twenty_templates_are_twenty_patterns() {
 /// sshd's login line, and a Kubernetes pod's name (a hash, then a short suffix).
 #[test]
 fn ssh_key_fingerprints_and_pod_hashes_are_ids() {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const POD: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut pick = |set: &[u8], n: usize| -> String {
