@@ -275,9 +275,9 @@ fn socket_buffer_bound_bytes() -> u64 {
 /// A port nothing listens on (bound, then released).
 /// A port where nothing listens, held for the test: bound but not listening, so connecting to
 /// it is refused, and neither a relay of the test (whose listener takes port 0) nor a test
-/// running beside it can take it. Once only freed, such a port became a relay's own listener:
-/// the relay forwarded to itself and queued what it read back behind the rest, so the
-/// collector got `seq:0` after `seq:63138` (T2/T3, once in a CI run).
+/// running beside it can take it. Freed at once, it could become a relay's own listener, and
+/// the relay would forward to itself and queue what it read back behind the rest: the likely
+/// cause of T2/T3's one failure in a CI run (the collector got `seq:0` after `seq:63138`).
 struct DeadPort {
     addr: SocketAddr,
     held: Option<socket2::Socket>,
