@@ -107,11 +107,18 @@ ALERT_RULES = [
 ]
 
 
+def proc_stat(path):
+    """(name, user s, system s) from a /proc `stat` file (a process's or a thread's)."""
+    with open(path) as f:
+        stat = f.read()
+    fields = stat.rsplit(")", 1)[1].split()
+    return stat[stat.index("(") + 1:stat.rindex(")")], int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
 def cpu_seconds(pid):
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        _, user, system = proc_stat(f"/proc/{pid}/stat")
+        return user + system
     except FileNotFoundError:
         return 0.0
 
@@ -119,22 +126,19 @@ def cpu_seconds(pid):
 def thread_cpu_seconds(pid, name):
     """CPU seconds so far of `pid`'s threads called `name` (sluice's `alert-engine`): the
     steadier measure of the alert rules' cost on a machine whose wall figures swing."""
-    total = 0
+    total = 0.0
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
         return 0.0
     for task in tasks:
         try:
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                stat = f.read()
+            comm, user, system = proc_stat(f"/proc/{pid}/task/{task}/stat")
         except FileNotFoundError:
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
         if comm == name:
-            total += int(fields[11]) + int(fields[12])
-    return total / TICK
+            total += user + system
+    return total
 
 
 def cpu_split(pid):
@@ -142,8 +146,7 @@ def cpu_split(pid):
     CPU goes (its own code, or the kernel's copies and wake-ups) and how often its threads
     slept and were woken."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        _, user, system = proc_stat(f"/proc/{pid}/stat")
         switches = 0
         for task in os.listdir(f"/proc/{pid}/task"):
             try:
@@ -153,7 +156,7 @@ def cpu_split(pid):
                             switches += int(line.split()[1])
             except FileNotFoundError:
                 pass
-        return int(fields[11]) / TICK, int(fields[12]) / TICK, switches
+        return user, system, switches
     except FileNotFoundError:
         return 0.0, 0.0, 0
 

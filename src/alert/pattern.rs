@@ -294,10 +294,8 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
                 }
                 last = start;
                 let ids = start == alnum || start == base64;
-                if let Some((len, tag)) = masked_at(msg, start, ids) {
-                    out.extend_from_slice(&msg[copied..start]);
-                    tag.write(out);
-                    i = start + len;
+                if let Some(value) = masked_at(msg, start, ids) {
+                    i = emit(out, msg, copied, start, value);
                     copied = i;
                     break;
                 }
@@ -305,10 +303,8 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
         }
         while i <= mark {
             match masked_at(msg, i, true) {
-                Some((len, tag)) => {
-                    out.extend_from_slice(&msg[copied..i]);
-                    tag.write(out);
-                    i += len;
+                Some(value) => {
+                    i = emit(out, msg, copied, i, value);
                     copied = i;
                 }
                 None => i += 1,
@@ -318,6 +314,21 @@ pub fn mask_into(msg: &[u8], out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&msg[copied..]);
     out.truncate(MAX_TEMPLATE_BYTES);
+}
+
+/// Appends `msg[copied..at]` and the tag of the value found at `at`; returns where the value
+/// ends.
+#[inline(always)]
+fn emit(
+    out: &mut Vec<u8>,
+    msg: &[u8],
+    copied: usize,
+    at: usize,
+    (len, tag): (usize, Tag),
+) -> usize {
+    out.extend_from_slice(&msg[copied..at]);
+    tag.write(out);
+    at + len
 }
 
 /// What masks as a whole from `msg[i]`, its length and tag; `None` when that byte is kept.
@@ -452,7 +463,6 @@ impl Tag {
 
 /// A value at the start of `s` that masks as a whole: its length and tag. Called by
 /// [`masked_at`] once it has taken plain numbers (digits not followed by a byte of a value).
-#[inline(always)]
 fn value_at(s: &[u8]) -> Option<(usize, Tag)> {
     // The token: up to the next byte that cannot be part of a value.
     let end = run_end(s, 0, IN_VALUE);
