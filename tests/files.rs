@@ -113,13 +113,16 @@ fn sighup_reopens_a_file_logrotate_moved() {
 #[test]
 fn moved_or_deleted_files_are_noticed_without_a_signal() {
     let d = TestDaemon::start(&file_config("{dir}/out.log", ""));
-    send_tcp(&d, &numbered(0, 10, 0));
+    // One connection: order is kept within a connection, not across connections (two sent
+    // one after the other can be written in either order).
+    let mut conn = connect(d.addr("tcp"));
+    conn.write_all(&numbered(0, 10, 0)).unwrap();
     d.wait_written("out", 10);
     std::fs::rename(d.path("out.log"), d.path("moved.log")).unwrap();
     // Within about a second, new lines go to a new file at the path.
     let mut next = 10;
     wait_until("a new out.log", DEADLINE, || {
-        send_tcp(&d, &numbered(next, 1, 0));
+        conn.write_all(&numbered(next, 1, 0)).unwrap();
         next += 1;
         d.path("out.log").exists()
     });
@@ -131,7 +134,7 @@ fn moved_or_deleted_files_are_noticed_without_a_signal() {
     std::fs::remove_file(d.path("out.log")).unwrap();
     let before = next;
     wait_until("out.log recreated", DEADLINE, || {
-        send_tcp(&d, &numbered(next, 1, 0));
+        conn.write_all(&numbered(next, 1, 0)).unwrap();
         next += 1;
         d.path("out.log").exists()
     });
