@@ -769,3 +769,82 @@ proptest::proptest! {
         proptest::prop_assert_eq!(super::is_text(&a), std::str::from_utf8(&a).is_ok());
     }
 }
+
+/// An event from `host`'s `app`.
+fn app_event(pri: u8, host: &str, app: &str) -> Event {
+    let mut ev = event(pri, host, "x");
+    ev.raw = bytes::Bytes::from(format!(
+        "<{pri}>1 2026-03-01T00:00:00Z {host} {app} - - - x"
+    ));
+    ev.parsed = parse(&ev.raw, &ParseOptions::new(t0(), Zone::Local));
+    ev
+}
+
+proptest::proptest! {
+    /// Counts go to their groups whatever the order of the keys: runs of one key, keys that
+    /// alternate, keys that are prefixes of others, values read from the header and written
+    /// out (severity), no key at all; the clock moving within the window.
+    #[test]
+    fn groups_count_every_event_in_any_order(
+        picks in proptest::collection::vec((0usize..3, 0usize..2, proptest::prelude::any::<bool>(), 0i64..3), 0..200),
+    ) {
+        const HOSTS: [&str; 3] = ["h", "h1", "h1x"];
+        const APPS: [&str; 2] = ["a", "ab"];
+        let (mut e, _) = engine(
+            r#"
+[[alert]]
+name = "host_app"
+kind = "rate"
+by = ["hostname", "app_name"]
+above = 0
+[[alert]]
+name = "per_severity"
+kind = "rate"
+by = ["severity"]
+above = 0
+[[alert]]
+name = "all"
+kind = "rate"
+above = 0
+[[alert]]
+name = "error_share"
+kind = "ratio"
+selector = "*.err"
+by = ["hostname"]
+above = 0
+min_events = 1
+"#,
+        );
+        e.advance(t0());
+        let mut want: std::collections::BTreeMap<(String, String), f64> = Default::default();
+        let mut errors: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+        let mut at = t0();
+        for (h, a, error, step_ms) in &picks {
+            let pri = if *error { 8 + 3 } else { 8 + 6 };
+            at += TimeDelta::milliseconds(*step_ms);
+            e.count(&app_event(pri, HOSTS[*h], APPS[*a]), at);
+            *want.entry(("host_app".into(), format!("{}/{}", HOSTS[*h], APPS[*a]))).or_default() += 1.0;
+            let sev = if *error { "err" } else { "info" };
+            *want.entry(("per_severity".into(), sev.into())).or_default() += 1.0;
+            *want.entry(("all".into(), String::new())).or_default() += 1.0;
+            let share = errors.entry(HOSTS[*h]).or_default();
+            share.0 += f64::from(u8::from(*error));
+            share.1 += 1.0;
+        }
+        for (host, (err, total)) in errors {
+            if err > 0.0 {
+                want.insert(("error_share".into(), host.into()), err / total);
+            }
+        }
+        e.advance(t0() + TimeDelta::minutes(1));
+        let got: std::collections::BTreeMap<(String, String), f64> = e
+            .take_notices()
+            .into_iter()
+            .map(|n| {
+                let labels: Vec<String> = n.labels.iter().map(|(_, v)| v.clone()).collect();
+                ((n.alertname.to_string(), labels.join("/")), n.value)
+            })
+            .collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+}
