@@ -135,6 +135,11 @@ impl Matcher {
         regex::bytes::Regex::new(pattern).map(Matcher::Regex)
     }
 
+    /// Whether MSG matches, as [`Rule::check`] tests it.
+    pub(crate) fn matches_message(&self, message: &[u8]) -> bool {
+        self.matches(message, false)
+    }
+
     fn matches(&self, field: &[u8], case_insensitive: bool) -> bool {
         match self {
             Matcher::Exact(values) => values.iter().any(|v| {
@@ -282,7 +287,7 @@ impl Rule {
             return Err(Mismatch::AppName);
         }
         if let Some(m) = &self.message
-            && !m.matches(ev.message(), false)
+            && !m.matches_message(ev.message())
         {
             return Err(Mismatch::Message);
         }

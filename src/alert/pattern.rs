@@ -704,7 +704,24 @@ struct Recent {
     /// The slot's `reuse` then: when the slot was given to another template since, the entry
     /// is stale.
     reuse: u32,
+    /// The table's `recent_generation` when `message` was kept.
+    generation: u64,
 }
+
+/// Which kept message ([`PatternTable::remember`]) a message has the shape of: two messages
+/// with the same `Shape` differ only where both hold digits ([`same_shape`]), so anything
+/// decided on their bytes outside digits is decided alike (the alert engine's message
+/// matchers whose values hold no digit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// The kept message's place, below [`SHAPES`].
+    pub entry: usize,
+    /// Its generation: a later message kept in that place has another.
+    pub generation: u64,
+}
+
+/// Places for kept messages: [`Shape::entry`] is below this.
+pub const SHAPES: usize = RECENT_MESSAGES;
 
 /// The templates seen, with a count each, bounded: when full, the least recently seen
 /// template is forgotten (and would alert again if it came back).
@@ -738,6 +755,8 @@ pub struct PatternTable {
     pub evicted: u64,
     /// By message length modulo [`RECENT_MESSAGES`] (empty until a message of that length).
     recent: Vec<Recent>,
+    /// Messages kept in `recent` so far.
+    recent_generation: u64,
 }
 
 /// No slot.
@@ -784,45 +803,47 @@ impl PatternTable {
             events: 0,
             evicted: 0,
             recent: Vec::new(),
+            recent_generation: 0,
         }
     }
 
     /// Counts one sight of `message`'s template when a message that differs from it only in
     /// digits ([`same_shape`]) was the last of its length to be seen, and its template is still
-    /// held: no masking, hashing or lookup. False when it cannot tell: then the caller masks
-    /// the message, [`observe`](Self::observe)s the template and
-    /// [`remember`](Self::remember)s the message.
+    /// held: no masking, hashing or lookup; then the kept message's [`Shape`]. `None` when it
+    /// cannot tell: then the caller masks the message, [`observe`](Self::observe)s the
+    /// template and [`remember`](Self::remember)s the message.
     ///
     /// Lines of one kind often keep their length (zero-padded counters, stamps, fixed-width
     /// ids): loadgen's line then costs about 300 instructions instead of about 1,100 (masking
     /// and a lookup). Where values change length, a line misses and costs a copy of itself.
-    pub fn observe_same_shape(&mut self, message: &[u8]) -> bool {
-        let Some(r) = self.recent.get(message.len() % RECENT_MESSAGES) else {
-            return false;
-        };
+    pub fn observe_same_shape(&mut self, message: &[u8]) -> Option<Shape> {
+        let entry = message.len() % RECENT_MESSAGES;
+        let r = self.recent.get(entry)?;
         let i = r.slot;
         let held = self
             .slots
             .get(i as usize)
             .is_some_and(|s| s.reuse == r.reuse);
         if !held || !same_shape(&r.message, message) {
-            return false;
+            return None;
         }
+        let generation = r.generation;
         self.events += 1;
         self.slots[i as usize].count += 1;
         if self.newest != i {
             self.unlink(i);
             self.link_newest(i);
         }
-        true
+        Some(Shape { entry, generation })
     }
 
     /// Keeps `message`, whose template was just [`observe`](Self::observe)d, for
-    /// [`observe_same_shape`](Self::observe_same_shape).
-    pub fn remember(&mut self, message: &[u8]) {
+    /// [`observe_same_shape`](Self::observe_same_shape): its [`Shape`], or `None` when it is
+    /// not kept (too long).
+    pub fn remember(&mut self, message: &[u8]) -> Option<Shape> {
         let i = self.newest;
         if i == NONE || message.len() > RECENT_MAX_BYTES {
-            return;
+            return None;
         }
         if self.recent.is_empty() {
             self.recent = (0..RECENT_MESSAGES)
@@ -830,15 +851,23 @@ impl PatternTable {
                     message: Vec::new(),
                     slot: NONE,
                     reuse: 0,
+                    generation: 0,
                 })
                 .collect();
         }
         let reuse = self.slots[i as usize].reuse;
-        let r = &mut self.recent[message.len() % RECENT_MESSAGES];
+        self.recent_generation += 1;
+        let entry = message.len() % RECENT_MESSAGES;
+        let r = &mut self.recent[entry];
         r.message.clear();
         r.message.extend_from_slice(message);
         r.slot = i;
         r.reuse = reuse;
+        r.generation = self.recent_generation;
+        Some(Shape {
+            entry,
+            generation: self.recent_generation,
+        })
     }
 
     /// Templates held.
@@ -1642,7 +1671,7 @@ mod tests {
             for (kind, v) in lines {
                 let msg = line(kind, v);
                 let want = plain.observe(&mask(&msg));
-                let got = if quick.observe_same_shape(&msg) {
+                let got = if quick.observe_same_shape(&msg).is_some() {
                     false
                 } else {
                     mask_into(&msg, &mut buf);

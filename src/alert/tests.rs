@@ -848,3 +848,67 @@ min_events = 1
         proptest::prop_assert_eq!(got, want);
     }
 }
+
+proptest::proptest! {
+    /// Message matchers decided once per shape (values without digits) count what a test of
+    /// each message counts; one whose value holds digits is tested on each message, as
+    /// messages of one shape differ there ("error 42" and "error 43").
+    #[test]
+    fn message_matchers_count_alike_with_shapes(
+        lines in proptest::collection::vec((0usize..5, 0u32..100, 0usize..2), 0..300),
+    ) {
+        let (mut e, _) = engine(
+            r#"
+[[alert]]
+name = "new_log_pattern"
+kind = "new_pattern"
+[[alert]]
+name = "oom"
+kind = "rate"
+message = "Out of memory"
+above = 0
+[[alert]]
+name = "error_42"
+kind = "rate"
+message = "error 42"
+above = 0
+[[alert]]
+name = "oom_on_db"
+kind = "rate"
+hostname = "db"
+message = ["Out of memory", "oom-kill"]
+above = 0
+"#,
+        );
+        let text = |kind: usize, v: u32| match kind {
+            0 => format!("Out of memory: killed process {v:02}"),
+            1 => format!("process {v:02} ok"),
+            2 => format!("error {v:02} seen"),
+            3 => format!("oom-kill:task={v:02}"),
+            _ => format!("error {v} and Out of memory"),
+        };
+        let mut want: std::collections::BTreeMap<String, f64> = Default::default();
+        e.advance(t0());
+        for (kind, v, host) in &lines {
+            let (msg, host) = (text(*kind, *v), ["db", "web"][*host]);
+            for (rule, hit) in [
+                ("oom", msg.contains("Out of memory")),
+                ("error_42", msg.contains("error 42")),
+                ("oom_on_db", host == "db" && (msg.contains("Out of memory") || msg.contains("oom-kill"))),
+            ] {
+                if hit {
+                    *want.entry(rule.into()).or_default() += 1.0;
+                }
+            }
+            e.count(&event(14, host, &msg), t0());
+        }
+        e.advance(t0() + TimeDelta::minutes(1));
+        let got: std::collections::BTreeMap<String, f64> = e
+            .take_notices()
+            .into_iter()
+            .filter(|n| &*n.alertname != "new_log_pattern")
+            .map(|n| (n.alertname.to_string(), n.value))
+            .collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+}
