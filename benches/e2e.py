@@ -115,6 +115,13 @@ def proc_stat(path):
     return stat[stat.index("(") + 1:stat.rindex(")")], int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
+def patterns_skipped(log):
+    """Lines new-pattern rules skipped while the engine was behind, from sluice's final counters
+    (`patterns_skipped=N` per rule, in the last counters line of its log)."""
+    lines = [l for l in log.splitlines() if "alert_feed_dropped=" in l]
+    return sum(int(n) for n in re.findall(r"patterns_skipped=(\d+)", lines[-1])) if lines else 0
+
+
 def cpu_seconds(pid):
     try:
         _, user, system = proc_stat(f"/proc/{pid}/stat")
@@ -431,9 +438,11 @@ def tcp_run(args, name, fmt, rate=0):
                    msg_per_s=lines / wall, msg_per_cpu_s=lines / max(cpu, 1e-6),
                    engine_cpu_s=engine_cpu)
         # sluice logs its final counters at the stop: what the alert engine's queue dropped.
-        dropped = re.findall(r"alert_feed_dropped=(\d+)", open(d.stderr.name).read())
+        log = open(d.stderr.name).read()
+        dropped = re.findall(r"alert_feed_dropped=(\d+)", log)
         if dropped:
             res["alert_feed_dropped"] = int(dropped[-1])
+        res["patterns_skipped"] = patterns_skipped(log)
         return res
     finally:
         d.stop()
@@ -983,7 +992,8 @@ def mixed_run(args, name, fmt, collector):
         forwarded, fwd_last = collector.get()
         end = max([fwd_last] + [os.stat(p).st_mtime for p in files_under(out)])
         d.stop()
-        dropped = re.findall(r"alert_feed_dropped=(\d+)", open(stderr.name).read())
+        log = open(stderr.name).read()
+        dropped = re.findall(r"alert_feed_dropped=(\d+)", log)
         got = {os.path.relpath(p, out): count_lines(p) for p in files_under(out)}
         got["forwarded"] = collector.get()[0]
         wrong = [f"{k}: {got.get(k, 0)} lines, expected {v}" for k, v in sorted(expected.items())
@@ -995,7 +1005,8 @@ def mixed_run(args, name, fmt, collector):
                     files_wrong=len(wrong), wrong=wrong, wall_s=wall, cpu_s=cpu,
                     user_s=user_s, sys_s=sys_s, switches=switches,
                     msg_per_s=sent["sent"] / wall, msg_per_cpu_s=sent["sent"] / max(cpu, 1e-6),
-                    alert_feed_dropped=int(dropped[-1]) if dropped else 0, engine_cpu_s=engine_cpu)
+                    alert_feed_dropped=int(dropped[-1]) if dropped else 0, engine_cpu_s=engine_cpu,
+                    patterns_skipped=patterns_skipped(log))
     finally:
         d.stop()
         d.cleanup()
@@ -1018,7 +1029,9 @@ def case_alerts(args, mixed=False):
                 runs[n].append(r)
                 print(f"  alerts={n:<3d} {r['lines']:>8d}/{r['sent']} lines  {fmt_rate(r['msg_per_s']):>6s} msg/s  "
                       f"cpu {r['cpu_s']:.2f}s  {fmt_rate(r['msg_per_cpu_s']):>6s} msg/cpu-s  "
-                      f"engine {r.get('engine_cpu_s', 0):.2f}s", flush=True)
+                      f"engine {r.get('engine_cpu_s', 0):.2f}s  "
+                      f"unjudged {r.get('alert_feed_dropped', 0) / r['sent'] * 100:.1f}%  "
+                      f"patterns skipped {r.get('patterns_skipped', 0) / r['sent'] * 100:.1f}%", flush=True)
     finally:
         if collector:
             collector.stop()
@@ -1032,6 +1045,7 @@ def case_alerts(args, mixed=False):
     res["drop"] = 1 - on["msg_per_s"] / base["msg_per_s"]
     res["cpu_drop"] = 1 - on["msg_per_cpu_s"] / base["msg_per_cpu_s"]
     on["feed_dropped"] = statistics.median(r.get("alert_feed_dropped", 0) / r["sent"] for r in runs[args.alert_rules])
+    on["patterns_skipped"] = statistics.median(r.get("patterns_skipped", 0) / r["sent"] for r in runs[args.alert_rules])
     # The engine thread's CPU per message it judged: steadier than the wall figures.
     on["engine_ns_per_msg"] = statistics.median(
         r.get("engine_cpu_s", 0) * 1e9 / max(r["sent"] - r.get("alert_feed_dropped", 0), 1)
@@ -1177,7 +1191,8 @@ def main():
               f"({fmt_rate(base['msg_per_s'])} -> {fmt_rate(on['msg_per_s'])}; runs {fmt_rate(base['min'])}-"
               f"{fmt_rate(base['max'])} vs {fmt_rate(on['min'])}-{fmt_rate(on['max'])}), "
               f"{a['cpu_drop'] * 100:.1f}% of msg per CPU-s; flat out, the engine's queue dropped "
-              f"{on['feed_dropped'] * 100:.1f}% (not judged); the engine's thread "
+              f"{on['feed_dropped'] * 100:.1f}% (not judged) and new_pattern skipped "
+              f"{on.get('patterns_skipped', 0) * 100:.1f}% of the lines (engine behind); the engine's thread "
               f"{on['engine_ns_per_msg']:.0f} ns of CPU a message judged")
         for p in a["paced"]:
             print(f"  {case} paced at {fmt_rate(p['rate'])}/s: {p['feed_dropped'] * 100:.2f}% not judged")

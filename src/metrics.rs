@@ -235,6 +235,9 @@ counters!(
         patterns,
         /// Templates forgotten to stay within `max_patterns`.
         patterns_evicted,
+        /// Lines a `new_pattern` rule skipped, their template unknown, while the engine was
+        /// behind (its queue a quarter full): not learnt, never alerted on.
+        patterns_skipped,
         /// Firing and resolution events an output's queue had no room for.
         notices_dropped,
     }

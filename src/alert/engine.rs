@@ -389,6 +389,8 @@ struct RuleState {
     events_unpublished: u64,
     /// Events refused a group (or a new-pattern alert) since then.
     refused_unpublished: u64,
+    /// New-pattern rules: lines skipped while the engine was behind, since then.
+    skipped_unpublished: u64,
     /// New-pattern rules: the table's `evicted` when last published.
     evicted_published: u64,
     /// A rule without `by`: counts not yet in its group.
@@ -418,6 +420,8 @@ pub struct Engine {
     /// comes first; the others in config order.
     plans: Vec<Vec<u32>>,
     shapes: Shapes,
+    /// Whether the engine has fallen behind: see [`Engine::set_behind`].
+    behind: bool,
 }
 
 /// Per PRI, the indices of the rules whose `selector` or `total`'s selector takes it.
@@ -573,6 +577,7 @@ impl Engine {
                     template_buf: Vec::new(),
                     events_unpublished: 0,
                     refused_unpublished: 0,
+                    skipped_unpublished: 0,
                     evicted_published: 0,
                     unkeyed: Unkeyed::default(),
                     patterns,
@@ -589,7 +594,17 @@ impl Engine {
             hasher: foldhash::fast::RandomState::default(),
             event_seq: 0,
             shapes: Shapes::default(),
+            behind: false,
         }
+    }
+
+    /// Whether the engine has fallen behind its queue. While it has, a new-pattern rule
+    /// counts a line whose template it knows by shape ([`PatternTable::observe_same_shape`])
+    /// and skips the others (counted in `patterns_skipped`) instead of masking them: masking
+    /// is most of the engine's work on a stream of ever new lines, and shedding it keeps the
+    /// queue from dropping lines that every other rule must count.
+    pub fn set_behind(&mut self, behind: bool) {
+        self.behind = behind;
     }
 
     /// Counts `ev` into every rule it feeds, at time `now` (windows that ended before `now`
@@ -614,7 +629,8 @@ impl Engine {
         for &i in self.plans.get(pri).map_or(&[][..], Vec::as_slice) {
             let i = i as usize;
             if let Some(st) = self.rules.get_mut(i) {
-                st.observe(i, &mut keys, &mut self.shapes, ev, now, &mut self.notices);
+                let ctx = (&mut self.shapes, self.behind);
+                st.observe(i, &mut keys, ctx, ev, now, &mut self.notices);
             }
         }
     }
@@ -696,7 +712,7 @@ impl RuleState {
         &mut self,
         index: usize,
         keys: &mut Keys<'_>,
-        shapes: &mut Shapes,
+        (shapes, behind): (&mut Shapes, bool),
         ev: &Event,
         now: DateTime<Utc>,
         out: &mut Vec<Notice>,
@@ -720,6 +736,10 @@ impl RuleState {
                 if self.gives_shape {
                     shapes.current = Some(shape);
                 }
+                return;
+            }
+            if behind {
+                self.skipped_unpublished += 1;
                 return;
             }
             mask_into(message, &mut self.template_buf);
@@ -880,6 +900,10 @@ impl RuleState {
             std::mem::take(&mut self.refused_unpublished),
         );
         if let Some(table) = &self.patterns {
+            metrics::add(
+                &self.metrics.patterns_skipped,
+                std::mem::take(&mut self.skipped_unpublished),
+            );
             metrics::add(
                 &self.metrics.patterns_evicted,
                 table.evicted - self.evicted_published,

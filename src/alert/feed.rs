@@ -5,8 +5,9 @@
 //! waits: alerting must not slow a listener down. The engine takes what its queue holds every
 //! few hundredths of a second, or at once when a send finds a few hundred events queued
 //! ([`crate::output::Wake::WhenHolding`]), so a listener's batch does not wake it. When the
-//! engine falls behind, its queue (bounded at [`ALERT_QUEUE_EVENTS`]) drops what does not fit
-//! and counts it in `sluice_alert_feed_dropped_total`.
+//! engine falls behind, it first sheds new-pattern work ([`super::engine::Engine::set_behind`]),
+//! and its queue (bounded at [`ALERT_QUEUE_EVENTS`]) drops what does not fit and counts it in
+//! `sluice_alert_feed_dropped_total`.
 
 use crate::event::Event;
 use crate::output::{Batch, OutputHandle};

@@ -572,6 +572,53 @@ max_groups = 2
     assert_eq!(crate::metrics::get(&m[0].events), 8);
 }
 
+/// Behind its queue, the engine counts lines a new-pattern rule knows by shape and skips the
+/// others (counted), while the other rules count every line; caught up, it learns them again.
+#[test]
+fn behind_new_pattern_rules_skip_unknown_lines_and_rates_count_all() {
+    let (mut e, m) = engine(
+        r#"
+[[alert]]
+name = "new_log_pattern"
+kind = "new_pattern"
+warmup_events = 1
+[[alert]]
+name = "volume"
+kind = "rate"
+above = 1000
+"#,
+    );
+    e.advance(t0());
+    e.observe(&event(14, "a", "job 1 done"), t0());
+    e.set_behind(true);
+    for msg in [
+        "job 2 done",
+        "disk sda full",
+        "job 3 done",
+        "user x logged in",
+    ] {
+        e.observe(&event(14, "a", msg), t0());
+    }
+    e.advance(t0() + TimeDelta::seconds(1));
+    assert!(e.take_notices().is_empty());
+    assert_eq!(e.patterns(0).map(|t| t.len()), Some(1));
+    assert_eq!(crate::metrics::get(&m[0].patterns_skipped), 2);
+    assert_eq!(crate::metrics::get(&m[0].events), 5);
+    assert_eq!(crate::metrics::get(&m[1].events), 5);
+    e.set_behind(false);
+    e.observe(
+        &event(14, "a", "disk sda full"),
+        t0() + TimeDelta::seconds(1),
+    );
+    let ns = e.take_notices();
+    assert_eq!(ns.len(), 1, "{ns:#?}");
+    assert_eq!(
+        ns[0].labels,
+        vec![("pattern".into(), "disk sda full".into())]
+    );
+    assert_eq!(e.patterns(0).map(|t| t.len()), Some(2));
+}
+
 #[test]
 fn new_pattern_learns_during_warmup_then_alerts_once_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -93,6 +93,9 @@ pub trait Sink: Send + 'static {
     fn pending(&self) -> bool {
         false
     }
+    /// Before a batch of a polled thread ([`Wake::WhenHolding`]): the events its queue holds,
+    /// that batch's included (the alert engine sheds work when it has fallen behind).
+    fn queued(&mut self, _events: usize) {}
 }
 
 /// One sender waiting for room, counted in a gauge for as long as it waits (also when its wait
@@ -317,9 +320,14 @@ pub(crate) fn start_sink_thread(
                 Wake::EveryBatch => {
                     run_sink(sink, rx, thread_room, flush_interval, &thread_metrics)
                 }
-                Wake::WhenHolding { poll, .. } => {
-                    run_sink_polled(sink, rx, thread_room, flush_interval, poll, &thread_metrics)
-                }
+                Wake::WhenHolding { poll, .. } => run_sink_polled(
+                    sink,
+                    rx,
+                    (thread_room, queue.max_events),
+                    flush_interval,
+                    poll,
+                    &thread_metrics,
+                ),
             }
         })?;
     Ok(RunningOutput {
@@ -396,7 +404,7 @@ fn run_sink(
 fn run_sink_polled(
     mut sink: Box<dyn Sink>,
     rx: mpsc::Receiver<Queued>,
-    room: Arc<Semaphore>,
+    (room, capacity): (Arc<Semaphore>, usize),
     flush_interval: Duration,
     poll: Duration,
     metrics: &OutputMetrics,
@@ -411,6 +419,7 @@ fn run_sink_polled(
         let gone = loop {
             match rx.try_recv() {
                 Ok(q) => {
+                    sink.queued(capacity.saturating_sub(room.available_permits()));
                     take_batch(&mut *sink, q, &room, &mut receipts, metrics);
                     took = true;
                 }
@@ -593,6 +602,56 @@ mod tests {
         let dropped = running.handle.try_send(vec![event(); 120]);
         assert_eq!(dropped, 20);
         assert!(wait_for(&seen, (150, false), Duration::from_secs(5)));
+    }
+
+    /// Records the backlog it is told of before each batch.
+    struct Backlog(Arc<Mutex<Vec<usize>>>);
+
+    impl Sink for Backlog {
+        fn write_batch(&mut self, _: &[Arc<Event>]) {}
+        fn flush(&mut self) {}
+        fn close(&mut self) {}
+        fn queued(&mut self, events: usize) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(events);
+        }
+    }
+
+    #[test]
+    fn a_polled_sink_is_told_what_its_queue_holds_before_each_batch() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let queue = QueueConfig {
+            max_events: 100,
+            when_full: WhenFull::DropNewest,
+            ..QueueConfig::default()
+        };
+        let running = start_sink_thread(
+            "backlog-test".into(),
+            queue,
+            Box::new(Backlog(told.clone())),
+            Duration::from_secs(60),
+            Arc::default(),
+            None,
+            Wake::WhenHolding {
+                poll: Duration::from_secs(3600),
+                events: 25,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        running.handle.try_send(vec![event(); 10]);
+        running.handle.try_send(vec![event(); 40]);
+        // Woken at 50: the first batch is taken with 50 queued, the second with its 40.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while told.lock().unwrap_or_else(|e| e.into_inner()).len() < 2 && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            *told.lock().unwrap_or_else(|e| e.into_inner()),
+            vec![50, 40]
+        );
     }
 
     #[test]
