@@ -42,6 +42,8 @@ const WAKE_EVENTS: usize = 256;
 /// rather than the queue dropping lines unjudged by all (a quarter of its room: at 1M msg/s,
 /// 16 ms of messages).
 const BEHIND_EVENTS: usize = ALERT_QUEUE_EVENTS / 4;
+/// At most one warning this often that the engine fell behind.
+const BEHIND_WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// How often changed pattern tables are saved (and at the stop).
 const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 /// The listener name alert events carry when no `alert_listener` injects them.
@@ -101,6 +103,8 @@ pub fn start(s: EngineStart) -> anyhow::Result<(AlertFeed, std::thread::JoinHand
         listener,
         host: crate::sys::hostname().unwrap_or_default(),
         last_save: Instant::now(),
+        behind: false,
+        last_behind_warning: None,
     };
     let queue = QueueConfig {
         max_events: ALERT_QUEUE_EVENTS,
@@ -132,6 +136,9 @@ struct AlertSink {
     listener: Arc<str>,
     host: String,
     last_save: Instant,
+    /// Whether the engine is behind its queue now.
+    behind: bool,
+    last_behind_warning: Option<Instant>,
 }
 
 impl AlertSink {
@@ -193,7 +200,21 @@ impl Sink for AlertSink {
     fn flush(&mut self) {}
 
     fn queued(&mut self, events: usize) {
-        self.engine().set_behind(events >= BEHIND_EVENTS);
+        let behind = events >= BEHIND_EVENTS;
+        if behind
+            && !self.behind
+            && self
+                .last_behind_warning
+                .is_none_or(|t| t.elapsed() >= BEHIND_WARN_INTERVAL)
+        {
+            tracing::warn!(
+                queued = events,
+                "alert engine behind its queue: new_pattern rules skip the lines they do not know by shape until it catches up (sluice_alert_patterns_skipped_total)"
+            );
+            self.last_behind_warning = Some(Instant::now());
+        }
+        self.behind = behind;
+        self.engine().set_behind(behind);
     }
 
     fn tick(&mut self) {
