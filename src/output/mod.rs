@@ -560,22 +560,26 @@ mod tests {
 
     fn polled(poll: Duration) -> (RunningOutput, Arc<Mutex<(usize, bool)>>) {
         let seen = Arc::new(Mutex::new((0, false)));
+        (polled_sink(Box::new(Counting(seen.clone())), poll), seen)
+    }
+
+    /// `sink` on a polled thread behind a queue of 100 events, woken at 25.
+    fn polled_sink(sink: Box<dyn Sink>, poll: Duration) -> RunningOutput {
         let queue = QueueConfig {
             max_events: 100,
             when_full: WhenFull::DropNewest,
             ..QueueConfig::default()
         };
-        let running = start_sink_thread(
+        start_sink_thread(
             "polled-test".into(),
             queue,
-            Box::new(Counting(seen.clone())),
+            sink,
             Duration::from_secs(60),
             Arc::default(),
             None,
             Wake::WhenHolding { poll, events: 25 },
         )
-        .unwrap_or_else(|e| panic!("{e}"));
-        (running, seen)
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn wait_for(seen: &Mutex<(usize, bool)>, want: (usize, bool), within: Duration) -> bool {
@@ -622,24 +626,7 @@ mod tests {
     #[test]
     fn a_polled_sink_is_told_what_its_queue_holds_before_each_batch() {
         let told = Arc::new(Mutex::new(Vec::new()));
-        let queue = QueueConfig {
-            max_events: 100,
-            when_full: WhenFull::DropNewest,
-            ..QueueConfig::default()
-        };
-        let running = start_sink_thread(
-            "backlog-test".into(),
-            queue,
-            Box::new(Backlog(told.clone())),
-            Duration::from_secs(60),
-            Arc::default(),
-            None,
-            Wake::WhenHolding {
-                poll: Duration::from_secs(3600),
-                events: 25,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let running = polled_sink(Box::new(Backlog(told.clone())), Duration::from_secs(3600));
         running.handle.try_send(vec![event(); 10]);
         running.handle.try_send(vec![event(); 40]);
         // Woken at 50: the first batch is taken with 50 queued, the second with its 40.
