@@ -602,9 +602,12 @@ impl Engine {
     /// counts a line whose template it knows by shape ([`PatternTable::observe_same_shape`])
     /// and skips the others (counted in `patterns_skipped`) instead of masking them: masking
     /// is most of the engine's work on a stream of ever new lines, and shedding it keeps the
-    /// queue from dropping lines that every other rule must count.
-    pub fn set_behind(&mut self, behind: bool) {
+    /// queue from dropping lines that every other rule must count. True when it has just
+    /// fallen behind.
+    pub fn set_behind(&mut self, behind: bool) -> bool {
+        let fell = behind && !self.behind;
         self.behind = behind;
+        fell
     }
 
     /// Counts `ev` into every rule it feeds, at time `now` (windows that ended before `now`

@@ -46,9 +46,14 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn event(pri: u8, host: &str, msg: &str) -> Event {
-    let raw = bytes::Bytes::from(format!(
+    parsed_event(format!(
         "<{pri}>1 2026-03-01T00:00:00Z {host} app - - - {msg}"
-    ));
+    ))
+}
+
+/// `raw` parsed as received at `t0()`.
+fn parsed_event(raw: String) -> Event {
+    let raw = bytes::Bytes::from(raw);
     let now = t0();
     Event {
         parsed: parse(&raw, &ParseOptions::new(now, Zone::Local)),
@@ -819,12 +824,9 @@ proptest::proptest! {
 
 /// An event from `host`'s `app`.
 fn app_event(pri: u8, host: &str, app: &str) -> Event {
-    let mut ev = event(pri, host, "x");
-    ev.raw = bytes::Bytes::from(format!(
+    parsed_event(format!(
         "<{pri}>1 2026-03-01T00:00:00Z {host} {app} - - - x"
-    ));
-    ev.parsed = parse(&ev.raw, &ParseOptions::new(t0(), Zone::Local));
-    ev
+    ))
 }
 
 proptest::proptest! {

@@ -103,7 +103,6 @@ pub fn start(s: EngineStart) -> anyhow::Result<(AlertFeed, std::thread::JoinHand
         listener,
         host: crate::sys::hostname().unwrap_or_default(),
         last_save: Instant::now(),
-        behind: false,
         last_behind_warning: None,
     };
     let queue = QueueConfig {
@@ -136,8 +135,6 @@ struct AlertSink {
     listener: Arc<str>,
     host: String,
     last_save: Instant,
-    /// Whether the engine is behind its queue now.
-    behind: bool,
     last_behind_warning: Option<Instant>,
 }
 
@@ -200,9 +197,8 @@ impl Sink for AlertSink {
     fn flush(&mut self) {}
 
     fn queued(&mut self, events: usize) {
-        let behind = events >= BEHIND_EVENTS;
-        if behind
-            && !self.behind
+        let fell_behind = self.engine().set_behind(events >= BEHIND_EVENTS);
+        if fell_behind
             && self
                 .last_behind_warning
                 .is_none_or(|t| t.elapsed() >= BEHIND_WARN_INTERVAL)
@@ -213,8 +209,6 @@ impl Sink for AlertSink {
             );
             self.last_behind_warning = Some(Instant::now());
         }
-        self.behind = behind;
-        self.engine().set_behind(behind);
     }
 
     fn tick(&mut self) {
