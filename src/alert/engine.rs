@@ -17,6 +17,7 @@
 //! engine, the message matchers' verdicts for the first new-pattern rule's 64 recent messages
 //! (24 bytes each).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -381,6 +382,10 @@ struct RuleState {
     next_due: Option<DateTime<Utc>>,
     /// By `Group::key`, looked up with the key the engine made for the event.
     groups: HashTable<Group>,
+    /// The bucket of the group last counted into: the next event of its key goes there
+    /// without hashing and lookup. The keys are compared first, so a group forgotten or moved
+    /// since is never counted into by mistake.
+    last_group: Option<usize>,
     /// Which of the engine's group keys (one per distinct `by` list) this rule's groups use.
     key_slot: usize,
     /// Reused for each event's template: no allocation per event.
@@ -440,12 +445,19 @@ fn plans(rules: &[Arc<AlertRule>]) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// An event's group key for one `by` list, made at most once per event: the `by` values with
-/// a NUL between them.
+/// An event's group key for one `by` list: the `by` values with a NUL between them, made at
+/// most once per event. Lines come in runs from one sender (a connection's reads, a host's
+/// burst), so a key of several header fields is made anew only when their bytes differ from
+/// its values, and it is hashed only when a rule cannot find its group where it last did
+/// ([`RuleState::last_group`]). On loadgen's stream (one sender) that skipped copying two
+/// values, hashing two keys and four table lookups a message.
 struct GroupKey {
     by: Vec<GroupField>,
     /// The key when it is copied (reused: no allocation per event).
     bytes: Vec<u8>,
+    /// Where each value ends in `bytes`, when `by` holds two or more header fields and they
+    /// were copied (else empty): their bytes in the next event can be compared with these.
+    ends: Vec<u32>,
     /// The key when it is one header field (`by = ["hostname"]`, the usual): where it lies
     /// in the event, `raw[start..end]`, not copied. Kept as plain fields: an `Option<Span>`
     /// stored here and read back stalled on the store (`perf annotate`: a sixth of the
@@ -453,54 +465,108 @@ struct GroupKey {
     in_event: bool,
     start: u32,
     end: u32,
-    hash: u64,
+    /// The key's hash, once a rule asked for it (`hashed`), until the key changes.
+    hash: Cell<u64>,
+    hashed: Cell<bool>,
     /// The `event_seq` it was made for.
     made_for: u64,
 }
 
 impl GroupKey {
-    /// The key of `ev` and its hash.
-    fn make<'a>(
-        &'a mut self,
-        ev: &'a Event,
-        seq: u64,
-        hasher: &foldhash::fast::RandomState,
-    ) -> (&'a [u8], u64) {
-        if self.made_for != seq {
-            let span = match self.by.as_slice() {
-                [f] => f.span(ev),
-                _ => None,
-            };
-            self.in_event = span.is_some();
-            let key = match span {
-                Some(span) => {
-                    (self.start, self.end) = (span.start, span.end);
-                    span.slice(&ev.raw)
-                }
-                None => {
-                    self.bytes.clear();
-                    for (k, f) in self.by.iter().enumerate() {
-                        if k > 0 {
-                            self.bytes.push(0);
-                        }
-                        f.write_value(ev, &mut self.bytes);
-                    }
-                    &self.bytes
-                }
-            };
-            self.hash = hasher.hash_one(key);
-            self.made_for = seq;
+    fn new(by: Vec<GroupField>) -> GroupKey {
+        GroupKey {
+            by,
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            in_event: false,
+            start: 0,
+            end: 0,
+            hash: Cell::new(0),
+            hashed: Cell::new(false),
+            made_for: 0,
         }
-        let key = if self.in_event {
-            Span {
+    }
+
+    /// Makes the key of `ev` (event number `seq`), unless it is made already.
+    #[inline]
+    fn make(&mut self, ev: &Event, seq: u64) {
+        if self.made_for == seq {
+            return;
+        }
+        self.made_for = seq;
+        let span = match self.by.as_slice() {
+            [f] => f.span(ev),
+            _ => None,
+        };
+        self.in_event = span.is_some();
+        if let Some(span) = span {
+            (self.start, self.end) = (span.start, span.end);
+            self.hashed.set(false);
+        } else if !self.same_values(ev) {
+            self.make_anew(ev);
+        }
+    }
+
+    /// The key made for `ev`.
+    #[inline]
+    fn key<'a>(&'a self, ev: &'a Event) -> &'a [u8] {
+        match self.in_event {
+            true => Span {
                 start: self.start,
                 end: self.end,
             }
-            .slice(&ev.raw)
-        } else {
-            &self.bytes
-        };
-        (key, self.hash)
+            .slice(&ev.raw),
+            false => &self.bytes,
+        }
+    }
+
+    /// The hash of `key` (the key made), computed once per key.
+    fn hash(&self, key: &[u8], hasher: &foldhash::fast::RandomState) -> u64 {
+        if !self.hashed.get() {
+            self.hash.set(hasher.hash_one(key));
+            self.hashed.set(true);
+        }
+        self.hash.get()
+    }
+
+    /// Whether `ev`'s `by` fields hold the copied key's values. Their bytes as received are
+    /// compared: a value in the key is UTF-8 or empty (what [`GroupField::span`] keeps), so
+    /// bytes equal to it are that value.
+    #[inline]
+    fn same_values(&self, ev: &Event) -> bool {
+        if self.ends.len() != self.by.len() {
+            return false;
+        }
+        let mut start = 0;
+        for (f, &end) in self.by.iter().zip(&self.ends) {
+            let (Some(span), Some(value)) = (f.raw_span(ev), self.bytes.get(start..end as usize))
+            else {
+                return false;
+            };
+            if !same_bytes(value, span.slice(&ev.raw)) {
+                return false;
+            }
+            // Past the NUL.
+            start = end as usize + 1;
+        }
+        true
+    }
+
+    /// Copies the key of `ev` into `bytes`.
+    fn make_anew(&mut self, ev: &Event) {
+        self.bytes.clear();
+        self.ends.clear();
+        for (k, f) in self.by.iter().enumerate() {
+            if k > 0 {
+                self.bytes.push(0);
+            }
+            f.write_value(ev, &mut self.bytes);
+            self.ends.push(self.bytes.len() as u32);
+        }
+        if !self.by.iter().all(|f| f.raw_span(ev).is_some()) {
+            self.ends.clear();
+        }
+        self.hashed.set(false);
     }
 }
 
@@ -552,15 +618,7 @@ impl Engine {
                     _ => None,
                 };
                 let key_slot = keys.iter().position(|k| k.by == rule.by).unwrap_or_else(|| {
-                    keys.push(GroupKey {
-                        by: rule.by.clone(),
-                        bytes: Vec::new(),
-                        in_event: false,
-                        start: 0,
-                        end: 0,
-                        hash: 0,
-                        made_for: 0,
-                    });
+                    keys.push(GroupKey::new(rule.by.clone()));
                     keys.len() - 1
                 });
                 RuleState {
@@ -573,6 +631,7 @@ impl Engine {
                     window_start: None,
                     next_due: None,
                     groups: HashTable::new(),
+                    last_group: None,
                     key_slot,
                     template_buf: Vec::new(),
                     events_unpublished: 0,
@@ -800,8 +859,10 @@ impl RuleState {
         let Some(key) = keys.keys.get_mut(self.key_slot) else {
             return;
         };
-        let (key, hash) = key.make(ev, keys.seq, keys.hasher);
-        self.add_to_group(key, hash, 1, (count, total), now);
+        key.make(ev, keys.seq);
+        let hasher = keys.hasher;
+        let made = key.key(ev);
+        self.add_to_group(made, || key.hash(made, hasher), 1, (count, total), now);
     }
 
     /// Puts the counts a rule without `by` added up into its group.
@@ -811,30 +872,48 @@ impl RuleState {
         };
         let u = std::mem::take(&mut self.unkeyed);
         let key: &[u8] = &[];
-        self.add_to_group(key, hasher.hash_one(key), u.events, (u.count, u.total), at);
+        self.add_to_group(
+            key,
+            || hasher.hash_one(key),
+            u.events,
+            (u.count, u.total),
+            at,
+        );
     }
 
-    /// Adds `events` events' `(count, total)` to the group of `key` (its `hash`), making the
-    /// group if there is room.
+    /// Adds `events` events' `(count, total)` to the group of `key` (`hash()` is its hash),
+    /// making the group if there is room.
     #[inline]
     fn add_to_group(
         &mut self,
         key: &[u8],
-        hash: u64,
+        hash: impl FnOnce() -> u64,
         events: u64,
         (count, total): (u64, u64),
         now: DateTime<Utc>,
     ) {
+        // Where the last event went, most often: a compare of the keys, no hashing.
+        let last = (self.last_group)
+            .and_then(|bucket| self.groups.get_bucket_mut(bucket))
+            .filter(|g| same_bytes(g.key.as_bytes(), key));
+        let hash = match last {
+            Some(g) => {
+                g.count += count;
+                g.total += total;
+                return;
+            }
+            None => hash(),
+        };
         // Looked up by reference: the key is copied only for a new group.
-        if let Some(g) = self
-            .groups
-            .find_mut(hash, |g| same_bytes(g.key.as_bytes(), key))
-        {
-            g.count += count;
-            g.total += total;
-            return;
+        match (self.groups).find_entry(hash, |g| same_bytes(g.key.as_bytes(), key)) {
+            Ok(entry) => {
+                self.last_group = Some(entry.bucket_index());
+                let g = entry.into_mut();
+                g.count += count;
+                g.total += total;
+            }
+            Err(_) => self.new_group(key, hash, events, (count, total), now),
         }
-        self.new_group(key, hash, events, (count, total), now);
     }
 
     /// [`add_to_group`](Self::add_to_group) for a key without a group: out of line, so that
@@ -886,7 +965,11 @@ impl RuleState {
             pending_since: None,
             firing: None,
         };
-        self.groups.insert_unique(hash, g, |g| g.hash);
+        let bucket = self
+            .groups
+            .insert_unique(hash, g, |g| g.hash)
+            .bucket_index();
+        self.last_group = Some(bucket);
     }
 
     /// Adds what was counted since the last call to the rule's counters and sets its
@@ -1327,5 +1410,48 @@ fn judge(rule: &AlertRule, g: &mut Group, start: DateTime<Utc>) -> Option<Judgem
             None
         }
         AlertKind::NewPattern { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GroupKey;
+    use crate::alert::GroupField;
+    use crate::alert::tests::parsed_event;
+    use crate::event::Event;
+
+    /// A key of header fields is made anew only when their bytes change, so a run of events
+    /// keeps the hash the first asked for; a key with a field from outside the header is made
+    /// for every event.
+    #[test]
+    fn a_key_is_made_anew_only_when_its_header_fields_change() {
+        let hasher = foldhash::fast::RandomState::default();
+        let ev = |host: &str, app: &str| {
+            parsed_event(format!("<14>1 2026-03-01T00:00:00Z {host} {app} - - - m"))
+        };
+        let mut seq = 0;
+        // The key made for `e`, and whether its hash was known before it was asked.
+        let mut make = |k: &mut GroupKey, e: &Event| {
+            seq += 1;
+            k.make(e, seq);
+            let hashed = k.hashed.get();
+            let key = k.key(e).to_vec();
+            k.hash(&key, &hasher);
+            (String::from_utf8_lossy(&key).into_owned(), hashed)
+        };
+        let mut k = GroupKey::new(vec![GroupField::Hostname, GroupField::AppName]);
+        for (host, app, want) in [
+            ("ab", "c", ("ab\0c", false)),
+            ("ab", "c", ("ab\0c", true)),
+            ("a", "bc", ("a\0bc", false)),
+            ("a", "bc", ("a\0bc", true)),
+            ("a", "b", ("a\0b", false)),
+        ] {
+            assert_eq!(make(&mut k, &ev(host, app)), (want.0.into(), want.1));
+        }
+        let mut k = GroupKey::new(vec![GroupField::Hostname, GroupField::Severity]);
+        for _ in 0..2 {
+            assert_eq!(make(&mut k, &ev("a", "b")), ("a\0info".into(), false));
+        }
     }
 }

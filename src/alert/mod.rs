@@ -220,10 +220,20 @@ impl GroupField {
     }
 
     /// Where its value lies in `ev.raw` (empty when absent or not UTF-8, as the `&str`
-    /// accessors read them), for the header fields; `None` for the others. A key of one such
-    /// field is not copied.
+    /// accessors read them), for the header fields; `None` for the others.
     #[inline]
     pub fn span(self, ev: &Event) -> Option<Span> {
+        let span = self.raw_span(ev)?;
+        Some(match is_text(span.slice(&ev.raw)) {
+            true => span,
+            false => Span::default(),
+        })
+    }
+
+    /// Where its bytes lie in `ev.raw`, UTF-8 or not (empty when absent), for the header
+    /// fields; `None` for the others. Equal bytes make equal values.
+    #[inline]
+    pub fn raw_span(self, ev: &Event) -> Option<Span> {
         let span = match self {
             GroupField::Hostname => ev.parsed.hostname,
             GroupField::AppName => ev.parsed.app_name,
@@ -233,10 +243,7 @@ impl GroupField {
             | GroupField::Listener
             | GroupField::Source => return None,
         };
-        Some(
-            span.filter(|s| is_text(s.slice(&ev.raw)))
-                .unwrap_or_default(),
-        )
+        Some(span.unwrap_or_default())
     }
 }
 

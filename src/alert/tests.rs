@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::engine::{AlertState, Engine, Notice};
+use super::engine::{AlertState, Engine, FORGET_WINDOWS, Notice};
 use super::pattern::mask;
 use crate::config::Config;
 use crate::event::Event;
@@ -52,7 +52,7 @@ fn event(pri: u8, host: &str, msg: &str) -> Event {
 }
 
 /// `raw` parsed as received at `t0()`.
-fn parsed_event(raw: String) -> Event {
+pub(super) fn parsed_event(raw: String) -> Event {
     let raw = bytes::Bytes::from(raw);
     let now = t0();
     Event {
@@ -998,4 +998,99 @@ above = 0
     let mut got: Vec<f64> = e.take_notices().iter().map(|n| n.value).collect();
     got.sort_by(f64::total_cmp);
     assert_eq!(got, vec![4.0, 5.0]);
+}
+
+/// An event with `host` and `app` as raw bytes (any bytes: made by hand, as the parsers
+/// refuse some).
+fn raw_app_event(host: &[u8], app: &[u8]) -> Event {
+    let mut ev = app_event(14, "h", "a");
+    let mut raw = host.to_vec();
+    raw.push(b' ');
+    raw.extend_from_slice(app);
+    ev.raw = bytes::Bytes::from(raw);
+    let host_end = host.len() as u32;
+    ev.parsed.hostname = Some(crate::event::Span {
+        start: 0,
+        end: host_end,
+    });
+    ev.parsed.app_name = Some(crate::event::Span {
+        start: host_end + 1,
+        end: host_end + 1 + app.len() as u32,
+    });
+    ev
+}
+
+/// Runs of one key go to the group their bytes name, not where the run before went: keys
+/// whose values join alike (`ab`+`c`, `a`+`bc`), a value that is not UTF-8 (kept as empty,
+/// so its group is the empty value's), a group refused, and groups forgotten and made again
+/// (the rules' tables change under the group each last counted into).
+#[test]
+fn runs_of_one_key_count_where_their_bytes_say() {
+    let (mut e, m) = engine(
+        r#"
+[[alert]]
+name = "host_app"
+kind = "rate"
+by = ["hostname", "app_name"]
+above = 0
+[[alert]]
+name = "host"
+kind = "rate"
+by = ["hostname"]
+above = 0
+max_groups = 1
+"#,
+    );
+    let values = |ns: Vec<Notice>| -> Vec<(String, String, f64)> {
+        let mut v: Vec<_> = ns
+            .into_iter()
+            .filter(|n| n.state == AlertState::Firing)
+            .map(|n| {
+                let labels: Vec<&str> = n.labels.iter().map(|(_, v)| v.as_str()).collect();
+                (n.alertname.to_string(), labels.join("/"), n.value)
+            })
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v
+    };
+    e.advance(t0());
+    for (host, app, n) in [
+        (&b"ab"[..], &b"c"[..], 2),
+        (b"a", b"bc", 3),
+        (b"ab", b"c", 1),
+        (b"\xff", b"c", 1),
+        (b"", b"c", 2),
+    ] {
+        let ev = raw_app_event(host, app);
+        for _ in 0..n {
+            e.count(&ev, t0());
+        }
+    }
+    e.advance(t0() + TimeDelta::minutes(1));
+    let want = |rule: &str, key: &str, n: f64| (rule.to_string(), key.to_string(), n);
+    assert_eq!(
+        values(e.take_notices()),
+        vec![
+            want("host", "ab", 3.0),
+            want("host_app", "/c", 3.0),
+            want("host_app", "a/bc", 3.0),
+            want("host_app", "ab/c", 3.0),
+        ]
+    );
+    // "host" holds one group: `a`, the non-UTF-8 host and the empty one were refused.
+    assert_eq!(crate::metrics::get(&m[1].groups_refused), 6);
+    // Every group idle until forgotten; then `a` gets the room `ab` had.
+    let later = t0() + TimeDelta::minutes(1 + FORGET_WINDOWS as i64 + 1);
+    e.advance(later);
+    e.take_notices();
+    let ev = raw_app_event(b"a", b"bc");
+    for _ in 0..4 {
+        e.count(&ev, later);
+    }
+    e.advance(later + TimeDelta::minutes(1));
+    assert_eq!(
+        values(e.take_notices()),
+        vec![want("host", "a", 4.0), want("host_app", "a/bc", 4.0)]
+    );
+    assert_eq!(crate::metrics::get(&m[1].groups_refused), 6);
 }
