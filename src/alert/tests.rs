@@ -962,44 +962,6 @@ above = 0
     }
 }
 
-/// Keys are the `by` values with a NUL between them, whether the values hold NULs or not:
-/// `x\0y`+`z` and `x`+`y\0z` are one group, `x`+`y` another.
-#[test]
-fn values_with_nul_make_the_same_keys() {
-    let (mut e, _) = engine(
-        r#"
-[[alert]]
-name = "host_app"
-kind = "rate"
-by = ["hostname", "app_name"]
-above = 0
-"#,
-    );
-    e.advance(t0());
-    for (host, app, n) in [("x\0y", "z", 3), ("x", "y\0z", 2), ("x", "y", 4)] {
-        // The parsers refuse a NUL there: such an event is made by hand.
-        let mut ev = app_event(14, "h", "a");
-        ev.raw = bytes::Bytes::from(format!("{host} {app}"));
-        let host_end = host.len() as u32;
-        ev.parsed.hostname = Some(crate::event::Span {
-            start: 0,
-            end: host_end,
-        });
-        ev.parsed.app_name = Some(crate::event::Span {
-            start: host_end + 1,
-            end: host_end + 1 + app.len() as u32,
-        });
-        assert_eq!((ev.hostname(), ev.app_name()), (Some(host), Some(app)));
-        for _ in 0..n {
-            e.count(&ev, t0());
-        }
-    }
-    e.advance(t0() + TimeDelta::minutes(1));
-    let mut got: Vec<f64> = e.take_notices().iter().map(|n| n.value).collect();
-    got.sort_by(f64::total_cmp);
-    assert_eq!(got, vec![4.0, 5.0]);
-}
-
 /// An event with `host` and `app` as raw bytes (any bytes: made by hand, as the parsers
 /// refuse some).
 fn raw_app_event(host: &[u8], app: &[u8]) -> Event {
@@ -1018,6 +980,34 @@ fn raw_app_event(host: &[u8], app: &[u8]) -> Event {
         end: host_end + 1 + app.len() as u32,
     });
     ev
+}
+
+/// Keys are the `by` values with a NUL between them, whether the values hold NULs or not:
+/// `x\0y`+`z` and `x`+`y\0z` are one group, `x`+`y` another.
+#[test]
+fn values_with_nul_make_the_same_keys() {
+    let (mut e, _) = engine(
+        r#"
+[[alert]]
+name = "host_app"
+kind = "rate"
+by = ["hostname", "app_name"]
+above = 0
+"#,
+    );
+    e.advance(t0());
+    for (host, app, n) in [("x\0y", "z", 3), ("x", "y\0z", 2), ("x", "y", 4)] {
+        // The parsers refuse a NUL there.
+        let ev = raw_app_event(host.as_bytes(), app.as_bytes());
+        assert_eq!((ev.hostname(), ev.app_name()), (Some(host), Some(app)));
+        for _ in 0..n {
+            e.count(&ev, t0());
+        }
+    }
+    e.advance(t0() + TimeDelta::minutes(1));
+    let mut got: Vec<f64> = e.take_notices().iter().map(|n| n.value).collect();
+    got.sort_by(f64::total_cmp);
+    assert_eq!(got, vec![4.0, 5.0]);
 }
 
 /// Runs of one key go to the group their bytes name, not where the run before went: keys
