@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::event::Event;
+use crate::event::{Event, ListenerName};
 use crate::listen::{ListenerConfig, ListenerKind};
 use crate::output::format::Format;
 use crate::parse::{ParseOptions, parse};
@@ -48,7 +48,7 @@ pub fn explain(config: &Config, listener: &ListenerConfig, sample: &[u8]) -> Str
         raw: frame,
         received_at: opts.received_at(),
         source: None,
-        listener: listener.name.clone(),
+        listener: ListenerName::new(&listener.name),
         tls_peer: None,
         truncated,
     };

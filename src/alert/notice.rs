@@ -12,13 +12,11 @@
 //! the JSON Alertmanager's API takes. Any other event routed to them becomes an alert too:
 //! `alertname="syslog"`, labelled with its host, app and severity, described by its message.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::engine::{AlertState, Notice, fmt_value};
-use crate::event::{Event, Facility, Severity};
+use crate::event::{Event, Facility, ListenerName, Severity};
 use crate::parse::{ParseOptions, Zone, parse};
 
 /// The SD-ID of the alert element.
@@ -51,7 +49,7 @@ fn event_severity(n: &Notice) -> Severity {
 }
 
 /// The alert event for `n`: from `host`, read on listener `listener`, at `now`.
-pub fn to_event(n: &Notice, host: &str, listener: Arc<str>, now: DateTime<Utc>) -> Event {
+pub fn to_event(n: &Notice, host: &str, listener: ListenerName, now: DateTime<Utc>) -> Event {
     let pri = u16::from(Facility::Syslog.code()) * 8 + u16::from(event_severity(n).code());
     let mut s = format!(
         "<{pri}>1 {} {} sluice - ALERT [{SD_ID}",

@@ -18,7 +18,7 @@ use super::AlertRule;
 use super::engine::Engine;
 use super::feed::{ALERT_QUEUE_EVENTS, AlertFeed};
 use super::notice::to_event;
-use crate::event::Event;
+use crate::event::{Event, ListenerName};
 use crate::listen::{Dispatcher, Pipeline};
 use crate::metrics::{self, AlertMetrics, Metrics};
 use crate::output::{OutputHandle, QueueConfig, Sink, Wake, WhenFull};
@@ -90,10 +90,7 @@ pub fn start(s: EngineStart) -> anyhow::Result<(AlertFeed, std::thread::JoinHand
     }
     let rule_metrics: Vec<Arc<AlertMetrics>> =
         s.rules.iter().map(|r| s.metrics.alert(&r.name)).collect();
-    let listener: Arc<str> = s
-        .inject
-        .as_ref()
-        .map_or_else(|| Arc::from(ENGINE_LISTENER), |i| i.listener.clone());
+    let listener = ListenerName::new((s.inject.as_ref()).map_or(ENGINE_LISTENER, |i| &*i.listener));
     let sink = AlertSink {
         rules: s.rules,
         rule_metrics,
@@ -132,7 +129,7 @@ struct AlertSink {
     engine: Option<Engine>,
     targets: Vec<Vec<Target>>,
     inject: Option<Injector>,
-    listener: Arc<str>,
+    listener: ListenerName,
     host: String,
     last_save: Instant,
     last_behind_warning: Option<Instant>,
@@ -154,7 +151,7 @@ impl AlertSink {
         let now = Utc::now();
         let mut injected: Vec<Arc<Event>> = Vec::new();
         for n in notices {
-            let ev = Arc::new(to_event(&n, &self.host, self.listener.clone(), now));
+            let ev = Arc::new(to_event(&n, &self.host, self.listener, now));
             for t in self.targets.get(n.rule).into_iter().flatten() {
                 if n.resend && !t.alertmanager {
                     continue;

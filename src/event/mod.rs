@@ -5,9 +5,10 @@
 //! structured data ([`StructuredData`], two allocations). Accessors turn spans back into
 //! `&str`/`&[u8]`.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -425,6 +426,54 @@ pub struct TlsPeer {
     pub fingerprint: String,
 }
 
+/// A listener's name as events carry it: kept for the life of the process, so an event holds
+/// a copy of a pointer, not a reference count that every event of the listener shares. That
+/// count's cache line moved between the listener's thread, which took a reference per event,
+/// and whichever thread dropped the event last: `perf` put most of the alert engine's time in
+/// dropping events on its decrement. Names come from the config, each distinct one kept once.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerName(&'static str);
+
+impl ListenerName {
+    /// `name`, kept once per distinct name.
+    pub fn new(name: &str) -> ListenerName {
+        static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+        let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(kept) = names.get(name) {
+            return ListenerName(kept);
+        }
+        let kept: &'static str = Box::leak(name.into());
+        names.insert(kept);
+        ListenerName(kept)
+    }
+}
+
+impl From<&str> for ListenerName {
+    fn from(name: &str) -> ListenerName {
+        ListenerName::new(name)
+    }
+}
+
+impl std::ops::Deref for ListenerName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.0
+    }
+}
+
+impl fmt::Display for ListenerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl fmt::Debug for ListenerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0, f)
+    }
+}
+
 /// A received, parsed message and where it came from.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -435,7 +484,7 @@ pub struct Event {
     /// The sender's address; `None` for unix sockets.
     pub source: Option<SocketAddr>,
     /// Name of the listener that read it (`[listen.NAME]`).
-    pub listener: Arc<str>,
+    pub listener: ListenerName,
     /// The authenticated TLS client, for events read by a `tls` listener with a client
     /// certificate.
     pub tls_peer: Option<Arc<TlsPeer>>,

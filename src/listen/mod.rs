@@ -27,7 +27,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::backoff::{self, Backoff};
-use crate::event::{Event, TlsPeer};
+use crate::event::{Event, ListenerName, TlsPeer};
 use crate::metrics::{self, ListenerMetrics, Metrics};
 use arc_swap::ArcSwap;
 
@@ -75,7 +75,8 @@ impl Pipeline {
 /// TCP connection, so nothing on the hot path is shared or locked.
 pub struct Dispatcher {
     pipeline: Arc<Pipeline>,
-    listener: Arc<str>,
+    /// The listener's name, put on every event it reads.
+    name: ListenerName,
     /// The authenticated peer of a TLS connection, put on every event it sends.
     tls_peer: Option<Arc<TlsPeer>>,
     /// The listener's `timezone` and the receive time: rebuilt once a second, not per frame.
@@ -114,7 +115,7 @@ impl Dispatcher {
         let metrics = pipeline.metrics.listener(&listener);
         Dispatcher {
             pipeline,
-            listener,
+            name: ListenerName::new(&listener),
             tls_peer: None,
             opts: ParseOptions::new(Utc::now(), zone),
             metrics,
@@ -189,7 +190,7 @@ impl Dispatcher {
             raw: frame,
             received_at,
             source,
-            listener: self.listener.clone(),
+            listener: self.name,
             tls_peer: self.tls_peer.clone(),
             truncated,
             parsed,

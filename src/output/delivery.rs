@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::backoff::Backoff;
 use crate::decode::{Entry, Errors, NumOrStr, duration_opt};
-use crate::event::Event;
+use crate::event::{Event, ListenerName};
 use crate::metrics::{self, LogLimiter, OutputMetrics};
 use crate::output::backlog::{Backlog, DiskQueue};
 use crate::output::queue::{QueueConfig, QueueKind, WhenFull};
@@ -665,7 +665,7 @@ impl DeadLetter {
     /// Hands over `records` refused for `reason`.
     pub fn send(&self, records: &[&[u8]], reason: &str) {
         let now = chrono::Utc::now();
-        let listener: Arc<str> = Arc::from("dead_letter");
+        let listener = ListenerName::new("dead_letter");
         let opts = crate::parse::ParseOptions::new(now, crate::parse::Zone::Local);
         let host = crate::output::format::local_hostname();
         let batch: Batch = records
@@ -685,7 +685,7 @@ impl DeadLetter {
                     raw,
                     received_at: now,
                     source: None,
-                    listener: listener.clone(),
+                    listener,
                     tls_peer: None,
                     truncated: false,
                     parsed,
