@@ -31,7 +31,8 @@ Cases (pick with --cases):
   mixed5424 the same in RFC 5424, octet-counted, a third with structured data
   alerts    tcp3164 into sluice alone, without and with --alert-rules [[alert]] rules (a mix of
             rate, ratio, zscore and new_pattern rules, most fed every message), alternating
-            runs: the throughput cost of alerting (median of --repeat runs, and the spread)
+            runs: the throughput cost of alerting (median of --repeat runs, and the spread;
+            and the median of each pair's cost, a run with rules against the one before it)
             and the CPU the `alert-engine` thread spends per message it judged (from /proc,
             steadier than the wall figures on a shared machine); then paced at each of --alert-rates: the share of messages the alert engine's
             queue dropped (never slowing the listener, they go unjudged)
@@ -1044,6 +1045,11 @@ def case_alerts(args, mixed=False):
     base, on = res["0"], res[str(args.alert_rules)]
     res["drop"] = 1 - on["msg_per_s"] / base["msg_per_s"]
     res["cpu_drop"] = 1 - on["msg_per_cpu_s"] / base["msg_per_cpu_s"]
+    # Each run with rules against the run without just before it: the two share the machine's
+    # phase, which on a shared VM moves both by more than the rules do.
+    paired = [1 - w["msg_per_s"] / wo["msg_per_s"] for wo, w in zip(runs[0], runs[args.alert_rules])]
+    res["paired_drop"] = statistics.median(paired)
+    res["paired_quartiles"] = statistics.quantiles(paired, n=4)[::2] if len(paired) > 1 else [paired[0]] * 2
     on["feed_dropped"] = statistics.median(r.get("alert_feed_dropped", 0) / r["sent"] for r in runs[args.alert_rules])
     on["patterns_skipped"] = statistics.median(r.get("patterns_skipped", 0) / r["sent"] for r in runs[args.alert_rules])
     # The engine thread's CPU per message it judged: steadier than the wall figures.
@@ -1193,7 +1199,9 @@ def main():
               f"{a['cpu_drop'] * 100:.1f}% of msg per CPU-s; flat out, the engine's queue dropped "
               f"{on['feed_dropped'] * 100:.1f}% (not judged) and new_pattern skipped "
               f"{on.get('patterns_skipped', 0) * 100:.1f}% of the lines (engine behind); the engine's thread "
-              f"{on['engine_ns_per_msg']:.0f} ns of CPU a message judged")
+              f"{on['engine_ns_per_msg']:.0f} ns of CPU a message judged; paired runs: the median cost "
+              f"{a['paired_drop'] * 100:.1f}% (quartiles {a['paired_quartiles'][0] * 100:.1f}% and "
+              f"{a['paired_quartiles'][1] * 100:.1f}%)")
         for p in a["paced"]:
             print(f"  {case} paced at {fmt_rate(p['rate'])}/s: {p['feed_dropped'] * 100:.2f}% not judged")
     if args.json:
