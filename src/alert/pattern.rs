@@ -604,8 +604,7 @@ pub fn same_shape(a: &[u8], b: &[u8]) -> bool {
             return false;
         }
     }
-    let at = n / 16 * 16;
-    if at == n {
+    if n.is_multiple_of(16) {
         return true;
     }
     // The last 16 bytes again, when there are 16: the test is a byte's, so bytes tested twice
@@ -613,7 +612,8 @@ pub fn same_shape(a: &[u8], b: &[u8]) -> bool {
     if let (Some(ta), Some(tb)) = (a.last_chunk::<16>(), b.last_chunk::<16>()) {
         return alike16(ta, tb, || false);
     }
-    let mut at = at;
+    // Fewer than 16 bytes: a word, then a byte at a time.
+    let mut at = 0;
     if at + 8 <= n {
         let (wa, wb) = (word(a, at), word(b, at));
         if wa != wb && !word_alike(wa, wb, x_at(at + 8)) {

@@ -430,7 +430,8 @@ pub struct TlsPeer {
 /// a copy of a pointer, not a reference count that every event of the listener shares. That
 /// count's cache line moved between the listener's thread, which took a reference per event,
 /// and whichever thread dropped the event last: `perf` put most of the alert engine's time in
-/// dropping events on its decrement. Names come from the config, each distinct one kept once.
+/// dropping events (a tenth of its thread) on that decrement. Names come from the config, each
+/// distinct one kept once.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerName(&'static str);
 
