@@ -318,7 +318,7 @@ fn same_for_a_shape(m: &Matcher) -> bool {
 /// What [`Check::ByShape`] matchers decided for a [`Shape`]'s messages.
 #[derive(Debug, Default, Clone, Copy)]
 struct Verdicts {
-    /// The shape's generation they hold for.
+    /// The shape's generation they hold for (0: none).
     generation: u64,
     /// Per matcher bit: decided, and matched.
     known: u64,
@@ -348,9 +348,9 @@ impl Shapes {
         let Some(v) = self.verdicts.get_mut(shape.entry) else {
             return decide();
         };
-        if v.generation != shape.generation {
+        if v.generation != shape.generation.get() {
             *v = Verdicts {
-                generation: shape.generation,
+                generation: shape.generation.get(),
                 ..Verdicts::default()
             };
         }

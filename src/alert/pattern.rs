@@ -24,6 +24,7 @@
 
 use std::hash::BuildHasher;
 use std::io::{BufRead, Write};
+use std::num::NonZeroU64;
 use std::path::Path;
 
 use hashbrown::HashTable;
@@ -733,8 +734,11 @@ struct Recent {
 pub struct Shape {
     /// The kept message's place, below [`SHAPES`].
     pub entry: usize,
-    /// Its generation: a later message kept in that place has another.
-    pub generation: u64,
+    /// Its generation: a later message kept in that place has another. Not zero, so that an
+    /// `Option<Shape>` is two words, returned in registers: returned through the stack, the
+    /// caller's 16-byte copy of it read stores of other widths, and the failed store
+    /// forwarding was a ninth of `Engine::count`'s samples (perf, issue 17).
+    pub generation: NonZeroU64,
 }
 
 /// Places for kept messages: [`Shape::entry`] is below this.
@@ -844,7 +848,7 @@ impl PatternTable {
         if !held || !same_shape(&r.message, message) {
             return None;
         }
-        let generation = r.generation;
+        let generation = NonZeroU64::new(r.generation)?;
         self.events += 1;
         self.slots[i as usize].count += 1;
         if self.newest != i {
@@ -883,7 +887,7 @@ impl PatternTable {
         r.generation = self.recent_generation;
         Some(Shape {
             entry,
-            generation: self.recent_generation,
+            generation: NonZeroU64::new(self.recent_generation)?,
         })
     }
 
