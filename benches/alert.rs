@@ -3,6 +3,8 @@
 //!
 //! - `mixed`: issue 18's collector stream (benches/mixed.rs, RFC 3164), where most messages
 //!   are new templates and MSG is dense with numbers, addresses and ids;
+//! - `site`: the same stream with templates that repeat, as in a site's logs (benches/mixed.rs,
+//!   `Templates::Repeating`: each program's padding one of 12 phrases, values drawn anew);
 //! - `uniform`: loadgen's message, one template with a sequence number and a stamp, from four
 //!   senders taking turns a message at a time (no two events in a row share a host);
 //! - `one_sender`: the same from one sender, as e2e.py's alerts case sends it (one connection,
@@ -106,8 +108,8 @@ fn event(raw: &[u8]) -> Event {
     }
 }
 
-fn mixed_events() -> Vec<Event> {
-    let w = mixed::build(mixed::Syntax::Rfc3164, MESSAGES, 1, 7, now());
+fn mixed_events(templates: mixed::Templates) -> Vec<Event> {
+    let w = mixed::build(mixed::Syntax::Rfc3164, templates, MESSAGES, 1, 7, now());
     w.per_conn[0]
         .split(|b| *b == b'\n')
         .filter(|m| !m.is_empty())
@@ -146,7 +148,8 @@ fn engine() -> Engine {
 
 fn bench(c: &mut Criterion) {
     for (name, events) in [
-        ("mixed", mixed_events()),
+        ("mixed", mixed_events(mixed::Templates::Fresh)),
+        ("site", mixed_events(mixed::Templates::Repeating)),
         ("uniform", uniform_events(4)),
         ("one_sender", uniform_events(1)),
     ] {

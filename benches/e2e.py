@@ -36,7 +36,12 @@ Cases (pick with --cases):
             and the CPU the `alert-engine` thread spends per message it judged (from /proc,
             steadier than the wall figures on a shared machine); then paced at each of --alert-rates: the share of messages the alert engine's
             queue dropped (never slowing the listener, they go unjudged)
-  alerts-mixed  the same without and with the rules on the mixed3164 workload (no paced runs)
+  alerts-mixed  the same without and with the rules on the mixed3164 workload (no paced runs);
+            its padding words make almost every line a template never seen before, the worst
+            case for the new_pattern rule
+  alerts-site   the same on the mixed3164 workload with templates that repeat, as in a site's
+            logs (loadgen --workload site: each program's padding one of 12 phrases, values
+            drawn anew; about 2,800 templates in 1M lines)
   es        N RFC 3164 messages over TCP, indexed into Elasticsearch's _bulk API: sluice's
             `kind = "elasticsearch"`, rsyslog's omelasticsearch, syslog-ng's elasticsearch-http(),
             each with its default batching, into benches/es_sink.py (a separate process that
@@ -948,7 +953,7 @@ def case_mixed(args, names, fmt):
     return res
 
 
-def mixed_run(args, name, fmt, collector):
+def mixed_run(args, name, fmt, collector, workload="mixed"):
     collector.reset()
     port = next(PORTS)
     work = tempfile.mkdtemp(prefix=f"e2e-mixed-{name}-", dir=args.work_dir)
@@ -964,7 +969,7 @@ def mixed_run(args, name, fmt, collector):
         cpu0, t0 = d.cpu(), time.time()
         split0 = cpu_split(proc.pid)
         engine0 = thread_cpu_seconds(proc.pid, "alert-engine")
-        sent = loadgen("--workload", "mixed", "--proto", "tcp", "--format", fmt, "--count", args.n,
+        sent = loadgen("--workload", workload, "--proto", "tcp", "--format", fmt, "--count", args.n,
                        "--connections", MIXED_CONNS, f"127.0.0.1:{port}")
         expected = sent["expected"]
         # Until the collector has every message, or has counted nothing new for 3 s; then until
@@ -1013,9 +1018,10 @@ def mixed_run(args, name, fmt, collector):
         d.cleanup()
 
 
-def case_alerts(args, mixed=False):
+def case_alerts(args, mixed=None):
     """sluice's tcp3164 throughput without and with --alert-rules rules, runs alternating; with
-    `mixed`, on the mixed RFC 3164 workload and its rule set instead (no paced runs)."""
+    `mixed` (a loadgen workload: mixed or site), on that RFC 3164 workload and the mixed cases'
+    rule set instead (no paced runs)."""
     global ALERTS_ON
     runs = {0: [], args.alert_rules: []}
     collector = Collector() if mixed else None
@@ -1024,7 +1030,8 @@ def case_alerts(args, mixed=False):
             for n in runs:
                 ALERTS_ON = n
                 try:
-                    r = mixed_run(args, "sluice", "3164", collector) if mixed else tcp_run(args, "sluice", "3164")
+                    r = (mixed_run(args, "sluice", "3164", collector, mixed) if mixed
+                         else tcp_run(args, "sluice", "3164"))
                 finally:
                     ALERTS_ON = 0
                 runs[n].append(r)
@@ -1155,7 +1162,9 @@ def main():
     if "alerts" in cases:
         results["alerts"] = case_alerts(args)
     if "alerts-mixed" in cases:
-        results["alerts-mixed"] = case_alerts(args, mixed=True)
+        results["alerts-mixed"] = case_alerts(args, mixed="mixed")
+    if "alerts-site" in cases:
+        results["alerts-site"] = case_alerts(args, mixed="site")
 
     print("\nsummary (sluice / peer, same run):")
     for c in ("tcp3164", "tcp5424", "mixed3164", "mixed5424"):
@@ -1188,7 +1197,7 @@ def main():
                 s, b = lad["sluice"]["best"], lad[peer]["best"]
                 print(f"  {label}: sluice {best('sluice')}, {peer} {best(peer)}"
                       + (f", x{s / b:.2f}" if b else ""))
-    for case in ("alerts", "alerts-mixed"):
+    for case in ("alerts", "alerts-mixed", "alerts-site"):
         a = results.get(case)
         if not a:
             continue

@@ -38,6 +38,7 @@ enum Proto {
 enum Workload {
     Uniform,
     Mixed,
+    Site,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,7 +99,8 @@ struct Args {
     /// `uniform`: one template per connection (one host, program and PRI; `seq=` and `t=`).
     /// `mixed`: a collector's day, built before sending (see benches/mixed.rs); streams only,
     /// no rate limit; the summary adds `expected`, the lines each file of the e2e rule set
-    /// must hold.
+    /// must hold. `site`: the mixed workload with templates that repeat (each program's
+    /// padding one of a few phrases, values drawn anew), as in a site's logs.
     #[arg(long, value_enum, default_value = "uniform")]
     workload: Workload,
     /// Seed of the mixed workload.
@@ -426,14 +428,19 @@ fn send_mixed(
 ) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(
         args.proto != Proto::Udp,
-        "--workload mixed sends over streams only"
+        "--workload mixed and site send over streams only"
     );
+    let templates = match args.workload {
+        Workload::Site => mixed::Templates::Repeating,
+        Workload::Mixed | Workload::Uniform => mixed::Templates::Fresh,
+    };
     let syntax = match args.format {
         Format::Rfc3164 => mixed::Syntax::Rfc3164,
         Format::Rfc5424 => mixed::Syntax::Rfc5424,
     };
     let work = mixed::build(
         syntax,
+        templates,
         args.count,
         connections,
         args.seed,
@@ -471,7 +478,7 @@ fn send_mixed(
     anyhow::ensure!(failures.is_empty(), "sending failed: {failures:?}");
     Ok(serde_json::json!({
         "proto": format!("{:?}", args.proto).to_lowercase(),
-        "workload": "mixed",
+        "workload": format!("{:?}", args.workload).to_lowercase(),
         "connections": connections,
         "sent": sent,
         "acked": sent,
@@ -739,7 +746,7 @@ fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let connections = args.connections.max(1);
-    if args.workload == Workload::Mixed {
+    if args.workload != Workload::Uniform {
         println!("{}", send_mixed(&args, &tls, connections)?);
         return Ok(());
     }

@@ -8,6 +8,12 @@
 //!   mostly info and notice, some warning and err, rare crit, alert and emerg;
 //! - MSG sizes lognormal around 200 bytes, from 60 bytes to 2 KiB; in RFC 5424, a third of the
 //!   messages carry structured data;
+//! - each program's line shape is padded to its size with words, some with `=N` values:
+//!   [`Templates::Fresh`] draws the words anew for every message, so almost every message is a
+//!   template never seen before (issue 18's stream, and the worst case for an alert rule
+//!   that remembers templates); [`Templates::Repeating`] takes one of [`PHRASES`] phrases fixed
+//!   per program, its values drawn anew, so that templates repeat as in a site's logs (about
+//!   2,800 in a million messages: programs, users and phrases);
 //! - stamps: each host's clock off by up to +-90 s, 3% replayed from one to three days ago; in
 //!   RFC 3164, 3% are network devices' own dialects (Cisco IOS with sequence numbers on local7,
 //!   FortiGate key=value without a header on local6).
@@ -269,9 +275,50 @@ pub struct Workload {
 
 pub const HOSTS: usize = 200;
 
+/// Where a message's padding comes from (its size is lognormal either way).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Templates {
+    /// Words drawn for each message: almost every message a new template.
+    Fresh,
+    /// One of [`PHRASES`] phrases fixed per program: templates repeat.
+    Repeating,
+}
+
+/// Padding phrases per program with [`Templates::Repeating`].
+pub const PHRASES: usize = 12;
+
+/// The padding phrases of each program, `{n}` where a value goes: words up to a lognormal
+/// message size, drawn from their own generator so that the messages' draws do not depend on
+/// them.
+fn phrases(seed: u64) -> Vec<Vec<String>> {
+    let mut rng = Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
+    PROGRAMS
+        .iter()
+        .map(|(_, _, shape)| {
+            (0..PHRASES)
+                .map(|_| {
+                    // About the bytes of the header and the shape before the padding.
+                    let target = message_size(&mut rng).saturating_sub(60 + shape.len());
+                    let mut phrase = String::new();
+                    while phrase.len() < target {
+                        phrase.push(' ');
+                        let word = *rng.pick(&WORDS);
+                        phrase.push_str(word);
+                        if rng.chance(0.2) {
+                            phrase.push_str("={n}");
+                        }
+                    }
+                    phrase
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Builds `count` messages over `connections`, stamped around `now`.
 pub fn build(
     syntax: Syntax,
+    templates: Templates,
     count: u64,
     connections: usize,
     seed: u64,
@@ -279,6 +326,7 @@ pub fn build(
 ) -> Workload {
     let connections = connections.max(1);
     let mut rng = Rng::new(seed);
+    let phrases = phrases(seed);
     let hosts: Vec<Host> = (0..HOSTS)
         .map(|i| {
             let n = 4 + rng.below(3) as usize;
@@ -366,13 +414,22 @@ pub fn build(
                     }
                 }
             }
-            let target = message_size(&mut rng);
-            fill(&mut rng, shape, &mut msg);
-            while msg.len() < target {
-                msg.push(b' ');
-                msg.extend_from_slice(rng.pick(&WORDS).as_bytes());
-                if rng.chance(0.2) {
-                    msg.extend_from_slice(format!("={}", rng.below(100_000)).as_bytes());
+            match templates {
+                Templates::Fresh => {
+                    let target = message_size(&mut rng);
+                    fill(&mut rng, shape, &mut msg);
+                    while msg.len() < target {
+                        msg.push(b' ');
+                        msg.extend_from_slice(rng.pick(&WORDS).as_bytes());
+                        if rng.chance(0.2) {
+                            msg.extend_from_slice(format!("={}", rng.below(100_000)).as_bytes());
+                        }
+                    }
+                }
+                Templates::Repeating => {
+                    fill(&mut rng, shape, &mut msg);
+                    let phrase = rng.pick(&phrases[p]);
+                    fill(&mut rng, phrase, &mut msg);
                 }
             }
             (facility, Some((host.name.as_str(), app)))
