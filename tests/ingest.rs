@@ -586,11 +586,35 @@ fn stop_right_after_a_udp_burst_writes_everything_read() {
         count(&m.received),
         "every datagram read was written"
     );
-    assert_eq!(
-        count(&m.received) + count(&m.kernel_drops),
-        N,
-        "the rest is in the kernel's drop counter"
+    // The rest is in the kernel's drop counter, but for datagrams still on their way when the
+    // listener closed its socket: a loopback send returns once the datagram is in the CPU's
+    // input backlog, and on a loaded machine the kernel may deliver it to the socket later
+    // (ksoftirqd), after the drain found the socket empty. The backlog holds at most
+    // netdev_max_backlog datagrams, plus a budget being handled, per CPU. (Seen in CI beside a
+    // build: 440 and 1,013 of 20,000 unaccounted, none once the test waited before stopping.)
+    let accounted = count(&m.received) + count(&m.kernel_drops);
+    let in_flight = kernel_input_backlog_bound();
+    assert!(
+        accounted <= N && N - accounted <= in_flight,
+        "read {} + dropped {} of {N}: more than the kernel's backlogs ({in_flight}) unaccounted",
+        count(&m.received),
+        count(&m.kernel_drops)
     );
+}
+
+/// How many received datagrams the kernel can hold between a loopback send and the socket:
+/// each CPU's input backlog (`net.core.netdev_max_backlog`) and the batch it is handling
+/// (`net.core.dev_weight`).
+fn kernel_input_backlog_bound() -> u64 {
+    let sysctl = |name: &str| -> u64 {
+        let path = format!("/proc/sys/net/core/{name}");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    (sysctl("netdev_max_backlog") + sysctl("dev_weight")) * cpus
 }
 
 #[test]
