@@ -1524,6 +1524,46 @@ mod tests {
         assert_eq!(back.len(), 3);
     }
 
+    /// The word-at-a-time digit run is the bytewise one: runs of 0 to 24 digits (across the
+    /// 8-byte steps) from every offset within a word, followed by every byte or by the end.
+    #[test]
+    fn digit_runs_end_where_the_bytewise_test_says() {
+        for offset in 0..8 {
+            for run in 0..=24u8 {
+                for next in (0..=255u8).map(Some).chain([None]) {
+                    let mut s = vec![b'x'; offset];
+                    s.extend((0..run).map(|k| b'0' + k % 10));
+                    s.extend(next);
+                    s.extend_from_slice(b"42");
+                    for from in 0..=s.len() {
+                        assert_eq!(
+                            digits_end(&s, from),
+                            run_end(&s, from, DIGIT),
+                            "{s:?} {from}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 16-byte base64 test is the bytewise one: every byte at every place of a chunk
+    /// otherwise of base64 bytes.
+    #[test]
+    fn base64_chunks_are_what_the_bytewise_test_says() {
+        const BASE64_BYTES: &[u8] = b"0189AMZamz+/";
+        let base: [u8; 16] = std::array::from_fn(|k| BASE64_BYTES[k % BASE64_BYTES.len()]);
+        assert!(all_base64(&base));
+        for at in 0..16 {
+            for b in 0..=255u8 {
+                let mut chunk = base;
+                chunk[at] = b;
+                let want = class(b) & BASE64 != 0;
+                assert_eq!(all_base64(&chunk), want, "byte {b:#x} at {at}");
+            }
+        }
+    }
+
     proptest! {
         /// Masking never panics, and masking a template again changes nothing but what
         /// masking itself introduced (`<N>`, `<IP>` ... hold no digits): a fixed point.
@@ -1549,30 +1589,6 @@ mod tests {
             prop_assert_eq!(mask(text.as_bytes()), reference::mask(text.as_bytes()));
             let tokens = tokens.concat();
             prop_assert_eq!(mask(tokens.as_bytes()), reference::mask(tokens.as_bytes()));
-        }
-
-        /// The word-at-a-time digit run and the 16-byte base64 test are the bytewise ones,
-        /// on bytes at the edges of their classes (the high bit set too).
-        #[test]
-        fn digit_runs_and_base64_chunks_are_the_bytewise_tests(
-            picks in proptest::collection::vec(0usize..24, 0..40),
-        ) {
-            const BYTES: &[u8; 24] = b"0189/:@AZ[`az{+,-.x=\x80\xb0\xb9\xff";
-            let s: Vec<u8> = picks.iter().map(|&i| BYTES[i]).collect();
-            for from in 0..=s.len() {
-                prop_assert_eq!(digits_end(&s, from), run_end(&s, from, DIGIT));
-            }
-            // Mostly base64 bytes, so that whole chunks of them come up, and at times another.
-            const BASE64_BYTES: &[u8; 8] = b"09AZaz+/";
-            let t: Vec<u8> = picks
-                .iter()
-                .map(|&i| if i % 6 == 0 { BYTES[i] } else { BASE64_BYTES[i % 8] })
-                .collect();
-            for chunk in s.windows(16).chain(t.windows(16)) {
-                let chunk: &[u8; 16] = chunk.try_into().map_err(|_| TestCaseError::fail("16"))?;
-                let want = chunk.iter().all(|&b| class(b) & BASE64 != 0);
-                prop_assert_eq!(all_base64(chunk), want);
-            }
         }
 
         /// Both 16-byte mark tests (SSE2, and two `u64` words) give the bytewise marks, for
