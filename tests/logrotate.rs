@@ -3,7 +3,8 @@
 //! sent is in exactly one of the files afterwards, in order, whole.
 
 use std::process::Command;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::support::*;
 
@@ -56,7 +57,11 @@ to = ["syslog", "auth"]
     let conf = dir.path().join("logrotate.conf");
     std::fs::write(&conf, readme_stanza(&logs, p.pid())).unwrap();
 
-    let (sender, sent) = flood_tcp(p.addr("tcp"), MESSAGES, 1000);
+    // Each rotation comes after a quarter of the messages and before the next: a sender
+    // faster than logrotate (a release build) must not finish before the last one, which
+    // would leave no current file to check.
+    let gate = Arc::new(AtomicUsize::new(MESSAGES / (ROTATIONS + 1)));
+    let (sender, sent) = flood_tcp_gated(p.addr("tcp"), MESSAGES, 1000, gate.clone());
     for k in 1..=ROTATIONS {
         let at = MESSAGES * k / (ROTATIONS + 1);
         wait_until(&format!("{at} sent"), DEADLINE * 4, || {
@@ -81,6 +86,20 @@ to = ["syslog", "auth"]
             "logrotate: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // sluice reopens on postrotate's SIGHUP in its own time: a quarter let go at once
+        // could all land in the rotated files. A chunk at a time until the new files have
+        // lines, then the rest.
+        let next = MESSAGES * (k + 1) / (ROTATIONS + 1);
+        let mut open = at;
+        wait_until("lines in the reopened files", DEADLINE, || {
+            let reopened = ["syslog", "auth.log"]
+                .iter()
+                .all(|n| std::fs::metadata(logs.join(n)).is_ok_and(|m| m.len() > 0));
+            open = (open + 1000).min(next);
+            gate.store(open, Ordering::Relaxed);
+            reopened
+        });
+        gate.store(next, Ordering::Relaxed);
     }
     sender.join().unwrap();
     p.signal(libc::SIGTERM);

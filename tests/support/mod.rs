@@ -727,14 +727,34 @@ pub fn flood_tcp(
     std::thread::JoinHandle<()>,
     Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    flood_tcp_gated(addr, n, chunk, open)
+}
+
+/// [`flood_tcp`] that sends no message numbered `gate` or more until the caller raises it:
+/// the caller decides what is sent before and after a step of its own (a rotation), however
+/// fast the sender is. Gives up waiting after [`DEADLINE`] times 4.
+pub fn flood_tcp_gated(
+    addr: SocketAddr,
+    n: usize,
+    chunk: usize,
+    gate: Arc<std::sync::atomic::AtomicUsize>,
+) -> (
+    std::thread::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = sent.clone();
     let thread = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         let mut buf = Vec::with_capacity(chunk * 64);
         for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            wait_until("the gate to open", DEADLINE * 4, || {
+                gate.load(std::sync::atomic::Ordering::Relaxed) >= end
+            });
             buf.clear();
-            for i in start..(start + chunk).min(n) {
+            for i in start..end {
                 buf.extend_from_slice(msgnum_line(i).as_bytes());
                 buf.push(b'\n');
             }
