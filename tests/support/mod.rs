@@ -733,7 +733,8 @@ pub fn flood_tcp(
 
 /// [`flood_tcp`] that sends no message numbered `gate` or more until the caller raises it:
 /// the caller decides what is sent before and after a step of its own (a rotation), however
-/// fast the sender is. Gives up waiting after [`DEADLINE`] times 4.
+/// fast the sender is. Its thread panics (and `join` reports it) when the gate stays shut for
+/// [`DEADLINE`] times 4.
 pub fn flood_tcp_gated(
     addr: SocketAddr,
     n: usize,
