@@ -41,7 +41,8 @@ Cases (pick with --cases):
             case for the new_pattern rule
   alerts-site   the same on the mixed3164 workload with templates that repeat, as in a site's
             logs (loadgen --workload site: each program's padding one of 12 phrases, values
-            drawn anew; about 2,800 templates in 1M lines)
+            drawn anew; about 2,800 templates in 1M lines); `--alert-without new_log_pattern`
+            measures the other rules alone on any of the three
   es        N RFC 3164 messages over TCP, indexed into Elasticsearch's _bulk API: sluice's
             `kind = "elasticsearch"`, rsyslog's omelasticsearch, syslog-ng's elasticsearch-http(),
             each with its default batching, into benches/es_sink.py (a separate process that
@@ -1085,6 +1086,7 @@ def ratio(a, b):
 
 
 def main():
+    global UDP_SOCKETS, UDP_SENDERS, WORK_DIR, ALERT_RULES
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", type=int, default=1_000_000, help="messages per TCP throughput run")
     p.add_argument("--size", type=int, default=256, help="bytes per message")
@@ -1110,6 +1112,9 @@ def main():
     p.add_argument("--rss-secs", type=int, default=15)
     p.add_argument("--rss-drain", type=int, default=1_000_000, help="bytes/s the slow output takes")
     p.add_argument("--alert-rules", type=int, default=10, help=f"[[alert]] rules in the alerts case (at most {len(ALERT_RULES)})")
+    p.add_argument("--alert-without", default="", type=lambda s: [x for x in s.split(",") if x],
+                   help="names of ALERT_RULES left out before --alert-rules takes the first ones "
+                        "(new_log_pattern: what the other rules cost alone)")
     p.add_argument("--alert-rates", default="250000,500000,750000",
                    type=lambda s: [int(x) for x in s.split(",") if x],
                    help="paced rates at which the alerts case measures what the engine's queue drops")
@@ -1120,8 +1125,13 @@ def main():
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--json", help="also write every figure to this file")
     args = p.parse_args()
-    global UDP_SOCKETS, UDP_SENDERS, WORK_DIR
     UDP_SOCKETS, UDP_SENDERS, WORK_DIR = args.udp_sockets, args.udp_senders, args.work_dir
+    names = [re.match(r'name = "([^"]+)"', r).group(1) for r in ALERT_RULES]
+    unknown = [n for n in args.alert_without if n not in names]
+    if unknown:
+        p.error(f"--alert-without: no rule named {', '.join(unknown)} (ALERT_RULES: {', '.join(names)})")
+    ALERT_RULES = [r for r, n in zip(ALERT_RULES, names) if n not in args.alert_without]
+    args.alert_rules = min(args.alert_rules, len(ALERT_RULES))
     raise_nofile()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "sluice", "--example", "loadgen",
